@@ -1,0 +1,1 @@
+"""The container action's entry points: `main` (mint) and `post` (job-end cleanup). Thin."""

@@ -1,0 +1,215 @@
+"""GitHub access for one process, through PyGithub: as a GitHub App (JWT → installation token
+narrowed to the repository and permissions at hand) or with a token given as it is.
+
+PyGithub's `GithubIntegration.get_access_token` cannot send `repositories`, so narrowed tokens go
+through its requester (FACTS §6). Its default pacing (a second between writes) is off: runkeys
+keeps its own budget of writes (`WriteBudget`), sized to GitHub's secondary limits.
+"""
+
+from __future__ import annotations
+
+import threading
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from github import Auth, Github, GithubException, GithubIntegration, GithubRetry
+from github.Repository import Repository
+
+from runkeys.github.errors import explain
+
+DEFAULT_API_URL = "https://api.github.com"
+# Mint a new installation token when the cached one has less than this left.
+TOKEN_REFRESH_MARGIN = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class AppCredentials:
+    app_id: str
+    private_key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class GitHubConfig:
+    api_url: str = DEFAULT_API_URL
+    app: AppCredentials | None = None
+    token: str | None = field(default=None, repr=False)
+    timeout: int = 15
+    retries: int = 5
+    backoff_factor: float = 0.5  # urllib3: 0.5, 1, 2, 4 … seconds between 5xx retries
+    secondary_rate_wait: float = 60.0  # when a secondary limit answer has no Retry-After
+
+    def retry(self) -> GithubRetry:
+        return GithubRetry(
+            secondary_rate_wait=self.secondary_rate_wait,
+            total=self.retries,
+            backoff_factor=self.backoff_factor,
+            backoff_max=30,
+        )
+
+
+@dataclass(frozen=True)
+class InstallationToken:
+    token: str = field(repr=False)
+    expires_at: datetime
+    installation_id: int
+    permissions: Mapping[str, str] = field(default_factory=dict)
+    repositories: tuple[str, ...] = ()
+
+
+def split_repository(full_name: str) -> tuple[str, str]:
+    owner, _, name = full_name.partition("/")
+    if not owner or not name or "/" in name:
+        raise ValueError(f"{full_name!r} is not an owner/name repository")
+    return owner, name
+
+
+class GitHubSession:
+    """Clients per repository, made on first use and kept while their token is fresh."""
+
+    def __init__(
+        self,
+        config: GitHubConfig,
+        *,
+        permissions: Mapping[str, str] | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        if config.app is None and config.token is None:
+            raise ValueError("GitHubConfig needs an App or a token")
+        self.config = config
+        self.permissions = dict(permissions) if permissions else None
+        self._now = now
+        self._lock = threading.Lock()
+        self._installations: dict[str, int] = {}
+        self._clients: dict[str, tuple[Github, datetime | None]] = {}
+        self._integration: GithubIntegration | None = None
+
+    # -- clients ---------------------------------------------------------------------------
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        return {
+            "base_url": self.config.api_url.rstrip("/"),
+            "timeout": self.config.timeout,
+            "retry": self.config.retry(),
+            "seconds_between_requests": None,
+            "seconds_between_writes": None,
+        }
+
+    def integration(self) -> GithubIntegration:
+        """The App's own client (JWT auth). Only for App sessions."""
+        if self.config.app is None:
+            raise ValueError("not a GitHub App session")
+        with self._lock:
+            if self._integration is None:
+                auth = Auth.AppAuth(self.config.app.app_id, self.config.app.private_key)
+                self._integration = GithubIntegration(auth=auth, **self._client_kwargs())
+            return self._integration
+
+    def github_for(self, repository: str) -> Github:
+        """A client allowed to act on `repository`: the given token, or an installation token
+        narrowed to this repository and the session's permissions."""
+        if self.config.app is None:
+            assert self.config.token is not None
+            return self._cached("*", lambda: (self._token_client(self.config.token or ""), None))
+        return self._cached(repository.lower(), lambda: self._installation_client(repository))
+
+    def repository(self, full_name: str) -> Repository:
+        """A lazy `Repository`: no request until one is needed (saves a `GET /repos/…`)."""
+        return self.github_for(full_name).get_repo(full_name, lazy=True)
+
+    def _cached(self, key: str, make: Callable[[], tuple[Github, datetime | None]]) -> Github:
+        with self._lock:
+            hit = self._clients.get(key)
+            if hit and (hit[1] is None or hit[1] - self._now() > TOKEN_REFRESH_MARGIN):
+                return hit[0]
+        client, expires = make()
+        with self._lock:
+            self._clients[key] = (client, expires)
+        return client
+
+    def _token_client(self, token: str) -> Github:
+        return Github(auth=Auth.Token(token), **self._client_kwargs())
+
+    def _installation_client(self, repository: str) -> tuple[Github, datetime]:
+        _, name = split_repository(repository)
+        granted = self.create_installation_token(
+            self.installation_id(repository), repositories=[name], permissions=self.permissions
+        )
+        return self._token_client(granted.token), granted.expires_at
+
+    # -- the App's calls ---------------------------------------------------------------------
+
+    def installation_id(self, repository: str) -> int:
+        """`GET /repos/{owner}/{repo}/installation`, once per repository."""
+        key = repository.lower()
+        with self._lock:
+            if key in self._installations:
+                return self._installations[key]
+        owner, name = split_repository(repository)
+        try:
+            installation = self.integration().get_repo_installation(owner, name)
+        except GithubException as exc:
+            raise explain(
+                exc,
+                doing=f"finding the App's installation on {repository}",
+                method="GET",
+                path="/repos/{owner}/{repo}/installation",
+                repository=repository,
+            ) from None
+        with self._lock:
+            self._installations[key] = installation.id
+        return installation.id
+
+    def create_installation_token(
+        self,
+        installation_id: int,
+        *,
+        repositories: list[str] | None = None,
+        permissions: Mapping[str, str] | None = None,
+    ) -> InstallationToken:
+        """`POST /app/installations/{id}/access_tokens`, narrowed when asked to."""
+        body: dict[str, Any] = {}
+        if repositories:
+            body["repositories"] = repositories
+        if permissions:
+            body["permissions"] = dict(permissions)
+        try:
+            _, data = self.integration().requester.requestJsonAndCheck(
+                "POST", f"/app/installations/{installation_id}/access_tokens", input=body
+            )
+        except GithubException as exc:
+            raise explain(
+                exc,
+                doing="creating an installation token",
+                method="POST",
+                path="/app/installations/{installation_id}/access_tokens",
+            ) from None
+        return InstallationToken(
+            token=str(data["token"]),
+            expires_at=datetime.fromisoformat(str(data["expires_at"]).replace("Z", "+00:00")),
+            installation_id=installation_id,
+            permissions=dict(data.get("permissions") or {}),
+            repositories=tuple(str(r["full_name"]) for r in data.get("repositories") or []),
+        )
+
+    def revoke_installation_token(self, token: str) -> None:
+        """`DELETE /installation/token`, authenticated with the token itself; gone is success."""
+        client = self._token_client(token)
+        try:
+            client.requester.requestJsonAndCheck("DELETE", "/installation/token")
+        except GithubException as exc:
+            if exc.status == 401:  # expired or already revoked: nothing left to do
+                return
+            raise explain(
+                exc,
+                doing="revoking an installation token",
+                method="DELETE",
+                path="/installation/token",
+            ) from None
+
+
+def quote_path(segment: str) -> str:
+    """A path segment as GitHub wants it: environment names URL-encoded, `/` as `%2F`."""
+    return urllib.parse.quote(segment, safe="")
