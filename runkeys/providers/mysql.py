@@ -129,7 +129,7 @@ class MysqlProvider(Provider):
 
     def revoke(self, request: RevokeRequest) -> None:
         connection = connection_of(self.name, request)
-        user, host = _parse_reference(request.reference)
+        user, host = _parse_reference(request.reference, request.params)
         with (
             self.scrubbed("revoke", *connection.secrets()),
             _connect(connection) as conn,
@@ -280,8 +280,10 @@ def _quote(identifier: str) -> str:
     return "`" + identifier.replace("`", "``") + "`"
 
 
-def _parse_reference(reference: str) -> tuple[str, str]:
+def _parse_reference(reference: str, params: Mapping[str, Any]) -> tuple[str, str]:
+    """`user@host` as `mint` made it; a bare user name takes its host from the parameters."""
     user, _, host = reference.partition("@")
+    host = host or str(params.get("host", "%"))
     checked_name("mysql", "reference", user)
     if not _HOST.fullmatch(host):
         raise ProviderError("mysql", f"reference {reference!r} is not user@host", retryable=False)

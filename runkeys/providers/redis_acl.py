@@ -31,6 +31,8 @@ from typing import Any
 
 import redis
 import redis.exceptions
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from runkeys.connections import Connection
 from runkeys.errors import ParamError, ProviderError
@@ -199,5 +201,7 @@ def _client(connection: Connection) -> redis.Redis:
         connection.url,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT,
-        retry_on_timeout=False,
+        # No retries in here: redis-py would retry a refused password as a connection error
+        # for seconds; the caller retries what `is_transient` calls retryable.
+        retry=Retry(NoBackoff(), 0),
     )

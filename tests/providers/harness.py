@@ -31,6 +31,9 @@ class Harness(ABC):
     provider: Provider
     connection: Connection | None  # the least-privileged admin account the provider mints with
     params: Mapping[str, Any]  # a spec's parameters that grant something `use` can try
+    # Whether minting the same label twice returns the first credential (an issuer honouring
+    # Idempotency-Key) rather than failing (an account name that exists already).
+    idempotent_mint = False
 
     def __init__(self) -> None:
         self.labels: list[str] = []  # every label minted, for `cleanup`

@@ -16,6 +16,8 @@ from tests.providers.issuer_server import ACCOUNT, Issuer
 
 
 class HttpHarness(Harness):
+    idempotent_mint = True
+
     def __init__(self) -> None:
         super().__init__()
         self.issuer = Issuer()
