@@ -197,8 +197,10 @@ def _checked_url(connection: Connection) -> urllib.parse.SplitResult:
 
 
 def _client(connection: Connection) -> redis.Redis:
+    # ACL users are server-wide: the admin stays on database 0 and needs no SELECT.
+    without_database = urllib.parse.urlunsplit(connection.parsed._replace(path=""))
     return redis.Redis.from_url(
-        connection.url,
+        without_database,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT,
         # No retries in here: redis-py would retry a refused password as a connection error

@@ -1,7 +1,8 @@
 """A small in-house token issuer, served for real over HTTP (werkzeug) on a free loopback port,
 for the `http` provider's tests.
 
-    POST   /api/v1/tokens         Basic auth (the connection's account); JSON {name, expires_at}
+    POST   /api/v1/tokens         the connection's account (Basic, or its secret as a bearer
+                                  token); JSON {name, expires_at}
                                   → 201 {"data": {"id", "token", "expires_at"}}; honours
                                   Idempotency-Key
     DELETE /api/v1/tokens/<id>    Basic auth → 204, or 404 when there is no such token
@@ -9,7 +10,9 @@ for the `http` provider's tests.
     GET    /api/v1/admin          Bearer <token> → 403: what a test token may not do
 
 `fail_next(status, times)` makes the next requests answer `status` (a 5xx, say) before the
-issuer behaves again; `requests` records what was asked.
+issuer behaves again, `delay` slows every answer, `answer_override` replaces the mint's answer;
+POST `/api/v1/moved` redirects elsewhere, POST `/api/v1/html` answers HTML; `requests` records
+what was asked.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import base64
 import json
 import secrets
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +45,8 @@ class Issuer:
         self.tokens: dict[str, Issued] = {}
         self.by_idempotency: dict[str, str] = {}
         self.requests: list[tuple[str, str]] = []
-        self.failures: list[int] = []
+        self.failures: list[tuple[int, str | None]] = []
+        self.delay = 0.0  # seconds before each answer: a slow issuer
         self.answer_override: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._server: BaseWSGIServer | None = None
@@ -63,9 +69,9 @@ class Issuer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def fail_next(self, status: int, times: int = 1) -> None:
+    def fail_next(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
         with self._lock:
-            self.failures += [status] * times
+            self.failures += [(status, retry_after)] * times
 
     def live(self, name: str | None = None) -> list[Issued]:
         with self._lock:
@@ -81,20 +87,33 @@ class Issuer:
     def handle(self, request: Request) -> Response:
         with self._lock:
             self.requests.append((request.method, request.path))
-            if self.failures:
-                return _json({"message": "temporarily unavailable"}, self.failures.pop(0))
-        path, method = request.path, request.method
-        if path == "/api/v1/tokens" and method == "POST":
-            return self._admin(request) or self._mint(request)
-        if path.startswith("/api/v1/tokens/") and method == "DELETE":
-            return self._admin(request) or self._revoke(path.rsplit("/", 1)[1])
-        if path in ("/api/v1/whoami", "/api/v1/admin") and method == "GET":
-            return self._as_token(request, admin=path.endswith("admin"))
+            failure = self.failures.pop(0) if self.failures else None
+        if self.delay:
+            time.sleep(self.delay)
+        if failure is not None:
+            answer = _json({"message": "temporarily unavailable"}, failure[0])
+            if failure[1] is not None:
+                answer.headers["Retry-After"] = failure[1]
+            return answer
+        routes: dict[tuple[str, str], Callable[[], Response]] = {
+            ("POST", "/api/v1/tokens"): lambda: self._admin(request) or self._mint(request),
+            ("GET", "/api/v1/whoami"): lambda: self._as_token(request, admin=False),
+            ("GET", "/api/v1/admin"): lambda: self._as_token(request, admin=True),
+            ("POST", "/api/v1/html"): lambda: Response("<html>down</html>", mimetype="text/html"),
+            ("POST", "/api/v1/moved"): lambda: Response(
+                status=307, headers={"Location": "http://127.0.0.1:9/elsewhere"}
+            ),
+        }
+        route = routes.get((request.method, request.path))
+        if route is not None:
+            return route()
+        if request.method == "DELETE" and request.path.startswith("/api/v1/tokens/"):
+            return self._admin(request) or self._revoke(request.path.rsplit("/", 1)[1])
         return _json({"message": "not found"}, 404)
 
     def _admin(self, request: Request) -> Response | None:
-        expected = "Basic " + base64.b64encode(":".join(ACCOUNT).encode()).decode()
-        if request.headers.get("Authorization") != expected:
+        basic = "Basic " + base64.b64encode(":".join(ACCOUNT).encode()).decode()
+        if request.headers.get("Authorization") not in (basic, f"Bearer {ACCOUNT[1]}"):
             return _json({"message": "bad credentials"}, 401)
         return None
 
