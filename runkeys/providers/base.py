@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from runkeys.connections import Connection
-from runkeys.errors import ParamError, ProviderError, RunkeysError
+from runkeys.errors import GitHubError, ParamError, ProviderError, RunkeysError
 from runkeys.scrub import scrub, short
 
 if TYPE_CHECKING:
@@ -135,6 +135,25 @@ def connection_of(provider: str, request: MintRequest | RevokeRequest) -> Connec
             fix="name one in the spec (`connection: <name>`) and set RUNKEYS_CONNECTION_<NAME>",
         )
     return request.connection
+
+
+def github_of(provider: str, deps: ProviderDeps) -> GitHubSession:
+    """The GitHub session the action or service passed in; providers of GitHub credentials are
+    never built without one, but a caller that forgets gets this clear error."""
+    if deps.github is None:
+        raise ProviderError(
+            provider,
+            "no GitHub access was given to this provider",
+            retryable=False,
+            fix="give the action `app-id` and `private-key` (or the service its App settings)",
+        )
+    return deps.github
+
+
+def from_github(provider: str, exc: GitHubError) -> ProviderError:
+    """GitHub's refusal as the provider's error: same cause, fix and docs, and retryable as
+    GitHub's status says (5xx, rate limits, no answer)."""
+    return ProviderError(provider, exc.cause, retryable=exc.retryable, fix=exc.fix, docs=exc.docs)
 
 
 _LABEL = re.compile(r"^[a-z0-9_]{1,32}$")
