@@ -9,6 +9,7 @@ from typing import TypeVar
 import pytest
 
 from tests.providers.harness import Harness
+from tests.providers.harness_github import DeployKeyHarness, GitHubTokenHarness
 from tests.providers.harness_http import HttpHarness
 from tests.providers.harness_mysql import MysqlHarness
 from tests.providers.harness_postgres import PostgresHarness
@@ -19,6 +20,8 @@ HARNESSES: dict[str, Callable[[], Harness]] = {
     "mysql": MysqlHarness,
     "redis": RedisHarness,
     "http": HttpHarness,
+    "deploy-key": DeployKeyHarness,
+    "github-token": GitHubTokenHarness,
 }
 H = TypeVar("H", bound=Harness)
 

@@ -12,7 +12,8 @@ import socket
 import traceback
 import urllib.parse
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,9 +32,11 @@ class Harness(ABC):
     provider: Provider
     connection: Connection | None  # the least-privileged admin account the provider mints with
     params: Mapping[str, Any]  # a spec's parameters that grant something `use` can try
-    # Whether minting the same label twice returns the first credential (an issuer honouring
-    # Idempotency-Key) rather than failing (an account name that exists already).
-    idempotent_mint = False
+    # What minting the same label twice does: "refused" (an account of that name exists),
+    # "same" (an issuer honouring Idempotency-Key answers with the first credential),
+    # "replaced" (the first is deleted: a leftover of a lost answer), "independent" (labels
+    # mean nothing to the backend: two credentials).
+    same_label = "refused"
 
     def __init__(self) -> None:
         self.labels: list[str] = []  # every label minted, for `cleanup`
@@ -61,19 +64,31 @@ class Harness(ABC):
         """Remove everything the test created, with the backend's own admin account; safe after
         a `setup` that failed half-way."""
 
-    def down(self) -> Connection | None:
-        """The same connection, pointed at a port where nothing listens."""
-        assert self.connection is not None
-        return closed_port(self.connection)
+    @contextmanager
+    def backend_down(self) -> Iterator[None]:
+        """Within: the backend cannot be reached (its port is one where nothing listens)."""
+        saved = self.connection
+        assert saved is not None
+        self.connection = closed_port(saved)
+        try:
+            yield
+        finally:
+            self.connection = saved
 
-    def wrong_account(self) -> Connection:
-        """The same connection with an account the backend does not know."""
-        assert self.connection is not None
-        parts = self.connection.parsed
+    @contextmanager
+    def wrong_account(self) -> Iterator[None]:
+        """Within: the provider logs in with an account the backend does not know."""
+        saved = self.connection
+        assert saved is not None
+        parts = saved.parsed
         netloc = f"nosuchaccount:not-the-password@{parts.netloc.rsplit('@', 1)[-1]}"
-        return Connection(
-            self.connection.name, urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        self.connection = Connection(
+            saved.name, urllib.parse.urlunsplit(parts._replace(netloc=netloc))
         )
+        try:
+            yield
+        finally:
+            self.connection = saved
 
     def hold(self, minted: Minted) -> Callable[[], bool] | None:
         """Open a session with the credential; the function says whether it is still alive.
@@ -90,6 +105,10 @@ class Harness(ABC):
         return None
 
     # -- shared --------------------------------------------------------------------------------
+
+    def unknown_reference(self) -> str:
+        """A well-formed reference to nothing the backend has ever held."""
+        return self.label()
 
     def label(self) -> str:
         label = unique("rk")
@@ -109,20 +128,21 @@ class Harness(ABC):
         return self.provider.mint(request)
 
     def revoke(self, minted_or_reference: Minted | str, **overrides: Any) -> None:
-        reference = (
-            minted_or_reference.reference
-            if isinstance(minted_or_reference, Minted)
-            else minted_or_reference
-        )
+        minted = minted_or_reference if isinstance(minted_or_reference, Minted) else None
         self.provider.revoke(
             RevokeRequest(
-                reference=reference,
+                reference=minted.reference if minted else str(minted_or_reference),
                 params=overrides.pop("params", self.params),
                 connection=overrides.pop("connection", self.connection),
-                value=overrides.pop("value", None),
+                value=overrides.pop("value", self.revoke_value(minted)),
             )
         )
         assert not overrides, overrides
+
+    def revoke_value(self, minted: Minted | None) -> str | None:
+        """The value revoke gets: none, as the service revokes; a provider that needs it (an
+        installation token) is revoked here as the runner does, with it."""
+        return None
 
     def secrets(self, *minted: Minted) -> list[str]:
         """Every value that must never show in an error: minted values and their parts, and the
@@ -134,16 +154,19 @@ class Harness(ABC):
         return found
 
 
-def closed_port(connection: Connection) -> Connection:
-    """`connection` with its port replaced by one nothing listens on (bound, then released)."""
+def closed_port_url(url: str) -> str:
+    """`url` with its port replaced by one nothing listens on (bound, then released)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    parts = connection.parsed
-    netloc = parts.netloc.rsplit("@", 1)
-    host_port = f"{parts.hostname}:{port}"
-    netloc_text = f"{netloc[0]}@{host_port}" if len(netloc) == 2 else host_port
-    return Connection(connection.name, urllib.parse.urlunsplit(parts._replace(netloc=netloc_text)))
+    parts = urllib.parse.urlsplit(url)
+    userinfo, _, _ = parts.netloc.rpartition("@")
+    netloc = f"{userinfo}@" if userinfo else ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{netloc}{parts.hostname}:{port}"))
+
+
+def closed_port(connection: Connection) -> Connection:
+    return Connection(connection.name, closed_port_url(connection.url))
 
 
 def assert_clean(exc: BaseException, secrets: list[str]) -> None:

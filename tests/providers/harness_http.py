@@ -16,7 +16,7 @@ from tests.providers.issuer_server import ACCOUNT, Issuer
 
 
 class HttpHarness(Harness):
-    idempotent_mint = True
+    same_label = "same"
 
     def __init__(self) -> None:
         super().__init__()
