@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import requests
+
 from runkeys.connections import Connection
 from runkeys.errors import GitHubError, ParamError, ProviderError, RunkeysError
 from runkeys.scrub import scrub, short
@@ -114,6 +116,15 @@ class Provider(ABC):
             ) from None
 
 
+# What `requests` (under PyGithub and the http provider) raises when the other side is down,
+# slow, or still failing after urllib3's own retries.
+HTTP_TRANSIENT = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.RetryError,
+)
+
+
 def is_transient(exc: BaseException) -> bool:
     """The generic rule: the network failed (refused, reset, timed out, name lookup to retry).
 
@@ -152,8 +163,12 @@ def github_of(provider: str, deps: ProviderDeps) -> GitHubSession:
 
 def from_github(provider: str, exc: GitHubError) -> ProviderError:
     """GitHub's refusal as the provider's error: same cause, fix and docs, and retryable as
-    GitHub's status says (5xx, rate limits, no answer)."""
-    return ProviderError(provider, exc.cause, retryable=exc.retryable, fix=exc.fix, docs=exc.docs)
+    GitHub's status says (5xx, rate limits, no answer). A 403 is GitHub's answer both to a rate
+    limit and to a missing permission; only the first passes with time."""
+    retryable = exc.retryable
+    if exc.status == 403:
+        retryable = "rate limit" in exc.cause.lower()
+    return ProviderError(provider, exc.cause, retryable=retryable, fix=exc.fix, docs=exc.docs)
 
 
 _LABEL = re.compile(r"^[a-z0-9_]{1,32}$")

@@ -19,7 +19,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from github import GithubException
@@ -28,6 +27,7 @@ from github.Repository import Repository
 from runkeys.errors import GitHubError, ParamError, ProviderError
 from runkeys.github.errors import explain
 from runkeys.providers.base import (
+    HTTP_TRANSIENT,
     Minted,
     MintRequest,
     Provider,
@@ -102,9 +102,7 @@ class DeployKeyProvider(Provider):
             repository.get_key(int(match["id"])).delete()
 
     def is_transient(self, exc: BaseException) -> bool:
-        if isinstance(exc, requests.ConnectionError | requests.Timeout):
-            return True
-        return is_transient(exc)
+        return isinstance(exc, HTTP_TRANSIENT) or is_transient(exc)
 
 
 @contextmanager

@@ -20,11 +20,10 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-import requests
-
 from runkeys.errors import GitHubError, ParamError
 from runkeys.github.session import split_repository
 from runkeys.providers.base import (
+    HTTP_TRANSIENT,
     Minted,
     MintRequest,
     Provider,
@@ -144,9 +143,7 @@ class GitHubTokenProvider(Provider):
                 raise from_github(self.name, exc) from None
 
     def is_transient(self, exc: BaseException) -> bool:
-        if isinstance(exc, requests.ConnectionError | requests.Timeout):
-            return True
-        return is_transient(exc)
+        return isinstance(exc, HTTP_TRANSIENT) or is_transient(exc)
 
 
 def _check_permissions(permissions: Any) -> None:

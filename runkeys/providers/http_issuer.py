@@ -34,6 +34,7 @@ from runkeys.connections import Connection
 from runkeys.errors import ParamError, ProviderError
 from runkeys.providers import http_templates as templates
 from runkeys.providers.base import (
+    HTTP_TRANSIENT,
     Minted,
     MintRequest,
     Provider,
@@ -104,9 +105,7 @@ class HttpIssuerProvider(Provider):
             )
 
     def is_transient(self, exc: BaseException) -> bool:
-        if isinstance(exc, requests.ConnectionError | requests.Timeout):
-            return True
-        return is_transient(exc)
+        return isinstance(exc, HTTP_TRANSIENT) or is_transient(exc)
 
     # -- one request, retried ------------------------------------------------------------------
 

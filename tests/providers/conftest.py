@@ -64,3 +64,13 @@ def redis_acl() -> Iterator[RedisHarness]:
 @pytest.fixture
 def http() -> Iterator[HttpHarness]:
     yield from made(HttpHarness)
+
+
+@pytest.fixture
+def deploy_key() -> Iterator[DeployKeyHarness]:
+    yield from made(DeployKeyHarness)
+
+
+@pytest.fixture
+def github_token() -> Iterator[GitHubTokenHarness]:
+    yield from made(GitHubTokenHarness)
