@@ -72,6 +72,13 @@ class ProviderDeps:
     sleep: Callable[[float], None] = time.sleep
 
 
+RETRYABLE_FIX = (
+    "the server could not be reached or is busy: check that it is up and reachable from here; "
+    "a revoke that fails this way is retried later"
+)
+REFUSED_FIX = "check the parameters, and the connection's account and its privileges"
+
+
 class Provider(ABC):
     """One kind of credential. Subclasses live one per module in `runkeys.providers`."""
 
@@ -111,8 +118,13 @@ class Provider(ABC):
             raise
         except Exception as exc:
             message = short(scrub(f"{type(exc).__name__}: {exc}", values))
+            retryable = self.is_transient(exc)
             raise ProviderError(
-                self.name, f"{action} failed: {message}", retryable=self.is_transient(exc)
+                self.name,
+                f"{action} failed: {message}",
+                retryable=retryable,
+                fix=RETRYABLE_FIX if retryable else REFUSED_FIX,
+                docs=f"docs/providers.md#{self.name}",
             ) from None
 
 

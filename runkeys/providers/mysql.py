@@ -75,8 +75,9 @@ _URL_FLAGS = {"ssl_verify_cert", "ssl_verify_identity"}
 _URL_SETTINGS = {"ssl_ca", "ssl_cert", "ssl_key", "unix_socket"} | _URL_FLAGS
 _SCHEMES = ("mysql", "mariadb")
 # Client error codes (CR_*) and server errors worth retrying: cannot connect, server gone or
-# lost mid-query, too many connections, lock wait timeout, deadlock, server shutting down.
-_TRANSIENT_CODES = {2002, 2003, 2006, 2013, 2055, 1040, 1053, 1205, 1213}
+# lost mid-query, too many connections (on the server, for the account), lock wait timeout,
+# deadlock, server shutting down.
+_TRANSIENT_CODES = {2002, 2003, 2006, 2013, 2055, 1040, 1226, 1053, 1205, 1213}
 _UNKNOWN_THREAD = 1094
 
 

@@ -68,6 +68,7 @@ def test_mint_with_the_backend_down_is_retryable_and_leaves_nothing(harness: Har
         harness.mint(label=label)
     assert caught.value.retryable, caught.value
     assert caught.value.provider == harness.provider.name
+    assert caught.value.fix  # says what to do, not only what happened
     assert_clean(caught.value, harness.secrets())
     assert harness.leftovers(label) == []
 
@@ -131,6 +132,7 @@ def test_a_refused_connection_account_is_not_retryable(harness: Harness) -> None
     with harness.wrong_account(), pytest.raises(ProviderError) as caught:
         harness.mint(label=label)
     assert not caught.value.retryable, caught.value
+    assert caught.value.fix
     assert_clean(caught.value, [*harness.secrets(), "not-the-password"])
     assert harness.leftovers(label) == []
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 import redis
+from psycopg import sql
 
 from runkeys.connections import Connection
 from runkeys.errors import ProviderError
@@ -125,6 +126,18 @@ def test_postgres_refuses_a_reference_that_is_not_a_role_name(postgres: Postgres
     assert not caught.value.retryable
 
 
+def test_postgres_an_admin_at_its_connection_limit_is_retryable(postgres: PostgresHarness) -> None:
+    with psycopg.connect(postgres.super_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER ROLE {} CONNECTION LIMIT 1").format(sql.Identifier(postgres.admin))
+        )
+    assert postgres.connection is not None
+    with psycopg.connect(postgres.connection.url), pytest.raises(ProviderError) as caught:
+        postgres.mint()
+    assert caught.value.retryable, caught.value
+    assert "too many connections" in str(caught.value)
+
+
 # -- mysql -----------------------------------------------------------------------------------
 
 
@@ -153,6 +166,15 @@ def test_mysql_stores_the_password_only_as_its_hash(mysql: MysqlHarness) -> None
     (grants,) = mysql.root(f"SHOW CREATE USER `{user}`@`%`")
     inner = hashlib.sha1(minted.parts["PASSWORD"].encode()).digest()
     assert "*" + hashlib.sha1(inner).hexdigest().upper() in grants[0]
+
+
+def test_mysql_an_admin_at_its_connection_limit_is_retryable(mysql: MysqlHarness) -> None:
+    mysql.root(f"ALTER USER '{mysql.admin}'@'%' WITH MAX_USER_CONNECTIONS 1")
+    assert mysql.connection is not None
+    with connect_url(mysql.connection.url), pytest.raises(ProviderError) as caught:
+        mysql.mint()
+    assert caught.value.retryable, caught.value
+    assert "1226" in str(caught.value)
 
 
 def test_mysql_refuses_a_url_setting_it_does_not_know(mysql: MysqlHarness) -> None:
