@@ -221,7 +221,8 @@ class DatabaseAccount:
         user, password = (urllib.parse.quote(p, safe="") for p in (self.user, self.password))
         netloc = f"{user}:{password}@{host}" + (f":{self.port}" if self.port else "")
         path = "/" + urllib.parse.quote(self.database, safe="") if self.database else ""
-        encoded_query = urllib.parse.urlencode(dict(query or {}))
+        # %20, not "+": libpq decodes only percent-escapes in a URI.
+        encoded_query = urllib.parse.urlencode(dict(query or {}), quote_via=urllib.parse.quote)
         return urllib.parse.urlunsplit((scheme, netloc, path, encoded_query, ""))
 
     def minted(

@@ -39,6 +39,8 @@ def test_a_value_url_escapes_what_needs_it_and_drivers_read_it_back() -> None:
     assert parsed["password"] == "p@ss:w/rd?#%"
     assert parsed["host"] == "/var/run/postgresql"
     assert parsed["dbname"] == "my db"
+    spaced = psycopg.conninfo.conninfo_to_dict(account.url("postgresql", {"options": "-c a=b"}))
+    assert spaced["options"] == "-c a=b"
     ipv6 = DatabaseAccount("u", "p", "::1", 6379, "0").url("redis")
     assert ipv6 == "redis://u:p@[::1]:6379/0"
     minted = account.minted("postgresql", reference="rk_a", expires_at=EXPIRES_AT)
