@@ -128,13 +128,14 @@ class Provider(ABC):
             ) from None
 
 
-# What `requests` (under PyGithub and the http provider) raises when the other side is down,
-# slow, or still failing after urllib3's own retries.
-HTTP_TRANSIENT = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.RetryError,
-)
+def http_transient(exc: BaseException) -> bool:
+    """What `requests` (under PyGithub and the http provider) raises when the other side is
+    down, slow, or still failing after urllib3's own retries. Not a TLS failure: `requests`
+    files it under ConnectionError, but a certificate does not mend by waiting."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return False
+    transient = (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError)
+    return isinstance(exc, transient)
 
 
 def is_transient(exc: BaseException) -> bool:

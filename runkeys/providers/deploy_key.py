@@ -27,7 +27,6 @@ from github.Repository import Repository
 from runkeys.errors import GitHubError, ParamError, ProviderError
 from runkeys.github.errors import explain
 from runkeys.providers.base import (
-    HTTP_TRANSIENT,
     Minted,
     MintRequest,
     Provider,
@@ -37,6 +36,7 @@ from runkeys.providers.base import (
     from_github,
     get_str,
     github_of,
+    http_transient,
     is_transient,
 )
 
@@ -102,7 +102,7 @@ class DeployKeyProvider(Provider):
             repository.get_key(int(match["id"])).delete()
 
     def is_transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, HTTP_TRANSIENT) or is_transient(exc)
+        return http_transient(exc) or is_transient(exc)
 
 
 @contextmanager

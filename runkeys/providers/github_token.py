@@ -23,7 +23,6 @@ from typing import Any
 from runkeys.errors import GitHubError, ParamError
 from runkeys.github.session import split_repository
 from runkeys.providers.base import (
-    HTTP_TRANSIENT,
     Minted,
     MintRequest,
     Provider,
@@ -32,6 +31,7 @@ from runkeys.providers.base import (
     from_github,
     get_str_list,
     github_of,
+    http_transient,
     is_transient,
 )
 from runkeys.providers.deploy_key import check_repository
@@ -143,7 +143,7 @@ class GitHubTokenProvider(Provider):
                 raise from_github(self.name, exc) from None
 
     def is_transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, HTTP_TRANSIENT) or is_transient(exc)
+        return http_transient(exc) or is_transient(exc)
 
 
 def _check_permissions(permissions: Any) -> None:

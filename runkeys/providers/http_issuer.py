@@ -34,7 +34,6 @@ from runkeys.connections import Connection
 from runkeys.errors import ParamError, ProviderError
 from runkeys.providers import http_templates as templates
 from runkeys.providers.base import (
-    HTTP_TRANSIENT,
     Minted,
     MintRequest,
     Provider,
@@ -43,6 +42,7 @@ from runkeys.providers.base import (
     connection_of,
     get_int,
     get_str,
+    http_transient,
     is_transient,
     utc,
 )
@@ -105,7 +105,7 @@ class HttpIssuerProvider(Provider):
             )
 
     def is_transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, HTTP_TRANSIENT) or is_transient(exc)
+        return http_transient(exc) or is_transient(exc)
 
     # -- one request, retried ------------------------------------------------------------------
 
@@ -134,8 +134,8 @@ class HttpIssuerProvider(Provider):
                     timeout=timeout,
                     allow_redirects=False,
                 )
-            except (requests.ConnectionError, requests.Timeout):
-                if last:
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if last or not http_transient(exc):
                     raise
                 self.deps.sleep(_backoff(attempt, None))
                 continue

@@ -158,3 +158,12 @@ def test_bad_templates_name_their_field(params: dict[str, Any], field: str) -> N
     with pytest.raises(ParamError) as caught:
         provider.check_params(params)
     assert caught.value.field == field
+
+
+def test_a_tls_failure_is_final_not_retried(http: HttpHarness) -> None:
+    assert http.connection is not None
+    tls = Connection("ISSUER", http.connection.url.replace("http://", "https://"))
+    with pytest.raises(ProviderError, match="SSLError") as caught:
+        http.mint(connection=tls)
+    assert not caught.value.retryable
+    assert http.waits == []
