@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any
 
 import requests
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from runkeys.sandbox import webhooks
@@ -80,7 +81,7 @@ class Sandbox(RunBook):
         self._server = BackgroundServer(app, self._host, self._port)
         self._url = f"http://{self._server.host}:{self._server.port}"
         with self.world.lock:
-            self.world.oidc = OIDCIssuer(self.oidc_issuer_url)
+            self.world.oidc_issuer_url = self.oidc_issuer_url
         self._server.start()
         return self
 
@@ -112,9 +113,7 @@ class Sandbox(RunBook):
 
     @property
     def oidc(self) -> OIDCIssuer:
-        if self.world.oidc is None:
-            raise RuntimeError("the sandbox is not started: call start() first")
-        return self.world.oidc
+        return self.world.oidc()
 
     def advance_clock(self, seconds: float) -> None:
         """Move the sandbox's time forward: tokens and JWTs expire without waiting."""
@@ -166,8 +165,16 @@ class Sandbox(RunBook):
         *,
         slug: str | None = None,
         owner: str = "runkeys-sandbox",
+        private_key_pem: str | None = None,
     ) -> App:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        """A GitHub App with its own RSA key (or the PEM given) and webhook secret."""
+        if private_key_pem is None:
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        else:
+            loaded = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
+            if not isinstance(loaded, rsa.RSAPrivateKey):
+                raise ValueError("a GitHub App's private key is an RSA key")
+            key = loaded
         with self.world.lock:
             ident = app_id if app_id is not None else self.world.next_id("app")
             if ident in self.world.apps:
@@ -200,10 +207,15 @@ class Sandbox(RunBook):
         if len(logins) != 1:
             raise ValueError("an installation covers repositories of exactly one account")
         with self.world.lock:
+            target = self.world.account(account or repos[0].owner)
+            if any(i.app is app and i.account is target for i in self.world.installations.values()):
+                raise ValueError(
+                    f"the App is installed on {target.login} already (update_installation)"
+                )
             installation = Installation(
                 id=self.world.next_id("installation"),
                 app=app,
-                account=self.world.account(account or repos[0].owner),
+                account=target,
                 repository_ids=None if all_repositories else {r.id for r in repos},
                 permissions=dict(permissions or DEFAULT_INSTALLATION_PERMISSIONS),
                 created_at=self.clock(),
@@ -211,6 +223,24 @@ class Sandbox(RunBook):
             )
             self.world.installations[installation.id] = installation
             return installation
+
+    def update_installation(
+        self,
+        installation: Installation,
+        *,
+        repositories: Iterable[RepoRef] | None = None,
+        permissions: Mapping[str, str] | None = None,
+    ) -> None:
+        """Change which repositories (and permissions) an installation covers; existing tokens
+        lose the repositories taken away, as on GitHub."""
+        with self.world.lock:
+            if repositories is not None:
+                repos = [self._repo(r) for r in repositories]
+                if any(r.account is not installation.account for r in repos):
+                    raise ValueError("an installation covers repositories of its own account only")
+                installation.repository_ids = {r.id for r in repos}
+            if permissions is not None:
+                installation.permissions = dict(permissions)
 
     def uninstall(self, installation: Installation) -> None:
         """The App's installation is removed: its tokens stop working."""
