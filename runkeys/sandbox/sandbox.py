@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -38,6 +38,9 @@ from runkeys.sandbox.state import (
     World,
 )
 
+if TYPE_CHECKING:
+    from runkeys.sandbox.git_ssh import GitSSHServer
+
 
 class Sandbox(Seeding):
     """A GitHub API stand-in on a free loopback port. Not started until `start()` (or `with`)."""
@@ -52,6 +55,7 @@ class Sandbox(Seeding):
         self._host, self._port = host, port
         self._server: BackgroundServer | None = None
         self._url: str | None = None
+        self._git_ssh: GitSSHServer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -67,8 +71,24 @@ class Sandbox(Seeding):
         return self
 
     def stop(self) -> None:
+        if self._git_ssh is not None:
+            self._git_ssh.stop()
+            self._git_ssh = None
         if self._server is not None:
             self._server.stop()
+
+    def start_git_ssh(self, port: int = 0) -> GitSSHServer:
+        """Serve the repositories over SSH to their deploy keys (`.url(repo)` to clone)."""
+        if self._git_ssh is None:
+            try:
+                from runkeys.sandbox.git_ssh import GitSSHServer  # noqa: PLC0415 (paramiko: optional)
+            except ImportError as exc:
+                raise RuntimeError(
+                    "git over SSH needs paramiko: pip install 'runkeys[sandbox]'"
+                ) from exc
+            self._git_ssh = GitSSHServer(self.world, self._host, port)
+            self._git_ssh.start()
+        return self._git_ssh
 
     def __enter__(self) -> Sandbox:
         return self if self._server is not None else self.start()
