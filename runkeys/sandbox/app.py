@@ -193,7 +193,8 @@ class SandboxApp:
             query={k: v[-1] for k, v in ex.query.items()},
             status=reply.status,
             request_body=ex.raw_body.decode("utf-8", "replace") if ex.raw_body else None,
-            response_body=reply.body,
+            # What was sent, parsed again: a test cannot reach into the sandbox's state through it.
+            response_body=json.loads(response.get_data()) if reply.body is not None else None,
             operation=ex.operation,
             caller=ex.caller,
             injected=ex.injected,

@@ -21,18 +21,36 @@ from runkeys.sandbox.recording import RecordedRequest
 
 FRAGMENTS = Path(__file__).parent / "fragments"
 
-# Served by the sandbox though no fragment describes them: the repository itself (PyGithub's
-# `get_repo`), validated against the description's `repository` schema.
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"200": {"content": {"application/json": {"schema": schema}}}}
+
+
+_REPOSITORY = {"$ref": "#/components/schemas/repository"}
+_INSTALLATION = {"$ref": "#/components/schemas/installation"}
+# Served by the sandbox though no fragment describes them (PyGithub calls them), checked with
+# the description's own component schemas, taken from a fragment that carries them.
 EXTRA_OPERATIONS = {
-    "GET /repos/{owner}/{repo}": (
+    "GET /repos/{owner}/{repo}": ("apps_create-installation-access-token.json", _json(_REPOSITORY)),
+    "GET /app/installations": (
+        "apps_get-installation.json",
+        _json({"type": "array", "items": _INSTALLATION}),
+    ),
+    "GET /orgs/{org}/installation": ("apps_get-installation.json", _json(_INSTALLATION)),
+    "GET /users/{username}/installation": ("apps_get-installation.json", _json(_INSTALLATION)),
+    "GET /installation/repositories": (
         "apps_create-installation-access-token.json",
-        {
-            "200": {
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/repository"}}
-                }
+        _json(
+            {
+                "type": "object",
+                "required": ["total_count", "repositories"],
+                "properties": {
+                    "total_count": {"type": "integer"},
+                    "repositories": {"type": "array", "items": _REPOSITORY},
+                    "repository_selection": {"type": "string"},
+                },
             }
-        },
+        ),
     ),
 }
 # Not the REST API: the Actions OIDC issuer and the runner's token endpoint.

@@ -328,3 +328,22 @@ def test_runkeys_github_session_against_the_sandbox(seeded: Seeded) -> None:
     with pytest.raises(GitHubError) as info:
         session.create_installation_token(seeded.installation.id, permissions={"actions": "write"})
     assert info.value.status == 422
+
+
+def test_installation_listings(seeded: Seeded) -> None:
+    gi = integration(seeded)
+    assert [i.id for i in gi.get_installations()] == [seeded.installation.id]
+    assert gi.get_org_installation("octo").id == seeded.installation.id
+    user_repo = seeded.sb.add_repository("someone/dotfiles", owner_type="User")
+    user_installation = seeded.sb.install(seeded.app, [user_repo])
+    assert gi.get_user_installation("someone").id == user_installation.id
+    with pytest.raises(GithubException) as info:
+        gi.get_org_installation("someone")  # a user, not an organization
+    assert info.value.status == 404
+    lib = seeded.sb.add_repository("octo/lib")
+    seeded.sb.update_installation(seeded.installation, repositories=[seeded.repo, lib])
+    narrowed = seeded.token(repositories=[lib])
+    listed = seeded.api("GET", "/installation/repositories", narrowed).json()
+    assert (listed["total_count"], listed["repository_selection"]) == (1, "selected")
+    assert [r["full_name"] for r in listed["repositories"]] == ["octo/lib"]
+    assert seeded.api("GET", "/installation/repositories", app_jwt(seeded)).status_code == 403

@@ -67,11 +67,18 @@ def test_serves_seeded_state_until_ctrl_c() -> None:
             timeout=10,
         )
         assert id_token.status_code == 200
+        token = gi.get_access_token(gi.get_repo_installation("octo", "app").id).token
+        requests.put(
+            f"{env['GITHUB_API_URL']}/repos/octo/app/environments/ci",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        ).raise_for_status()
     finally:
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=10)
     assert process.returncode == 0, stderr
     assert "stopped" in stderr
+    assert "environment ci: -" in stderr  # what it held, without values
     assert not key_file.exists()  # the temporary directory went with the process
 
 
