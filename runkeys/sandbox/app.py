@@ -269,7 +269,7 @@ def _request_id() -> str:
 def _fault_reply(fault: Fault, request_id: str) -> Reply:
     status = fault.status or 500
     if fault.body is not None:
-        body = fault.body
+        body = dict(fault.body) if isinstance(fault.body, dict) else fault.body
     elif status in (403, 429):
         message = SECONDARY_RATE_LIMIT.format(request_id=request_id)
         body = {"message": message, "documentation_url": SECONDARY_RATE_LIMIT_DOCS}

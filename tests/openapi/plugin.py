@@ -20,7 +20,10 @@ class FaithfulnessCheck:
         self.checked = 0
 
     def __call__(self, rec: RecordedRequest) -> None:
-        found = problems(rec)
+        try:
+            found = problems(rec)
+        except Exception as exc:  # the check's own failure must fail the test, not hide
+            found = [f"{rec.method} {rec.path}: the OpenAPI check failed: {exc!r}"]
         with self._lock:
             self.checked += 1
             self._problems.extend(found)
