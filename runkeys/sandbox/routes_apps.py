@@ -149,11 +149,9 @@ def _narrowed_repositories(
     by_name = {r.name.lower(): r for r in reachable}
     by_id = {r.id: r for r in reachable}
     chosen: dict[int, Repository] = {}
-    for name in names:
-        # A name may be given as "owner/name" only for the installation's own account.
-        owner, _, short = name.rpartition("/")
-        repo = by_name.get(short.lower())
-        if repo is None or (owner and owner.lower() != installation.account.login.lower()):
+    for name in names:  # names without the owner, as GitHub documents them
+        repo = by_name.get(name.lower())
+        if repo is None:
             raise ApiError(422, NOT_ACCESSIBLE_REPOSITORIES)
         chosen[repo.id] = repo
     for ident in ids:

@@ -136,7 +136,7 @@ def test_token_requests_beyond_the_installation_are_422(seeded: Seeded) -> None:
     outside: list[dict[str, object]] = [
         {"repositories": ["uninstalled"]},
         {"repository_ids": [1]},
-        {"repositories": ["other/app"]},
+        {"repositories": ["octo/app"]},  # a name, not owner/name
     ]
     for body in outside:
         answer = seeded.api(
