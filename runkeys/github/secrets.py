@@ -1,0 +1,178 @@
+"""Actions secrets and the environments that hold them, for one repository.
+
+The fewest calls GitHub allows: one public-key read per scope (cached), one PUT per secret,
+environments created only when missing (a PUT on an existing one would reset its protection
+rules). PyGithub reads the public key again for every secret and hides 201 from 204, so PUT and
+DELETE go through its requester; everything else is PyGithub's own API.
+Docs: https://docs.github.com/rest/actions/secrets
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from github import GithubException, UnknownObjectException
+from github.PublicKey import PublicKey
+from github.Repository import Repository
+
+from runkeys.github.errors import explain
+from runkeys.github.session import GitHubSession, quote_path
+from runkeys.leases import SecretTarget
+
+MAX_SECRETS_PER_SCOPE = 100  # repository and each environment (FACTS §5)
+SECRET_SCOPE_PATH = "/repos/{owner}/{repo}/actions/secrets/{secret_name}"
+ENV_SECRET_PATH = "/repos/{owner}/{repo}/environments/{environment_name}/secrets/{secret_name}"
+ENV_PATH = "/repos/{owner}/{repo}/environments/{environment_name}"
+
+
+class WriteBudget:
+    """At most `limit` writes in any `window` seconds: GitHub's secondary limit is 80
+    content-creating requests a minute (FACTS §5). Waits rather than fails."""
+
+    def __init__(
+        self,
+        limit: int = 80,
+        window: float = 60.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.limit, self.window = limit, window
+        self._clock, self._sleep = clock, sleep
+        self._times: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def spend(self) -> None:
+        with self._lock:
+            now = self._clock()
+            while self._times and now - self._times[0] >= self.window:
+                self._times.popleft()
+            if len(self._times) >= self.limit:
+                self._sleep(self.window - (now - self._times[0]))
+                self._times.popleft()
+            self._times.append(self._clock())
+
+
+class SecretStore:
+    """Secrets of one repository, in its repository scope or its environments."""
+
+    def __init__(
+        self, session: GitHubSession, repository: str, *, budget: WriteBudget | None = None
+    ) -> None:
+        self.session = session
+        self.repository = repository
+        self.budget = budget or WriteBudget()
+        self._keys: dict[str | None, PublicKey] = {}
+
+    @property
+    def repo(self) -> Repository:
+        return self.session.repository(self.repository)
+
+    def _scope_url(self, environment: str | None) -> str:
+        base = self.repo.url
+        if environment is None:
+            return f"{base}/actions/secrets"
+        return f"{base}/environments/{quote_path(environment)}/secrets"
+
+    def _fail(self, exc: GithubException, doing: str, method: str, path: str) -> Exception:
+        return explain(exc, doing=doing, method=method, path=path, repository=self.repository)
+
+    # -- environments ----------------------------------------------------------------------
+
+    def environment_exists(self, name: str) -> bool:
+        try:
+            _ = self.repo.get_environment(name).name  # lazy object: this is the GET
+        except UnknownObjectException:
+            return False
+        except GithubException as exc:
+            raise self._fail(exc, f"reading environment {name}", "GET", ENV_PATH) from None
+        return True
+
+    def create_environment(self, name: str) -> None:
+        """Create `name`; only call it for an environment that does not exist."""
+        self.budget.spend()
+        try:
+            self.repo.create_environment(name)
+        except GithubException as exc:
+            raise self._fail(exc, f"creating environment {name}", "PUT", ENV_PATH) from None
+
+    def delete_environment(self, name: str) -> bool:
+        """Delete `name`; False when it was already gone."""
+        self.budget.spend()
+        try:
+            self.repo.delete_environment(name)
+        except UnknownObjectException:
+            return False
+        except GithubException as exc:
+            raise self._fail(exc, f"deleting environment {name}", "DELETE", ENV_PATH) from None
+        return True
+
+    # -- secrets -----------------------------------------------------------------------------
+
+    def public_key(self, environment: str | None) -> PublicKey:
+        if environment not in self._keys:
+            try:
+                if environment is None:
+                    key = self.repo.get_public_key()
+                else:
+                    key = self.repo.get_environment(environment).get_public_key()
+            except GithubException as exc:
+                path = (ENV_SECRET_PATH if environment else SECRET_SCOPE_PATH).replace(
+                    "{secret_name}", "public-key"
+                )
+                raise self._fail(exc, "reading the secrets' public key", "GET", path) from None
+            self._keys[environment] = key
+        return self._keys[environment]
+
+    def names(self, environment: str | None) -> set[str]:
+        """Names of the secrets in a scope, upper-cased (GitHub ignores case). One request:
+        a scope holds at most 100."""
+        url = self._scope_url(environment)
+        try:
+            _, data = self.repo.requester.requestJsonAndCheck(
+                "GET", url, parameters={"per_page": MAX_SECRETS_PER_SCOPE}
+            )
+        except GithubException as exc:
+            path = (ENV_SECRET_PATH if environment else SECRET_SCOPE_PATH).rsplit("/", 1)[0]
+            raise self._fail(exc, "listing secrets", "GET", path) from None
+        return {str(s["name"]).upper() for s in data.get("secrets", [])}
+
+    def put(self, target: SecretTarget, value: str) -> bool:
+        """Seal `value` to the scope's public key and write it; True when it was created."""
+        key = self.public_key(target.environment)
+        body = {"encrypted_value": key.encrypt(value), "key_id": str(key.key_id)}
+        url = f"{self._scope_url(target.environment)}/{quote_path(target.name)}"
+        path = ENV_SECRET_PATH if target.environment else SECRET_SCOPE_PATH
+        self.budget.spend()
+        status, headers, output = self.repo.requester.requestJson("PUT", url, input=body)
+        if status in (201, 204):
+            return status == 201
+        raise self._fail(
+            _exception(status, headers, output), f"writing secret {target.name}", "PUT", path
+        )
+
+    def delete(self, target: SecretTarget) -> bool:
+        """Delete a secret; False when it was already gone."""
+        url = f"{self._scope_url(target.environment)}/{quote_path(target.name)}"
+        path = ENV_SECRET_PATH if target.environment else SECRET_SCOPE_PATH
+        self.budget.spend()
+        status, headers, output = self.repo.requester.requestJson("DELETE", url)
+        if status == 204:
+            return True
+        if status == 404:
+            return False
+        raise self._fail(
+            _exception(status, headers, output), f"deleting secret {target.name}", "DELETE", path
+        )
+
+
+def _exception(status: int, headers: dict[str, str], output: str) -> GithubException:
+    try:
+        data = json.loads(output) if output else None
+    except ValueError:
+        data = {"message": output[:200]}
+    return GithubException(status, data, headers)

@@ -1,0 +1,66 @@
+"""Retiring a key: revoke it at its provider, then delete the secret that carried it.
+
+One path for everyone who retires keys — the action's rollback and post step, the service's
+worker, an operator's `runkeys revoke` — so each step is idempotent in one place: a credential
+already revoked and a secret already deleted are both success. Whether to delete an environment
+is the caller's decision (only the ledger knows whether a live lease still uses it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from runkeys.connections import Connection, env_var
+from runkeys.errors import ConfigError
+from runkeys.github.secrets import SecretStore
+from runkeys.leases import SecretTarget
+from runkeys.providers import Registry, RevokeRequest
+
+
+@dataclass(frozen=True)
+class RetireRequest:
+    provider: str
+    reference: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    connection: str | None = None
+    secret: SecretTarget | None = None
+    value: str | None = field(default=None, repr=False)  # on the runner only
+
+
+@dataclass(frozen=True)
+class Retired:
+    secret_deleted: bool  # False when there was no secret or it was already gone
+
+
+def retire(
+    request: RetireRequest,
+    *,
+    registry: Registry,
+    connections: Mapping[str, Connection],
+    secrets_for: Callable[[str], SecretStore] | None,
+) -> Retired:
+    """Revoke, then delete the secret. Raises `ProviderError`/`GitHubError` (retryable or not)
+    or `ConfigError` (a connection this process cannot see); safe to call again after any."""
+    connection = None
+    if request.connection is not None:
+        connection = connections.get(request.connection)
+        if connection is None:
+            raise ConfigError(
+                env_var(request.connection),
+                "is not set, so the key cannot be revoked from here",
+                fix="give this process the same connection the action used",
+            )
+    registry.get(request.provider).revoke(
+        RevokeRequest(
+            reference=request.reference,
+            params=request.params,
+            connection=connection,
+            value=request.value,
+        )
+    )
+    deleted = False
+    if request.secret is not None and secrets_for is not None:
+        deleted = secrets_for(request.secret.repository).delete(request.secret)
+    return Retired(secret_deleted=deleted)
