@@ -3,22 +3,26 @@ stand-in, `runkeys/sandbox/`) over real HTTP, through the same `GitHubSession` (
 installation) the action and the service use.
 
 A token is used for real through the sandbox's API: it reads the repository it was narrowed to,
-and is refused another repository and a permission it was not given. A deploy key is checked
-as far as the sandbox allows today: GitHub holds its public half, read-only, and the minted
-private key signs what that public half verifies. The sandbox does not serve git over SSH yet
-(`start_git_ssh`, its phase 2), so `git clone` with the key is not part of these tests.
+and is refused another repository and a permission it was not given. A deploy key is used for
+real with OpenSSH and git through the sandbox's git-over-SSH server: the minted private key
+clones the repository, a push is refused (read-only), and once revoked the key is refused.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from github import Auth, BadCredentialsException, Github, GithubException
 
 from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
@@ -27,6 +31,7 @@ from runkeys.providers.deploy_key import TITLE_PREFIX, DeployKeyProvider
 from runkeys.providers.github_token import GitHubTokenProvider
 from runkeys.sandbox import Sandbox
 from tests.providers.harness import Harness, closed_port_url
+from tests.services import skip_or_fail
 
 INSTALLATION_PERMISSIONS = {
     "administration": "write",
@@ -102,6 +107,39 @@ class DeployKeyHarness(GitHubHarness):
     def __init__(self) -> None:
         super().__init__()
         self.params = {"repository": "octo/app"}
+        self.workdir = Path(tempfile.mkdtemp(prefix="rk-deploy-key-"))
+
+    def setup(self) -> None:
+        if not all(shutil.which(tool) for tool in ("ssh", "git")):
+            skip_or_fail("the deploy-key tests need the OpenSSH client and git")
+        super().setup()
+        self.git_ssh = self.sandbox.start_git_ssh()
+
+    def git(
+        self, minted: Minted, *args: str, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """git with the minted private key as its only SSH identity."""
+        key = self.workdir / f"key-{minted.reference.rpartition(':')[2]}"
+        key.write_text(minted.value)
+        key.chmod(0o600)  # ssh refuses a key others can read
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(self.workdir),
+            "GIT_SSH_COMMAND": (
+                f"ssh -i {key} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no"
+                " -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+            ),
+            "GIT_TERMINAL_PROMPT": "0",
+        }
+        return subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     def _listed(self, reference_or_label: str) -> list[dict[str, Any]]:
         keys = self.sandbox.deploy_keys(self.repository)
@@ -115,17 +153,31 @@ class DeployKeyHarness(GitHubHarness):
     def use(self, minted: Minted) -> None:
         (listed,) = self._listed(minted.reference)
         assert listed["read_only"] is True
+        clone = Path(tempfile.mkdtemp(dir=self.workdir)) / "app"
+        cloned = self.git(minted, "clone", "--quiet", self.git_ssh.url(self.repository), str(clone))
+        assert cloned.returncode == 0, cloned.stderr
+        assert (clone / "README.md").read_text().startswith("# octo/app")
+        (clone / "change.txt").write_text("a push a read-only key may not make\n")
+        identity = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+        self.git(minted, *identity, "add", "change.txt", cwd=clone)
+        self.git(minted, *identity, "commit", "-q", "-m", "change", cwd=clone)
+        pushed = self.git(minted, "push", "-q", "origin", "main", cwd=clone)
+        assert pushed.returncode != 0
+        assert "marked as read only" in pushed.stderr
         private = serialization.load_ssh_private_key(minted.value.encode(), password=None)
         assert isinstance(private, Ed25519PrivateKey)
-        public = serialization.load_ssh_public_key(listed["key"].encode())
-        assert isinstance(public, Ed25519PublicKey)
-        challenge = b"runkeys deploy-key challenge"
-        public.verify(private.sign(challenge), challenge)  # raises if the halves do not match
         assert minted.value.startswith("-----BEGIN OPENSSH PRIVATE KEY-----\n")
         assert minted.value.endswith("-----END OPENSSH PRIVATE KEY-----\n")
 
     def refused(self, minted: Minted) -> None:
         assert self._listed(minted.reference) == []
+        listed = self.git(minted, "ls-remote", self.git_ssh.url(self.repository))
+        assert listed.returncode != 0
+        assert "Permission denied (publickey)" in listed.stderr
+
+    def cleanup(self) -> None:
+        super().cleanup()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def leftovers(self, reference: str) -> list[str]:
         return [f"deploy key {k['id']}" for k in self._listed(reference)]

@@ -76,11 +76,11 @@ def test_a_deploy_key_without_administration_names_the_permission(
     deploy_key: DeployKeyHarness,
 ) -> None:
     sandbox = deploy_key.sandbox
-    repo = sandbox.add_repository("octo/readonly")
+    repo = sandbox.add_repository("acme/readonly")
     sandbox.install(deploy_key.app, [repo], {"contents": "read", "metadata": "read"})
     label = deploy_key.label()
     with pytest.raises(ProviderError) as caught:
-        deploy_key.mint({"repository": "octo/readonly"}, label=label)
+        deploy_key.mint({"repository": "acme/readonly"}, label=label)
     assert not caught.value.retryable
     assert "Administration: write" in caught.value.fix
     assert sandbox.deploy_keys(repo) == []
