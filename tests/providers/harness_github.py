@@ -107,11 +107,12 @@ class DeployKeyHarness(GitHubHarness):
     def __init__(self) -> None:
         super().__init__()
         self.params = {"repository": "octo/app"}
-        self.workdir = Path(tempfile.mkdtemp(prefix="rk-deploy-key-"))
+        self.workdir: Path | None = None  # made by `setup`: the spec-only tests need none
 
     def setup(self) -> None:
         if not all(shutil.which(tool) for tool in ("ssh", "git")):
             skip_or_fail("the deploy-key tests need the OpenSSH client and git")
+        self.workdir = Path(tempfile.mkdtemp(prefix="rk-deploy-key-"))
         super().setup()
         self.git_ssh = self.sandbox.start_git_ssh()
 
@@ -119,6 +120,7 @@ class DeployKeyHarness(GitHubHarness):
         self, minted: Minted, *args: str, cwd: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
         """git with the minted private key as its only SSH identity."""
+        assert self.workdir is not None
         key = self.workdir / f"key-{minted.reference.rpartition(':')[2]}"
         key.write_text(minted.value)
         key.chmod(0o600)  # ssh refuses a key others can read
@@ -177,7 +179,8 @@ class DeployKeyHarness(GitHubHarness):
 
     def cleanup(self) -> None:
         super().cleanup()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def leftovers(self, reference: str) -> list[str]:
         return [f"deploy key {k['id']}" for k in self._listed(reference)]
