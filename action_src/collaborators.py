@@ -1,0 +1,67 @@
+"""The outside world the entry points hand to the core: GitHub, the lease service, the job."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from action_src.inputs import Retries, ServiceSettings
+from action_src.report import STATE_NAME, PostState, keys_json
+from action_src.workflow import Workflow
+from runkeys.github.session import GitHubConfig, GitHubSession
+from runkeys.issuance import IssuedKey, SecretScope
+from runkeys.lease_client import LeaseClient, Retrying, RunnerOIDC
+from runkeys.leases import LeaseRequest
+
+
+def permissions_for(scope: SecretScope | None) -> dict[str, str]:
+    """The App permissions a step needs, and no more: the installation token is narrowed to
+    them (GitHub's table: `runkeys/github/app_permissions.json`)."""
+    if scope is None:
+        return {}
+    if scope.environment is None:
+        return {"secrets": "write"}
+    return {
+        "secrets": "write",
+        "environments": "write",  # environment secrets need both (FACTS §1)
+        "actions": "read",  # GET an environment
+        "administration": "write",  # create (and, for rollback, delete) an environment
+    }
+
+
+def github_session(config: GitHubConfig, scope: SecretScope | None) -> GitHubSession:
+    return GitHubSession(config, permissions=permissions_for(scope) or None)
+
+
+def lease_client(service: ServiceSettings, workflow: Workflow, retries: Retries) -> LeaseClient:
+    """A client of the service whose OIDC tokens are masked the moment they exist."""
+    oidc = RunnerOIDC(
+        service.request_url, service.request_token, service.audience, on_token=workflow.mask
+    )
+    return LeaseClient(service.url, oidc.token, retrying=Retrying(backoff=retries.backoff))
+
+
+class ActionJob:
+    """The job as issuance sees it (`runkeys.issuance.JobOutput`), over workflow commands."""
+
+    def __init__(self, workflow: Workflow) -> None:
+        self.workflow = workflow
+
+    def mask(self, form: str) -> None:
+        self.workflow.mask(form)
+
+    def progress(self, message: str) -> None:
+        self.workflow.progress(message)
+
+    def warning(self, message: str) -> None:
+        self.workflow.warning(message)
+
+    def remember(self, leases: Sequence[LeaseRequest], created_environment: str | None) -> None:
+        state = PostState(tuple(leases), created_environment)
+        self.workflow.save_state(STATE_NAME, state.to_text())
+
+    def deliver(self, variables: Mapping[str, str], keys: Sequence[IssuedKey]) -> None:
+        outputs = {**variables, "keys-json": keys_json(keys)}
+        self.workflow.deliver_files(variables, outputs)
+
+    def withdraw(self) -> None:
+        self.workflow.withdraw()
