@@ -84,8 +84,11 @@ class SecretStore:
     # -- environments ----------------------------------------------------------------------
 
     def environment_exists(self, name: str) -> bool:
+        # Not PyGithub's lazy `get_environment(name)`: it reads `name` from its own URL, so no
+        # attribute access is sure to make the GET (2.10 answers `.name` without a request).
+        url = f"{self.repo.url}/environments/{quote_path(name)}"
         try:
-            _ = self.repo.get_environment(name).name  # lazy object: this is the GET
+            self.repo.requester.requestJsonAndCheck("GET", url)
         except UnknownObjectException:
             return False
         except GithubException as exc:
