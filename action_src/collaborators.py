@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from action_src.inputs import Retries, ServiceSettings
+from action_src.inputs import GitHubSettings, Retries, ServiceSettings
 from action_src.report import STATE_NAME, PostState, keys_json
 from action_src.workflow import Workflow
-from runkeys.github.session import GitHubConfig, GitHubSession
+from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
 from runkeys.issuance import IssuedKey, SecretScope
 from runkeys.lease_client import LeaseClient, Retrying, RunnerOIDC
 from runkeys.leases import LeaseRequest
@@ -28,7 +28,19 @@ def permissions_for(scope: SecretScope | None) -> dict[str, str]:
     }
 
 
-def github_session(config: GitHubConfig, scope: SecretScope | None) -> GitHubSession:
+def github_session(
+    settings: GitHubSettings, scope: SecretScope | None, retries: Retries
+) -> GitHubSession:
+    """PyGithub as the App (an installation token narrowed to this repository and the
+    permissions the scope needs) or with the token given; retries as configured."""
+    config = GitHubConfig(
+        api_url=settings.api_url,
+        app=AppCredentials(settings.app_id, settings.private_key) if settings.app_id else None,
+        token=settings.token or None,
+        retries=retries.github_retries,
+        backoff_factor=retries.backoff,
+        secondary_rate_wait=retries.secondary_rate_wait,
+    )
     return GitHubSession(config, permissions=permissions_for(scope) or None)
 
 

@@ -14,8 +14,9 @@ from typing import Any
 
 from runkeys.durations import format_duration, parse_duration
 from runkeys.errors import ConfigError
-from runkeys.github.session import DEFAULT_API_URL, AppCredentials, GitHubConfig
 from runkeys.names import environment_name_problem
+
+DEFAULT_API_URL = "https://api.github.com"
 
 TEMPLATE_FIELDS = ("pr", "run_id", "run_attempt", "run_number")
 DEFAULT_TTL = "1h"
@@ -157,7 +158,17 @@ def read_retries(environ: Mapping[str, str]) -> Retries:
     )
 
 
-def read_github(environ: Mapping[str, str], retries: Retries) -> GitHubConfig | None:
+@dataclass(frozen=True)
+class GitHubSettings:
+    """Where GitHub is and who to be there: an App, or a token."""
+
+    api_url: str
+    app_id: str = ""
+    private_key: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
+
+
+def read_github(environ: Mapping[str, str]) -> GitHubSettings | None:
     """GitHub credentials: an App (`app-id` + `private-key`) or a `github-token`; None without."""
     app_id = get_input(environ, "app-id")
     private_key = get_input(environ, "private-key")
@@ -179,13 +190,11 @@ def read_github(environ: Mapping[str, str], retries: Retries) -> GitHubConfig | 
         return None
     if "\\n" in private_key and "\n" not in private_key:
         private_key = private_key.replace("\\n", "\n")  # a PEM pasted with escaped newlines
-    return GitHubConfig(
+    return GitHubSettings(
         api_url=environ.get("GITHUB_API_URL", "") or DEFAULT_API_URL,
-        app=AppCredentials(app_id, private_key) if app_id else None,
-        token=token or None,
-        retries=retries.github_retries,
-        backoff_factor=retries.backoff,
-        secondary_rate_wait=retries.secondary_rate_wait,
+        app_id=app_id,
+        private_key=private_key,
+        token=token,
     )
 
 

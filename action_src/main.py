@@ -1,5 +1,5 @@
-"""`runkeys-action`: the main step. Reads the inputs, checks everything, then hands every
-collaborator to `runkeys.issuance.issue`: mint, register, write, deliver (or roll back)."""
+"""`runkeys-action`: the main step. Everything is read and checked first (`plan_step`, which
+needs neither GitHub nor the network), then `action_src.mint` issues the keys."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import os
 import signal
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import TextIO
 
-from action_src.collaborators import ActionJob, github_session, lease_client
 from action_src.inputs import (
+    GitHubSettings,
+    Retries,
     RunContext,
+    ServiceSettings,
     environment_name,
     get_bool,
     get_input,
@@ -22,16 +25,12 @@ from action_src.inputs import (
     read_service,
     read_ttls,
 )
-from action_src.report import summary
 from action_src.workflow import Workflow
-from runkeys.connections import load_connections
-from runkeys.errors import ConfigError, GitHubError, RunkeysError
-from runkeys.github.secrets import SecretStore
-from runkeys.issuance import Collaborators, SecretScope, issue
+from runkeys.connections import Connection, load_connections
+from runkeys.errors import ConfigError, RunkeysError
 from runkeys.leases import Lifetime
-from runkeys.providers import ProviderDeps, Registry
 from runkeys.scrub import short
-from runkeys.spec import SpecRules, parse_keys
+from runkeys.spec import KeySpec, SpecRules, parse_keys
 
 KEYS_EXAMPLE = "e.g. `keys: |` then `  API_TOKEN: {provider: random, ttl: 30m}`"
 APP_FIX = (
@@ -41,7 +40,25 @@ APP_FIX = (
 )
 
 
-def read_scope(environ: Mapping[str, str], run: RunContext) -> SecretScope | None:
+@dataclass(frozen=True)
+class StepPlan:
+    """The step, read and checked: what to mint, where to write it, who to tell."""
+
+    run: RunContext
+    specs: tuple[KeySpec, ...]
+    environment: str | None  # environment secrets
+    repository_secrets: bool  # repository secrets; neither: this job only
+    github: GitHubSettings | None
+    service: ServiceSettings | None
+    retries: Retries
+    connections: Mapping[str, Connection] = field(repr=False)
+
+    @property
+    def writes_secrets(self) -> bool:
+        return self.environment is not None or self.repository_secrets
+
+
+def read_destination(environ: Mapping[str, str], run: RunContext) -> tuple[str | None, bool]:
     """Where the secrets go: an environment (`environment`), the repository
     (`repository-secrets: true`), or nowhere (the keys are for this job only)."""
     template = get_input(environ, "environment")
@@ -53,70 +70,51 @@ def read_scope(environ: Mapping[str, str], run: RunContext) -> SecretScope | Non
             fix="choose one: environment secrets (read by later jobs of this run) or "
             "repository secrets (read by later runs)",
         )
-    if template:
-        return SecretScope(run.repository, environment_name(template, run))
-    return SecretScope(run.repository) if repository_secrets else None
+    return (environment_name(template, run) if template else None), repository_secrets
 
 
-def run(environ: Mapping[str, str], workflow: Workflow) -> int:
+def plan_step(environ: Mapping[str, str], workflow: Workflow) -> StepPlan:
     for variable in ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_STATE"):
         workflow.path(variable)
-    context = read_run(environ)
-    retries = read_retries(environ)
-    github = read_github(environ, retries)
+    run = read_run(environ)
+    github = read_github(environ)
     service = read_service(environ)
     default_ttl, max_ttl = read_ttls(environ)
-    scope = read_scope(environ, context)
+    environment, repository_secrets = read_destination(environ, run)
     keys_text = get_input(environ, "keys")
     if not keys_text:
         raise ConfigError("input `keys`", "is empty", fix=KEYS_EXAMPLE)
     connections = load_connections(environ)
-    rules = SpecRules(default_ttl, max_ttl, connections, context.is_pull_request)
-    specs = parse_keys(keys_text, rules)
-    if scope is not None and github is None:
+    specs = parse_keys(keys_text, SpecRules(default_ttl, max_ttl, connections, run.is_pull_request))
+    plan = StepPlan(
+        run, specs, environment, repository_secrets, github, service, read_retries(environ),
+        connections,
+    )  # fmt: skip
+    if plan.writes_secrets and github is None:
+        where = f"environment {environment}" if environment else "repository secrets"
         raise ConfigError(
-            "input `app-id`",
-            f"is empty, and writing {scope.describe()} needs GitHub credentials",
-            fix=APP_FIX,
+            "input `app-id`", f"is empty, and writing {where} needs GitHub credentials", fix=APP_FIX
         )
-    leases = lease_client(service, workflow, retries) if service else None
     if service is None and any(s.lifetime is not Lifetime.JOB for s in specs):
         workflow.warning(
             "No `service-url`: keys with lifetime `run` or `pr` are retired only when their TTL "
             "runs out (nothing watches the run or the pull request). Set `service-url` to a "
             "runkeys service to retire them when the run ends or the pull request closes."
         )
-    session = github_session(github, scope) if github else None
-    store = SecretStore(session, context.repository) if session and scope else None
-    deps = Collaborators(
-        registry=Registry(ProviderDeps(github=session)),
-        connections=connections,
-        job=ActionJob(workflow),
-        secrets=store,
-        leases=leases,
-    )
-    try:
-        issued = issue(specs, scope, deps)
-    except GitHubError as exc:
-        if github is not None and github.app is None and exc.status in (401, 403, 404):
-            raise GitHubError(
-                f"{exc.cause}. A workflow's GITHUB_TOKEN cannot write secrets or create "
-                "environments (its permissions have no secrets or administration scope), and "
-                "`github-token` was refused here",
-                status=exc.status,
-                fix=APP_FIX,
-            ) from None
-        raise
-    try:
-        workflow.summary(summary(issued, service_url=service.url if service else None))
-    except RunkeysError as exc:  # the keys are out; a missing summary only deserves a warning
-        workflow.warning(exc.explain())
-    return 0
+    return plan
 
 
 def _interrupted(signum: int, frame: FrameType | None) -> None:
     # A cancelled job stops the container: turn that into an exception so rollback runs.
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run(environ: Mapping[str, str], workflow: Workflow) -> int:
+    plan = plan_step(environ, workflow)
+    # PyGithub takes most of a second to import; a step that fails its checks never needs it.
+    from action_src.mint import mint  # noqa: PLC0415
+
+    return mint(plan, workflow)
 
 
 def main(environ: Mapping[str, str] | None = None, stdout: TextIO | None = None) -> int:

@@ -50,10 +50,10 @@ def retire_leases(environ: Mapping[str, str], workflow: Workflow) -> None:
         return
     context = read_run(environ)
     retries = read_retries(environ)
-    github = read_github(environ, retries)
+    github = read_github(environ)
     service = read_service(environ)
     scope = _scope_of(state, context.repository)
-    session = github_session(github, scope) if github else None
+    session = github_session(github, scope, retries) if github else None
     store = SecretStore(session, context.repository) if session and scope else None
     registry = Registry(ProviderDeps(github=session))
     connections = load_connections(environ)

@@ -3,10 +3,12 @@ title and no file, the same text in the step summary, exit 1, and nothing minted
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from runkeys.sandbox import Sandbox
 from tests.action.harness import Run, Step
 
 MALFORMED_SPECS = [
@@ -39,9 +41,25 @@ MALFORMED_SPECS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    """One GitHub for the module: an App installed on the step's repository, so that any call
+    the step made would be answered and recorded."""
+    with Sandbox() as sandbox:
+        sandbox.install(sandbox.add_app(), [sandbox.add_repository("octo/app")])
+        yield sandbox
+
+
 @pytest.fixture
-def step(tmp_path: Path) -> Step:
-    return Step(tmp_path)
+def step(tmp_path: Path, sandbox: Sandbox) -> Iterator[Step]:
+    step = Step(tmp_path)
+    step.base_env["GITHUB_API_URL"] = sandbox.url
+    app = next(iter(sandbox.world.apps.values()))
+    step.base_env["INPUT_APP-ID"] = str(app.id)
+    step.base_env["INPUT_PRIVATE-KEY"] = app.private_key_pem
+    sandbox.clear_requests()
+    yield step
+    assert sandbox.requests == [], "a step that failed validation called GitHub"
 
 
 def assert_failed_cleanly(run: Run, title: str, *expected: str) -> str:
@@ -53,7 +71,9 @@ def assert_failed_cleanly(run: Run, title: str, *expected: str) -> str:
         assert text in run.summary
     assert not any(line.startswith("::error file=") for line in run.lines)
     assert run.masks == []  # nothing was minted
-    assert run.env == {} and run.outputs == {} and run.state == {}
+    assert run.env == {}
+    assert run.outputs == {}
+    assert run.state == {}
     assert run.stderr == ""
     return error[1]
 
@@ -78,15 +98,15 @@ BAD_SETTINGS = [
     ({"keys": ""}, "input `keys`"),
     ({"environment": "ci", "repository-secrets": "true"}, "input `repository-secrets`"),
     ({"repository-secrets": "yes"}, "input `repository-secrets`"),
-    ({"environment": "ci-pr-{pr}", "app-id": "1", "private-key": "k"}, "{pr} needs"),
+    ({"environment": "ci-pr-{pr}"}, "{pr} needs"),
     ({"environment": "ci-{branch}"}, "unknown placeholder {branch}"),
     ({"environment": "ci-{"}, "input `environment`"),
     ({"environment": "x" * 300}, "at most 255"),
-    ({"environment": "ci"}, "needs GitHub credentials"),
-    ({"repository-secrets": "true"}, "needs GitHub credentials"),
-    ({"app-id": "12"}, "input `private-key`"),
-    ({"private-key": "k"}, "input `app-id`"),
-    ({"app-id": "1", "private-key": "k", "github-token": "t"}, "input `github-token`"),
+    ({"environment": "ci", "app-id": "", "private-key": ""}, "needs GitHub credentials"),
+    ({"repository-secrets": "true", "app-id": "", "private-key": ""}, "needs GitHub credentials"),
+    ({"app-id": "12", "private-key": ""}, "input `private-key`"),
+    ({"app-id": "", "private-key": "k"}, "input `app-id`"),
+    ({"github-token": "t"}, "input `github-token`"),
     ({"default-ttl": "2d"}, "longer than `max-ttl`"),
     ({"max-ttl": "soon"}, "input `max-ttl`"),
     ({"service-url": "ftp://x"}, "input `service-url`"),
@@ -102,8 +122,7 @@ def test_a_bad_setting_fails_before_anything_is_minted(
     assert_failed_cleanly(run, "runkeys: Invalid configuration", expected)
 
 
-def test_a_missing_connection_names_the_variable_to_set(step: Step) -> None:
-    # `random` takes no connection; the check that names the variable is in the spec rules.
+def test_a_malformed_connection_variable_is_refused(step: Step) -> None:
     run = step.run({"keys": "A: {provider: random}"}, extra_env={"RUNKEYS_CONNECTION_": "x"})
     assert_failed_cleanly(run, "runkeys: Invalid configuration", "RUNKEYS_CONNECTION_")
 

@@ -125,7 +125,7 @@ def test_the_image_mints_a_random_key_and_its_post_step_retires_it(
         {"keys": "API_TOKEN: {provider: random, lifetime: job}"},
         wrap=in_container(working, entrypoint, tmp_path),
     )
-    assert run.returncode == 0, run.lines + [run.stderr]
+    assert run.returncode == 0, [*run.lines, run.stderr]
     value = run.env["API_TOKEN"]
     assert verify_token(value)
     run.assert_masked_first({"API_TOKEN": value})
