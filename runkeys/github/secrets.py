@@ -151,26 +151,31 @@ class SecretStore:
         url = f"{self._scope_url(target.environment)}/{quote_path(target.name)}"
         path = ENV_SECRET_PATH if target.environment else SECRET_SCOPE_PATH
         self.budget.spend()
-        status, headers, output = self.repo.requester.requestJson("PUT", url, input=body)
+        doing = f"writing secret {target.name}"
+        try:
+            # PyGithub's retry raises a refusal (a 403 that is no rate limit) by itself.
+            status, headers, output = self.repo.requester.requestJson("PUT", url, input=body)
+        except GithubException as exc:
+            raise self._fail(exc, doing, "PUT", path) from None
         if status in (201, 204):
             return status == 201
-        raise self._fail(
-            _exception(status, headers, output), f"writing secret {target.name}", "PUT", path
-        )
+        raise self._fail(_exception(status, headers, output), doing, "PUT", path)
 
     def delete(self, target: SecretTarget) -> bool:
         """Delete a secret; False when it was already gone."""
         url = f"{self._scope_url(target.environment)}/{quote_path(target.name)}"
         path = ENV_SECRET_PATH if target.environment else SECRET_SCOPE_PATH
         self.budget.spend()
-        status, headers, output = self.repo.requester.requestJson("DELETE", url)
+        doing = f"deleting secret {target.name}"
+        try:
+            status, headers, output = self.repo.requester.requestJson("DELETE", url)
+        except GithubException as exc:
+            raise self._fail(exc, doing, "DELETE", path) from None
         if status == 204:
             return True
         if status == 404:
             return False
-        raise self._fail(
-            _exception(status, headers, output), f"deleting secret {target.name}", "DELETE", path
-        )
+        raise self._fail(_exception(status, headers, output), doing, "DELETE", path)
 
 
 def _exception(status: int, headers: dict[str, str], output: str) -> GithubException:
