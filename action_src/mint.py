@@ -46,17 +46,17 @@ def mint(plan: StepPlan, workflow: Workflow) -> int:
 def _explained(exc: GitHubError, plan: StepPlan, scope: SecretScope | None) -> GitHubError:
     """GitHub's refusals, said in terms of this step's inputs."""
     token_only = plan.github is not None and not plan.github.app_id
+    wanted = ", ".join(f"{k}: {v}" for k, v in permissions_for(scope).items())
     if token_only and exc.status in (401, 403, 404):
         return GitHubError(
-            f"{exc.cause}. A workflow's GITHUB_TOKEN cannot write secrets or create "
-            "environments (it has no secrets or administration permission), and the "
-            "`github-token` given was refused",
+            exc.cause,
             status=exc.status,
-            fix=APP_FIX,
+            fix="a workflow's GITHUB_TOKEN cannot write secrets or create environments, "
+            f"whatever the job's `permissions:` say. Instead, {APP_FIX}. (A fine-grained "
+            f"personal access token would need {wanted} on {plan.run.repository}.)",
             docs=exc.docs,
         )
     if exc.status == 422 and "installation token" in exc.cause:
-        wanted = ", ".join(f"{k}: {v}" for k, v in permissions_for(scope).items())
         return GitHubError(
             exc.cause,
             status=exc.status,

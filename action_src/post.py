@@ -105,6 +105,10 @@ def _retire_one(
         secret=lease.secret,
         value=value,
     )
+    if lease.secret is not None and store is None:
+        reason = f"no GitHub credentials to delete its secret in {lease.secret.scope}"
+        workflow.warning(f"Could not retire {lease.key_name}: {reason}")
+        return RetireOutcome(lease.id, "failed", reason)
     try:
         retired = retire(
             request,

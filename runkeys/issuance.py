@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from runkeys.connections import Connection
-from runkeys.errors import RunkeysError
+from runkeys.errors import LeaseServiceError, RunkeysError
 from runkeys.github.secrets import MAX_SECRETS_PER_SCOPE, SecretStore
 from runkeys.lease_client import RetireOutcome
 from runkeys.leases import LeaseRequest, Lifetime, SecretTarget, fingerprint, new_lease_id
@@ -159,8 +159,13 @@ def _issue(
             job.remember(_job_leases(progress.held), None)
     leases = [h.lease for h in progress.held]
     if deps.leases is not None:
-        progress.registering = True
-        deps.leases.register(leases)
+        progress.registering = True  # from here the service may know the leases
+        try:
+            deps.leases.register(leases)
+        except LeaseServiceError as exc:
+            # A refusal (4xx) registered nothing; a 5xx or a lost answer may have.
+            progress.registering = exc.status is None or exc.status >= 500
+            raise
         job.progress(f"Registered {len(leases)} lease(s) with the runkeys service.")
     if scope is not None:
         _write_secrets(scope, deps.secrets, create_environment, progress, job)
