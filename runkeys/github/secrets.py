@@ -52,9 +52,11 @@ class WriteBudget:
             while self._times and now - self._times[0] >= self.window:
                 self._times.popleft()
             if len(self._times) >= self.limit:
-                self._sleep(self.window - (now - self._times[0]))
-                self._times.popleft()
-            self._times.append(self._clock())
+                oldest = self._times.popleft()
+                self._sleep(self.window - (now - oldest))
+                # Never earlier than a window after the oldest, even if the clock rounds down.
+                now = max(self._clock(), oldest + self.window)
+            self._times.append(now)
 
 
 class SecretStore:
