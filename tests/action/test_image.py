@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from runkeys.providers.random_value import verify_token
+from runkeys.sandbox import Sandbox
 from tests.action.harness import Step
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,3 +136,27 @@ def test_the_image_mints_a_random_key_and_its_post_step_retires_it(
     )
     assert done.returncode == 0
     assert "API_TOKEN: revoked." in done.lines
+
+
+def test_the_image_writes_environment_secrets_to_github_on_loopback(
+    container: tuple[str, list[str], list[str]], tmp_path: Path
+) -> None:
+    """PyGithub, PyNaCl and the App's JWT as installed in the image, against the sandbox."""
+    working, entrypoint, _ = container
+    with Sandbox() as sandbox:
+        repo = sandbox.add_repository("octo/app")
+        app = sandbox.add_app()
+        sandbox.install(app, [repo])
+        step = Step(tmp_path)
+        step.base_env["GITHUB_API_URL"] = sandbox.url
+        run = step.run(
+            {
+                "keys": "API_TOKEN: {provider: random, lifetime: job}",
+                "environment": "ci-run-{run_id}",
+                "app-id": str(app.id),
+                "private-key": app.private_key_pem,
+            },
+            wrap=in_container(working, entrypoint, tmp_path),
+        )
+        assert run.returncode == 0, [*run.lines, run.stderr]
+        assert sandbox.secret_value(repo, "API_TOKEN", "ci-run-4242") == run.env["API_TOKEN"]
