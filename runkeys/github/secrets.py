@@ -49,13 +49,16 @@ class WriteBudget:
     def spend(self) -> None:
         with self._lock:
             now = self._clock()
-            while self._times and now - self._times[0] >= self.window:
+            # `t + window <= now`, never `now - t >= window`: in floats the two can disagree,
+            # and the wait below must use the same test to be sure of a full window.
+            while self._times and self._times[0] + self.window <= now:
                 self._times.popleft()
             if len(self._times) >= self.limit:
                 oldest = self._times.popleft()
-                self._sleep(self.window - (now - oldest))
-                # Never earlier than a window after the oldest, even if the clock rounds down.
-                now = max(self._clock(), oldest + self.window)
+                # Until a full window after the oldest: a sleep may end a rounding error early.
+                while (remaining := oldest + self.window - now) > 0:
+                    self._sleep(remaining)
+                    now = self._clock()
             self._times.append(now)
 
 
