@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runkeys.providers.random_value import verify_token
-from tests.action.harness import Step
+from tests.action.harness import Run, Step
 
 TWO_KEYS = (
     "API_TOKEN: {provider: random, ttl: 30m, lifetime: job}\n"
@@ -23,9 +23,16 @@ def step(tmp_path: Path) -> Step:
     return Step(tmp_path)
 
 
-def test_keys_are_masked_first_and_delivered_into_the_job(step: Step) -> None:
-    run = step.run({"keys": TWO_KEYS})
+@pytest.fixture(scope="module")
+def two_keys(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """One run of the step with TWO_KEYS, which several tests read."""
+    run = Step(tmp_path_factory.mktemp("two-keys")).run({"keys": TWO_KEYS})
     assert run.returncode == 0, [*run.lines, run.stderr]
+    return run
+
+
+def test_keys_are_masked_first_and_delivered_into_the_job(two_keys: Run) -> None:
+    run = two_keys
     values = {name: run.env[name] for name in ("API_TOKEN", "SIGNING_SECRET")}
     assert verify_token(values["API_TOKEN"])
     assert re.fullmatch(r"[A-Za-z0-9_-]{64}", values["SIGNING_SECRET"])  # 48 bytes, base64url
@@ -40,36 +47,34 @@ def test_keys_are_masked_first_and_delivered_into_the_job(step: Step) -> None:
     assert described["SIGNING_SECRET"]["expires_at"].endswith("Z")
 
 
-def test_summary_is_a_table_without_values(step: Step) -> None:
-    run = step.run({"keys": TWO_KEYS})
+def test_summary_is_a_table_without_values(two_keys: Run) -> None:
+    run = two_keys
     assert "| `API_TOKEN` | random | this job only | job |" in run.summary
     assert "| `SIGNING_SECRET` | random | this job only | run |" in run.summary
     assert "No `service-url`" in run.summary
     run.assert_nowhere([run.env["API_TOKEN"], run.env["SIGNING_SECRET"]])
 
 
-def test_without_a_service_run_and_pr_lifetimes_get_a_warning(step: Step) -> None:
-    run = step.run({"keys": TWO_KEYS})
-    (warning,) = run.annotations("warning")
+def test_without_a_service_run_and_pr_lifetimes_get_a_warning(two_keys: Run, step: Step) -> None:
+    (warning,) = two_keys.annotations("warning")
     assert "`run` or `pr`" in warning[1]
     assert "TTL" in warning[1]
     only_job = step.run({"keys": "A: {provider: random, lifetime: job}"})
     assert only_job.annotations("warning") == []
 
 
-def test_state_lists_the_job_keys_for_the_post_step_and_no_values(step: Step) -> None:
-    run = step.run({"keys": TWO_KEYS})
+def test_state_lists_the_job_keys_for_the_post_step_and_no_values(two_keys: Run) -> None:
+    run = two_keys
     state = json.loads(run.state["leases"])
     assert [lease["key_name"] for lease in state["leases"]] == ["API_TOKEN"]
     assert state["leases"][0]["reference"].startswith("random:rk_")
     run.assert_nowhere(run.env.values())
 
 
-def test_each_run_mints_new_values(step: Step) -> None:
-    first = step.run({"keys": "A: {provider: random, format: hex, bytes: 16}"})
-    second = step.run({"keys": "A: {provider: random, format: hex, bytes: 16}"})
-    assert re.fullmatch(r"[0-9a-f]{32}", first.env["A"])
-    assert first.env["A"] != second.env["A"]
+def test_each_run_mints_new_values(two_keys: Run, step: Step) -> None:
+    again = step.run({"keys": TWO_KEYS})
+    assert again.env["API_TOKEN"] != two_keys.env["API_TOKEN"]
+    assert again.env["SIGNING_SECRET"] != two_keys.env["SIGNING_SECRET"]
 
 
 def test_an_unwritable_output_file_rolls_back_and_withdraws_the_environment(
