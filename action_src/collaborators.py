@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from action_src.inputs import GitHubSettings, Retries, ServiceSettings
 from action_src.report import STATE_NAME, PostState, keys_json
@@ -11,25 +11,35 @@ from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
 from runkeys.issuance import IssuedKey, SecretScope
 from runkeys.lease_client import LeaseClient, Retrying, RunnerOIDC
 from runkeys.leases import LeaseRequest
+from runkeys.providers import provider_class
 
 
-def permissions_for(scope: SecretScope | None) -> dict[str, str]:
+def permissions_for(scope: SecretScope | None, providers: Iterable[str] = ()) -> dict[str, str]:
     """The App permissions a step needs, and no more: the installation token is narrowed to
-    them (GitHub's table: `runkeys/github/app_permissions.json`)."""
-    if scope is None:
-        return {}
-    if scope.environment is None:
-        return {"secrets": "write"}
-    return {
-        "secrets": "write",
-        "environments": "write",  # environment secrets need both (FACTS §1)
-        "actions": "read",  # GET an environment
-        "administration": "write",  # create (and, for rollback, delete) an environment
-    }
+    them (GitHub's table: `runkeys/github/app_permissions.json`). A provider that works on
+    GitHub says what it needs in `github_permissions` (deploy keys: Administration: write)."""
+    needs: dict[str, str] = {}
+    if scope is not None:
+        needs["secrets"] = "write"
+    if scope is not None and scope.environment is not None:
+        needs["environments"] = "write"  # environment secrets need both (FACTS §1)
+        needs["actions"] = "read"  # GET an environment
+        needs["administration"] = "write"  # create (and, for rollback, delete) an environment
+    for provider in providers:
+        provider_needs: Mapping[str, str] = getattr(
+            provider_class(provider), "github_permissions", {}
+        )
+        for name, level in provider_needs.items():
+            if needs.get(name) != "write":
+                needs[name] = level
+    return needs
 
 
 def github_session(
-    settings: GitHubSettings, scope: SecretScope | None, retries: Retries
+    settings: GitHubSettings,
+    scope: SecretScope | None,
+    retries: Retries,
+    providers: Iterable[str] = (),
 ) -> GitHubSession:
     """PyGithub as the App (an installation token narrowed to this repository and the
     permissions the scope needs) or with the token given; retries as configured."""
@@ -41,7 +51,7 @@ def github_session(
         backoff_factor=retries.backoff,
         secondary_rate_wait=retries.secondary_rate_wait,
     )
-    return GitHubSession(config, permissions=permissions_for(scope) or None)
+    return GitHubSession(config, permissions=permissions_for(scope, providers) or None)
 
 
 def lease_client(service: ServiceSettings, workflow: Workflow, retries: Retries) -> LeaseClient:

@@ -22,7 +22,8 @@ def scope_of(plan: StepPlan) -> SecretScope | None:
 def mint(plan: StepPlan, workflow: Workflow) -> int:
     scope = scope_of(plan)
     leases = lease_client(plan.service, workflow, plan.retries) if plan.service else None
-    session = github_session(plan.github, scope, plan.retries) if plan.github else None
+    providers = [spec.provider for spec in plan.specs]
+    session = github_session(plan.github, scope, plan.retries, providers) if plan.github else None
     store = SecretStore(session, plan.run.repository) if session and scope else None
     deps = Collaborators(
         registry=Registry(ProviderDeps(github=session)),
@@ -46,7 +47,9 @@ def mint(plan: StepPlan, workflow: Workflow) -> int:
 def _explained(exc: GitHubError, plan: StepPlan, scope: SecretScope | None) -> GitHubError:
     """GitHub's refusals, said in terms of this step's inputs."""
     token_only = plan.github is not None and not plan.github.app_id
-    wanted = ", ".join(f"{k}: {v}" for k, v in permissions_for(scope).items())
+    wanted = ", ".join(
+        f"{k}: {v}" for k, v in permissions_for(scope, [s.provider for s in plan.specs]).items()
+    )
     if token_only and exc.status in (401, 403, 404):
         return GitHubError(
             exc.cause,

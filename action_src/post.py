@@ -53,7 +53,8 @@ def retire_leases(environ: Mapping[str, str], workflow: Workflow) -> None:
     github = read_github(environ)
     service = read_service(environ)
     scope = _scope_of(state, context.repository)
-    session = github_session(github, scope, retries) if github else None
+    providers = [lease.provider for lease in state.leases]
+    session = github_session(github, scope, retries, providers) if github else None
     store = SecretStore(session, context.repository) if session and scope else None
     registry = Registry(ProviderDeps(github=session))
     connections = load_connections(environ)

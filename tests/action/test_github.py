@@ -4,7 +4,9 @@ right key, with exactly the calls it needs and no others."""
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 
+import pytest
 import requests
 
 from tests.action.conftest import GitHub
@@ -145,3 +147,31 @@ def test_a_pull_request_names_its_environment(github: GitHub) -> None:
     run = github.step.run(github.app_inputs(keys=keys, environment="ci-pr-{pr}"))
     assert run.returncode == 0, run.lines
     assert github.secret("API_TOKEN", "ci-pr-17") == run.env["API_TOKEN"]
+
+
+def test_a_provider_working_on_github_widens_the_token_by_what_it_declares(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from action_src.collaborators import permissions_for
+    from runkeys.issuance import SecretScope
+    from runkeys.providers import PROVIDERS
+    from tests.action.test_issuance import Flaky
+
+    class OnGitHub(Flaky):
+        name = "on-github"
+        github_permissions: ClassVar[dict[str, str]] = {
+            "administration": "write",
+            "contents": "read",
+        }
+
+    monkeypatch.setitem(PROVIDERS, OnGitHub.name, OnGitHub)
+    repository = SecretScope("octo/app")
+    assert permissions_for(repository, ["random"]) == {"secrets": "write"}
+    assert permissions_for(repository, ["random", "on-github"]) == {
+        "secrets": "write",
+        "administration": "write",
+        "contents": "read",
+    }
+    environment = SecretScope("octo/app", "ci")
+    assert permissions_for(environment, ["on-github"])["administration"] == "write"
+    assert permissions_for(None, ["random"]) == {}
