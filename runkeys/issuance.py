@@ -25,6 +25,14 @@ from runkeys.retire import RetireRequest, retire
 from runkeys.scrub import scrub, short
 from runkeys.spec import KeySpec
 
+# Parts of a key that say where it logs in, not how: not masked, since masking `5432` or
+# `localhost` would blank every log line that names them (the value, a URL, is masked whole).
+PUBLIC_PARTS = frozenset({"HOST", "PORT", "DATABASE"})
+
+
+def secret_parts(parts: Mapping[str, str]) -> list[str]:
+    return [value for name, value in parts.items() if name.upper() not in PUBLIC_PARTS]
+
 
 class IssuanceError(RunkeysError):
     """The keys could not be issued; whatever had been minted was rolled back."""
@@ -134,7 +142,7 @@ def issue(specs: Sequence[KeySpec], scope: SecretScope | None, deps: Collaborato
     except BaseException as exc:
         if not progress.held:
             raise
-        values = [v for h in progress.held for v in (h.value, *h.parts.values())]
+        values = [v for h in progress.held for v in (h.value, *secret_parts(h.parts))]
         _rollback(progress, deps, cause=_describe(exc, values))
         if isinstance(exc, RunkeysError | KeyboardInterrupt | SystemExit):
             raise
@@ -217,7 +225,7 @@ def _mint(
     )
     minted = deps.registry.get(spec.provider).mint(request)
     # Masked before anything else can print it: the value, every line, every encoding.
-    for value in (minted.value, *minted.parts.values()):
+    for value in (minted.value, *secret_parts(minted.parts)):
         for form in encodings(value):
             deps.job.mask(form)
     lease = LeaseRequest(
@@ -318,7 +326,7 @@ def _rollback(progress: _Progress, deps: Collaborators, *, cause: str) -> None:
             )
             outcomes.append(RetireOutcome(lease.id, "revoked"))
         except Exception as exc:
-            reason = _describe(exc, [held.value, *held.parts.values()])
+            reason = _describe(exc, [held.value, *secret_parts(held.parts)])
             job.warning(f"Rollback could not retire {lease.key_name}: {reason}")
             outcomes.append(RetireOutcome(lease.id, "failed", reason))
             unretired.append(lease)

@@ -35,8 +35,8 @@ def lease_request(name: str, lifetime: Lifetime = Lifetime.RUN) -> LeaseRequest:
 
 
 class Flaky(Provider):
-    """Mints `value-<n>` (with a PASSWORD part); fails the mint numbered `fail_on` (raising
-    `crash`, or an error quoting the first value when `echo`); fails revokes if `revoke_fails`."""
+    """Mints `value-<n>` with PASSWORD, HOST and PORT parts; fails the mint numbered `fail_on`
+    (raising `crash`, or an error quoting the first value if `echo`); fails revokes if asked."""
 
     name = "flaky"
 
@@ -62,9 +62,8 @@ class Flaky(Provider):
             raise ProviderError(self.name, "backend refused", retryable=False)
         value = f"value-{number}-{request.label}"
         self.minted.append(value)
-        return Minted(
-            value, f"flaky:{request.label}", request.expires_at, {"PASSWORD": value[::-1]}
-        )
+        parts = {"PASSWORD": value[::-1], "HOST": "localhost", "PORT": "5432"}
+        return Minted(value, f"flaky:{request.label}", request.expires_at, parts)
 
     def revoke(self, request: RevokeRequest) -> None:
         self.revoked.append(request)
@@ -143,13 +142,23 @@ def test_every_key_and_part_is_masked_before_the_next_step() -> None:
     for value in provider.minted:
         assert set(encodings(value)) <= set(job.masks)
         assert set(encodings(value[::-1])) <= set(job.masks)
+    # Where a key logs in is exported, not masked: masking `5432` would blank every log line.
+    assert "localhost" not in job.masks
+    assert "5432" not in job.masks
     assert job.delivered == {
         "A": provider.minted[0],
         "A_PASSWORD": provider.minted[0][::-1],
+        "A_HOST": "localhost",
+        "A_PORT": "5432",
         "B": provider.minted[1],
         "B_PASSWORD": provider.minted[1][::-1],
+        "B_HOST": "localhost",
+        "B_PORT": "5432",
     }
-    assert [k.variables for k in issued.keys] == [("A", "A_PASSWORD"), ("B", "B_PASSWORD")]
+    assert [k.variables for k in issued.keys] == [
+        ("A", "A_PASSWORD", "A_HOST", "A_PORT"),
+        ("B", "B_PASSWORD", "B_HOST", "B_PORT"),
+    ]
     assert leases.registered == [["A", "B"]]
     assert issued.keys[0].lease.expires_at == NOW + timedelta(minutes=30)
     labels = [k.lease.reference.removeprefix("flaky:") for k in issued.keys]
