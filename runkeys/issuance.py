@@ -69,9 +69,6 @@ class Issued:
     created_environment: str | None
     registered: bool
 
-    def job_leases(self) -> list[LeaseRequest]:
-        return [k.lease for k in self.keys if k.lease.lifetime is Lifetime.JOB]
-
 
 class JobOutput(Protocol):
     """The job, as the action shows it to issuance (workflow commands and files)."""

@@ -98,6 +98,28 @@ def in_container(working: str, argv: list[str], tmp: Path):  # type: ignore[no-u
     return wrap
 
 
+def test_the_image_has_the_provider_drivers_but_not_the_services_extras(
+    container: tuple[str, list[str], list[str]],
+) -> None:
+    working, _, _ = container
+    probe = (
+        "import importlib.util as u, json; "
+        "print(json.dumps({m: u.find_spec(m) is not None for m in "
+        "('runkeys', 'action_src', 'nacl', 'github', 'psycopg', 'pymysql', 'redis', "
+        "'flask', 'gunicorn', 'sqlalchemy', 'prometheus_client')}))"
+    )
+    found = json.loads(
+        _buildah(
+            "run", "--isolation", "chroot", working, "--", "/opt/runkeys/bin/python", "-c", probe
+        )
+    )
+    assert found == {
+        "runkeys": True, "action_src": True, "nacl": True, "github": True, "psycopg": True,
+        "pymysql": True, "redis": True,
+        "flask": False, "gunicorn": False, "sqlalchemy": False, "prometheus_client": False,
+    }  # fmt: skip
+
+
 def test_the_image_fails_a_bad_spec_with_an_annotation(
     container: tuple[str, list[str], list[str]], tmp_path: Path
 ) -> None:
