@@ -56,9 +56,13 @@ def test_a_secret_put_that_keeps_failing(github: GitHub, service: LeaseService) 
 
 
 def test_creating_the_environment_fails(github: GitHub, service: LeaseService) -> None:
-    github.sandbox.inject_fault(
-        "PUT", r"/environments/ci-run-4242$", status=422, body={"message": "Validation Failed"}
-    )
+    refusal = {
+        "message": "Validation Failed",
+        "documentation_url": "https://docs.github.com/rest/deployments/environments"
+        "#create-or-update-an-environment",
+        "status": "422",
+    }
+    github.sandbox.inject_fault("PUT", r"/environments/ci-run-4242$", status=422, body=refusal)
     run = github.step.run(github.app_inputs(keys=KEYS, environment="ci-run-{run_id}"))
     assert_rolled_back(run, github, service, "422 while creating environment ci-run-4242")
     assert not any("/secrets/" in call for call in github.writes())
