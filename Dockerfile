@@ -9,10 +9,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# The core and the provider drivers; not the service's extras (Flask, gunicorn, SQLAlchemy).
+# The core with its provider drivers; not the service's extras (Flask, gunicorn, SQLAlchemy).
 COPY . /opt/runkeys-src
 RUN python3 -m venv /opt/runkeys \
- && /opt/runkeys/bin/pip install "/opt/runkeys-src[providers]" \
+ && /opt/runkeys/bin/pip install /opt/runkeys-src \
  && rm -rf /opt/runkeys-src \
  && /opt/runkeys/bin/python -c "import runkeys.issuance, action_src.main, psycopg, pymysql, redis"
 

@@ -26,10 +26,7 @@ def permissions_for(scope: SecretScope | None, providers: Iterable[str] = ()) ->
         needs["actions"] = "read"  # GET an environment
         needs["administration"] = "write"  # create (and, for rollback, delete) an environment
     for provider in providers:
-        provider_needs: Mapping[str, str] = getattr(
-            provider_class(provider), "github_permissions", {}
-        )
-        for name, level in provider_needs.items():
+        for name, level in provider_class(provider).github_permissions.items():
             if needs.get(name) != "write":
                 needs[name] = level
     return needs

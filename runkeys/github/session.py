@@ -98,6 +98,8 @@ class GitHubSession:
             "retry": self.config.retry(),
             "seconds_between_requests": None,
             "seconds_between_writes": None,
+            # Objects are fetched only when an attribute needs it: `get_repo` costs no request.
+            "lazy": True,
         }
 
     def integration(self) -> GithubIntegration:
@@ -120,7 +122,7 @@ class GitHubSession:
 
     def repository(self, full_name: str) -> Repository:
         """A lazy `Repository`: no request until one is needed (saves a `GET /repos/…`)."""
-        return self.github_for(full_name).get_repo(full_name, lazy=True)
+        return self.github_for(full_name).get_repo(full_name)
 
     def _cached(self, key: str, make: Callable[[], tuple[Github, datetime | None]]) -> Github:
         with self._lock:

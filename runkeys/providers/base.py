@@ -47,8 +47,9 @@ class Minted:
     value: str = field(repr=False)
     reference: str  # finds the credential again for revoke: a role name, a key id; never a value
     expires_at: datetime
-    # Extra parts exported into the job as `<KEY>_<PART>` (USER, PASSWORD, HOST, PORT, DATABASE),
-    # all masked like the value itself.
+    # Extra parts exported into the job as `<KEY>_<PART>` (USER, PASSWORD, HOST, PORT, DATABASE).
+    # The action masks the secret ones (USER, PASSWORD); masking a port or a host name would
+    # blank every log line that mentions `5432` or `localhost`, and they are not secret.
     parts: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
@@ -87,6 +88,9 @@ class Provider(ABC):
     needs_connection: ClassVar[bool] = False
     # The longest TTL the backend supports, if it caps it (installation tokens: one hour).
     max_ttl: ClassVar[timedelta | None] = None
+    # GitHub App permissions the provider itself needs on the repository it works on, so the
+    # action's installation token is narrowed to them and no more (deploy keys: Administration).
+    github_permissions: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, deps: ProviderDeps | None = None) -> None:
         self.deps = deps or ProviderDeps()

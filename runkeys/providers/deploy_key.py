@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -56,6 +56,7 @@ def check_repository(field: str, value: Any) -> str:
 
 class DeployKeyProvider(Provider):
     name = "deploy-key"
+    github_permissions: ClassVar[Mapping[str, str]] = {"administration": "write"}
 
     def check_params(self, params: Mapping[str, Any]) -> None:
         check_known(params, PARAMS)
