@@ -1,0 +1,47 @@
+"""The lease ledger: one schema on SQLite (the embedded default) and PostgreSQL (replicas and
+separate workers). `Ledger` holds the engine; the operations are functions of a connection in
+the modules beside this one, so each caller chooses its transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine, text
+
+from handler.ledger.engine import make_engine
+from handler.ledger.migrations import HEAD, current_version, migrate
+
+
+class Ledger:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str, *, migrate_schema: bool = True) -> Ledger:
+        ledger = cls(make_engine(url))
+        if migrate_schema:
+            migrate(ledger.engine)
+        return ledger
+
+    @property
+    def dialect(self) -> str:
+        return str(self.engine.dialect.name)
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def ready(self) -> bool:
+        """Reachable and migrated to the version this code needs."""
+        with self.begin() as conn:
+            conn.execute(text("SELECT 1"))
+            return current_version(conn) >= HEAD
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+__all__ = ["Ledger"]
