@@ -11,10 +11,21 @@ from runkeys.providers.base import (
     ProviderDeps,
     RevokeRequest,
 )
+from runkeys.providers.http_issuer import HttpIssuerProvider
+from runkeys.providers.mysql import MysqlProvider
+from runkeys.providers.postgres import PostgresProvider
 from runkeys.providers.random_value import RandomProvider
+from runkeys.providers.redis_acl import RedisAclProvider
 
 PROVIDERS: dict[str, type[Provider]] = {
-    RandomProvider.name: RandomProvider,
+    provider.name: provider
+    for provider in (
+        RandomProvider,
+        PostgresProvider,
+        MysqlProvider,
+        RedisAclProvider,
+        HttpIssuerProvider,
+    )
 }
 
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import re
 import secrets
+import socket
+import time
+import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -59,10 +62,12 @@ class RevokeRequest:
 
 @dataclass(frozen=True)
 class ProviderDeps:
-    """What providers may use besides their connection: GitHub (deploy keys, tokens) and a clock."""
+    """What providers may use besides their connection: GitHub (deploy keys, tokens), a clock,
+    and the wait between retries (tests pass one that records instead of sleeping)."""
 
     github: GitHubSession | None = None
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    sleep: Callable[[float], None] = time.sleep
 
 
 class Provider(ABC):
@@ -87,9 +92,17 @@ class Provider(ABC):
     @abstractmethod
     def revoke(self, request: RevokeRequest) -> None: ...
 
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether trying again later may succeed. Providers override this with their driver's
+        own "cannot connect" and "timed out" errors, and fall back to the generic rule."""
+        return is_transient(exc)
+
     @contextmanager
     def scrubbed(self, action: str, *values: str) -> Iterator[None]:
-        """Turn any exception into a `ProviderError` whose text holds none of `values`."""
+        """Turn any exception into a `ProviderError` whose text holds none of `values`.
+
+        The driver's exception is not chained (`from None`): a traceback printed by a log
+        handler would otherwise show its unscrubbed text under the scrubbed one."""
         try:
             yield
         except RunkeysError:
@@ -97,13 +110,97 @@ class Provider(ABC):
         except Exception as exc:
             message = short(scrub(f"{type(exc).__name__}: {exc}", values))
             raise ProviderError(
-                self.name, f"{action} failed: {message}", retryable=is_transient(exc)
+                self.name, f"{action} failed: {message}", retryable=self.is_transient(exc)
             ) from None
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether trying again later may succeed: the backend is down or slow, not refusing."""
-    return isinstance(exc, ConnectionError | TimeoutError | OSError)
+    """The generic rule: the network failed (refused, reset, timed out, name lookup to retry).
+
+    Not every `OSError`: `requests`' HTTP errors, a missing certificate file or a permission
+    error are `OSError`s too, and retrying them only delays the real message."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    return isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_AGAIN
+
+
+def connection_of(provider: str, request: MintRequest | RevokeRequest) -> Connection:
+    """The request's connection; providers that need one are never called without it, but a
+    caller that forgets gets this clear error rather than an AttributeError."""
+    if request.connection is None:
+        raise ProviderError(
+            provider,
+            "no connection given",
+            retryable=False,
+            fix="name one in the spec (`connection: <name>`) and set RUNKEYS_CONNECTION_<NAME>",
+        )
+    return request.connection
+
+
+_LABEL = re.compile(r"^[a-z0-9_]{1,32}$")
+
+
+def checked_name(provider: str, what: str, name: str) -> str:
+    """A label (mint) or reference (revoke) used as a role or user name: `[a-z0-9_]`, at most 32
+    characters. References come back from the ledger; a malformed one is refused, not quoted."""
+    if not _LABEL.fullmatch(name):
+        raise ProviderError(
+            provider,
+            f"{what} {name!r} is not a valid account name",
+            retryable=False,
+            fix="use 1 to 32 characters of a-z, 0-9 and _",
+        )
+    return name
+
+
+def utc(moment: datetime) -> datetime:
+    """An aware UTC time; a naive one is taken as UTC (never as the server's local time)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class DatabaseAccount:
+    """A minted database login and where it logs in: what a database key's value is made of."""
+
+    user: str
+    password: str = field(repr=False)
+    host: str
+    port: int | None
+    database: str = ""
+
+    def url(self, scheme: str, query: Mapping[str, str] | None = None) -> str:
+        """A connection URL with the credential in it, every part percent-escaped the way libpq,
+        PyMySQL, redis-py and SQLAlchemy decode it (a socket directory as the host, too)."""
+        host = f"[{self.host}]" if ":" in self.host else urllib.parse.quote(self.host, safe="")
+        user, password = (urllib.parse.quote(p, safe="") for p in (self.user, self.password))
+        netloc = f"{user}:{password}@{host}" + (f":{self.port}" if self.port else "")
+        path = "/" + urllib.parse.quote(self.database, safe="") if self.database else ""
+        encoded_query = urllib.parse.urlencode(dict(query or {}))
+        return urllib.parse.urlunsplit((scheme, netloc, path, encoded_query, ""))
+
+    def minted(
+        self,
+        scheme: str,
+        *,
+        reference: str,
+        expires_at: datetime,
+        query: Mapping[str, str] | None = None,
+    ) -> Minted:
+        """The key: the URL as the value, and the parts the action exports as `<KEY>_USER`,
+        `<KEY>_PASSWORD`, `<KEY>_HOST`, `<KEY>_PORT` and `<KEY>_DATABASE`."""
+        parts = {
+            "USER": self.user,
+            "PASSWORD": self.password,
+            "HOST": self.host,
+            "PORT": str(self.port or ""),
+            "DATABASE": self.database,
+        }
+        return Minted(
+            value=self.url(scheme, query),
+            reference=reference,
+            expires_at=expires_at,
+            parts=parts,
+        )
 
 
 # --- parameter helpers shared by the providers' `check_params` ---------------------------------

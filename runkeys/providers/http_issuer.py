@@ -1,0 +1,280 @@
+"""`http`: a generic issuer, for in-house services that mint and revoke their own tokens over a
+JSON API. The connection is the service's base URL with its credentials; the spec says which
+requests to send and where the answer keeps the value, its reference and its expiry.
+
+    API_TOKEN:
+      provider: http
+      connection: issuer          # RUNKEYS_CONNECTION_ISSUER=https://ci:TOKEN@issuer.internal/api/
+      auth: bearer                # basic | bearer | none; default from the URL (see `_auth`)
+      mint:
+        path: /v1/tokens          # POST, below the connection's URL; never another host
+        body: {name: "{label}", expires_at: "{expires_at}", purpose: "{key_name}"}
+      response: {value: data.token, reference: data.id, expires_at: data.expires_at}
+      revoke:
+        path: /v1/tokens/{reference}   # DELETE
+
+Requests time out, and connection errors, 408, 429 and 5xx answers are retried with jittered
+exponential backoff. A mint carries `Idempotency-Key: <label>` so that an issuer that honours it
+does not mint twice when a retry follows an answer that was lost. Revoke counts 404 and 410 as
+"already gone". Redirects are not followed: the credentials go to the connection's host only.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import urllib.parse
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from runkeys.connections import Connection
+from runkeys.errors import ParamError, ProviderError
+from runkeys.providers import http_templates as templates
+from runkeys.providers.base import (
+    Minted,
+    MintRequest,
+    Provider,
+    RevokeRequest,
+    check_known,
+    connection_of,
+    get_int,
+    get_str,
+    is_transient,
+    utc,
+)
+from runkeys.scrub import scrub, short
+
+PARAMS = {"auth", "mint", "response", "revoke", "timeout", "retries"}
+AUTH_MODES = ("basic", "bearer", "none")
+DEFAULT_TIMEOUT = 10  # seconds, per attempt
+DEFAULT_RETRIES = 3
+BACKOFF_BASE = 0.5  # seconds before the first retry; doubled each time
+BACKOFF_CAP = 8.0
+RETRY_STATUSES = {408, 429}  # and every 5xx
+GONE_STATUSES = {404, 410}
+
+
+class HttpIssuerProvider(Provider):
+    name = "http"
+    needs_connection = True
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        check_known(params, PARAMS)
+        auth = get_str(params, "auth")
+        if auth is not None and auth not in AUTH_MODES:
+            raise ParamError("auth", f"unknown auth {auth!r}", fix=f"use one of {AUTH_MODES}")
+        get_int(params, "timeout", DEFAULT_TIMEOUT, low=1, high=120)
+        get_int(params, "retries", DEFAULT_RETRIES, low=0, high=10)
+        templates.check_request("mint", params.get("mint"), templates.MINT_PLACEHOLDERS)
+        templates.check_request("revoke", params.get("revoke"), templates.REVOKE_PLACEHOLDERS)
+        templates.check_response(params.get("response"))
+
+    def mint(self, request: MintRequest) -> Minted:
+        connection = connection_of(self.name, request)
+        params = request.params
+        fields = {
+            "label": request.label,
+            "key_name": request.key_name,
+            "expires_at": utc(request.expires_at).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        call = templates.build_call(params["mint"], fields, default_method="POST")
+        call.headers.setdefault("Idempotency-Key", request.label)
+        with self.scrubbed("mint", *connection.secrets()):
+            answer = self._send(connection, params, call, ok=lambda s: 200 <= s < 300)
+        try:
+            return self._minted(request, answer)
+        except ProviderError:
+            self._undo(connection, params, answer)
+            raise
+
+    def revoke(self, request: RevokeRequest) -> None:
+        connection = connection_of(self.name, request)
+        call = templates.build_call(
+            request.params["revoke"], {"reference": request.reference}, default_method="DELETE"
+        )
+        with self.scrubbed("revoke", *connection.secrets()):
+            self._send(
+                connection,
+                request.params,
+                call,
+                ok=lambda s: 200 <= s < 300 or s in GONE_STATUSES,
+            )
+
+    def is_transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, requests.ConnectionError | requests.Timeout):
+            return True
+        return is_transient(exc)
+
+    # -- one request, retried ------------------------------------------------------------------
+
+    def _send(
+        self,
+        connection: Connection,
+        params: Mapping[str, Any],
+        call: templates.Call,
+        *,
+        ok: Callable[[int], bool],
+    ) -> requests.Response:
+        """The answer `ok` accepts; retried on connection errors, 408, 429 and 5xx."""
+        url = _base_url(connection) + call.path
+        retries = int(params.get("retries", DEFAULT_RETRIES))
+        timeout = int(params.get("timeout", DEFAULT_TIMEOUT))
+        headers = {**_auth(connection, params.get("auth")), **call.headers}
+        headers = templates.fill_headers(headers, _credential_fields(connection))
+        for attempt in range(retries + 1):
+            last = attempt == retries
+            try:
+                answer = requests.request(
+                    call.method,
+                    url,
+                    headers=headers,
+                    json=call.body,
+                    timeout=timeout,
+                    allow_redirects=False,
+                )
+            except (requests.ConnectionError, requests.Timeout):
+                if last:
+                    raise
+                self.deps.sleep(_backoff(attempt, None))
+                continue
+            if ok(answer.status_code):
+                return answer
+            retryable = answer.status_code >= 500 or answer.status_code in RETRY_STATUSES
+            if not retryable or last:
+                raise self._refused(
+                    f"{call.method} {url}",
+                    answer,
+                    attempts=attempt + 1,
+                    secrets=connection.secrets(),
+                    retryable=retryable,
+                )
+            self.deps.sleep(_backoff(attempt, answer.headers.get("Retry-After")))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _refused(
+        self,
+        request: str,
+        answer: requests.Response,
+        *,
+        attempts: int,
+        secrets: tuple[str, ...],
+        retryable: bool,
+    ) -> ProviderError:
+        body = short(scrub(answer.text, secrets), 200)
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        fix = (
+            "the issuer is failing or busy; it will be tried again later"
+            if retryable
+            else "check the spec's request against the issuer's API, and the connection's rights"
+        )
+        return ProviderError(
+            self.name,
+            f"{request} answered {answer.status_code}{tries}: {body or 'no body'}",
+            retryable=retryable,
+            fix=fix,
+        )
+
+    # -- the answer ----------------------------------------------------------------------------
+
+    def _minted(self, request: MintRequest, answer: requests.Response) -> Minted:
+        spec = request.params["response"]
+        try:
+            document = answer.json()
+        except ValueError:
+            raise self._bad_answer("is not JSON") from None
+        value = templates.find(document, spec["value"])
+        reference = templates.find(document, spec["reference"])
+        if not isinstance(value, str) or not value:
+            raise self._bad_answer(f"has no string at `{spec['value']}`", value)
+        if not isinstance(reference, str | int) or isinstance(reference, bool) or reference == "":
+            raise self._bad_answer(f"has no id at `{spec['reference']}`", value)
+        expires_at = request.expires_at
+        if "expires_at" in spec:
+            issued = _parse_time(templates.find(document, spec["expires_at"]))
+            if issued is None:
+                raise self._bad_answer(f"has no time at `{spec['expires_at']}`", value)
+            expires_at = min(utc(expires_at), issued)
+        return Minted(value=value, reference=str(reference), expires_at=expires_at)
+
+    def _bad_answer(self, what: str, value: Any = None) -> ProviderError:
+        cause = short(
+            scrub(f"the issuer's answer {what}", [value] if isinstance(value, str) else [])
+        )
+        return ProviderError(
+            self.name,
+            cause,
+            retryable=False,
+            fix="point `response.value`, `response.reference` (and `response.expires_at`) at the "
+            "fields of the issuer's JSON answer, as dotted paths like data.token",
+        )
+
+    def _undo(
+        self, connection: Connection, params: Mapping[str, Any], answer: requests.Response
+    ) -> None:
+        """Revoke what an answer we cannot use created, if it names it; the mint fails anyway."""
+        try:
+            reference = templates.find(answer.json(), params["response"]["reference"])
+            if isinstance(reference, str | int) and not isinstance(reference, bool):
+                self.revoke(RevokeRequest(str(reference), params, connection))
+        except (ValueError, ProviderError):
+            pass  # nothing to name, or the issuer refuses: the mint's own error says enough
+
+
+def _base_url(connection: Connection) -> str:
+    """The connection's URL without its credentials, without a trailing slash."""
+    parts = connection.parsed
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ProviderError(
+            "http",
+            f"{connection.name}: not an http(s) URL",
+            retryable=False,
+            fix="use https://user:token@issuer.example/base/",
+        )
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _credential_fields(connection: Connection) -> dict[str, str]:
+    parts = connection.parsed
+    return {
+        "user": urllib.parse.unquote(parts.username or ""),
+        "password": connection.password or "",
+    }
+
+
+def _auth(connection: Connection, mode: str | None) -> dict[str, str]:
+    """The Authorization header. By default: Basic for `https://user:secret@…`, a bearer token
+    for `https://:token@…` (no user name), none for a URL without credentials."""
+    creds = _credential_fields(connection)
+    if mode is None:
+        mode = "none" if not creds["password"] else ("basic" if creds["user"] else "bearer")
+    if mode == "basic":
+        pair = f"{creds['user']}:{creds['password']}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+    if mode == "bearer":
+        return {"Authorization": f"Bearer {creds['password'] or creds['user']}"}
+    return {}
+
+
+def _backoff(attempt: int, retry_after: str | None) -> float:
+    """Seconds to wait before retry `attempt + 1`: the server's Retry-After (seconds, capped),
+    else exponential with jitter (half fixed, half random, as Vault's expiration manager does)."""
+    if retry_after is not None and retry_after.strip().isdigit():
+        return min(float(retry_after), BACKOFF_CAP)
+    delay = min(BACKOFF_BASE * 2.0**attempt, BACKOFF_CAP)
+    return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 (jitter, not a secret)
+
+
+def _parse_time(raw: Any) -> datetime | None:
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return datetime.fromtimestamp(raw, UTC)
+    if isinstance(raw, str):
+        try:
+            return utc(datetime.fromisoformat(raw.replace("Z", "+00:00")))
+        except ValueError:
+            return None
+    return None

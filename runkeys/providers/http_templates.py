@@ -1,0 +1,188 @@
+"""The `http` provider's request templates and answer paths: checked, filled and read here,
+with no I/O, so the spec check refuses a bad template before anything is sent.
+
+Placeholders are `{name}` and nothing else (no format specs, no attribute access): a mint may
+use `{label}`, `{key_name}` and `{expires_at}`, a revoke `{reference}`, and headers also the
+connection's `{user}` and `{password}`, so a credential never has to be written in the spec.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from runkeys.errors import ParamError
+
+MINT_PLACEHOLDERS = frozenset({"label", "key_name", "expires_at"})
+REVOKE_PLACEHOLDERS = frozenset({"reference"})
+CREDENTIAL_PLACEHOLDERS = frozenset({"user", "password"})  # in headers only
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+REQUEST_FIELDS = {"method", "path", "headers", "body"}
+RESPONSE_FIELDS = {"value", "reference", "expires_at"}
+MAX_BODY = 16_384  # characters of JSON: a template, not a payload
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/{}?-]*$")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_DOTTED = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+
+@dataclass
+class Call:
+    """One request to send, its placeholders filled (the credentials' ones in headers aside)."""
+
+    method: str
+    path: str  # below the connection's base URL
+    headers: dict[str, str]
+    body: Any = None
+
+
+# --- checks (the spec check runs these) ---------------------------------------------------------
+
+
+def check_request(field: str, spec: Any, placeholders: frozenset[str]) -> None:
+    if spec is None:
+        raise ParamError(field, "missing", fix=f"add `{field}: {{path: /…}}`")
+    if not isinstance(spec, Mapping):
+        raise ParamError(field, "must be a mapping of method, path, headers, body")
+    for key in spec:
+        if key not in REQUEST_FIELDS:
+            raise ParamError(
+                f"{field}.{key}", "unknown field", fix="use method, path, headers, body"
+            )
+    method = spec.get("method", "POST")
+    if not isinstance(method, str) or method.upper() not in METHODS:
+        raise ParamError(f"{field}.method", f"{method!r} is not one of {METHODS}")
+    _check_path(f"{field}.path", spec.get("path"), placeholders)
+    _check_headers(f"{field}.headers", spec.get("headers", {}), placeholders)
+    body = spec.get("body")
+    _check_body(f"{field}.body", body, placeholders)
+    if "reference" in placeholders and not (
+        "{reference}" in str(spec.get("path")) or "{reference}" in json.dumps(body)
+    ):
+        raise ParamError(field, "does not say which credential", fix="use {reference} in its path")
+
+
+def check_response(spec: Any) -> None:
+    if not isinstance(spec, Mapping):
+        raise ParamError("response", "missing", fix="add `response: {value: token, reference: id}`")
+    for key in spec:
+        if key not in RESPONSE_FIELDS:
+            raise ParamError(
+                f"response.{key}", "unknown field", fix="use value, reference, expires_at"
+            )
+    for key in ("value", "reference"):
+        if key not in spec:
+            raise ParamError(f"response.{key}", "missing", fix="a dotted path like data.token")
+    for key, path in spec.items():
+        if not isinstance(path, str) or not _DOTTED.fullmatch(path):
+            raise ParamError(f"response.{key}", f"{path!r} is not a dotted path like data.token")
+
+
+def _check_path(field: str, path: Any, placeholders: frozenset[str]) -> None:
+    if not isinstance(path, str) or not _PATH.fullmatch(path):
+        raise ParamError(
+            field,
+            f"{path!r} is not a path",
+            fix="a path below the connection's URL, starting with /, e.g. /v1/tokens",
+        )
+    segments = path.split("?")[0].split("/")
+    if path.startswith("//") or ".." in segments:
+        raise ParamError(field, f"{path!r} leaves the connection's URL", fix="no // or ..")
+    _check_placeholders(field, path, placeholders)
+
+
+def _check_headers(field: str, headers: Any, placeholders: frozenset[str]) -> None:
+    if not isinstance(headers, Mapping):
+        raise ParamError(field, "must be a mapping of header names to values")
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise ParamError(field, f"{name!r} is not a header name")
+        if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+            raise ParamError(f"{field}.{name}", "must be a single-line string")
+        _check_placeholders(f"{field}.{name}", value, placeholders | CREDENTIAL_PLACEHOLDERS)
+
+
+def _check_body(field: str, body: Any, placeholders: frozenset[str]) -> None:
+    try:
+        text = json.dumps(body, allow_nan=False)
+    except (TypeError, ValueError):
+        raise ParamError(field, "must be JSON: mappings, lists, strings, numbers") from None
+    if len(text) > MAX_BODY:
+        raise ParamError(field, f"longer than {MAX_BODY} characters of JSON")
+    for string in _strings(body):
+        _check_placeholders(field, string, placeholders)
+
+
+def _check_placeholders(field: str, text: str, allowed: frozenset[str]) -> None:
+    for name in _PLACEHOLDER.findall(text):
+        if name not in allowed:
+            raise ParamError(
+                field,
+                f"unknown placeholder {{{name}}}",
+                fix="use " + ", ".join(f"{{{n}}}" for n in sorted(allowed)),
+            )
+
+
+def _strings(node: Any) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, Mapping):
+        return [s for key, value in node.items() for s in (*_strings(key), *_strings(value))]
+    if isinstance(node, list):
+        return [s for item in node for s in _strings(item)]
+    return []
+
+
+# --- filling and reading ------------------------------------------------------------------------
+
+
+def build_call(spec: Mapping[str, Any], fields: Mapping[str, str], default_method: str) -> Call:
+    """The request `spec` describes, with `fields` filled in: URL-escaped in the path, as they
+    are in headers and in the JSON body's strings."""
+    return Call(
+        method=str(spec.get("method", default_method)).upper(),
+        path=fill(str(spec["path"]), fields, escape=True),
+        headers={str(k): fill(str(v), fields) for k, v in spec.get("headers", {}).items()},
+        body=_fill_json(spec.get("body"), fields),
+    )
+
+
+def fill_headers(headers: Mapping[str, str], credentials: Mapping[str, str]) -> dict[str, str]:
+    return {name: fill(value, credentials) for name, value in headers.items()}
+
+
+def fill(text: str, fields: Mapping[str, str], *, escape: bool = False) -> str:
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in fields:
+            return match.group(0)  # another stage's placeholder
+        return urllib.parse.quote(fields[name], safe="") if escape else fields[name]
+
+    return _PLACEHOLDER.sub(value, text)
+
+
+def _fill_json(node: Any, fields: Mapping[str, str]) -> Any:
+    if isinstance(node, str):
+        return fill(node, fields)
+    if isinstance(node, Mapping):
+        return {fill(str(k), fields): _fill_json(v, fields) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_fill_json(item, fields) for item in node]
+    return node
+
+
+def find(document: Any, path: str) -> Any:
+    """The value at a dotted path (`data.token`, `items.0.id`), or None."""
+    node = document
+    for step in path.split("."):
+        if isinstance(node, Mapping):
+            node = node.get(step)
+        elif isinstance(node, list) and step.isdigit() and int(step) < len(node):
+            node = node[int(step)]
+        else:
+            return None
+    return node

@@ -1,0 +1,73 @@
+"""Every form of a value a log could show is masked, and scrubbed out of messages."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+
+import pytest
+
+from runkeys.connections import Connection
+from runkeys.masking import encodings
+from runkeys.scrub import REDACTED, scrub, short
+
+VALUES = [
+    "rk_3vQb7Xs9LmT2pW8yZk1Nc4Rf6Hj0Ga5Ed",
+    'p@ss w/rd+?&=%"\\é',
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5v\nbmUAAAAEbm9uZQAAAAAAAAAB\n"
+    "-----END OPENSSH PRIVATE KEY-----\n",
+]
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_forms_cover_the_encodings_named_in_the_issue(value: str) -> None:
+    forms = set(encodings(value))
+    raw = value.encode()
+    assert value in forms
+    assert base64.b64encode(raw).decode() in forms
+    assert base64.urlsafe_b64encode(raw).decode().rstrip("=") in forms
+    assert urllib.parse.quote(value, safe="") in forms
+    assert json.dumps(value)[1:-1] in forms
+    for line in value.splitlines():
+        if line.strip():
+            assert line.strip() in forms
+
+
+@pytest.mark.parametrize("prefix", ["", "a", "ab", "user:"])
+def test_a_value_inside_a_longer_base64_blob_is_still_found(prefix: str) -> None:
+    value = VALUES[0]
+    blob = base64.b64encode(f"{prefix}{value}!".encode()).decode()
+    assert any(form in blob for form in encodings(value) if len(form) >= 8)
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_scrub_leaves_no_form_of_the_value(value: str) -> None:
+    raw = value.encode()
+    text = (
+        f"driver said: {value} / {base64.b64encode(raw).decode()} / "
+        f"{urllib.parse.quote(value, safe='')} / {json.dumps(value)}"
+    )
+    cleaned = scrub(text, [value])
+    assert REDACTED in cleaned
+    for form in encodings(value):
+        if len(form) >= 8:
+            assert form not in cleaned
+
+
+def test_scrub_hides_url_passwords_even_when_not_known() -> None:
+    text = "could not connect to postgresql://admin:hunter2secret@db:5432/app"
+    assert scrub(text) == "could not connect to postgresql://admin:***@db:5432/app"
+
+
+def test_connections_never_print_their_password() -> None:
+    conn = Connection("CI_DB", "postgresql://admin:s%40cret@db.internal:5432/app")
+    assert "s@cret" not in repr(conn)
+    assert "s%40cret" not in repr(conn)
+    assert conn.redacted() == "postgresql://admin:***@db.internal:5432/app"
+    assert conn.password == "s@cret"
+
+
+def test_short_is_one_bounded_line() -> None:
+    assert short("a\nb\tc") == "a b c"
+    assert len(short("x" * 1000, 50)) == 50

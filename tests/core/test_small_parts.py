@@ -1,0 +1,97 @@
+"""Durations, names, connections from the environment, the lease wire model, permissions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from runkeys.connections import load_connections
+from runkeys.durations import format_duration, parse_duration
+from runkeys.errors import ConfigError
+from runkeys.github.permissions import required
+from runkeys.leases import LeaseRequest, Lifetime, SecretTarget, fingerprint, new_lease_id
+from runkeys.names import environment_name_problem, secret_name_problem
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("30m", 1800), ("1h30m", 5400), ("2d", 172800), (" 1H ", 3600)],
+)
+def test_durations(text: str, seconds: int) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+    assert parse_duration(format_duration(timedelta(seconds=seconds))).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["", "1", "h", "1x", "-1h", "1.5h", "0s", "1h 30m"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match=r"duration|zero"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("API_TOKEN", True),
+        ("_x", True),
+        ("a1", True),
+        ("1A", False),
+        ("A-B", False),
+        ("A B", False),
+        ("GITHUB_X", False),
+        ("github_x", False),
+        ("RUNNER_TEMP", False),
+        ("PATH", False),
+        ("NODE_OPTIONS", False),
+        ("", False),
+        ("É", False),
+    ],
+)
+def test_secret_names(name: str, ok: bool) -> None:
+    assert (secret_name_problem(name) is None) is ok
+
+
+def test_environment_names() -> None:
+    assert environment_name_problem("ci-pr-12") is None
+    assert environment_name_problem(" ") is not None
+    assert environment_name_problem("x" * 256) is not None
+
+
+def test_connections_from_the_environment() -> None:
+    env = {"RUNKEYS_CONNECTION_CI_DB": "postgresql://u:p@h/d", "OTHER": "x"}
+    assert list(load_connections(env)) == ["CI_DB"]
+    with pytest.raises(ConfigError, match="RUNKEYS_CONNECTION_X"):
+        load_connections({"RUNKEYS_CONNECTION_X": " "})
+    with pytest.raises(ConfigError):
+        load_connections({"RUNKEYS_CONNECTION_1X": "redis://h"})
+
+
+def test_lease_request_round_trips_and_holds_no_value() -> None:
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    lease = LeaseRequest(
+        id=new_lease_id(),
+        key_name="API_TOKEN",
+        provider="random",
+        reference="random:rk_1",
+        fingerprint=fingerprint("the-value"),
+        lifetime=Lifetime.PR,
+        issued_at=now,
+        expires_at=now + timedelta(hours=1),
+        secret=SecretTarget("octo/app", "API_TOKEN", "ci-pr-7"),
+        environment_created=True,
+        params={"format": "hex"},
+    )
+    wire = lease.to_json()
+    assert LeaseRequest.from_json(wire) == lease
+    assert "the-value" not in repr(wire)
+    with pytest.raises((KeyError, ValueError)):
+        LeaseRequest.from_json({**wire, "lifetime": "forever"})
+
+
+def test_permission_table_names_what_an_endpoint_needs() -> None:
+    labels = [r.label() for r in required("PUT", "/repos/o/r/environments/e/secrets/S")]
+    assert labels == ["Secrets: write", "Environments: write"]
+    assert [r.label() for r in required("DELETE", "/repos/o/r/environments/e")] == [
+        "Administration: write"
+    ]
+    assert required("GET", "/nowhere") == ()
