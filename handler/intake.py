@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, distinct, select
+from sqlalchemy import Connection, select
 
 from handler.events import Decision, Outcome, Retirement
 from handler.ledger import tables
@@ -53,9 +53,9 @@ def _environments_out_of_reach(conn: Connection, retirement: Retirement, now: da
         leases = tables.leases
         repository_ids = tuple(
             conn.scalars(
-                select(distinct(leases.c.repository_id)).where(
-                    leases.c.installation_id == selection.installation_id
-                )
+                select(leases.c.repository_id)
+                .where(leases.c.installation_id == selection.installation_id)
+                .distinct()
             )
         )
     else:

@@ -188,17 +188,20 @@ def _due(now: datetime) -> ColumnElement[bool]:
 def claim_due(conn: Connection, *, now: datetime, limit: int, hold: timedelta) -> Claim:
     """Take up to `limit` due leases for `hold`; each attempt is counted as it is claimed."""
     token = uuid.uuid4().hex
+    # A CTE, materialized: PostgreSQL may rescan a plain `IN (SELECT … LIMIT n)` subquery and
+    # then take more than n rows; a materialized CTE is evaluated exactly once.
     picked = (
         select(leases.c.id)
         .where(_due(now))
-        .order_by(leases.c.next_attempt_at)
+        .order_by(leases.c.next_attempt_at, leases.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
-        .scalar_subquery()
+        .cte("picked")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
     )
     rows = conn.execute(
         update(leases)
-        .where(leases.c.id.in_(picked), _due(now))
+        .where(leases.c.id.in_(select(picked.c.id)), _due(now))
         .values(
             claim_token=token,
             claimed_until=now + hold,

@@ -30,14 +30,16 @@ def first_delivery(
     statement = insert_for(conn, tables.deliveries).values(
         delivery_id=delivery_id, event=event, action=action, outcome=outcome, received_at=now
     )
-    result = conn.execute(statement.on_conflict_do_nothing())
-    return bool(result.rowcount)
+    # RETURNING, not rowcount: psycopg reports no row count for ON CONFLICT DO NOTHING.
+    inserted = statement.on_conflict_do_nothing().returning(tables.deliveries.c.delivery_id)
+    return conn.execute(inserted).first() is not None
 
 
 def first_token_use(conn: Connection, jti: str, expires_at: datetime) -> bool:
     """Record a token id; False if a token with this id was accepted before."""
     statement = insert_for(conn, tables.token_ids).values(jti=jti, expires_at=expires_at)
-    return bool(conn.execute(statement.on_conflict_do_nothing()).rowcount)
+    inserted = statement.on_conflict_do_nothing().returning(tables.token_ids.c.jti)
+    return conn.execute(inserted).first() is not None
 
 
 def prune(conn: Connection, *, now: datetime) -> tuple[int, int]:
