@@ -69,6 +69,9 @@ def default_options(
         "limit_request_line": 4094,
         "limit_request_fields": 100,
         "preload_app": False,  # each worker builds its own app, ledger pool and worker thread
+        # gunicorn ≥ 25 opens a control socket at a fixed path in $HOME by default: two services
+        # on one host would fight over it, and nothing here needs it.
+        "control_socket_disable": True,
     }
 
 
@@ -89,7 +92,8 @@ class ServiceApplication(BaseApplication):  # type: ignore[misc]
 
     def load_config(self) -> None:
         for key, value in self.options.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # skip what an older gunicorn does not know
+                self.cfg.set(key, value)
 
     def load(self) -> Any:
         from handler.app import create_app  # noqa: PLC0415 (in the worker, after fork)

@@ -51,15 +51,16 @@ class RevocationWorker:
 
     def run_once(self) -> int:
         """Claim one batch of due leases and retire them; how many were claimed."""
-        with self.service.ledger.begin() as conn:
-            claim = claim_due(
-                conn,
-                now=self.service.clock(),
-                limit=self.settings.batch_size,
-                hold=self.settings.claim_timeout,
-            )
-        for lease in claim.leases:
-            self.retire(lease, claim.token)
+        with self.service.ledger.hold():
+            with self.service.ledger.begin() as conn:
+                claim = claim_due(
+                    conn,
+                    now=self.service.clock(),
+                    limit=self.settings.batch_size,
+                    hold=self.settings.claim_timeout,
+                )
+            for lease in claim.leases:  # each result committed on its own, as soon as known
+                self.retire(lease, claim.token)
         return len(claim.leases)
 
     def drain(self, *, max_batches: int = 1000) -> int:

@@ -186,7 +186,8 @@ def apply_reports(
             _post_step_revoked(conn, lease.id, now)
         else:
             _post_step_failed(conn, lease, report.error[:300], now)
-    return _by_ids(conn, [r.lease_id for r in reports if r.lease_id in mine]), not_found
+    now_stored = {r.id: r for r in _by_ids(conn, list(mine))}
+    return [now_stored[r.lease_id] for r in reports if r.lease_id in mine], not_found
 
 
 def _post_step_revoked(conn: Connection, lease_id: str, now: datetime) -> None:

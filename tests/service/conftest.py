@@ -142,14 +142,18 @@ def github(sandbox: tuple[Sandbox, App]) -> GitHub:
 @pytest.fixture
 def environ(github: GitHub, database_url: str) -> dict[str, str]:
     """A complete, valid configuration, as the environment would give it."""
+    return make_environ(github.sandbox, github.app, database_url)
+
+
+def make_environ(sandbox: Sandbox, app: App, database_url: str) -> dict[str, str]:
     return {
-        "RUNKEYS_WEBHOOK_SECRET": github.app.webhook_secret,
-        "RUNKEYS_APP_ID": str(github.app.id),
-        "RUNKEYS_PRIVATE_KEY": github.app.private_key_pem,
+        "RUNKEYS_WEBHOOK_SECRET": app.webhook_secret,
+        "RUNKEYS_APP_ID": str(app.id),
+        "RUNKEYS_PRIVATE_KEY": app.private_key_pem,
         "RUNKEYS_DATABASE_URL": database_url,
-        "RUNKEYS_OIDC_ISSUER": github.sandbox.oidc_issuer_url,
+        "RUNKEYS_OIDC_ISSUER": sandbox.oidc_issuer_url,
         "RUNKEYS_OIDC_AUDIENCE": AUDIENCE,
-        "GITHUB_API_URL": github.sandbox.url,
+        "GITHUB_API_URL": sandbox.url,
         "RUNKEYS_WORKER": "external",  # tests run the worker themselves
         "RUNKEYS_GITHUB_WRITES_PER_MINUTE": "100000",
     }

@@ -16,12 +16,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from handler.ledger import Ledger
 from handler.ledger.leases import get, register
+from handler.ledger.records import LeaseRecord
 from runkeys.leases import LeaseRequest, Lifetime, SecretTarget, fingerprint
 from runkeys.oidc import RunIdentity
 
@@ -91,7 +92,7 @@ def body(*leases: LeaseRequest) -> dict[str, Any]:
 # --- webhook payloads -----------------------------------------------------------------------
 
 
-def schema_validator(name: str) -> jsonschema.Draft202012Validator:
+def schema_validator(name: str) -> Any:
     """The official webhook schema `name` (e.g. `workflow-run-completed`)."""
     document = json.loads((SCHEMAS / f"{name}.json").read_text())
     root = document["post"]["requestBody"]["content"]["application/json"]["schema"]
@@ -104,7 +105,7 @@ def _example(path: str) -> dict[str, Any]:
 
 
 def _installation(installation_id: int, account_id: int, login: str) -> dict[str, Any]:
-    data = _example("installation/deleted.payload.json")["installation"]
+    data: dict[str, Any] = _example("installation/deleted.payload.json")["installation"]
     data.update(id=installation_id, app_slug="runkeys", created_at="2026-01-01T00:00:00Z")
     data.update(updated_at="2026-01-01T00:00:00Z")
     data["account"].update(id=account_id, login=login)
@@ -304,7 +305,7 @@ def identity(
     return RunIdentity(
         repository=repository,
         repository_id=repository_id,
-        owner=repository.split("/")[0],
+        owner=repository.split("/", maxsplit=1)[0],
         owner_id=owner_id,
         run_id=run_id,
         run_attempt=run_attempt,
@@ -327,8 +328,23 @@ def put(
 ) -> list[str]:
     """Register `leases` for `who` as the API would, minus HTTP."""
     with ledger.begin() as conn:
-        register(conn, who, list(leases), installation_id=installation_id, now=now or datetime.now(UTC))
+        register(
+            conn, who, list(leases), installation_id=installation_id, now=now or datetime.now(UTC)
+        )
     return [item.id for item in leases]
+
+
+def stored(ledger: Ledger, lease_id: str) -> LeaseRecord:
+    with ledger.begin() as conn:
+        found = get(conn, lease_id)
+    assert found is not None, f"no lease {lease_id}"
+    return found
+
+
+def js(response: Any) -> Any:
+    """A test response's JSON body, typed loosely (tests index into it)."""
+    data: Any = response.get_json()
+    return data
 
 
 def states(ledger: Ledger, ids: Iterable[str]) -> dict[str, str]:

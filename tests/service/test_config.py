@@ -89,7 +89,10 @@ def test_the_private_key_may_come_from_a_file_or_on_one_line(tmp_path: Path) -> 
         ({"RUNKEYS_PRIVATE_KEY": None}, "RUNKEYS_PRIVATE_KEY"),
         ({"RUNKEYS_PRIVATE_KEY": "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n"}, "RUNKEYS_PRIVATE_KEY"),
         ({"RUNKEYS_PRIVATE_KEY_FILE": "/nonexistent/app.pem"}, "RUNKEYS_PRIVATE_KEY"),
-        ({"RUNKEYS_PRIVATE_KEY": None, "RUNKEYS_PRIVATE_KEY_FILE": "/nonexistent/app.pem"}, "RUNKEYS_PRIVATE_KEY_FILE"),
+        (
+            {"RUNKEYS_PRIVATE_KEY": None, "RUNKEYS_PRIVATE_KEY_FILE": "/nonexistent/app.pem"},
+            "RUNKEYS_PRIVATE_KEY_FILE",
+        ),
         ({"RUNKEYS_OIDC_AUDIENCE": None}, "RUNKEYS_OIDC_AUDIENCE"),
         ({"RUNKEYS_OIDC_ISSUER": "http://token.example"}, "RUNKEYS_OIDC_ISSUER"),
         ({"RUNKEYS_OIDC_ISSUER": "token.actions.githubusercontent.com"}, "RUNKEYS_OIDC_ISSUER"),
@@ -130,7 +133,9 @@ def test_a_bad_setting_stops_start_up_and_is_named(
 
 
 def test_the_commands_need_only_their_part(tmp_path: Path) -> None:
-    ledger_only = ServiceConfig.for_ledger({"RUNKEYS_DATABASE_URL": f"sqlite:///{tmp_path}/l.sqlite3"})
+    ledger_only = ServiceConfig.for_ledger(
+        {"RUNKEYS_DATABASE_URL": f"sqlite:///{tmp_path}/l.sqlite3"}
+    )
     assert ledger_only.github is None
     with pytest.raises(ConfigError, match="RUNKEYS_APP_ID"):
         ServiceConfig.for_worker({})

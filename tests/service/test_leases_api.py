@@ -15,7 +15,7 @@ from handler.ledger.history import history
 from handler.ledger.leases import get
 from runkeys.leases import LeaseState, Lifetime
 from tests.service.conftest import GitHub
-from tests.service.kit import HTTP_PARAMS, assert_documented, body, lease
+from tests.service.kit import HTTP_PARAMS, assert_documented, body, js, lease, stored
 from tests.services import unique
 
 
@@ -58,7 +58,7 @@ def test_repeating_a_registration_changes_nothing(
     assert post(client, "/v1/leases", body(*items), github.auth(claims)).status_code == 201
     again = post(client, "/v1/leases", body(*items), github.auth(claims))  # a fresh token: jti
     assert again.status_code == 200
-    assert [entry["id"] for entry in again.json["leases"]] == [i.id for i in items]
+    assert [entry["id"] for entry in js(again)["leases"]] == [i.id for i in items]
     with app.extensions["runkeys"].ledger.begin() as conn:
         assert [e.action for e in history(conn, items[0].id)] == ["registered"]
     extended = post(
@@ -75,7 +75,7 @@ def test_an_id_of_another_run_is_a_conflict(
     fresh = github.lease(key_name="NEW")
     response = post(client, "/v1/leases", body(fresh, item), github.auth(github.claims()))
     assert response.status_code == 409
-    assert response.json["error"] == "lease_conflict"
+    assert js(response)["error"] == "lease_conflict"
     assert record(app, fresh.id) is None  # nothing of the request was written
     other = github.claims(repo=github.other_repo)
     clash = lease(repository=github.other_repo.full_name, lease_id=item.id)
@@ -89,8 +89,9 @@ def test_expiry_beyond_the_maximum_ttl_is_refused(client: FlaskClient, github: G
     )
     response = post(client, "/v1/leases", body(ok, too_long), github.auth(github.claims()))
     assert response.status_code == 422
-    assert response.json["error"] == "ttl_too_long"
-    assert too_long.id in response.json["message"] and "LONG" in response.json["message"]
+    assert js(response)["error"] == "ttl_too_long"
+    assert too_long.id in js(response)["message"]
+    assert "LONG" in js(response)["message"]
 
 
 @pytest.mark.parametrize(
@@ -110,8 +111,8 @@ def test_a_lease_the_service_could_not_retire_is_refused(
 ) -> None:
     item = github.lease(**fields)
     response = post(client, "/v1/leases", body(item), github.auth(github.claims()))
-    assert (response.status_code, response.json["error"]) == (422, code)
-    assert item.id in response.json["message"]
+    assert (response.status_code, js(response)["error"]) == (422, code)
+    assert item.id in js(response)["message"]
 
 
 def test_pr_lifetime_takes_the_number_from_the_ref(
@@ -141,7 +142,7 @@ def test_malformed_bodies_are_refused_by_field(
 ) -> None:
     response = post(client, "/v1/leases", data, github.auth(github.claims()))
     assert response.status_code == 400
-    assert fragment in response.json["message"]
+    assert fragment in js(response)["message"]
 
 
 def test_the_body_must_be_json(client: FlaskClient, github: GitHub) -> None:
@@ -155,13 +156,13 @@ def test_a_repository_without_the_app_cannot_register(client: FlaskClient, githu
     claims = github.claims(repo=stranger)
     item = github.lease(repository=stranger.full_name)
     response = post(client, "/v1/leases", body(item), github.auth(claims))
-    assert (response.status_code, response.json["error"]) == (403, "not_installed")
+    assert (response.status_code, js(response)["error"]) == (403, "not_installed")
 
 
 def test_no_token_no_lease(client: FlaskClient, github: GitHub) -> None:
     for headers in ({}, {"Authorization": "Basic b2N0bzpwYXNz"}, {"Authorization": "Bearer "}):
         response = post(client, "/v1/leases", body(github.lease()), headers)
-        assert (response.status_code, response.json["error"]) == (401, "missing_token")
+        assert (response.status_code, js(response)["error"]) == (401, "missing_token")
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
@@ -169,8 +170,8 @@ def test_a_token_is_accepted_once(client: FlaskClient, github: GitHub) -> None:
     headers = github.auth(github.claims())
     assert post(client, "/v1/leases", body(github.lease()), headers).status_code == 201
     replay = post(client, "/v1/leases", body(github.lease()), headers)
-    assert (replay.status_code, replay.json["error"]) == (401, "invalid_token")
-    assert "used before" in replay.json["message"]
+    assert (replay.status_code, js(replay)["error"]) == (401, "invalid_token")
+    assert "used before" in js(replay)["message"]
     assert headers["Authorization"].split()[1] not in replay.get_data(as_text=True)
 
 
@@ -185,7 +186,7 @@ def test_tokens_for_someone_else_are_refused(
     response = post(
         client, "/v1/leases", body(github.lease()), github.auth(github.claims(), **overrides)
     )
-    assert (response.status_code, response.json["error"]) == (401, "invalid_token")
+    assert (response.status_code, js(response)["error"]) == (401, "invalid_token")
 
 
 # --- the post step's report -----------------------------------------------------------------
@@ -217,7 +218,7 @@ def test_post_step_reports_what_it_retired_and_what_it_could_not(
     }
     with app.extensions["runkeys"].ledger.begin() as conn:
         assert [(e.actor, e.action) for e in history(conn, done.id)][-1] == ("post-step", "revoked")
-        stuck_record = get(conn, stuck.id)
+    stuck_record = stored(app.extensions["runkeys"].ledger, stuck.id)
     assert stuck_record.state is LeaseState.REVOKING
     assert "hunter22" not in (stuck_record.last_error or "")
     assert stuck_record.next_attempt_at is not None
@@ -236,8 +237,8 @@ def test_repository_a_cannot_retire_repository_b_leases(
     }
     response = post(client, "/v1/leases/retire", report, github.auth(mine_claims))
     assert response.status_code == 404
-    assert response.json["not_found"] == [theirs.id]
-    assert response.json["leases"] == [{"id": mine.id, "state": "revoked"}]
+    assert js(response)["not_found"] == [theirs.id]
+    assert js(response)["leases"] == [{"id": mine.id, "state": "revoked"}]
     assert record(app, theirs.id).state is LeaseState.ACTIVE
     another_run = github.claims()
     response = post(

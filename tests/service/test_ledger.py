@@ -104,7 +104,11 @@ def test_queue_moves_only_active_leases_and_logs_why(ledger: Ledger) -> None:
         events = history(conn, ids[0])
     assert again == []
     assert record is not None
-    assert (record.state, record.retire_reason, record.next_attempt_at) == (LeaseState.REVOKING, "test", NOW)
+    assert (record.state, record.retire_reason, record.next_attempt_at) == (
+        LeaseState.REVOKING,
+        "test",
+        NOW,
+    )
     assert [(e.actor, e.action, e.detail) for e in events][-1] == ("test", "queued", "test")
 
 
@@ -112,7 +116,13 @@ def test_ttl_expiry_selects_what_has_expired(ledger: Ledger) -> None:
     (short,) = put(ledger, identity(), lease(ttl=timedelta(minutes=5), now=NOW), now=NOW)
     (long,) = put(ledger, identity(), lease(ttl=timedelta(hours=5), now=NOW), now=NOW)
     with ledger.begin() as conn:
-        expired = queue(conn, ExpiredLeases(NOW + timedelta(minutes=6)), actor="sweeper", reason="sweeper: ttl", now=NOW)
+        expired = queue(
+            conn,
+            ExpiredLeases(NOW + timedelta(minutes=6)),
+            actor="sweeper",
+            reason="sweeper: ttl",
+            now=NOW,
+        )
     assert expired == [short]
     assert long not in expired
 
@@ -156,7 +166,9 @@ def test_failures_are_retried_later_and_failed_leases_stay_in_the_queue(ledger: 
     later = NOW + timedelta(minutes=10)
     with ledger.begin() as conn:
         claim = claim_due(conn, now=NOW, limit=1, hold=HOLD)
-        finish_failed(conn, lease_id, claim.token, now=NOW, error="boom", retry_at=later, give_up=True)
+        finish_failed(
+            conn, lease_id, claim.token, now=NOW, error="boom", retry_at=later, give_up=True
+        )
         assert claim_due(conn, now=NOW + timedelta(minutes=9), limit=1, hold=HOLD).leases == []
         retry = claim_due(conn, now=later, limit=1, hold=HOLD)
         counts = count_by_state(conn)
@@ -182,7 +194,12 @@ def test_register_is_idempotent_and_refuses_a_taken_id(ledger: Ledger) -> None:
 
 def test_find_filters(ledger: Ledger) -> None:
     put(ledger, identity("octo/app", 1, run_id=10), lease(lifetime=Lifetime.RUN), now=NOW)
-    put(ledger, identity("octo/app", 1, run_id=11, ref="refs/pull/4/merge"), lease(lifetime=Lifetime.PR), now=NOW)
+    put(
+        ledger,
+        identity("octo/app", 1, run_id=11, ref="refs/pull/4/merge"),
+        lease(lifetime=Lifetime.PR),
+        now=NOW,
+    )
     put(ledger, identity("octo/lib", 2, run_id=12), lease(lifetime=Lifetime.JOB), now=NOW)
     with ledger.begin() as conn:
         assert len(find(conn, LeaseFilter(repository="Octo/App"))) == 2
@@ -203,14 +220,20 @@ def test_no_value_is_stored_anywhere(ledger: Ledger) -> None:
     item = type(item)(**{**item.__dict__, "fingerprint": fingerprint(value)})
     put(ledger, identity(), item, now=NOW)
     with ledger.begin() as conn:
-        dump = [str(dict(row)) for t in tables.metadata.sorted_tables for row in conn.execute(select(t)).mappings()]
+        dump = [
+            str(dict(row))
+            for t in tables.metadata.sorted_tables
+            for row in conn.execute(select(t)).mappings()
+        ]
     assert value not in "".join(dump)
 
 
 # --- environments -------------------------------------------------------------------------------
 
 
-def test_an_environment_runkeys_created_is_deletable_once_no_live_lease_uses_it(ledger: Ledger) -> None:
+def test_an_environment_runkeys_created_is_deletable_once_no_live_lease_uses_it(
+    ledger: Ledger,
+) -> None:
     who = identity(environment="ci")
     first = lease(environment="ci-run-7", environment_created=True)
     second = lease(key_name="OTHER", environment="CI-RUN-7")  # GitHub ignores case

@@ -120,7 +120,9 @@ def test_an_expired_token_is_refused_beyond_the_leeway(issuer: IssuerServer) -> 
 
 
 def test_required_claims_must_be_there(issuer: IssuerServer) -> None:
-    claims = CLAIMS.claims(issuer=issuer.issuer.issuer, audience=AUDIENCE, now=int(time.time()), lifetime=300)
+    claims = CLAIMS.claims(
+        issuer=issuer.issuer.issuer, audience=AUDIENCE, now=int(time.time()), lifetime=300
+    )
     del claims["jti"]
     _refused(verifier(issuer), issuer.issuer.sign(claims), "'jti'")
 
@@ -133,14 +135,18 @@ def _unsigned(claims: dict[str, Any], header: dict[str, Any]) -> str:
 
 
 def test_alg_none_is_refused(issuer: IssuerServer) -> None:
-    claims = CLAIMS.claims(issuer=issuer.issuer.issuer, audience=AUDIENCE, now=int(time.time()), lifetime=300)
+    claims = CLAIMS.claims(
+        issuer=issuer.issuer.issuer, audience=AUDIENCE, now=int(time.time()), lifetime=300
+    )
     token = _unsigned(claims, {"alg": "none", "typ": "JWT", "kid": issuer.issuer.kid})
     _refused(verifier(issuer), token, "RS256")
 
 
 def test_hs256_signed_with_the_public_key_is_refused(issuer: IssuerServer) -> None:
     """The classic key-confusion attack: the public key used as an HMAC secret."""
-    claims = CLAIMS.claims(issuer=issuer.issuer.issuer, audience=AUDIENCE, now=int(time.time()), lifetime=300)
+    claims = CLAIMS.claims(
+        issuer=issuer.issuer.issuer, audience=AUDIENCE, now=int(time.time()), lifetime=300
+    )
     header = {"alg": "HS256", "typ": "JWT", "kid": issuer.issuer.kid}
     signing_input = _unsigned(claims, header)[:-1].encode()
     import hashlib
@@ -153,8 +159,12 @@ def test_hs256_signed_with_the_public_key_is_refused(issuer: IssuerServer) -> No
 
 def test_a_token_signed_by_another_key_with_a_known_kid_is_refused(issuer: IssuerServer) -> None:
     impostor = OIDCIssuer(issuer.issuer.issuer)
-    claims = CLAIMS.claims(issuer=issuer.issuer.issuer, audience=AUDIENCE, now=int(time.time()), lifetime=300)
-    token = jwt.encode(claims, impostor.private_key, algorithm="RS256", headers={"kid": issuer.issuer.kid})
+    claims = CLAIMS.claims(
+        issuer=issuer.issuer.issuer, audience=AUDIENCE, now=int(time.time()), lifetime=300
+    )
+    token = jwt.encode(
+        claims, impostor.private_key, algorithm="RS256", headers={"kid": issuer.issuer.kid}
+    )
     _refused(verifier(issuer), token, "InvalidSignatureError")
 
 
@@ -178,7 +188,9 @@ def test_keys_are_cached_and_an_unknown_kid_costs_one_refresh(issuer: IssuerServ
         check.verify(issuer.issuer.token_for(CLAIMS, AUDIENCE))
     assert issuer.jwks_reads == 1
     stranger = OIDCIssuer(issuer.issuer.issuer)
-    claims = CLAIMS.claims(issuer=issuer.issuer.issuer, audience=AUDIENCE, now=int(time.time()), lifetime=300)
+    claims = CLAIMS.claims(
+        issuer=issuer.issuer.issuer, audience=AUDIENCE, now=int(time.time()), lifetime=300
+    )
     for _ in range(3):  # within the cooldown: no refresh at all
         _refused(check, stranger.sign(claims), "does not publish")
     assert issuer.jwks_reads == 1
@@ -206,7 +218,9 @@ def test_an_unreachable_issuer_is_not_an_invalid_token(issuer: IssuerServer) -> 
 
 def test_a_discovery_document_naming_another_issuer_is_refused(issuer: IssuerServer) -> None:
     check = OIDCVerifier(issuer.issuer.issuer + "/sub", AUDIENCE)
-    claims = CLAIMS.claims(issuer=issuer.issuer.issuer + "/sub", audience=AUDIENCE, now=int(time.time()), lifetime=300)
+    claims = CLAIMS.claims(
+        issuer=issuer.issuer.issuer + "/sub", audience=AUDIENCE, now=int(time.time()), lifetime=300
+    )
     with pytest.raises((AuthError, OIDCUnavailableError)):
         check.verify(issuer.issuer.sign(claims))
 

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from handler.app import create_app
 from handler.logs import JsonFormatter, configure
 from tests.service.conftest import GitHub, postgres_database
-from tests.service.kit import Clock, assert_documented, identity, put
+from tests.service.kit import Clock, assert_documented, identity, js, put
 
 
 def test_healthz(client: FlaskClient) -> None:
@@ -35,7 +35,7 @@ def test_readyz_fails_when_the_ledger_is_gone(environ: dict[str, str], clock: Cl
         assert client.get("/readyz").status_code == 200
         app.extensions["runkeys"].close()
     response = client.get("/readyz")  # the database was dropped
-    assert (response.status_code, response.json["error"]) == (503, "not_ready")
+    assert (response.status_code, js(response)["error"]) == (503, "not_ready")
     assert_documented("GET", "/readyz", 503, response.json)
     assert client.get("/healthz").status_code == 200  # alive, just not ready
 
@@ -48,7 +48,13 @@ def test_metrics_count_leases_by_state_and_the_backlog(
     from handler.ledger.queue import LeasesById, queue
 
     with ledger.begin() as conn:
-        queue(conn, LeasesById(tuple(ids[:2])), actor="t", reason="t", now=app.extensions["runkeys"].clock())
+        queue(
+            conn,
+            LeasesById(tuple(ids[:2])),
+            actor="t",
+            reason="t",
+            now=app.extensions["runkeys"].clock(),
+        )
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain")

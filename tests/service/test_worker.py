@@ -13,12 +13,13 @@ import pytest
 
 from handler.config import ServiceConfig
 from handler.ledger.history import history
-from handler.ledger.leases import get
+from handler.ledger.records import LeaseRecord
 from handler.service import Service
 from handler.worker import RevocationWorker, backoff
 from runkeys.leases import LeaseRequest, LeaseState
+from runkeys.oidc import RunIdentity
 from tests.service.conftest import GitHub
-from tests.service.kit import HTTP_PARAMS, Clock, TokenIssuer, WsgiServer, identity, lease, put
+from tests.service.kit import HTTP_PARAMS, Clock, TokenIssuer, WsgiServer, identity, put, stored
 
 ISSUER_PASSWORD = "issuer-pass-8d1c"
 
@@ -36,7 +37,10 @@ def service(
     environ: dict[str, str], issuer: tuple[TokenIssuer, str], clock: Clock
 ) -> Iterator[Service]:
     _, url = issuer
-    env = {**environ, "RUNKEYS_CONNECTION_ISSUER": url.replace("http://", f"http://:{ISSUER_PASSWORD}@")}
+    env = {
+        **environ,
+        "RUNKEYS_CONNECTION_ISSUER": url.replace("http://", f"http://:{ISSUER_PASSWORD}@"),
+    }
     config = ServiceConfig.from_env(env)
     assert config.github is not None
     config = replace(
@@ -51,11 +55,13 @@ def service(
 
 def http_lease(github: GitHub, tokens: TokenIssuer, **fields: object) -> LeaseRequest:
     (reference,) = tokens.mint()
-    return github.lease(provider="http", connection="issuer", params=HTTP_PARAMS, reference=reference, **fields)
+    return github.lease(
+        provider="http", connection="issuer", params=HTTP_PARAMS, reference=reference, **fields
+    )
 
 
-def who(github: GitHub, **fields: object) -> object:
-    return identity(github.repo.full_name, github.repo.id, **fields)  # type: ignore[arg-type]
+def who(github: GitHub) -> RunIdentity:
+    return identity(github.repo.full_name, github.repo.id)
 
 
 def queue_all(service: Service, ids: list[str]) -> None:
@@ -65,9 +71,8 @@ def queue_all(service: Service, ids: list[str]) -> None:
         queue(conn, LeasesById(tuple(ids)), actor="test", reason="test", now=service.clock())
 
 
-def record(service: Service, lease_id: str) -> object:
-    with service.ledger.begin() as conn:
-        return get(conn, lease_id)
+def record(service: Service, lease_id: str) -> LeaseRecord:
+    return stored(service.ledger, lease_id)
 
 
 def test_a_queued_lease_is_revoked_its_secret_and_environment_deleted(
@@ -80,19 +85,19 @@ def test_a_queued_lease_is_revoked_its_secret_and_environment_deleted(
     assert item.secret is not None
     store.put(item.secret, "the-value")
     assert github.sandbox.secret_names(github.repo, "ci-run-1") == ["API_TOKEN"]
-    (lease_id,) = put(service.ledger, who(github), item, installation_id=github.installation.id)  # type: ignore[arg-type]
+    (lease_id,) = put(service.ledger, who(github), item, installation_id=github.installation.id)
     queue_all(service, [lease_id])
     clock.advance(seconds=3)
     assert RevocationWorker(service).drain() == 1
     assert tokens.revoked == {item.reference: 1}
     assert "ci-run-1" not in github.sandbox.environment_names(github.repo)
     stored = record(service, lease_id)
-    assert stored.state is LeaseState.REVOKED  # type: ignore[attr-defined]
+    assert stored.state is LeaseState.REVOKED
     with service.ledger.begin() as conn:
         assert [e.action for e in history(conn, lease_id)] == ["registered", "queued", "revoked"]
     text = service.metrics.exposition(service.ledger, service.clock).decode()
     assert 'runkeys_revocations_total{outcome="revoked"} 1.0' in text
-    assert "runkeys_revocation_latency_seconds_bucket{le=\"5.0\"} 1.0" in text
+    assert 'runkeys_revocation_latency_seconds_bucket{le="5.0"} 1.0' in text
 
 
 def test_an_environment_stays_while_a_live_lease_uses_it(
@@ -101,11 +106,13 @@ def test_an_environment_stays_while_a_live_lease_uses_it(
     tokens, _ = issuer
     store = service.secrets_for(github.repo.full_name)
     store.create_environment("ci-pr-3")
-    first = http_lease(github, tokens, key_name="FIRST", environment="ci-pr-3", environment_created=True)
+    first = http_lease(
+        github, tokens, key_name="FIRST", environment="ci-pr-3", environment_created=True
+    )
     second = http_lease(github, tokens, key_name="SECOND", environment="ci-pr-3")
     manual = http_lease(github, tokens, key_name="THIRD", environment="production")
     store.create_environment("production")
-    put(service.ledger, who(github), first, second, manual, installation_id=github.installation.id)  # type: ignore[arg-type]
+    put(service.ledger, who(github), first, second, manual, installation_id=github.installation.id)
     queue_all(service, [first.id, manual.id])
     RevocationWorker(service).drain()
     assert {"ci-pr-3", "production"} <= set(github.sandbox.environment_names(github.repo))
@@ -123,11 +130,18 @@ def test_provider_only_retirement_leaves_github_alone(
     item = http_lease(github, tokens)
     assert item.secret is not None
     service.secrets_for(github.repo.full_name).put(item.secret, "kept")
-    put(service.ledger, who(github), item, installation_id=github.installation.id)  # type: ignore[arg-type]
+    put(service.ledger, who(github), item, installation_id=github.installation.id)
     from handler.ledger.queue import RepositoryLeases, queue
 
     with service.ledger.begin() as conn:
-        queue(conn, RepositoryLeases((github.repo.id,)), actor="t", reason="t", now=service.clock(), provider_only=True)
+        queue(
+            conn,
+            RepositoryLeases((github.repo.id,)),
+            actor="t",
+            reason="t",
+            now=service.clock(),
+            provider_only=True,
+        )
     github.sandbox.clear_requests()
     RevocationWorker(service).drain()
     assert tokens.revoked == {item.reference: 1}
@@ -144,7 +158,7 @@ def test_failures_back_off_then_fail_then_are_retried_slowly(
 ) -> None:
     tokens, _ = issuer
     item = http_lease(github, tokens, secret=False)
-    (lease_id,) = put(service.ledger, who(github), item)  # type: ignore[arg-type]
+    (lease_id,) = put(service.ledger, who(github), item)
     queue_all(service, [lease_id])
     tokens.fail_with = 503
     worker = RevocationWorker(service, rng=random.Random(7))
@@ -152,14 +166,15 @@ def test_failures_back_off_then_fail_then_are_retried_slowly(
     delays = []
     for _ in range(3):  # max_attempts is 3 here
         assert worker.run_once() == 1
-        stored = record(service, lease_id)
-        delays.append(stored.next_attempt_at - clock.now)  # type: ignore[attr-defined]
+        due = record(service, lease_id).next_attempt_at
+        assert due is not None
+        delays.append(due - clock.now)
         assert worker.run_once() == 0  # not due yet
-        clock.now = stored.next_attempt_at  # type: ignore[attr-defined]
+        clock.now = due
     final = record(service, lease_id)
-    assert (final.state, final.attempts) == (LeaseState.FAILED, 3)  # type: ignore[attr-defined]
-    assert "503" in final.last_error  # type: ignore[attr-defined]
-    assert ISSUER_PASSWORD not in final.last_error  # type: ignore[attr-defined]
+    assert (final.state, final.attempts) == (LeaseState.FAILED, 3)
+    assert "503" in (final.last_error or "")
+    assert ISSUER_PASSWORD not in (final.last_error or "")
     assert timedelta(seconds=5) <= delays[0] <= timedelta(seconds=10)
     assert timedelta(seconds=10) <= delays[1] <= timedelta(seconds=20)
     assert delays[2] >= service.config.worker.failed_retry * 0.9
@@ -171,7 +186,7 @@ def test_failures_back_off_then_fail_then_are_retried_slowly(
     assert 'runkeys_leases{state="failed"} 1.0' in text
     tokens.fail_with = None  # the issuer is back: the slow retry succeeds
     assert worker.run_once() == 1
-    assert record(service, lease_id).state is LeaseState.REVOKED  # type: ignore[attr-defined]
+    assert record(service, lease_id).state is LeaseState.REVOKED
     assert tokens.revoked == {item.reference: 1}
 
 
@@ -179,12 +194,12 @@ def test_a_connection_the_worker_lacks_fails_the_lease_at_once(
     service: Service, github: GitHub
 ) -> None:
     item = github.lease(provider="http", connection="elsewhere", params=HTTP_PARAMS, secret=False)
-    (lease_id,) = put(service.ledger, who(github), item)  # type: ignore[arg-type]
+    (lease_id,) = put(service.ledger, who(github), item)
     queue_all(service, [lease_id])
     RevocationWorker(service).run_once()
-    stored = record(service, lease_id)
-    assert stored.state is LeaseState.FAILED  # type: ignore[attr-defined]
-    assert "RUNKEYS_CONNECTION_ELSEWHERE" in stored.last_error  # type: ignore[attr-defined]
+    failed = record(service, lease_id)
+    assert failed.state is LeaseState.FAILED
+    assert "RUNKEYS_CONNECTION_ELSEWHERE" in (failed.last_error or "")
 
 
 def test_a_github_failure_is_retried(
@@ -194,17 +209,18 @@ def test_a_github_failure_is_retried(
     item = http_lease(github, tokens)
     assert item.secret is not None
     service.secrets_for(github.repo.full_name).put(item.secret, "value")
-    (lease_id,) = put(service.ledger, who(github), item)  # type: ignore[arg-type]
+    (lease_id,) = put(service.ledger, who(github), item)
     queue_all(service, [lease_id])
     github.sandbox.inject_fault("DELETE", r"/actions/secrets/API_TOKEN$", status=502)
     worker = RevocationWorker(service)
     worker.run_once()
-    stored = record(service, lease_id)
-    assert (stored.state, stored.attempts) == (LeaseState.REVOKING, 1)  # type: ignore[attr-defined]
-    assert "502" in stored.last_error  # type: ignore[attr-defined]
-    clock.now = stored.next_attempt_at  # type: ignore[attr-defined]
+    first = record(service, lease_id)
+    assert (first.state, first.attempts) == (LeaseState.REVOKING, 1)
+    assert "502" in (first.last_error or "")
+    assert first.next_attempt_at is not None
+    clock.now = first.next_attempt_at
     worker.run_once()
-    assert record(service, lease_id).state is LeaseState.REVOKED  # type: ignore[attr-defined]
+    assert record(service, lease_id).state is LeaseState.REVOKED
     assert github.sandbox.secret_names(github.repo) == []
     assert tokens.revoked == {item.reference: 1}  # the second revoke found it gone: 404, fine
     assert tokens.revoke_calls == {item.reference: 2}
@@ -221,12 +237,15 @@ def test_backoff_doubles_with_jitter_and_is_capped() -> None:
 
 
 def test_the_worker_logs_no_secret(
-    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str], caplog: pytest.LogCaptureFixture
+    service: Service,
+    github: GitHub,
+    issuer: tuple[TokenIssuer, str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     tokens, _ = issuer
     caplog.set_level(logging.DEBUG)
     item = http_lease(github, tokens)
-    put(service.ledger, who(github), item)  # type: ignore[arg-type]
+    put(service.ledger, who(github), item)
     queue_all(service, [item.id])
     RevocationWorker(service).drain()
     from handler.logs import JsonFormatter
