@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 from typing import Any
@@ -64,7 +65,8 @@ def register(subparsers: Any) -> None:
 def serve_command(args: argparse.Namespace) -> int:
     from handler.serve import prepare_metrics_dir
 
-    prepare_metrics_dir(args.workers)  # before anything imports prometheus_client
+    made = os.environ.get("PROMETHEUS_MULTIPROC_DIR") is None
+    metrics_dir = prepare_metrics_dir(args.workers)  # before anything imports prometheus_client
     from handler import logs
     from handler.config import ServiceConfig
     from handler.ledger import Ledger
@@ -80,7 +82,11 @@ def serve_command(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         log_level=config.log_level,
     )
-    ServiceApplication(options).run()
+    try:
+        ServiceApplication(options).run()
+    finally:
+        if made and metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -24,7 +24,7 @@ from handler.ledger import Ledger
 from runkeys.leases import LeaseRequest
 from runkeys.sandbox import RunClaims, Sandbox
 from runkeys.sandbox.state import App, Installation, Repository
-from tests.service.kit import AUDIENCE, Clock, lease
+from tests.service.kit import AUDIENCE, HTTP_PARAMS, Clock, lease
 from tests.services import need, unique
 
 
@@ -106,6 +106,20 @@ class GitHub:
         """A lease whose secret is in this test's repository (unless `repository` says else)."""
         fields.setdefault("repository", self.repo.full_name)
         return lease(**fields)
+
+    def http_leases(self, references: list[str]) -> list[LeaseRequest]:
+        """One `http` lease (no secret) per token the test issuer minted, at connection ISSUER."""
+        return [
+            self.lease(
+                key_name=f"KEY_{i}",
+                provider="http",
+                connection="issuer",
+                params=HTTP_PARAMS,
+                reference=reference,
+                secret=False,
+            )
+            for i, reference in enumerate(references)
+        ]
 
     def token(self, claims: RunClaims, **overrides: Any) -> str:
         return self.sandbox.oidc_token(claims, AUDIENCE, **overrides)

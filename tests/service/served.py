@@ -21,8 +21,9 @@ class Served:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        env = {**os.environ, **environ}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        metrics = log.parent / f"metrics-{self.port}"  # in the test's directory: cleaned up
+        metrics.mkdir()
+        env = {**os.environ, **environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
         command = [sys.executable, "-m", "runkeys.cli", "serve", "--bind", f"127.0.0.1:{self.port}"]
         command += ["--workers", str(workers)]
         with log.open("ab") as sink:

@@ -184,17 +184,7 @@ def test_killed_mid_revocation_every_lease_ends_revoked_once(
     served = Served(env, tmp_path / "first.log")
     claims = github.claims()
     references = tokens.mint(60)
-    leases = [
-        github.lease(
-            key_name=f"KEY_{i}",
-            provider="http",
-            connection="issuer",
-            params=HTTP_PARAMS,
-            reference=ref,
-            secret=False,
-        )
-        for i, ref in enumerate(references)
-    ]
+    leases = github.http_leases(references)
     ids = [item.id for item in leases]
     ledger = Ledger.open(url)
     try:

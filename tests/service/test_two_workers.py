@@ -14,7 +14,7 @@ from handler.ledger import Ledger, tables
 from handler.ledger.leases import register
 from handler.ledger.queue import LeasesById, queue
 from tests.service.conftest import GitHub, empty, make_environ
-from tests.service.kit import HTTP_PARAMS, TokenIssuer, WsgiServer, identity
+from tests.service.kit import TokenIssuer, WsgiServer, identity
 from tests.service.served import worker_process
 
 pytestmark = pytest.mark.slow
@@ -37,17 +37,7 @@ def test_two_workers_revoke_each_of_1000_leases_exactly_once(
     references = tokens.mint(LEASES)
     ledger = Ledger.open(postgres_ledger)
     now = datetime.now(UTC)
-    items = [
-        github.lease(
-            key_name=f"KEY_{i}",
-            provider="http",
-            connection="issuer",
-            params=HTTP_PARAMS,
-            reference=ref,
-            secret=False,
-        )
-        for i, ref in enumerate(references)
-    ]
+    items = github.http_leases(references)
     with ledger.begin() as conn:
         for start in range(0, LEASES, 100):
             who = identity(github.repo.full_name, github.repo.id, run_id=start + 1)
