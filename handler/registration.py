@@ -8,6 +8,7 @@ request, a secret in another repository, an expiry beyond the service's maximum 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from runkeys.scrub import scrub, short
 
 MAX_LEASES_PER_REQUEST = 100  # a spec has at most 100 keys
 CLOCK_SKEW = timedelta(minutes=1)  # the runner's clock may run a little ahead of ours
+MAX_PARAMS_BYTES = 16_384  # a provider's spec parameters, not a payload
 _LEASE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 
@@ -83,6 +85,10 @@ def _lease(index: int, item: Mapping[str, Any]) -> LeaseRequest:
         raise ApiError(400, "invalid_lease", f"{where}: times must carry a UTC offset")
     if not _FINGERPRINT.fullmatch(lease.fingerprint):
         raise ApiError(400, "invalid_lease", f"{where}.fingerprint must be SHA-256 hex")
+    if len(json.dumps(dict(lease.params), default=str)) > MAX_PARAMS_BYTES:
+        raise ApiError(
+            400, "invalid_lease", f"{where}.params is larger than {MAX_PARAMS_BYTES} bytes"
+        )
     for name, value, limit in (
         ("key_name", lease.key_name, 255),
         ("provider", lease.provider, 64),

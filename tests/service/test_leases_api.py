@@ -134,6 +134,7 @@ def test_pr_lifetime_takes_the_number_from_the_ref(
         ({"leases": [{**lease().to_json(), "fingerprint": "abc"}]}, "fingerprint"),
         ({"leases": [{**lease().to_json(), "expires_at": "2030-01-01T00:00:00"}]}, "UTC offset"),
         ({"leases": [{**lease().to_json(), "lifetime": "forever"}]}, "malformed"),
+        ({"leases": [{**lease().to_json(), "params": {"x": "y" * 20000}}]}, "params is larger"),
         ({"leases": [lease(lease_id="dup-dup-dup").to_json()] * 2}, "twice"),
     ],
 )
