@@ -49,12 +49,17 @@ class WriteBudget:
     def spend(self) -> None:
         with self._lock:
             now = self._clock()
-            while self._times and now - self._times[0] >= self.window:
+            # `t + window <= now`, never `now - t >= window`: in floats the two can disagree,
+            # and the wait below must use the same test to be sure of a full window.
+            while self._times and self._times[0] + self.window <= now:
                 self._times.popleft()
             if len(self._times) >= self.limit:
-                self._sleep(self.window - (now - self._times[0]))
-                self._times.popleft()
-            self._times.append(self._clock())
+                oldest = self._times.popleft()
+                # Until a full window after the oldest: a sleep may end a rounding error early.
+                while (remaining := oldest + self.window - now) > 0:
+                    self._sleep(remaining)
+                    now = self._clock()
+            self._times.append(now)
 
 
 class SecretStore:
@@ -84,8 +89,11 @@ class SecretStore:
     # -- environments ----------------------------------------------------------------------
 
     def environment_exists(self, name: str) -> bool:
+        # Not PyGithub's lazy `get_environment(name)`: it reads `name` from its own URL, so no
+        # attribute access is sure to make the GET (2.10 answers `.name` without a request).
+        url = f"{self.repo.url}/environments/{quote_path(name)}"
         try:
-            _ = self.repo.get_environment(name).name  # lazy object: this is the GET
+            self.repo.requester.requestJsonAndCheck("GET", url)
         except UnknownObjectException:
             return False
         except GithubException as exc:
@@ -148,26 +156,31 @@ class SecretStore:
         url = f"{self._scope_url(target.environment)}/{quote_path(target.name)}"
         path = ENV_SECRET_PATH if target.environment else SECRET_SCOPE_PATH
         self.budget.spend()
-        status, headers, output = self.repo.requester.requestJson("PUT", url, input=body)
+        doing = f"writing secret {target.name}"
+        try:
+            # PyGithub's retry raises a refusal (a 403 that is no rate limit) by itself.
+            status, headers, output = self.repo.requester.requestJson("PUT", url, input=body)
+        except GithubException as exc:
+            raise self._fail(exc, doing, "PUT", path) from None
         if status in (201, 204):
             return status == 201
-        raise self._fail(
-            _exception(status, headers, output), f"writing secret {target.name}", "PUT", path
-        )
+        raise self._fail(_exception(status, headers, output), doing, "PUT", path)
 
     def delete(self, target: SecretTarget) -> bool:
         """Delete a secret; False when it was already gone."""
         url = f"{self._scope_url(target.environment)}/{quote_path(target.name)}"
         path = ENV_SECRET_PATH if target.environment else SECRET_SCOPE_PATH
         self.budget.spend()
-        status, headers, output = self.repo.requester.requestJson("DELETE", url)
+        doing = f"deleting secret {target.name}"
+        try:
+            status, headers, output = self.repo.requester.requestJson("DELETE", url)
+        except GithubException as exc:
+            raise self._fail(exc, doing, "DELETE", path) from None
         if status == 204:
             return True
         if status == 404:
             return False
-        raise self._fail(
-            _exception(status, headers, output), f"deleting secret {target.name}", "DELETE", path
-        )
+        raise self._fail(_exception(status, headers, output), doing, "DELETE", path)
 
 
 def _exception(status: int, headers: dict[str, str], output: str) -> GithubException:

@@ -47,6 +47,9 @@ class GitHubConfig:
             total=self.retries,
             backoff_factor=self.backoff_factor,
             backoff_max=30,
+            # When retries run out, hand PyGithub the last answer so it raises a
+            # GithubException that `explain` can read, not urllib3's bare RetryError.
+            raise_on_status=False,
         )
 
 

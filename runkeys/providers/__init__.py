@@ -11,6 +11,8 @@ from runkeys.providers.base import (
     ProviderDeps,
     RevokeRequest,
 )
+from runkeys.providers.deploy_key import DeployKeyProvider
+from runkeys.providers.github_token import GitHubTokenProvider
 from runkeys.providers.http_issuer import HttpIssuerProvider
 from runkeys.providers.mysql import MysqlProvider
 from runkeys.providers.postgres import PostgresProvider
@@ -25,6 +27,8 @@ PROVIDERS: dict[str, type[Provider]] = {
         MysqlProvider,
         RedisAclProvider,
         HttpIssuerProvider,
+        DeployKeyProvider,
+        GitHubTokenProvider,
     )
 }
 

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import requests
+
 from runkeys.connections import Connection
-from runkeys.errors import ParamError, ProviderError, RunkeysError
+from runkeys.errors import GitHubError, ParamError, ProviderError, RunkeysError
 from runkeys.scrub import scrub, short
 
 if TYPE_CHECKING:
@@ -70,6 +72,13 @@ class ProviderDeps:
     sleep: Callable[[float], None] = time.sleep
 
 
+RETRYABLE_FIX = (
+    "the server could not be reached or is busy: check that it is up and reachable from here; "
+    "a revoke that fails this way is retried later"
+)
+REFUSED_FIX = "check the parameters, and the connection's account and its privileges"
+
+
 class Provider(ABC):
     """One kind of credential. Subclasses live one per module in `runkeys.providers`."""
 
@@ -109,9 +118,24 @@ class Provider(ABC):
             raise
         except Exception as exc:
             message = short(scrub(f"{type(exc).__name__}: {exc}", values))
+            retryable = self.is_transient(exc)
             raise ProviderError(
-                self.name, f"{action} failed: {message}", retryable=self.is_transient(exc)
+                self.name,
+                f"{action} failed: {message}",
+                retryable=retryable,
+                fix=RETRYABLE_FIX if retryable else REFUSED_FIX,
+                docs=f"docs/providers.md#{self.name}",
             ) from None
+
+
+def http_transient(exc: BaseException) -> bool:
+    """What `requests` (under PyGithub and the http provider) raises when the other side is
+    down, slow, or still failing after urllib3's own retries. Not a TLS failure: `requests`
+    files it under ConnectionError, but a certificate does not mend by waiting."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return False
+    transient = (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError)
+    return isinstance(exc, transient)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -135,6 +159,29 @@ def connection_of(provider: str, request: MintRequest | RevokeRequest) -> Connec
             fix="name one in the spec (`connection: <name>`) and set RUNKEYS_CONNECTION_<NAME>",
         )
     return request.connection
+
+
+def github_of(provider: str, deps: ProviderDeps) -> GitHubSession:
+    """The GitHub session the action or service passed in; providers of GitHub credentials are
+    never built without one, but a caller that forgets gets this clear error."""
+    if deps.github is None:
+        raise ProviderError(
+            provider,
+            "no GitHub access was given to this provider",
+            retryable=False,
+            fix="give the action `app-id` and `private-key` (or the service its App settings)",
+        )
+    return deps.github
+
+
+def from_github(provider: str, exc: GitHubError) -> ProviderError:
+    """GitHub's refusal as the provider's error: same cause, fix and docs, and retryable as
+    GitHub's status says (5xx, rate limits, no answer). A 403 is GitHub's answer both to a rate
+    limit and to a missing permission; only the first passes with time."""
+    retryable = exc.retryable
+    if exc.status == 403:
+        retryable = "rate limit" in exc.cause.lower()
+    return ProviderError(provider, exc.cause, retryable=retryable, fix=exc.fix, docs=exc.docs)
 
 
 _LABEL = re.compile(r"^[a-z0-9_]{1,32}$")
@@ -175,7 +222,8 @@ class DatabaseAccount:
         user, password = (urllib.parse.quote(p, safe="") for p in (self.user, self.password))
         netloc = f"{user}:{password}@{host}" + (f":{self.port}" if self.port else "")
         path = "/" + urllib.parse.quote(self.database, safe="") if self.database else ""
-        encoded_query = urllib.parse.urlencode(dict(query or {}))
+        # %20, not "+": libpq decodes only percent-escapes in a URI.
+        encoded_query = urllib.parse.urlencode(dict(query or {}), quote_via=urllib.parse.quote)
         return urllib.parse.urlunsplit((scheme, netloc, path, encoded_query, ""))
 
     def minted(

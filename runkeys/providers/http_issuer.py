@@ -42,6 +42,7 @@ from runkeys.providers.base import (
     connection_of,
     get_int,
     get_str,
+    http_transient,
     is_transient,
     utc,
 )
@@ -104,9 +105,7 @@ class HttpIssuerProvider(Provider):
             )
 
     def is_transient(self, exc: BaseException) -> bool:
-        if isinstance(exc, requests.ConnectionError | requests.Timeout):
-            return True
-        return is_transient(exc)
+        return http_transient(exc) or is_transient(exc)
 
     # -- one request, retried ------------------------------------------------------------------
 
@@ -135,8 +134,8 @@ class HttpIssuerProvider(Provider):
                     timeout=timeout,
                     allow_redirects=False,
                 )
-            except (requests.ConnectionError, requests.Timeout):
-                if last:
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if last or not http_transient(exc):
                     raise
                 self.deps.sleep(_backoff(attempt, None))
                 continue

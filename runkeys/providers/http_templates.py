@@ -25,6 +25,9 @@ REQUEST_FIELDS = {"method", "path", "headers", "body"}
 RESPONSE_FIELDS = {"value", "reference", "expires_at"}
 MAX_BODY = 16_384  # characters of JSON: a template, not a payload
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Anything in braces is checked as a placeholder, so `{Label}` or `{label.upper}` is an error
+# rather than text sent as it is.
+_BRACED = re.compile(r"\{([^{}]*)\}")
 _PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/{}?-]*$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _DOTTED = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
@@ -118,7 +121,7 @@ def _check_body(field: str, body: Any, placeholders: frozenset[str]) -> None:
 
 
 def _check_placeholders(field: str, text: str, allowed: frozenset[str]) -> None:
-    for name in _PLACEHOLDER.findall(text):
+    for name in _BRACED.findall(text):
         if name not in allowed:
             raise ParamError(
                 field,

@@ -75,8 +75,9 @@ _URL_FLAGS = {"ssl_verify_cert", "ssl_verify_identity"}
 _URL_SETTINGS = {"ssl_ca", "ssl_cert", "ssl_key", "unix_socket"} | _URL_FLAGS
 _SCHEMES = ("mysql", "mariadb")
 # Client error codes (CR_*) and server errors worth retrying: cannot connect, server gone or
-# lost mid-query, too many connections, lock wait timeout, deadlock, server shutting down.
-_TRANSIENT_CODES = {2002, 2003, 2006, 2013, 2055, 1040, 1053, 1205, 1213}
+# lost mid-query, too many connections (on the server, for the account), lock wait timeout,
+# deadlock, server shutting down.
+_TRANSIENT_CODES = {2002, 2003, 2006, 2013, 2055, 1040, 1226, 1053, 1205, 1213}
 _UNKNOWN_THREAD = 1094
 
 
@@ -129,7 +130,7 @@ class MysqlProvider(Provider):
 
     def revoke(self, request: RevokeRequest) -> None:
         connection = connection_of(self.name, request)
-        user, host = _parse_reference(request.reference)
+        user, host = _parse_reference(request.reference, request.params)
         with (
             self.scrubbed("revoke", *connection.secrets()),
             _connect(connection) as conn,
@@ -280,8 +281,10 @@ def _quote(identifier: str) -> str:
     return "`" + identifier.replace("`", "``") + "`"
 
 
-def _parse_reference(reference: str) -> tuple[str, str]:
+def _parse_reference(reference: str, params: Mapping[str, Any]) -> tuple[str, str]:
+    """`user@host` as `mint` made it; a bare user name takes its host from the parameters."""
     user, _, host = reference.partition("@")
+    host = host or str(params.get("host", "%"))
     checked_name("mysql", "reference", user)
     if not _HOST.fullmatch(host):
         raise ProviderError("mysql", f"reference {reference!r} is not user@host", retryable=False)

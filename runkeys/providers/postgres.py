@@ -57,6 +57,7 @@ _TRANSIENT_FATAL = (
     "the database system is shutting down",
     "the database system is in recovery mode",
     "too many clients",
+    "too many connections",
     "remaining connection slots are reserved",
 )
 

@@ -34,6 +34,13 @@ MAX_BYTES = 1024
 DEFAULT_PREFIX = "rk_"
 CHECKSUM_LEN = 6  # 62**6 > 2**32: every CRC32 fits
 _PREFIX = re.compile(r"^[a-z][a-z0-9]{1,9}_$")
+# What a secret scanner looks for: a prefix, then at least MIN_BYTES of base62 and the checksum.
+# Candidates are then confirmed offline with `verify_token` (the checksum), as GitHub's are.
+_MIN_BODY = math.ceil(MIN_BYTES * 8 / math.log2(62))
+TOKEN_PATTERN = re.compile(
+    r"(?<![0-9A-Za-z_])[a-z][a-z0-9]{1,9}_"
+    rf"[0-9A-Za-z]{{{_MIN_BODY + CHECKSUM_LEN},}}(?![0-9A-Za-z])"
+)
 
 
 def _base62(number: int, width: int) -> str:
@@ -60,6 +67,11 @@ def verify_token(token: str) -> bool:
         return False
     body, checksum = match.group(2)[:-CHECKSUM_LEN], match.group(2)[-CHECKSUM_LEN:]
     return _base62(zlib.crc32(body.encode()), CHECKSUM_LEN) == checksum
+
+
+def find_tokens(text: str) -> list[str]:
+    """Every runkeys-style token in `text` whose checksum holds: a scanner's offline check."""
+    return [m.group(0) for m in TOKEN_PATTERN.finditer(text) if verify_token(m.group(0))]
 
 
 class RandomProvider(Provider):

@@ -31,6 +31,8 @@ from typing import Any
 
 import redis
 import redis.exceptions
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from runkeys.connections import Connection
 from runkeys.errors import ParamError, ProviderError
@@ -195,9 +197,13 @@ def _checked_url(connection: Connection) -> urllib.parse.SplitResult:
 
 
 def _client(connection: Connection) -> redis.Redis:
+    # ACL users are server-wide: the admin stays on database 0 and needs no SELECT.
+    without_database = urllib.parse.urlunsplit(connection.parsed._replace(path=""))
     return redis.Redis.from_url(
-        connection.url,
+        without_database,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT,
-        retry_on_timeout=False,
+        # No retries in here: redis-py would retry a refused password as a connection error
+        # for seconds; the caller retries what `is_transient` calls retryable.
+        retry=Retry(NoBackoff(), 0),
     )

@@ -193,7 +193,8 @@ class SandboxApp:
             query={k: v[-1] for k, v in ex.query.items()},
             status=reply.status,
             request_body=ex.raw_body.decode("utf-8", "replace") if ex.raw_body else None,
-            response_body=reply.body,
+            # What was sent, parsed again: a test cannot reach into the sandbox's state through it.
+            response_body=json.loads(response.get_data()) if reply.body is not None else None,
             operation=ex.operation,
             caller=ex.caller,
             injected=ex.injected,
@@ -268,7 +269,7 @@ def _request_id() -> str:
 def _fault_reply(fault: Fault, request_id: str) -> Reply:
     status = fault.status or 500
     if fault.body is not None:
-        body = fault.body
+        body = dict(fault.body) if isinstance(fault.body, dict) else fault.body
     elif status in (403, 429):
         message = SECONDARY_RATE_LIMIT.format(request_id=request_id)
         body = {"message": message, "documentation_url": SECONDARY_RATE_LIMIT_DOCS}

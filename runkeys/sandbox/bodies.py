@@ -110,13 +110,17 @@ def parse(raw: bytes, schema: Schema, *, optional: bool = False) -> Any:
         value: Any = None
     else:
         try:
-            value = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            value = json.loads(raw, parse_constant=_not_json)
+        except (ValueError, RecursionError):  # bad UTF-8 or JSON, NaN, nesting too deep
             raise ApiError(400, PROBLEMS_PARSING_JSON) from None
     problems = check(schema, value, ROOT)
     if problems:
         raise ApiError(422, "Invalid request.\n\n" + "\n".join(problems))
     return value
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")  # Python accepts NaN and Infinity; JSON does not
 
 
 def check(schema: Schema, value: Any, where: str) -> list[str]:

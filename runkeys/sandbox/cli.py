@@ -136,6 +136,19 @@ def print_environment(seeded: Seeded, out: TextIO) -> None:
     print("\nServing until Ctrl-C.", file=out, flush=True)
 
 
+def print_contents(seeded: Seeded, out: TextIO) -> None:
+    """What the sandbox holds now: names, scopes and keys, never a secret's value."""
+    sb = seeded.sandbox
+    for repo in seeded.repositories:
+        print(f"{repo.full_name}:", file=out)
+        print(f"  repository secrets: {', '.join(sb.secret_names(repo)) or '-'}", file=out)
+        for env in sb.environment_names(repo):
+            print(f"  environment {env}: {', '.join(sb.secret_names(repo, env)) or '-'}", file=out)
+        for key in sb.deploy_keys(repo):
+            access = "read-only" if key["read_only"] else "read-write"
+            print(f"  deploy key {key['id']} {key['title']!r} ({access})", file=out)
+
+
 def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="runkeys-sandbox-") as tmp:
         seeded = start_seeded(args, Path(tmp))
@@ -143,7 +156,8 @@ def main(args: argparse.Namespace) -> int:
             print_environment(seeded, sys.stdout)
             threading.Event().wait()  # until Ctrl-C
         except KeyboardInterrupt:
-            print("runkeys sandbox: stopped", file=sys.stderr)
+            print("runkeys sandbox: stopped. It held:", file=sys.stderr)
+            print_contents(seeded, sys.stderr)
         finally:
             seeded.sandbox.stop()
     return 0

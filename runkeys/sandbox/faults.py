@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from dataclasses import dataclass
@@ -48,6 +49,10 @@ class Faults:
             raise ValueError("retry_after is whole seconds (an int ≥ 0)")
         if times is not None and times < 1:
             raise ValueError("times must be ≥ 1, or None for always")
+        try:
+            json.dumps(body)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"a fault's body must be JSON: {exc}") from None
         fault = Fault(
             method.upper(), re.compile(path_regex), status, retry_after, delay, times, body
         )

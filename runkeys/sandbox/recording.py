@@ -8,6 +8,7 @@ Listeners see every exchange as it completes: the test suite's OpenAPI check is 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ class RecordedRequest:
         """The request body parsed as JSON (None if empty)."""
         return json.loads(self.request_body) if self.request_body else None
 
+
+log = logging.getLogger("runkeys.sandbox")
 
 Listener = Callable[[RecordedRequest], None]
 
@@ -62,7 +65,10 @@ class RequestLog:
         with _listeners_lock:
             listeners = list(_listeners)
         for listener in listeners:
-            listener(entry)
+            try:
+                listener(entry)
+            except Exception:  # a listener's bug must not break the answer to the client
+                log.exception("request-log listener %r failed", listener)
 
     def entries(self) -> list[RecordedRequest]:
         with self._lock:

@@ -10,7 +10,7 @@ from runkeys.sandbox import bodies
 from runkeys.sandbox.auth import exceeds, installation_token_value, require_app
 from runkeys.sandbox.errors import ApiError, not_found
 from runkeys.sandbox.representations import app_json, installation_json, repository_json
-from runkeys.sandbox.routing import APP, SELF_TOKEN, Call, Reply, Route
+from runkeys.sandbox.routing import APP, SELF_TOKEN, Call, Reply, Route, paginate
 from runkeys.sandbox.state import Installation, Repository, Token, World, iso
 
 TOKEN_LIFETIME = 3600
@@ -50,6 +50,45 @@ def get_repo_installation(call: Call) -> Reply:
     if installation is None:
         raise not_found()
     return Reply(200, installation_json(installation, call.base_url))
+
+
+def list_installations(call: Call) -> Reply:
+    app = require_app(call.caller)
+    installations = sorted(
+        (i for i in call.world.installations.values() if i.app is app), key=lambda i: i.id
+    )
+    return paginate(call, [installation_json(i, call.base_url) for i in installations])
+
+
+def get_account_installation(call: Call) -> Reply:
+    """`GET /orgs/{org}/installation` and `GET /users/{username}/installation`."""
+    app = require_app(call.caller)
+    login = (call.params.get("org") or call.params.get("username") or "").lower()
+    kind = "Organization" if "org" in call.params else "User"
+    for installation in call.world.installations.values():
+        account = installation.account
+        if installation.app is app and account.login.lower() == login and account.type == kind:
+            return Reply(200, installation_json(installation, call.base_url))
+    raise not_found()
+
+
+def list_installation_repositories(call: Call) -> Reply:
+    """`GET /installation/repositories`: what the calling installation token can reach."""
+    token = call.caller.token
+    assert token is not None
+    world = call.world
+    reachable = sorted(
+        (r for r in world.repositories.values() if r.id in world.token_repository_ids(token)),
+        key=lambda r: r.id,
+    )
+    reply = paginate(
+        call, [repository_json(r, call.base_url) for r in reachable], key="repositories"
+    )
+    selected = token.repository_ids is not None or (
+        token.installation is not None and token.installation.repository_ids is not None
+    )
+    reply.body["repository_selection"] = "selected" if selected else "all"
+    return reply
 
 
 def create_access_token(call: Call) -> Reply:
@@ -110,11 +149,9 @@ def _narrowed_repositories(
     by_name = {r.name.lower(): r for r in reachable}
     by_id = {r.id: r for r in reachable}
     chosen: dict[int, Repository] = {}
-    for name in names:
-        # A name may be given as "owner/name" only for the installation's own account.
-        owner, _, short = name.rpartition("/")
-        repo = by_name.get(short.lower())
-        if repo is None or (owner and owner.lower() != installation.account.login.lower()):
+    for name in names:  # names without the owner, as GitHub documents them
+        repo = by_name.get(name.lower())
+        if repo is None:
             raise ApiError(422, NOT_ACCESSIBLE_REPOSITORIES)
         chosen[repo.id] = repo
     for ident in ids:
@@ -132,6 +169,35 @@ def revoke_token(call: Call) -> Reply:
 
 ROUTES = (
     Route("GET", "/app", get_app, APP, f"{_DOCS}#get-the-authenticated-app"),
+    Route(
+        "GET",
+        "/app/installations",
+        list_installations,
+        APP,
+        f"{_DOCS}#list-installations-for-the-authenticated-app",
+    ),
+    Route(
+        "GET",
+        "/orgs/{org}/installation",
+        get_account_installation,
+        APP,
+        f"{_DOCS}#get-an-organization-installation-for-the-authenticated-app",
+    ),
+    Route(
+        "GET",
+        "/users/{username}/installation",
+        get_account_installation,
+        APP,
+        f"{_DOCS}#get-a-user-installation-for-the-authenticated-app",
+    ),
+    Route(
+        "GET",
+        "/installation/repositories",
+        list_installation_repositories,
+        SELF_TOKEN,
+        "https://docs.github.com/rest/apps/installations"
+        "#list-repositories-accessible-to-the-app-installation",
+    ),
     Route(
         "GET",
         "/app/installations/{installation_id}",

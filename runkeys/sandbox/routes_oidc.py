@@ -19,8 +19,7 @@ UNAUTHORIZED = "The request token is missing, unknown, or not for this job"
 
 
 def _issuer(call: Call) -> OIDCIssuer:
-    assert call.world.oidc is not None, "the issuer is set before the server serves"
-    return call.world.oidc
+    return call.world.oidc()
 
 
 def discovery(call: Call) -> Reply:

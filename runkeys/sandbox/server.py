@@ -11,6 +11,9 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 class _QuietHandler(WSGIRequestHandler):
     """No access log on stderr: tests read `Sandbox.requests` instead."""
 
+    server_version = "runkeys-sandbox"
+    sys_version = ""
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         return None
 

@@ -218,7 +218,8 @@ class World:
     def __init__(self, clock: Clock | None = None) -> None:
         self.lock = threading.RLock()
         self.now = clock or Clock()
-        self.oidc: OIDCIssuer | None = None  # set when the server starts (its URL is the issuer)
+        self.oidc_issuer_url: str | None = None  # set when the server starts
+        self._oidc: OIDCIssuer | None = None
         # runner request token → ("plan/job" it was handed to, the run it speaks for)
         self.oidc_requests: dict[str, tuple[str, RunClaims]] = {}
         self.rates = RateLimits()
@@ -242,6 +243,15 @@ class World:
                 ("rule", 30_000_037, 2),
             )
         }
+
+    def oidc(self) -> OIDCIssuer:
+        """The OIDC issuer, made on first use (its RSA key takes a moment to generate)."""
+        with self.lock:
+            if self._oidc is None:
+                if self.oidc_issuer_url is None:
+                    raise RuntimeError("the sandbox is not started: call start() first")
+                self._oidc = OIDCIssuer(self.oidc_issuer_url)
+            return self._oidc
 
     def next_id(self, kind: str) -> int:
         return next(self._ids[kind])

@@ -1,0 +1,119 @@
+"""What the step leaves behind besides the keys: the post step's state, the `keys-json` output
+and the step summary. None of them holds a value (tests scan them for the values they know)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from runkeys.errors import ConfigError
+from runkeys.issuance import Issued, IssuedKey
+from runkeys.leases import LeaseRequest
+
+STATE_NAME = "leases"  # the post step reads it as STATE_leases
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PostState:
+    """What the post step must retire: lease records (never values), and the environment this
+    step created, if any."""
+
+    leases: tuple[LeaseRequest, ...]
+    created_environment: str | None = None
+
+    def to_text(self) -> str:
+        return json.dumps(
+            {
+                "version": STATE_VERSION,
+                "created_environment": self.created_environment,
+                "leases": [lease.to_json() for lease in self.leases],
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_text(cls, text: str) -> PostState:
+        try:
+            data: Any = json.loads(text)
+            if data.get("version") != STATE_VERSION:
+                raise ValueError(f"state version {data.get('version')!r}")
+            leases = tuple(LeaseRequest.from_json(item) for item in data["leases"])
+            created = data.get("created_environment")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(
+                f"STATE_{STATE_NAME}",
+                f"the main step's state cannot be read ({exc})",
+                fix="use the same version of runkeys for the main and the post step",
+            ) from None
+        return cls(leases=leases, created_environment=None if created is None else str(created))
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _scope(key: IssuedKey) -> tuple[str, str | None]:
+    secret = key.lease.secret
+    if secret is None:
+        return "job", None
+    if secret.environment is None:
+        return "repository", None
+    return "environment", secret.environment
+
+
+def keys_json(keys: Sequence[IssuedKey]) -> str:
+    """The `keys-json` output: every key's name, provider, scope, lifetime and expiry."""
+    items = []
+    for key in keys:
+        scope, environment = _scope(key)
+        items.append(
+            {
+                "name": key.lease.key_name,
+                "provider": key.lease.provider,
+                "scope": scope,
+                "environment": environment,
+                "lifetime": key.lease.lifetime.value,
+                "expires_at": _when(key.lease.expires_at),
+                "lease_id": key.lease.id,
+                "variables": list(key.variables),
+            }
+        )
+    return json.dumps(items, separators=(",", ":"))
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
+
+
+def summary(issued: Issued, *, service_url: str | None) -> str:
+    """The step summary: a table of name, provider, scope, lifetime and expiry."""
+    lines = [
+        f"## runkeys: {len(issued.keys)} key(s) issued",
+        "",
+        "| Key | Provider | Scope | Lifetime | Expires (UTC) |",
+        "|---|---|---|---|---|",
+    ]
+    for key in issued.keys:
+        scope, environment = _scope(key)
+        where = {"job": "this job only", "repository": "repository secret"}.get(
+            scope, f"environment `{environment}`"
+        )
+        lease = key.lease
+        cells = [f"`{lease.key_name}`", lease.provider, where, lease.lifetime.value]
+        cells.append(_when(lease.expires_at))
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    lines.append("")
+    if issued.created_environment:
+        lines.append(f"runkeys created the environment `{_cell(issued.created_environment)}`.")
+    if service_url:
+        lines.append(f"Leases are registered with the runkeys service at {_cell(service_url)}.")
+    else:
+        lines.append(
+            "No `service-url`: keys with lifetime `run` or `pr` are bounded only by their TTL; "
+            "`job` keys are retired by this step's post step."
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,148 @@
+"""Workflow commands and files: the only place runkeys talks to the runner.
+
+Escaping follows the runner (actions/runner `ActionCommand.cs`, FACTS §4): data escapes `%`, CR
+and LF; properties also `:` and `,`. A value is masked with its newlines escaped, so the runner
+masks it whole and line by line. `GITHUB_ENV`, `GITHUB_OUTPUT` and `GITHUB_STATE` entries use
+heredocs with a random delimiter (as actions/toolkit `file-command.ts` does), checked against
+the value so no value can end its own entry early.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from typing import TextIO
+
+from runkeys.errors import ConfigError, RunkeysError, SpecError
+
+TITLE = "runkeys"
+
+
+def escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def heredoc(name: str, value: str) -> str:
+    """One `name<<DELIM` entry of an environment, output or state file."""
+    while True:
+        delimiter = f"runkeys_{secrets.token_hex(16)}"
+        if delimiter not in value and delimiter not in name:
+            return f"{name}<<{delimiter}\n{value}\n{delimiter}\n"
+
+
+def describe(error: RunkeysError) -> str:
+    """An error as a person should read it: each spec problem on its own line."""
+    if isinstance(error, SpecError):
+        lines = [f"The `keys` input has {len(error.problems)} problem(s):"]
+        lines += [f"- {problem}" for problem in error.problems]
+        lines += ["", "Nothing was minted."]
+        return "\n".join(lines)
+    return error.explain()
+
+
+class Workflow:
+    """Commands on stdout and the job's files, as one step sees them."""
+
+    def __init__(self, environ: Mapping[str, str], stdout: TextIO) -> None:
+        self.environ = environ
+        self.stdout = stdout
+        self._delivered: dict[str, int] = {}  # file → its size before `deliver` wrote to it
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def command(self, line: str) -> None:
+        self.stdout.write(line + "\n")
+        self.stdout.flush()  # a mask must reach the runner before anything that could leak
+
+    def mask(self, form: str) -> None:
+        if form.strip():
+            self.command(f"::add-mask::{escape_data(form)}")
+
+    def progress(self, message: str) -> None:
+        # One line, and never one that starts with `::`: it cannot become a workflow command.
+        line = " ".join(message.split())
+        self.command(f" {line}" if line.startswith("::") else line)
+
+    def annotation(self, kind: str, title: str, message: str) -> None:
+        """`::error`, `::warning` or `::notice`: no file, a title, the message escaped."""
+        self.command(f"::{kind} title={escape_property(title)}::{escape_data(message)}")
+
+    def warning(self, message: str) -> None:
+        self.annotation("warning", TITLE, message)
+
+    def die(self, error: RunkeysError) -> int:
+        """The one exit path of a failed step: an `::error` annotation and the same text in the
+        step summary. Returns the exit status."""
+        text = describe(error)
+        self.annotation("error", f"{TITLE}: {error.title}", text)
+        try:
+            self.summary(f"## runkeys: {error.title}\n\n{_markdown_text(text)}\n")
+        except RunkeysError as exc:
+            self.warning(exc.explain())
+        return 1
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def path(self, variable: str) -> str:
+        path = self.environ.get(variable, "")
+        if not path:
+            raise ConfigError(
+                variable,
+                "is not set",
+                fix="runkeys runs as a step of a GitHub Actions job, which sets it",
+            )
+        return path
+
+    def append(self, variable: str, text: str) -> None:
+        path = self.path(variable)
+        try:
+            with open(path, "a", encoding="utf-8") as file:
+                file.write(text)
+        except OSError as exc:
+            raise ConfigError(
+                variable,
+                f"{path} could not be written ({exc.strerror or type(exc).__name__})",
+                fix="runkeys must run as a step of a GitHub Actions job, on a working runner",
+            ) from None
+
+    def summary(self, markdown: str) -> None:
+        if self.environ.get("GITHUB_STEP_SUMMARY"):
+            self.append("GITHUB_STEP_SUMMARY", markdown)
+
+    def set_output(self, name: str, value: str) -> None:
+        self.append("GITHUB_OUTPUT", heredoc(name, value))
+
+    def save_state(self, name: str, value: str) -> None:
+        self.append("GITHUB_STATE", heredoc(name, value))
+
+    def deliver_files(self, variables: Mapping[str, str], outputs: Mapping[str, str]) -> None:
+        """Variables into `GITHUB_ENV` and step outputs into `GITHUB_OUTPUT`; the sizes before
+        are kept so that `withdraw` can cut the entries off again."""
+        for variable, entries in (("GITHUB_ENV", variables), ("GITHUB_OUTPUT", outputs)):
+            path = self.path(variable)
+            self._delivered.setdefault(path, _size(path))
+            self.append(variable, "".join(heredoc(n, v) for n, v in entries.items()))
+
+    def withdraw(self) -> None:
+        """Cut the delivered entries off (the runner reads the files only after the step)."""
+        for path, size in self._delivered.items():
+            if os.path.exists(path):
+                os.truncate(path, size)
+        self._delivered.clear()
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _markdown_text(text: str) -> str:
+    """Plain text in Markdown: lines kept apart, nothing taken for HTML."""
+    return text.replace("<", "&lt;").replace(">", "&gt;")

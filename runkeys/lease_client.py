@@ -1,0 +1,241 @@
+"""The action's client of the lease service: a GitHub OIDC token from the runner, then
+`POST /v1/leases` (register) and `POST /v1/leases/retire` (the post step's report).
+
+The service takes repository, run, attempt, environment and ref from the verified token, never
+from the body. A token is fetched for every attempt: the service keeps a `jti` replay guard, so a
+token it has seen once (even on a request that then failed) would be refused the second time.
+Lease ids are made by the action, so re-posting after a lost answer cannot lease twice.
+Runner side: actions/toolkit `packages/core/src/oidc-utils.ts` (FACTS §3).
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import requests
+
+from runkeys.errors import ConfigError, LeaseServiceError
+from runkeys.leases import LeaseRequest
+from runkeys.scrub import short
+
+ID_TOKEN_DOCS = (
+    "https://docs.github.com/actions/security-for-github-actions/security-hardening-your-"
+    "deployments/about-security-hardening-with-openid-connect#adding-permissions-settings"
+)
+ID_TOKEN_FIX = (
+    "give the job permission to request an OIDC token:\n\n"
+    "    permissions:\n"
+    "      id-token: write  # runkeys registers its leases with the service\n"
+    "      contents: read\n\n"
+    "(a `permissions:` block replaces the defaults, so list what else the job needs)"
+)
+
+
+@dataclass(frozen=True)
+class RegisteredLease:
+    id: str
+    state: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class RetireOutcome:
+    """What the post step (or a rollback) did with one lease, as the service is told."""
+
+    id: str
+    outcome: Literal["revoked", "failed"]
+    error: str | None = None  # short and scrubbed
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": self.id, "outcome": self.outcome}
+        if self.error:
+            body["error"] = short(self.error, 200)
+        return body
+
+
+@dataclass(frozen=True)
+class Retrying:
+    """How hard to try a request that failed in a way that may pass: a 5xx, a dropped
+    connection. A short burst: a step should not hang on a service that is down."""
+
+    attempts: int = 4
+    backoff: float = 0.5  # seconds before the second attempt; doubles after each
+    sleep: Callable[[float], None] = time.sleep
+
+    def wait(self, attempt: int) -> None:
+        self.sleep(self.backoff * (2 ** (attempt - 1)))
+
+
+class RunnerOIDC:
+    """Fetches the job's OIDC token from the runner: `GET $ACTIONS_ID_TOKEN_REQUEST_URL
+    &audience=…` with `Authorization: Bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN` → `{"value": jwt}`."""
+
+    def __init__(
+        self,
+        request_url: str | None,
+        request_token: str | None,
+        audience: str,
+        *,
+        http: requests.Session | None = None,
+        on_token: Callable[[str], None] = lambda token: None,
+        timeout: float = 10.0,
+    ) -> None:
+        if not request_url or not request_token:
+            raise ConfigError(
+                "ACTIONS_ID_TOKEN_REQUEST_URL",
+                "is not set, so this job cannot get an OIDC token for the lease service",
+                fix=ID_TOKEN_FIX,
+                docs=ID_TOKEN_DOCS,
+            )
+        self.request_url = request_url
+        self._request_token = request_token
+        self.audience = audience
+        self._http = http or requests.Session()
+        self._on_token = on_token  # the action masks each token the moment it exists
+        self._timeout = timeout
+
+    def url(self) -> str:
+        separator = "&" if "?" in self.request_url else "?"
+        return f"{self.request_url}{separator}audience={urllib.parse.quote(self.audience, safe='')}"
+
+    def token(self) -> str:
+        try:
+            response = self._http.get(
+                self.url(),
+                headers={
+                    "Authorization": f"Bearer {self._request_token}",
+                    "Accept": "application/json; api-version=2.0",
+                },
+                timeout=self._timeout,
+            )
+        except requests.RequestException as exc:
+            raise LeaseServiceError(
+                f"could not reach the runner's OIDC token endpoint: {type(exc).__name__}",
+                fix="re-run the job; the runner's token service was unreachable",
+            ) from None
+        if response.status_code != 200:
+            raise LeaseServiceError(
+                f"the runner refused an OIDC token (HTTP {response.status_code})",
+                status=response.status_code,
+                fix=ID_TOKEN_FIX,
+                docs=ID_TOKEN_DOCS,
+            )
+        try:
+            value = response.json()["value"]
+        except (ValueError, KeyError, TypeError):
+            value = None
+        if not isinstance(value, str) or not value:
+            raise LeaseServiceError("the runner's OIDC token answer had no token in it")
+        self._on_token(value)
+        return value
+
+
+class LeaseClient:
+    """`POST /v1/leases` and `POST /v1/leases/retire` of one service, authenticated with the
+    job's OIDC token."""
+
+    def __init__(
+        self,
+        service_url: str,
+        tokens: Callable[[], str],
+        *,
+        http: requests.Session | None = None,
+        retrying: Retrying | None = None,
+        timeout: float = 15.0,
+    ) -> None:
+        self.service_url = service_url.rstrip("/")
+        self._tokens = tokens
+        self._http = http or requests.Session()
+        self._retrying = retrying or Retrying()
+        self._timeout = timeout
+
+    def register(self, leases: Sequence[LeaseRequest]) -> list[RegisteredLease]:
+        """Register every lease; the answer must list each of them."""
+        body = {"leases": [lease.to_json() for lease in leases]}
+        answer = self._post("/v1/leases", body, doing="registering leases")
+        try:
+            registered = [
+                RegisteredLease(
+                    id=str(item["id"]),
+                    state=str(item["state"]),
+                    expires_at=datetime.fromisoformat(str(item["expires_at"])),
+                )
+                for item in answer["leases"]
+            ]
+        except (KeyError, TypeError, ValueError):
+            raise LeaseServiceError(
+                "the lease service answered without the registered leases",
+                fix="check that `service-url` points at a runkeys service of this version",
+            ) from None
+        missing = {lease.id for lease in leases} - {r.id for r in registered}
+        if missing:
+            raise LeaseServiceError(
+                f"the lease service did not register {len(missing)} of {len(leases)} lease(s)"
+            )
+        return registered
+
+    def retire(self, outcomes: Sequence[RetireOutcome]) -> None:
+        """Tell the service what was retired on the runner (or failed to be)."""
+        if outcomes:
+            body = {"leases": [outcome.to_json() for outcome in outcomes]}
+            self._post("/v1/leases/retire", body, doing="reporting retired leases")
+
+    def _post(self, path: str, body: dict[str, Any], *, doing: str) -> dict[str, Any]:
+        url = self.service_url + path
+        attempts = max(1, self._retrying.attempts)
+        for attempt in range(1, attempts + 1):
+            last = attempt == attempts
+            try:
+                response = self._http.post(
+                    url,
+                    json=body,
+                    headers={"Authorization": f"Bearer {self._tokens()}"},
+                    timeout=self._timeout,
+                )
+            except requests.RequestException as exc:
+                if last:
+                    raise LeaseServiceError(
+                        f"could not reach the lease service at {self.service_url} while {doing}: "
+                        f"{type(exc).__name__}",
+                        fix="check `service-url` and that the service is up",
+                    ) from None
+                self._retrying.wait(attempt)
+                continue
+            if response.status_code >= 500 and not last:
+                self._retrying.wait(attempt)
+                continue
+            return _answer(response, doing)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _answer(response: requests.Response, doing: str) -> dict[str, Any]:
+    status = response.status_code
+    try:
+        data: Any = response.json()
+    except ValueError:
+        data = None
+    if status in (200, 201) and isinstance(data, dict):
+        return data
+    if isinstance(data, dict) and ("error" in data or "message" in data):
+        said = short(f"{data.get('error', '')}: {data.get('message', '')}".strip(": "), 300)
+    else:
+        said = short(response.text or response.reason or "no message", 200)
+    if status == 401:
+        fix = (
+            "the service did not accept the job's OIDC token: check that `audience` matches "
+            "the service's configured audience and that the service trusts this GitHub's issuer"
+        )
+    elif status == 403:
+        fix = "the service does not accept leases from this repository; ask its operator"
+    elif 400 <= status < 500:
+        fix = "the service refused the request's content; the message above says which part"
+    else:
+        fix = "the lease service is failing; re-run the job later (runkeys retried already)"
+    raise LeaseServiceError(
+        f"the lease service answered {status} while {doing}: {said}", status=status, fix=fix
+    )

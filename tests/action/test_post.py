@@ -1,0 +1,163 @@
+"""The post step (issue 3 item 9): a fresh process with the inputs, `STATE_*` and the job's
+environment; retires `job` keys, tells the service, skips what expired, only ever warns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from action_src.post import _retire_one
+from action_src.workflow import Workflow
+from tests.action.conftest import GitHub
+from tests.action.harness import Run, Step
+from tests.action.lease_service import LeaseService
+from tests.action.test_issuance import FakeRegistry, Flaky, lease_request
+
+JOB_KEYS = (
+    "SESSION_KEY: {provider: random, lifetime: job}\n"
+    "SIGNING_SECRET: {provider: random, format: hex, lifetime: job}\n"
+)
+ENV = "/repos/octo/app/environments/ci-run-4242"
+
+
+def main_then_post(github: GitHub, inputs: dict[str, str]) -> tuple[Run, Run]:
+    main = github.step.run(github.app_inputs(**inputs))
+    assert main.returncode == 0, main.lines
+    github.sandbox.clear_requests()
+    post = github.step.run(
+        github.app_inputs(**inputs), extra_env=github.step.post_env(main), post=True
+    )
+    assert post.returncode == 0
+    return main, post
+
+
+def test_job_keys_are_retired_and_the_created_environment_removed(
+    github: GitHub, service: LeaseService
+) -> None:
+    main, post = main_then_post(github, {"keys": JOB_KEYS, "environment": "ci-run-{run_id}"})
+    assert github.calls() == [
+        "GET /repos/octo/app/installation",
+        f"POST /app/installations/{github.installation.id}/access_tokens",
+        f"DELETE {ENV}/secrets/SESSION_KEY",
+        f"DELETE {ENV}/secrets/SIGNING_SECRET",
+        f"GET {ENV}/secrets",
+        f"DELETE {ENV}",
+    ]
+    assert github.sandbox.environment_names(github.repo) == []
+    assert "SESSION_KEY: revoked and deleted its secret." in post.lines
+    assert "Deleted environment ci-run-4242, which runkeys had created." in post.lines
+    (report,) = service.bodies("/v1/leases/retire")
+    registered = service.bodies("/v1/leases")[0]["leases"]
+    assert {i["id"]: i["outcome"] for i in report["leases"]} == {
+        lease["id"]: "revoked" for lease in registered
+    }
+    assert post.annotations("warning") == []
+    post.assert_nowhere(main.env.values(), except_job_files=False)
+
+
+def test_an_environment_still_holding_run_keys_is_kept(github: GitHub) -> None:
+    keys = JOB_KEYS + "API_TOKEN: {provider: random, lifetime: run}\n"
+    main, post = main_then_post(github, {"keys": keys, "environment": "ci-run-{run_id}"})
+    assert github.sandbox.secret_names(github.repo, "ci-run-4242") == ["API_TOKEN"]
+    assert "Environment ci-run-4242 still holds secrets; it is kept." in post.lines
+    assert github.secret("API_TOKEN", "ci-run-4242") == main.env["API_TOKEN"]
+
+
+def test_job_keys_of_the_job_only_need_no_github(github: GitHub) -> None:
+    main = github.step.run({"keys": JOB_KEYS})
+    post = github.step.run({"keys": JOB_KEYS}, extra_env=github.step.post_env(main), post=True)
+    assert post.returncode == 0
+    assert post.lines == ["SESSION_KEY: revoked.", "SIGNING_SECRET: revoked."]
+    assert github.calls() == []
+
+
+def expire(main: Run) -> dict[str, str]:
+    state = json.loads(main.state["leases"])
+    for lease in state["leases"]:
+        lease["expires_at"] = "2020-01-01T00:00:00+00:00"
+    return {"STATE_leases": json.dumps(state)}
+
+
+def test_expired_keys_are_left_to_the_service(github: GitHub, service: LeaseService) -> None:
+    inputs = github.app_inputs(keys=JOB_KEYS, **{"repository-secrets": "true"})
+    main = github.step.run(inputs)
+    github.sandbox.clear_requests()
+    post = github.step.run(
+        inputs, extra_env={**github.step.post_env(main), **expire(main)}, post=True
+    )
+    assert post.returncode == 0
+    assert any("expired at 2020-01-01" in line for line in post.lines)
+    assert github.writes() == []
+    assert service.bodies("/v1/leases/retire") == []
+
+
+def test_expired_keys_are_still_retired_without_a_service(github: GitHub) -> None:
+    inputs = github.app_inputs(keys=JOB_KEYS, **{"repository-secrets": "true"})
+    main = github.step.run(inputs)
+    post = github.step.run(
+        inputs, extra_env={**github.step.post_env(main), **expire(main)}, post=True
+    )
+    assert "SESSION_KEY: revoked and deleted its secret." in post.lines
+    assert github.sandbox.secret_names(github.repo) == []
+
+
+def test_failures_only_warn_and_are_reported(github: GitHub, service: LeaseService) -> None:
+    inputs = github.app_inputs(keys=JOB_KEYS, environment="ci-run-{run_id}")
+    main = github.step.run(inputs)
+    github.sandbox.inject_fault("DELETE", r"/secrets/SESSION_KEY$", status=500, times=None)
+    post = github.step.run(inputs, extra_env=github.step.post_env(main), post=True)
+    assert post.returncode == 0
+    (warning,) = post.annotations("warning")
+    assert "Could not retire SESSION_KEY" in warning[1]
+    assert "500 while deleting secret SESSION_KEY" in warning[1]
+    # The environment is kept: a key in it could not be retired.
+    assert github.sandbox.environment_names(github.repo) == ["ci-run-4242"]
+    (report,) = service.bodies("/v1/leases/retire")
+    by_name = {
+        lease["key_name"]: lease["id"] for lease in service.bodies("/v1/leases")[0]["leases"]
+    }
+    outcomes = {item["id"]: item for item in report["leases"]}
+    assert outcomes[by_name["SESSION_KEY"]]["outcome"] == "failed"
+    assert "500" in outcomes[by_name["SESSION_KEY"]]["error"]
+    assert outcomes[by_name["SIGNING_SECRET"]]["outcome"] == "revoked"
+
+
+def test_a_service_that_is_down_only_warns(github: GitHub, service: LeaseService) -> None:
+    inputs = github.app_inputs(keys=JOB_KEYS)
+    main = github.step.run(inputs)
+    service.fail("/v1/leases/retire", 500, times=4)
+    post = github.step.run(inputs, extra_env=github.step.post_env(main), post=True)
+    assert post.returncode == 0
+    assert "Could not tell the runkeys service" in post.annotations("warning")[0][1]
+
+
+@pytest.mark.parametrize(
+    "state", ["", "not json", '{"version": 99, "leases": []}', '{"version": 1}']
+)
+def test_no_or_unreadable_state_never_fails_the_job(tmp_path: Path, state: str) -> None:
+    post = Step(tmp_path).run({}, extra_env={"STATE_leases": state}, post=True)
+    assert post.returncode == 0
+    if state:
+        (warning,) = post.annotations("warning")
+        assert "STATE_leases" in warning[1]
+    else:
+        assert post.lines == ["runkeys post: nothing to retire."]
+
+
+def test_the_value_for_revoking_comes_from_the_jobs_environment(tmp_path: Path) -> None:
+    provider = Flaky()
+    lease = lease_request("DEPLOY_TOKEN")
+    with (tmp_path / "out").open("w") as out:
+        outcome = _retire_one(
+            lease,
+            environ={"DEPLOY_TOKEN": "the-value"},
+            workflow=Workflow({}, out),
+            registry=FakeRegistry(provider),
+            connections={},
+            store=None,
+        )
+    assert outcome.outcome == "revoked"
+    assert provider.revoked[0].value == "the-value"
+    assert provider.revoked[0].reference == lease.reference

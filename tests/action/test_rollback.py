@@ -1,0 +1,128 @@
+"""Rollback (issue 3 item 8): any failure after the first mint revokes what was minted and deletes
+what was written before the step fails. Each stage is failed in turn, for real: GitHub faults
+in the sandbox, a failing service, an unwritable GITHUB_ENV. The cleanup only warns; the error
+is the cause."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.action.conftest import GitHub
+from tests.action.harness import Run
+from tests.action.lease_service import LeaseService
+
+KEYS = (
+    "API_TOKEN: {provider: random, lifetime: run}\n"
+    "SIGNING_SECRET: {provider: random, format: hex, lifetime: job}\n"
+)
+ENV = "/repos/octo/app/environments/ci-run-4242"
+
+
+def assert_rolled_back(run: Run, github: GitHub, service: LeaseService, cause: str) -> None:
+    assert run.returncode == 1
+    (error,) = run.annotations("error")
+    assert cause in error[1], error[1]
+    warnings = [message for _, message in run.annotations("warning")]
+    assert any("Rolling back 2 minted key(s)" in w for w in warnings)
+    assert not any("Rollback could not" in w for w in warnings), warnings
+    # Nothing is left: no environment, no secret, nothing for the job, nothing for the post step.
+    assert github.sandbox.environment_names(github.repo) == []
+    assert run.env == {}
+    assert run.outputs == {}
+    assert json.loads(run.state["leases"]) == {
+        "version": 1,
+        "created_environment": None,
+        "leases": [],
+    }
+    # The service registered the leases and was told they are retired.
+    registered = {lease["id"] for lease in service.bodies("/v1/leases")[0]["leases"]}
+    (retired,) = service.bodies("/v1/leases/retire")
+    assert {item["id"]: item["outcome"] for item in retired["leases"]} == dict.fromkeys(
+        registered, "revoked"
+    )
+    # Values were masked before anything else, and appear nowhere they should not.
+    assert len(run.masks) >= 2
+
+
+def test_a_secret_put_that_keeps_failing(github: GitHub, service: LeaseService) -> None:
+    github.sandbox.inject_fault("PUT", r"/secrets/SIGNING_SECRET$", status=502, times=None)
+    run = github.step.run(github.app_inputs(keys=KEYS, environment="ci-run-{run_id}"))
+    assert_rolled_back(run, github, service, "502 while writing secret SIGNING_SECRET")
+    calls = github.calls()
+    assert calls.count(f"PUT {ENV}/secrets/SIGNING_SECRET") == 3  # tried, then retried twice
+    # The written secret is deleted, then the environment this step created.
+    assert calls[-2:] == [f"DELETE {ENV}/secrets/API_TOKEN", f"DELETE {ENV}"]
+
+
+def test_creating_the_environment_fails(github: GitHub, service: LeaseService) -> None:
+    refusal = {
+        "message": "Validation Failed",
+        "documentation_url": "https://docs.github.com/rest/deployments/environments"
+        "#create-or-update-an-environment",
+        "status": "422",
+    }
+    github.sandbox.inject_fault("PUT", r"/environments/ci-run-4242$", status=422, body=refusal)
+    run = github.step.run(github.app_inputs(keys=KEYS, environment="ci-run-{run_id}"))
+    assert_rolled_back(run, github, service, "422 while creating environment ci-run-4242")
+    assert not any("/secrets/" in call for call in github.writes())
+
+
+def test_reading_the_new_environments_key_fails(github: GitHub, service: LeaseService) -> None:
+    github.sandbox.inject_fault("GET", r"/secrets/public-key$", status=500, times=None)
+    run = github.step.run(github.app_inputs(keys=KEYS, environment="ci-run-{run_id}"))
+    assert_rolled_back(run, github, service, "500 while reading the secrets' public key")
+    assert github.calls()[-1] == f"DELETE {ENV}"
+
+
+def test_the_service_failing_to_register(github: GitHub, service: LeaseService) -> None:
+    service.fail("/v1/leases", 500, times=4)
+    run = github.step.run(github.app_inputs(keys=KEYS, environment="ci-run-{run_id}"))
+    assert_rolled_back(run, github, service, "answered 500 while registering leases")
+    assert github.writes() == [f"POST /app/installations/{github.installation.id}/access_tokens"]
+
+
+def test_an_unwritable_github_env(github: GitHub, service: LeaseService, tmp_path: Path) -> None:
+    run = github.step.run(
+        github.app_inputs(keys=KEYS, environment="ci-run-{run_id}"),
+        extra_env={"GITHUB_ENV": str(tmp_path / "gone" / "env")},
+    )
+    assert_rolled_back(run, github, service, "GITHUB_ENV: ")
+    deletes = [call for call in github.writes() if call.startswith("DELETE")]
+    assert deletes == [
+        f"DELETE {ENV}/secrets/SIGNING_SECRET",
+        f"DELETE {ENV}/secrets/API_TOKEN",
+        f"DELETE {ENV}",
+    ]
+
+
+def test_a_cleanup_failure_warns_and_leaves_the_key_to_the_post_step(
+    github: GitHub, service: LeaseService, tmp_path: Path
+) -> None:
+    github.sandbox.inject_fault("DELETE", r"/secrets/API_TOKEN$", status=500, times=None)
+    run = github.step.run(
+        github.app_inputs(keys=KEYS, **{"repository-secrets": "true"}),
+        extra_env={"GITHUB_ENV": str(tmp_path / "gone" / "env")},
+    )
+    assert run.returncode == 1
+    (error,) = run.annotations("error")
+    assert "GITHUB_ENV" in error[1]  # the cause, not the cleanup's trouble
+    warnings = [message for _, message in run.annotations("warning")]
+    assert any("Rollback could not retire API_TOKEN" in w for w in warnings)
+    assert github.secret("SIGNING_SECRET") is None
+    assert github.secret("API_TOKEN") is not None  # still there: the delete kept failing
+    state = json.loads(run.state["leases"])
+    assert [lease["key_name"] for lease in state["leases"]] == ["API_TOKEN"]
+    (retired,) = service.bodies("/v1/leases/retire")
+    outcomes = {item["outcome"] for item in retired["leases"]}
+    assert outcomes == {"revoked", "failed"}
+    # The post step tries again, and succeeds once GitHub does.
+    github.sandbox.clear_faults()
+    post = github.step.run(
+        github.app_inputs(keys=KEYS, **{"repository-secrets": "true"}),
+        extra_env=github.step.post_env(run),
+        post=True,
+    )
+    assert post.returncode == 0
+    assert "API_TOKEN: revoked and deleted its secret." in post.lines
+    assert github.secret("API_TOKEN") is None
