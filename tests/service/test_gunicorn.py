@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,14 +15,16 @@ from sqlalchemy import func, select
 
 from handler.ledger import Ledger, tables
 from handler.ledger.history import history
+from runkeys.errors import LeaseServiceError
 from runkeys.github.secrets import SecretStore
 from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
+from runkeys.lease_client import LeaseClient, RetireOutcome, RunnerOIDC
 from runkeys.leases import Lifetime
 from runkeys.sandbox import Sandbox
 from runkeys.sandbox.state import App
 from tests.service import kit
 from tests.service.conftest import GitHub, make_environ
-from tests.service.kit import HTTP_PARAMS, TokenIssuer, WsgiServer, body, states
+from tests.service.kit import AUDIENCE, HTTP_PARAMS, TokenIssuer, WsgiServer, body, states
 from tests.service.served import Served, wait_for
 
 pytestmark = pytest.mark.slow
@@ -220,3 +223,31 @@ def test_killed_mid_revocation_every_lease_ends_revoked_once(
         for item in leases:
             assert [e.action for e in history(conn, item.id)].count("revoked") == 1
     ledger.close()
+
+
+def test_the_actions_own_client_speaks_to_the_service(running: Running, github: GitHub) -> None:
+    """The action's `LeaseClient` and `RunnerOIDC` (a fresh token per call, from the sandbox's
+    runner endpoint) against the real service: the contract both sides were built to."""
+    claims = github.claims()
+    env = github.sandbox.runner_oidc_env(claims)
+    oidc = RunnerOIDC(
+        env["ACTIONS_ID_TOKEN_REQUEST_URL"], env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"], AUDIENCE
+    )
+    client = LeaseClient(running.served.url, oidc.token)
+    items = [github.lease(lifetime=Lifetime.JOB), github.lease(key_name="SECOND")]
+    registered = client.register(items)
+    assert [(r.id, r.state) for r in registered] == [(i.id, "active") for i in items]
+    assert [r.id for r in client.register(items)] == [i.id for i in items]  # a retry: same ids
+    client.retire(
+        [RetireOutcome(items[0].id, "revoked"), RetireOutcome(items[1].id, "failed", "boom")]
+    )
+    ledger = Ledger.open(running.ledger_url)
+    assert states(ledger, [i.id for i in items]) == {
+        items[0].id: "revoked",
+        items[1].id: "revoking",
+    }
+    ledger.close()
+    with pytest.raises(LeaseServiceError) as refused:
+        client.register([github.lease(ttl=timedelta(days=3))])
+    assert refused.value.status == 422
+    assert "ttl_too_long" in refused.value.cause
