@@ -1,0 +1,210 @@
+# ruff: noqa: PLC0415 (imports inside commands: `runkeys --help` must not load Flask or the ledger)
+"""`runkeys serve | worker | sweep | leases | revoke`: the service's commands.
+
+Each reads only the settings it needs from the environment (`runkeys leases` needs a database,
+not the App's key) and imports the heavy parts only when run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+from typing import Any
+
+from runkeys.leases import LeaseState, Lifetime
+
+
+def register(subparsers: Any) -> None:
+    serve = subparsers.add_parser("serve", help="run the webhook service under gunicorn")
+    serve.add_argument("--bind", default=os.environ.get("RUNKEYS_BIND", "127.0.0.1:8080"))
+    serve.add_argument(
+        "--workers", type=int, default=int(os.environ.get("RUNKEYS_WEB_WORKERS", "2"))
+    )
+    serve.add_argument("--threads", type=int, default=4, help="threads per worker process")
+    serve.add_argument(
+        "--timeout", type=int, default=30, help="seconds before a stuck request is killed"
+    )
+    serve.set_defaults(func=serve_command)
+
+    worker = subparsers.add_parser("worker", help="run the revocation worker (and the sweeper)")
+    worker.add_argument("--once", action="store_true", help="work until nothing is due, then exit")
+    worker.add_argument("--no-sweep", action="store_true", help="leave sweeping to others")
+    worker.set_defaults(func=worker_command)
+
+    sweep = subparsers.add_parser("sweep", help="one sweep: TTL expiry, reconcile runs, cleanup")
+    sweep.add_argument("--no-reconcile", action="store_true", help="do not ask GitHub about runs")
+    sweep.set_defaults(func=sweep_command)
+
+    leases = subparsers.add_parser("leases", help="list leases in the ledger")
+    leases.add_argument("--state", action="append", choices=[s.value for s in LeaseState])
+    leases.add_argument("--repository", help="owner/name or repository id")
+    leases.add_argument("--run", type=int, help="workflow run id")
+    leases.add_argument("--pr", type=int, help="pull request number")
+    leases.add_argument("--lifetime", choices=[lt.value for lt in Lifetime])
+    leases.add_argument("--provider")
+    leases.add_argument("--lease", help="one lease id (shows its history)")
+    leases.add_argument("--limit", type=int, default=100)
+    leases.add_argument("--json", action="store_true", help="one JSON object per line")
+    leases.set_defaults(func=leases_command)
+
+    revoke = subparsers.add_parser("revoke", help="queue leases for retirement now")
+    target = revoke.add_mutually_exclusive_group(required=True)
+    target.add_argument("--lease", action="append", help="a lease id (repeatable)")
+    target.add_argument("--run", type=int, help="every run/job lease of this run id")
+    target.add_argument("--pr", type=int, help="every pr lease of this pull request")
+    target.add_argument("--all", action="store_true", help="every lease of --repository")
+    revoke.add_argument("--repository", help="owner/name or id (needed with --run, --pr, --all)")
+    revoke.add_argument("--reason", default="", help="recorded in each lease's history")
+    revoke.set_defaults(func=revoke_command)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from handler.serve import prepare_metrics_dir
+
+    made = os.environ.get("PROMETHEUS_MULTIPROC_DIR") is None
+    metrics_dir = prepare_metrics_dir(args.workers)  # before anything imports prometheus_client
+    from handler import logs
+    from handler.config import ServiceConfig
+    from handler.ledger import Ledger
+    from handler.serve import ServiceApplication, default_options
+
+    config = ServiceConfig.from_env(os.environ)  # refuse to start on a bad setting, here
+    logs.configure(config.log_level)
+    Ledger.open(config.database_url).close()  # migrate once, before the workers start
+    options = default_options(
+        bind=args.bind,
+        workers=args.workers,
+        threads=args.threads,
+        timeout=args.timeout,
+        log_level=config.log_level,
+    )
+    try:
+        ServiceApplication(options).run()
+    finally:
+        if made and metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def worker_command(args: argparse.Namespace) -> int:
+    from handler import logs
+    from handler.background import WorkLoop
+    from handler.config import ServiceConfig
+    from handler.service import Service
+
+    config = ServiceConfig.for_worker(os.environ)
+    logs.configure(config.log_level)
+    service = Service(config)
+    loop = WorkLoop(service, sweep=not args.no_sweep)
+    if args.once:
+        done = loop.worker.drain()
+        print(json.dumps({"retired_or_attempted": done}))
+        return 0
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: loop.stop())
+    loop.run()
+    return 0
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    from handler import logs
+    from handler.config import ServiceConfig
+    from handler.service import Service
+    from handler.sweeper import Sweeper
+
+    environ = os.environ
+    config = (
+        ServiceConfig.for_ledger(environ)
+        if args.no_reconcile
+        else ServiceConfig.for_worker(environ)
+    )
+    logs.configure(config.log_level)
+    report = Sweeper(Service(config)).sweep(reconcile=not args.no_reconcile)
+    print(json.dumps(report.__dict__))
+    return 1 if report.errors else 0
+
+
+def leases_command(args: argparse.Namespace) -> int:
+    from handler.config import ServiceConfig
+    from handler.ledger import Ledger
+    from handler.ledger.history import history
+    from handler.ledger.leases import LeaseFilter, find
+
+    ledger = Ledger.open(ServiceConfig.for_ledger(os.environ).database_url)
+    where = LeaseFilter(
+        states=tuple(LeaseState(s) for s in args.state or ()),
+        repository=args.repository,
+        run_id=args.run,
+        pr_number=args.pr,
+        lifetime=Lifetime(args.lifetime) if args.lifetime else None,
+        provider=args.provider,
+        lease_id=args.lease,
+        limit=args.limit,
+    )
+    with ledger.begin() as conn:
+        found = find(conn, where)
+        events = history(conn, args.lease) if args.lease else []
+    if args.json:
+        for lease in found:
+            data = lease.to_json()
+            if args.lease:
+                data["events"] = [
+                    {
+                        "at": e.at.isoformat(),
+                        "actor": e.actor,
+                        "action": e.action,
+                        "detail": e.detail,
+                    }
+                    for e in events
+                ]
+            print(json.dumps(data))
+        return 0
+    _print_table(found)
+    for e in events:
+        print(f"  {e.at.isoformat(timespec='seconds')}  {e.actor:<10} {e.action:<15} {e.detail}")
+    return 0
+
+
+def _print_table(leases: list[Any]) -> None:
+    header = ("ID", "STATE", "LIFETIME", "KEY", "PROVIDER", "REPOSITORY", "RUN", "EXPIRES")
+    rows = [
+        (
+            lease.id,
+            lease.state.value,
+            lease.lifetime.value,
+            lease.key_name,
+            lease.provider,
+            lease.repository,
+            f"{lease.run_id}/{lease.run_attempt}",
+            lease.expires_at.isoformat(timespec="minutes"),
+        )
+        for lease in leases
+    ]
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+    if not rows:
+        print("(no leases)", file=sys.stderr)
+
+
+def revoke_command(args: argparse.Namespace) -> int:
+    from handler.config import ServiceConfig
+    from handler.ledger import Ledger
+    from handler.operator import revoke
+
+    ledger = Ledger.open(ServiceConfig.for_ledger(os.environ).database_url)
+    queued = revoke(
+        ledger,
+        lease_ids=tuple(args.lease or ()),
+        repository=args.repository,
+        run_id=args.run,
+        pr_number=args.pr,
+        everything=args.all,
+        reason=args.reason,
+    )
+    print(json.dumps({"queued": queued}))
+    return 0

@@ -1,0 +1,284 @@
+"""The service's settings, 12-factor: everything comes from the environment, and a missing or
+malformed setting stops start-up with a `ConfigError` that names it.
+
+Each command reads only what it needs: `runkeys leases` needs a database, not the App's key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from runkeys.connections import Connection, load_connections
+from runkeys.durations import parse_duration
+from runkeys.errors import ConfigError
+from runkeys.github.session import DEFAULT_API_URL, AppCredentials, GitHubConfig
+from runkeys.oidc import GITHUB_ISSUER
+
+DOCS = "docs/service.md, section 'Configuration'"
+DEFAULT_DATABASE_URL = "sqlite:///./runkeys.sqlite3"
+GITHUB_MAX_PAYLOAD = 25 * 1024 * 1024  # GitHub does not deliver larger payloads (FACTS §2)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How revocation work is claimed, retried and given up on (never for good)."""
+
+    embedded: bool = True  # a worker thread inside each service process
+    poll_interval: float = 1.0  # seconds between looks at the queue when it was empty
+    batch_size: int = 20
+    claim_timeout: timedelta = timedelta(minutes=5)  # a crashed worker's claim lapses after this
+    max_attempts: int = 8  # failures before a lease is marked `failed` (and retried slowly)
+    backoff_base: timedelta = timedelta(seconds=10)
+    backoff_max: timedelta = timedelta(minutes=30)
+    failed_retry: timedelta = timedelta(hours=6)  # how often a `failed` lease is tried again
+    sweep_interval: timedelta = timedelta(minutes=1)
+    reconcile_interval: timedelta = timedelta(minutes=10)  # per run, asking GitHub its status
+    github_writes_per_minute: int = 80  # GitHub's secondary limit on content writes
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    database_url: str = DEFAULT_DATABASE_URL
+    webhook_secret: str = field(default="", repr=False)
+    github: GitHubConfig | None = None
+    oidc_issuer: str = GITHUB_ISSUER
+    oidc_audience: str = ""
+    max_ttl: timedelta = timedelta(hours=24)
+    connections: Mapping[str, Connection] = field(default_factory=dict)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    webhook_max_bytes: int = GITHUB_MAX_PAYLOAD
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ServiceConfig:
+        """Everything the web service needs; refuses to start without any of it."""
+        return cls(
+            database_url=database_url(environ),
+            webhook_secret=webhook_secret(environ),
+            github=github_config(environ),
+            oidc_issuer=_url(environ, "RUNKEYS_OIDC_ISSUER", GITHUB_ISSUER),
+            oidc_audience=_required(environ, "RUNKEYS_OIDC_AUDIENCE"),
+            max_ttl=_duration(environ, "RUNKEYS_MAX_TTL", timedelta(hours=24)),
+            connections=load_connections(environ),
+            worker=worker_settings(environ),
+            webhook_max_bytes=_int(environ, "RUNKEYS_WEBHOOK_MAX_BYTES", GITHUB_MAX_PAYLOAD, 1024),
+            log_level=log_level(environ),
+        )
+
+    @classmethod
+    def for_worker(cls, environ: Mapping[str, str]) -> ServiceConfig:
+        """What `runkeys worker` and `runkeys sweep` need: the ledger, GitHub, connections."""
+        return cls(
+            database_url=database_url(environ),
+            github=github_config(environ),
+            connections=load_connections(environ),
+            worker=worker_settings(environ),
+            log_level=log_level(environ),
+        )
+
+    @classmethod
+    def for_ledger(cls, environ: Mapping[str, str]) -> ServiceConfig:
+        """What `runkeys leases` and `runkeys revoke` need: the ledger only."""
+        return cls(database_url=database_url(environ), log_level=log_level(environ))
+
+
+def webhook_secret(environ: Mapping[str, str]) -> str:
+    # Fail closed: without a secret every delivery would have to be trusted or refused.
+    return _required(environ, "RUNKEYS_WEBHOOK_SECRET", strip=False)
+
+
+def database_url(environ: Mapping[str, str]) -> str:
+    raw = environ.get("RUNKEYS_DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ConfigError(
+            "RUNKEYS_DATABASE_URL",
+            "is not a database URL",
+            fix="use sqlite:///path/to/file.sqlite3 or postgresql://user:password@host/dbname",
+            docs=DOCS,
+        ) from None
+    return normalize_database_url(url).render_as_string(hide_password=False)
+
+
+def normalize_database_url(url: URL) -> URL:
+    """SQLite as it is; PostgreSQL always through psycopg 3. Anything else is refused."""
+    backend = url.get_backend_name()
+    if backend == "sqlite" and url.drivername in ("sqlite", "sqlite+pysqlite"):
+        if not url.database or url.database == ":memory:":
+            raise ConfigError(
+                "RUNKEYS_DATABASE_URL",
+                "names an in-memory SQLite database, which each process would see empty",
+                fix="name a file: sqlite:///./runkeys.sqlite3",
+                docs=DOCS,
+            )
+        return url
+    if backend in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+psycopg")
+    raise ConfigError(
+        "RUNKEYS_DATABASE_URL",
+        f"uses {url.drivername!r}; the ledger runs on SQLite or PostgreSQL",
+        fix="use sqlite:///… or postgresql://…",
+        docs=DOCS,
+    )
+
+
+def github_config(environ: Mapping[str, str]) -> GitHubConfig:
+    app_id = _required(environ, "RUNKEYS_APP_ID")
+    if not app_id.isdigit():
+        raise ConfigError(
+            "RUNKEYS_APP_ID", "must be the App's numeric id", fix="see the App's settings page"
+        )
+    return GitHubConfig(
+        api_url=_url(environ, "GITHUB_API_URL", DEFAULT_API_URL),
+        app=AppCredentials(app_id=app_id, private_key=private_key(environ)),
+    )
+
+
+def private_key(environ: Mapping[str, str]) -> str:
+    inline = environ.get("RUNKEYS_PRIVATE_KEY", "")
+    path = environ.get("RUNKEYS_PRIVATE_KEY_FILE", "").strip()
+    if inline.strip() and path:
+        raise ConfigError(
+            "RUNKEYS_PRIVATE_KEY",
+            "and RUNKEYS_PRIVATE_KEY_FILE are both set",
+            fix="set only one of them",
+            docs=DOCS,
+        )
+    setting = "RUNKEYS_PRIVATE_KEY_FILE" if path else "RUNKEYS_PRIVATE_KEY"
+    if path:
+        try:
+            pem = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(setting, f"cannot be read ({exc.strerror})", docs=DOCS) from None
+    else:
+        pem = inline.replace("\\n", "\n")  # a PEM squeezed onto one line by a .env file
+    if not pem.strip():
+        raise ConfigError(
+            "RUNKEYS_PRIVATE_KEY",
+            "is not set",
+            fix="set RUNKEYS_PRIVATE_KEY (the App's private key, PEM) or RUNKEYS_PRIVATE_KEY_FILE",
+            docs=DOCS,
+        )
+    try:
+        # Parsing is the check; validating the RSA numbers costs ~0.1 s and GitHub checks our
+        # signatures anyway.
+        load_pem_private_key(
+            pem.strip().encode(), password=None, unsafe_skip_rsa_key_validation=True
+        )
+    except (ValueError, TypeError):
+        # Never quote the setting: it is a private key, even when malformed.
+        raise ConfigError(
+            setting,
+            "is not a PEM private key",
+            fix="paste the .pem file GitHub generated for the App, unchanged",
+            docs=DOCS,
+        ) from None
+    return pem.strip() + "\n"
+
+
+def worker_settings(environ: Mapping[str, str]) -> WorkerSettings:
+    default = WorkerSettings()
+    mode = environ.get("RUNKEYS_WORKER", "embedded").strip().lower()
+    if mode not in ("embedded", "external"):
+        raise ConfigError(
+            "RUNKEYS_WORKER",
+            f"is {mode!r}",
+            fix="use `embedded` (a thread in the service) or `external` (`runkeys worker`)",
+        )
+    return WorkerSettings(
+        embedded=mode == "embedded",
+        poll_interval=_seconds(environ, "RUNKEYS_WORKER_POLL_INTERVAL", default.poll_interval),
+        batch_size=_int(environ, "RUNKEYS_WORKER_BATCH_SIZE", default.batch_size, 1),
+        claim_timeout=_duration(environ, "RUNKEYS_WORKER_CLAIM_TIMEOUT", default.claim_timeout),
+        max_attempts=_int(environ, "RUNKEYS_WORKER_MAX_ATTEMPTS", default.max_attempts, 1),
+        backoff_base=_duration(environ, "RUNKEYS_WORKER_BACKOFF_BASE", default.backoff_base),
+        backoff_max=_duration(environ, "RUNKEYS_WORKER_BACKOFF_MAX", default.backoff_max),
+        failed_retry=_duration(environ, "RUNKEYS_WORKER_FAILED_RETRY", default.failed_retry),
+        sweep_interval=_duration(environ, "RUNKEYS_SWEEP_INTERVAL", default.sweep_interval),
+        reconcile_interval=_duration(
+            environ, "RUNKEYS_RECONCILE_INTERVAL", default.reconcile_interval
+        ),
+        github_writes_per_minute=_int(
+            environ, "RUNKEYS_GITHUB_WRITES_PER_MINUTE", default.github_writes_per_minute, 1
+        ),
+    )
+
+
+def log_level(environ: Mapping[str, str]) -> str:
+    level = environ.get("RUNKEYS_LOG_LEVEL", "INFO").strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("RUNKEYS_LOG_LEVEL", f"is {level!r}", fix="use DEBUG, INFO or WARNING")
+    return level
+
+
+# --- readers --------------------------------------------------------------------------------
+
+
+def _required(environ: Mapping[str, str], name: str, *, strip: bool = True) -> str:
+    value = environ.get(name, "")
+    if not value.strip():
+        raise ConfigError(name, "is not set", fix=f"set {name}", docs=DOCS)
+    return value.strip() if strip else value
+
+
+def _url(environ: Mapping[str, str], name: str, default: str) -> str:
+    value = environ.get(name, "").strip() or default
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme == "https" and parts.hostname:
+        return value.rstrip("/")
+    if parts.scheme == "http" and _is_loopback(parts.hostname):
+        return value.rstrip("/")  # a local stand-in (tests, the sandbox)
+    raise ConfigError(
+        name,
+        f"{value!r} is not an https:// URL",
+        fix="use https://… (plain http is allowed only for localhost)",
+        docs=DOCS,
+    )
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _duration(environ: Mapping[str, str], name: str, default: timedelta) -> timedelta:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = timedelta(seconds=float(raw))  # plain seconds, fractions allowed: 0.5
+    except (ValueError, OverflowError):
+        try:
+            value = parse_duration(raw)
+        except ValueError as exc:
+            raise ConfigError(name, str(exc), docs=DOCS) from None
+    if value <= timedelta(0):
+        raise ConfigError(name, f"{raw!r} must be longer than zero", docs=DOCS)
+    return value
+
+
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    return _duration(environ, name, timedelta(seconds=default)).total_seconds()
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, low: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < low:
+        raise ConfigError(name, f"{raw!r} is not a whole number of at least {low}", docs=DOCS)
+    return int(raw)

@@ -1,0 +1,154 @@
+"""What each webhook means for the ledger, as pure functions (gidgethub's `routing.Router`):
+a route reads a verified delivery and says which leases to retire. The view applies that to the
+ledger in one transaction; nothing here does I/O.
+
+Payloads: https://docs.github.com/webhooks/webhook-events-and-payloads
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from handler.ledger.queue import (
+    InstallationLeases,
+    PullRequestLeases,
+    RepositoryLeases,
+    RunLeases,
+    Selection,
+)
+from handler.webhooks import BadDeliveryError, Delivery, as_id
+
+
+class Outcome(StrEnum):
+    QUEUED = "queued"  # a route ran; its retirements were queued (maybe none matched)
+    PONG = "pong"  # ping
+    IGNORED = "ignored"  # no route for this event and action
+    DUPLICATE = "duplicate"  # a redelivery of a delivery already handled
+
+
+@dataclass(frozen=True)
+class Retirement:
+    selection: Selection
+    # The App lost access to the repositories: revoke at the provider only, their secrets and
+    # environments went with the access.
+    provider_only: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    retirements: tuple[Retirement, ...] = field(default_factory=tuple)
+
+
+Route = Callable[[Delivery], Decision]
+
+
+class Router:
+    """`@router.register("workflow_run", action="completed")`; `dispatch(delivery)`."""
+
+    def __init__(self) -> None:
+        self._routes: dict[tuple[str, str | None], Route] = {}
+
+    def register(self, event: str, *, action: str | None = None) -> Callable[[Route], Route]:
+        def add(route: Route) -> Route:
+            if (event, action) in self._routes:
+                raise ValueError(f"{event}.{action} already has a route")
+            self._routes[(event, action)] = route
+            return route
+
+        return add
+
+    def dispatch(self, delivery: Delivery) -> Decision:
+        route = self._routes.get((delivery.event, delivery.action)) or self._routes.get(
+            (delivery.event, None)
+        )
+        if route is None:
+            return Decision(Outcome.IGNORED)
+        return route(delivery)
+
+
+router = Router()
+
+
+def _object(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    if not isinstance(value, Mapping):
+        raise BadDeliveryError(f"The payload has no {key!r} object")
+    return value
+
+
+def _id(data: Mapping[str, Any], key: str, where: str) -> int:
+    value = as_id(data.get(key))
+    if value is None:
+        raise BadDeliveryError(f"The payload's {where}.{key} is missing or not a number")
+    return value
+
+
+def _repository_ids(data: Mapping[str, Any], key: str) -> tuple[int, ...]:
+    listed = data.get(key) or []
+    if not isinstance(listed, list):
+        raise BadDeliveryError(f"The payload's {key} is not a list")
+    ids = (as_id(r.get("id")) if isinstance(r, Mapping) else None for r in listed)
+    return tuple(sorted({i for i in ids if i is not None}))
+
+
+@router.register("ping")
+def ping(delivery: Delivery) -> Decision:
+    return Decision(Outcome.PONG)
+
+
+@router.register("workflow_run", action="completed")
+def workflow_run_completed(delivery: Delivery) -> Decision:
+    """`run` leases of this run attempt (and earlier ones), and `job` leases the post step
+    missed. Re-runs keep the run id and raise `run_attempt` (FACTS §7.2)."""
+    run = _object(delivery.data, "workflow_run")
+    repository = _object(delivery.data, "repository")
+    selection = RunLeases(
+        repository_id=_id(repository, "id", "repository"),
+        run_id=_id(run, "id", "workflow_run"),
+        up_to_attempt=_id(run, "run_attempt", "workflow_run"),
+        installation_id=delivery.installation_id,
+    )
+    return Decision(Outcome.QUEUED, (Retirement(selection),))
+
+
+@router.register("pull_request", action="closed")
+def pull_request_closed(delivery: Delivery) -> Decision:
+    """`pr` leases of this pull request, merged or not."""
+    repository = _object(delivery.data, "repository")
+    selection = PullRequestLeases(
+        repository_id=_id(repository, "id", "repository"),
+        number=_id(delivery.data, "number", "payload"),
+        installation_id=delivery.installation_id,
+    )
+    return Decision(Outcome.QUEUED, (Retirement(selection),))
+
+
+@router.register("installation", action="deleted")
+def installation_deleted(delivery: Delivery) -> Decision:
+    """The App was uninstalled: every lease of the installation, at the provider only."""
+    installation = _object(delivery.data, "installation")
+    installation_id = _id(installation, "id", "installation")
+    account = installation.get("account")
+    account_id = as_id(account.get("id")) if isinstance(account, Mapping) else None
+    retirements = [Retirement(InstallationLeases(installation_id, account_id), provider_only=True)]
+    repositories = _repository_ids(delivery.data, "repositories")
+    if repositories:
+        retirements.append(
+            Retirement(RepositoryLeases(repositories, installation_id), provider_only=True)
+        )
+    return Decision(Outcome.QUEUED, tuple(retirements))
+
+
+@router.register("installation_repositories", action="removed")
+def installation_repositories_removed(delivery: Delivery) -> Decision:
+    """Repositories taken out of the installation: their leases, at the provider only."""
+    installation_id = _id(_object(delivery.data, "installation"), "id", "installation")
+    repositories = _repository_ids(delivery.data, "repositories_removed")
+    if not repositories:
+        return Decision(Outcome.QUEUED)
+    selection = RepositoryLeases(repositories, installation_id)
+    return Decision(Outcome.QUEUED, (Retirement(selection, provider_only=True),))

@@ -1,0 +1,66 @@
+"""The lease ledger: one schema on SQLite (the embedded default) and PostgreSQL (replicas and
+separate workers). `Ledger` holds the engine; the operations are functions of a connection in
+the modules beside this one, so each caller chooses its transaction."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine, text
+
+from handler.ledger.engine import make_engine
+from handler.ledger.migrations import HEAD, current_version, migrate
+
+
+class Ledger:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._held = threading.local()
+
+    @classmethod
+    def open(cls, url: str, *, migrate_schema: bool = True) -> Ledger:
+        ledger = cls(make_engine(url))
+        if migrate_schema:
+            migrate(ledger.engine)
+        return ledger
+
+    @property
+    def dialect(self) -> str:
+        return str(self.engine.dialect.name)
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        held: Connection | None = getattr(self._held, "connection", None)
+        if held is not None:
+            with held.begin():
+                yield held
+            return
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Run every transaction this thread begins in the block on one pooled connection: a
+        worker's batch commits once per lease, and the pool's liveness ping per checkout would
+        cost as much as the commit."""
+        with self.engine.connect() as conn:
+            self._held.connection = conn
+            try:
+                yield
+            finally:
+                self._held.connection = None
+
+    def ready(self) -> bool:
+        """Reachable and migrated to the version this code needs."""
+        with self.begin() as conn:
+            conn.execute(text("SELECT 1"))
+            return current_version(conn) >= HEAD
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+__all__ = ["Ledger"]

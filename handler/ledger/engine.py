@@ -1,0 +1,60 @@
+"""Engines for the ledger: SQLite (a file, WAL, every transaction `BEGIN IMMEDIATE`) and
+PostgreSQL through psycopg 3.
+
+SQLite: pysqlite's own transaction handling is switched off and each transaction starts with
+`BEGIN IMMEDIATE`, so it holds the write lock from its first statement: a claim can never read a
+row that another process is about to claim (SQLAlchemy docs, "Serializable isolation /
+Savepoints / Transactional DDL" for pysqlite). The busy timeout makes writers wait, not fail.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.pool import ConnectionPoolEntry
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    engine = create_engine(
+        url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: sqlite3.Connection, record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None  # we say BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def is_sqlite(engine: Engine | Connection | Any) -> bool:
+    return bool(engine.dialect.name == "sqlite")
+
+
+def insert_for(conn: Connection, table: Table) -> sqlite.Insert | postgresql.Insert:
+    """An INSERT that knows `ON CONFLICT` on this engine (both dialects spell it the same)."""
+    if is_sqlite(conn):
+        return sqlite.insert(table)
+    return postgresql.insert(table)

@@ -1,0 +1,76 @@
+"""Environments runkeys created: deleted when no live lease uses them any more, and only those
+(an environment a team made by hand is never touched)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, Connection, and_, exists, func, select, update
+
+from handler.ledger import tables
+from handler.ledger.records import LIVE_STATES
+
+environments = tables.environments
+leases = tables.leases
+
+
+@dataclass(frozen=True)
+class EnvironmentRecord:
+    repository_id: int
+    repository: str
+    name: str
+    state: str
+
+
+def _in_use() -> ColumnElement[bool]:
+    return exists().where(
+        leases.c.repository_id == environments.c.repository_id,
+        func.lower(leases.c.secret_environment) == environments.c.name_key,
+        leases.c.state.in_([s.value for s in LIVE_STATES]),
+    )
+
+
+def deletable(
+    conn: Connection, *, repository_id: int | None = None, name: str | None = None
+) -> list[EnvironmentRecord]:
+    """Environments runkeys created that are still there and that no live lease uses."""
+    query = select(environments).where(environments.c.state == "present", ~_in_use())
+    if repository_id is not None:
+        query = query.where(environments.c.repository_id == repository_id)
+    if name is not None:
+        query = query.where(environments.c.name_key == name.lower())
+    return [
+        EnvironmentRecord(
+            repository_id=row["repository_id"],
+            repository=row["repository"],
+            name=row["name"],
+            state=row["state"],
+        )
+        for row in conn.execute(query).mappings()
+    ]
+
+
+def mark(conn: Connection, repository_id: int, name: str, *, state: str, now: datetime) -> None:
+    """`deleted`, or `unreachable` (the App lost access to the repository)."""
+    conn.execute(
+        update(environments)
+        .where(
+            and_(
+                environments.c.repository_id == repository_id,
+                environments.c.name_key == name.lower(),
+                environments.c.state == "present",
+            )
+        )
+        .values(state=state, deleted_at=now)
+    )
+
+
+def mark_repositories_unreachable(
+    conn: Connection, repository_ids: tuple[int, ...], *, now: datetime
+) -> None:
+    conn.execute(
+        update(environments)
+        .where(environments.c.repository_id.in_(repository_ids), environments.c.state == "present")
+        .values(state="unreachable", deleted_at=now)
+    )

@@ -1,0 +1,275 @@
+"""Leases in the ledger: registering them for a verified run, what the post step reports, and
+finding them again (the CLI).
+
+Registration is idempotent by lease id: the action makes the ids, so a retried request finds its
+leases already there. An id that belongs to another run is a conflict, and nothing is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import Connection, func, literal, select, update
+
+from handler.ledger import tables
+from handler.ledger.engine import insert_for
+from handler.ledger.history import record
+from handler.ledger.records import LeaseRecord
+from runkeys.connections import normalize_name
+from runkeys.leases import LeaseRequest, LeaseState, Lifetime
+from runkeys.oidc import RunIdentity
+
+leases = tables.leases
+
+
+class LeaseConflictError(Exception):
+    """A lease id is taken by another run, or was registered with other contents."""
+
+    def __init__(self, lease_id: str) -> None:
+        super().__init__(lease_id)
+        self.lease_id = lease_id
+
+
+@dataclass(frozen=True)
+class Registered:
+    leases: list[LeaseRecord]  # in the order requested
+    created: int  # how many were new (0: the whole request was a repeat)
+
+
+def register(
+    conn: Connection,
+    identity: RunIdentity,
+    requests: Sequence[LeaseRequest],
+    *,
+    installation_id: int | None,
+    now: datetime,
+) -> Registered:
+    rows = [_row(identity, r, installation_id, now) for r in requests]
+    inserted = set(
+        conn.scalars(
+            insert_for(conn, leases)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=[leases.c.id])
+            .returning(leases.c.id)
+        )
+    )
+    found = {r.id: r for r in _by_ids(conn, [r.id for r in requests])}
+    for request in requests:
+        if request.id not in inserted and not _same(found[request.id], identity, request):
+            raise LeaseConflictError(request.id)
+    record(
+        conn,
+        [r.id for r in requests if r.id in inserted],
+        actor="action",
+        action="registered",
+        detail=f"registered by {identity.repository} run {identity.run_id} "
+        f"attempt {identity.run_attempt} ({identity.event_name} {identity.ref})",
+        now=now,
+    )
+    for request in requests:
+        environment = request.secret.environment if request.secret else None
+        if request.id in inserted and request.environment_created and environment:
+            remember_environment(conn, identity, environment, now)
+    return Registered(leases=[found[r.id] for r in requests], created=len(inserted))
+
+
+def _row(
+    identity: RunIdentity, request: LeaseRequest, installation_id: int | None, now: datetime
+) -> dict[str, object]:
+    secret = request.secret
+    return {
+        "id": request.id,
+        "installation_id": installation_id,
+        "repository_id": identity.repository_id,
+        "repository": identity.repository,
+        "owner_id": identity.owner_id,
+        "run_id": identity.run_id,
+        "run_attempt": identity.run_attempt,
+        "pr_number": identity.pull_request,
+        "job_environment": identity.environment,
+        "ref": identity.ref,
+        "sha": identity.sha,
+        "event_name": identity.event_name,
+        "key_name": request.key_name,
+        "provider": request.provider,
+        # by its normalized name, as `RUNKEYS_CONNECTION_<NAME>` is looked up
+        "connection": None if request.connection is None else normalize_name(request.connection),
+        "reference": request.reference,
+        "params": dict(request.params),
+        "fingerprint": request.fingerprint,
+        "secret_repository": secret.repository if secret else None,
+        "secret_name": secret.name if secret else None,
+        "secret_environment": secret.environment if secret else None,
+        "lifetime": request.lifetime.value,
+        "issued_at": request.issued_at,
+        "expires_at": request.expires_at,
+        "state": LeaseState.ACTIVE.value,
+        "provider_only": False,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _same(existing: LeaseRecord, identity: RunIdentity, request: LeaseRequest) -> bool:
+    """A repeat of the same registration: same run, same key at the same provider."""
+    return (
+        existing.repository_id == identity.repository_id
+        and existing.run_id == identity.run_id
+        and existing.run_attempt == identity.run_attempt
+        and existing.provider == request.provider
+        and existing.reference == request.reference
+        and existing.fingerprint == request.fingerprint
+    )
+
+
+def remember_environment(conn: Connection, identity: RunIdentity, name: str, now: datetime) -> None:
+    """runkeys created this environment: it may delete it once no live lease uses it."""
+    env = tables.environments
+    statement = insert_for(conn, env).values(
+        repository_id=identity.repository_id,
+        name_key=name.lower(),
+        name=name,
+        repository=identity.repository,
+        state="present",
+        created_at=now,
+    )
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[env.c.repository_id, env.c.name_key],
+            set_={"state": "present", "deleted_at": None},
+        )
+    )
+
+
+def _by_ids(conn: Connection, ids: Sequence[str]) -> list[LeaseRecord]:
+    rows = conn.execute(select(leases).where(leases.c.id.in_(list(ids)))).mappings()
+    return [LeaseRecord.from_row(row) for row in rows]
+
+
+def get(conn: Connection, lease_id: str) -> LeaseRecord | None:
+    found = _by_ids(conn, [lease_id])
+    return found[0] if found else None
+
+
+# --- the post step's reports ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetireReport:
+    lease_id: str
+    outcome: Literal["revoked", "failed"]
+    error: str = ""  # short and scrubbed by the action; cut again here
+
+
+def apply_reports(
+    conn: Connection, identity: RunIdentity, reports: Sequence[RetireReport], *, now: datetime
+) -> tuple[list[LeaseRecord], list[str]]:
+    """Record what the post step did. Only leases of the token's repository and run are seen;
+    any other id is reported back as not found (whether it exists elsewhere is not said)."""
+    mine = {
+        r.id: r
+        for r in _by_ids(conn, [r.lease_id for r in reports])
+        if r.repository_id == identity.repository_id
+        and r.run_id == identity.run_id
+        and r.run_attempt == identity.run_attempt
+    }
+    not_found = [r.lease_id for r in reports if r.lease_id not in mine]
+    for report in reports:
+        lease = mine.get(report.lease_id)
+        if lease is None or lease.state is LeaseState.REVOKED:
+            continue
+        if report.outcome == "revoked":
+            _post_step_revoked(conn, lease.id, now)
+        else:
+            _post_step_failed(conn, lease, report.error[:300], now)
+    now_stored = {r.id: r for r in _by_ids(conn, list(mine))}
+    return [now_stored[r.lease_id] for r in reports if r.lease_id in mine], not_found
+
+
+def _post_step_revoked(conn: Connection, lease_id: str, now: datetime) -> None:
+    conn.execute(
+        update(leases)
+        .where(leases.c.id == lease_id, leases.c.state != LeaseState.REVOKED.value)
+        .values(
+            state=LeaseState.REVOKED.value,
+            retired_at=now,
+            retire_requested_at=func.coalesce(
+                leases.c.retire_requested_at, literal(now, tables.UTCDateTime())
+            ),
+            retire_reason="post-step: retired by the job",
+            claim_token=None,
+            claimed_until=None,
+            next_attempt_at=None,
+            last_error=None,
+            updated_at=now,
+        )
+    )
+    record(
+        conn,
+        [lease_id],
+        actor="post-step",
+        action="revoked",
+        detail="retired by the job's post step",
+        now=now,
+    )
+
+
+def _post_step_failed(conn: Connection, lease: LeaseRecord, error: str, now: datetime) -> None:
+    values: dict[str, object] = {"last_error": error or None, "updated_at": now}
+    if lease.state is LeaseState.ACTIVE:
+        values |= {
+            "state": LeaseState.REVOKING.value,
+            "retire_requested_at": now,
+            "retire_reason": "post-step: could not retire it",
+        }
+    values["next_attempt_at"] = now  # try at once, whatever the backoff said
+    conn.execute(update(leases).where(leases.c.id == lease.id).values(**values))
+    record(
+        conn,
+        [lease.id],
+        actor="post-step",
+        action="queued",
+        detail=f"post step could not retire it: {error or 'no reason given'}",
+        now=now,
+    )
+
+
+# --- finding leases -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LeaseFilter:
+    states: tuple[LeaseState, ...] = ()
+    repository: str | None = None  # owner/name, or a repository id
+    run_id: int | None = None
+    pr_number: int | None = None
+    lifetime: Lifetime | None = None
+    provider: str | None = None
+    lease_id: str | None = None
+    limit: int = 100
+
+
+def find(conn: Connection, where: LeaseFilter) -> list[LeaseRecord]:
+    query = select(leases).order_by(leases.c.created_at.desc(), leases.c.id).limit(where.limit)
+    if where.states:
+        query = query.where(leases.c.state.in_([s.value for s in where.states]))
+    if where.repository:
+        if where.repository.isdigit():
+            query = query.where(leases.c.repository_id == int(where.repository))
+        else:
+            query = query.where(func.lower(leases.c.repository) == where.repository.lower())
+    if where.run_id is not None:
+        query = query.where(leases.c.run_id == where.run_id)
+    if where.pr_number is not None:
+        query = query.where(leases.c.pr_number == where.pr_number)
+    if where.lifetime is not None:
+        query = query.where(leases.c.lifetime == where.lifetime.value)
+    if where.provider:
+        query = query.where(leases.c.provider == where.provider)
+    if where.lease_id:
+        query = query.where(leases.c.id == where.lease_id)
+    return [LeaseRecord.from_row(row) for row in conn.execute(query).mappings()]

@@ -1,0 +1,290 @@
+"""Retirement work in the ledger: queue leases, claim what is due, record how it went.
+
+A queued lease is `revoking` with a `next_attempt_at`. A worker claims due leases by stamping a
+claim token and a deadline on them in one statement — on PostgreSQL the rows are picked
+`FOR UPDATE SKIP LOCKED`, so several workers never take the same lease; on SQLite the statement
+runs under `BEGIN IMMEDIATE`, which already excludes every other writer. A worker that dies
+leaves its claim to lapse at the deadline, and another worker takes the lease again. Results are
+written only by the holder of the current claim.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, true, update
+
+from handler.ledger import tables
+from handler.ledger.history import record
+from handler.ledger.records import WORK_STATES, LeaseRecord
+from runkeys.leases import LeaseState, Lifetime
+
+leases = tables.leases
+
+
+# --- what to retire -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunLeases:
+    """`run` (and missed `job`) leases of a run, up to an attempt: attempt N completing means
+    every earlier attempt has completed too."""
+
+    repository_id: int
+    run_id: int
+    up_to_attempt: int
+    installation_id: int | None = None
+    lifetimes: tuple[Lifetime, ...] = (Lifetime.RUN, Lifetime.JOB)
+
+
+@dataclass(frozen=True)
+class PullRequestLeases:
+    repository_id: int
+    number: int
+    installation_id: int | None = None
+
+
+@dataclass(frozen=True)
+class RepositoryLeases:
+    """Every lease of these repositories (an installation removed; an operator's command)."""
+
+    repository_ids: tuple[int, ...]
+    installation_id: int | None = None
+
+
+@dataclass(frozen=True)
+class InstallationLeases:
+    """Every lease of an installation, and of its account's repositories where the
+    installation is not recorded yet (an App is installed once per account)."""
+
+    installation_id: int
+    account_id: int | None = None
+
+
+@dataclass(frozen=True)
+class LeasesById:
+    lease_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExpiredLeases:
+    now: datetime
+
+
+Selection = (
+    RunLeases
+    | PullRequestLeases
+    | RepositoryLeases
+    | InstallationLeases
+    | LeasesById
+    | ExpiredLeases
+)
+
+
+def _installation(installation_id: int | None) -> ColumnElement[bool]:
+    """A webhook of one installation never touches another installation's leases."""
+    if installation_id is None:
+        return true()
+    return or_(leases.c.installation_id == installation_id, leases.c.installation_id.is_(None))
+
+
+def _where(selection: Selection) -> ColumnElement[bool]:  # noqa: PLR0911 (one case per kind)
+    match selection:
+        case RunLeases():
+            return and_(
+                leases.c.repository_id == selection.repository_id,
+                leases.c.run_id == selection.run_id,
+                leases.c.run_attempt <= selection.up_to_attempt,
+                leases.c.lifetime.in_([lt.value for lt in selection.lifetimes]),
+                _installation(selection.installation_id),
+            )
+        case PullRequestLeases():
+            return and_(
+                leases.c.repository_id == selection.repository_id,
+                leases.c.pr_number == selection.number,
+                leases.c.lifetime == Lifetime.PR.value,
+                _installation(selection.installation_id),
+            )
+        case RepositoryLeases():
+            return and_(
+                leases.c.repository_id.in_(selection.repository_ids),
+                _installation(selection.installation_id),
+            )
+        case InstallationLeases():
+            unknown = leases.c.installation_id.is_(None)
+            if selection.account_id is None:
+                return leases.c.installation_id == selection.installation_id
+            return or_(
+                leases.c.installation_id == selection.installation_id,
+                and_(unknown, leases.c.owner_id == selection.account_id),
+            )
+        case LeasesById():
+            return leases.c.id.in_(selection.lease_ids)
+        case ExpiredLeases():
+            return leases.c.expires_at <= selection.now
+
+
+def queue(
+    conn: Connection,
+    selection: Selection,
+    *,
+    actor: str,
+    reason: str,
+    now: datetime,
+    provider_only: bool = False,
+) -> list[str]:
+    """Move the selected `active` leases to `revoking`, due now. Returns their ids. With
+    `provider_only`, leases already queued are switched to provider-only as well: the App can no
+    longer reach their repository's secrets (they went with its access)."""
+    values: dict[str, object] = {
+        "state": LeaseState.REVOKING.value,
+        "retire_requested_at": now,
+        "retire_reason": reason[:300],
+        "next_attempt_at": now,
+        "updated_at": now,
+    }
+    if provider_only:
+        values["provider_only"] = True
+    installation_id = getattr(selection, "installation_id", None)
+    if installation_id is not None:  # learned from a signed webhook
+        values["installation_id"] = func.coalesce(leases.c.installation_id, installation_id)
+    queued = list(
+        conn.scalars(
+            update(leases)
+            .where(_where(selection), leases.c.state == LeaseState.ACTIVE.value)
+            .values(**values)
+            .returning(leases.c.id)
+        )
+    )
+    record(conn, queued, actor=actor, action="queued", detail=reason, now=now)
+    if provider_only:
+        conn.execute(
+            update(leases)
+            .where(_where(selection), leases.c.state.in_([s.value for s in WORK_STATES]))
+            .values(provider_only=True, updated_at=now)
+        )
+    return queued
+
+
+# --- claiming and finishing -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    token: str
+    leases: list[LeaseRecord]
+
+
+def _due(now: datetime) -> ColumnElement[bool]:
+    return and_(
+        leases.c.state.in_([s.value for s in WORK_STATES]),
+        leases.c.next_attempt_at <= now,
+        or_(leases.c.claimed_until.is_(None), leases.c.claimed_until < now),
+    )
+
+
+def claim_due(conn: Connection, *, now: datetime, limit: int, hold: timedelta) -> Claim:
+    """Take up to `limit` due leases for `hold`; each attempt is counted as it is claimed."""
+    token = uuid.uuid4().hex
+    # A CTE, materialized: PostgreSQL may rescan a plain `IN (SELECT … LIMIT n)` subquery and
+    # then take more than n rows; a materialized CTE is evaluated exactly once.
+    picked = (
+        select(leases.c.id)
+        .where(_due(now))
+        .order_by(leases.c.next_attempt_at, leases.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("picked")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
+    rows = conn.execute(
+        update(leases)
+        .where(leases.c.id.in_(select(picked.c.id)), _due(now))
+        .values(
+            claim_token=token,
+            claimed_until=now + hold,
+            attempts=leases.c.attempts + 1,
+            updated_at=now,
+        )
+        .returning(*leases.c)
+    ).mappings()
+    claimed = sorted((LeaseRecord.from_row(r) for r in rows), key=lambda r: r.id)
+    return Claim(token=token, leases=claimed)
+
+
+def finish_revoked(
+    conn: Connection, lease_id: str, token: str, *, now: datetime, detail: str
+) -> bool:
+    """Mark a claimed lease `revoked`. False when the claim was lost (lapsed and re-taken)."""
+    done = conn.execute(
+        update(leases)
+        .where(leases.c.id == lease_id, leases.c.claim_token == token)
+        .values(
+            state=LeaseState.REVOKED.value,
+            retired_at=now,
+            claim_token=None,
+            claimed_until=None,
+            next_attempt_at=None,
+            last_error=None,
+            updated_at=now,
+        )
+    ).rowcount
+    if done:
+        record(conn, [lease_id], actor="worker", action="revoked", detail=detail, now=now)
+    return bool(done)
+
+
+def finish_failed(
+    conn: Connection,
+    lease_id: str,
+    token: str,
+    *,
+    now: datetime,
+    error: str,
+    retry_at: datetime,
+    give_up: bool,
+) -> bool:
+    """Record a failed attempt; `give_up` marks the lease `failed` (still retried, slowly)."""
+    state = LeaseState.FAILED if give_up else LeaseState.REVOKING
+    done = conn.execute(
+        update(leases)
+        .where(leases.c.id == lease_id, leases.c.claim_token == token)
+        .values(
+            state=state.value,
+            last_error=error[:300],
+            next_attempt_at=retry_at,
+            claim_token=None,
+            claimed_until=None,
+            updated_at=now,
+        )
+    ).rowcount
+    if done:
+        action = "failed" if give_up else "attempt_failed"
+        record(conn, [lease_id], actor="worker", action=action, detail=error, now=now)
+    return bool(done)
+
+
+def set_installation(conn: Connection, lease_id: str, installation_id: int) -> None:
+    conn.execute(
+        update(leases)
+        .where(leases.c.id == lease_id, leases.c.installation_id.is_(None))
+        .values(installation_id=installation_id)
+    )
+
+
+# --- what the dashboards show ---------------------------------------------------------------
+
+
+def count_by_state(conn: Connection) -> dict[LeaseState, int]:
+    rows = conn.execute(select(leases.c.state, func.count()).group_by(leases.c.state))
+    counts = dict.fromkeys(LeaseState, 0)
+    for state, count in rows:
+        counts[LeaseState(state)] = int(count)
+    return counts
+
+
+def backlog(conn: Connection, now: datetime) -> int:
+    """Leases due for an attempt now and not being worked on."""
+    return int(conn.scalar(select(func.count()).select_from(leases).where(_due(now))) or 0)

@@ -1,0 +1,152 @@
+"""The ledger's tables, one schema for SQLite and PostgreSQL (SQLAlchemy Core).
+
+No column holds a key's value: a lease keeps the provider's reference (a role name, a key id)
+and a SHA-256 fingerprint, nothing a credential could be rebuilt from. Times are UTC, stored
+without a zone (the same on both engines) and read back as aware datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+metadata = MetaData()
+
+# Row ids of the append-only log: BIGINT on PostgreSQL, SQLite's own INTEGER PRIMARY KEY rowid.
+EventId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC in Python, naive UTC in the database."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("the ledger stores aware datetimes only")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("id", String(64), primary_key=True),  # made by the action: a retry is idempotent
+    # Where the key belongs, from the verified OIDC token (never from a request body).
+    Column("installation_id", BigInteger, nullable=True),
+    Column("repository_id", BigInteger, nullable=False),
+    Column("repository", String(200), nullable=False),
+    Column("owner_id", BigInteger, nullable=False),
+    Column("run_id", BigInteger, nullable=False),
+    Column("run_attempt", Integer, nullable=False),
+    Column("pr_number", Integer, nullable=True),
+    Column("job_environment", String(255), nullable=True),
+    Column("ref", String(255), nullable=False),
+    Column("sha", String(64), nullable=False),
+    Column("event_name", String(64), nullable=False),
+    # What the key is and where it went.
+    Column("key_name", String(255), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("connection", String(64), nullable=True),
+    Column("reference", String(500), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("secret_repository", String(200), nullable=True),
+    Column("secret_name", String(255), nullable=True),
+    Column("secret_environment", String(255), nullable=True),
+    Column("lifetime", String(8), nullable=False),
+    Column("issued_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    # Retirement: state machine active → revoking → revoked | failed.
+    Column("state", String(16), nullable=False),
+    Column("retire_requested_at", UTCDateTime, nullable=True),
+    Column("retire_reason", String(300), nullable=True),
+    Column("provider_only", Boolean, nullable=False, default=False),  # the App lost access
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("last_error", String(300), nullable=True),
+    Column("claim_token", String(32), nullable=True),
+    Column("claimed_until", UTCDateTime, nullable=True),
+    Column("retired_at", UTCDateTime, nullable=True),
+    Column("reconciled_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+Index("ix_leases_due", leases.c.state, leases.c.next_attempt_at)
+Index("ix_leases_run", leases.c.repository_id, leases.c.run_id, leases.c.run_attempt)
+Index("ix_leases_pr", leases.c.repository_id, leases.c.pr_number)
+Index("ix_leases_expiry", leases.c.state, leases.c.expires_at)
+Index("ix_leases_environment", leases.c.repository_id, leases.c.secret_environment)
+
+# Append-only: who did what to a lease, and why. Never updated, never deleted.
+lease_events = Table(
+    "lease_events",
+    metadata,
+    Column("id", EventId, primary_key=True, autoincrement=True),
+    Column("lease_id", String(64), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(64), nullable=False),  # webhook, sweeper, operator, post-step, worker…
+    Column("action", String(32), nullable=False),  # registered, queued, revoked, attempt_failed…
+    Column("detail", Text, nullable=False),  # e.g. "webhook workflow_run.completed delivery …"
+)
+Index("ix_lease_events_lease", lease_events.c.lease_id, lease_events.c.id)
+
+# Environments runkeys created: deleted once no live lease uses them, and only those.
+environments = Table(
+    "environments",
+    metadata,
+    Column("repository_id", BigInteger, primary_key=True),
+    Column("name_key", String(255), primary_key=True),  # lower-cased: GitHub ignores case
+    Column("name", String(255), nullable=False),
+    Column("repository", String(200), nullable=False),
+    Column("state", String(16), nullable=False),  # present, deleted, unreachable
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("deleted_at", UTCDateTime, nullable=True),
+)
+
+# Webhook deliveries seen (X-GitHub-Delivery repeats on redelivery), kept for a while.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("delivery_id", String(64), primary_key=True),
+    Column("event", String(64), nullable=False),
+    Column("action", String(64), nullable=True),
+    Column("outcome", String(16), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False, index=True),
+)
+
+# OIDC token ids seen, until the token expires: a token is accepted once, on any replica.
+token_ids = Table(
+    "token_ids",
+    metadata,
+    Column("jti", String(200), primary_key=True),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(200), nullable=False),
+    Column("applied_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,116 @@
+"""Prometheus metrics.
+
+Counters and the latency histogram live in the process that counts them. Under gunicorn with
+several workers, `runkeys serve` sets `PROMETHEUS_MULTIPROC_DIR` before anything imports
+prometheus_client, and `/metrics` then adds up every process's files (prometheus_client's
+multiprocess mode); run elsewhere, the numbers are per process. Lease counts and the worker's
+backlog are read from the ledger when scraped, so every replica reports the same, true values.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from handler.ledger import Ledger
+from handler.ledger.queue import backlog, count_by_state
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+LATENCY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.deliveries = Counter(
+            "runkeys_webhook_deliveries",
+            "Webhook deliveries by event and outcome (queued, pong, ignored, duplicate, bad).",
+            ["event", "outcome"],
+            registry=self.registry,
+        )
+        self.signature_failures = Counter(
+            "runkeys_webhook_signature_failures",
+            "Webhook deliveries refused: missing, malformed or wrong signature.",
+            registry=self.registry,
+        )
+        self.token_failures = Counter(
+            "runkeys_oidc_token_failures",
+            "API requests refused because their OIDC token was missing or invalid.",
+            registry=self.registry,
+        )
+        self.leases_registered = Counter(
+            "runkeys_leases_registered",
+            "Leases registered by the action (repeats not counted).",
+            registry=self.registry,
+        )
+        self.revocations = Counter(
+            "runkeys_revocations",
+            "Revocation attempts by outcome: revoked, retry (failed, will retry), failed (gave "
+            "up after repeated failure; alert on this).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.revocation_latency = Histogram(
+            "runkeys_revocation_latency_seconds",
+            "From the moment a lease was queued for retirement to its revocation.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def exposition(self, ledger: Ledger, clock: Callable[[], datetime]) -> bytes:
+        if multiprocess_dir():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        else:
+            registry = CollectorRegistry()
+            registry.register(_Forward(self.registry))
+        registry.register(LedgerCollector(ledger, clock))
+        return generate_latest(registry)
+
+
+class _Forward(Collector):
+    """This process's own metrics, inside a registry assembled per scrape."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.source.collect()
+
+
+class LedgerCollector(Collector):
+    """Gauges read from the ledger at scrape time: the same on every replica."""
+
+    def __init__(self, ledger: Ledger, clock: Callable[[], datetime]) -> None:
+        self.ledger = ledger
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        with self.ledger.begin() as conn:
+            counts = count_by_state(conn)
+            due = backlog(conn, self.clock())
+        leases = GaugeMetricFamily("runkeys_leases", "Leases by state.", labels=["state"])
+        for state, count in sorted(counts.items()):
+            leases.add_metric([state.value], count)
+        yield leases
+        yield GaugeMetricFamily(
+            "runkeys_worker_backlog",
+            "Leases due for a revocation attempt and not being worked on.",
+            value=due,
+        )

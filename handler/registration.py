@@ -1,0 +1,181 @@
+"""The bodies of `POST /v1/leases` and `POST /v1/leases/retire`, checked in full before the
+ledger is touched. Pure: the verified identity, the settings and the clock are passed in.
+
+A lease the service could not retire is refused here, while the action can still roll the key
+back: an unknown provider, a connection this service cannot see, a `pr` lifetime outside a pull
+request, a secret in another repository, an expiry beyond the service's maximum TTL.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from handler.errors import ApiError
+from handler.ledger.leases import RetireReport
+from runkeys.connections import Connection, env_var, normalize_name
+from runkeys.durations import format_duration
+from runkeys.errors import ParamError
+from runkeys.leases import LeaseRequest, Lifetime
+from runkeys.names import SECRET_NAME, environment_name_problem
+from runkeys.oidc import RunIdentity
+from runkeys.providers import Registry
+from runkeys.scrub import scrub, short
+
+MAX_LEASES_PER_REQUEST = 100  # a spec has at most 100 keys
+CLOCK_SKEW = timedelta(minutes=1)  # the runner's clock may run a little ahead of ours
+MAX_PARAMS_BYTES = 16_384  # a provider's spec parameters, not a payload
+_LEASE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _items(body: Any, what: str) -> list[Any]:
+    if not isinstance(body, Mapping) or not isinstance(body.get("leases"), list):
+        raise ApiError(400, "invalid_request", f'The body must be {{"leases": [{what}, ...]}}')
+    items: list[Any] = body["leases"]
+    if not items:
+        raise ApiError(400, "invalid_request", "The body lists no leases")
+    if len(items) > MAX_LEASES_PER_REQUEST:
+        raise ApiError(
+            400, "invalid_request", f"At most {MAX_LEASES_PER_REQUEST} leases per request"
+        )
+    ids = [item.get("id") if isinstance(item, Mapping) else None for item in items]
+    for index, lease_id in enumerate(ids):
+        if not isinstance(lease_id, str) or not _LEASE_ID.fullmatch(lease_id):
+            raise ApiError(
+                400, "invalid_lease", f"leases[{index}].id must be 8-64 of [A-Za-z0-9_-]"
+            )
+    if len(set(ids)) != len(ids):
+        raise ApiError(400, "invalid_request", "A lease id appears twice in the request")
+    return items
+
+
+def parse_registration(
+    body: Any,
+    *,
+    identity: RunIdentity,
+    registry: Registry,
+    connections: Mapping[str, Connection],
+    max_ttl: timedelta,
+    now: datetime,
+) -> list[LeaseRequest]:
+    leases = []
+    for index, item in enumerate(_items(body, "lease")):
+        lease = _lease(index, item)
+        _check(lease, identity=identity, registry=registry, connections=connections)
+        _check_times(lease, max_ttl=max_ttl, now=now)
+        leases.append(lease)
+    return leases
+
+
+def _lease(index: int, item: Mapping[str, Any]) -> LeaseRequest:
+    where = f"leases[{index}]"
+    try:
+        lease = LeaseRequest.from_json(item)
+    except KeyError as exc:
+        raise ApiError(400, "invalid_lease", f"{where} has no {exc.args[0]!r}") from None
+    except (ValueError, TypeError) as exc:
+        raise ApiError(
+            400, "invalid_lease", f"{where} is malformed: {short(str(exc), 200)}"
+        ) from None
+    if lease.issued_at.tzinfo is None or lease.expires_at.tzinfo is None:
+        raise ApiError(400, "invalid_lease", f"{where}: times must carry a UTC offset")
+    if not _FINGERPRINT.fullmatch(lease.fingerprint):
+        raise ApiError(400, "invalid_lease", f"{where}.fingerprint must be SHA-256 hex")
+    if len(json.dumps(dict(lease.params), default=str)) > MAX_PARAMS_BYTES:
+        raise ApiError(
+            400, "invalid_lease", f"{where}.params is larger than {MAX_PARAMS_BYTES} bytes"
+        )
+    for name, value, limit in (
+        ("key_name", lease.key_name, 255),
+        ("provider", lease.provider, 64),
+        ("reference", lease.reference, 500),
+    ):
+        if not value or len(value) > limit:
+            raise ApiError(400, "invalid_lease", f"{where}.{name} must be 1-{limit} characters")
+    return lease
+
+
+def _check(
+    lease: LeaseRequest,
+    *,
+    identity: RunIdentity,
+    registry: Registry,
+    connections: Mapping[str, Connection],
+) -> None:
+    name = f"lease {lease.id} ({lease.key_name})"
+    try:
+        provider = registry.get(lease.provider)
+    except ParamError as exc:
+        raise ApiError(422, "unknown_provider", f"{name}: {exc}") from None
+    try:
+        provider.check_params(lease.params)
+    except ParamError as exc:
+        raise ApiError(422, "invalid_params", f"{name}: params.{exc.field}: {exc}") from None
+    if lease.connection is not None and normalize_name(lease.connection) not in connections:
+        raise ApiError(
+            422,
+            "unknown_connection",
+            f"{name}: this service has no {env_var(lease.connection)}, so it could not revoke "
+            "the key; give the service the same connection the action uses",
+        )
+    if lease.connection is None and provider.needs_connection:
+        raise ApiError(422, "invalid_lease", f"{name}: provider {provider.name} needs a connection")
+    if lease.lifetime is Lifetime.PR and identity.pull_request is None:
+        raise ApiError(
+            422,
+            "no_pull_request",
+            f"{name}: lifetime `pr` needs a pull_request run; this run's ref is {identity.ref}",
+        )
+    if lease.secret is not None:
+        _check_secret(name, lease, identity)
+
+
+def _check_secret(name: str, lease: LeaseRequest, identity: RunIdentity) -> None:
+    secret = lease.secret
+    assert secret is not None
+    if secret.repository.lower() != identity.repository.lower():
+        raise ApiError(
+            422,
+            "foreign_repository",
+            f"{name}: its secret is in {secret.repository}, not in the token's repository",
+        )
+    if not SECRET_NAME.fullmatch(secret.name):
+        raise ApiError(422, "invalid_lease", f"{name}: {secret.name!r} is not a secret name")
+    if secret.environment is not None:
+        problem = environment_name_problem(secret.environment)
+        if problem:
+            raise ApiError(422, "invalid_lease", f"{name}: {problem}")
+
+
+def _check_times(lease: LeaseRequest, *, max_ttl: timedelta, now: datetime) -> None:
+    name = f"lease {lease.id} ({lease.key_name})"
+    if lease.expires_at <= lease.issued_at:
+        raise ApiError(422, "invalid_expiry", f"{name}: expires_at is not after issued_at")
+    if lease.expires_at > now + max_ttl + CLOCK_SKEW:
+        raise ApiError(
+            422,
+            "ttl_too_long",
+            f"{name}: expires {lease.expires_at.isoformat()}, beyond this service's maximum "
+            f"TTL of {format_duration(max_ttl)} from now",
+        )
+
+
+def parse_retire_reports(body: Any) -> list[RetireReport]:
+    reports = []
+    for index, item in enumerate(_items(body, '{"id", "outcome", "error"}')):
+        outcome = item.get("outcome")
+        if outcome not in ("revoked", "failed"):
+            raise ApiError(
+                400, "invalid_lease", f"leases[{index}].outcome must be revoked or failed"
+            )
+        error = item.get("error") or ""
+        if not isinstance(error, str):
+            raise ApiError(400, "invalid_lease", f"leases[{index}].error must be a string")
+        reports.append(
+            RetireReport(lease_id=item["id"], outcome=outcome, error=short(scrub(error), 300))
+        )
+    return reports

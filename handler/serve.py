@@ -1,0 +1,101 @@
+"""`runkeys serve`: the app under gunicorn (its `BaseApplication`), with defaults fit for a
+webhook receiver: a few threaded workers, a 30 s timeout (GitHub gives up after 10 s), JSON logs,
+and an access log of method, path, status, size and time — never a body, a query string or a
+header value.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
+from gunicorn.glogging import Logger  # type: ignore[import-untyped]
+
+from handler.logs import JsonFormatter
+
+
+class JsonLogger(Logger):  # type: ignore[misc]
+    """gunicorn's logs as JSON lines; the access line built field by field."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(JsonFormatter())
+
+    def access(self, resp: Any, req: Any, environ: Mapping[str, Any], request_time: Any) -> None:
+        if not self.access_log_enabled:
+            return
+        fields = {
+            "remote": environ.get("REMOTE_ADDR"),
+            "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("PATH_INFO"),  # no query string: nothing secret goes there anyway
+            "status": int(str(resp.status).split()[0]),
+            "bytes": getattr(resp, "sent", None),
+            "duration_ms": round(request_time.total_seconds() * 1000, 1),
+            "delivery": environ.get("HTTP_X_GITHUB_DELIVERY"),
+            "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        }
+        self.access_log.info("request", extra={"fields": fields})
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess  # noqa: PLC0415 (only in that mode)
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def default_options(
+    *, bind: str, workers: int, threads: int, timeout: int, log_level: str
+) -> dict[str, Any]:
+    return {
+        "bind": bind,
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": threads,
+        "timeout": timeout,
+        "graceful_timeout": timeout,
+        "keepalive": 5,
+        "accesslog": "-",
+        "errorlog": "-",
+        "loglevel": log_level.lower(),
+        "logger_class": JsonLogger,
+        "child_exit": _child_exit,
+        "limit_request_line": 4094,
+        "limit_request_fields": 100,
+        "preload_app": False,  # each worker builds its own app, ledger pool and worker thread
+        # gunicorn ≥ 25 opens a control socket at a fixed path in $HOME by default: two services
+        # on one host would fight over it, and nothing here needs it.
+        "control_socket_disable": True,
+    }
+
+
+def prepare_metrics_dir(workers: int) -> str | None:
+    """With several processes, metrics go to files that `/metrics` adds up; this must happen
+    before any process imports prometheus_client."""
+    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = tempfile.mkdtemp(prefix="runkeys-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+class ServiceApplication(BaseApplication):  # type: ignore[misc]
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.options = dict(options)
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if key in self.cfg.settings:  # skip what an older gunicorn does not know
+                self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from handler.app import create_app  # noqa: PLC0415 (in the worker, after fork)
+
+        return create_app()

@@ -1,0 +1,113 @@
+"""The sweeper: what no webhook will say.
+
+- TTL: every `active` lease past its expiry is queued ("sweeper: ttl").
+- Reconcile: for runs with `active` run/job leases, ask GitHub (`GET
+  /repos/{owner}/{repo}/actions/runs/{run_id}`); a completed run, a newer attempt, or a run that
+  no longer exists retires them. GitHub drops deliveries and never redelivers on its own.
+- Environments runkeys created and no live lease uses are deleted (one a crash left behind).
+- Delivery and token ids that can no longer repeat are forgotten.
+Every step is idempotent, so replicas may sweep at the same time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from github import GithubException, UnknownObjectException
+
+from handler.ledger.queue import ExpiredLeases, RunLeases, queue
+from handler.ledger.runs import RunToCheck, mark_checked, runs_to_check
+from handler.ledger.seen import prune
+from handler.logs import event, logger
+from handler.service import Service
+from handler.worker import RevocationWorker
+from runkeys.github.errors import github_message
+
+log = logger("sweeper")
+
+
+@dataclass
+class SweepReport:
+    expired: int = 0
+    runs_checked: int = 0
+    reconciled: int = 0
+    environments_deleted: int = 0
+    deliveries_pruned: int = 0
+    token_ids_pruned: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Sweeper:
+    def __init__(self, service: Service, worker: RevocationWorker | None = None) -> None:
+        self.service = service
+        self.worker = worker or RevocationWorker(service)
+
+    def sweep(self, *, reconcile: bool = True) -> SweepReport:
+        report = SweepReport()
+        now = self.service.clock()
+        with self.service.ledger.begin() as conn:
+            expired = queue(
+                conn, ExpiredLeases(now), actor="sweeper", reason="sweeper: ttl", now=now
+            )
+            report.deliveries_pruned, report.token_ids_pruned = prune(conn, now=now)
+        report.expired = len(expired)
+        if reconcile and self.service.config.github is not None:
+            self._reconcile(report)
+            report.environments_deleted = self.worker.delete_environments()
+        if expired or report.reconciled:
+            self.service.wake_worker()
+        event(
+            log,
+            "sweep done",
+            expired=report.expired,
+            runs_checked=report.runs_checked,
+            reconciled=report.reconciled,
+            environments_deleted=report.environments_deleted,
+            errors=len(report.errors),
+        )
+        return report
+
+    def _reconcile(self, report: SweepReport) -> None:
+        now = self.service.clock()
+        interval = self.service.config.worker.reconcile_interval
+        with self.service.ledger.begin() as conn:
+            runs = runs_to_check(conn, now=now, interval=interval)
+        for run in runs:
+            report.runs_checked += 1
+            done_through = self._completed_attempts(run, report)
+            with self.service.ledger.begin() as conn:
+                mark_checked(conn, run, now=now)
+                if done_through is None:
+                    continue
+                report.reconciled += len(
+                    queue(
+                        conn,
+                        RunLeases(run.repository_id, run.run_id, done_through),
+                        actor="sweeper",
+                        reason=f"sweeper: GitHub reports run {run.run_id} attempt "
+                        f"{done_through} completed",
+                        now=now,
+                    )
+                )
+
+    def _completed_attempts(self, run: RunToCheck, report: SweepReport) -> int | None:
+        """The newest attempt of `run` that is over, or None if the leases' attempt is not."""
+        try:
+            found = self.service.github.repository(run.repository).get_workflow_run(run.run_id)
+            status, attempt = found.status, found.run_attempt
+        except UnknownObjectException:
+            return run.run_attempt  # the run was deleted: nothing will use its keys
+        except GithubException as exc:
+            message = f"{run.repository} run {run.run_id}: {exc.status} {github_message(exc)}"
+            report.errors.append(message)
+            event(log, "run status unknown", level=logging.WARNING, error=message)
+            return None
+        except Exception as exc:  # GitHub unreachable; try again next sweep
+            report.errors.append(f"{run.repository} run {run.run_id}: {type(exc).__name__}")
+            return None
+        if status == "completed":
+            return max(attempt, run.run_attempt)
+        if attempt > run.run_attempt:
+            return attempt - 1  # a newer attempt started, so the older ones are over
+        return None

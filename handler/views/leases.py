@@ -1,0 +1,142 @@
+"""`POST /v1/leases` (register) and `POST /v1/leases/retire` (the post step's report), both
+authenticated by the job's GitHub Actions OIDC token. Repository, run, attempt, environment,
+ref and PR number come from the verified token only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from handler.errors import ApiError
+from handler.ledger.leases import LeaseConflictError, apply_reports, register
+from handler.logs import event, logger
+from handler.registration import parse_registration, parse_retire_reports
+from handler.service import Service
+from handler.views import current_service
+from runkeys.errors import AuthError, GitHubError
+from runkeys.oidc import OIDCUnavailableError, RunIdentity
+
+blueprint = Blueprint("leases", __name__)
+log = logger("api")
+
+
+@blueprint.errorhandler(ApiError)
+def _api_error(exc: ApiError) -> Response:
+    return exc.response()
+
+
+def _identity(service: Service) -> RunIdentity:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        service.metrics.token_failures.inc()
+        raise ApiError(401, "missing_token", "Send the job's OIDC token as `Bearer <token>`")
+    try:
+        return service.verifier.verify(token.strip())
+    except AuthError as exc:
+        service.metrics.token_failures.inc()
+        event(log, "token refused", level=logging.WARNING, reason=exc.cause, path=request.path)
+        raise ApiError(401, "invalid_token", exc.explain()) from None
+    except OIDCUnavailableError as exc:
+        event(log, "OIDC issuer unreachable", level=logging.ERROR, reason=exc.cause)
+        raise ApiError(503, "oidc_unavailable", "The service cannot verify tokens now") from None
+
+
+def _json() -> Any:
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "Send the body as application/json")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "invalid_request", "The body is not JSON")
+    return body
+
+
+def _installation(service: Service, identity: RunIdentity) -> int:
+    """The App must be installed on the token's repository: any repository on GitHub can get
+    a token for our audience, only those that installed the App may register leases."""
+    try:
+        return service.github.installation_id(identity.repository)
+    except GitHubError as exc:
+        if exc.status == 404:
+            raise ApiError(
+                403,
+                "not_installed",
+                f"The runkeys GitHub App is not installed on {identity.repository}",
+            ) from None
+        event(log, "GitHub unavailable", level=logging.ERROR, reason=exc.cause)
+        raise ApiError(503, "github_unavailable", "GitHub did not answer; retry") from None
+
+
+@blueprint.post("/v1/leases")
+def register_leases() -> Response:
+    service = current_service()
+    identity = _identity(service)
+    now = service.clock()
+    requests = parse_registration(
+        _json(),
+        identity=identity,
+        registry=service.registry,
+        connections=service.config.connections,
+        max_ttl=service.config.max_ttl,
+        now=now,
+    )
+    installation_id = _installation(service, identity)
+    try:
+        with service.ledger.begin() as conn:
+            registered = register(
+                conn, identity, requests, installation_id=installation_id, now=now
+            )
+    except LeaseConflictError as exc:
+        raise ApiError(
+            409, "lease_conflict", f"Lease id {exc.lease_id} is already taken; make new ids"
+        ) from None
+    service.metrics.leases_registered.inc(registered.created)
+    event(
+        log,
+        "leases registered",
+        repository=identity.repository,
+        run_id=identity.run_id,
+        run_attempt=identity.run_attempt,
+        leases=[lease.id for lease in registered.leases],
+        created=registered.created,
+    )
+    body = {
+        "leases": [
+            {"id": lease.id, "state": lease.state.value, "expires_at": lease.expires_at.isoformat()}
+            for lease in registered.leases
+        ]
+    }
+    response = jsonify(body)
+    response.status_code = 201 if registered.created else 200
+    return response
+
+
+@blueprint.post("/v1/leases/retire")
+def retire_leases() -> Response:
+    service = current_service()
+    identity = _identity(service)
+    reports = parse_retire_reports(_json())
+    with service.ledger.begin() as conn:
+        found, not_found = apply_reports(conn, identity, reports, now=service.clock())
+    event(
+        log,
+        "post step reported",
+        repository=identity.repository,
+        run_id=identity.run_id,
+        revoked=[r.lease_id for r in reports if r.outcome == "revoked"],
+        failed=[r.lease_id for r in reports if r.outcome == "failed"],
+        not_found=not_found,
+    )
+    if any(r.outcome == "failed" for r in reports):
+        service.wake_worker()
+    results = [{"id": lease.id, "state": lease.state.value} for lease in found]
+    if not_found:
+        raise ApiError(
+            404,
+            "lease_not_found",
+            f"No lease {', '.join(not_found)} in this run of {identity.repository}",
+            extra={"not_found": not_found, "leases": results},
+        )
+    return jsonify({"leases": results})

@@ -1,0 +1,175 @@
+"""The revocation worker: claim due leases, retire each (provider revoke, then secret delete —
+`runkeys.retire`, idempotent), delete the environment when runkeys created it and no live lease
+uses it any more, and record the outcome.
+
+Failures back off exponentially with jitter, capped (Vault's expiration manager is the model);
+after `max_attempts` the lease is marked `failed` with a short scrubbed reason, logged and
+counted, and still retried every `failed_retry` — a key is never given up on.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from datetime import timedelta
+
+from handler.ledger.environments import deletable, mark
+from handler.ledger.queue import claim_due, finish_failed, finish_revoked
+from handler.ledger.records import LeaseRecord
+from handler.logs import event, logger
+from handler.service import Service
+from runkeys.errors import ConfigError, GitHubError, ProviderError, RunkeysError
+from runkeys.retire import RetireRequest, retire
+from runkeys.scrub import scrub, short
+
+log = logger("worker")
+
+
+def backoff(attempts: int, *, base: timedelta, cap: timedelta, rng: random.Random) -> timedelta:
+    """Delay before attempt `attempts + 1`: base·2^(n-1), capped, with "equal jitter" (half
+    fixed, half random) so a burst of failures does not retry in lockstep."""
+    exponent = min(max(attempts - 1, 0), 30)
+    delay = min(cap.total_seconds(), base.total_seconds() * 2**exponent)
+    return timedelta(seconds=delay / 2 + rng.uniform(0, delay / 2))
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether trying again soon may work. A missing connection or a refused revoke needs a
+    person: such a lease is marked `failed` at once (and still retried, slowly)."""
+    if isinstance(exc, ProviderError | GitHubError):
+        return exc.retryable
+    return not isinstance(exc, ConfigError | RunkeysError)
+
+
+class RevocationWorker:
+    def __init__(self, service: Service, *, rng: random.Random | None = None) -> None:
+        self.service = service
+        self.settings = service.config.worker
+        self.rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
+        self.name = f"worker-{uuid.uuid4().hex[:8]}"
+
+    def run_once(self) -> int:
+        """Claim one batch of due leases and retire them; how many were claimed."""
+        with self.service.ledger.hold():
+            with self.service.ledger.begin() as conn:
+                claim = claim_due(
+                    conn,
+                    now=self.service.clock(),
+                    limit=self.settings.batch_size,
+                    hold=self.settings.claim_timeout,
+                )
+            for lease in claim.leases:  # each result committed on its own, as soon as known
+                self.retire(lease, claim.token)
+        return len(claim.leases)
+
+    def drain(self, *, max_batches: int = 1000) -> int:
+        """Work until nothing is due (tests, `runkeys worker --once`)."""
+        total = 0
+        for _ in range(max_batches):
+            done = self.run_once()
+            total += done
+            if not done:
+                break
+        return total
+
+    def retire(self, lease: LeaseRecord, token: str) -> None:
+        request = RetireRequest(
+            provider=lease.provider,
+            reference=lease.reference,
+            params=lease.params,
+            connection=lease.connection,
+            secret=None if lease.provider_only else lease.secret,
+        )
+        try:
+            retire(
+                request,
+                registry=self.service.registry,
+                connections=self.service.config.connections,
+                secrets_for=None if lease.provider_only else self.service.secrets_for,
+            )
+        except Exception as exc:
+            self._failed(lease, token, exc)
+            return
+        now = self.service.clock()
+        with self.service.ledger.begin() as conn:
+            detail = "revoked at the provider" + ("" if lease.provider_only else ", secret deleted")
+            done = finish_revoked(conn, lease.id, token, now=now, detail=detail)
+        if not done:  # our claim lapsed and another worker took the lease: it records the end
+            event(log, "claim lost", level=logging.WARNING, lease=lease.id)
+            return
+        self.service.metrics.revocations.labels(outcome="revoked").inc()
+        if lease.retire_requested_at is not None:
+            latency = (now - lease.retire_requested_at).total_seconds()
+            self.service.metrics.revocation_latency.observe(max(latency, 0.0))
+        event(
+            log,
+            "lease revoked",
+            lease=lease.id,
+            repository=lease.repository,
+            attempts=lease.attempts,
+        )
+        if lease.secret and lease.secret.environment and not lease.provider_only:
+            self.delete_environments(lease.repository_id, lease.secret.environment)
+
+    def _failed(self, lease: LeaseRecord, token: str, exc: Exception) -> None:
+        error = self._describe(exc)
+        now = self.service.clock()
+        give_up = lease.attempts >= self.settings.max_attempts or not retryable(exc)
+        if give_up:
+            delay = self.settings.failed_retry * self.rng.uniform(0.9, 1.1)
+        else:
+            delay = backoff(
+                lease.attempts,
+                base=self.settings.backoff_base,
+                cap=self.settings.backoff_max,
+                rng=self.rng,
+            )
+        with self.service.ledger.begin() as conn:
+            finish_failed(
+                conn, lease.id, token, now=now, error=error, retry_at=now + delay, give_up=give_up
+            )
+        outcome = "failed" if give_up else "retry"
+        self.service.metrics.revocations.labels(outcome=outcome).inc()
+        event(
+            log,
+            "lease failed: revocation keeps failing" if give_up else "revocation attempt failed",
+            level=logging.ERROR if give_up else logging.WARNING,
+            lease=lease.id,
+            repository=lease.repository,
+            provider=lease.provider,
+            attempts=lease.attempts,
+            error=error,
+            retry_at=(now + delay).isoformat(),
+        )
+
+    def _describe(self, exc: Exception) -> str:
+        """A short reason with every connection password (and URL password) scrubbed out."""
+        text = str(exc) if isinstance(exc, RunkeysError) else f"{type(exc).__name__}: {exc}"
+        known = [s for c in self.service.config.connections.values() for s in c.secrets()]
+        return short(scrub(text, known), 300)
+
+    def delete_environments(self, repository_id: int | None = None, name: str | None = None) -> int:
+        """Delete the environments runkeys created that no live lease uses (all of them, or the
+        one named). A failure is left for the sweeper's next pass."""
+        with self.service.ledger.begin() as conn:
+            candidates = deletable(conn, repository_id=repository_id, name=name)
+        deleted = 0
+        for env in candidates:
+            try:
+                self.service.secrets_for(env.repository).delete_environment(env.name)
+            except Exception as exc:
+                event(
+                    log,
+                    "environment not deleted",
+                    level=logging.WARNING,
+                    repository=env.repository,
+                    environment=env.name,
+                    error=self._describe(exc),
+                )
+                continue
+            with self.service.ledger.begin() as conn:
+                mark(conn, env.repository_id, env.name, state="deleted", now=self.service.clock())
+            deleted += 1
+            event(log, "environment deleted", repository=env.repository, environment=env.name)
+        return deleted

@@ -1,0 +1,329 @@
+"""GitHub Actions OIDC: the runner asks for a job's token; the service verifies it.
+
+The client side (`request_id_token`) follows actions/toolkit `oidc-utils.ts`: GET the runner's
+`ACTIONS_ID_TOKEN_REQUEST_URL` (it already has a query string) plus `&audience=…`, with
+`ACTIONS_ID_TOKEN_REQUEST_TOKEN` as a bearer token; the answer is `{"value": "<JWT>"}`.
+
+The verifying side follows warehouse (`warehouse/oidc/services.py`, `models/github.py`): every
+`jwt.decode` option spelled out, RS256 only, exact issuer, strict audience, small leeway, JWKS
+from the discovery document cached with a refresh cooldown (an unknown `kid` costs at most one
+refresh), a `jti` replay guard, and claim checks as a table of claim → check function. The
+repository is identified by its immutable id; names can be renamed and re-registered.
+Docs: https://docs.github.com/actions/security-for-github-actions/security-hardening-your-deployments/about-security-hardening-with-openid-connect
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+import requests
+
+from runkeys.errors import AuthError, RunkeysError
+
+GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
+ALGORITHM = "RS256"
+LEEWAY_SECONDS = 30  # clock skew between the runner, GitHub and us; warehouse allows 30 s
+OIDC_DOCS = (
+    "https://docs.github.com/actions/security-for-github-actions/security-hardening-your-"
+    "deployments/about-security-hardening-with-openid-connect"
+)
+_PULL_REF = re.compile(r"^refs/pull/(\d+)/(?:merge|head)$")
+
+
+# --- the runner's side ----------------------------------------------------------------------
+
+
+def request_id_token(
+    url: str,
+    request_token: str,
+    audience: str,
+    *,
+    session: requests.Session | None = None,
+    timeout: float = 10.0,
+    attempts: int = 3,
+) -> str:
+    """A fresh OIDC token for this job with `aud` = `audience`. Ask for a new one per request
+    to the service: each token is accepted once (its `jti` is remembered)."""
+    if not url or not request_token:
+        raise AuthError(
+            "The job has no OIDC token endpoint (ACTIONS_ID_TOKEN_REQUEST_URL/TOKEN are unset)",
+            fix="give the job `permissions: id-token: write`",
+            docs=OIDC_DOCS,
+        )
+    separator = "&" if urllib.parse.urlsplit(url).query else "?"
+    full_url = f"{url}{separator}audience={urllib.parse.quote(audience, safe='')}"
+    http = session or requests.Session()
+    headers = {"Authorization": f"Bearer {request_token}", "Accept": "application/json"}
+    problem = "no answer"
+    for attempt in range(attempts):
+        try:
+            response = http.get(full_url, headers=headers, timeout=timeout)
+        except requests.RequestException as exc:
+            problem = type(exc).__name__
+        else:
+            if response.status_code == 200:
+                return _token_from(response)
+            problem = f"HTTP {response.status_code}"
+            if response.status_code < 500 and response.status_code != 429:
+                break
+        if attempt + 1 < attempts:
+            time.sleep(2**attempt)
+    raise AuthError(
+        f"The runner refused to issue an OIDC token ({problem})",
+        fix="check that the job has `permissions: id-token: write`; re-run if GitHub is failing",
+        docs=OIDC_DOCS,
+    )
+
+
+def _token_from(response: requests.Response) -> str:
+    try:
+        value = response.json()["value"]
+    except (ValueError, KeyError, TypeError):
+        value = None
+    if not isinstance(value, str) or value.count(".") != 2:
+        raise AuthError("The runner's OIDC answer has no token in it", fix="re-run the job")
+    return value
+
+
+# --- the service's side ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Who a verified token speaks for. Everything the service records about a lease's origin
+    comes from here, never from a request body."""
+
+    repository: str
+    repository_id: int
+    owner: str
+    owner_id: int
+    run_id: int
+    run_attempt: int
+    ref: str
+    sha: str
+    event_name: str
+    environment: str | None
+    subject: str
+    jti: str
+    expires_at: datetime
+
+    @property
+    def pull_request(self) -> int | None:
+        """The PR number of a `pull_request` run: its ref is `refs/pull/<n>/merge`."""
+        match = _PULL_REF.fullmatch(self.ref)
+        return int(match.group(1)) if match else None
+
+
+def _digits(value: Any) -> bool:
+    return isinstance(value, str | int) and not isinstance(value, bool) and str(value).isdigit()
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _repository(value: Any) -> bool:
+    return isinstance(value, str) and value.count("/") == 1 and all(value.split("/"))
+
+
+# Claim → check. A token missing one of these, or with a malformed one, is refused whole.
+CLAIM_CHECKS: Mapping[str, Callable[[Any], bool]] = {
+    "jti": _text,
+    "sub": _text,
+    "repository": _repository,
+    "repository_id": _digits,
+    "repository_owner": _text,
+    "repository_owner_id": _digits,
+    "run_id": _digits,
+    "run_attempt": _digits,
+    "ref": _text,
+    "sha": _text,
+    "event_name": _text,
+}
+
+
+class KeySet:
+    """The issuer's signing keys, from its discovery document, cached. Fetches again when the
+    cache is older than `max_age`, or for an unknown `kid` at most once per `cooldown`."""
+
+    def __init__(
+        self,
+        issuer: str,
+        *,
+        session: requests.Session | None = None,
+        max_age: float = 3600.0,
+        cooldown: float = 60.0,
+        timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.issuer = issuer.rstrip("/")
+        self._http = session or requests.Session()
+        self.max_age, self.cooldown, self.timeout = max_age, cooldown, timeout
+        self._clock = clock
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at: float | None = None
+        self._lock = threading.Lock()
+        self.fetches = 0
+
+    def key(self, kid: str) -> jwt.PyJWK:
+        with self._lock:
+            stale = self._fetched_at is None or self._clock() - self._fetched_at > self.max_age
+            if stale or (kid not in self._keys and self._may_refresh()):
+                self._refresh()
+            found = self._keys.get(kid)
+        if found is None:
+            raise AuthError(
+                "The token was signed with a key the issuer does not publish",
+                fix="use a token from the configured OIDC issuer",
+            )
+        return found
+
+    def _may_refresh(self) -> bool:
+        return self._fetched_at is None or self._clock() - self._fetched_at >= self.cooldown
+
+    def _refresh(self) -> None:
+        self.fetches += 1
+        self._fetched_at = self._clock()  # a failed fetch waits the cooldown too
+        discovery = self._get_json(f"{self.issuer}/.well-known/openid-configuration")
+        if str(discovery.get("issuer", "")).rstrip("/") != self.issuer:
+            raise AuthError(
+                "The OIDC discovery document names another issuer",
+                fix="set RUNKEYS_OIDC_ISSUER to the issuer exactly as it names itself",
+            )
+        jwks = self._get_json(str(discovery.get("jwks_uri", "")))
+        keys: dict[str, jwt.PyJWK] = {}
+        for data in jwks.get("keys", []):
+            if isinstance(data, dict) and data.get("kty") == "RSA" and data.get("kid"):
+                try:
+                    keys[str(data["kid"])] = jwt.PyJWK(data, algorithm=ALGORITHM)
+                except jwt.PyJWTError:
+                    continue
+        self._keys = keys
+
+    def _get_json(self, url: str) -> dict[str, Any]:
+        try:
+            response = self._http.get(url, timeout=self.timeout)
+            response.raise_for_status()
+            data = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise OIDCUnavailableError(
+                f"Could not read the OIDC issuer's keys from {url} ({type(exc).__name__})",
+                fix="check RUNKEYS_OIDC_ISSUER and that this host can reach it",
+            ) from None
+        if not isinstance(data, dict):
+            raise OIDCUnavailableError(f"{url} did not answer with a JSON object")
+        return data
+
+
+class OIDCUnavailableError(RunkeysError):
+    """The issuer's keys cannot be read: the token may be fine, we cannot tell (503, not 401)."""
+
+    title = "OIDC issuer unreachable"
+
+
+class OIDCVerifier:
+    """Verifies GitHub Actions OIDC tokens for one issuer and audience."""
+
+    def __init__(
+        self,
+        issuer: str,
+        audience: str,
+        *,
+        keys: KeySet | None = None,
+        first_use: Callable[[str, datetime], bool] | None = None,
+        leeway: int = LEEWAY_SECONDS,
+    ) -> None:
+        if not audience:
+            raise ValueError("an audience is required")
+        self.issuer = issuer.rstrip("/")
+        self.audience = audience
+        self.keys = keys or KeySet(self.issuer)
+        # The replay guard: records `jti` until the token expires, False if seen before.
+        self.first_use = first_use
+        self.leeway = leeway
+
+    def verify(self, token: str) -> RunIdentity:
+        """The identity a token proves, or `AuthError` with a reason safe to show."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthError("The bearer token is not a JWT") from None
+        if header.get("alg") != ALGORITHM:
+            raise AuthError(f"The token must be signed with {ALGORITHM}")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise AuthError("The token's header names no signing key (kid)")
+        claims = self._decode(token, self.keys.key(kid))
+        for name, check in CLAIM_CHECKS.items():
+            if not check(claims.get(name)):
+                raise AuthError(f"The token's {name!r} claim is missing or malformed")
+        identity = _identity(claims)
+        if self.first_use is not None and not self.first_use(identity.jti, identity.expires_at):
+            raise AuthError(
+                "The token was used before",
+                fix="request a fresh OIDC token for every call to the service",
+            )
+        return identity
+
+    def _decode(self, token: str, key: jwt.PyJWK) -> dict[str, Any]:
+        try:
+            return jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={
+                    "verify_signature": True,
+                    "verify_exp": True,
+                    "verify_nbf": True,
+                    "verify_iat": True,
+                    "verify_aud": True,
+                    "verify_iss": True,
+                    "strict_aud": True,
+                    "require": ["iss", "aud", "exp", "iat", "nbf", "jti", "sub"],
+                },
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("The token has expired", fix="request a fresh token") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError(
+                "The token is for another audience",
+                fix="request the token with the audience the service is configured with",
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise AuthError("The token is from another issuer") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("The token is not valid yet") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"The token has no {exc.claim!r} claim") from None
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"The token is not valid ({type(exc).__name__})") from None
+
+
+def _identity(claims: Mapping[str, Any]) -> RunIdentity:
+    environment = claims.get("environment")
+    return RunIdentity(
+        repository=str(claims["repository"]),
+        repository_id=int(claims["repository_id"]),
+        owner=str(claims["repository_owner"]),
+        owner_id=int(claims["repository_owner_id"]),
+        run_id=int(claims["run_id"]),
+        run_attempt=int(claims["run_attempt"]),
+        ref=str(claims["ref"]),
+        sha=str(claims["sha"]),
+        event_name=str(claims["event_name"]),
+        environment=str(environment) if isinstance(environment, str) and environment else None,
+        subject=str(claims["sub"]),
+        jti=str(claims["jti"]),
+        expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+    )

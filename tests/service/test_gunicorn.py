@@ -1,0 +1,258 @@
+"""End to end under real gunicorn (`runkeys serve` in a subprocess): real signed deliveries,
+the whole life of a lease with the embedded worker, and a SIGKILL mid-revocation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from handler.ledger import Ledger, tables
+from handler.ledger.history import history
+from runkeys.errors import LeaseServiceError
+from runkeys.github.secrets import SecretStore
+from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
+from runkeys.lease_client import LeaseClient, RetireOutcome, RunnerOIDC
+from runkeys.leases import Lifetime
+from runkeys.sandbox import Sandbox
+from runkeys.sandbox.state import App
+from tests.service import kit
+from tests.service.conftest import GitHub, make_environ
+from tests.service.kit import AUDIENCE, HTTP_PARAMS, TokenIssuer, WsgiServer, body, states
+from tests.service.served import Served, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[tuple[TokenIssuer, str]]:
+    tokens = TokenIssuer()
+    server = WsgiServer(tokens)
+    yield tokens, server.url
+    server.stop()
+
+
+def service_env(
+    sandbox: Sandbox, app: App, url: str, issuer_url: str, **extra: str
+) -> dict[str, str]:
+    return {
+        **make_environ(sandbox, app, url),
+        "RUNKEYS_WORKER": "embedded",
+        "RUNKEYS_WORKER_POLL_INTERVAL": "0.1",
+        "RUNKEYS_CONNECTION_ISSUER": issuer_url.replace("http://", "http://ci:issuer-secret@"),
+        **extra,
+    }
+
+
+@dataclass
+class Running:
+    served: Served
+    ledger_url: str
+
+    def deliveries(self) -> int:
+        ledger = Ledger.open(self.ledger_url)
+        with ledger.begin() as conn:
+            count = int(conn.scalar(select(func.count()).select_from(tables.deliveries)) or 0)
+        ledger.close()
+        return count
+
+
+@pytest.fixture(scope="module")
+def running(
+    sandbox: tuple[Sandbox, App],
+    issuer: tuple[TokenIssuer, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Running]:
+    """One `runkeys serve` (two workers, SQLite, the embedded worker) for the tests that do not
+    kill it; each test uses repositories of its own. Its webhook secret is the one the recorded
+    real deliveries were signed with."""
+    path = tmp_path_factory.mktemp("served")
+    url = f"sqlite:///{path / 'ledger.sqlite3'}"
+    env = service_env(*sandbox, url, issuer[1], RUNKEYS_WEBHOOK_SECRET=kit.SIGNED_SECRET)
+    served = Served(env, path / "service.log")
+    yield Running(served, url)
+    served.stop()
+
+
+def test_real_signed_deliveries_under_gunicorn(running: Running) -> None:
+    url = running.served.url
+    before = running.deliveries()
+    genuine = sorted(kit.SIGNED.glob("*/*.body.raw"))
+    forged = 0
+    for count, raw in enumerate(genuine):
+        headers = json.loads(
+            raw.with_name(raw.name.replace(".body.raw", ".headers.json")).read_text()
+        )
+        data = raw.read_bytes()
+        for bad_headers, bad_body in (
+            ({**headers, "x-hub-signature-256": "sha256=" + "0" * 64}, data),
+            ({k: v for k, v in headers.items() if k != "x-hub-signature-256"}, data),
+            ({**headers, "x-hub-signature-256": headers["x-hub-signature-256"][:-1]}, data),
+            (headers, data.replace(b'"sender"', b'"sendr"', 1)),  # replayed, body altered
+            (headers, data[:-10]),  # truncated in transit
+        ):
+            answer = requests.post(f"{url}/webhook", data=bad_body, headers=bad_headers, timeout=10)
+            assert answer.status_code == 401
+            forged += 1
+        assert running.deliveries() == before + count  # nothing recorded for any of them
+        answer = requests.post(f"{url}/webhook", data=data, headers=headers, timeout=10)
+        assert answer.status_code in (200, 202)
+        assert answer.elapsed.total_seconds() < 1
+    assert running.deliveries() == before + len(genuine)
+    metrics = requests.get(f"{url}/metrics", timeout=10).text
+    # two processes answered: the multiprocess collector adds their counters up
+    assert f"runkeys_webhook_signature_failures_total {float(forged)}" in metrics
+    log = running.served.log.read_text()
+    access = [json.loads(line) for line in log.splitlines() if '"message": "request"' in line]
+    assert len(access) >= len(genuine) * 6
+    assert {a["path"] for a in access} >= {"/webhook", "/readyz"}
+    assert all(set(a) >= {"method", "path", "status", "duration_ms"} for a in access)
+    assert "test-repo" not in log  # nothing of any body in any log line
+    assert kit.SIGNED_SECRET not in log
+
+
+def test_the_life_of_a_lease_under_gunicorn(
+    running: Running, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    url, sandbox = running.served.url, github.sandbox
+    tokens, _ = issuer
+    claims = github.claims()
+    run_token, job_token = tokens.mint(2)
+    run_lease = github.lease(
+        provider="http", connection="issuer", params=HTTP_PARAMS, reference=run_token
+    )
+    job_lease = github.lease(
+        key_name="JOB_TOKEN",
+        lifetime=Lifetime.JOB,
+        provider="http",
+        connection="issuer",
+        params=HTTP_PARAMS,
+        reference=job_token,
+        secret=False,
+    )
+    credentials = AppCredentials(str(github.app.id), github.app.private_key_pem)
+    session = GitHubSession(GitHubConfig(sandbox.url, app=credentials))
+    assert run_lease.secret is not None
+    SecretStore(session, github.repo.full_name).put(run_lease.secret, "the value")
+    answer = requests.post(
+        f"{url}/v1/leases", json=body(run_lease, job_lease), headers=github.auth(claims), timeout=10
+    )
+    assert answer.status_code == 201, answer.text
+    # the post step retires the job lease itself
+    report = {"leases": [{"id": job_lease.id, "outcome": "revoked"}]}
+    answer = requests.post(
+        f"{url}/v1/leases/retire", json=report, headers=github.auth(claims), timeout=10
+    )
+    assert answer.json() == {"leases": [{"id": job_lease.id, "state": "revoked"}]}
+    # the run completes: GitHub delivers workflow_run.completed
+    sandbox.set_run_status(github.repo, claims.run_id, "completed", "success")
+    payload = kit.workflow_run_completed(
+        github.repo.id, github.repo.full_name, claims.run_id, 1, github.installation.id
+    )
+    delivered = sandbox.deliver(f"{url}/webhook", "workflow_run", payload, secret=kit.SIGNED_SECRET)
+    assert delivered.json() == {"outcome": "queued", "queued": 1}
+    ledger = Ledger.open(running.ledger_url)
+    wait_for(lambda: states(ledger, [run_lease.id]) == {run_lease.id: "revoked"}, what="revocation")
+    assert tokens.revoked[run_token] == 1
+    assert job_token not in tokens.revoked  # the post step did that one (at its own issuer)
+    assert sandbox.secret_names(github.repo) == []
+    with ledger.begin() as conn:
+        assert [(e.actor, e.action) for e in history(conn, run_lease.id)] == [
+            ("action", "registered"),
+            ("webhook", "queued"),
+            ("worker", "revoked"),
+        ]
+    ledger.close()
+
+
+def test_killed_mid_revocation_every_lease_ends_revoked_once(
+    sandbox: tuple[Sandbox, App], github: GitHub, tmp_path: Path
+) -> None:
+    tokens = TokenIssuer(revoke_delay=0.05)
+    server = WsgiServer(tokens)
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    env = service_env(
+        *sandbox,
+        url,
+        server.url,
+        RUNKEYS_WORKER_CLAIM_TIMEOUT="1",
+        RUNKEYS_WORKER_BATCH_SIZE="5",
+    )
+    served = Served(env, tmp_path / "first.log")
+    claims = github.claims()
+    references = tokens.mint(60)
+    leases = github.http_leases(references)
+    ids = [item.id for item in leases]
+    ledger = Ledger.open(url)
+    try:
+        answer = requests.post(
+            f"{served.url}/v1/leases", json=body(*leases), headers=github.auth(claims), timeout=10
+        )
+        assert answer.status_code == 201
+        payload = kit.workflow_run_completed(
+            github.repo.id, github.repo.full_name, claims.run_id, 1, github.installation.id
+        )
+        delivered = github.sandbox.deliver(
+            f"{served.url}/webhook", "workflow_run", payload, app=github.app
+        )
+        assert delivered.json()["queued"] == 60
+        wait_for(lambda: len(tokens.revoked) >= 10, what="some revocations")
+    finally:
+        served.kill()
+    done_before = list(states(ledger, ids).values()).count("revoked")
+    assert 0 < done_before < 60, "the kill must land mid-revocation"
+    restarted = Served(env, tmp_path / "second.log", workers=1)
+    try:
+        wait_for(
+            lambda: set(states(ledger, ids).values()) == {"revoked"},
+            timeout=30,
+            what="every lease revoked after the restart",
+        )
+    finally:
+        restarted.stop()
+        server.stop()
+    assert tokens.revoked == dict.fromkeys(references, 1)  # each credential revoked exactly once
+    assert tokens.live == set()
+    # Asked again (and answered "already gone") only for what the killed workers held: at most
+    # two workers with a batch of five each.
+    repeats = sum(tokens.revoke_calls.values()) - len(references)
+    print(f"revoked before the kill: {done_before}; repeated revoke calls: {repeats}")
+    assert repeats <= 10
+    with ledger.begin() as conn:
+        for item in leases:
+            assert [e.action for e in history(conn, item.id)].count("revoked") == 1
+    ledger.close()
+
+
+def test_the_actions_own_client_speaks_to_the_service(running: Running, github: GitHub) -> None:
+    """The action's `LeaseClient` and `RunnerOIDC` (a fresh token per call, from the sandbox's
+    runner endpoint) against the real service: the contract both sides were built to."""
+    claims = github.claims()
+    env = github.sandbox.runner_oidc_env(claims)
+    oidc = RunnerOIDC(
+        env["ACTIONS_ID_TOKEN_REQUEST_URL"], env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"], AUDIENCE
+    )
+    client = LeaseClient(running.served.url, oidc.token)
+    items = [github.lease(lifetime=Lifetime.JOB), github.lease(key_name="SECOND")]
+    registered = client.register(items)
+    assert [(r.id, r.state) for r in registered] == [(i.id, "active") for i in items]
+    assert [r.id for r in client.register(items)] == [i.id for i in items]  # a retry: same ids
+    client.retire(
+        [RetireOutcome(items[0].id, "revoked"), RetireOutcome(items[1].id, "failed", "boom")]
+    )
+    ledger = Ledger.open(running.ledger_url)
+    assert states(ledger, [i.id for i in items]) == {
+        items[0].id: "revoked",
+        items[1].id: "revoking",
+    }
+    ledger.close()
+    with pytest.raises(LeaseServiceError) as refused:
+        client.register([github.lease(ttl=timedelta(days=3))])
+    assert refused.value.status == 422
+    assert "ttl_too_long" in refused.value.cause

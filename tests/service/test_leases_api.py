@@ -1,0 +1,251 @@
+"""`POST /v1/leases` and `POST /v1/leases/retire` through the Flask test client, on both
+engines, with tokens from the sandbox's OIDC issuer and its App installation lookup."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from handler.ledger.history import history
+from handler.ledger.leases import get
+from runkeys.leases import LeaseState, Lifetime
+from tests.service.conftest import GitHub
+from tests.service.kit import HTTP_PARAMS, assert_documented, body, js, lease, stored
+from tests.services import unique
+
+
+def post(client: FlaskClient, path: str, data: Any, headers: dict[str, str]) -> TestResponse:
+    response = client.post(path, json=data, headers=headers)
+    assert_documented("POST", path, response.status_code, response.json)
+    return response
+
+
+def record(app: Flask, lease_id: str) -> Any:
+    with app.extensions["runkeys"].ledger.begin() as conn:
+        return get(conn, lease_id)
+
+
+def test_register_takes_the_run_from_the_token(
+    client: FlaskClient, github: GitHub, app: Flask
+) -> None:
+    claims = github.claims(environment="staging")
+    item = github.lease()
+    response = post(client, "/v1/leases", body(item), github.auth(claims))
+    assert response.status_code == 201
+    assert response.json == {
+        "leases": [{"id": item.id, "state": "active", "expires_at": item.expires_at.isoformat()}]
+    }
+    stored = record(app, item.id)
+    assert (stored.repository, stored.repository_id) == (github.repo.full_name, github.repo.id)
+    assert (stored.run_id, stored.run_attempt) == (claims.run_id, claims.run_attempt)
+    assert stored.job_environment == "staging"
+    assert stored.installation_id == github.installation.id
+    assert stored.owner_id == github.repo.account.id
+    assert stored.pr_number is None
+    assert stored.fingerprint == item.fingerprint
+
+
+def test_repeating_a_registration_changes_nothing(
+    client: FlaskClient, github: GitHub, app: Flask
+) -> None:
+    claims = github.claims()
+    items = [github.lease(key_name="A"), github.lease(key_name="B")]
+    assert post(client, "/v1/leases", body(*items), github.auth(claims)).status_code == 201
+    again = post(client, "/v1/leases", body(*items), github.auth(claims))  # a fresh token: jti
+    assert again.status_code == 200
+    assert [entry["id"] for entry in js(again)["leases"]] == [i.id for i in items]
+    with app.extensions["runkeys"].ledger.begin() as conn:
+        assert [e.action for e in history(conn, items[0].id)] == ["registered"]
+    extended = post(
+        client, "/v1/leases", body(*items, github.lease(key_name="C")), github.auth(claims)
+    )
+    assert extended.status_code == 201
+
+
+def test_an_id_of_another_run_is_a_conflict(
+    client: FlaskClient, github: GitHub, app: Flask
+) -> None:
+    item = github.lease()
+    assert post(client, "/v1/leases", body(item), github.auth(github.claims())).status_code == 201
+    fresh = github.lease(key_name="NEW")
+    response = post(client, "/v1/leases", body(fresh, item), github.auth(github.claims()))
+    assert response.status_code == 409
+    assert js(response)["error"] == "lease_conflict"
+    assert record(app, fresh.id) is None  # nothing of the request was written
+    other = github.claims(repo=github.other_repo)
+    clash = lease(repository=github.other_repo.full_name, lease_id=item.id)
+    assert post(client, "/v1/leases", body(clash), github.auth(other)).status_code == 409
+
+
+def test_expiry_beyond_the_maximum_ttl_is_refused(client: FlaskClient, github: GitHub) -> None:
+    ok, too_long = (
+        github.lease(ttl=timedelta(hours=23)),
+        github.lease(key_name="LONG", ttl=timedelta(hours=25)),
+    )
+    response = post(client, "/v1/leases", body(ok, too_long), github.auth(github.claims()))
+    assert response.status_code == 422
+    assert js(response)["error"] == "ttl_too_long"
+    assert too_long.id in js(response)["message"]
+    assert "LONG" in js(response)["message"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"lifetime": Lifetime.PR}, "no_pull_request"),
+        ({"provider": "nonesuch"}, "unknown_provider"),
+        ({"params": {"format": "morse"}}, "invalid_params"),
+        ({"provider": "http", "connection": "issuer", "params": HTTP_PARAMS}, "unknown_connection"),
+        ({"repository": "someone/else"}, "foreign_repository"),
+        ({"ttl": timedelta(seconds=-5)}, "invalid_expiry"),
+    ],
+    ids=["pr-without-pr", "provider", "params", "connection", "foreign-secret", "expiry"],
+)
+def test_a_lease_the_service_could_not_retire_is_refused(
+    client: FlaskClient, github: GitHub, fields: dict[str, Any], code: str
+) -> None:
+    item = github.lease(**fields)
+    response = post(client, "/v1/leases", body(item), github.auth(github.claims()))
+    assert (response.status_code, js(response)["error"]) == (422, code)
+    assert item.id in js(response)["message"]
+
+
+def test_pr_lifetime_takes_the_number_from_the_ref(
+    client: FlaskClient, github: GitHub, app: Flask
+) -> None:
+    claims = github.claims(ref="refs/pull/42/merge", event_name="pull_request")
+    item = github.lease(lifetime=Lifetime.PR)
+    assert post(client, "/v1/leases", body(item), github.auth(claims)).status_code == 201
+    assert record(app, item.id).pr_number == 42
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ({}, "leases"),
+        ({"leases": []}, "no leases"),
+        ({"leases": [{"id": "short"}]}, "leases[0].id"),
+        ({"leases": [{"id": "abcdefgh12"}]}, "has no 'key_name'"),
+        ({"leases": [{**lease().to_json(), "fingerprint": "abc"}]}, "fingerprint"),
+        ({"leases": [{**lease().to_json(), "expires_at": "2030-01-01T00:00:00"}]}, "UTC offset"),
+        ({"leases": [{**lease().to_json(), "lifetime": "forever"}]}, "malformed"),
+        ({"leases": [{**lease().to_json(), "params": {"x": "y" * 20000}}]}, "params is larger"),
+        ({"leases": [lease(lease_id="dup-dup-dup").to_json()] * 2}, "twice"),
+    ],
+)
+def test_malformed_bodies_are_refused_by_field(
+    client: FlaskClient, github: GitHub, data: Any, fragment: str
+) -> None:
+    response = post(client, "/v1/leases", data, github.auth(github.claims()))
+    assert response.status_code == 400
+    assert fragment in js(response)["message"]
+
+
+def test_the_body_must_be_json(client: FlaskClient, github: GitHub) -> None:
+    response = client.post("/v1/leases", data="leases", headers=github.auth(github.claims()))
+    assert response.status_code == 415
+    assert_documented("POST", "/v1/leases", 415, response.json)
+
+
+def test_a_repository_without_the_app_cannot_register(client: FlaskClient, github: GitHub) -> None:
+    stranger = github.sandbox.add_repository(f"{unique('stranger')}/repo")
+    claims = github.claims(repo=stranger)
+    item = github.lease(repository=stranger.full_name)
+    response = post(client, "/v1/leases", body(item), github.auth(claims))
+    assert (response.status_code, js(response)["error"]) == (403, "not_installed")
+
+
+def test_no_token_no_lease(client: FlaskClient, github: GitHub) -> None:
+    for headers in ({}, {"Authorization": "Basic b2N0bzpwYXNz"}, {"Authorization": "Bearer "}):
+        response = post(client, "/v1/leases", body(github.lease()), headers)
+        assert (response.status_code, js(response)["error"]) == (401, "missing_token")
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_a_token_is_accepted_once(client: FlaskClient, github: GitHub) -> None:
+    headers = github.auth(github.claims())
+    assert post(client, "/v1/leases", body(github.lease()), headers).status_code == 201
+    replay = post(client, "/v1/leases", body(github.lease()), headers)
+    assert (replay.status_code, js(replay)["error"]) == (401, "invalid_token")
+    assert "used before" in js(replay)["message"]
+    assert headers["Authorization"].split()[1] not in replay.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"aud": "https://elsewhere.example"}, {"iss": "https://token.actions.githubusercontent.com"}],
+    ids=["audience", "issuer"],
+)
+def test_tokens_for_someone_else_are_refused(
+    client: FlaskClient, github: GitHub, overrides: dict[str, str]
+) -> None:
+    response = post(
+        client, "/v1/leases", body(github.lease()), github.auth(github.claims(), **overrides)
+    )
+    assert (response.status_code, js(response)["error"]) == (401, "invalid_token")
+
+
+# --- the post step's report -----------------------------------------------------------------
+
+
+def test_post_step_reports_what_it_retired_and_what_it_could_not(
+    client: FlaskClient, github: GitHub, app: Flask
+) -> None:
+    claims = github.claims()
+    done, stuck = (
+        github.lease(key_name="DONE", lifetime=Lifetime.JOB),
+        github.lease(key_name="STUCK", lifetime=Lifetime.JOB),
+    )
+    post(client, "/v1/leases", body(done, stuck), github.auth(claims))
+    report = {
+        "leases": [
+            {"id": done.id, "outcome": "revoked"},
+            {
+                "id": stuck.id,
+                "outcome": "failed",
+                "error": "issuer said 503 for postgres://ci:hunter22@db/x",
+            },
+        ]
+    }
+    response = post(client, "/v1/leases/retire", report, github.auth(claims))
+    assert response.status_code == 200
+    assert response.json == {
+        "leases": [{"id": done.id, "state": "revoked"}, {"id": stuck.id, "state": "revoking"}]
+    }
+    with app.extensions["runkeys"].ledger.begin() as conn:
+        assert [(e.actor, e.action) for e in history(conn, done.id)][-1] == ("post-step", "revoked")
+    stuck_record = stored(app.extensions["runkeys"].ledger, stuck.id)
+    assert stuck_record.state is LeaseState.REVOKING
+    assert "hunter22" not in (stuck_record.last_error or "")
+    assert stuck_record.next_attempt_at is not None
+
+
+def test_repository_a_cannot_retire_repository_b_leases(
+    client: FlaskClient, github: GitHub, app: Flask
+) -> None:
+    mine_claims = github.claims()
+    theirs_claims = github.claims(repo=github.other_repo, run_id=mine_claims.run_id)
+    mine, theirs = github.lease(), github.lease(repository=github.other_repo.full_name)
+    post(client, "/v1/leases", body(mine), github.auth(mine_claims))
+    post(client, "/v1/leases", body(theirs), github.auth(theirs_claims))
+    report = {
+        "leases": [{"id": mine.id, "outcome": "revoked"}, {"id": theirs.id, "outcome": "revoked"}]
+    }
+    response = post(client, "/v1/leases/retire", report, github.auth(mine_claims))
+    assert response.status_code == 404
+    assert js(response)["not_found"] == [theirs.id]
+    assert js(response)["leases"] == [{"id": mine.id, "state": "revoked"}]
+    assert record(app, theirs.id).state is LeaseState.ACTIVE
+    another_run = github.claims()
+    response = post(
+        client,
+        "/v1/leases/retire",
+        {"leases": [{"id": mine.id, "outcome": "failed"}]},
+        github.auth(another_run),
+    )
+    assert response.status_code == 404

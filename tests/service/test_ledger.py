@@ -1,0 +1,266 @@
+"""The ledger on both engines: migrations, the state machine, claims, the event log, the
+environments runkeys created, and the ids it has seen."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, select, update
+
+from handler.ledger import Ledger, tables
+from handler.ledger.environments import deletable, mark
+from handler.ledger.history import history
+from handler.ledger.leases import LeaseFilter, find, get
+from handler.ledger.migrations import HEAD, MIGRATIONS, current_version, migrate
+from handler.ledger.queue import (
+    ExpiredLeases,
+    LeasesById,
+    backlog,
+    claim_due,
+    count_by_state,
+    finish_failed,
+    finish_revoked,
+    queue,
+)
+from handler.ledger.seen import first_delivery, first_token_use, prune
+from runkeys.leases import LeaseState, Lifetime
+from tests.service.conftest import postgres_database
+from tests.service.kit import identity, lease, put
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+HOLD = timedelta(minutes=5)
+
+
+def _queue_all(ledger: Ledger, ids: list[str], now: datetime = NOW) -> list[str]:
+    with ledger.begin() as conn:
+        return queue(conn, LeasesById(tuple(ids)), actor="test", reason="test", now=now)
+
+
+# --- migrations -------------------------------------------------------------------------------
+
+
+def _columns(ledger: Ledger) -> dict[str, set[str]]:
+    with ledger.begin() as conn:
+        found = inspect(conn)
+        return {t: {c["name"] for c in found.get_columns(t)} for t in tables.metadata.tables}
+
+
+def test_migrations_build_the_schema_the_code_uses(ledger: Ledger) -> None:
+    expected = {name: {c.name for c in t.columns} for name, t in tables.metadata.tables.items()}
+    assert _columns(ledger) == expected
+    with ledger.begin() as conn:
+        assert current_version(conn) == HEAD
+        rows = conn.execute(select(tables.schema_migrations)).mappings().all()
+    assert [(r["version"], r["name"]) for r in rows] == [(m.version, m.name) for m in MIGRATIONS]
+    assert ledger.ready()
+
+
+def test_migrating_again_applies_nothing(ledger: Ledger) -> None:
+    assert migrate(ledger.engine) == []
+
+
+def test_a_fresh_database_is_at_version_zero_until_migrated(tmp_path: Path) -> None:
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'fresh.sqlite3'}", migrate_schema=False)
+    with ledger.begin() as conn:
+        assert current_version(conn) == 0
+    assert not ledger.ready()
+    assert migrate(ledger.engine) == [m.version for m in MIGRATIONS]
+    assert ledger.ready()
+    ledger.close()
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'wal.sqlite3'}")
+    with ledger.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    ledger.close()
+
+
+def test_replicas_starting_together_migrate_once() -> None:
+    """Each process migrates at start; the advisory lock makes the second wait, then skip."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with postgres_database() as url:
+        ledgers = [Ledger.open(url, migrate_schema=False) for _ in range(4)]
+        with ThreadPoolExecutor(4) as pool:
+            applied = list(pool.map(lambda ledger: migrate(ledger.engine), ledgers))
+        assert sorted(map(len, applied)) == [0, 0, 0, len(MIGRATIONS)]
+        for ledger in ledgers:
+            ledger.close()
+
+
+# --- the state machine --------------------------------------------------------------------------
+
+
+def test_queue_moves_only_active_leases_and_logs_why(ledger: Ledger) -> None:
+    ids = put(ledger, identity(), lease(), lease(), now=NOW)
+    assert set(_queue_all(ledger, ids)) == set(ids)
+    with ledger.begin() as conn:
+        again = queue(conn, LeasesById(tuple(ids)), actor="sweeper", reason="second", now=NOW)
+        record = get(conn, ids[0])
+        events = history(conn, ids[0])
+    assert again == []
+    assert record is not None
+    assert (record.state, record.retire_reason, record.next_attempt_at) == (
+        LeaseState.REVOKING,
+        "test",
+        NOW,
+    )
+    assert [(e.actor, e.action, e.detail) for e in events][-1] == ("test", "queued", "test")
+
+
+def test_ttl_expiry_selects_what_has_expired(ledger: Ledger) -> None:
+    (short,) = put(ledger, identity(), lease(ttl=timedelta(minutes=5), now=NOW), now=NOW)
+    (long,) = put(ledger, identity(), lease(ttl=timedelta(hours=5), now=NOW), now=NOW)
+    with ledger.begin() as conn:
+        expired = queue(
+            conn,
+            ExpiredLeases(NOW + timedelta(minutes=6)),
+            actor="sweeper",
+            reason="sweeper: ttl",
+            now=NOW,
+        )
+    assert expired == [short]
+    assert long not in expired
+
+
+def test_a_claim_takes_due_leases_once_until_it_lapses(ledger: Ledger) -> None:
+    ids = put(ledger, identity(), *[lease() for _ in range(5)], now=NOW)
+    _queue_all(ledger, ids)
+    with ledger.begin() as conn:
+        first = claim_due(conn, now=NOW, limit=3, hold=HOLD)
+        second = claim_due(conn, now=NOW, limit=10, hold=HOLD)
+        nothing = claim_due(conn, now=NOW + timedelta(minutes=1), limit=10, hold=HOLD)
+        assert backlog(conn, NOW) == 0
+        again = claim_due(conn, now=NOW + HOLD + timedelta(seconds=1), limit=10, hold=HOLD)
+    assert len(first.leases) == 3
+    assert len(second.leases) == 2
+    assert not {r.id for r in first.leases} & {r.id for r in second.leases}
+    assert nothing.leases == []
+    assert {r.id for r in again.leases} == set(ids)  # a dead worker's claims lapsed
+    assert all(r.attempts == 2 for r in again.leases if r.id in {x.id for x in first.leases})
+
+
+def test_only_the_current_claim_may_finish_a_lease(ledger: Ledger) -> None:
+    (lease_id,) = put(ledger, identity(), lease(), now=NOW)
+    _queue_all(ledger, [lease_id])
+    with ledger.begin() as conn:
+        stale = claim_due(conn, now=NOW, limit=1, hold=HOLD)
+        current = claim_due(conn, now=NOW + HOLD * 2, limit=1, hold=HOLD)
+        assert not finish_revoked(conn, lease_id, stale.token, now=NOW, detail="late")
+        assert finish_revoked(conn, lease_id, current.token, now=NOW, detail="done")
+        assert not finish_revoked(conn, lease_id, current.token, now=NOW, detail="twice")
+        record = get(conn, lease_id)
+        events = [e.action for e in history(conn, lease_id)]
+    assert record is not None
+    assert record.state is LeaseState.REVOKED
+    assert events == ["registered", "queued", "revoked"]
+
+
+def test_failures_are_retried_later_and_failed_leases_stay_in_the_queue(ledger: Ledger) -> None:
+    (lease_id,) = put(ledger, identity(), lease(), now=NOW)
+    _queue_all(ledger, [lease_id])
+    later = NOW + timedelta(minutes=10)
+    with ledger.begin() as conn:
+        claim = claim_due(conn, now=NOW, limit=1, hold=HOLD)
+        finish_failed(
+            conn, lease_id, claim.token, now=NOW, error="boom", retry_at=later, give_up=True
+        )
+        assert claim_due(conn, now=NOW + timedelta(minutes=9), limit=1, hold=HOLD).leases == []
+        retry = claim_due(conn, now=later, limit=1, hold=HOLD)
+        counts = count_by_state(conn)
+    assert [r.state for r in retry.leases] == [LeaseState.FAILED]
+    assert retry.leases[0].last_error == "boom"
+    assert counts[LeaseState.FAILED] == 1
+
+
+def test_register_is_idempotent_and_refuses_a_taken_id(ledger: Ledger) -> None:
+    from handler.ledger.leases import LeaseConflictError, register
+
+    who = identity()
+    item = lease()
+    with ledger.begin() as conn:
+        assert register(conn, who, [item], installation_id=5, now=NOW).created == 1
+        assert register(conn, who, [item], installation_id=5, now=NOW).created == 0
+        with pytest.raises(LeaseConflictError):
+            register(conn, identity(run_id=1), [item], installation_id=5, now=NOW)
+        changed = lease(lease_id=item.id, reference="random:other")
+        with pytest.raises(LeaseConflictError):
+            register(conn, who, [changed], installation_id=5, now=NOW)
+
+
+def test_find_filters(ledger: Ledger) -> None:
+    put(ledger, identity("octo/app", 1, run_id=10), lease(lifetime=Lifetime.RUN), now=NOW)
+    put(
+        ledger,
+        identity("octo/app", 1, run_id=11, ref="refs/pull/4/merge"),
+        lease(lifetime=Lifetime.PR),
+        now=NOW,
+    )
+    put(ledger, identity("octo/lib", 2, run_id=12), lease(lifetime=Lifetime.JOB), now=NOW)
+    with ledger.begin() as conn:
+        assert len(find(conn, LeaseFilter(repository="Octo/App"))) == 2
+        assert len(find(conn, LeaseFilter(repository="2"))) == 1
+        assert len(find(conn, LeaseFilter(run_id=11))) == 1
+        assert len(find(conn, LeaseFilter(pr_number=4))) == 1
+        assert len(find(conn, LeaseFilter(lifetime=Lifetime.JOB))) == 1
+        assert len(find(conn, LeaseFilter(states=(LeaseState.REVOKED,)))) == 0
+        assert len(find(conn, LeaseFilter(limit=1))) == 1
+
+
+def test_no_value_is_stored_anywhere(ledger: Ledger) -> None:
+    """A lease row holds a reference and a fingerprint, never the value itself."""
+    value = "rk_s3cr3tVALUEthat-must-not-be-stored"
+    item = lease()
+    from runkeys.leases import fingerprint
+
+    item = type(item)(**{**item.__dict__, "fingerprint": fingerprint(value)})
+    put(ledger, identity(), item, now=NOW)
+    with ledger.begin() as conn:
+        dump = [
+            str(dict(row))
+            for t in tables.metadata.sorted_tables
+            for row in conn.execute(select(t)).mappings()
+        ]
+    assert value not in "".join(dump)
+
+
+# --- environments -------------------------------------------------------------------------------
+
+
+def test_an_environment_runkeys_created_is_deletable_once_no_live_lease_uses_it(
+    ledger: Ledger,
+) -> None:
+    who = identity(environment="ci")
+    first = lease(environment="ci-run-7", environment_created=True)
+    second = lease(key_name="OTHER", environment="CI-RUN-7")  # GitHub ignores case
+    manual = lease(key_name="MANUAL", environment="staging")  # made by a person: never deleted
+    put(ledger, who, first, second, manual, now=NOW)
+    with ledger.begin() as conn:
+        assert deletable(conn) == []
+    _queue_all(ledger, [first.id])
+    with ledger.begin() as conn:
+        assert deletable(conn) == []  # `second` still uses it
+        conn.execute(update(tables.leases).values(state="revoked"))
+        (env,) = deletable(conn)
+        assert (env.name, env.repository) == ("ci-run-7", "octo/app")
+        mark(conn, env.repository_id, env.name, state="deleted", now=NOW)
+        assert deletable(conn) == []
+
+
+# --- seen ids -----------------------------------------------------------------------------------
+
+
+def test_deliveries_and_token_ids_are_seen_once_and_forgotten_later(ledger: Ledger) -> None:
+    with ledger.begin() as conn:
+        assert first_delivery(conn, "d-1", event="ping", action=None, outcome="pong", now=NOW)
+        assert not first_delivery(conn, "d-1", event="ping", action=None, outcome="pong", now=NOW)
+        assert first_token_use(conn, "jti-1", NOW)
+        assert not first_token_use(conn, "jti-1", NOW)
+        assert prune(conn, now=NOW + timedelta(days=1)) == (0, 1)
+        assert first_token_use(conn, "jti-1", NOW + timedelta(days=1))
+        assert prune(conn, now=NOW + timedelta(days=9)) == (1, 1)
+        assert first_delivery(conn, "d-1", event="ping", action=None, outcome="pong", now=NOW)

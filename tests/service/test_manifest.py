@@ -1,0 +1,109 @@
+"""`app-manifest.json` asks for exactly what the service needs: with its permissions the whole
+life of a lease works against the sandbox (which refuses what GitHub would refuse), and without
+any one of them something breaks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from handler.app import create_app
+from handler.ledger.queue import LeasesById, queue
+from handler.service import Service
+from handler.sweeper import Sweeper
+from handler.worker import RevocationWorker
+from runkeys.github.secrets import SecretStore
+from runkeys.github.session import GitHubConfig, GitHubSession
+from runkeys.sandbox import Sandbox
+from runkeys.sandbox.state import App
+from tests.service.conftest import make_environ
+from tests.service.kit import AUDIENCE, Clock, body, js, lease, stored
+from tests.services import unique
+
+MANIFEST = json.loads((Path(__file__).resolve().parents[2] / "app-manifest.json").read_text())
+PERMISSIONS = MANIFEST["default_permissions"]
+# An App receives an event only with the permission it needs (FACTS §2).
+EVENT_NEEDS = {"workflow_run": ("actions", "read"), "pull_request": ("pull_requests", "read")}
+
+
+def test_the_manifest_asks_for_exactly_these_permissions_and_events() -> None:
+    assert PERMISSIONS == {
+        "secrets": "write",  # delete the secrets runkeys wrote
+        "environments": "write",  # environment secrets live under both permissions
+        "administration": "write",  # delete the environments runkeys created
+        "actions": "read",  # workflow_run events; a run's status for the sweeper
+        "pull_requests": "read",  # pull_request events
+        "metadata": "read",  # every App has it
+    }
+    assert sorted(MANIFEST["default_events"]) == ["pull_request", "workflow_run"]
+    for event in MANIFEST["default_events"]:
+        permission, access = EVENT_NEEDS[event]
+        assert PERMISSIONS[permission] in (access, "write")
+    assert MANIFEST["hook_attributes"]["url"].endswith("/webhook")
+    assert MANIFEST["public"] is False
+
+
+def _life_of_a_lease(
+    sandbox: Sandbox, app: App, permissions: dict[str, str], tmp_path: Path
+) -> dict[str, bool]:
+    """Register a lease whose secret sits in an environment runkeys created, retire it with
+    the worker, and let the sweeper reconcile a completed run. Which steps worked."""
+    repo = sandbox.add_repository(f"{unique('perm').replace('_', '-')}/app")
+    sandbox.install(app, [repo], permissions=permissions)
+    full = sandbox.add_token(
+        [repo], {"secrets": "write", "environments": "write", "administration": "write"}
+    )
+    store = SecretStore(GitHubSession(GitHubConfig(sandbox.url, token=full)), repo.full_name)
+    store.create_environment("ci-run-1")
+    item = lease(repository=repo.full_name, environment="ci-run-1", environment_created=True)
+    assert item.secret is not None
+    store.put(item.secret, "value")
+    url = f"sqlite:///{tmp_path / unique('ledger')}.sqlite3"
+    clock = Clock()
+    flask_app = create_app(make_environ(sandbox, app, url), clock=clock)
+    service: Service = flask_app.extensions["runkeys"]
+    run = sandbox.add_workflow_run(repo, status="completed", conclusion="success")
+    claims = sandbox.run_claims(repo, run.id)
+    token = sandbox.oidc_token(claims, AUDIENCE)
+    other = lease(repository=repo.full_name, key_name="OTHER", secret=False)
+    response = flask_app.test_client().post(
+        "/v1/leases", json=body(item, other), headers={"Authorization": f"Bearer {token}"}
+    )
+    worked = {"register": response.status_code == 201}
+    assert worked["register"], js(response)
+    with service.ledger.begin() as conn:
+        queue(conn, LeasesById((item.id,)), actor="t", reason="t", now=clock())
+    RevocationWorker(service).drain()
+    worked["delete secret"] = stored(service.ledger, item.id).state.value == "revoked"
+    worked["delete environment"] = "ci-run-1" not in sandbox.environment_names(repo)
+    clock.advance(minutes=2)
+    report = Sweeper(service).sweep()
+    worked["read run"] = report.errors == [] and report.reconciled == 1
+    service.close()
+    return worked
+
+
+def test_the_manifest_permissions_are_enough(sandbox: tuple[Sandbox, App], tmp_path: Path) -> None:
+    worked = _life_of_a_lease(*sandbox, dict(PERMISSIONS), tmp_path)
+    assert worked == dict.fromkeys(
+        ["register", "delete secret", "delete environment", "read run"], True
+    )
+
+
+@pytest.mark.parametrize(
+    ("dropped", "breaks"),
+    [
+        ("secrets", "delete secret"),
+        ("environments", "delete secret"),
+        ("administration", "delete environment"),
+        ("actions", "read run"),
+    ],
+)
+def test_each_permission_is_needed(
+    sandbox: tuple[Sandbox, App], tmp_path: Path, dropped: str, breaks: str
+) -> None:
+    permissions = {k: v for k, v in PERMISSIONS.items() if k != dropped}
+    worked = _life_of_a_lease(*sandbox, permissions, tmp_path)
+    assert worked[breaks] is False

@@ -1,0 +1,265 @@
+"""OIDC verification (`runkeys.oidc`) against a test issuer served over real HTTP, and the
+runner-side token request against the sandbox's runner endpoint."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+import pytest
+import requests
+from werkzeug.wrappers import Request, Response
+
+from runkeys.errors import AuthError
+from runkeys.oidc import KeySet, OIDCUnavailableError, OIDCVerifier, request_id_token
+from runkeys.sandbox import OIDCIssuer, RunClaims
+from tests.service.conftest import GitHub
+from tests.service.kit import AUDIENCE, WsgiServer
+
+CLAIMS = RunClaims(repository="octo/app", repository_id=1296269, run_id=4242, run_attempt=2)
+
+
+class IssuerServer:
+    """An OIDC issuer's discovery document and JWKS, served by werkzeug; counts JWKS reads."""
+
+    def __init__(self) -> None:
+        self.jwks_reads = 0
+        self.down = False
+        self.server = WsgiServer(self._app)
+        self.issuer = OIDCIssuer(self.server.url)
+
+    def _app(self, environ: dict[str, Any], start: Callable[..., Any]) -> Any:
+        request = Request(environ)
+        if self.down:
+            response = Response("down", status=503)
+        elif request.path == "/.well-known/openid-configuration":
+            response = Response(json.dumps(self.issuer.discovery()), mimetype="application/json")
+        elif request.path == "/.well-known/jwks":
+            self.jwks_reads += 1
+            response = Response(json.dumps(self.issuer.jwks()), mimetype="application/json")
+        else:
+            response = Response("no", status=404)
+        return response(environ, start)
+
+
+@pytest.fixture
+def issuer() -> Iterator[IssuerServer]:
+    server = IssuerServer()
+    yield server
+    server.server.stop()
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+
+    def __call__(self, jti: str, expires_at: datetime) -> bool:
+        if jti in self.ids:
+            return False
+        self.ids.add(jti)
+        return True
+
+
+def verifier(issuer: IssuerServer, **kwargs: Any) -> OIDCVerifier:
+    return OIDCVerifier(issuer.issuer.issuer, AUDIENCE, first_use=Seen(), **kwargs)
+
+
+def test_a_valid_token_names_the_run_by_its_ids(issuer: IssuerServer) -> None:
+    token = issuer.issuer.token_for(CLAIMS, AUDIENCE)
+    identity = verifier(issuer).verify(token)
+    assert (identity.repository, identity.repository_id) == ("octo/app", 1296269)
+    assert (identity.run_id, identity.run_attempt) == (4242, 2)
+    assert identity.owner == "octo"
+    assert identity.pull_request is None
+    assert identity.expires_at > datetime.now(UTC)
+
+
+def test_the_pull_request_comes_from_the_ref(issuer: IssuerServer) -> None:
+    claims = RunClaims("octo/app", 1, 2, ref="refs/pull/17/merge", event_name="pull_request")
+    identity = verifier(issuer).verify(issuer.issuer.token_for(claims, AUDIENCE))
+    assert identity.pull_request == 17
+
+
+def _refused(check: OIDCVerifier, token: str, fragment: str) -> None:
+    with pytest.raises(AuthError) as caught:
+        check.verify(token)
+    assert fragment in caught.value.cause
+    assert not token or token not in caught.value.explain()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"aud": "https://github.com/octo"}, "another audience"),
+        ({"aud": [AUDIENCE, "https://github.com/octo"]}, "another audience"),
+        ({"iss": "https://token.actions.githubusercontent.com"}, "another issuer"),
+        ({"nbf": int(time.time()) + 600}, "not valid yet"),
+        ({"repository_id": "octo"}, "'repository_id'"),
+        ({"run_attempt": None}, "'run_attempt'"),
+        ({"repository": "no-slash"}, "'repository'"),
+    ],
+    ids=["audience", "audience-list", "issuer", "not-yet", "repo-id", "attempt", "repository"],
+)
+def test_tokens_with_wrong_claims_are_refused(
+    issuer: IssuerServer, overrides: dict[str, Any], fragment: str
+) -> None:
+    _refused(verifier(issuer), issuer.issuer.token_for(CLAIMS, AUDIENCE, **overrides), fragment)
+
+
+def test_an_expired_token_is_refused_beyond_the_leeway(issuer: IssuerServer) -> None:
+    now = int(time.time())
+    recent = issuer.issuer.token_for(CLAIMS, AUDIENCE, now=now - 320, lifetime=300)
+    verifier(issuer).verify(recent)  # expired 20 s ago: within the 30 s leeway
+    old = issuer.issuer.token_for(CLAIMS, AUDIENCE, now=now - 400, lifetime=300)
+    _refused(verifier(issuer), old, "expired")
+
+
+def test_required_claims_must_be_there(issuer: IssuerServer) -> None:
+    claims = CLAIMS.claims(
+        issuer=issuer.issuer.issuer, audience=AUDIENCE, now=int(time.time()), lifetime=300
+    )
+    del claims["jti"]
+    _refused(verifier(issuer), issuer.issuer.sign(claims), "'jti'")
+
+
+def _unsigned(claims: dict[str, Any], header: dict[str, Any]) -> str:
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    return f"{part(header)}.{part(claims)}."
+
+
+def test_alg_none_is_refused(issuer: IssuerServer) -> None:
+    claims = CLAIMS.claims(
+        issuer=issuer.issuer.issuer, audience=AUDIENCE, now=int(time.time()), lifetime=300
+    )
+    token = _unsigned(claims, {"alg": "none", "typ": "JWT", "kid": issuer.issuer.kid})
+    _refused(verifier(issuer), token, "RS256")
+
+
+def test_hs256_signed_with_the_public_key_is_refused(issuer: IssuerServer) -> None:
+    """The classic key-confusion attack: the public key used as an HMAC secret."""
+    claims = CLAIMS.claims(
+        issuer=issuer.issuer.issuer, audience=AUDIENCE, now=int(time.time()), lifetime=300
+    )
+    header = {"alg": "HS256", "typ": "JWT", "kid": issuer.issuer.kid}
+    signing_input = _unsigned(claims, header)[:-1].encode()
+    import hashlib
+    import hmac
+
+    mac = hmac.new(issuer.issuer.public_pem(), signing_input, hashlib.sha256).digest()
+    token = signing_input.decode() + "." + base64.urlsafe_b64encode(mac).decode().rstrip("=")
+    _refused(verifier(issuer), token, "RS256")
+
+
+def test_a_token_signed_by_another_key_with_a_known_kid_is_refused(issuer: IssuerServer) -> None:
+    impostor = OIDCIssuer(issuer.issuer.issuer)
+    claims = CLAIMS.claims(
+        issuer=issuer.issuer.issuer, audience=AUDIENCE, now=int(time.time()), lifetime=300
+    )
+    token = jwt.encode(
+        claims, impostor.private_key, algorithm="RS256", headers={"kid": issuer.issuer.kid}
+    )
+    _refused(verifier(issuer), token, "InvalidSignatureError")
+
+
+def test_garbage_is_refused(issuer: IssuerServer) -> None:
+    _refused(verifier(issuer), "not.a.jwt", "not a JWT")
+    _refused(verifier(issuer), "", "not a JWT")
+
+
+def test_a_token_is_accepted_once(issuer: IssuerServer) -> None:
+    check = verifier(issuer)
+    token = issuer.issuer.token_for(CLAIMS, AUDIENCE)
+    check.verify(token)
+    _refused(check, token, "used before")
+
+
+def test_keys_are_cached_and_an_unknown_kid_costs_one_refresh(issuer: IssuerServer) -> None:
+    clock = [1000.0]
+    keys = KeySet(issuer.issuer.issuer, cooldown=60, clock=lambda: clock[0])
+    check = verifier(issuer, keys=keys)
+    for _ in range(3):
+        check.verify(issuer.issuer.token_for(CLAIMS, AUDIENCE))
+    assert issuer.jwks_reads == 1
+    stranger = OIDCIssuer(issuer.issuer.issuer)
+    claims = CLAIMS.claims(
+        issuer=issuer.issuer.issuer, audience=AUDIENCE, now=int(time.time()), lifetime=300
+    )
+    for _ in range(3):  # within the cooldown: no refresh at all
+        _refused(check, stranger.sign(claims), "does not publish")
+    assert issuer.jwks_reads == 1
+    clock[0] += 61
+    _refused(check, stranger.sign(claims), "does not publish")
+    _refused(check, stranger.sign(claims), "does not publish")
+    assert issuer.jwks_reads == 2  # one refresh for the unknown kid, not one per token
+
+
+def test_a_rotated_key_is_picked_up_by_one_refresh(issuer: IssuerServer) -> None:
+    clock = [1000.0]
+    check = verifier(issuer, keys=KeySet(issuer.issuer.issuer, clock=lambda: clock[0]))
+    check.verify(issuer.issuer.token_for(CLAIMS, AUDIENCE))
+    issuer.issuer.rotate()
+    clock[0] += 61
+    check.verify(issuer.issuer.token_for(CLAIMS, AUDIENCE))
+    assert issuer.jwks_reads == 2
+
+
+def test_an_unreachable_issuer_is_not_an_invalid_token(issuer: IssuerServer) -> None:
+    issuer.down = True
+    with pytest.raises(OIDCUnavailableError):
+        verifier(issuer).verify(issuer.issuer.token_for(CLAIMS, AUDIENCE))
+
+
+def test_a_discovery_document_naming_another_issuer_is_refused(issuer: IssuerServer) -> None:
+    check = OIDCVerifier(issuer.issuer.issuer + "/sub", AUDIENCE)
+    claims = CLAIMS.claims(
+        issuer=issuer.issuer.issuer + "/sub", audience=AUDIENCE, now=int(time.time()), lifetime=300
+    )
+    with pytest.raises((AuthError, OIDCUnavailableError)):
+        check.verify(issuer.issuer.sign(claims))
+
+
+# --- the runner's side ------------------------------------------------------------------------
+
+
+def test_the_runner_issues_a_token_for_the_audience(github: GitHub) -> None:
+    env = github.sandbox.runner_oidc_env(github.claims())
+    token = request_id_token(
+        env["ACTIONS_ID_TOKEN_REQUEST_URL"], env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"], AUDIENCE
+    )
+    check = OIDCVerifier(github.sandbox.oidc_issuer_url, AUDIENCE)
+    assert check.verify(token).repository == github.repo.full_name
+
+
+def test_without_id_token_permission_the_job_gets_a_clear_error() -> None:
+    with pytest.raises(AuthError) as caught:
+        request_id_token("", "", AUDIENCE)
+    assert "id-token: write" in caught.value.fix
+
+
+def test_a_refusing_runner_is_reported_without_its_token(github: GitHub) -> None:
+    env = github.sandbox.runner_oidc_env(github.claims())
+    request_token = "wrong-" + env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"]
+    with pytest.raises(AuthError) as caught:
+        request_id_token(env["ACTIONS_ID_TOKEN_REQUEST_URL"], request_token, AUDIENCE, attempts=1)
+    assert request_token not in caught.value.explain()
+    assert "HTTP 40" in caught.value.cause
+
+
+def test_the_runner_url_keeps_its_query(github: GitHub) -> None:
+    env = github.sandbox.runner_oidc_env(github.claims())
+    assert "?" in env["ACTIONS_ID_TOKEN_REQUEST_URL"]
+    session = requests.Session()
+    token = request_id_token(
+        env["ACTIONS_ID_TOKEN_REQUEST_URL"],
+        env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"],
+        "aud with spaces&more",
+        session=session,
+    )
+    assert jwt.decode(token, options={"verify_signature": False})["aud"] == "aud with spaces&more"

@@ -1,0 +1,44 @@
+"""`runkeys serve`'s gunicorn settings and its metrics directory (the process itself is run in
+test_gunicorn.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from handler.serve import JsonLogger, default_options, prepare_metrics_dir
+
+
+def test_defaults_fit_a_webhook_receiver() -> None:
+    options = default_options(
+        bind="127.0.0.1:8080", workers=2, threads=4, timeout=30, log_level="INFO"
+    )
+    assert options["timeout"] <= 30  # GitHub gives up on a delivery after 10 s
+    assert options["worker_class"] == "gthread"
+    assert options["preload_app"] is False  # each worker makes its own pool and worker thread
+    assert options["logger_class"] is JsonLogger
+    assert options["accesslog"] == "-"
+    assert options["control_socket_disable"] is True
+
+
+def test_several_workers_get_a_metrics_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    assert prepare_metrics_dir(1) is None
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    made = prepare_metrics_dir(2)
+    try:
+        assert made is not None
+        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == made
+        assert Path(made).is_dir()
+        assert list(Path(made).iterdir()) == []
+    finally:  # this process's metrics must stay in-process for the other tests
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        if made:
+            Path(made).rmdir()
+
+
+def test_a_given_metrics_directory_is_kept(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert prepare_metrics_dir(4) == str(tmp_path)

@@ -1,0 +1,199 @@
+"""Webhook verification and routing without I/O: GitHub's own test vector, real signed App
+deliveries, and payloads built from GitHub's examples and checked against the official schemas."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from handler.events import Decision, Outcome, Retirement, Router, router
+from handler.ledger.queue import InstallationLeases, PullRequestLeases, RepositoryLeases, RunLeases
+from handler.webhooks import BadDeliveryError, Delivery, sign, validate_signature
+from runkeys.errors import AuthError
+from tests.service import kit
+
+SIGNED_DELIVERIES = sorted(kit.SIGNED.glob("*/*.body.raw"))
+
+
+def signed(name: str) -> tuple[dict[str, str], bytes]:
+    raw = Path(name)
+    headers = json.loads(raw.with_name(raw.name.replace(".body.raw", ".headers.json")).read_text())
+    return headers, raw.read_bytes()
+
+
+def test_githubs_documented_test_vector() -> None:
+    """docs.github.com, "Validating webhook deliveries": the secret and payload below."""
+    secret, body = "It's a Secret to Everybody", b"Hello, World!"
+    expected = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+    assert sign(body, secret) == expected
+    validate_signature(body, signature=expected, secret=secret)
+
+
+@pytest.mark.parametrize("path", SIGNED_DELIVERIES, ids=lambda p: p.name.split(".body")[0])
+def test_real_app_deliveries_verify(path: Path) -> None:
+    headers, body = signed(str(path))
+    delivery = Delivery.from_http(headers, body, secret=kit.SIGNED_SECRET)
+    assert delivery.event == headers["x-github-event"]
+    assert delivery.delivery_id == headers["x-github-delivery"]
+    assert delivery.installation_id == 87385964
+
+
+def _tampered() -> list[tuple[str, Any]]:
+    headers, body = signed(str(kit.SIGNED / "pull_request" / "pull_request.closed.body.raw"))
+    good = headers["x-hub-signature-256"]
+    altered = body.replace(b'"merged":true', b'"merged":false')
+    assert altered != body
+    return [
+        ("forged", (body, "sha256=" + "0" * 64)),
+        ("missing", (body, None)),
+        ("empty", (body, "")),
+        ("truncated", (body, good[:-2])),
+        ("sha1-only", (body, headers["x-hub-signature"])),
+        ("uppercase-hex", (body, good.upper())),
+        ("altered-body", (altered, good)),
+        ("truncated-body", (body[:-1], good)),
+        ("other-secret", (body, sign(body, "not the secret"))),
+    ]
+
+
+@pytest.mark.parametrize(("case", "given"), _tampered(), ids=[c for c, _ in _tampered()])
+def test_tampered_deliveries_fail_closed(case: str, given: tuple[bytes, str | None]) -> None:
+    body, signature = given
+    headers = {"Content-Type": "application/json", "X-GitHub-Event": "pull_request"}
+    headers["X-GitHub-Delivery"] = "d1"
+    if signature is not None:
+        headers["X-Hub-Signature-256"] = signature
+    with pytest.raises(AuthError):
+        Delivery.from_http(headers, body, secret=kit.SIGNED_SECRET)
+
+
+def test_without_a_secret_nothing_is_trusted() -> None:
+    body = b"{}"
+    with pytest.raises(AuthError, match="No webhook secret"):
+        validate_signature(body, signature=sign(body, ""), secret="")
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status"),
+    [
+        ({"Content-Type": "application/x-www-form-urlencoded"}, b"payload=%7B%7D", 415),
+        ({"X-GitHub-Event": ""}, b"{}", 400),
+        ({"X-GitHub-Delivery": ""}, b"{}", 400),
+        ({"X-GitHub-Delivery": "x" * 65}, b"{}", 400),
+        ({}, b"{not json", 400),
+        ({}, b"[1, 2]", 400),
+        ({}, b"\xff\xfe", 400),
+    ],
+    ids=["form", "no-event", "no-delivery", "long-delivery", "not-json", "not-object", "bytes"],
+)
+def test_signed_but_unreadable_deliveries_are_refused(
+    headers: dict[str, str], body: bytes, status: int
+) -> None:
+    sent = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "ping",
+        "X-GitHub-Delivery": "abc-123",
+        **headers,
+        "X-Hub-Signature-256": sign(body, "s3cret"),
+    }
+    with pytest.raises(BadDeliveryError) as caught:
+        Delivery.from_http(sent, body, secret="s3cret")
+    assert caught.value.status == status
+
+
+# --- routing ----------------------------------------------------------------------------------
+
+
+def _delivery(event: str, payload: dict[str, Any]) -> Delivery:
+    return Delivery(event=event, delivery_id="d-1", data=payload)
+
+
+@pytest.mark.parametrize(
+    ("schema", "payload"),
+    [
+        ("workflow-run-completed", kit.workflow_run_completed(7, "octo/app", 30433642, 2, 5)),
+        ("pull-request-closed", kit.pull_request_closed(7, "octo/app", 12, 5)),
+        ("installation-deleted", kit.installation_deleted(5, 9, "octo", [(7, "octo/app")])),
+        (
+            "installation-repositories-removed",
+            kit.installation_repositories_removed(5, 9, "octo", [(7, "octo/app"), (8, "octo/b")]),
+        ),
+        ("ping", kit.ping()),
+    ],
+)
+def test_built_payloads_match_the_official_schemas(schema: str, payload: dict[str, Any]) -> None:
+    kit.schema_validator(schema).validate(payload)
+
+
+def test_workflow_run_completed_retires_that_run_through_its_attempt() -> None:
+    payload = kit.workflow_run_completed(7, "octo/app", 30433642, 2, 5)
+    decision = router.dispatch(_delivery("workflow_run", payload))
+    assert decision == Decision(
+        Outcome.QUEUED, (Retirement(RunLeases(7, 30433642, 2, installation_id=5)),)
+    )
+
+
+def test_pull_request_closed_retires_its_pr_leases() -> None:
+    payload = kit.pull_request_closed(7, "octo/app", 12, 5)
+    decision = router.dispatch(_delivery("pull_request", payload))
+    assert decision.retirements == (Retirement(PullRequestLeases(7, 12, installation_id=5)),)
+
+
+def test_an_uninstalled_app_retires_at_the_provider_only() -> None:
+    payload = kit.installation_deleted(5, 9, "octo", [(7, "octo/app"), (8, "octo/b")])
+    decision = router.dispatch(_delivery("installation", payload))
+    assert decision.retirements == (
+        Retirement(InstallationLeases(5, account_id=9), provider_only=True),
+        Retirement(RepositoryLeases((7, 8), installation_id=5), provider_only=True),
+    )
+
+
+def test_removed_repositories_retire_at_the_provider_only() -> None:
+    payload = kit.installation_repositories_removed(5, 9, "octo", [(8, "octo/b")])
+    decision = router.dispatch(_delivery("installation_repositories", payload))
+    assert decision.retirements == (
+        Retirement(RepositoryLeases((8,), installation_id=5), provider_only=True),
+    )
+
+
+@pytest.mark.parametrize(
+    ("event", "payload"),
+    [
+        ("workflow_run", {**kit.workflow_run_completed(7, "o/r", 1, 1, 5), "action": "requested"}),
+        ("pull_request", {**kit.pull_request_closed(7, "o/r", 1, 5), "action": "opened"}),
+        ("installation", {"action": "created"}),
+        ("check_run", {"action": "completed"}),
+        ("push", {}),
+    ],
+)
+def test_other_events_and_actions_are_ignored(event: str, payload: dict[str, Any]) -> None:
+    assert router.dispatch(_delivery(event, payload)) == Decision(Outcome.IGNORED)
+
+
+def test_ping_pongs() -> None:
+    assert router.dispatch(_delivery("ping", kit.ping())).outcome is Outcome.PONG
+
+
+def test_a_routed_event_without_its_ids_is_a_bad_delivery() -> None:
+    payload = kit.workflow_run_completed(7, "o/r", 1, 1, 5)
+    del payload["workflow_run"]["run_attempt"]
+    with pytest.raises(BadDeliveryError, match="run_attempt"):
+        router.dispatch(_delivery("workflow_run", payload))
+    payload["workflow_run"]["run_attempt"] = True  # not a number, however JSON spells it
+    with pytest.raises(BadDeliveryError):
+        router.dispatch(_delivery("workflow_run", payload))
+
+
+def test_a_router_takes_one_route_per_event_and_action() -> None:
+    mine = Router()
+
+    @mine.register("push")
+    def any_push(delivery: Delivery) -> Decision:
+        return Decision(Outcome.PONG)
+
+    assert mine.dispatch(_delivery("push", {"action": "whatever"})).outcome is Outcome.PONG
+    with pytest.raises(ValueError, match="already"):
+        mine.register("push")(any_push)

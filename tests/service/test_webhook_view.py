@@ -1,0 +1,310 @@
+"""`POST /webhook` through the Flask test client, on both engines: real signed App deliveries,
+tampered ones (401, nothing recorded), redeliveries, routing into the ledger, and the rule that
+one installation's webhook never touches another installation's leases."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from werkzeug.test import TestResponse
+
+from handler.app import create_app
+from handler.ledger import Ledger, tables
+from handler.ledger.history import history
+from handler.webhooks import sign
+from runkeys.leases import Lifetime
+from runkeys.sandbox import webhooks
+from tests.service import kit
+from tests.service.kit import Clock, assert_documented, identity, js, put, states, stored
+
+REAL_REPO_ID, REAL_INSTALLATION, REAL_OWNER = 1064412804, 87385964, 58641509
+
+
+@pytest.fixture
+def signed_app(environ: dict[str, str], clock: Clock) -> Iterator[Flask]:
+    """The service configured with the secret of the real recorded deliveries."""
+    made = create_app({**environ, "RUNKEYS_WEBHOOK_SECRET": kit.SIGNED_SECRET}, clock=clock)
+    yield made
+    made.extensions["runkeys"].close()
+
+
+def ledger_of(app: Flask) -> Ledger:
+    ledger: Ledger = app.extensions["runkeys"].ledger
+    return ledger
+
+
+def recorded_deliveries(app: Flask) -> int:
+    with ledger_of(app).begin() as conn:
+        return int(conn.scalar(select(func.count()).select_from(tables.deliveries)) or 0)
+
+
+def real(name: str) -> tuple[dict[str, str], bytes]:
+    event = name.split(".", maxsplit=1)[0]
+    raw = kit.SIGNED / event / f"{name}.body.raw"
+    headers = json.loads(raw.with_name(f"{name}.headers.json").read_text())
+    return headers, raw.read_bytes()
+
+
+def deliver(client: FlaskClient, headers: dict[str, str], body: bytes) -> TestResponse:
+    response = client.post("/webhook", data=body, headers=headers)
+    assert_documented("POST", "/webhook", response.status_code, response.json)
+    return response
+
+
+def pr_lease(app: Flask, *, installation_id: int | None = REAL_INSTALLATION) -> str:
+    """A `pr` lease of the repository and pull request of the real `closed` delivery."""
+    who = identity(
+        "derekg1729/test-repo", REAL_REPO_ID, ref="refs/pull/315/merge", owner_id=REAL_OWNER
+    )
+    item = kit.lease(repository="derekg1729/test-repo", lifetime=Lifetime.PR)
+    return put(ledger_of(app), who, item, installation_id=installation_id)[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "outcome"),
+    [
+        ("pull_request.closed", 200, "queued"),
+        ("pull_request.opened", 202, "ignored"),
+        ("pull_request.synchronize", 202, "ignored"),
+        ("workflow_run.in_progress", 202, "ignored"),
+        ("check_run.completed", 202, "ignored"),
+        ("check_suite.requested", 202, "ignored"),
+    ],
+)
+def test_real_signed_deliveries_are_accepted(
+    signed_app: Flask, name: str, status: int, outcome: str
+) -> None:
+    lease_id = pr_lease(signed_app)
+    headers, body = real(name)
+    response = deliver(signed_app.test_client(), headers, body)
+    assert (response.status_code, js(response)["outcome"]) == (status, outcome)
+    assert recorded_deliveries(signed_app) == 1
+    expected = "revoking" if name == "pull_request.closed" else "active"
+    assert states(ledger_of(signed_app), [lease_id]) == {lease_id: expected}
+    metrics = signed_app.test_client().get("/metrics").get_data(as_text=True)
+    event = name.split(".", maxsplit=1)[0]
+    line = f'runkeys_webhook_deliveries_total{{event="{event}",outcome="{outcome}"}} 1.0'
+    assert line in metrics
+
+
+def _tampered() -> list[tuple[str, dict[str, str], bytes]]:
+    headers, body = real("pull_request.closed")
+    without = {k: v for k, v in headers.items() if k != "x-hub-signature-256"}
+    good = headers["x-hub-signature-256"]
+    altered = body.replace(b'"merged":true', b'"merged":false')
+    return [
+        ("forged", {**headers, "x-hub-signature-256": "sha256=" + "ab" * 32}, body),
+        ("missing", without, body),
+        ("truncated-signature", {**headers, "x-hub-signature-256": good[:40]}, body),
+        ("truncated-body", headers, body[: len(body) // 2]),
+        ("replayed-altered-body", headers, altered),
+        ("sha1-only", {**without, "x-hub-signature": headers["x-hub-signature"]}, body),
+        ("wrong-secret", {**headers, "x-hub-signature-256": sign(body, "guess")}, body),
+    ]
+
+
+@pytest.mark.parametrize(("case", "headers", "body"), _tampered(), ids=[c for c, *_ in _tampered()])
+def test_tampered_deliveries_are_refused_and_nothing_is_recorded(
+    signed_app: Flask, case: str, headers: dict[str, str], body: bytes
+) -> None:
+    lease_id = pr_lease(signed_app)
+    client = signed_app.test_client()
+    response = deliver(client, headers, body)
+    assert (response.status_code, js(response)["error"]) == (401, "invalid_signature")
+    assert recorded_deliveries(signed_app) == 0
+    assert states(ledger_of(signed_app), [lease_id]) == {lease_id: "active"}
+    with ledger_of(signed_app).begin() as conn:
+        assert [e.action for e in history(conn, lease_id)] == ["registered"]
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert "runkeys_webhook_signature_failures_total 1.0" in metrics
+    # the genuine delivery still works afterwards: the refused one left no trace to dedupe on
+    genuine_headers, genuine_body = real("pull_request.closed")
+    assert js(deliver(client, genuine_headers, genuine_body))["outcome"] == "queued"
+
+
+def test_a_redelivery_is_recognised_and_does_nothing(signed_app: Flask) -> None:
+    lease_id = pr_lease(signed_app)
+    client = signed_app.test_client()
+    headers, body = real("pull_request.closed")
+    assert deliver(client, headers, body).json == {"outcome": "queued", "queued": 1}
+    assert deliver(client, headers, body).json == {"outcome": "duplicate", "queued": 0}
+    with ledger_of(signed_app).begin() as conn:
+        events = history(conn, lease_id)
+    assert [(e.actor, e.action) for e in events] == [
+        ("action", "registered"),
+        ("webhook", "queued"),
+    ]
+    assert (
+        events[1].detail == f"webhook pull_request.closed delivery {headers['x-github-delivery']}"
+    )
+
+
+def _send(client: FlaskClient, secret: str, event: str, payload: Any, **kw: str) -> TestResponse:
+    body = webhooks.encode(payload)
+    headers = webhooks.delivery_headers(
+        event, body, secret=secret, delivery_id=kw.get("delivery_id", webhooks.new_delivery_id())
+    )
+    return deliver(client, headers, body)
+
+
+SECRET = "It's a Secret to Everybody"
+
+
+def test_ping_pongs(client: FlaskClient) -> None:
+    response = _send(client, SECRET, "ping", kit.ping())
+    assert (response.status_code, js(response)["outcome"]) == (200, "pong")
+
+
+def test_workflow_run_completed_retires_run_and_missed_job_leases(
+    app: Flask, client: FlaskClient
+) -> None:
+    ledger = ledger_of(app)
+    attempt_1, attempt_2 = identity(run_attempt=1), identity(run_attempt=2)
+    (run_1,) = put(ledger, attempt_1, kit.lease(lifetime=Lifetime.RUN))
+    job_2, run_2 = put(
+        ledger, attempt_2, kit.lease(lifetime=Lifetime.JOB), kit.lease(lifetime=Lifetime.RUN)
+    )
+    (pr,) = put(ledger, identity(ref="refs/pull/3/merge"), kit.lease(lifetime=Lifetime.PR))
+    (later_run,) = put(ledger, identity(run_id=99), kit.lease())
+    payload = kit.workflow_run_completed(1296269, "octo/app", 30433642, 1, 5)
+    assert _send(client, SECRET, "workflow_run", payload).json == {"outcome": "queued", "queued": 1}
+    assert states(ledger, [run_1, job_2, run_2]) == {
+        run_1: "revoking",
+        job_2: "active",
+        run_2: "active",
+    }
+    payload = kit.workflow_run_completed(1296269, "octo/app", 30433642, 2, 5)
+    assert js(_send(client, SECRET, "workflow_run", payload))["queued"] == 2
+    assert states(ledger, [job_2, run_2, pr, later_run]) == {
+        job_2: "revoking",
+        run_2: "revoking",
+        pr: "active",
+        later_run: "active",
+    }
+
+
+def test_pull_request_closed_retires_pr_leases_only(app: Flask, client: FlaskClient) -> None:
+    ledger = ledger_of(app)
+    who = identity(ref="refs/pull/12/merge")
+    pr, run = put(ledger, who, kit.lease(lifetime=Lifetime.PR), kit.lease(lifetime=Lifetime.RUN))
+    (other_pr,) = put(ledger, identity(ref="refs/pull/13/merge"), kit.lease(lifetime=Lifetime.PR))
+    _send(client, SECRET, "pull_request", kit.pull_request_closed(1296269, "octo/app", 12, 5))
+    assert states(ledger, [pr, run, other_pr]) == {
+        pr: "revoking",
+        run: "active",
+        other_pr: "active",
+    }
+
+
+def test_a_webhook_never_touches_another_installations_leases(
+    app: Flask, client: FlaskClient
+) -> None:
+    ledger = ledger_of(app)
+    (mine,) = put(
+        ledger,
+        identity(ref="refs/pull/12/merge"),
+        kit.lease(lifetime=Lifetime.PR),
+        installation_id=5,
+    )
+    (run_lease,) = put(ledger, identity(), kit.lease(), installation_id=5)
+    other = 6
+    _send(client, SECRET, "pull_request", kit.pull_request_closed(1296269, "octo/app", 12, other))
+    _send(
+        client,
+        SECRET,
+        "workflow_run",
+        kit.workflow_run_completed(1296269, "octo/app", 30433642, 1, other),
+    )
+    _send(
+        client,
+        SECRET,
+        "installation",
+        kit.installation_deleted(other, 424242, "someone", [(1296269, "octo/app")]),
+    )
+    removed = kit.installation_repositories_removed(
+        other, 424242, "someone", [(1296269, "octo/app")]
+    )
+    _send(client, SECRET, "installation_repositories", removed)
+    assert states(ledger, [mine, run_lease]) == {mine: "active", run_lease: "active"}
+
+
+def test_an_uninstalled_app_retires_every_lease_of_the_installation_at_the_provider(
+    app: Flask, client: FlaskClient
+) -> None:
+    ledger = ledger_of(app)
+    env_lease = kit.lease(environment="ci-run-1", environment_created=True)
+    (first,) = put(ledger, identity(), env_lease, installation_id=5)
+    (second,) = put(
+        ledger,
+        identity("octo/lib", 77, run_id=5),
+        kit.lease(repository="octo/lib"),
+        installation_id=5,
+    )
+    (unknown,) = put(
+        ledger,
+        identity("octo/new", 78, run_id=6),
+        kit.lease(repository="octo/new"),
+        installation_id=None,
+    )
+    (elsewhere,) = put(
+        ledger,
+        identity("zed/app", 79, run_id=7, owner_id=1),
+        kit.lease(repository="zed/app"),
+        installation_id=None,
+    )
+    payload = kit.installation_deleted(5, 583231, "octo", [])
+    assert js(_send(client, SECRET, "installation", payload))["queued"] == 3
+    retired = [stored(ledger, i) for i in (first, second, unknown)]
+    untouched = stored(ledger, elsewhere)
+    with ledger.begin() as conn:
+        environments = conn.execute(select(tables.environments)).mappings().all()
+    assert all(r.state.value == "revoking" and r.provider_only for r in retired)
+    assert untouched.state.value == "active"
+    assert [e["state"] for e in environments] == ["unreachable"]
+
+
+def test_removed_repositories_retire_their_leases_at_the_provider(
+    app: Flask, client: FlaskClient
+) -> None:
+    ledger = ledger_of(app)
+    (gone,) = put(ledger, identity(), kit.lease(), installation_id=5)
+    (kept,) = put(
+        ledger,
+        identity("octo/lib", 77, run_id=5),
+        kit.lease(repository="octo/lib"),
+        installation_id=5,
+    )
+    payload = kit.installation_repositories_removed(5, 583231, "octo", [(1296269, "octo/app")])
+    assert js(_send(client, SECRET, "installation_repositories", payload))["queued"] == 1
+    assert states(ledger, [gone, kept]) == {gone: "revoking", kept: "active"}
+
+
+def test_the_body_size_is_limited(environ: dict[str, str], clock: Clock) -> None:
+    small = create_app({**environ, "RUNKEYS_WEBHOOK_MAX_BYTES": "2048"}, clock=clock)
+    payload = {**kit.ping(), "padding": "x" * 4096}
+    response = _send(small.test_client(), SECRET, "ping", payload)
+    assert (response.status_code, js(response)["error"]) == (413, "request_entity_too_large")
+    small.extensions["runkeys"].close()
+
+
+def test_only_json_is_read(client: FlaskClient, app: Flask) -> None:
+    body = b"payload=%7B%7D"
+    headers = webhooks.delivery_headers("ping", body, secret=SECRET, delivery_id="form-1")
+    headers["Content-Type"] = "application/x-www-form-urlencoded"
+    response = deliver(client, headers, body)
+    assert response.status_code == 415
+    assert "application/json" in js(response)["message"]
+    assert recorded_deliveries(app) == 0
+
+
+def test_unknown_paths_and_methods_answer_in_the_error_shape(client: FlaskClient) -> None:
+    assert js(client.get("/webhook"))["error"] == "method_not_allowed"
+    missing = js(client.get("/nowhere"))
+    assert missing["error"] == "not_found"
+    assert set(missing) == {"error", "message"}

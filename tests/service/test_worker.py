@@ -1,0 +1,255 @@
+"""The revocation worker against real HTTP: the `http` provider revoking at a local token issuer
+and the sandbox's secrets and environments, on both engines."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from handler.config import ServiceConfig
+from handler.ledger.history import history
+from handler.ledger.records import LeaseRecord
+from handler.service import Service
+from handler.worker import RevocationWorker, backoff
+from runkeys.leases import LeaseRequest, LeaseState
+from runkeys.oidc import RunIdentity
+from tests.service.conftest import GitHub
+from tests.service.kit import HTTP_PARAMS, Clock, TokenIssuer, WsgiServer, identity, put, stored
+
+ISSUER_PASSWORD = "issuer-pass-8d1c"
+
+
+@pytest.fixture
+def issuer() -> Iterator[tuple[TokenIssuer, str]]:
+    tokens = TokenIssuer()
+    server = WsgiServer(tokens)
+    yield tokens, server.url
+    server.stop()
+
+
+@pytest.fixture
+def service(
+    environ: dict[str, str], issuer: tuple[TokenIssuer, str], clock: Clock
+) -> Iterator[Service]:
+    _, url = issuer
+    env = {
+        **environ,
+        "RUNKEYS_CONNECTION_ISSUER": url.replace("http://", f"http://:{ISSUER_PASSWORD}@"),
+    }
+    config = ServiceConfig.from_env(env)
+    assert config.github is not None
+    config = replace(
+        config,
+        github=replace(config.github, retries=0),  # a GitHub failure fails the attempt at once
+        worker=replace(config.worker, max_attempts=3),
+    )
+    made = Service(config, clock=clock)
+    yield made
+    made.close()
+
+
+def http_lease(github: GitHub, tokens: TokenIssuer, **fields: object) -> LeaseRequest:
+    (reference,) = tokens.mint()
+    return github.lease(
+        provider="http", connection="issuer", params=HTTP_PARAMS, reference=reference, **fields
+    )
+
+
+def who(github: GitHub) -> RunIdentity:
+    return identity(github.repo.full_name, github.repo.id)
+
+
+def queue_all(service: Service, ids: list[str]) -> None:
+    from handler.ledger.queue import LeasesById, queue
+
+    with service.ledger.begin() as conn:
+        queue(conn, LeasesById(tuple(ids)), actor="test", reason="test", now=service.clock())
+
+
+def record(service: Service, lease_id: str) -> LeaseRecord:
+    return stored(service.ledger, lease_id)
+
+
+def test_a_queued_lease_is_revoked_its_secret_and_environment_deleted(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str], clock: Clock
+) -> None:
+    tokens, _ = issuer
+    store = service.secrets_for(github.repo.full_name)
+    store.create_environment("ci-run-1")
+    item = http_lease(github, tokens, environment="ci-run-1", environment_created=True)
+    assert item.secret is not None
+    store.put(item.secret, "the-value")
+    assert github.sandbox.secret_names(github.repo, "ci-run-1") == ["API_TOKEN"]
+    (lease_id,) = put(service.ledger, who(github), item, installation_id=github.installation.id)
+    queue_all(service, [lease_id])
+    clock.advance(seconds=3)
+    assert RevocationWorker(service).drain() == 1
+    assert tokens.revoked == {item.reference: 1}
+    assert "ci-run-1" not in github.sandbox.environment_names(github.repo)
+    stored = record(service, lease_id)
+    assert stored.state is LeaseState.REVOKED
+    with service.ledger.begin() as conn:
+        assert [e.action for e in history(conn, lease_id)] == ["registered", "queued", "revoked"]
+    text = service.metrics.exposition(service.ledger, service.clock).decode()
+    assert 'runkeys_revocations_total{outcome="revoked"} 1.0' in text
+    assert 'runkeys_revocation_latency_seconds_bucket{le="5.0"} 1.0' in text
+
+
+def test_an_environment_stays_while_a_live_lease_uses_it(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    tokens, _ = issuer
+    store = service.secrets_for(github.repo.full_name)
+    store.create_environment("ci-pr-3")
+    first = http_lease(
+        github, tokens, key_name="FIRST", environment="ci-pr-3", environment_created=True
+    )
+    second = http_lease(github, tokens, key_name="SECOND", environment="ci-pr-3")
+    manual = http_lease(github, tokens, key_name="THIRD", environment="production")
+    store.create_environment("production")
+    put(service.ledger, who(github), first, second, manual, installation_id=github.installation.id)
+    queue_all(service, [first.id, manual.id])
+    RevocationWorker(service).drain()
+    assert {"ci-pr-3", "production"} <= set(github.sandbox.environment_names(github.repo))
+    queue_all(service, [second.id])
+    RevocationWorker(service).drain()
+    names = github.sandbox.environment_names(github.repo)
+    assert "ci-pr-3" not in names
+    assert "production" in names  # runkeys did not create it: never deleted
+
+
+def test_provider_only_retirement_leaves_github_alone(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    tokens, _ = issuer
+    item = http_lease(github, tokens)
+    assert item.secret is not None
+    service.secrets_for(github.repo.full_name).put(item.secret, "kept")
+    put(service.ledger, who(github), item, installation_id=github.installation.id)
+    from handler.ledger.queue import RepositoryLeases, queue
+
+    with service.ledger.begin() as conn:
+        queue(
+            conn,
+            RepositoryLeases((github.repo.id,)),
+            actor="t",
+            reason="t",
+            now=service.clock(),
+            provider_only=True,
+        )
+    github.sandbox.clear_requests()
+    RevocationWorker(service).drain()
+    assert tokens.revoked == {item.reference: 1}
+    assert github.sandbox.requests == []
+    assert github.sandbox.secret_names(github.repo) == ["API_TOKEN"]
+
+
+def test_failures_back_off_then_fail_then_are_retried_slowly(
+    service: Service,
+    github: GitHub,
+    issuer: tuple[TokenIssuer, str],
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tokens, _ = issuer
+    item = http_lease(github, tokens, secret=False)
+    (lease_id,) = put(service.ledger, who(github), item)
+    queue_all(service, [lease_id])
+    tokens.fail_with = 503
+    worker = RevocationWorker(service, rng=random.Random(7))
+    caplog.set_level(logging.WARNING, logger="runkeys.service")
+    delays = []
+    for _ in range(3):  # max_attempts is 3 here
+        assert worker.run_once() == 1
+        due = record(service, lease_id).next_attempt_at
+        assert due is not None
+        delays.append(due - clock.now)
+        assert worker.run_once() == 0  # not due yet
+        clock.now = due
+    final = record(service, lease_id)
+    assert (final.state, final.attempts) == (LeaseState.FAILED, 3)
+    assert "503" in (final.last_error or "")
+    assert ISSUER_PASSWORD not in (final.last_error or "")
+    assert timedelta(seconds=5) <= delays[0] <= timedelta(seconds=10)
+    assert timedelta(seconds=10) <= delays[1] <= timedelta(seconds=20)
+    assert delays[2] >= service.config.worker.failed_retry * 0.9
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["lease failed: revocation keeps failing"]
+    text = service.metrics.exposition(service.ledger, service.clock).decode()
+    assert 'runkeys_revocations_total{outcome="failed"} 1.0' in text
+    assert 'runkeys_revocations_total{outcome="retry"} 2.0' in text
+    assert 'runkeys_leases{state="failed"} 1.0' in text
+    tokens.fail_with = None  # the issuer is back: the slow retry succeeds
+    assert worker.run_once() == 1
+    assert record(service, lease_id).state is LeaseState.REVOKED
+    assert tokens.revoked == {item.reference: 1}
+
+
+def test_a_connection_the_worker_lacks_fails_the_lease_at_once(
+    service: Service, github: GitHub
+) -> None:
+    item = github.lease(provider="http", connection="elsewhere", params=HTTP_PARAMS, secret=False)
+    (lease_id,) = put(service.ledger, who(github), item)
+    queue_all(service, [lease_id])
+    RevocationWorker(service).run_once()
+    failed = record(service, lease_id)
+    assert failed.state is LeaseState.FAILED
+    assert "RUNKEYS_CONNECTION_ELSEWHERE" in (failed.last_error or "")
+
+
+def test_a_github_failure_is_retried(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str], clock: Clock
+) -> None:
+    tokens, _ = issuer
+    item = http_lease(github, tokens)
+    assert item.secret is not None
+    service.secrets_for(github.repo.full_name).put(item.secret, "value")
+    (lease_id,) = put(service.ledger, who(github), item)
+    queue_all(service, [lease_id])
+    github.sandbox.inject_fault("DELETE", r"/actions/secrets/API_TOKEN$", status=502)
+    worker = RevocationWorker(service)
+    worker.run_once()
+    first = record(service, lease_id)
+    assert (first.state, first.attempts) == (LeaseState.REVOKING, 1)
+    assert "502" in (first.last_error or "")
+    assert first.next_attempt_at is not None
+    clock.now = first.next_attempt_at
+    worker.run_once()
+    assert record(service, lease_id).state is LeaseState.REVOKED
+    assert github.sandbox.secret_names(github.repo) == []
+    assert tokens.revoked == {item.reference: 1}  # the second revoke found it gone: 404, fine
+    assert tokens.revoke_calls == {item.reference: 2}
+
+
+def test_backoff_doubles_with_jitter_and_is_capped() -> None:
+    rng = random.Random(1)
+    base, cap = timedelta(seconds=10), timedelta(minutes=5)
+    for attempts, full in [(1, 10), (2, 20), (3, 40), (6, 300), (40, 300)]:
+        delay = backoff(attempts, base=base, cap=cap, rng=rng).total_seconds()
+        assert full / 2 <= delay <= full
+    spread = {backoff(3, base=base, cap=cap, rng=rng) for _ in range(20)}
+    assert len(spread) > 10  # jittered, not lockstep
+
+
+def test_the_worker_logs_no_secret(
+    service: Service,
+    github: GitHub,
+    issuer: tuple[TokenIssuer, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tokens, _ = issuer
+    caplog.set_level(logging.DEBUG)
+    item = http_lease(github, tokens)
+    put(service.ledger, who(github), item)
+    queue_all(service, [item.id])
+    RevocationWorker(service).drain()
+    from handler.logs import JsonFormatter
+
+    text = "\n".join(JsonFormatter().format(r) for r in caplog.records)
+    assert ISSUER_PASSWORD not in text
+    assert '"message": "lease revoked"' in text
