@@ -49,7 +49,7 @@ class Seeded:
             "GITHUB_RUN_ATTEMPT": str(self.run.latest.number),
             "GITHUB_TOKEN": self.workflow_token,
             "RUNKEYS_APP_ID": str(self.app.id),
-            "RUNKEYS_APP_PRIVATE_KEY_FILE": str(self.private_key_file),
+            "RUNKEYS_PRIVATE_KEY_FILE": str(self.private_key_file),
             "RUNKEYS_WEBHOOK_SECRET": self.app.webhook_secret,
             "RUNKEYS_OIDC_ISSUER": sb.oidc_issuer_url,
             **sb.runner_oidc_env(claims),
