@@ -34,28 +34,35 @@ def _installation(installation: Installation) -> dict[str, Any]:
 
 
 def workflow_run_completed(
-    sandbox: Sandbox, repo: Repository, run_id: int, installation: Installation
+    sandbox: Sandbox,
+    repo: Repository,
+    run_id: int,
+    installation: Installation,
+    *,
+    attempt: int | None = None,
 ) -> dict[str, Any]:
-    """`workflow_run` `completed` for the latest attempt of `run_id`, as it stands in the
-    sandbox (complete it first with `set_run_status`)."""
+    """`workflow_run` `completed` for an attempt of `run_id` (default: the latest), as it
+    stands in the sandbox: complete it first with `set_run_status`."""
     base = sandbox.url
     with sandbox.world.lock:
         run = repo.runs[run_id]
-        attempt = run.latest
-        if attempt.status != "completed":
-            raise ValueError(f"run {run_id} attempt {attempt.number} is {attempt.status}")
-        workflow_run = workflow_run_json(repo, run, attempt, base)
+        attempt_state = run.attempts[attempt] if attempt is not None else run.latest
+        if attempt_state.status != "completed":
+            raise ValueError(
+                f"run {run_id} attempt {attempt_state.number} is {attempt_state.status}"
+            )
+        workflow_run = workflow_run_json(repo, run, attempt_state, base)
         workflow_url = f"{base}/repos/{repo.full_name}/actions/workflows/{run.workflow_id}"
         workflow = {
             "badge_url": f"{base}/{repo.full_name}/workflows/{run.name}/badge.svg",
-            "created_at": iso(attempt.created_at),
+            "created_at": iso(attempt_state.created_at),
             "html_url": f"{base}/{repo.full_name}/blob/{repo.default_branch}/{run.path}",
             "id": run.workflow_id,
             "name": run.name,
             "node_id": legacy_node_id("008", "Workflow", run.workflow_id),
             "path": run.path,
             "state": "active",
-            "updated_at": iso(attempt.updated_at),
+            "updated_at": iso(attempt_state.updated_at),
             "url": workflow_url,
         }
         return {

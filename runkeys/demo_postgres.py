@@ -14,7 +14,6 @@ from runkeys.providers.base import RevokeRequest
 from runkeys.providers.postgres import PostgresProvider
 from runkeys.scrub import scrub, short
 
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 CONNECTION = "DEMO_DB"  # RUNKEYS_CONNECTION_DEMO_DB; `connection: demo_db` in the spec
 
 

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 MASK = "::add-mask::"
 FILES = ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_STATE", "GITHUB_STEP_SUMMARY")
@@ -48,6 +49,19 @@ def parse_file_commands(text: str) -> dict[str, str]:
             key, _, value = line.partition("=")
             found[key] = value
     return found
+
+
+ANNOTATIONS = {"::error ": "Error", "::warning ": "Warning", "::notice ": "Notice"}
+
+
+def render(line: str) -> list[str]:
+    """A log line as the runner displays it: an annotation as `Error: message` (its lines)."""
+    for prefix, kind in ANNOTATIONS.items():
+        if line.startswith(prefix):
+            message = unescape(line[len(prefix) :].partition("::")[2])
+            first, *rest = message.splitlines() or [""]
+            return [f"{kind}: {first}", *rest]
+    return [line]
 
 
 class Masker:
@@ -88,9 +102,9 @@ class StepRun:
             if line.startswith(prefix)
         ]
 
-    def keys(self) -> list[dict[str, object]]:
+    def issued_keys(self) -> list[dict[str, Any]]:
         """The `keys-json` output (no values)."""
-        listed: list[dict[str, object]] = json.loads(self.outputs.get("keys-json", "[]"))
+        listed: list[dict[str, Any]] = json.loads(self.outputs.get("keys-json", "[]"))
         return listed
 
 
@@ -172,7 +186,8 @@ class Job:
                         masks += 1
                         continue
                     shown.append(self.masker.hide(line))
-                    on_line(shown[-1])
+                    for rendered in render(shown[-1]):
+                        on_line(rendered)
                 code = process.wait()
             except BaseException:
                 _let_it_roll_back(process)
