@@ -66,9 +66,10 @@ def dry_run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     for key, variable in missing_connections(text, os.environ):
         say.line(
             f"Missing connection: keys.{key} needs {variable}, which is not set in your "
-            f"environment. A dry run mints for real through your own connections: export "
-            f"{variable}=<the URL or DSN of an account that may mint such keys> and run again."
+            "environment. A dry run mints for real, through your own connections: set it to "
+            "the URL or DSN of an account that may mint such keys, and run again:"
         )
+        say.block([f"export {variable}='<URL or DSN>'"])
     valid = _valid_offline(text, connections)
     with Stack(connections) as stack:
         say.masker = stack.job.masker
@@ -136,9 +137,12 @@ class DryRun:
                 "environment": f"a secret of environment {key['environment']}",
             }[str(key["scope"])]
             variables = ", ".join(str(v) for v in key["variables"])
-            self.say.line(
-                f"{key['name']} ({key['provider']}, lifetime {key['lifetime']}, expires "
-                f"{key['expires_at']}): {where}; job variables and step outputs {variables}."
+            self.say.block(
+                [
+                    f"{key['name']}: {key['provider']}, lifetime {key['lifetime']}, expires "
+                    f"{key['expires_at']}, {where}",
+                    f"    job variables and step outputs: {variables}",
+                ]
             )
 
     def calls(self, heading: str) -> None:

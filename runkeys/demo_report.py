@@ -81,7 +81,15 @@ class Narrator:
         self._wrapped(text, "   ", "   ")
 
     def _wrapped(self, text: str, first: str, rest: str) -> None:
-        for line in textwrap.wrap(text, WIDTH, initial_indent=first, subsequent_indent=rest):
+        lines = textwrap.wrap(
+            text,
+            WIDTH,
+            initial_indent=first,
+            subsequent_indent=rest,
+            break_long_words=False,  # URLs, paths and names stay whole
+            break_on_hyphens=False,
+        )
+        for line in lines:
             self._print(line)
 
     def block(self, lines: Sequence[str]) -> None:

@@ -189,8 +189,12 @@ class Job:
                     for rendered in render(shown[-1]):
                         on_line(rendered)
                 code = process.wait()
+            except KeyboardInterrupt:
+                # Ctrl-C reached the step too (one process group): let it roll back.
+                _let_it_roll_back(process, signal_it=False)
+                raise
             except BaseException:
-                _let_it_roll_back(process)
+                _let_it_roll_back(process, signal_it=True)
                 raise
             sink.seek(0)
             stderr = sink.read().decode("utf-8", "replace")
@@ -198,10 +202,10 @@ class Job:
         return shown, masks, stderr, code
 
 
-def _let_it_roll_back(process: subprocess.Popen[str]) -> None:
-    """A step cut short (Ctrl-C, an error here) is told to stop as a cancelled job is, and
-    given time to roll its keys back before it is killed."""
-    if process.poll() is None:
+def _let_it_roll_back(process: subprocess.Popen[str], *, signal_it: bool) -> None:
+    """A step cut short is given time to roll its keys back before it is killed; `signal_it`:
+    told to stop first (SIGTERM), as the runner tells a cancelled job's container."""
+    if signal_it and process.poll() is None:
         process.send_signal(signal.SIGTERM)
     try:
         process.wait(INTERRUPT_GRACE)

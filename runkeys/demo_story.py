@@ -39,7 +39,9 @@ def tell(postgres_url: str, out: TextIO) -> int:
         try:
             demo.introduce(postgres_url, why_not)
             rows = demo.tell()
-        except BaseException:
+        except BaseException as exc:
+            what = "Interrupted" if isinstance(exc, KeyboardInterrupt) else "Failed"
+            say.line(f"{what}: undoing what was done so far, then stopping everything.")
             demo.clean_up_after_failure()
             raise
     demo.conclude(rows, stack.workdir)
