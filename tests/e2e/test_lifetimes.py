@@ -12,10 +12,11 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from typing import Any
 
 import pytest
 
-from tests.e2e.pull_request import Issued, PullRequest, logs_in
+from tests.e2e.pull_request import PullRequest, logs_in
 from tests.e2e.world import World
 from tests.service.served import wait_for
 
@@ -65,40 +66,40 @@ def test_each_lifetime_ends_with_what_it_is_bound_to(world: World) -> None:
     world.scan()
 
 
-def rerun(pr: PullRequest) -> tuple[Issued, Issued]:
-    """Attempt 1 mints and is cancelled; its delivery is slow to arrive, and a re-run (attempt
-    2) mints the same keys into the same environment. Then attempt 1's delivery arrives."""
-    first = pr.mint("run")
-    sandbox = pr.world.sandbox
-    sandbox.set_run_status(pr.repo, pr.run.id, "completed", "cancelled")
-    sandbox.set_run_status(pr.repo, pr.run.id, "in_progress", run_attempt=2)
-    pr.new_job(2)
-    second = pr.mint("run", attempt=2)
-    assert all(logs_in(key) for key in first.keys if key.role)
-    assert pr.deliver_completed(attempt=1) == {"outcome": "queued", "queued": 2}
-
-    roles = [key.role for key in first.keys if key.role]
-    wait_for(lambda: not any(map(pr.world.postgres.role_exists, roles)), what="roles dropped")
-
-    def revoked() -> bool:
-        leases = pr.world.leases(pr.repo.full_name)
-        return all(leases[key.lease_id]["state"] == "revoked" for key in first.keys)
-
-    wait_for(revoked, what="attempt 1's leases revoked")
-    return first, second
+SECRET_BY_NAME = (
+    "retiring attempt 1's lease deleted the secret attempt 2 had written under the same name in "
+    "the same environment (the service deletes a lease's secret by name, even when a newer live "
+    "lease wrote it): reported to the lead"
+)
 
 
 def test_a_cancelled_run_and_its_rerun_each_retire_their_own_leases(world: World) -> None:
     pr = PullRequest.open(world, "rerun")
-    first, second = rerun(pr)
-    roles = [(one, two) for one, two in zip(first.keys, second.keys, strict=True) if one.role]
-    for one, two in roles:
-        assert not logs_in(one)
-        assert logs_in(two)  # attempt 2's role lives on
-    leases = world.leases(pr.repo.full_name)
+    first = pr.mint("run")
+    # Attempt 1 is cancelled, its delivery is slow to arrive, and a re-run (attempt 2) mints the
+    # same keys into the same environment.
+    world.sandbox.set_run_status(pr.repo, pr.run.id, "completed", "cancelled")
+    world.sandbox.set_run_status(pr.repo, pr.run.id, "in_progress", run_attempt=2)
+    pr.new_job(2)
+    second = pr.mint("run", attempt=2)
+    first_role, second_role = (next(k for k in issued.keys if k.role) for issued in (first, second))
+    assert logs_in(first_role)
+    # Attempt 1's delivery arrives: attempt 1's leases go, attempt 2's stay.
+    assert pr.deliver_completed(attempt=1) == {"outcome": "queued", "queued": 2}
+    wait_for(lambda: not world.postgres.role_exists(first_role.role or ""), what="role dropped")
+    leases: dict[str, dict[str, Any]] = {}
+
+    def first_revoked() -> bool:
+        leases.update(world.leases(pr.repo.full_name))
+        return all(leases[key.lease_id]["state"] == "revoked" for key in first.keys)
+
+    wait_for(first_revoked, what="attempt 1's leases revoked")
+    assert not logs_in(first_role)
+    assert logs_in(second_role)
     assert [leases[key.lease_id]["state"] for key in second.keys] == ["active", "active"]
     assert {leases[key.lease_id]["run_attempt"] for key in second.keys} == {2}
     assert pr.environment_exists()  # attempt 2's leases still use it
+    secrets_kept = all(pr.secret(key.name) == key.value for key in second.keys)
     # Attempt 2 completes: its own delivery retires the rest, and the environment.
     assert pr.complete("success", attempt=2) == {"outcome": "queued", "queued": 2}
     pr.assert_retired(second.keys)
@@ -107,25 +108,8 @@ def test_a_cancelled_run_and_its_rerun_each_retire_their_own_leases(world: World
     pr.assert_ledger(first, leases=leases)
     pr.assert_ledger(second, leases=leases)
     world.scan()
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="retiring attempt 1's lease deletes its secret by name, after attempt 2 wrote its own "
-    "value under that name in the same environment: the service must keep a secret that a newer "
-    "live lease wrote (reported to the lead)",
-)
-def test_a_rerun_keeps_its_secrets_when_the_first_attempt_is_retired(world: World) -> None:
-    if world.engine != "sqlite":
-        pytest.skip("the same on either ledger: run once")
-    pr = PullRequest.open(world, "rerun-secrets")
-    _, second = rerun(pr)
-    try:
-        for key in second.keys:
-            assert pr.secret(key.name) == key.value
-    finally:
-        assert pr.complete("success", attempt=2)["queued"] == 2
-        pr.assert_retired(second.keys)
+    if not secrets_kept:  # everything else held; this one is a known defect
+        pytest.xfail(SECRET_BY_NAME)
 
 
 def test_the_sweeper_retires_what_a_lost_delivery_or_a_ttl_left(world: World) -> None:
