@@ -77,9 +77,9 @@ class Demo:
             )
         else:
             say.line(
-                f"PostgreSQL does not answer at {where(postgres_url)} ({why_not}), so the second "
-                "key is a random value, not a database role. Start PostgreSQL, or point "
-                "--postgres at an account that may create roles, to see a real one."
+                f"No PostgreSQL to use at {where(postgres_url)} ({why_not}), so the second key "
+                "is a random value, not a database role. Start PostgreSQL, or point --postgres "
+                "at an account that may create roles, to see a real one."
             )
         say.heading("The runkeys service starts: gunicorn, its ledger a SQLite file.")
         service = self.stack.start_service()
@@ -91,7 +91,7 @@ class Demo:
     def tell(self) -> list[Row]:
         main = self.main_step()
         rows = self.delivered(main)
-        self.post_step(main, rows)
+        self.post_step(main)
         self.run_completes(main, rows)
         self.ledger(rows)
         return rows
@@ -143,7 +143,7 @@ class Demo:
             raise StackError("the sealed secrets do not match the job's values")
         return rows
 
-    def post_step(self, main: StepRun, rows: list[Row]) -> None:
+    def post_step(self, main: StepRun) -> None:
         say, sandbox = self.say, self.stack.seeded.sandbox
         say.heading("The job ends, and the runner runs the action's post step:")
         self.stack.job.run(self.inputs(), post_of=main, on_line=say.log)

@@ -80,7 +80,7 @@ def test_the_demo_without_postgres_mints_a_random_value() -> None:
     print(report(done))
     assert done.returncode == 0, report(done)
     flat = " ".join(done.stdout.split())
-    assert f"PostgreSQL does not answer at 127.0.0.1:{closed_port}" in flat
+    assert f"No PostgreSQL to use at 127.0.0.1:{closed_port} (connection failed:" in flat
     assert "so the second key is a random value" in flat
     assert_story(done.stdout)
     rows = done.stdout[done.stdout.index("7. In short:") :].splitlines()[2:4]
