@@ -100,7 +100,7 @@ class DryRun:
         say.heading(f"The action runs the spec ({self._where()}):")
         main = self.stack.job.run(inputs, on_line=say.log)
         if main.returncode != 0:
-            return self.refused(main)
+            return self.failed(main)
         self.written(main)
         self.calls("The GitHub API calls made (by the action, and the service's checks):")
         try:
@@ -121,10 +121,10 @@ class DryRun:
             return "no `environment`: the keys are for the job only"
         return f"environment: {self.environment}, as a step of a pull request's run"
 
-    def refused(self, main: StepRun) -> int:
+    def failed(self, main: StepRun) -> int:
         self.say.line(
-            "The action refused the spec, as it would on GitHub: exit status "
-            f"{main.returncode}, nothing minted (its error is above)."
+            f"The step failed, as it would on GitHub (exit status {main.returncode}): the "
+            "action issues every key or none, so nothing it minted is left. Its error is above."
         )
         return 1
 

@@ -69,7 +69,7 @@ def test_a_bad_spec_fails_with_the_actions_error(tmp_path: Path) -> None:
     assert "| - keys.API_TOKEN.ttl: '30' is not a duration" in done.stdout
     assert "| - keys.2FA: a secret name cannot start with a digit" in done.stdout
     flat = " ".join(done.stdout.split())
-    assert "The action refused the spec, as it would on GitHub: exit status 1" in flat
+    assert "The step failed, as it would on GitHub (exit status 1)" in flat
     assert "What was written where" not in done.stdout
     assert_nothing_left(done.stdout, None, set())
     unreadable = run("sandbox", "--keys", str(tmp_path / "missing.yml"), env=environ())
