@@ -4,12 +4,14 @@ reached the job can never be printed, even by mistake."""
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
 from runkeys.demo_runner import Masker
+from runkeys.errors import RunkeysError
 
 WIDTH = 96
 
@@ -59,14 +61,36 @@ def summary_table(rows: Sequence[Row]) -> list[str]:
     ]
 
 
+class OutputClosedError(RunkeysError):
+    title = "Output closed"
+
+
+def _silence(out: TextIO) -> None:
+    """Point a closed stdout at /dev/null, so the interpreter's last flush does not fail too."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # not a real file (a test's StringIO): nothing to flush
+        pass
+
+
 class Narrator:
     def __init__(self, out: TextIO, masker: Masker | None = None) -> None:
         self.out = out
         self.masker = masker or Masker()
         self.chapter = 0
+        self.closed = False
 
     def _print(self, text: str) -> None:
-        print(self.masker.hide(text), file=self.out, flush=True)
+        if self.closed:
+            return
+        try:
+            print(self.masker.hide(text), file=self.out, flush=True)
+        except BrokenPipeError:  # `runkeys demo | head`: stop, but clean up all the same
+            self.closed = True
+            _silence(self.out)
+            raise OutputClosedError("the output was closed; stopping") from None
 
     def title(self, text: str) -> None:
         self._print(text)

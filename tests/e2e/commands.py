@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,10 +56,11 @@ def run(*args: str, env: Mapping[str, str], stdin: str | None = None) -> Finishe
 
 
 def interrupt_after(
-    *args: str, env: Mapping[str, str], marker: str, timeout: float = 90
+    *args: str, env: Mapping[str, str], marker: str, close: bool = False, timeout: float = 90
 ) -> Finished:
-    """Start the command in its own process group, and press Ctrl-C (SIGINT to the group, as a
-    terminal does) once it has printed `marker`."""
+    """Start the command in its own process group and, once it has printed `marker`, press
+    Ctrl-C (SIGINT to the group, as a terminal does) or, with `close`, stop reading its output
+    (as `| head` does)."""
     started = time.monotonic()
     process = subprocess.Popen(
         [*COMMAND, *args],
@@ -72,13 +74,20 @@ def interrupt_after(
     seen = []
     for line in process.stdout:
         seen.append(line)
-        if marker in line:
-            os.killpg(process.pid, signal.SIGINT)
+        if marker in line or time.monotonic() - started > timeout:
             break
-        if time.monotonic() - started > timeout:
-            break
+    if close:
+        process.stdout.close()
+        process.wait(timeout)
+        stderr = process.stderr.read() if process.stderr else ""
+        return Finished(process.returncode, "".join(seen), stderr, time.monotonic() - started)
+    os.killpg(process.pid, signal.SIGINT)
     rest, stderr = process.communicate(timeout=timeout)
     return Finished(process.returncode, "".join(seen) + rest, stderr, time.monotonic() - started)
+
+
+def demo_directories() -> set[str]:
+    return {str(path) for path in Path(tempfile.gettempdir()).glob("runkeys-demo-*")}
 
 
 def leaked(text: str) -> list[str]:

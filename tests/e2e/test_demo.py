@@ -9,6 +9,7 @@ import pytest
 from tests.e2e.commands import (
     Finished,
     assert_nothing_left,
+    demo_directories,
     demo_roles,
     environ,
     interrupt_after,
@@ -92,13 +93,24 @@ def test_the_demo_without_postgres_mints_a_random_value() -> None:
     assert done.seconds < TARGET_SECONDS * 3
 
 
-def test_ctrl_c_mid_demo_leaves_nothing_behind() -> None:
-    """Interrupted once the role exists and the ledger holds it, before the run completes."""
+@pytest.mark.parametrize("how", ["ctrl-c", "closed output"])
+def test_a_demo_cut_short_leaves_nothing_behind(how: str) -> None:
+    """Cut short once the role exists and the ledger holds it (before the run completes): by
+    Ctrl-C, or by its output going away (`runkeys demo | head`), a failure mid-story."""
     admin = need("postgres")
-    before = demo_roles(admin)
-    done = interrupt_after("demo", "--postgres", admin, env=environ(), marker="4. The job ends")
+    roles, directories = demo_roles(admin), demo_directories()
+    done = interrupt_after(
+        "demo", "--postgres", admin, env=environ(), marker="4. The job ends",
+        close=how == "closed output",
+    )  # fmt: skip
     print(report(done))
-    assert done.returncode == 130, report(done)
+    if how == "ctrl-c":
+        assert done.returncode == 130, report(done)
+        assert "Interrupted: undoing what was done so far, then stopping everything." in done.stdout
+    else:
+        assert done.returncode == 1, report(done)
+        assert "runkeys: Output closed" in done.stderr
     assert "7. In short:" not in done.stdout
     assert leaked(done.stdout + done.stderr) == []
-    assert_nothing_left(done.stdout, admin, before)
+    assert_nothing_left(done.stdout, admin, roles)
+    assert demo_directories() <= directories
