@@ -1,0 +1,95 @@
+"""What every benchmark's command line shares: `--quick` (a toy size, seconds: the smoke test),
+`--repeat`, `--out`; the service's environment; and the PostgreSQL server to use."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.machine import describe
+from bench.report import DEFAULT_OUT, Result
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "RUNKEYS_BENCH_POSTGRES_URL",
+    os.environ.get("RUNKEYS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+)
+WEBHOOK_SECRET = "runkeys-bench-webhook-secret"
+AUDIENCE = "https://runkeys.bench/service"
+
+
+def parser(name: str, description: str) -> argparse.ArgumentParser:
+    parsed = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=description)
+    parsed.add_argument("--quick", action="store_true", help="a toy size, in seconds (smoke test)")
+    parsed.add_argument("--repeat", type=int, help="repetitions of each measurement")
+    parsed.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where results go")
+    return parsed
+
+
+def finish(result: Result, out: Path, *, postgres_url: str | None = None) -> Result:
+    """Record the machine, write JSON and Markdown, print the ratios."""
+    result.machine = describe(postgres_url=postgres_url)
+    json_path, md_path = result.write(out)
+    result.print_summary()
+    print(f"   results: {json_path}, {md_path}")
+    return result
+
+
+def service_environ(
+    database_url: str,
+    *,
+    github_url: str = "http://127.0.0.1:9",  # nothing listens: the service must not call out
+    app_id: int = 1,
+    private_key: str,
+    oidc_issuer: str | None = None,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """A complete configuration of the service, as an operator's environment would give it."""
+    return {
+        "RUNKEYS_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "RUNKEYS_APP_ID": str(app_id),
+        "RUNKEYS_PRIVATE_KEY": private_key,
+        "RUNKEYS_DATABASE_URL": database_url,
+        "RUNKEYS_OIDC_ISSUER": oidc_issuer or f"{github_url}/_services/token",
+        "RUNKEYS_OIDC_AUDIENCE": AUDIENCE,
+        "GITHUB_API_URL": github_url,
+        **(extra or {}),
+    }
+
+
+def postgres_reachable(url: str = POSTGRES_ADMIN_URL) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+@contextmanager
+def postgres_database(admin_url: str = POSTGRES_ADMIN_URL) -> Iterator[str]:
+    """A new, empty PostgreSQL database (a SQLAlchemy URL); dropped afterwards."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"rk_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(admin_url).set(drivername="postgresql+psycopg", database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_main(
+    name: str, description: str, run: Callable[[argparse.Namespace], Result], argv: Sequence[str]
+) -> int:
+    args = parser(name, description).parse_args(argv)
+    run(args)
+    return 0
