@@ -48,9 +48,7 @@ def run_deliveries(
     for a repository of that name and id (that of a live sandbox's repository, say)."""
     sandbox = Sandbox()  # not started: only its representations are used
     repo = sandbox.add_repository(repository, id=repository_id)
-    run = sandbox.add_workflow_run(
-        repo, run_id=_SENTINEL, status="completed", conclusion="success"
-    )
+    run = sandbox.add_workflow_run(repo, run_id=_SENTINEL, status="completed", conclusion="success")
     base = "https://api.github.com"
     payload: dict[str, Any] = {
         "action": "completed",
@@ -70,7 +68,10 @@ def run_deliveries(
         "repository": repository_json(repo, base),
         "organization": account_json(repo.account, base),
         "sender": account_json(repo.account, base),
-        "installation": {"id": installation_id, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uMQ=="},
+        "installation": {
+            "id": installation_id,
+            "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uMQ==",
+        },
     }
     text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     return RunDeliveries(

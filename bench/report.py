@@ -106,8 +106,10 @@ class Result:
         for line in self.headline:
             print(f"   {line}")
         for t in self.targets:
-            print(f"   target {t.name}: {t.wanted}; measured {t.measured}: "
-                  f"{'met' if t.met else 'NOT MET'}")  # fmt: skip
+            print(
+                f"   target {t.name}: {t.wanted}; measured {t.measured}: "
+                f"{'met' if t.met else 'NOT MET'}"
+            )
 
 
 def _cell(value: Any) -> str:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKERS = 2  # `runkeys serve` defaults (handler/cli.py): 2 processes × 4 threads, gthread
+WORKERS = 2  # `runkeys serve` defaults (handler/cli.py): 2 processes of 4 threads, gthread
 THREADS = 4
 
 

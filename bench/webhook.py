@@ -131,8 +131,9 @@ class LeasedRuns:
             )
 
 
-def measure(server: Server, work: Workload, runs: Path, s: Settings, *, connections: int,
-            seconds: float) -> Load:  # fmt: skip
+def measure(
+    server: Server, work: Workload, runs: Path, s: Settings, *, connections: int, seconds: float
+) -> Load:
     load_ = run_wrk(
         server.url,
         template=work.template,
@@ -163,7 +164,9 @@ class Case:
         return Spread.of([x.p99_ms for x in self.loads])
 
 
-def _sweep(bare: Server, service: Server, work: Workload, runs: Path, s: Settings) -> list[dict[str, Any]]:  # fmt: skip
+def _sweep(
+    bare: Server, service: Server, work: Workload, runs: Path, s: Settings
+) -> list[dict[str, Any]]:
     rows = []
     for connections in s.sweep:
         row: dict[str, Any] = {"connections": connections}
@@ -172,8 +175,11 @@ def _sweep(bare: Server, service: Server, work: Workload, runs: Path, s: Setting
             row[f"{name}_rps"], row[f"{name}_p99_ms"] = got.rps, got.p99_ms
         row["ratio"] = row["service_rps"] / row["bare_rps"]
         rows.append(row)
-        print(f"   sweep c={connections}: bare {row['bare_rps']:.0f} rps, "
-              f"service {row['service_rps']:.0f} rps", flush=True)  # fmt: skip
+        print(
+            f"   sweep c={connections}: bare {row['bare_rps']:.0f} rps, "
+            f"service {row['service_rps']:.0f} rps",
+            flush=True,
+        )
     return rows
 
 
@@ -196,14 +202,16 @@ def run(s: Settings, out: Path) -> Result:
             measure(server, work, no_leases, s, connections=s.connections, seconds=s.warmup)
         cases = {name: Case(name, [], {}) for name in ("bare", "no_leases", "leases")}
         for _ in range(s.repeat):  # interleaved, so that a busy moment hits all three
-            cases["bare"].loads.append(measure(bare, work, no_leases, s,
-                                               connections=s.connections, seconds=s.seconds))  # fmt: skip
+            cases["bare"].loads.append(
+                measure(bare, work, no_leases, s, connections=s.connections, seconds=s.seconds)
+            )
             got = measure(service, work, no_leases, s, connections=s.connections, seconds=s.seconds)
             cases["no_leases"].loads.append(got)
             # Enough runs for every request to name a fresh one, with room to spare.
             runs = leased.add(math.ceil(got.rps * s.seconds * 1.5) + 50)
-            got = measure(service, work, work.runs_file(runs), s,
-                          connections=s.connections, seconds=s.seconds)  # fmt: skip
+            got = measure(
+                service, work, work.runs_file(runs), s, connections=s.connections, seconds=s.seconds
+            )
             cases["leases"].loads.append(got)
             per = leased.queued(runs) / max(got.requests, 1)
             cases["leases"].extra.setdefault("leases_queued_per_request", []).append(per)
@@ -212,11 +220,18 @@ def run(s: Settings, out: Path) -> Result:
         service.stop()
         bare.stop()
         ledger.close()
-    return _result(s, cases, sweep, deliveries, version, tmp)
+    return _result(s, cases, sweep, deliveries=deliveries, version=version, tmp=tmp)
 
 
-def _result(s: Settings, cases: dict[str, Case], sweep: list[dict[str, Any]],
-            deliveries: RunDeliveries, version: str, tmp: Path) -> Result:  # fmt: skip
+def _result(
+    s: Settings,
+    cases: dict[str, Case],
+    sweep: list[dict[str, Any]],
+    *,
+    deliveries: RunDeliveries,
+    version: str,
+    tmp: Path,
+) -> Result:
     bare = cases["bare"]
     labels = {
         "bare": "bare Flask endpoint (baseline)",
@@ -227,22 +242,38 @@ def _result(s: Settings, cases: dict[str, Case], sweep: list[dict[str, Any]],
     for key, case in cases.items():
         ratios = [x.rps / b.rps for x, b in zip(case.loads, bare.loads, strict=True)]
         ratio = Spread.of(ratios)
-        rows.append({
-            "case": labels[key],
-            "rps": case.rps().show(0),
-            "p50_ms": case.p50().show(2),
-            "p99_ms": case.p99().show(2),
-            "ratio": ratio.show(2),
-        })  # fmt: skip
+        rows.append(
+            {
+                "case": labels[key],
+                "rps": case.rps().show(0),
+                "p50_ms": case.p50().show(2),
+                "p99_ms": case.p99().show(2),
+                "ratio": ratio.show(2),
+            }
+        )
         if key == "bare":
             continue
-        headline.append(f"{labels[key]}: {case.rps().median:.0f} req/s = {ratio.median:.2f} x "
-                        f"the bare endpoint's {bare.rps().median:.0f}; p99 "
-                        f"{case.p99().median:.1f} ms")  # fmt: skip
-        targets.append(Target(f"throughput, {labels[key]}", f">= {TARGET_RATIO} x baseline",
-                              f"{ratio.median:.2f} x", ratio.median >= TARGET_RATIO))  # fmt: skip
-        targets.append(Target(f"p99 at saturation, {labels[key]}", f"<= {TARGET_P99_MS:g} ms",
-                              f"{case.p99().median:.1f} ms", case.p99().median <= TARGET_P99_MS))  # fmt: skip
+        headline.append(
+            f"{labels[key]}: {case.rps().median:.0f} req/s = {ratio.median:.2f} x "
+            f"the bare endpoint's {bare.rps().median:.0f}; p99 "
+            f"{case.p99().median:.1f} ms"
+        )
+        targets.append(
+            Target(
+                f"throughput, {labels[key]}",
+                f">= {TARGET_RATIO} x baseline",
+                f"{ratio.median:.2f} x",
+                ratio.median >= TARGET_RATIO,
+            )
+        )
+        targets.append(
+            Target(
+                f"p99 at saturation, {labels[key]}",
+                f"<= {TARGET_P99_MS:g} ms",
+                f"{case.p99().median:.1f} ms",
+                case.p99().median <= TARGET_P99_MS,
+            )
+        )
     per = cases["leases"].extra.get("leases_queued_per_request", [0.0])
     notes = [
         f"{s.connections} keep-alive connections (wrk, 1 thread), {s.seconds:g} s per measurement "
@@ -253,16 +284,21 @@ def _result(s: Settings, cases: dict[str, Case], sweep: list[dict[str, Any]],
         "defaults), JSON access log; SQLite ledger (WAL); revocation worker off.",
         f"Payload {len(deliveries.body(1)):,} bytes; each request of the 10-lease case queued "
         f"{min(per):.2f} leases on average (10 = every request named a fresh run).",
-        "Server and wrk " + ("pinned: server on CPU 0, wrk on CPU 1." if s.pin else
-                             "share all cores (not pinned)."),  # fmt: skip
+        "Server and wrk "
+        + ("pinned: server on CPU 0, wrk on CPU 1." if s.pin else "share all cores (not pinned)."),
     ]
     result = Result(
         name="webhook",
         title="Webhook intake: POST /webhook under gunicorn vs a bare Flask endpoint",
         method="Signed `workflow_run` `completed` deliveries, each with its own delivery id, "
         "from wrk on loopback.",
-        columns=[("case", "case"), ("rps", "requests/s"), ("p50_ms", "p50 ms"),
-                 ("p99_ms", "p99 ms"), ("ratio", "throughput vs baseline")],  # fmt: skip
+        columns=[
+            ("case", "case"),
+            ("rps", "requests/s"),
+            ("p50_ms", "p50 ms"),
+            ("p99_ms", "p99 ms"),
+            ("ratio", "throughput vs baseline"),
+        ],
         rows=rows,
         targets=targets,
         settings={**s.__dict__, "wrk": version, "workdir": str(tmp)},
@@ -275,10 +311,14 @@ def _result(s: Settings, cases: dict[str, Case], sweep: list[dict[str, Any]],
         },
     )
     if sweep:
-        result.notes.append("Concurrency sweep (one measurement each): " + "; ".join(
-            f"c={r['connections']}: bare {r['bare_rps']:.0f}/s p99 {r['bare_p99_ms']:.1f} ms, "
-            f"runkeys {r['service_rps']:.0f}/s p99 {r['service_p99_ms']:.1f} ms"
-            for r in sweep))  # fmt: skip
+        result.notes.append(
+            "Concurrency sweep (one measurement each): "
+            + "; ".join(
+                f"c={r['connections']}: bare {r['bare_rps']:.0f}/s p99 {r['bare_p99_ms']:.1f} ms, "
+                f"runkeys {r['service_rps']:.0f}/s p99 {r['service_p99_ms']:.1f} ms"
+                for r in sweep
+            )
+        )
     return result
 
 
