@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import signal
+import sys
+import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from bench.machine import describe
 from bench.report import DEFAULT_OUT, Result
@@ -22,6 +27,9 @@ AUDIENCE = "https://runkeys.bench/service"
 
 
 def parser(name: str, description: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes. Also makes SIGTERM end a benchmark as Ctrl-C does,
+    so that its servers are stopped and its databases dropped."""
+    signal.signal(signal.SIGTERM, _terminated)
     parsed = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=description)
     parsed.add_argument("--quick", action="store_true", help="a toy size, in seconds (smoke test)")
     parsed.add_argument("--repeat", type=int, help="repetitions of each measurement")
@@ -29,9 +37,27 @@ def parser(name: str, description: str) -> argparse.ArgumentParser:
     return parsed
 
 
-def finish(result: Result, out: Path, *, postgres_url: str | None = None) -> Result:
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def workdir(name: str) -> Iterator[Path]:
+    """A scratch directory (ledger files, server logs, wrk's inputs): removed when the
+    benchmark succeeds, kept to be read when it fails (or with RUNKEYS_BENCH_KEEP=1)."""
+    path = Path(tempfile.mkdtemp(prefix=f"runkeys-bench-{name}-"))
+    try:
+        yield path
+    except BaseException:
+        print(f"   kept {path} (logs of what failed)", file=sys.stderr)
+        raise
+    if os.environ.get("RUNKEYS_BENCH_KEEP") != "1":
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def finish(result: Result, out: Path) -> Result:
     """Record the machine, write JSON and Markdown, print the ratios."""
-    result.machine = describe(postgres_url=postgres_url)
+    result.machine = describe(postgres_url=POSTGRES_ADMIN_URL)
     json_path, md_path = result.write(out)
     result.print_summary()
     print(f"   results: {json_path}, {md_path}")
@@ -85,11 +111,3 @@ def postgres_database(admin_url: str = POSTGRES_ADMIN_URL) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def run_main(
-    name: str, description: str, run: Callable[[argparse.Namespace], Result], argv: Sequence[str]
-) -> int:
-    args = parser(name, description).parse_args(argv)
-    run(args)
-    return 0

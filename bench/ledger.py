@@ -17,7 +17,6 @@ largest size; a plan that reads the whole leases table is flagged.
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -30,10 +29,17 @@ from typing import Any
 
 from sqlalchemy import update
 
-from bench.common import POSTGRES_ADMIN_URL, finish, parser, postgres_database, postgres_reachable
+from bench.common import (
+    POSTGRES_ADMIN_URL,
+    finish,
+    parser,
+    postgres_database,
+    postgres_reachable,
+    workdir,
+)
 from bench.history import History
 from bench.plans import Plans, explain
-from bench.report import Result, Spread, Target, percentile
+from bench.report import Result, Spread, Summary, Target, percentile
 from bench.rows import indexes_dropped, lease_row, load
 from handler.config import ServiceConfig
 from handler.events import router
@@ -279,8 +285,37 @@ def _scans(plans: dict[str, dict[str, Plans]], *, gauges: bool = False) -> list[
     return found
 
 
-def run(s: Settings, out: Path) -> Result:
-    tmp = Path(tempfile.mkdtemp(prefix="runkeys-bench-ledger-"))
+def _summary(points: list[Checkpoint], s: Settings, indexed: bool) -> list[Summary]:
+    lines = []
+    for engine in dict.fromkeys(p.engine for p in points):
+        mine = [p for p in points if p.engine == engine]
+        first, last = mine[0], mine[-1]
+        name = "SQLite" if engine == "sqlite" else "PostgreSQL"
+        hook, hook0 = _ms(last.webhook_leases), _ms(first.webhook_leases)
+        sweep, sweep0 = Spread.of(last.sweeps).median, Spread.of(first.sweeps).median
+        target = "index lookups, no table scan (growth: informative)"
+        lines += [
+            Summary(
+                f"Ledger ({name}), webhook's query at {last.size:,} leases",
+                f"{hook:.2f} ms (p50)",
+                f"{first.size:,} leases: {hook0:.2f} ms",
+                f"{hook / hook0:.2f}",
+                target,
+                indexed,
+            ),
+            Summary(
+                f"Ledger ({name}), sweep of {s.sweep:,} expired at {last.size:,} leases",
+                f"{sweep:.2f} s",
+                f"{first.size:,} leases: {sweep0:.2f} s",
+                f"{sweep / sweep0:.2f}",
+                target,
+                indexed,
+            ),
+        ]
+    return lines
+
+
+def run(s: Settings, tmp: Path) -> Result:
     points: list[Checkpoint] = []
     plans: dict[str, dict[str, Plans]] = {}
     skipped = []
@@ -310,6 +345,7 @@ def run(s: Settings, out: Path) -> Result:
         f"(x{r['sweep_growth']})"
         for r in rows
     ]
+    summary = _summary(points, s, not scans)
     return Result(
         name="ledger",
         title=f"The ledger from {s.sizes[0]:,} to {s.sizes[-1]:,} leases",
@@ -331,7 +367,7 @@ def run(s: Settings, out: Path) -> Result:
         ],
         rows=rows,
         targets=targets,
-        settings={**s.__dict__, "workdir": str(tmp)},
+        settings={**s.__dict__},
         notes=[
             "Times are the transaction as the service runs it, commit included; sweep = "
             "`Sweeper.sweep(reconcile=False)` (TTL expiry, then pruning of old delivery and "
@@ -354,6 +390,7 @@ def run(s: Settings, out: Path) -> Result:
             ),
         ],
         headline=headline,
+        summary=summary,
         raw={
             "checkpoints": [p.__dict__ for p in points],
             "plans": {
@@ -379,8 +416,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes["sweeps"] = args.repeat
     s = Settings(**{**s.__dict__, **changes})
     started = time.monotonic()
-    postgres = POSTGRES_ADMIN_URL if "postgres" in s.engines else None
-    finish(run(s, args.out), args.out, postgres_url=postgres)
+    with workdir("ledger") as tmp:
+        result = run(s, tmp)
+    finish(result, args.out)
     print(f"   took {time.monotonic() - started:.0f} s")
     return 0
 

@@ -56,6 +56,24 @@ class Target:
     met: bool
 
 
+@dataclass(frozen=True)
+class Summary:
+    """One line of the table of all benchmarks."""
+
+    what: str
+    measured: str
+    baseline: str
+    ratio: str
+    target: str
+    met: bool | None  # None: no target
+
+
+SUMMARY_HEADER = (
+    "| benchmark | measured | baseline (same run) | ratio | target | met |\n"
+    "|---|---|---|---|---|---|\n"
+)
+
+
 @dataclass
 class Result:
     """One benchmark's run. `columns`: (row key, header) of the Markdown table."""
@@ -69,6 +87,7 @@ class Result:
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     headline: list[str] = field(default_factory=list)  # the ratios, printed at the end
+    summary: list[Summary] = field(default_factory=list)  # its lines in the README's table
     machine: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -95,6 +114,7 @@ class Result:
         out.mkdir(parents=True, exist_ok=True)
         data = asdict(self)
         data["targets"] = [asdict(t) for t in self.targets]
+        data["summary"] = [asdict(line) for line in self.summary]
         json_path, md_path = out / f"{self.name}.json", out / f"{self.name}.md"
         json_path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
         md_path.write_text(self.markdown())

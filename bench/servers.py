@@ -58,6 +58,7 @@ class Server:
         *,
         port: int,
         ready_path: str = "/readyz",
+        wait: bool = True,
     ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -71,9 +72,13 @@ class Server:
                 stderr=sink,
                 start_new_session=True,
             )
-        self._wait_ready(ready_path)
+        self.ready_path = ready_path
+        if wait:
+            self.wait_ready()
 
-    def _wait_ready(self, path: str, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until the app answers (servers started with `wait=False` start side by side)."""
+        path = self.ready_path
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -113,6 +118,7 @@ def serve_service(
     workers: int = WORKERS,
     threads: int = THREADS,
     cpus: Sequence[int] | None = None,
+    wait: bool = True,
 ) -> Server:
     """`runkeys serve`, exactly as an operator starts it."""
     port = free_port()
@@ -121,7 +127,7 @@ def serve_service(
     metrics = log.parent / f"metrics-{port}"
     metrics.mkdir()
     env = {**environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
-    return Server(pinned(command, cpus), env, log, port=port)
+    return Server(pinned(command, cpus), env, log, port=port, wait=wait)
 
 
 def serve_bare(
@@ -130,9 +136,10 @@ def serve_bare(
     workers: int = WORKERS,
     threads: int = THREADS,
     cpus: Sequence[int] | None = None,
+    wait: bool = True,
 ) -> Server:
     """The baseline: `bench.bare` under the same gunicorn options as `runkeys serve`."""
     port = free_port()
     command = [sys.executable, "-m", "bench.bare", "--bind", f"127.0.0.1:{port}"]
     command += ["--workers", str(workers), "--threads", str(threads)]
-    return Server(pinned(command, cpus), {}, log, port=port)
+    return Server(pinned(command, cpus), {}, log, port=port, wait=wait)
