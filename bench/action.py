@@ -200,7 +200,7 @@ def run(s: Settings, tmp: Path) -> Result:
                 results[keys]["naive"].append(bench.naive(keys))
     finally:
         bench.close()
-    return _result(s, results, tmp)
+    return _result(s, results)
 
 
 def _row(keys: int, who: str, runs: list[Measured], baseline: list[Measured]) -> dict[str, Any]:
@@ -219,7 +219,7 @@ def _row(keys: int, who: str, runs: list[Measured], baseline: list[Measured]) ->
     }
 
 
-def _result(s: Settings, results: dict[int, dict[str, list[Measured]]], tmp: Path) -> Result:
+def _result(s: Settings, results: dict[int, dict[str, list[Measured]]]) -> Result:
     rows, targets, headline, summary = [], [], [], []
     for keys, both in results.items():
         rows.append(_row(keys, "runkeys-action", both["runkeys"], both["naive"]))
@@ -253,7 +253,7 @@ def _result(s: Settings, results: dict[int, dict[str, list[Measured]]], tmp: Pat
         within = mine["busiest_minute"] <= WRITES_PER_MINUTE
         summary.append(
             Summary(
-                f"Action, {keys} keys into a new environment",
+                f"Action, {keys} key{'' if keys == 1 else 's'} into a new environment",
                 f"{median:.2f} s, {mine['calls']} API calls, {mine['writes']} writes",
                 f"naive PyGithub: {naive['seconds'].split()[0]} s, {naive['calls']} calls",
                 f"{mine['ratio']} (time), {mine['calls'] / naive['calls']:.2f} (calls)",

@@ -88,8 +88,10 @@ def postgres_version(url: str | None) -> str | None:
     return None if row is None else str(row[0]).split()[0]
 
 
+_LOAD_AT_START = os.getloadavg()[0]  # when the benchmark's process started
+
+
 def describe(*, postgres_url: str | None = None) -> dict[str, Any]:
-    load = os.getloadavg()
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "cpu": _cpu_model(),
@@ -100,7 +102,10 @@ def describe(*, postgres_url: str | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "postgresql": postgres_version(postgres_url),
-        "load_average_1m_at_start": round(load[0], 2),
+        # Other work on the machine: the 1-minute load average as the benchmark started and
+        # as it ended (its own load included). Above the core count, expect noisy figures.
+        "load_average_1m_at_start": round(_LOAD_AT_START, 2),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "packages": {
             name: _version(name)
             for name in ("gunicorn", "Flask", "SQLAlchemy", "psycopg", "PyGithub")
@@ -116,5 +121,6 @@ def one_line(machine: dict[str, Any]) -> str:
         f"{machine['cpu']}, {machine['cores_usable']} of {machine['cores']} cores, "
         f"{machine['memory_gib']} GiB, {machine['os']}, Python {machine['python']}, "
         f"SQLite {machine['sqlite']}, PostgreSQL {postgres}; {machine['date']}; "
-        f"load {machine['load_average_1m_at_start']} at start; commit {machine['commit']}"
+        f"load average {machine['load_average_1m_at_start']} at start, "
+        f"{machine.get('load_average_1m_at_end', '?')} at end; commit {machine['commit']}"
     )

@@ -223,7 +223,7 @@ def run(s: Settings, tmp: Path) -> Result:
         service.stop()
         bare.stop()
         ledger.close()
-    return _result(s, cases, sweep, deliveries=deliveries, version=version, tmp=tmp)
+    return _result(s, cases, sweep, deliveries=deliveries, version=version)
 
 
 def _result(
@@ -233,7 +233,6 @@ def _result(
     *,
     deliveries: RunDeliveries,
     version: str,
-    tmp: Path,
 ) -> Result:
     bare = cases["bare"]
     labels = {
