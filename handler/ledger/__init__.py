@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, text
 
-from handler.ledger.engine import make_engine
+from handler.ledger.engine import SQLiteTurns, make_engine
 from handler.ledger.migrations import HEAD, current_version, migrate
 
 
@@ -18,6 +18,7 @@ class Ledger:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._held = threading.local()
+        self._turns = SQLiteTurns.of(engine)
 
     @classmethod
     def open(cls, url: str, *, migrate_schema: bool = True) -> Ledger:
@@ -34,12 +35,13 @@ class Ledger:
     def begin(self) -> Iterator[Connection]:
         """One transaction: committed when the block ends, rolled back if it raises."""
         held: Connection | None = getattr(self._held, "connection", None)
-        if held is not None:
-            with held.begin():
-                yield held
-            return
-        with self.engine.begin() as conn:
-            yield conn
+        with self._turns:
+            if held is not None:
+                with held.begin():
+                    yield held
+                return
+            with self.engine.begin() as conn:
+                yield conn
 
     @contextmanager
     def hold(self) -> Iterator[None]:

@@ -10,11 +10,24 @@ written only by the holder of the current claim.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Update,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 
 from handler.ledger import tables
 from handler.ledger.history import record
@@ -83,47 +96,119 @@ Selection = (
 )
 
 
-def _installation(installation_id: int | None) -> ColumnElement[bool]:
-    """A webhook of one installation never touches another installation's leases."""
-    if installation_id is None:
-        return true()
-    return or_(leases.c.installation_id == installation_id, leases.c.installation_id.is_(None))
+# The webhook's hot path: statements are built once per form and reused with new parameters
+# (building a SQLAlchemy expression costs more than the SQLite transaction that runs it).
+Form = tuple[type, bool, bool]
 
 
-def _where(selection: Selection) -> ColumnElement[bool]:  # noqa: PLR0911 (one case per kind)
+def _form(selection: Selection) -> Form:
+    """What the statement's shape depends on; every value goes in as a parameter."""
+    return (
+        type(selection),
+        getattr(selection, "installation_id", None) is not None,
+        getattr(selection, "account_id", None) is not None,
+    )
+
+
+def _parameters(selection: Selection) -> dict[str, Any]:
     match selection:
         case RunLeases():
-            return and_(
-                leases.c.repository_id == selection.repository_id,
-                leases.c.run_id == selection.run_id,
-                leases.c.run_attempt <= selection.up_to_attempt,
-                leases.c.lifetime.in_([lt.value for lt in selection.lifetimes]),
-                _installation(selection.installation_id),
-            )
+            return {
+                "w_repository_id": selection.repository_id,
+                "w_run_id": selection.run_id,
+                "w_up_to_attempt": selection.up_to_attempt,
+                "w_lifetimes": [lt.value for lt in selection.lifetimes],
+                "w_installation_id": selection.installation_id,
+            }
         case PullRequestLeases():
-            return and_(
-                leases.c.repository_id == selection.repository_id,
-                leases.c.pr_number == selection.number,
-                leases.c.lifetime == Lifetime.PR.value,
-                _installation(selection.installation_id),
-            )
+            return {
+                "w_repository_id": selection.repository_id,
+                "w_number": selection.number,
+                "w_installation_id": selection.installation_id,
+            }
         case RepositoryLeases():
-            return and_(
-                leases.c.repository_id.in_(selection.repository_ids),
-                _installation(selection.installation_id),
-            )
+            return {
+                "w_repository_ids": list(selection.repository_ids),
+                "w_installation_id": selection.installation_id,
+            }
         case InstallationLeases():
-            unknown = leases.c.installation_id.is_(None)
-            if selection.account_id is None:
-                return leases.c.installation_id == selection.installation_id
-            return or_(
-                leases.c.installation_id == selection.installation_id,
-                and_(unknown, leases.c.owner_id == selection.account_id),
-            )
+            return {
+                "w_installation_id": selection.installation_id,
+                "w_account_id": selection.account_id,
+            }
         case LeasesById():
-            return leases.c.id.in_(selection.lease_ids)
+            return {"w_lease_ids": list(selection.lease_ids)}
         case ExpiredLeases():
-            return leases.c.expires_at <= selection.now
+            return {"w_now": selection.now}
+
+
+def _installation(scoped: bool) -> ColumnElement[bool]:
+    """A webhook of one installation never touches another installation's leases."""
+    if not scoped:
+        return true()
+    return or_(
+        leases.c.installation_id == bindparam("w_installation_id"),
+        leases.c.installation_id.is_(None),
+    )
+
+
+def _where(form: Form) -> ColumnElement[bool]:  # noqa: PLR0911 (one case per kind)
+    kind, scoped, by_account = form
+    if kind is RunLeases:
+        return and_(
+            leases.c.repository_id == bindparam("w_repository_id"),
+            leases.c.run_id == bindparam("w_run_id"),
+            leases.c.run_attempt <= bindparam("w_up_to_attempt"),
+            leases.c.lifetime.in_(bindparam("w_lifetimes", expanding=True)),
+            _installation(scoped),
+        )
+    if kind is PullRequestLeases:
+        return and_(
+            leases.c.repository_id == bindparam("w_repository_id"),
+            leases.c.pr_number == bindparam("w_number"),
+            leases.c.lifetime == Lifetime.PR.value,
+            _installation(scoped),
+        )
+    if kind is RepositoryLeases:
+        return and_(
+            leases.c.repository_id.in_(bindparam("w_repository_ids", expanding=True)),
+            _installation(scoped),
+        )
+    if kind is InstallationLeases:
+        installation = leases.c.installation_id == bindparam("w_installation_id")
+        if not by_account:
+            return installation
+        unknown = leases.c.installation_id.is_(None)
+        return or_(installation, and_(unknown, leases.c.owner_id == bindparam("w_account_id")))
+    if kind is LeasesById:
+        return leases.c.id.in_(bindparam("w_lease_ids", expanding=True))
+    if kind is ExpiredLeases:
+        return leases.c.expires_at <= bindparam("w_now", type_=tables.UTCDateTime())
+    raise TypeError(f"not a selection of leases: {kind.__name__}")
+
+
+@functools.lru_cache(maxsize=64)
+def _queue_statement(form: Form, provider_only: bool) -> Update:
+    now = bindparam("v_now", type_=tables.UTCDateTime())
+    values: dict[str, Any] = {
+        "state": LeaseState.REVOKING.value,
+        "retire_requested_at": now,
+        "retire_reason": bindparam("v_reason"),
+        "next_attempt_at": now,
+        "updated_at": now,
+    }
+    if provider_only:
+        values["provider_only"] = True
+    if form[1]:  # the installation, learned from a signed webhook
+        values["installation_id"] = func.coalesce(
+            leases.c.installation_id, bindparam("w_installation_id")
+        )
+    return (
+        update(leases)
+        .where(_where(form), leases.c.state == LeaseState.ACTIVE.value)
+        .values(**values)
+        .returning(leases.c.id)
+    )
 
 
 def queue(
@@ -138,32 +223,17 @@ def queue(
     """Move the selected `active` leases to `revoking`, due now. Returns their ids. With
     `provider_only`, leases already queued are switched to provider-only as well: the App can no
     longer reach their repository's secrets (they went with its access)."""
-    values: dict[str, object] = {
-        "state": LeaseState.REVOKING.value,
-        "retire_requested_at": now,
-        "retire_reason": reason[:300],
-        "next_attempt_at": now,
-        "updated_at": now,
-    }
-    if provider_only:
-        values["provider_only"] = True
-    installation_id = getattr(selection, "installation_id", None)
-    if installation_id is not None:  # learned from a signed webhook
-        values["installation_id"] = func.coalesce(leases.c.installation_id, installation_id)
-    queued = list(
-        conn.scalars(
-            update(leases)
-            .where(_where(selection), leases.c.state == LeaseState.ACTIVE.value)
-            .values(**values)
-            .returning(leases.c.id)
-        )
-    )
+    form = _form(selection)
+    parameters = _parameters(selection)
+    statement = _queue_statement(form, provider_only)
+    queued = list(conn.scalars(statement, {**parameters, "v_now": now, "v_reason": reason[:300]}))
     record(conn, queued, actor=actor, action="queued", detail=reason, now=now)
     if provider_only:
         conn.execute(
             update(leases)
-            .where(_where(selection), leases.c.state.in_([s.value for s in WORK_STATES]))
-            .values(provider_only=True, updated_at=now)
+            .where(_where(form), leases.c.state.in_([s.value for s in WORK_STATES]))
+            .values(provider_only=True, updated_at=now),
+            parameters,
         )
     return queued
 

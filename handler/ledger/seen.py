@@ -4,9 +4,11 @@ so the guard holds across replicas; both are pruned once they can no longer repe
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, delete
+from sqlalchemy import Connection, Insert, delete
+from sqlalchemy.dialects import postgresql, sqlite
 
 from handler.ledger import tables
 from handler.ledger.engine import insert_for
@@ -27,12 +29,23 @@ def first_delivery(
     now: datetime,
 ) -> bool:
     """Record a delivery; False if it was seen before (a redelivery)."""
-    statement = insert_for(conn, tables.deliveries).values(
-        delivery_id=delivery_id, event=event, action=action, outcome=outcome, received_at=now
-    )
+    row = {
+        "delivery_id": delivery_id,
+        "event": event,
+        "action": action,
+        "outcome": outcome,
+        "received_at": now,
+    }
+    return conn.execute(_insert_delivery(conn.dialect.name), row).first() is not None
+
+
+@functools.cache
+def _insert_delivery(dialect: str) -> Insert:
+    """Built once per engine kind: it runs for every webhook delivery."""
+    table = tables.deliveries
+    statement = sqlite.insert(table) if dialect == "sqlite" else postgresql.insert(table)
     # RETURNING, not rowcount: psycopg reports no row count for ON CONFLICT DO NOTHING.
-    inserted = statement.on_conflict_do_nothing().returning(tables.deliveries.c.delivery_id)
-    return conn.execute(inserted).first() is not None
+    return statement.on_conflict_do_nothing().returning(table.c.delivery_id)
 
 
 def first_token_use(conn: Connection, jti: str, expires_at: datetime) -> bool:

@@ -1,0 +1,366 @@
+"""Webhook intake: requests/s and latency of `POST /webhook` under `runkeys serve`, against a
+bare Flask endpoint under the same gunicorn settings (the baseline, measured in the same run).
+
+    .venv/bin/python -m bench.webhook [--quick] [--pin] [--repeat N] [--seconds S]
+
+Each request is a signed `workflow_run` `completed` delivery (≈18 KB, as GitHub's are) with its
+own `X-GitHub-Delivery`, so the dedupe never short-circuits it. Two cases: a run the ledger has
+no lease for, and runs with 10 active leases each (every request names another such run, so each
+queues 10 leases and records 10 events). `wrk` keeps `connections` keep-alive connections busy
+(a closed loop) on loopback; server and load generator share the machine's cores (`--pin` puts
+the server on CPU 0 and wrk on CPU 1). The revocation worker is off (`RUNKEYS_WORKER=external`)
+so that only the intake is measured: the revocation benchmark measures the worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bench.common import WEBHOOK_SECRET, finish, parser, service_environ, workdir
+from bench.payloads import RunDeliveries, run_deliveries
+from bench.report import Result, Spread, Summary, Target
+from bench.rows import lease_row, load
+from bench.servers import THREADS, WORKERS, Server, private_key_pem, serve_bare, serve_service
+from bench.wrk import Load, run_wrk, wrk_version
+from handler.ledger import Ledger, tables
+from runkeys.leases import LeaseState
+
+TARGET_RATIO = 0.8
+TARGET_P99_MS = 10.0
+NO_LEASES_RUN = 1  # no lease in the ledger names this run
+LEASES_PER_RUN = 10
+RUNS_PER_SECOND = 500  # at least this many leased runs ready per second of measurement
+
+
+@dataclass(frozen=True)
+class Settings:
+    seconds: float = 5.0
+    warmup: float = 2.0
+    repeat: int = 3
+    connections: int = 4  # 2 per worker process: both busy, answers not queued behind others
+    sweep: tuple[int, ...] = (1, 2, 4, 8, 16)
+    sweep_seconds: float = 3.0
+    pin: bool = False
+
+    @property
+    def server_cpus(self) -> list[int] | None:
+        return [0] if self.pin else None
+
+    @property
+    def wrk_cpus(self) -> list[int] | None:
+        return [1] if self.pin else None
+
+
+QUICK = Settings(seconds=1, warmup=0, repeat=1, connections=2, sweep=(), sweep_seconds=1)
+
+
+class Workload:
+    """The files wrk reads: the payload template, and the runs (with signatures) to name."""
+
+    def __init__(self, tmp: Path, deliveries: RunDeliveries) -> None:
+        self.tmp = tmp
+        self.deliveries = deliveries
+        self.template = tmp / "template.json"
+        self.template.write_text(deliveries.template)
+        self._files = 0
+
+    def runs_file(self, run_ids: Sequence[int]) -> Path:
+        self._files += 1
+        path = self.tmp / f"runs-{self._files}.txt"
+        with path.open("w") as out:
+            for run_id in run_ids:
+                _, signature = self.deliveries.signed(run_id, WEBHOOK_SECRET)
+                out.write(f"{run_id} {signature}\n")
+        return path
+
+
+class LeasedRuns:
+    """Runs with 10 active leases each, put in the ledger before a measurement."""
+
+    def __init__(self, ledger: Ledger, deliveries: RunDeliveries) -> None:
+        self.ledger = ledger
+        self.deliveries = deliveries
+        self.next_run = 10_000_000
+
+    def add(self, runs: int) -> list[int]:
+        d, now = self.deliveries, datetime.now(UTC)
+        ids = list(range(self.next_run, self.next_run + runs))
+        self.next_run += runs
+        rows = (
+            lease_row(
+                repository_id=d.repository_id,
+                repository=d.repository,
+                installation_id=d.installation_id,
+                owner_id=d.owner_id,
+                run_id=run_id,
+                issued_at=now,
+                ttl=timedelta(hours=1),
+                key_name=f"KEY_{k}",
+                environment=f"ci-run-{run_id}",
+            )
+            for run_id in ids
+            for k in range(LEASES_PER_RUN)
+        )
+        load(self.ledger, rows)
+        return ids
+
+    def queued(self, run_ids: Sequence[int]) -> int:
+        leases = tables.leases
+        with self.ledger.begin() as conn:
+            return int(
+                conn.scalar(
+                    select(func.count())
+                    .select_from(leases)
+                    .where(
+                        leases.c.run_id.between(min(run_ids), max(run_ids)),
+                        leases.c.state == LeaseState.REVOKING.value,
+                    )
+                )
+                or 0
+            )
+
+
+def measure(
+    server: Server, work: Workload, runs: Path, s: Settings, *, connections: int, seconds: float
+) -> Load:
+    load_ = run_wrk(
+        server.url,
+        template=work.template,
+        runs=runs,
+        prefix=uuid.uuid4().hex[:12],
+        seconds=seconds,
+        connections=connections,
+        cpus=s.wrk_cpus,
+    )
+    if load_.errors:
+        raise RuntimeError(f"{load_.errors} requests failed; see {server.log}")
+    return load_
+
+
+@dataclass
+class Case:
+    name: str
+    loads: list[Load]
+    extra: dict[str, Any]
+
+    def rps(self) -> Spread:
+        return Spread.of([x.rps for x in self.loads])
+
+    def p50(self) -> Spread:
+        return Spread.of([x.p50_ms for x in self.loads])
+
+    def p99(self) -> Spread:
+        return Spread.of([x.p99_ms for x in self.loads])
+
+
+def _sweep(
+    bare: Server, service: Server, work: Workload, runs: Path, s: Settings
+) -> list[dict[str, Any]]:
+    rows = []
+    for connections in s.sweep:
+        row: dict[str, Any] = {"connections": connections}
+        for name, server in (("bare", bare), ("service", service)):
+            got = measure(server, work, runs, s, connections=connections, seconds=s.sweep_seconds)
+            row[f"{name}_rps"], row[f"{name}_p99_ms"] = got.rps, got.p99_ms
+        row["ratio"] = row["service_rps"] / row["bare_rps"]
+        rows.append(row)
+        print(
+            f"   sweep c={connections}: bare {row['bare_rps']:.0f} rps, "
+            f"service {row['service_rps']:.0f} rps",
+            flush=True,
+        )
+    return rows
+
+
+def run(s: Settings, tmp: Path) -> Result:
+    version = wrk_version()  # fails first, with how to install wrk, if it is missing
+    deliveries = run_deliveries()
+    work = Workload(tmp, deliveries)
+    database = f"sqlite:///{tmp / 'ledger.sqlite3'}"
+    environ = service_environ(
+        database, private_key=private_key_pem(), extra={"RUNKEYS_WORKER": "external"}
+    )
+    ledger = Ledger.open(database)
+    leased = LeasedRuns(ledger, deliveries)
+    bare = serve_bare(tmp / "bare.log", cpus=s.server_cpus, wait=False)
+    service = serve_service(environ, tmp / "service.log", cpus=s.server_cpus, wait=False)
+    try:
+        no_leases = work.runs_file([NO_LEASES_RUN])
+        for server in (bare, service):  # warm-up: imports, caches, connection pools
+            server.wait_ready()
+            if s.warmup:
+                measure(server, work, no_leases, s, connections=s.connections, seconds=s.warmup)
+        cases = {name: Case(name, [], {}) for name in ("bare", "no_leases", "leases")}
+        for _ in range(s.repeat):  # interleaved, so that a busy moment hits all three
+            cases["bare"].loads.append(
+                measure(bare, work, no_leases, s, connections=s.connections, seconds=s.seconds)
+            )
+            got = measure(service, work, no_leases, s, connections=s.connections, seconds=s.seconds)
+            cases["no_leases"].loads.append(got)
+            # Enough runs for every request to name a fresh one, with room to spare (a cold
+            # server's first measurement may be slower than the next).
+            fastest = max(x.rps for x in cases["no_leases"].loads + cases["leases"].loads)
+            runs = leased.add(math.ceil(max(fastest * 2, RUNS_PER_SECOND) * s.seconds) + 50)
+            got = measure(
+                service, work, work.runs_file(runs), s, connections=s.connections, seconds=s.seconds
+            )
+            cases["leases"].loads.append(got)
+            per = leased.queued(runs) / max(got.requests, 1)
+            cases["leases"].extra.setdefault("leases_queued_per_request", []).append(per)
+        sweep = _sweep(bare, service, work, no_leases, s) if s.sweep else []
+    finally:
+        service.stop()
+        bare.stop()
+        ledger.close()
+    return _result(s, cases, sweep, deliveries=deliveries, version=version)
+
+
+def _result(
+    s: Settings,
+    cases: dict[str, Case],
+    sweep: list[dict[str, Any]],
+    *,
+    deliveries: RunDeliveries,
+    version: str,
+) -> Result:
+    bare = cases["bare"]
+    labels = {
+        "bare": "bare Flask endpoint (baseline)",
+        "no_leases": "runkeys, run with no leases",
+        "leases": f"runkeys, run with {LEASES_PER_RUN} leases",
+    }
+    rows, targets, headline, summary = [], [], [], []
+    for key, case in cases.items():
+        ratios = [x.rps / b.rps for x, b in zip(case.loads, bare.loads, strict=True)]
+        ratio = Spread.of(ratios)
+        rows.append(
+            {
+                "case": labels[key],
+                "rps": case.rps().show(0),
+                "p50_ms": case.p50().show(2),
+                "p99_ms": case.p99().show(2),
+                "ratio": ratio.show(2),
+            }
+        )
+        if key == "bare":
+            continue
+        headline.append(
+            f"{labels[key]}: {case.rps().median:.0f} req/s = {ratio.median:.2f} x "
+            f"the bare endpoint's {bare.rps().median:.0f}; p99 "
+            f"{case.p99().median:.1f} ms"
+        )
+        summary.append(
+            Summary(
+                f"Webhook intake, {labels[key].removeprefix('runkeys, ')}",
+                f"{case.rps().median:.0f} req/s, p99 {case.p99().median:.1f} ms",
+                f"bare Flask: {bare.rps().median:.0f} req/s, p99 {bare.p99().median:.1f} ms",
+                f"{ratio.median:.2f}",
+                f">= {TARGET_RATIO} x throughput, p99 <= {TARGET_P99_MS:g} ms",
+                ratio.median >= TARGET_RATIO and case.p99().median <= TARGET_P99_MS,
+            )
+        )
+        targets.append(
+            Target(
+                f"throughput, {labels[key]}",
+                f">= {TARGET_RATIO} x baseline",
+                f"{ratio.median:.2f} x",
+                ratio.median >= TARGET_RATIO,
+            )
+        )
+        targets.append(
+            Target(
+                f"p99 at saturation, {labels[key]}",
+                f"<= {TARGET_P99_MS:g} ms",
+                f"{case.p99().median:.1f} ms",
+                case.p99().median <= TARGET_P99_MS,
+            )
+        )
+    per = cases["leases"].extra.get("leases_queued_per_request", [0.0])
+    notes = [
+        f"{s.connections} keep-alive connections (wrk, 1 thread), {s.seconds:g} s per measurement "
+        f"after {s.warmup:g} s of warm-up, {s.repeat} interleaved repetitions; "
+        "median (min-max) over the repetitions; ratio = requests/s over the baseline's in the "
+        "same repetition.",
+        f"Both servers: gunicorn gthread, {WORKERS} workers x {THREADS} threads (`runkeys serve` "
+        "defaults), JSON access log; SQLite ledger (WAL); revocation worker off.",
+        f"Payload {len(deliveries.body(1)):,} bytes; each request of the 10-lease case queued "
+        f"{min(per):.2f} leases on average (10 = every request named a fresh run).",
+        "Server and wrk "
+        + ("pinned: server on CPU 0, wrk on CPU 1." if s.pin else "share all cores (not pinned)."),
+    ]
+    result = Result(
+        name="webhook",
+        title="Webhook intake: POST /webhook under gunicorn vs a bare Flask endpoint",
+        method="Signed `workflow_run` `completed` deliveries, each with its own delivery id, "
+        "from wrk on loopback.",
+        columns=[
+            ("case", "case"),
+            ("rps", "requests/s"),
+            ("p50_ms", "p50 ms"),
+            ("p99_ms", "p99 ms"),
+            ("ratio", "throughput vs baseline"),
+        ],
+        rows=rows,
+        targets=targets,
+        settings={**s.__dict__, "wrk": version},
+        notes=notes,
+        headline=headline,
+        summary=summary,
+        raw={
+            "loads": {k: [x.__dict__ for x in c.loads] for k, c in cases.items()},
+            "sweep": sweep,
+            "leases_queued_per_request": per,
+        },
+    )
+    if sweep:
+        result.notes.append(
+            "Concurrency sweep (one measurement each): "
+            + "; ".join(
+                f"c={r['connections']}: bare {r['bare_rps']:.0f}/s p99 {r['bare_p99_ms']:.1f} ms, "
+                f"runkeys {r['service_rps']:.0f}/s p99 {r['service_p99_ms']:.1f} ms"
+                for r in sweep
+            )
+        )
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    s = QUICK if args.quick else Settings()
+    changes: dict[str, Any] = {"pin": args.pin}
+    if args.repeat:
+        changes["repeat"] = args.repeat
+    if args.seconds:
+        changes["seconds"] = args.seconds
+    if args.connections:
+        changes["connections"] = args.connections
+    s = Settings(**{**s.__dict__, **changes})
+    started = time.monotonic()
+    with workdir("webhook") as tmp:
+        result = run(s, tmp)
+    finish(result, args.out)
+    print(f"   took {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = parser("webhook", __doc__ or "")
+    p.add_argument("--pin", action="store_true", help="server on CPU 0, wrk on CPU 1")
+    p.add_argument("--seconds", type=float, help="length of each measurement")
+    p.add_argument("--connections", type=int, help="wrk's keep-alive connections")
+    return p
+
+
+if __name__ == "__main__":
+    sys.exit(main())

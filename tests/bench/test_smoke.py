@@ -1,0 +1,79 @@
+"""Every benchmark runs, at a toy size, end to end: so none of them rots. Speed is not asserted
+here (it is measured by `make bench`, never in tests); what is asserted is that each one
+measured what it says against its baseline and wrote its results with the machine."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import __main__ as everything
+from bench import action, ledger, revocation, webhook
+from tests.services import need
+
+pytestmark = pytest.mark.slow
+
+
+def results(out: Path, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((out / f"{name}.json").read_text())
+    markdown = (out / f"{name}.md").read_text()
+    assert data["machine"]["cpu"]
+    assert data["machine"]["python"]
+    assert data["machine"]["sqlite"]
+    assert data["rows"]
+    assert data["summary"]
+    assert data["targets"]
+    assert "Machine: " in markdown
+    for line in data["summary"]:
+        assert line["measured"]
+        assert line["baseline"]
+        assert line["ratio"]
+    return data
+
+
+def test_webhook_intake(tmp_path: Path) -> None:
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (apt-get install -y wrk)")
+    assert webhook.main(["--quick", "--out", str(tmp_path)]) == 0
+    data = results(tmp_path, "webhook")
+    loads = data["raw"]["loads"]
+    for case in ("bare", "no_leases", "leases"):
+        assert loads[case]
+        assert all(x["requests"] > 0 and x["errors"] == 0 for x in loads[case])
+    # Every request of the 10-lease case named a fresh run and queued its leases.
+    assert min(data["raw"]["leases_queued_per_request"]) >= 9
+
+
+def test_revocation_latency(tmp_path: Path) -> None:
+    assert revocation.main(["--quick", "--out", str(tmp_path)]) == 0
+    data = results(tmp_path, "revocation")
+    timings = data["raw"]["timings"]
+    assert len(timings) == len(data["raw"]["floors"]) == 3
+    for t in timings:
+        assert 0 < t["queued"] < t["total"]
+
+
+def test_the_action_and_the_summary_of_all(tmp_path: Path) -> None:
+    """`python -m bench --only action`: the action's benchmark, then the table of all."""
+    assert everything.main(["--quick", "--only", "action", "--out", str(tmp_path)]) == 0
+    data = results(tmp_path, "action")
+    by_keys = {(r["keys"], r["who"]): r for r in data["rows"]}
+    assert by_keys[(10, "runkeys-action")]["calls"] == action.minimum_calls(10)
+    assert by_keys[(10, "naive PyGithub")]["calls"] == 2 * 10 + 4
+    table = (tmp_path / "summary.md").read_text()
+    assert "| Action, 10 keys into a new environment |" in table
+    assert "Machine: " in table
+
+
+def test_the_ledger(tmp_path: Path) -> None:
+    need("postgres")
+    assert ledger.main(["--quick", "--out", str(tmp_path)]) == 0
+    data = results(tmp_path, "ledger")
+    assert {r["engine"] for r in data["rows"]} == {"SQLite", "PostgreSQL"}
+    plans = data["raw"]["plans"]
+    assert plans["sqlite"]["webhook"]
+    assert plans["postgres"]["sweep"]
