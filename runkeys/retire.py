@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runkeys.connections import Connection, env_var
+from runkeys.connections import Connection, env_var, normalize_name
 from runkeys.errors import ConfigError
 from runkeys.github.secrets import SecretStore
 from runkeys.leases import SecretTarget
@@ -38,14 +38,14 @@ def retire(
     request: RetireRequest,
     *,
     registry: Registry,
-    connections: Mapping[str, Connection],
+    connections: Mapping[str, Connection],  # by normalized name, as `load_connections` has them
     secrets_for: Callable[[str], SecretStore] | None,
 ) -> Retired:
     """Revoke, then delete the secret. Raises `ProviderError`/`GitHubError` (retryable or not)
     or `ConfigError` (a connection this process cannot see); safe to call again after any."""
     connection = None
     if request.connection is not None:
-        connection = connections.get(request.connection)
+        connection = connections.get(normalize_name(request.connection))
         if connection is None:
             raise ConfigError(
                 env_var(request.connection),

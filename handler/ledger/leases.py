@@ -18,7 +18,6 @@ from handler.ledger import tables
 from handler.ledger.engine import insert_for
 from handler.ledger.history import record
 from handler.ledger.records import LeaseRecord
-from runkeys.connections import normalize_name
 from runkeys.leases import LeaseRequest, LeaseState, Lifetime
 from runkeys.oidc import RunIdentity
 
@@ -95,8 +94,7 @@ def _row(
         "event_name": identity.event_name,
         "key_name": request.key_name,
         "provider": request.provider,
-        # by its normalized name, as `RUNKEYS_CONNECTION_<NAME>` is looked up
-        "connection": None if request.connection is None else normalize_name(request.connection),
+        "connection": request.connection,
         "reference": request.reference,
         "params": dict(request.params),
         "fingerprint": request.fingerprint,
