@@ -105,6 +105,7 @@ def _retire_one(
         connection=lease.connection,
         secret=lease.secret,
         value=value,
+        label=lease.label,
     )
     if lease.secret is not None and store is None:
         reason = f"no GitHub credentials to delete its secret in {lease.secret.scope}"

@@ -80,6 +80,7 @@ class RevocationWorker:
             params=lease.params,
             connection=lease.connection,
             secret=None if lease.provider_only else lease.secret,
+            label=lease.label,
         )
         try:
             retire(

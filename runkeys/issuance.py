@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from runkeys import labels
 from runkeys.connections import Connection
 from runkeys.errors import LeaseServiceError, RunkeysError
 from runkeys.github.secrets import MAX_SECRETS_PER_SCOPE, SecretStore
@@ -217,7 +218,7 @@ def _mint(
         key_name=spec.name,
         params=spec.params,
         expires_at=issued_at + spec.ttl,
-        label=_label(lease_id, spec.name),
+        label=labels.label(lease_id, spec.name),
         connection=connection,
     )
     minted = deps.registry.get(spec.provider).mint(request)
@@ -244,11 +245,6 @@ def _mint(
         f"expires {minted.expires_at.astimezone(UTC).isoformat(timespec='seconds')}"
     )
     return _Held(lease=lease, value=minted.value, parts=dict(minted.parts))
-
-
-def _label(lease_id: str, name: str) -> str:
-    """Unique per run and key, `[a-z0-9_]`, at most 32 characters (role and user names)."""
-    return f"rk_{lease_id[:8]}_{name.lower()}"[:32].rstrip("_")
 
 
 def _write_secrets(
@@ -313,6 +309,7 @@ def _rollback(progress: _Progress, deps: Collaborators, *, cause: str) -> None:
             connection=lease.connection,
             secret=lease.secret if held.written else None,
             value=held.value,
+            label=lease.label,
         )
         try:
             retire(

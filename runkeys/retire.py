@@ -27,6 +27,7 @@ class RetireRequest:
     connection: str | None = None
     secret: SecretTarget | None = None
     value: str | None = field(default=None, repr=False)  # on the runner only
+    label: str | None = None  # the lease's (`LeaseRequest.label`); None for rows older than it
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ def retire(
             params=request.params,
             connection=connection,
             value=request.value,
+            label=request.label,
         )
     )
     deleted = False
