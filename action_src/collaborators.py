@@ -9,8 +9,9 @@ from action_src.report import STATE_NAME, PostState, keys_json
 from action_src.workflow import Workflow
 from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
 from runkeys.issuance import IssuedKey, SecretScope
-from runkeys.lease_client import LeaseClient, Retrying, RunnerOIDC
+from runkeys.lease_client import LeaseClient, Retrying
 from runkeys.leases import LeaseRequest
+from runkeys.oidc import RunnerOIDC
 from runkeys.providers import provider_class
 
 
