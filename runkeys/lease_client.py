@@ -10,7 +10,6 @@ Lease ids are made by the action, so re-posting after a lost answer cannot lease
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +19,7 @@ import requests
 
 from runkeys.errors import LeaseServiceError
 from runkeys.leases import LeaseRequest
+from runkeys.retrying import Retrying
 from runkeys.scrub import short
 
 
@@ -43,19 +43,6 @@ class RetireOutcome:
         if self.error:
             body["error"] = short(self.error, 200)
         return body
-
-
-@dataclass(frozen=True)
-class Retrying:
-    """How hard to try a request that failed in a way that may pass: a 5xx, a dropped
-    connection. A short burst: a step should not hang on a service that is down."""
-
-    attempts: int = 4
-    backoff: float = 0.5  # seconds before the second attempt; doubles after each
-    sleep: Callable[[float], None] = time.sleep
-
-    def wait(self, attempt: int) -> None:
-        self.sleep(self.backoff * (2 ** (attempt - 1)))
 
 
 class LeaseClient:

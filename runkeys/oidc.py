@@ -27,6 +27,7 @@ import jwt
 import requests
 
 from runkeys.errors import AuthError, ConfigError, LeaseServiceError, RunkeysError
+from runkeys.retrying import Retrying
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 ALGORITHM = "RS256"
@@ -66,8 +67,7 @@ class RunnerOIDC:
         http: requests.Session | None = None,
         on_token: Callable[[str], None] = lambda token: None,
         timeout: float = 10.0,
-        attempts: int = 3,
-        sleep: Callable[[float], None] = time.sleep,
+        retrying: Retrying | None = None,
     ) -> None:
         if not request_url or not request_token:
             raise ConfigError(
@@ -82,8 +82,7 @@ class RunnerOIDC:
         self._http = http or requests.Session()
         self._on_token = on_token
         self._timeout = timeout
-        self._attempts = max(1, attempts)
-        self._sleep = sleep
+        self._retrying = retrying or Retrying(attempts=3, backoff=1.0)
 
     def url(self) -> str:
         """The runner's URL (it has a query string already) with the audience added."""
@@ -91,7 +90,8 @@ class RunnerOIDC:
         return f"{self.request_url}{separator}audience={urllib.parse.quote(self.audience, safe='')}"
 
     def token(self) -> str:
-        for attempt in range(1, self._attempts + 1):
+        attempts = max(1, self._retrying.attempts)
+        for attempt in range(1, attempts + 1):
             try:
                 response = self._http.get(
                     self.url(),
@@ -102,7 +102,7 @@ class RunnerOIDC:
                     timeout=self._timeout,
                 )
             except requests.RequestException as exc:
-                if attempt == self._attempts:
+                if attempt == attempts:
                     raise LeaseServiceError(
                         f"could not reach the runner's OIDC token endpoint: {type(exc).__name__}",
                         fix="re-run the job; the runner's token service was unreachable",
@@ -111,14 +111,14 @@ class RunnerOIDC:
                 status = response.status_code
                 if status == 200:
                     return self._token_from(response)
-                if (status < 500 and status != 429) or attempt == self._attempts:
+                if (status < 500 and status != 429) or attempt == attempts:
                     raise LeaseServiceError(
                         f"the runner refused an OIDC token (HTTP {status})",
                         status=status,
                         fix=ID_TOKEN_FIX if status < 500 else "re-run the job later",
                         docs=ID_TOKEN_DOCS,
                     )
-            self._sleep(2 ** (attempt - 1))
+            self._retrying.wait(attempt)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _token_from(self, response: requests.Response) -> str:

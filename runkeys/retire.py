@@ -10,13 +10,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from runkeys.connections import Connection, env_var, normalize_name
 from runkeys.errors import ConfigError
 from runkeys.github.secrets import SecretStore
 from runkeys.leases import SecretTarget
 from runkeys.providers import Registry, RevokeRequest
+
+
+class Lease(Protocol):
+    """What retiring needs of a lease: the action's `LeaseRequest`, the ledger's `LeaseRecord`."""
+
+    @property
+    def provider(self) -> str: ...
+    @property
+    def reference(self) -> str: ...
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+    @property
+    def connection(self) -> str | None: ...
+    @property
+    def label(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -28,6 +43,21 @@ class RetireRequest:
     secret: SecretTarget | None = None
     value: str | None = field(default=None, repr=False)  # on the runner only
     label: str | None = None  # the lease's (`LeaseRequest.label`); None for rows older than it
+
+    @classmethod
+    def of(
+        cls, lease: Lease, *, secret: SecretTarget | None, value: str | None = None
+    ) -> RetireRequest:
+        """Retire `lease`, deleting `secret` (None: its secret is not to be touched)."""
+        return cls(
+            provider=lease.provider,
+            reference=lease.reference,
+            params=lease.params,
+            connection=lease.connection,
+            secret=secret,
+            value=value,
+            label=lease.label,
+        )
 
 
 @dataclass(frozen=True)

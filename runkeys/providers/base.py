@@ -32,7 +32,7 @@ import requests
 from runkeys.connections import Connection
 from runkeys.errors import GitHubError, ParamError, ProviderError, RunkeysError
 from runkeys.labels import is_runkeys_name
-from runkeys.scrub import scrub, short
+from runkeys.scrub import described
 
 if TYPE_CHECKING:
     from runkeys.github.session import GitHubSession
@@ -140,7 +140,7 @@ class Provider(ABC):
         except RunkeysError:
             raise
         except Exception as exc:
-            message = short(scrub(f"{type(exc).__name__}: {exc}", values))
+            message = described(exc, values)
             retryable = self.is_transient(exc)
             raise ProviderError(
                 self.name,

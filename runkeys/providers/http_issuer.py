@@ -29,7 +29,6 @@ mints (docs/providers.md#http).
 from __future__ import annotations
 
 import base64
-import random
 import urllib.parse
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -53,6 +52,7 @@ from runkeys.providers.base import (
     is_transient,
     utc,
 )
+from runkeys.retrying import equal_jitter
 from runkeys.scrub import scrub, short
 
 PARAMS = {"auth", "mint", "response", "revoke", "timeout", "retries"}
@@ -276,11 +276,10 @@ def _auth(connection: Connection, mode: str | None) -> dict[str, str]:
 
 def _backoff(attempt: int, retry_after: str | None) -> float:
     """Seconds to wait before retry `attempt + 1`: the server's Retry-After (seconds, capped),
-    else exponential with jitter (half fixed, half random, as Vault's expiration manager does)."""
+    else `runkeys.retrying.equal_jitter`."""
     if retry_after is not None and retry_after.strip().isdigit():
         return min(float(retry_after), BACKOFF_CAP)
-    delay = min(BACKOFF_BASE * 2.0**attempt, BACKOFF_CAP)
-    return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 (jitter, not a secret)
+    return equal_jitter(attempt + 1, base=BACKOFF_BASE, cap=BACKOFF_CAP)
 
 
 def _parse_time(raw: Any) -> datetime | None:

@@ -17,6 +17,7 @@ from werkzeug.wrappers import Request, Response
 
 from runkeys.errors import AuthError, ConfigError, LeaseServiceError
 from runkeys.oidc import KeySet, OIDCUnavailableError, OIDCVerifier, RunnerOIDC
+from runkeys.retrying import Retrying
 from runkeys.sandbox import OIDCIssuer, RunClaims
 from tests.service.conftest import GitHub
 from tests.service.kit import AUDIENCE, WsgiServer
@@ -259,7 +260,10 @@ def test_a_refusing_runner_is_reported_at_once_without_its_token(github: GitHub)
     request_token = "wrong-" + env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"]
     waits: list[float] = []
     oidc = RunnerOIDC(
-        env["ACTIONS_ID_TOKEN_REQUEST_URL"], request_token, AUDIENCE, sleep=waits.append
+        env["ACTIONS_ID_TOKEN_REQUEST_URL"],
+        request_token,
+        AUDIENCE,
+        retrying=Retrying(attempts=3, backoff=1.0, sleep=waits.append),
     )
     with pytest.raises(LeaseServiceError) as caught:
         oidc.token()
@@ -271,7 +275,7 @@ def test_a_refusing_runner_is_reported_at_once_without_its_token(github: GitHub)
 
 def test_a_failing_runner_is_asked_again(github: GitHub) -> None:
     waits: list[float] = []
-    oidc = runner(github, sleep=waits.append)
+    oidc = runner(github, retrying=Retrying(attempts=3, backoff=1.0, sleep=waits.append))
     github.sandbox.inject_fault("GET", r"^/_services/.*/idtoken$", status=503, times=2)
     assert OIDCVerifier(github.sandbox.oidc_issuer_url, AUDIENCE).verify(oidc.token())
     assert waits == [1, 2]
