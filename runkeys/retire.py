@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from runkeys.connections import Connection, env_var, normalize_name
-from runkeys.errors import ConfigError
+from runkeys.errors import ConfigError, ProviderError
 from runkeys.github.secrets import SecretStore
 from runkeys.leases import SecretTarget
 from runkeys.providers import Registry, RevokeRequest
@@ -73,7 +73,23 @@ def retire(
     secrets_for: Callable[[str], SecretStore] | None,
 ) -> Retired:
     """Revoke, then delete the secret. Raises `ProviderError`/`GitHubError` (retryable or not)
-    or `ConfigError` (a connection this process cannot see); safe to call again after any."""
+    or `ConfigError` (a connection this process cannot see); safe to call again after any.
+
+    A lease whose label is known revokes only what its provider mints under that label: the
+    service checked it at registration, and a ledger row changed since (by hand, or damaged)
+    must not name another lease's credential either."""
+    provider = registry.get(request.provider)
+    if request.label is not None and not provider.reference_matches(
+        request.reference, label=request.label, params=request.params
+    ):
+        raise ProviderError(
+            provider.name,
+            f"refusing to revoke {request.reference!r}: it is not what {provider.name} mints "
+            f"for this lease's label {request.label}",
+            retryable=False,
+            fix="the lease names a credential it did not mint: a forged or damaged ledger row; "
+            "check its history, and the credential, by hand",
+        )
     connection = None
     if request.connection is not None:
         connection = connections.get(normalize_name(request.connection))
@@ -83,7 +99,7 @@ def retire(
                 "is not set, so the key cannot be revoked from here",
                 fix="give this process the same connection the action used",
             )
-    registry.get(request.provider).revoke(
+    provider.revoke(
         RevokeRequest(
             reference=request.reference,
             params=request.params,

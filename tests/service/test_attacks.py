@@ -23,9 +23,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from flask.testing import FlaskClient
 from psycopg import sql
+from sqlalchemy import update
 
 from handler.app import create_app
-from handler.ledger import Ledger
+from handler.ledger import Ledger, tables
 from handler.ledger.leases import LeaseFilter, find, get
 from handler.ledger.queue import LeasesById, queue
 from handler.worker import RevocationWorker
@@ -199,11 +200,15 @@ def test_an_account_runkeys_did_not_make_cannot_be_registered(
 def test_a_forged_ledger_row_still_drops_nothing(
     github: GitHub, service: Flask, account: tuple[Backend, str]
 ) -> None:
-    """A row written by hand or by an older version names the account; the worker runs it and
+    """A row as an older version wrote it (no label) names the account; the worker runs it and
     the provider refuses: the lease fails, loudly and not retried soon, and the account stays."""
     backend, name = account
     attack = lease_naming(github, backend, name)
     put(ledger(service), identity(github.repo.full_name, github.repo.id), attack)
+    with ledger(service).begin() as conn:
+        conn.execute(
+            update(tables.leases).where(tables.leases.c.id == attack.id).values(label=None)
+        )
     run_worker(service, attack.id)
     lease = stored(ledger(service), attack.id)
     assert lease.state is LeaseState.FAILED  # at once: a person must look at it
@@ -285,6 +290,14 @@ def test_another_repositorys_runkeys_role_cannot_be_named(
     )
     assert aimed_lease.label != role_of_b.label
     assert js(register(client, github, aimed_lease))["error"] == "reference_mismatch"
+    # A row naming B's role written into the ledger by hand, under A's run: the worker finds
+    # that the reference is not what A's label makes, and leaves the role alone.
+    forged = replace(naming, id=github.lease().id)
+    put(ledger(service), identity(github.repo.full_name, github.repo.id), forged)
+    run_worker(service, forged.id)
+    failed = stored(ledger(service), forged.id)
+    assert failed.state is LeaseState.FAILED
+    assert f"for this lease's label {forged.label}" in (failed.last_error or "")
     # B's role and lease are untouched.
     assert role_exists(role_of_b.reference)
     lease = stored(ledger(service), role_of_b.id)
