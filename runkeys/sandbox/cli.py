@@ -2,8 +2,9 @@
 App installed on them and a running workflow run, printing the environment a user needs to
 point runkeys (or PyGithub, or curl) at it. Serves until Ctrl-C.
 
-`start_seeded` is the seam for commands that drive the seeded sandbox instead of waiting
-(a dry run of a key spec): it returns everything they need.
+`start_seeded` is the seam for commands that drive the seeded sandbox instead of waiting: it
+returns everything they need. `--keys FILE` is one: a dry run of a `keys` spec
+(`runkeys.demo_dryrun`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from runkeys.errors import ConfigError
-from runkeys.sandbox.sandbox import Sandbox
-from runkeys.sandbox.state import App, Installation, Repository, WorkflowRun
+
+if TYPE_CHECKING:  # the server (Flask) is imported when a sandbox starts, not for `--help`
+    from runkeys.sandbox.sandbox import Sandbox
+    from runkeys.sandbox.state import App, Installation, Repository, WorkflowRun
 
 DEFAULT_REPOSITORY = "octo/app"
 
@@ -49,7 +52,7 @@ class Seeded:
             "GITHUB_RUN_ATTEMPT": str(self.run.latest.number),
             "GITHUB_TOKEN": self.workflow_token,
             "RUNKEYS_APP_ID": str(self.app.id),
-            "RUNKEYS_APP_PRIVATE_KEY_FILE": str(self.private_key_file),
+            "RUNKEYS_PRIVATE_KEY_FILE": str(self.private_key_file),
             "RUNKEYS_WEBHOOK_SECRET": self.app.webhook_secret,
             "RUNKEYS_OIDC_ISSUER": sb.oidc_issuer_url,
             **sb.runner_oidc_env(claims),
@@ -79,10 +82,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--app-id", type=int, help="the GitHub App's id (default: generated)")
     parser.add_argument("--webhook-secret", help="the App's webhook secret (default: random)")
+    parser.add_argument(
+        "--keys",
+        metavar="FILE",
+        help="dry-run this `keys` spec (- for stdin): mint, deliver and retire it through the "
+        "action and a local runkeys service, print what went where and every GitHub API call, "
+        "then exit (connections come from your RUNKEYS_CONNECTION_* variables)",
+    )
+    parser.add_argument(
+        "--environment",
+        default="ci-pr-{pr}",
+        metavar="TEMPLATE",
+        help="with --keys: the action's `environment` input (default ci-pr-{pr}; '' for job only)",
+    )
 
 
 def start_seeded(args: argparse.Namespace, workdir: Path) -> Seeded:
     """Start a sandbox on `args.port`, seed it, and write the App's private key into `workdir`."""
+    from runkeys.sandbox.sandbox import Sandbox  # noqa: PLC0415 (see the imports)
+
     names = args.repository or [DEFAULT_REPOSITORY]
     _check_arguments(args.port, names)
     sandbox = Sandbox(port=args.port).start()
@@ -150,6 +168,10 @@ def print_contents(seeded: Seeded, out: TextIO) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.keys is not None:
+        from runkeys.demo_dryrun import dry_run  # noqa: PLC0415 (the service's client side)
+
+        return dry_run(args)
     with tempfile.TemporaryDirectory(prefix="runkeys-sandbox-") as tmp:
         seeded = start_seeded(args, Path(tmp))
         try:

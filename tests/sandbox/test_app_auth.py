@@ -166,16 +166,21 @@ def test_unknown_installations_and_repositories_are_404(seeded: Seeded) -> None:
     )
 
 
+class Ago(int):
+    """A time claim given relative to when the test runs (not to when pytest collected it: a
+    loaded machine can take minutes between the two)."""
+
+
 @pytest.mark.parametrize(
     ("claims", "message"),
     [
-        ({"exp": int(time.time()) - 10}, EXPIRED),
+        ({"exp": Ago(-10)}, EXPIRED),
         (
-            {"iat": int(time.time()), "exp": int(time.time()) + 700},
+            {"iat": Ago(0), "exp": Ago(700)},
             "'Expiration time' claim ('exp') is too far in the future",
         ),
         (
-            {"iat": int(time.time()) + 300, "exp": int(time.time()) + 500},
+            {"iat": Ago(300), "exp": Ago(500)},
             "'Issued at' claim ('iat') must be an Integer",
         ),
         ({"iss": "999999999"}, "Integration not found"),
@@ -184,7 +189,9 @@ def test_unknown_installations_and_repositories_are_404(seeded: Seeded) -> None:
     ],
 )
 def test_jwt_claim_checks(seeded: Seeded, claims: dict[str, Any], message: str) -> None:
-    answer = seeded.api("GET", "/app", app_jwt(seeded, **claims))
+    now = int(time.time())
+    resolved: dict[str, Any] = {k: now + v if isinstance(v, Ago) else v for k, v in claims.items()}
+    answer = seeded.api("GET", "/app", app_jwt(seeded, **resolved))
     assert answer.status_code == 401
     assert answer.json()["message"].startswith(message)
 

@@ -46,7 +46,7 @@ def test_serves_seeded_state_until_ctrl_c() -> None:
     )
     try:
         env = read_environment(process)
-        key_file = Path(env["RUNKEYS_APP_PRIVATE_KEY_FILE"])
+        key_file = Path(env["RUNKEYS_PRIVATE_KEY_FILE"])
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         assert env["RUNKEYS_WEBHOOK_SECRET"] == "hush"
         auth = Auth.AppAuth(int(env["RUNKEYS_APP_ID"]), key_file.read_text())

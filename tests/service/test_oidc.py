@@ -86,6 +86,9 @@ def test_the_pull_request_comes_from_the_ref(issuer: IssuerServer) -> None:
     assert identity.pull_request == 17
 
 
+FROM_NOW = 10**12  # a marker: FROM_NOW + n is "n seconds after the test starts"
+
+
 def _refused(check: OIDCVerifier, token: str, fragment: str) -> None:
     with pytest.raises(AuthError) as caught:
         check.verify(token)
@@ -99,7 +102,7 @@ def _refused(check: OIDCVerifier, token: str, fragment: str) -> None:
         ({"aud": "https://github.com/octo"}, "another audience"),
         ({"aud": [AUDIENCE, "https://github.com/octo"]}, "another audience"),
         ({"iss": "https://token.actions.githubusercontent.com"}, "another issuer"),
-        ({"nbf": int(time.time()) + 600}, "not valid yet"),
+        ({"nbf": FROM_NOW + 600}, "not valid yet"),
         ({"repository_id": "octo"}, "'repository_id'"),
         ({"run_attempt": None}, "'run_attempt'"),
         ({"repository": "no-slash"}, "'repository'"),
@@ -109,7 +112,14 @@ def _refused(check: OIDCVerifier, token: str, fragment: str) -> None:
 def test_tokens_with_wrong_claims_are_refused(
     issuer: IssuerServer, overrides: dict[str, Any], fragment: str
 ) -> None:
-    _refused(verifier(issuer), issuer.issuer.token_for(CLAIMS, AUDIENCE, **overrides), fragment)
+    # Times are resolved when the test runs, not when pytest collected it (minutes apart on a
+    # loaded machine).
+    now = int(time.time())
+    resolved = {
+        k: now + v - FROM_NOW if isinstance(v, int) and v >= FROM_NOW else v
+        for k, v in overrides.items()
+    }
+    _refused(verifier(issuer), issuer.issuer.token_for(CLAIMS, AUDIENCE, **resolved), fragment)
 
 
 def test_an_expired_token_is_refused_beyond_the_leeway(issuer: IssuerServer) -> None:

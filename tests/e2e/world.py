@@ -1,0 +1,227 @@
+"""The world the end-to-end tests run in, everything as it runs for real: the sandbox GitHub with
+the App, PostgreSQL with a least-privileged admin role for the `postgres` provider, and the
+service under gunicorn (`runkeys serve`) on a SQLite or PostgreSQL ledger. Everything every
+process printed or wrote is kept for the leak scan (`World.scan`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from runkeys.sandbox import Sandbox
+from runkeys.sandbox.state import App
+from tests.e2e.leaks import Scanner, Secret
+from tests.service.served import Served
+from tests.services import need, unique
+
+AUDIENCE = "https://runkeys.e2e.example/service"
+
+
+@dataclass
+class Postgres:
+    """A group role the minted roles join, and the provider's admin: CREATEROLE plus ADMIN
+    OPTION on the group, nothing more (docs/providers.md)."""
+
+    admin_url: str = field(repr=False)
+    group: str
+    account: str
+    password: str = field(repr=False)
+
+    @classmethod
+    @contextmanager
+    def prepared(cls) -> Iterator[Postgres]:
+        admin_url = need("postgres")
+        base = unique("rk_e2e")
+        made = cls(admin_url, f"{base}_rw", f"{base}_adm", secrets.token_urlsafe(18))
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(made.group)))
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD {}").format(
+                    sql.Identifier(made.account), sql.Literal(made.password)
+                )
+            )
+            conn.execute(
+                sql.SQL("GRANT {} TO {} WITH ADMIN OPTION").format(
+                    sql.Identifier(made.group), sql.Identifier(made.account)
+                )
+            )
+        try:
+            yield made
+        finally:
+            made.drop()
+
+    @property
+    def connection_url(self) -> str:
+        url = make_url(self.admin_url).set(username=self.account, password=self.password)
+        return url.render_as_string(hide_password=False) + "?sslmode=disable"
+
+    def members(self) -> list[str]:
+        """Roles in the group besides the admin: the minted ones still alive."""
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT r.rolname FROM pg_roles r JOIN pg_auth_members m ON m.member = r.oid"
+                " JOIN pg_roles g ON g.oid = m.roleid WHERE g.rolname = %s AND r.rolname <> %s",
+                (self.group, self.account),
+            ).fetchall()
+        return sorted(str(name) for (name,) in rows)
+
+    def role_exists(self, role: str) -> bool:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            row = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        return row is not None
+
+    def drop(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            for role in [*self.members(), self.account, self.group]:
+                name = sql.Identifier(role)
+                if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                    conn.execute(sql.SQL("DROP OWNED BY {}").format(name))
+                    conn.execute(sql.SQL("DROP ROLE {}").format(name))
+
+
+@contextmanager
+def ledger_database(engine: str, tmp: Path) -> Iterator[str]:
+    """The ledger: a SQLite file, or a new PostgreSQL database (dropped afterwards)."""
+    if engine == "sqlite":
+        yield f"sqlite:///{tmp / 'ledger.sqlite3'}"
+        return
+    admin = need("postgres")
+    name = unique("rk_e2e_ledger")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@dataclass
+class Output:
+    """What one process printed."""
+
+    what: str
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class World:
+    engine: str
+    tmp: Path
+    sandbox: Sandbox
+    app: App
+    postgres: Postgres
+    ledger_url: str
+    service: Served | None = None
+    outputs: list[Output] = field(default_factory=list)
+    secrets: list[Secret] = field(default_factory=list)
+    job_dirs: list[Path] = field(default_factory=list)
+    opened: list[str] = field(default_factory=list)  # repositories of the tests' pull requests
+
+    def service_environ(self, **more: str) -> dict[str, str]:
+        return {
+            "RUNKEYS_WEBHOOK_SECRET": self.app.webhook_secret,
+            "RUNKEYS_APP_ID": str(self.app.id),
+            "RUNKEYS_PRIVATE_KEY": self.app.private_key_pem,
+            "RUNKEYS_DATABASE_URL": self.ledger_url,
+            "RUNKEYS_OIDC_ISSUER": self.sandbox.oidc_issuer_url,
+            "RUNKEYS_OIDC_AUDIENCE": AUDIENCE,
+            "GITHUB_API_URL": self.sandbox.url,
+            "RUNKEYS_WORKER": "embedded",
+            "RUNKEYS_WORKER_POLL_INTERVAL": "0.1",
+            # Only the tests' own `runkeys sweep` sweeps (the embedded sweeper once, at start):
+            # which path retired a key must not depend on timing.
+            "RUNKEYS_SWEEP_INTERVAL": "1h",
+            "RUNKEYS_CONNECTION_CI_DB": self.postgres.connection_url,
+            "RUNKEYS_LOG_LEVEL": "DEBUG",  # the most a service ever logs: scanned for values
+            **more,
+        }
+
+    def command(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """`runkeys ARGS` as an operator runs it against the service's ledger."""
+        done = subprocess.run(
+            [sys.executable, "-m", "runkeys.cli", *args],
+            env={**os.environ, **self.service_environ(), **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        self.outputs.append(Output(f"runkeys {' '.join(args)}", done.stdout, done.stderr))
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done
+
+    def sweep(self) -> dict[str, Any]:
+        done = self.command("sweep", RUNKEYS_RECONCILE_INTERVAL="0.5")
+        report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return report
+
+    def leases(self, repository: str | None = None) -> dict[str, dict[str, Any]]:
+        """`runkeys leases --json` (for one repository), by lease id."""
+        which = ["--repository", repository] if repository else ["--limit", "100000"]
+        done = self.command("leases", "--json", *which)
+        rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+        return {row["id"]: row for row in rows}
+
+    def history(self, lease_id: str) -> list[tuple[str, str]]:
+        done = self.command("leases", "--json", "--lease", lease_id)
+        row = json.loads(done.stdout)
+        return [(event["actor"], event["action"]) for event in row["events"]]
+
+    def ledger_dump(self) -> bytes:
+        """The ledger's bytes: the SQLite files as on disk, or every PostgreSQL table."""
+        if self.engine == "sqlite":
+            path = Path(make_url(self.ledger_url).database or "")
+            files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+            return b"".join(f.read_bytes() for f in files if f.exists())
+        dump = b""
+        with psycopg.connect(self.ledger_url, autocommit=True) as conn:
+            tables = conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+            ).fetchall()
+            assert {"leases", "lease_events"} <= {str(t) for (t,) in tables}
+            for (table,) in tables:
+                query = sql.SQL("COPY {} TO STDOUT").format(sql.Identifier(table))
+                with conn.cursor().copy(query) as copy:
+                    dump += b"".join(bytes(chunk) for chunk in copy)
+        return dump
+
+    def scan(self) -> Scanner:
+        """Every byte so far against every value so far; asserts that none leaked."""
+        scanner = Scanner(self.secrets)
+        problems: list[str] = []
+        for output in self.outputs:
+            action = output.what.startswith("runkeys-action")  # only it may send masks
+            problems += scanner.text(f"{output.what} stdout", output.stdout, masks_allowed=action)
+            problems += scanner.text(f"{output.what} stderr", output.stderr)
+        for job in self.job_dirs:
+            for path in sorted(job.iterdir()):
+                if path.name in ("github_env", "github_output"):
+                    problems += scanner.job_file(str(path), path.read_text())
+                else:
+                    problems += scanner.text(str(path), path.read_text())
+        if self.service is not None:
+            problems += scanner.text("the service's log", self.service.log.read_text())
+        problems += scanner.data(f"the {self.engine} ledger", self.ledger_dump())
+        recorded = json.dumps([r.__dict__ for r in self.sandbox.requests], default=str)
+        problems += scanner.text("the sandbox's request log", recorded)
+        assert not problems, "values leaked:\n" + "\n".join(problems)
+        assert self.secrets, "nothing was minted, so nothing was scanned for"
+        print(f"scanned {scanner.places} places for {len(scanner.forms)} forms of "
+              f"{len(self.secrets)} values: none leaked")  # fmt: skip
+        return scanner
