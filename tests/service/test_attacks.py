@@ -2,161 +2,52 @@
 
 Every attack is made as a real one would be: a real OIDC token from the sandbox's issuer for a
 run of A, the real service app, and real credentials that must survive — a PostgreSQL role, a
-MariaDB user and a Redis ACL user runkeys did not make, another repository's runkeys role, a
-deploy key of another repository. Each registration is refused; where a lease gets into the
-ledger anyway (a row written by hand, or by an older version), the worker runs and the
-providers refuse to touch anything not theirs. Afterwards each credential is still there.
+MariaDB user and a Redis ACL user runkeys did not make, another repository's runkeys role.
+Each registration is refused; where a lease gets into the ledger anyway (a row written by hand,
+or by an older version), the worker runs and refuses to touch anything not the lease's.
+Afterwards each credential is still there. Deploy keys: test_attacks_deploy_keys.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
-import redis
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from flask.testing import FlaskClient
-from psycopg import sql
 from sqlalchemy import update
 
-from handler.app import create_app
-from handler.ledger import Ledger, tables
-from handler.ledger.leases import LeaseFilter, find, get
-from handler.ledger.queue import LeasesById, queue
-from handler.worker import RevocationWorker
+from handler.ledger import tables
+from handler.ledger.leases import get
 from runkeys import labels
 from runkeys.connections import Connection
-from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
 from runkeys.leases import LeaseRequest, LeaseState
 from runkeys.providers import MintRequest
 from runkeys.providers.postgres import PostgresProvider
-from runkeys.sandbox.state import Repository
-from tests.action.harness import Step
-from tests.providers.harness_mysql import connect_url
-from tests.service import kit
-from tests.service.conftest import GitHub, make_environ
-from tests.service.kit import (
-    AUDIENCE,
-    Clock,
-    WsgiServer,
-    assert_documented,
-    body,
-    identity,
-    js,
-    put,
-    stored,
+from tests.service.attack_kit import (
+    BACKENDS,
+    Backend,
+    armed_service,
+    ledger,
+    register,
+    run_worker,
 )
+from tests.service.conftest import GitHub
+from tests.service.kit import Clock, identity, js, put, stored
 from tests.services import need, unique
-
-# --- the world: the service with its connections, and accounts runkeys did not make -------------
 
 
 @pytest.fixture
 def service(github: GitHub, tmp_path: Path, clock: Clock) -> Iterator[Flask]:
-    """The service holding an admin connection to each database, as a shared one would."""
-    environ = make_environ(github.sandbox, github.app, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
-    environ |= {
-        "RUNKEYS_CONNECTION_CI_DB": need("postgres"),
-        "RUNKEYS_CONNECTION_CI_MY": need("mysql"),
-        "RUNKEYS_CONNECTION_CI_CACHE": need("redis"),
-    }
-    made = create_app(environ, clock=clock)
-    yield made
-    made.extensions["runkeys"].close()
+    with armed_service(github, tmp_path, clock) as made:
+        yield made
 
 
 @pytest.fixture
 def client(service: Flask) -> FlaskClient:
     return service.test_client()
-
-
-def ledger(service: Flask) -> Ledger:
-    found: Ledger = service.extensions["runkeys"].ledger
-    return found
-
-
-def register(client: FlaskClient, github: GitHub, *leases: LeaseRequest, repo: Any = None) -> Any:
-    """`POST /v1/leases` with a fresh token of a run of `repo` (A unless said)."""
-    claims = github.claims(repo=repo or github.repo)
-    response = client.post("/v1/leases", json=body(*leases), headers=github.auth(claims))
-    assert_documented("POST", "/v1/leases", response.status_code, response.json)
-    return response
-
-
-def run_worker(service: Flask, *lease_ids: str) -> None:
-    """The run is over: its leases are queued and the worker retires what it can."""
-    running = service.extensions["runkeys"]
-    with running.ledger.begin() as conn:
-        queue(
-            conn, LeasesById(lease_ids), actor="test", reason="run completed", now=running.clock()
-        )
-    assert RevocationWorker(running).drain() == len(lease_ids)
-
-
-def _postgres(statement: str | sql.Composed, *args: Any) -> list[Any]:
-    with psycopg.connect(need("postgres"), autocommit=True) as conn:
-        cursor = conn.execute(statement, args)
-        return cursor.fetchall() if cursor.description else []
-
-
-def _mysql(statement: str, *args: Any) -> list[Any]:
-    with connect_url(need("mysql")) as conn, conn.cursor() as cursor:
-        cursor.execute(statement, args)
-        return list(cursor.fetchall())
-
-
-def _redis(*command: Any) -> Any:
-    admin = redis.Redis.from_url(need("redis"))
-    try:
-        return admin.execute_command(*command)  # type: ignore[no-untyped-call]
-    finally:
-        admin.close()
-
-
-@dataclass(frozen=True)
-class Backend:
-    """A database the service holds an admin connection to, seen with that admin account."""
-
-    provider: str
-    connection: str  # as a spec names it
-    create: Callable[[str], object]  # an account of the application's, not runkeys'
-    exists: Callable[[str], bool]
-    drop: Callable[[str], object]
-    reference: Callable[[str], str]  # how the provider's reference names an account
-
-
-BACKENDS = {
-    "postgres": Backend(
-        "postgres",
-        "ci_db",
-        lambda name: _postgres(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name))),
-        lambda name: bool(_postgres("SELECT 1 FROM pg_roles WHERE rolname = %s", name)),
-        lambda name: _postgres(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name))),
-        lambda name: name,
-    ),
-    "mysql": Backend(
-        "mysql",
-        "ci_my",
-        lambda name: _mysql("CREATE USER %s@'%%' IDENTIFIED BY 'app-Secr3t'", name),
-        lambda name: bool(_mysql("SELECT 1 FROM mysql.user WHERE User = %s", name)),
-        lambda name: _mysql("DROP USER IF EXISTS %s@'%%'", name),
-        lambda name: f"{name}@%",
-    ),
-    "redis": Backend(
-        "redis",
-        "ci_cache",
-        lambda name: _redis("ACL", "SETUSER", name, "on", ">app-Secr3t", "~app:*", "+get"),
-        lambda name: _redis("ACL", "GETUSER", name) is not None,
-        lambda name: _redis("ACL", "DELUSER", name),
-        lambda name: name,
-    ),
-}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -328,89 +219,6 @@ def test_a_label_already_leased_is_not_leased_again(
     assert stored(ledger(service), first.id).repository_id == github.repo.id
 
 
-# --- deploy keys ------------------------------------------------------------------------------
-
-
-def add_deploy_key(github: GitHub, repo: Repository, title: str) -> int:
-    """A deploy key as its owner added it (through the API, as the App)."""
-    session = GitHubSession(
-        GitHubConfig(
-            api_url=github.sandbox.url,
-            app=AppCredentials(str(github.app.id), github.app.private_key_pem),
-        )
-    )
-    public = (
-        Ed25519PrivateKey.generate()
-        .public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    )
-    return int(session.repository(repo.full_name).create_key(title, public.decode(), True).id)
-
-
-def deploy_key_titles(github: GitHub, repo: Repository) -> list[str]:
-    return [key["title"] for key in github.sandbox.deploy_keys(repo)]
-
-
-def deploy_lease(github: GitHub, target: str, reference: str) -> LeaseRequest:
-    return github.lease(
-        key_name="FIXTURES_KEY",
-        provider="deploy-key",
-        params={"repository": target},
-        reference=reference,
-        secret=False,
-    )
-
-
-def test_a_deploy_key_of_another_account_cannot_be_registered(
-    client: FlaskClient, github: GitHub
-) -> None:
-    victim = github.other_repo  # another owner; the App is installed there too
-    key_id = add_deploy_key(github, victim, "production deploy")
-    reference = f"{victim.full_name}:{key_id}"
-    outside = deploy_lease(github, victim.full_name, reference)
-    response = register(client, github, outside)
-    assert (response.status_code, js(response)["error"]) == (422, "foreign_repository")
-    # Naming A's repository in the params does not carry the reference along.
-    disguised = deploy_lease(github, github.repo.full_name, reference)
-    assert js(register(client, github, disguised))["error"] == "reference_mismatch"
-    assert deploy_key_titles(github, victim) == ["production deploy"]
-
-
-def test_a_repository_the_installation_does_not_reach_cannot_be_registered(
-    client: FlaskClient, github: GitHub
-) -> None:
-    """Same account, but not in the installation the token's repository is in: the service
-    could not revoke there, and the token's run has no business there."""
-    sibling = github.sandbox.add_repository(f"{github.repo.owner}/{unique('fixtures')}")
-    attack = deploy_lease(github, sibling.full_name, f"{sibling.full_name}:12345")
-    response = register(client, github, attack)
-    assert (response.status_code, js(response)["error"]) == (422, "foreign_repository")
-    assert "cannot reach" in js(response)["message"]
-
-
-def test_a_deploy_key_runkeys_did_not_make_is_never_deleted(
-    client: FlaskClient, github: GitHub, service: Flask
-) -> None:
-    """A key id is GitHub's, so a lease naming a key of A's own repository is registered; when
-    the run is over the worker reads the key's title, finds it is not the one runkeys gave this
-    lease, and refuses for good. A forged row naming another account's key fares the same."""
-    own_key = add_deploy_key(github, github.repo, "ci deploy")
-    attack = deploy_lease(github, github.repo.full_name, f"{github.repo.full_name}:{own_key}")
-    assert register(client, github, attack).status_code == 201
-    victim = github.other_repo
-    victim_key = add_deploy_key(github, victim, "production deploy")
-    forged = deploy_lease(github, victim.full_name, f"{victim.full_name}:{victim_key}")
-    put(ledger(service), identity(github.repo.full_name, github.repo.id), forged)
-    run_worker(service, attack.id, forged.id)
-    for lease_id in (attack.id, forged.id):
-        lease = stored(ledger(service), lease_id)
-        assert lease.state is LeaseState.FAILED
-        assert lease.last_error is not None
-        assert "refusing to delete deploy key" in lease.last_error
-    assert deploy_key_titles(github, github.repo) == ["ci deploy"]
-    assert deploy_key_titles(github, victim) == ["production deploy"]
-
-
 def test_a_label_and_its_lease_id_agree_only_through_the_digest() -> None:
     """What an attacker who picks lease ids gets: 32 characters at most of [a-z0-9_], the same
     for the same id, never the id's own characters, and ids that differ in case or in the
@@ -435,62 +243,3 @@ def test_an_old_actions_label_is_refused(client: FlaskClient, github: GitHub) ->
     old = f"rk_{lease.id[:8]}_{lease.key_name.lower()}"
     stale = github.lease(secret=False, lease_id=lease.id, reference=f"random:{old}")
     assert js(register(client, github, stale))["error"] == "reference_mismatch"
-
-
-# --- and what runkeys is for still works ------------------------------------------------------
-
-E2E_KEYS = (
-    "DATABASE_URL: {provider: postgres, connection: ci_db, ttl: 30m}\n"
-    "MYSQL_URL: {provider: mysql, connection: ci_my, ttl: 30m}\n"
-    "CACHE_URL: {provider: redis, connection: ci_cache, keys: ['e2e:*'], categories: [read]}\n"
-    "API_TOKEN: {provider: random, ttl: 30m}\n"
-)
-
-
-def test_the_action_issues_through_the_service_and_the_run_retires_it(
-    github: GitHub, service: Flask, tmp_path: Path
-) -> None:
-    """The action's entry point mints with the labels it registers, the service accepts each
-    reference, and when the run completes the worker retires every credential."""
-    claims = github.claims()
-    server = WsgiServer(service)
-    step = Step(tmp_path / "step", repository=github.repo.full_name, run_id=claims.run_id)
-    step.base_env.update(github.sandbox.runner_oidc_env(claims))
-    step.base_env["GITHUB_REPOSITORY_ID"] = str(github.repo.id)
-    connections = {
-        "RUNKEYS_CONNECTION_CI_DB": need("postgres"),
-        "RUNKEYS_CONNECTION_CI_MY": need("mysql"),
-        "RUNKEYS_CONNECTION_CI_CACHE": need("redis"),
-    }
-    minted: list[tuple[Backend, str]] = []
-    try:
-        run = step.run(
-            {"keys": E2E_KEYS, "service-url": server.url, "audience": AUDIENCE},
-            extra_env=connections,
-        )
-        assert run.returncode == 0, [*run.lines, run.stderr]
-        with ledger(service).begin() as conn:
-            leases = find(conn, LeaseFilter(repository=str(github.repo.id)))
-        assert sorted(lease.key_name for lease in leases) == sorted(
-            ["DATABASE_URL", "MYSQL_URL", "CACHE_URL", "API_TOKEN"]
-        )
-        for lease in leases:
-            assert lease.label == labels.label(lease.id, lease.key_name)
-            if lease.provider in BACKENDS:
-                minted.append((BACKENDS[lease.provider], lease.label))
-                assert BACKENDS[lease.provider].exists(lease.label), lease.provider
-        payload = kit.workflow_run_completed(
-            github.repo.id, github.repo.full_name, claims.run_id, 1, github.installation.id
-        )
-        delivered = github.sandbox.deliver(
-            f"{server.url}/webhook", "workflow_run", payload, app=github.app
-        )
-        assert delivered.json() == {"outcome": "queued", "queued": 4}
-        assert RevocationWorker(service.extensions["runkeys"]).drain() == 4
-        assert {stored(ledger(service), lease.id).state for lease in leases} == {LeaseState.REVOKED}
-        for backend, label in minted:
-            assert not backend.exists(label), f"{backend.provider} {label} is still there"
-    finally:
-        server.stop()
-        for backend, label in minted:  # what a failed test left behind
-            backend.drop(label)
