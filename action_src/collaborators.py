@@ -9,9 +9,11 @@ from action_src.report import STATE_NAME, PostState, keys_json
 from action_src.workflow import Workflow
 from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
 from runkeys.issuance import IssuedKey, SecretScope
-from runkeys.lease_client import LeaseClient, Retrying, RunnerOIDC
+from runkeys.lease_client import LeaseClient
 from runkeys.leases import LeaseRequest
+from runkeys.oidc import RunnerOIDC
 from runkeys.providers import provider_class
+from runkeys.retrying import Retrying
 
 
 def permissions_for(scope: SecretScope | None, providers: Iterable[str] = ()) -> dict[str, str]:
@@ -53,10 +55,15 @@ def github_session(
 
 def lease_client(service: ServiceSettings, workflow: Workflow, retries: Retries) -> LeaseClient:
     """A client of the service whose OIDC tokens are masked the moment they exist."""
+    retrying = Retrying(backoff=retries.backoff)
     oidc = RunnerOIDC(
-        service.request_url, service.request_token, service.audience, on_token=workflow.mask
+        service.request_url,
+        service.request_token,
+        service.audience,
+        on_token=workflow.mask,
+        retrying=retrying,
     )
-    return LeaseClient(service.url, oidc.token, retrying=Retrying(backoff=retries.backoff))
+    return LeaseClient(service.url, oidc.token, retrying=retrying)
 
 
 class ActionJob:

@@ -25,7 +25,7 @@ from runkeys.lease_client import RetireOutcome
 from runkeys.leases import LeaseRequest
 from runkeys.providers import ProviderDeps, Registry
 from runkeys.retire import RetireRequest, retire
-from runkeys.scrub import scrub, short
+from runkeys.scrub import described
 
 
 def _scope_of(state: PostState, repository: str) -> SecretScope | None:
@@ -35,11 +35,6 @@ def _scope_of(state: PostState, repository: str) -> SecretScope | None:
     if environments or state.created_environment:
         return SecretScope(repository, state.created_environment or environments[0])
     return SecretScope(repository) if secrets else None
-
-
-def _text(exc: BaseException, *values: str | None) -> str:
-    text = describe(exc) if isinstance(exc, RunkeysError) else f"{type(exc).__name__}: {exc}"
-    return short(scrub(text, [v for v in values if v]), 300)
 
 
 def retire_leases(environ: Mapping[str, str], workflow: Workflow) -> None:
@@ -98,14 +93,7 @@ def _retire_one(
     # A provider that needs the value to revoke (an installation token) finds it where
     # GITHUB_ENV put it: the job's environment, which the runner passes to this container.
     value = environ.get(lease.key_name) or None
-    request = RetireRequest(
-        provider=lease.provider,
-        reference=lease.reference,
-        params=lease.params,
-        connection=lease.connection,
-        secret=lease.secret,
-        value=value,
-    )
+    request = RetireRequest.of(lease, secret=lease.secret, value=value)
     if lease.secret is not None and store is None:
         reason = f"no GitHub credentials to delete its secret in {lease.secret.scope}"
         workflow.warning(f"Could not retire {lease.key_name}: {reason}")
@@ -118,7 +106,7 @@ def _retire_one(
             secrets_for=(lambda _repository: store) if store is not None else None,
         )
     except Exception as exc:
-        reason = _text(exc, value)
+        reason = described(exc, [value])
         workflow.warning(f"Could not retire {lease.key_name}: {reason}")
         return RetireOutcome(lease.id, "failed", reason)
     deleted = " and deleted its secret" if retired.secret_deleted else ""
@@ -144,10 +132,10 @@ def _delete_environment(
     except GitHubError as exc:
         if exc.status == 404:
             return  # already gone
-        workflow.warning(f"Could not delete environment {environment}: {_text(exc)}")
+        workflow.warning(f"Could not delete environment {environment}: {described(exc)}")
         return
     except Exception as exc:
-        workflow.warning(f"Could not delete environment {environment}: {_text(exc)}")
+        workflow.warning(f"Could not delete environment {environment}: {described(exc)}")
         return
     workflow.progress(f"Deleted environment {environment}, which runkeys had created.")
 
@@ -158,7 +146,7 @@ def main(environ: Mapping[str, str] | None = None, stdout: TextIO | None = None)
     try:
         retire_leases(environ, workflow)
     except Exception as exc:
-        workflow.warning(f"runkeys post step: {_text(exc)}")
+        workflow.warning(f"runkeys post step: {described(exc)}")
     return 0  # cleanup never fails the job
 
 

@@ -65,7 +65,7 @@ def register(subparsers: Any) -> None:
 def serve_command(args: argparse.Namespace) -> int:
     from handler.serve import prepare_metrics_dir
 
-    made = os.environ.get("PROMETHEUS_MULTIPROC_DIR") is None
+    made_by = os.getpid() if os.environ.get("PROMETHEUS_MULTIPROC_DIR") is None else None
     metrics_dir = prepare_metrics_dir(args.workers)  # before anything imports prometheus_client
     from handler import logs
     from handler.config import ServiceConfig
@@ -85,7 +85,9 @@ def serve_command(args: argparse.Namespace) -> int:
     try:
         ServiceApplication(options).run()
     finally:
-        if made and metrics_dir:
+        # Workers are forked inside `run()` and leave through here as well (a restart, a
+        # reload): only the master, which made the directory, removes it.
+        if made_by == os.getpid() and metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 

@@ -4,6 +4,11 @@ ledger is touched. Pure: the verified identity, the settings and the clock are p
 A lease the service could not retire is refused here, while the action can still roll the key
 back: an unknown provider, a connection this service cannot see, a `pr` lifetime outside a pull
 request, a secret in another repository, an expiry beyond the service's maximum TTL.
+
+So is a lease whose reference is not what its provider mints under the lease's label. The
+label is made here from the lease's id and key name (`runkeys.labels`), never read from the
+body: the service revokes with its own credentials, so a workflow that could name any role,
+user or key would have the service destroy credentials its run never minted.
 """
 
 from __future__ import annotations
@@ -115,6 +120,14 @@ def _check(
         provider.check_params(lease.params)
     except ParamError as exc:
         raise ApiError(422, "invalid_params", f"{name}: params.{exc.field}: {exc}") from None
+    if not provider.reference_matches(lease.reference, label=lease.label, params=lease.params):
+        raise ApiError(
+            422,
+            "reference_mismatch",
+            f"{name}: reference {short(lease.reference, 100)!r} is not what {provider.name} "
+            f"mints for this lease (label {lease.label}); a lease may only name the credential "
+            "its own run minted (an action older than this service makes other labels)",
+        )
     if lease.connection is not None and normalize_name(lease.connection) not in connections:
         raise ApiError(
             422,

@@ -7,6 +7,7 @@ header value.
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 from gunicorn.glogging import Logger  # type: ignore[import-untyped]
+from gunicorn.workers.gthread import ThreadWorker  # type: ignore[import-untyped]
 
 from handler.logs import JsonFormatter
 
@@ -50,13 +52,33 @@ def _child_exit(server: Any, worker: Any) -> None:
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
+class ServiceWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's threaded worker, stopped by its master alone.
+
+    A terminal's Ctrl-C sends SIGINT to the whole process group, and the master then sends each
+    worker SIGQUIT: two quick-shutdown signals in a row. gthread's handler is not reentrant
+    (the second waits forever for the thread-pool lock the first holds), so a worker could hang
+    until the master killed it at the graceful timeout (30 s). A worker ignores SIGINT, leaving
+    it the master's one signal, and a repeated SIGQUIT is a no-op."""
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        if getattr(self, "_quitting", False):
+            return
+        self._quitting = True
+        super().handle_quit(sig, frame)
+
+
 def default_options(
     *, bind: str, workers: int, threads: int, timeout: int, log_level: str
 ) -> dict[str, Any]:
     return {
         "bind": bind,
         "workers": workers,
-        "worker_class": "gthread",
+        "worker_class": ServiceWorker,
         "threads": threads,
         "timeout": timeout,
         "graceful_timeout": timeout,

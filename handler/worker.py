@@ -21,17 +21,16 @@ from handler.logs import event, logger
 from handler.service import Service
 from runkeys.errors import ConfigError, GitHubError, ProviderError, RunkeysError
 from runkeys.retire import RetireRequest, retire
-from runkeys.scrub import scrub, short
+from runkeys.retrying import equal_jitter
+from runkeys.scrub import described
 
 log = logger("worker")
 
 
 def backoff(attempts: int, *, base: timedelta, cap: timedelta, rng: random.Random) -> timedelta:
-    """Delay before attempt `attempts + 1`: base·2^(n-1), capped, with "equal jitter" (half
-    fixed, half random) so a burst of failures does not retry in lockstep."""
-    exponent = min(max(attempts - 1, 0), 30)
-    delay = min(cap.total_seconds(), base.total_seconds() * 2**exponent)
-    return timedelta(seconds=delay / 2 + rng.uniform(0, delay / 2))
+    """Delay before attempt `attempts + 1` (`runkeys.retrying.equal_jitter`)."""
+    seconds = equal_jitter(attempts, base=base.total_seconds(), cap=cap.total_seconds(), rng=rng)
+    return timedelta(seconds=seconds)
 
 
 def retryable(exc: BaseException) -> bool:
@@ -74,13 +73,7 @@ class RevocationWorker:
         return total
 
     def retire(self, lease: LeaseRecord, token: str) -> None:
-        request = RetireRequest(
-            provider=lease.provider,
-            reference=lease.reference,
-            params=lease.params,
-            connection=lease.connection,
-            secret=None if lease.provider_only else lease.secret,
-        )
+        request = RetireRequest.of(lease, secret=None if lease.provider_only else lease.secret)
         try:
             retire(
                 request,
@@ -145,9 +138,8 @@ class RevocationWorker:
 
     def _describe(self, exc: Exception) -> str:
         """A short reason with every connection password (and URL password) scrubbed out."""
-        text = str(exc) if isinstance(exc, RunkeysError) else f"{type(exc).__name__}: {exc}"
         known = [s for c in self.service.config.connections.values() for s in c.secrets()]
-        return short(scrub(text, known), 300)
+        return described(exc, known)
 
     def delete_environments(self, repository_id: int | None = None, name: str | None = None) -> int:
         """Delete the environments runkeys created that no live lease uses (all of them, or the

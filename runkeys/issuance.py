@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from runkeys import labels
 from runkeys.connections import Connection
 from runkeys.errors import LeaseServiceError, RunkeysError
 from runkeys.github.secrets import MAX_SECRETS_PER_SCOPE, SecretStore
@@ -22,7 +23,7 @@ from runkeys.leases import LeaseRequest, Lifetime, SecretTarget, fingerprint, ne
 from runkeys.masking import encodings
 from runkeys.providers import MintRequest, Registry
 from runkeys.retire import RetireRequest, retire
-from runkeys.scrub import scrub, short
+from runkeys.scrub import described
 from runkeys.spec import KeySpec
 
 # Parts of a key that say where it logs in, not how: not masked, since masking `5432` or
@@ -140,12 +141,12 @@ def issue(specs: Sequence[KeySpec], scope: SecretScope | None, deps: Collaborato
         if not progress.held:
             raise
         values = [v for h in progress.held for v in (h.value, *secret_parts(h.parts))]
-        _rollback(progress, deps, cause=_describe(exc, values))
+        _rollback(progress, deps, cause=described(exc, values))
         if isinstance(exc, RunkeysError | KeyboardInterrupt | SystemExit):
             raise
         # An unexpected error may quote what it was handling: only its scrubbed text goes on.
         raise IssuanceError(
-            f"unexpected {_describe(exc, values)}",
+            f"unexpected {described(exc, values)}",
             fix="the keys were rolled back; re-run the job, and report this if it persists",
         ) from None
 
@@ -217,7 +218,7 @@ def _mint(
         key_name=spec.name,
         params=spec.params,
         expires_at=issued_at + spec.ttl,
-        label=_label(lease_id, spec.name),
+        label=labels.label(lease_id, spec.name),
         connection=connection,
     )
     minted = deps.registry.get(spec.provider).mint(request)
@@ -244,11 +245,6 @@ def _mint(
         f"expires {minted.expires_at.astimezone(UTC).isoformat(timespec='seconds')}"
     )
     return _Held(lease=lease, value=minted.value, parts=dict(minted.parts))
-
-
-def _label(lease_id: str, name: str) -> str:
-    """Unique per run and key, `[a-z0-9_]`, at most 32 characters (role and user names)."""
-    return f"rk_{lease_id[:8]}_{name.lower()}"[:32].rstrip("_")
 
 
 def _write_secrets(
@@ -292,11 +288,6 @@ def _job_leases(held: Sequence[_Held]) -> list[LeaseRequest]:
     return [h.lease for h in held if h.lease.lifetime is Lifetime.JOB]
 
 
-def _describe(exc: BaseException, values: Sequence[str]) -> str:
-    text = exc.explain() if isinstance(exc, RunkeysError) else f"{type(exc).__name__}: {exc}"
-    return short(scrub(text, values), 300)
-
-
 def _rollback(progress: _Progress, deps: Collaborators, *, cause: str) -> None:
     """Undo what was done, newest first. Every step only warns: the cause is what fails."""
     job = deps.job
@@ -306,13 +297,8 @@ def _rollback(progress: _Progress, deps: Collaborators, *, cause: str) -> None:
     store = deps.secrets
     for held in reversed(progress.held):
         lease = held.lease
-        request = RetireRequest(
-            provider=lease.provider,
-            reference=lease.reference,
-            params=lease.params,
-            connection=lease.connection,
-            secret=lease.secret if held.written else None,
-            value=held.value,
+        request = RetireRequest.of(
+            lease, secret=lease.secret if held.written else None, value=held.value
         )
         try:
             retire(
@@ -323,7 +309,7 @@ def _rollback(progress: _Progress, deps: Collaborators, *, cause: str) -> None:
             )
             outcomes.append(RetireOutcome(lease.id, "revoked"))
         except Exception as exc:
-            reason = _describe(exc, [held.value, *secret_parts(held.parts)])
+            reason = described(exc, [held.value, *secret_parts(held.parts)])
             job.warning(f"Rollback could not retire {lease.key_name}: {reason}")
             outcomes.append(RetireOutcome(lease.id, "failed", reason))
             unretired.append(lease)
@@ -347,7 +333,7 @@ def _delete_created_environment(
     try:
         store.delete_environment(environment)
     except Exception as exc:
-        job.warning(f"Rollback could not delete environment {environment}: {_describe(exc, [])}")
+        job.warning(f"Rollback could not delete environment {environment}: {described(exc)}")
         return environment
     return None
 
@@ -356,4 +342,4 @@ def _warn_on_failure(job: JobOutput, doing: str, step: Callable[[], object]) -> 
     try:
         step()
     except Exception as exc:
-        job.warning(f"Rollback could not {doing}: {_describe(exc, [])}")
+        job.warning(f"Rollback could not {doing}: {described(exc)}")

@@ -1,17 +1,15 @@
-"""The action's client of the lease service: a GitHub OIDC token from the runner, then
-`POST /v1/leases` (register) and `POST /v1/leases/retire` (the post step's report).
+"""The action's client of the lease service: `POST /v1/leases` (register) and
+`POST /v1/leases/retire` (the post step's report), each with a fresh GitHub OIDC token from the
+runner (`runkeys.oidc.RunnerOIDC`).
 
 The service takes repository, run, attempt, environment and ref from the verified token, never
 from the body. A token is fetched for every attempt: the service keeps a `jti` replay guard, so a
 token it has seen once (even on a request that then failed) would be refused the second time.
 Lease ids are made by the action, so re-posting after a lost answer cannot lease twice.
-Runner side: actions/toolkit `packages/core/src/oidc-utils.ts` (FACTS §3).
 """
 
 from __future__ import annotations
 
-import time
-import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,21 +17,10 @@ from typing import Any, Literal
 
 import requests
 
-from runkeys.errors import ConfigError, LeaseServiceError
+from runkeys.errors import LeaseServiceError
 from runkeys.leases import LeaseRequest
+from runkeys.retrying import Retrying
 from runkeys.scrub import short
-
-ID_TOKEN_DOCS = (
-    "https://docs.github.com/actions/security-for-github-actions/security-hardening-your-"
-    "deployments/about-security-hardening-with-openid-connect#adding-permissions-settings"
-)
-ID_TOKEN_FIX = (
-    "give the job permission to request an OIDC token:\n\n"
-    "    permissions:\n"
-    "      id-token: write  # runkeys registers its leases with the service\n"
-    "      contents: read\n\n"
-    "(a `permissions:` block replaces the defaults, so list what else the job needs)"
-)
 
 
 @dataclass(frozen=True)
@@ -56,83 +43,6 @@ class RetireOutcome:
         if self.error:
             body["error"] = short(self.error, 200)
         return body
-
-
-@dataclass(frozen=True)
-class Retrying:
-    """How hard to try a request that failed in a way that may pass: a 5xx, a dropped
-    connection. A short burst: a step should not hang on a service that is down."""
-
-    attempts: int = 4
-    backoff: float = 0.5  # seconds before the second attempt; doubles after each
-    sleep: Callable[[float], None] = time.sleep
-
-    def wait(self, attempt: int) -> None:
-        self.sleep(self.backoff * (2 ** (attempt - 1)))
-
-
-class RunnerOIDC:
-    """Fetches the job's OIDC token from the runner: `GET $ACTIONS_ID_TOKEN_REQUEST_URL
-    &audience=…` with `Authorization: Bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN` → `{"value": jwt}`."""
-
-    def __init__(
-        self,
-        request_url: str | None,
-        request_token: str | None,
-        audience: str,
-        *,
-        http: requests.Session | None = None,
-        on_token: Callable[[str], None] = lambda token: None,
-        timeout: float = 10.0,
-    ) -> None:
-        if not request_url or not request_token:
-            raise ConfigError(
-                "ACTIONS_ID_TOKEN_REQUEST_URL",
-                "is not set, so this job cannot get an OIDC token for the lease service",
-                fix=ID_TOKEN_FIX,
-                docs=ID_TOKEN_DOCS,
-            )
-        self.request_url = request_url
-        self._request_token = request_token
-        self.audience = audience
-        self._http = http or requests.Session()
-        self._on_token = on_token  # the action masks each token the moment it exists
-        self._timeout = timeout
-
-    def url(self) -> str:
-        separator = "&" if "?" in self.request_url else "?"
-        return f"{self.request_url}{separator}audience={urllib.parse.quote(self.audience, safe='')}"
-
-    def token(self) -> str:
-        try:
-            response = self._http.get(
-                self.url(),
-                headers={
-                    "Authorization": f"Bearer {self._request_token}",
-                    "Accept": "application/json; api-version=2.0",
-                },
-                timeout=self._timeout,
-            )
-        except requests.RequestException as exc:
-            raise LeaseServiceError(
-                f"could not reach the runner's OIDC token endpoint: {type(exc).__name__}",
-                fix="re-run the job; the runner's token service was unreachable",
-            ) from None
-        if response.status_code != 200:
-            raise LeaseServiceError(
-                f"the runner refused an OIDC token (HTTP {response.status_code})",
-                status=response.status_code,
-                fix=ID_TOKEN_FIX,
-                docs=ID_TOKEN_DOCS,
-            )
-        try:
-            value = response.json()["value"]
-        except (ValueError, KeyError, TypeError):
-            value = None
-        if not isinstance(value, str) or not value:
-            raise LeaseServiceError("the runner's OIDC token answer had no token in it")
-        self._on_token(value)
-        return value
 
 
 class LeaseClient:

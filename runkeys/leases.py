@@ -15,6 +15,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from runkeys import labels
+
 
 class Lifetime(StrEnum):
     """When a key is retired, besides its TTL."""
@@ -83,6 +85,12 @@ class LeaseRequest:
     secret: SecretTarget | None = None
     environment_created: bool = False  # runkeys created `secret.environment` for this run
     params: Mapping[str, Any] = field(default_factory=dict)  # the provider's spec parameters
+
+    @property
+    def label(self) -> str:
+        """The name the credential carries at its provider. Never sent: the service makes it
+        again from the id and key name, and checks the reference against it."""
+        return labels.label(self.id, self.key_name)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -1,7 +1,7 @@
 """GitHub Actions OIDC: the runner asks for a job's token; the service verifies it.
 
-The client side (`request_id_token`) follows actions/toolkit `oidc-utils.ts`: GET the runner's
-`ACTIONS_ID_TOKEN_REQUEST_URL` (it already has a query string) plus `&audience=…`, with
+The runner's side (`RunnerOIDC`, the action's) follows actions/toolkit `oidc-utils.ts`: GET the
+runner's `ACTIONS_ID_TOKEN_REQUEST_URL` (it already has a query string) plus `&audience=…`, with
 `ACTIONS_ID_TOKEN_REQUEST_TOKEN` as a bearer token; the answer is `{"value": "<JWT>"}`.
 
 The verifying side follows warehouse (`warehouse/oidc/services.py`, `models/github.py`): every
@@ -26,7 +26,8 @@ from typing import Any
 import jwt
 import requests
 
-from runkeys.errors import AuthError, RunkeysError
+from runkeys.errors import AuthError, ConfigError, LeaseServiceError, RunkeysError
+from runkeys.retrying import Retrying
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 ALGORITHM = "RS256"
@@ -35,62 +36,102 @@ OIDC_DOCS = (
     "https://docs.github.com/actions/security-for-github-actions/security-hardening-your-"
     "deployments/about-security-hardening-with-openid-connect"
 )
+ID_TOKEN_DOCS = OIDC_DOCS + "#adding-permissions-settings"
+ID_TOKEN_FIX = (
+    "give the job permission to request an OIDC token:\n\n"
+    "    permissions:\n"
+    "      id-token: write  # runkeys registers its leases with the service\n"
+    "      contents: read\n\n"
+    "(a `permissions:` block replaces the defaults, so list what else the job needs)"
+)
 _PULL_REF = re.compile(r"^refs/pull/(\d+)/(?:merge|head)$")
 
 
 # --- the runner's side ----------------------------------------------------------------------
 
 
-def request_id_token(
-    url: str,
-    request_token: str,
-    audience: str,
-    *,
-    session: requests.Session | None = None,
-    timeout: float = 10.0,
-    attempts: int = 3,
-) -> str:
-    """A fresh OIDC token for this job with `aud` = `audience`. Ask for a new one per request
-    to the service: each token is accepted once (its `jti` is remembered)."""
-    if not url or not request_token:
-        raise AuthError(
-            "The job has no OIDC token endpoint (ACTIONS_ID_TOKEN_REQUEST_URL/TOKEN are unset)",
-            fix="give the job `permissions: id-token: write`",
-            docs=OIDC_DOCS,
-        )
-    separator = "&" if urllib.parse.urlsplit(url).query else "?"
-    full_url = f"{url}{separator}audience={urllib.parse.quote(audience, safe='')}"
-    http = session or requests.Session()
-    headers = {"Authorization": f"Bearer {request_token}", "Accept": "application/json"}
-    problem = "no answer"
-    for attempt in range(attempts):
+class RunnerOIDC:
+    """The job's OIDC tokens, from the runner: `GET $ACTIONS_ID_TOKEN_REQUEST_URL&audience=…`
+    with `Authorization: Bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN` → `{"value": "<JWT>"}`.
+
+    Ask for a new token per request to the service: each is accepted once (its `jti` is
+    remembered). A dropped connection, a 5xx or a 429 is asked again a few times; every token
+    is handed to `on_token` the moment it exists (the action masks it)."""
+
+    def __init__(
+        self,
+        request_url: str | None,
+        request_token: str | None,
+        audience: str,
+        *,
+        http: requests.Session | None = None,
+        on_token: Callable[[str], None] = lambda token: None,
+        timeout: float = 10.0,
+        retrying: Retrying | None = None,
+    ) -> None:
+        if not request_url or not request_token:
+            raise ConfigError(
+                "ACTIONS_ID_TOKEN_REQUEST_URL",
+                "is not set, so this job cannot get an OIDC token for the lease service",
+                fix=ID_TOKEN_FIX,
+                docs=ID_TOKEN_DOCS,
+            )
+        self.request_url = request_url
+        self._request_token = request_token
+        self.audience = audience
+        self._http = http or requests.Session()
+        self._on_token = on_token
+        self._timeout = timeout
+        self._retrying = retrying or Retrying(attempts=3, backoff=1.0)
+
+    def url(self) -> str:
+        """The runner's URL (it has a query string already) with the audience added."""
+        separator = "&" if urllib.parse.urlsplit(self.request_url).query else "?"
+        return f"{self.request_url}{separator}audience={urllib.parse.quote(self.audience, safe='')}"
+
+    def token(self) -> str:
+        attempts = max(1, self._retrying.attempts)
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self._http.get(
+                    self.url(),
+                    headers={
+                        "Authorization": f"Bearer {self._request_token}",
+                        "Accept": "application/json; api-version=2.0",
+                    },
+                    timeout=self._timeout,
+                )
+            except requests.RequestException as exc:
+                if attempt == attempts:
+                    raise LeaseServiceError(
+                        f"could not reach the runner's OIDC token endpoint: {type(exc).__name__}",
+                        fix="re-run the job; the runner's token service was unreachable",
+                    ) from None
+            else:
+                status = response.status_code
+                if status == 200:
+                    return self._token_from(response)
+                if (status < 500 and status != 429) or attempt == attempts:
+                    raise LeaseServiceError(
+                        f"the runner refused an OIDC token (HTTP {status})",
+                        status=status,
+                        fix=ID_TOKEN_FIX if status < 500 else "re-run the job later",
+                        docs=ID_TOKEN_DOCS,
+                    )
+            self._retrying.wait(attempt)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _token_from(self, response: requests.Response) -> str:
         try:
-            response = http.get(full_url, headers=headers, timeout=timeout)
-        except requests.RequestException as exc:
-            problem = type(exc).__name__
-        else:
-            if response.status_code == 200:
-                return _token_from(response)
-            problem = f"HTTP {response.status_code}"
-            if response.status_code < 500 and response.status_code != 429:
-                break
-        if attempt + 1 < attempts:
-            time.sleep(2**attempt)
-    raise AuthError(
-        f"The runner refused to issue an OIDC token ({problem})",
-        fix="check that the job has `permissions: id-token: write`; re-run if GitHub is failing",
-        docs=OIDC_DOCS,
-    )
-
-
-def _token_from(response: requests.Response) -> str:
-    try:
-        value = response.json()["value"]
-    except (ValueError, KeyError, TypeError):
-        value = None
-    if not isinstance(value, str) or value.count(".") != 2:
-        raise AuthError("The runner's OIDC answer has no token in it", fix="re-run the job")
-    return value
+            value = response.json()["value"]
+        except (ValueError, KeyError, TypeError):
+            value = None
+        if not isinstance(value, str) or value.count(".") != 2:
+            raise LeaseServiceError(
+                "the runner's OIDC token answer had no token in it", fix="re-run the job"
+            )
+        self._on_token(value)
+        return value
 
 
 # --- the service's side ---------------------------------------------------------------------

@@ -10,13 +10,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from runkeys.connections import Connection, env_var
-from runkeys.errors import ConfigError
+from runkeys.connections import Connection, env_var, normalize_name
+from runkeys.errors import ConfigError, ProviderError
 from runkeys.github.secrets import SecretStore
 from runkeys.leases import SecretTarget
 from runkeys.providers import Registry, RevokeRequest
+
+
+class Lease(Protocol):
+    """What retiring needs of a lease: the action's `LeaseRequest`, the ledger's `LeaseRecord`."""
+
+    @property
+    def provider(self) -> str: ...
+    @property
+    def reference(self) -> str: ...
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+    @property
+    def connection(self) -> str | None: ...
+    @property
+    def label(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -27,6 +42,22 @@ class RetireRequest:
     connection: str | None = None
     secret: SecretTarget | None = None
     value: str | None = field(default=None, repr=False)  # on the runner only
+    label: str | None = None  # the lease's (`LeaseRequest.label`); None for rows older than it
+
+    @classmethod
+    def of(
+        cls, lease: Lease, *, secret: SecretTarget | None, value: str | None = None
+    ) -> RetireRequest:
+        """Retire `lease`, deleting `secret` (None: its secret is not to be touched)."""
+        return cls(
+            provider=lease.provider,
+            reference=lease.reference,
+            params=lease.params,
+            connection=lease.connection,
+            secret=secret,
+            value=value,
+            label=lease.label,
+        )
 
 
 @dataclass(frozen=True)
@@ -38,26 +69,43 @@ def retire(
     request: RetireRequest,
     *,
     registry: Registry,
-    connections: Mapping[str, Connection],
+    connections: Mapping[str, Connection],  # by normalized name, as `load_connections` has them
     secrets_for: Callable[[str], SecretStore] | None,
 ) -> Retired:
     """Revoke, then delete the secret. Raises `ProviderError`/`GitHubError` (retryable or not)
-    or `ConfigError` (a connection this process cannot see); safe to call again after any."""
+    or `ConfigError` (a connection this process cannot see); safe to call again after any.
+
+    A lease whose label is known revokes only what its provider mints under that label: the
+    service checked it at registration, and a ledger row changed since (by hand, or damaged)
+    must not name another lease's credential either."""
+    provider = registry.get(request.provider)
+    if request.label is not None and not provider.reference_matches(
+        request.reference, label=request.label, params=request.params
+    ):
+        raise ProviderError(
+            provider.name,
+            f"refusing to revoke {request.reference!r}: it is not what {provider.name} mints "
+            f"for this lease's label {request.label}",
+            retryable=False,
+            fix="the lease names a credential it did not mint: a forged or damaged ledger row; "
+            "check its history, and the credential, by hand",
+        )
     connection = None
     if request.connection is not None:
-        connection = connections.get(request.connection)
+        connection = connections.get(normalize_name(request.connection))
         if connection is None:
             raise ConfigError(
                 env_var(request.connection),
                 "is not set, so the key cannot be revoked from here",
                 fix="give this process the same connection the action used",
             )
-    registry.get(request.provider).revoke(
+    provider.revoke(
         RevokeRequest(
             reference=request.reference,
             params=request.params,
             connection=connection,
             value=request.value,
+            label=request.label,
         )
     )
     deleted = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from runkeys.errors import RunkeysError
 from runkeys.masking import encodings
 
 REDACTED = "***"
@@ -29,3 +30,10 @@ def short(text: str, limit: int = 300) -> str:
     """One line, at most `limit` characters: for ledger rows and annotations."""
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def described(exc: BaseException, values: Iterable[str | None] = (), limit: int = 300) -> str:
+    """An exception as one short line to log, store or warn with: a runkeys error as it explains
+    itself, anything else as `Type: text`; every one of `values` (and URL passwords) scrubbed."""
+    text = exc.explain() if isinstance(exc, RunkeysError) else f"{type(exc).__name__}: {exc}"
+    return short(scrub(text, [value for value in values if value]), limit)

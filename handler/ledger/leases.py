@@ -2,7 +2,8 @@
 finding them again (the CLI).
 
 Registration is idempotent by lease id: the action makes the ids, so a retried request finds its
-leases already there. An id that belongs to another run is a conflict, and nothing is written.
+leases already there. An id that belongs to another run is a conflict, and so is a label that
+another lease holds (the unique index on `label`); either way nothing is written.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from handler.ledger import tables
 from handler.ledger.engine import insert_for
 from handler.ledger.history import record
 from handler.ledger.records import LeaseRecord
-from runkeys.connections import normalize_name
 from runkeys.leases import LeaseRequest, LeaseState, Lifetime
 from runkeys.oidc import RunIdentity
 
@@ -31,6 +31,14 @@ class LeaseConflictError(Exception):
     def __init__(self, lease_id: str) -> None:
         super().__init__(lease_id)
         self.lease_id = lease_id
+
+
+class LabelTakenError(LeaseConflictError):
+    """Another lease holds this lease's label: it names a credential already leased."""
+
+    def __init__(self, lease_id: str, label: str) -> None:
+        super().__init__(lease_id)
+        self.label = label
 
 
 @dataclass(frozen=True)
@@ -48,17 +56,19 @@ def register(
     now: datetime,
 ) -> Registered:
     rows = [_row(identity, r, installation_id, now) for r in requests]
+    # Any conflict, on the id or on the label, inserts nothing; which one it was is told below.
     inserted = set(
         conn.scalars(
-            insert_for(conn, leases)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=[leases.c.id])
-            .returning(leases.c.id)
+            insert_for(conn, leases).values(rows).on_conflict_do_nothing().returning(leases.c.id)
         )
     )
     found = {r.id: r for r in _by_ids(conn, [r.id for r in requests])}
     for request in requests:
-        if request.id not in inserted and not _same(found[request.id], identity, request):
+        if request.id in inserted:
+            continue
+        if request.id not in found:
+            raise LabelTakenError(request.id, request.label)
+        if not _same(found[request.id], identity, request):
             raise LeaseConflictError(request.id)
     record(
         conn,
@@ -95,9 +105,9 @@ def _row(
         "event_name": identity.event_name,
         "key_name": request.key_name,
         "provider": request.provider,
-        # by its normalized name, as `RUNKEYS_CONNECTION_<NAME>` is looked up
-        "connection": None if request.connection is None else normalize_name(request.connection),
+        "connection": request.connection,
         "reference": request.reference,
+        "label": request.label,
         "params": dict(request.params),
         "fingerprint": request.fingerprint,
         "secret_repository": secret.repository if secret else None,
@@ -120,6 +130,7 @@ def _same(existing: LeaseRecord, identity: RunIdentity, request: LeaseRequest) -
         existing.repository_id == identity.repository_id
         and existing.run_id == identity.run_id
         and existing.run_attempt == identity.run_attempt
+        and existing.key_name == request.key_name
         and existing.provider == request.provider
         and existing.reference == request.reference
         and existing.fingerprint == request.fingerprint

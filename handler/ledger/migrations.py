@@ -14,7 +14,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, inspect, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    inspect,
+    select,
+)
 
 from handler.ledger import tables
 from handler.ledger.engine import is_sqlite
@@ -29,11 +43,64 @@ class Migration:
     apply: Callable[[Connection], None]
 
 
+# `leases` as version 1 made it, frozen: version 2 added `label`.
+_V1 = MetaData()
+_LEASES_V1 = Table(
+    "leases",
+    _V1,
+    Column("id", String(64), primary_key=True),  # made by the action: a retry is idempotent
+    # Where the key belongs, from the verified OIDC token (never from a request body).
+    Column("installation_id", BigInteger, nullable=True),
+    Column("repository_id", BigInteger, nullable=False),
+    Column("repository", String(200), nullable=False),
+    Column("owner_id", BigInteger, nullable=False),
+    Column("run_id", BigInteger, nullable=False),
+    Column("run_attempt", Integer, nullable=False),
+    Column("pr_number", Integer, nullable=True),
+    Column("job_environment", String(255), nullable=True),
+    Column("ref", String(255), nullable=False),
+    Column("sha", String(64), nullable=False),
+    Column("event_name", String(64), nullable=False),
+    # What the key is and where it went.
+    Column("key_name", String(255), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("connection", String(64), nullable=True),
+    Column("reference", String(500), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("secret_repository", String(200), nullable=True),
+    Column("secret_name", String(255), nullable=True),
+    Column("secret_environment", String(255), nullable=True),
+    Column("lifetime", String(8), nullable=False),
+    Column("issued_at", tables.UTCDateTime, nullable=False),
+    Column("expires_at", tables.UTCDateTime, nullable=False),
+    # Retirement: state machine active → revoking → revoked | failed.
+    Column("state", String(16), nullable=False),
+    Column("retire_requested_at", tables.UTCDateTime, nullable=True),
+    Column("retire_reason", String(300), nullable=True),
+    Column("provider_only", Boolean, nullable=False, default=False),  # the App lost access
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", tables.UTCDateTime, nullable=True),
+    Column("last_error", String(300), nullable=True),
+    Column("claim_token", String(32), nullable=True),
+    Column("claimed_until", tables.UTCDateTime, nullable=True),
+    Column("retired_at", tables.UTCDateTime, nullable=True),
+    Column("reconciled_at", tables.UTCDateTime, nullable=True),
+    Column("created_at", tables.UTCDateTime, nullable=False),
+    Column("updated_at", tables.UTCDateTime, nullable=False),
+)
+Index("ix_leases_due", _LEASES_V1.c.state, _LEASES_V1.c.next_attempt_at)
+Index("ix_leases_run", _LEASES_V1.c.repository_id, _LEASES_V1.c.run_id, _LEASES_V1.c.run_attempt)
+Index("ix_leases_pr", _LEASES_V1.c.repository_id, _LEASES_V1.c.pr_number)
+Index("ix_leases_expiry", _LEASES_V1.c.state, _LEASES_V1.c.expires_at)
+Index("ix_leases_environment", _LEASES_V1.c.repository_id, _LEASES_V1.c.secret_environment)
+
+
 def _initial(conn: Connection) -> None:
+    _V1.create_all(conn)
     tables.metadata.create_all(
         conn,
         tables=[
-            tables.leases,
             tables.lease_events,
             tables.environments,
             tables.deliveries,
@@ -42,8 +109,16 @@ def _initial(conn: Connection) -> None:
     )
 
 
+def _lease_labels(conn: Connection) -> None:
+    """Each lease's label, unique: no two leases name one credential. Older rows keep none
+    (NULLs do not collide on either engine)."""
+    conn.exec_driver_sql("ALTER TABLE leases ADD COLUMN label VARCHAR(32)")
+    conn.exec_driver_sql("CREATE UNIQUE INDEX ux_leases_label ON leases (label)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "leases, events, environments, seen ids", _initial),
+    Migration(2, "lease labels, unique", _lease_labels),
 )
 HEAD = MIGRATIONS[-1].version
 

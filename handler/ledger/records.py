@@ -35,6 +35,7 @@ class LeaseRecord:
     provider: str
     connection: str | None
     reference: str
+    label: str | None  # None for leases registered before labels were kept
     fingerprint: str
     secret: SecretTarget | None
     lifetime: Lifetime
@@ -77,6 +78,7 @@ class LeaseRecord:
             provider=row["provider"],
             connection=row["connection"],
             reference=row["reference"],
+            label=row["label"],
             fingerprint=row["fingerprint"],
             secret=secret,
             lifetime=Lifetime(row["lifetime"]),
@@ -107,6 +109,7 @@ class LeaseRecord:
             "provider": self.provider,
             "connection": self.connection,
             "reference": self.reference,
+            "label": self.label,
             "fingerprint": self.fingerprint,
             "lifetime": self.lifetime.value,
             "repository": self.repository,

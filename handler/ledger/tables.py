@@ -69,6 +69,9 @@ leases = Table(
     Column("provider", String(64), nullable=False),
     Column("connection", String(64), nullable=True),
     Column("reference", String(500), nullable=False),
+    # `runkeys.labels.label(id, key_name)`, made by the service: the name the reference must
+    # be for. Unique: no second lease may claim a credential already leased (version 2).
+    Column("label", String(32), nullable=True),
     Column("params", JSON, nullable=False),
     Column("fingerprint", String(64), nullable=False),
     Column("secret_repository", String(200), nullable=True),
@@ -97,6 +100,7 @@ Index("ix_leases_run", leases.c.repository_id, leases.c.run_id, leases.c.run_att
 Index("ix_leases_pr", leases.c.repository_id, leases.c.pr_number)
 Index("ix_leases_expiry", leases.c.state, leases.c.expires_at)
 Index("ix_leases_environment", leases.c.repository_id, leases.c.secret_environment)
+Index("ux_leases_label", leases.c.label, unique=True)
 
 # Append-only: who did what to a lease, and why. Never updated, never deleted.
 lease_events = Table(

@@ -11,12 +11,13 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from handler.errors import ApiError
-from handler.ledger.leases import LeaseConflictError, apply_reports, register
+from handler.ledger.leases import LabelTakenError, LeaseConflictError, apply_reports, register
 from handler.logs import event, logger
 from handler.registration import parse_registration, parse_retire_reports
 from handler.service import Service
 from handler.views import current_service
 from runkeys.errors import AuthError, GitHubError
+from runkeys.leases import LeaseRequest
 from runkeys.oidc import OIDCUnavailableError, RunIdentity
 
 blueprint = Blueprint("leases", __name__)
@@ -56,17 +57,54 @@ def _json() -> Any:
 def _installation(service: Service, identity: RunIdentity) -> int:
     """The App must be installed on the token's repository: any repository on GitHub can get
     a token for our audience, only those that installed the App may register leases."""
+    found = _installation_of(service, identity.repository)
+    if found is None:
+        raise ApiError(
+            403,
+            "not_installed",
+            f"The runkeys GitHub App is not installed on {identity.repository}",
+        )
+    return found
+
+
+def _installation_of(service: Service, repository: str) -> int | None:
+    """The App's installation that reaches `repository`; None if none does."""
     try:
-        return service.github.installation_id(identity.repository)
+        return service.github.installation_id(repository)
     except GitHubError as exc:
         if exc.status == 404:
-            raise ApiError(
-                403,
-                "not_installed",
-                f"The runkeys GitHub App is not installed on {identity.repository}",
-            ) from None
+            return None
         event(log, "GitHub unavailable", level=logging.ERROR, reason=exc.cause)
         raise ApiError(503, "github_unavailable", "GitHub did not answer; retry") from None
+
+
+def _check_repositories(
+    service: Service, identity: RunIdentity, installation_id: int, leases: list[LeaseRequest]
+) -> None:
+    """A lease whose revoke acts on a GitHub repository (a deploy key) must be for one of the
+    token's own account, reached through the same installation: the token proves only who its
+    run is, and the service will act there with that installation's rights. Another account's
+    repositories are another installation's business, even where the App is installed too."""
+    for lease in leases:
+        repository = service.registry.get(lease.provider).github_repository(lease.reference)
+        if repository is None or repository.lower() == identity.repository.lower():
+            continue
+        name = f"lease {lease.id} ({lease.key_name})"
+        if repository.partition("/")[0].lower() != identity.owner.lower():
+            raise ApiError(
+                422,
+                "foreign_repository",
+                f"{name}: {repository} is not a repository of {identity.owner}, the token's "
+                "owner; runkeys revokes only in its own account's repositories",
+            )
+        if _installation_of(service, repository) != installation_id:
+            raise ApiError(
+                422,
+                "foreign_repository",
+                f"{name}: the runkeys GitHub App's installation on {identity.repository} cannot "
+                f"reach {repository}, so the service could not revoke there; add it to the "
+                "installation",
+            )
 
 
 @blueprint.post("/v1/leases")
@@ -83,11 +121,18 @@ def register_leases() -> Response:
         now=now,
     )
     installation_id = _installation(service, identity)
+    _check_repositories(service, identity, installation_id, requests)
     try:
         with service.ledger.begin() as conn:
             registered = register(
                 conn, identity, requests, installation_id=installation_id, now=now
             )
+    except LabelTakenError as exc:
+        raise ApiError(
+            409,
+            "label_taken",
+            f"Lease {exc.lease_id}: its label {exc.label} is already leased; make new ids",
+        ) from None
     except LeaseConflictError as exc:
         raise ApiError(
             409, "lease_conflict", f"Lease id {exc.lease_id} is already taken; make new ids"

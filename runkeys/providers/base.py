@@ -6,6 +6,10 @@ Rules every provider keeps (the conformance suite in `tests/providers/` checks t
 - `mint` creates a credential with its own expiry where the backend has one; on failure it leaves
   nothing behind and raises `ProviderError` (retryable when the backend is down);
 - `revoke` of something already gone is success; a backend that is down is a retryable error;
+- `revoke` acts on nothing runkeys did not make (an account not named `rk_…`, a deploy key
+  with another title), whatever reference it is given: a ledger row may be old or forged;
+- `reference_matches` says whether a reference is what `mint` makes for a label: the service
+  registers no lease whose reference names something else;
 - no value is ever logged, and every error passes through `scrub` with the values it knows.
 """
 
@@ -27,7 +31,8 @@ import requests
 
 from runkeys.connections import Connection
 from runkeys.errors import GitHubError, ParamError, ProviderError, RunkeysError
-from runkeys.scrub import scrub, short
+from runkeys.labels import is_runkeys_name
+from runkeys.scrub import described
 
 if TYPE_CHECKING:
     from runkeys.github.session import GitHubSession
@@ -38,7 +43,7 @@ class MintRequest:
     key_name: str  # the secret name the value is delivered under, e.g. DATABASE_URL
     params: Mapping[str, Any]  # the spec's provider parameters, already checked
     expires_at: datetime  # the key's TTL end; the provider's own expiry where it has one
-    label: str  # unique per run and key, `[a-z0-9_]`, at most 32 characters: role and user names
+    label: str  # `runkeys.labels.label`: unique per lease, `rk_…`, at most 32 characters
     connection: Connection | None = None
 
 
@@ -61,6 +66,9 @@ class RevokeRequest:
     # Only on the runner (rollback, post step), where the value still exists; the service never
     # has it. A provider that needs the value to revoke (an installation token) says so.
     value: str | None = field(default=None, repr=False)
+    # The lease's label, for providers that check what they are about to delete (a deploy
+    # key's title). None for ledger rows older than labels.
+    label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +113,17 @@ class Provider(ABC):
     @abstractmethod
     def revoke(self, request: RevokeRequest) -> None: ...
 
+    def reference_matches(self, reference: str, *, label: str, params: Mapping[str, Any]) -> bool:
+        """Whether `reference` is what `mint` returns for `label` (and these parameters). The
+        service refuses a lease otherwise: a workflow must not name someone else's credential
+        for the service to revoke. Strict by default: the reference is the label."""
+        return reference == label
+
+    def github_repository(self, reference: str) -> str | None:
+        """The GitHub repository (owner/name) a revoke of `reference` acts on, if any: the
+        service checks that it may act there for the token's repository."""
+        return None
+
     def is_transient(self, exc: BaseException) -> bool:
         """Whether trying again later may succeed. Providers override this with their driver's
         own "cannot connect" and "timed out" errors, and fall back to the generic rule."""
@@ -121,7 +140,7 @@ class Provider(ABC):
         except RunkeysError:
             raise
         except Exception as exc:
-            message = short(scrub(f"{type(exc).__name__}: {exc}", values))
+            message = described(exc, values)
             retryable = self.is_transient(exc)
             raise ProviderError(
                 self.name,
@@ -200,6 +219,22 @@ def checked_name(provider: str, what: str, name: str) -> str:
             f"{what} {name!r} is not a valid account name",
             retryable=False,
             fix="use 1 to 32 characters of a-z, 0-9 and _",
+        )
+    return name
+
+
+def runkeys_account(provider: str, what: str, name: str) -> str:
+    """A label (mint) or reference (revoke) that names an account runkeys makes: valid, and
+    `rk_…`. Anything else is refused, not created or dropped, whichever ledger row or caller
+    asks for it: `postgres` or `app_owner` is never a runkeys account."""
+    checked_name(provider, what, name)
+    if not is_runkeys_name(name):
+        raise ProviderError(
+            provider,
+            f"refusing {what} {name!r}: it is not an account runkeys makes (rk_…)",
+            retryable=False,
+            fix="a lease that names an account runkeys did not make is a forged or damaged "
+            "ledger row: check the lease's history, and the account, by hand",
         )
     return name
 

@@ -10,6 +10,11 @@ never expire: the TTL is kept by the service's sweeper. Needs the App's reposito
 
 A key's title is `runkeys <label>`. A mint first deletes a key of the same title, left by an
 earlier attempt whose answer was lost: its private half is gone, so nobody can use it.
+
+A key id is GitHub's, so a reference cannot be bound to its lease by its name: revoke reads the
+key first and deletes it only if its title is `runkeys <the lease's label>`. Any other key is
+refused (not retryably, with an error that says why): a ledger row naming a key runkeys did not
+make for that lease is forged or damaged, and deleting it would lock someone out.
 """
 
 from __future__ import annotations
@@ -32,12 +37,12 @@ from runkeys.providers.base import (
     Provider,
     RevokeRequest,
     check_known,
-    checked_name,
     from_github,
     get_str,
     github_of,
     http_transient,
     is_transient,
+    runkeys_account,
 )
 
 PARAMS = {"repository", "read_only"}
@@ -67,7 +72,7 @@ class DeployKeyProvider(Provider):
             raise ParamError("read_only", "must be true or false")
 
     def mint(self, request: MintRequest) -> Minted:
-        label = checked_name(self.name, "label", request.label)
+        label = runkeys_account(self.name, "label", request.label)
         full_name = str(get_str(request.params, "repository"))
         read_only = bool(request.params.get("read_only", True))
         private_key = Ed25519PrivateKey.generate()
@@ -91,16 +96,53 @@ class DeployKeyProvider(Provider):
         )
 
     def revoke(self, request: RevokeRequest) -> None:
-        match = _REFERENCE.fullmatch(request.reference)
-        if match is None:
-            raise ProviderError(
-                self.name, f"reference {request.reference!r} is not owner/name:id", retryable=False
-            )
-        full_name = check_repository("reference", match["repository"])
+        full_name, key_id = self._parse_reference(request.reference)
         path = _KEYS_PATH + "/{key_id}"
         with self.scrubbed("revoke"), _refusals(full_name, "DELETE", path, gone_ok=True):
             repository: Repository = github_of(self.name, self.deps).repository(full_name)
-            repository.get_key(int(match["id"])).delete()
+            key = repository.get_key(key_id)
+            self._check_title(key.title, request, full_name)
+            key.delete()
+
+    def reference_matches(self, reference: str, *, label: str, params: Mapping[str, Any]) -> bool:
+        """`owner/name:<id>` in the repository the parameters name. The id is GitHub's: what it
+        names is checked at revoke, by the key's title."""
+        match = _REFERENCE.fullmatch(reference)
+        repository = params.get("repository")
+        return (
+            match is not None
+            and isinstance(repository, str)
+            and match["repository"].lower() == repository.lower()
+        )
+
+    def github_repository(self, reference: str) -> str | None:
+        match = _REFERENCE.fullmatch(reference)
+        return None if match is None else match["repository"]
+
+    def _parse_reference(self, reference: str) -> tuple[str, int]:
+        match = _REFERENCE.fullmatch(reference)
+        if match is None:
+            raise ProviderError(
+                self.name, f"reference {reference!r} is not owner/name:id", retryable=False
+            )
+        return check_repository("reference", match["repository"]), int(match["id"])
+
+    def _check_title(self, title: str, request: RevokeRequest, repository: str) -> None:
+        """Delete only the key runkeys made for this lease (any runkeys key for a ledger row
+        older than labels); refuse anything else, loudly and for good."""
+        if request.label is not None:
+            mine = title == TITLE_PREFIX + runkeys_account(self.name, "label", request.label)
+        else:
+            mine = title.startswith(TITLE_PREFIX + "rk_")
+        if not mine:
+            raise ProviderError(
+                self.name,
+                f"refusing to delete deploy key {request.reference}: its title {title!r} is not "
+                f"the one runkeys gave this lease's key ({TITLE_PREFIX}{request.label or 'rk_…'})",
+                retryable=False,
+                fix=f"the lease names a key runkeys did not make for it: a forged or damaged "
+                f"ledger row; the key in {repository} is left alone. Check the lease's history",
+            )
 
     def is_transient(self, exc: BaseException) -> bool:
         return http_transient(exc) or is_transient(exc)

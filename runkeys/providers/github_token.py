@@ -142,6 +142,11 @@ class GitHubTokenProvider(Provider):
             except GitHubError as exc:
                 raise from_github(self.name, exc) from None
 
+    def reference_matches(self, reference: str, *, label: str, params: Mapping[str, Any]) -> bool:
+        """Any: the reference names a token by its digest, and what the service does with it
+        is nothing (it has no value to revoke with). Naming another token gains nothing."""
+        return True
+
     def is_transient(self, exc: BaseException) -> bool:
         return http_transient(exc) or is_transient(exc)
 

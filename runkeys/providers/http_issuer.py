@@ -17,12 +17,18 @@ Requests time out, and connection errors, 408, 429 and 5xx answers are retried w
 exponential backoff. A mint carries `Idempotency-Key: <label>` so that an issuer that honours it
 does not mint twice when a retry follows an answer that was lost. Revoke counts 404 and 410 as
 "already gone". Redirects are not followed: the credentials go to the connection's host only.
+
+The issuer chooses its references, so runkeys cannot tell from a reference whether it names
+the credential minted under a lease's label, and the service accepts any. A revoke therefore
+carries `Runkeys-Label: <label>`, the label the mint sent as `Idempotency-Key`: an issuer that
+keeps the label with each token can refuse to revoke a token under another label. An issuer
+that does not must be given a connection whose account can manage only the tokens runkeys
+mints (docs/providers.md#http).
 """
 
 from __future__ import annotations
 
 import base64
-import random
 import urllib.parse
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -46,6 +52,7 @@ from runkeys.providers.base import (
     is_transient,
     utc,
 )
+from runkeys.retrying import equal_jitter
 from runkeys.scrub import scrub, short
 
 PARAMS = {"auth", "mint", "response", "revoke", "timeout", "retries"}
@@ -56,6 +63,7 @@ BACKOFF_BASE = 0.5  # seconds before the first retry; doubled each time
 BACKOFF_CAP = 8.0
 RETRY_STATUSES = {408, 429}  # and every 5xx
 GONE_STATUSES = {404, 410}
+LABEL_HEADER = "Runkeys-Label"  # on revoke: the label the mint sent as Idempotency-Key
 
 
 class HttpIssuerProvider(Provider):
@@ -88,7 +96,7 @@ class HttpIssuerProvider(Provider):
         try:
             return self._minted(request, answer)
         except ProviderError:
-            self._undo(connection, params, answer)
+            self._undo(connection, request, answer)
             raise
 
     def revoke(self, request: RevokeRequest) -> None:
@@ -96,6 +104,8 @@ class HttpIssuerProvider(Provider):
         call = templates.build_call(
             request.params["revoke"], {"reference": request.reference}, default_method="DELETE"
         )
+        if request.label is not None:
+            call.headers.setdefault(LABEL_HEADER, request.label)
         with self.scrubbed("revoke", *connection.secrets()):
             self._send(
                 connection,
@@ -103,6 +113,10 @@ class HttpIssuerProvider(Provider):
                 call,
                 ok=lambda s: 200 <= s < 300 or s in GONE_STATUSES,
             )
+
+    def reference_matches(self, reference: str, *, label: str, params: Mapping[str, Any]) -> bool:
+        """Any: the issuer chooses references. Revokes carry the label for it to check."""
+        return True
 
     def is_transient(self, exc: BaseException) -> bool:
         return http_transient(exc) or is_transient(exc)
@@ -211,13 +225,14 @@ class HttpIssuerProvider(Provider):
         )
 
     def _undo(
-        self, connection: Connection, params: Mapping[str, Any], answer: requests.Response
+        self, connection: Connection, request: MintRequest, answer: requests.Response
     ) -> None:
         """Revoke what an answer we cannot use created, if it names it; the mint fails anyway."""
+        params = request.params
         try:
             reference = templates.find(answer.json(), params["response"]["reference"])
             if isinstance(reference, str | int) and not isinstance(reference, bool):
-                self.revoke(RevokeRequest(str(reference), params, connection))
+                self.revoke(RevokeRequest(str(reference), params, connection, label=request.label))
         except (ValueError, ProviderError):
             pass  # nothing to name, or the issuer refuses: the mint's own error says enough
 
@@ -261,11 +276,10 @@ def _auth(connection: Connection, mode: str | None) -> dict[str, str]:
 
 def _backoff(attempt: int, retry_after: str | None) -> float:
     """Seconds to wait before retry `attempt + 1`: the server's Retry-After (seconds, capped),
-    else exponential with jitter (half fixed, half random, as Vault's expiration manager does)."""
+    else `runkeys.retrying.equal_jitter`."""
     if retry_after is not None and retry_after.strip().isdigit():
         return min(float(retry_after), BACKOFF_CAP)
-    delay = min(BACKOFF_BASE * 2.0**attempt, BACKOFF_CAP)
-    return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 (jitter, not a secret)
+    return equal_jitter(attempt + 1, base=BACKOFF_BASE, cap=BACKOFF_CAP)
 
 
 def _parse_time(raw: Any) -> datetime | None:

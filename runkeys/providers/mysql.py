@@ -40,13 +40,13 @@ from runkeys.providers.base import (
     RevokeRequest,
     check_identifier,
     check_known,
-    checked_name,
     connection_of,
     get_int,
     get_str,
     get_str_list,
     is_transient,
     new_password,
+    runkeys_account,
 )
 
 PARAMS = {"grant", "host", "connection_limit"}
@@ -104,7 +104,7 @@ class MysqlProvider(Provider):
 
     def mint(self, request: MintRequest) -> Minted:
         connection = connection_of(self.name, request)
-        user = checked_name(self.name, "label", request.label)
+        user = runkeys_account(self.name, "label", request.label)
         host = str(request.params.get("host", "%"))
         password = new_password()
         settings = _url_settings(connection)
@@ -144,6 +144,10 @@ class MysqlProvider(Provider):
                 except pymysql.err.OperationalError as exc:
                     if exc.args[0] != _UNKNOWN_THREAD:  # it ended meanwhile
                         raise
+
+    def reference_matches(self, reference: str, *, label: str, params: Mapping[str, Any]) -> bool:
+        """`<label>@<host>`, the host as the parameters say (as minted)."""
+        return reference == f"{label}@{params.get('host', '%')}"
 
     def is_transient(self, exc: BaseException) -> bool:
         if isinstance(exc, pymysql.err.InterfaceError):
@@ -285,7 +289,7 @@ def _parse_reference(reference: str, params: Mapping[str, Any]) -> tuple[str, st
     """`user@host` as `mint` made it; a bare user name takes its host from the parameters."""
     user, _, host = reference.partition("@")
     host = host or str(params.get("host", "%"))
-    checked_name("mysql", "reference", user)
+    runkeys_account("mysql", "reference", user)
     if not _HOST.fullmatch(host):
         raise ProviderError("mysql", f"reference {reference!r} is not user@host", retryable=False)
     return user, host

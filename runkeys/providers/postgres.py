@@ -32,12 +32,12 @@ from runkeys.providers.base import (
     RevokeRequest,
     check_identifier,
     check_known,
-    checked_name,
     connection_of,
     get_int,
     get_str_list,
     is_transient,
     new_password,
+    runkeys_account,
     utc,
 )
 
@@ -76,7 +76,7 @@ class PostgresProvider(Provider):
 
     def mint(self, request: MintRequest) -> Minted:
         connection = connection_of(self.name, request)
-        role = checked_name(self.name, "label", request.label)
+        role = runkeys_account(self.name, "label", request.label)
         password = new_password()
         with self.scrubbed("mint", password, *connection.secrets()), _connect(connection) as conn:
             verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), None)
@@ -91,7 +91,7 @@ class PostgresProvider(Provider):
 
     def revoke(self, request: RevokeRequest) -> None:
         connection = connection_of(self.name, request)
-        role = checked_name(self.name, "reference", request.reference)
+        role = runkeys_account(self.name, "reference", request.reference)
         with self.scrubbed("revoke", *connection.secrets()), _connect(connection) as conn:
             try:
                 _drop_role(conn, role)

@@ -112,3 +112,6 @@ class RandomProvider(Provider):
 
     def revoke(self, request: RevokeRequest) -> None:
         """Nothing outside the secret holds a random value; deleting the secret retires it."""
+
+    def reference_matches(self, reference: str, *, label: str, params: Mapping[str, Any]) -> bool:
+        return reference == f"random:{label}"

@@ -43,11 +43,11 @@ from runkeys.providers.base import (
     Provider,
     RevokeRequest,
     check_known,
-    checked_name,
     connection_of,
     get_str_list,
     is_transient,
     new_password,
+    runkeys_account,
 )
 
 PARAMS = {"keys", "channels", "categories", "commands"}
@@ -104,7 +104,7 @@ class RedisAclProvider(Provider):
 
     def mint(self, request: MintRequest) -> Minted:
         connection = connection_of(self.name, request)
-        user = checked_name(self.name, "label", request.label)
+        user = runkeys_account(self.name, "label", request.label)
         password = new_password()
         parts = _checked_url(connection)
         database = int(parts.path.lstrip("/") or 0)
@@ -122,7 +122,7 @@ class RedisAclProvider(Provider):
 
     def revoke(self, request: RevokeRequest) -> None:
         connection = connection_of(self.name, request)
-        user = checked_name(self.name, "reference", request.reference)
+        user = runkeys_account(self.name, "reference", request.reference)
         _checked_url(connection)
         with self.scrubbed("revoke", *connection.secrets()), _client(connection) as admin:
             transaction = admin.pipeline(transaction=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from runkeys import labels
 from runkeys.errors import ProviderError
 from runkeys.issuance import Collaborators, IssuanceError, IssuedKey, issue
 from runkeys.lease_client import RetireOutcome
@@ -22,11 +23,12 @@ NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def lease_request(name: str, lifetime: Lifetime = Lifetime.RUN) -> LeaseRequest:
+    lease_id = new_lease_id()
     return LeaseRequest(
-        id=new_lease_id(),
+        id=lease_id,
         key_name=name,
         provider="random",
-        reference=f"random:rk_{name.lower()}",
+        reference=f"random:{labels.label(lease_id, name)}",  # as the random provider mints
         fingerprint="0" * 64,
         lifetime=lifetime,
         issued_at=NOW,
@@ -64,6 +66,10 @@ class Flaky(Provider):
         self.minted.append(value)
         parts = {"PASSWORD": value[::-1], "HOST": "localhost", "PORT": "5432"}
         return Minted(value, f"flaky:{request.label}", request.expires_at, parts)
+
+    def reference_matches(self, reference: str, *, label: str, params: Mapping[str, Any]) -> bool:
+        """`flaky:<label>` as minted (and `random:<label>` for `lease_request`'s leases)."""
+        return reference.partition(":")[2] == label
 
     def revoke(self, request: RevokeRequest) -> None:
         self.revoked.append(request)

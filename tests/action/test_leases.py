@@ -9,8 +9,10 @@ import pytest
 import requests
 
 from runkeys.errors import ConfigError, LeaseServiceError
-from runkeys.lease_client import LeaseClient, RetireOutcome, Retrying, RunnerOIDC
+from runkeys.lease_client import LeaseClient, RetireOutcome
 from runkeys.leases import fingerprint
+from runkeys.oidc import RunnerOIDC
+from runkeys.retrying import Retrying
 from runkeys.sandbox import RunClaims
 from tests.action.conftest import GitHub
 from tests.action.lease_service import LeaseService

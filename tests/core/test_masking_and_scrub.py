@@ -9,8 +9,9 @@ import urllib.parse
 import pytest
 
 from runkeys.connections import Connection
+from runkeys.errors import ProviderError
 from runkeys.masking import encodings
-from runkeys.scrub import REDACTED, scrub, short
+from runkeys.scrub import REDACTED, described, scrub, short
 
 VALUES = [
     "rk_3vQb7Xs9LmT2pW8yZk1Nc4Rf6Hj0Ga5Ed",
@@ -71,3 +72,16 @@ def test_connections_never_print_their_password() -> None:
 def test_short_is_one_bounded_line() -> None:
     assert short("a\nb\tc") == "a b c"
     assert len(short("x" * 1000, 50)) == 50
+
+
+def test_an_error_is_described_in_one_scrubbed_line() -> None:
+    secret = "s3cr3t-value-XYZ"
+    driver = ValueError(f"login failed for\nuser with {secret} at postgresql://u:pw@db/x")
+    assert described(driver, [secret, None]) == (
+        f"ValueError: login failed for user with {REDACTED} at postgresql://u:{REDACTED}@db/x"
+    )
+    ours = ProviderError("postgres", f"revoke failed: {secret}", retryable=False, fix="look")
+    text = described(ours, [secret], limit=60)
+    assert text.startswith(f"postgres: revoke failed: {REDACTED} How to fix: look")
+    assert len(text) <= 60
+    assert "\n" not in text

@@ -12,6 +12,8 @@ from runkeys.errors import ConfigError
 from runkeys.github.permissions import required
 from runkeys.leases import LeaseRequest, Lifetime, SecretTarget, fingerprint, new_lease_id
 from runkeys.names import environment_name_problem, secret_name_problem
+from runkeys.providers import Registry
+from runkeys.retire import RetireRequest, retire
 
 
 @pytest.mark.parametrize(
@@ -64,6 +66,21 @@ def test_connections_from_the_environment() -> None:
         load_connections({"RUNKEYS_CONNECTION_X": " "})
     with pytest.raises(ConfigError):
         load_connections({"RUNKEYS_CONNECTION_1X": "redis://h"})
+
+
+def test_retiring_finds_a_connection_by_any_spelling_of_its_name() -> None:
+    """`ci-db` in a ledger row or a spec is `RUNKEYS_CONNECTION_CI_DB`, as everywhere else."""
+    connections = load_connections({"RUNKEYS_CONNECTION_CI_DB": "postgresql://ci@db/app"})
+    for spelling in ("ci-db", "ci_db", "CI_DB", " Ci-Db "):
+        request = RetireRequest(provider="random", reference="random:rk_x", connection=spelling)
+        retire(request, registry=Registry(), connections=connections, secrets_for=None)
+    with pytest.raises(ConfigError, match="RUNKEYS_CONNECTION_OTHER_DB"):
+        retire(
+            RetireRequest(provider="random", reference="random:rk_x", connection="other-db"),
+            registry=Registry(),
+            connections=connections,
+            secrets_for=None,
+        )
 
 
 def test_lease_request_round_trips_and_holds_no_value() -> None:

@@ -37,9 +37,15 @@ class Harness(ABC):
     # "replaced" (the first is deleted: a leftover of a lost answer), "independent" (labels
     # mean nothing to the backend: two credentials).
     same_label = "refused"
+    # What ties a reference to the label it was minted under, so a lease cannot name another
+    # lease's credential: "name" (the reference is the label; the service checks it),
+    # "revoke" (revoke checks the credential itself: a deploy key's title, an issuer that
+    # compares Runkeys-Label), "nothing" (the service has nothing to revoke with).
+    bound = "name"
 
     def __init__(self) -> None:
         self.labels: list[str] = []  # every label minted, for `cleanup`
+        self.minted_labels: dict[str, str] = {}  # reference → its label, as a lease keeps it
 
     # -- what each provider says ----------------------------------------------------------------
 
@@ -125,16 +131,21 @@ class Harness(ABC):
         )
         assert not overrides, overrides
         self.provider.check_params(request.params)
-        return self.provider.mint(request)
+        minted = self.provider.mint(request)
+        self.minted_labels[minted.reference] = request.label
+        return minted
 
     def revoke(self, minted_or_reference: Minted | str, **overrides: Any) -> None:
+        """As the service revokes: with the lease's label (the one it was minted under)."""
         minted = minted_or_reference if isinstance(minted_or_reference, Minted) else None
+        reference = minted.reference if minted else str(minted_or_reference)
         self.provider.revoke(
             RevokeRequest(
-                reference=minted.reference if minted else str(minted_or_reference),
+                reference=reference,
                 params=overrides.pop("params", self.params),
                 connection=overrides.pop("connection", self.connection),
                 value=overrides.pop("value", self.revoke_value(minted)),
+                label=overrides.pop("label", self.minted_labels.get(reference)),
             )
         )
         assert not overrides, overrides

@@ -103,6 +103,7 @@ class GitHubHarness(Harness):
 class DeployKeyHarness(GitHubHarness):
     provider_class = DeployKeyProvider
     same_label = "replaced"
+    bound = "revoke"  # by the key's title
 
     def __init__(self) -> None:
         super().__init__()
@@ -205,6 +206,7 @@ class DeployKeyHarness(GitHubHarness):
 class GitHubTokenHarness(GitHubHarness):
     provider_class = GitHubTokenProvider
     same_label = "independent"
+    bound = "nothing"  # the service cannot revoke a token; the runner revokes with its value
 
     def __init__(self) -> None:
         super().__init__()

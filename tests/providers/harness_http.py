@@ -17,6 +17,7 @@ from tests.providers.issuer_server import ACCOUNT, Issuer
 
 class HttpHarness(Harness):
     same_label = "same"
+    bound = "revoke"  # the test issuer compares Runkeys-Label with the mint's Idempotency-Key
 
     def __init__(self) -> None:
         super().__init__()

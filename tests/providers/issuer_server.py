@@ -5,7 +5,9 @@ for the `http` provider's tests.
                                   token); JSON {name, expires_at}
                                   → 201 {"data": {"id", "token", "expires_at"}}; honours
                                   Idempotency-Key
-    DELETE /api/v1/tokens/<id>    Basic auth → 204, or 404 when there is no such token
+    DELETE /api/v1/tokens/<id>    Basic auth → 204, or 404 when there is no such token; 403
+                                  when `Runkeys-Label` is not the Idempotency-Key it was
+                                  minted with (an issuer that authorizes revokes itself)
     GET    /api/v1/whoami         Bearer <token> → 200 {"name"}, or 401
     GET    /api/v1/admin          Bearer <token> → 403: what a test token may not do
 
@@ -30,6 +32,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 ACCOUNT = ("ci", "issuer-admin-Secr3t")
+LABEL = "Runkeys-Label"
 
 
 @dataclass
@@ -38,6 +41,7 @@ class Issued:
     token: str = field(repr=False)
     name: str
     expires_at: str
+    label: str | None = None  # the mint's Idempotency-Key: runkeys sends its label
 
 
 class Issuer:
@@ -108,7 +112,8 @@ class Issuer:
         if route is not None:
             return route()
         if request.method == "DELETE" and request.path.startswith("/api/v1/tokens/"):
-            return self._admin(request) or self._revoke(request.path.rsplit("/", 1)[1])
+            token_id = request.path.rsplit("/", 1)[1]
+            return self._admin(request) or self._revoke(token_id, request.headers.get(LABEL))
         return _json({"message": "not found"}, 404)
 
     def _admin(self, request: Request) -> Response | None:
@@ -129,6 +134,7 @@ class Issuer:
                 token="iss_" + secrets.token_urlsafe(24),
                 name=str(body.get("name", "")),
                 expires_at=str(body.get("expires_at", "")),
+                label=key,
             )
             self.tokens[issued.id] = issued
             if key:
@@ -136,10 +142,14 @@ class Issuer:
             override = self.answer_override
         return _json(override if override is not None else {"data": _public(issued)}, 201)
 
-    def _revoke(self, token_id: str) -> Response:
+    def _revoke(self, token_id: str, label: str | None) -> Response:
         with self._lock:
-            if self.tokens.pop(token_id, None) is None:
+            issued = self.tokens.get(token_id)
+            if issued is None:
                 return _json({"message": "no such token"}, 404)
+            if label is not None and issued.label is not None and label != issued.label:
+                return _json({"message": f"token {token_id} is not {label}'s"}, 403)
+            del self.tokens[token_id]
         return Response(status=204)
 
     def _as_token(self, request: Request, *, admin: bool) -> Response:

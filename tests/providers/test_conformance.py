@@ -62,6 +62,28 @@ def test_revoke_of_what_never_existed_is_success(harness: Harness) -> None:
     harness.revoke(harness.unknown_reference())  # one the backend has never seen
 
 
+def test_a_reference_is_bound_to_the_label_it_was_minted_under(harness: Harness) -> None:
+    """Another lease (another label) cannot name this credential and have it revoked."""
+    minted = harness.mint()
+    label, other = harness.labels[-1], harness.label()
+    matches = harness.provider.reference_matches
+    assert matches(minted.reference, label=label, params=harness.params)
+    if harness.bound == "name":
+        assert not matches(minted.reference, label=other, params=harness.params)
+    elif harness.bound == "revoke":
+        with pytest.raises(ProviderError) as caught:
+            harness.revoke(minted, label=other)
+        assert not caught.value.retryable, caught.value
+        assert_clean(caught.value, harness.secrets(minted))
+        harness.use(minted)  # untouched
+    else:
+        assert harness.bound == "nothing"
+        harness.revoke(minted, label=other, value=None)  # as the service would: calls nobody
+        harness.use(minted)
+    harness.revoke(minted)
+    assert harness.leftovers(minted.reference) == []
+
+
 def test_mint_with_the_backend_down_is_retryable_and_leaves_nothing(harness: Harness) -> None:
     label = harness.label()
     with harness.backend_down(), pytest.raises(ProviderError) as caught:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import urllib.parse
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import psycopg
@@ -17,7 +18,7 @@ from runkeys.connections import Connection
 from runkeys.errors import ProviderError
 from runkeys.providers.base import DatabaseAccount, MintRequest
 from runkeys.providers.postgres import _create_role
-from tests.providers.harness import EXPIRES_AT
+from tests.providers.harness import EXPIRES_AT, Harness
 from tests.providers.harness_mysql import MysqlHarness, connect_url
 from tests.providers.harness_postgres import PostgresHarness
 from tests.providers.harness_redis import NO_RETRY, RedisHarness, command
@@ -125,6 +126,27 @@ def test_postgres_a_malformed_dsn_is_not_retryable(postgres: PostgresHarness) ->
 def test_postgres_refuses_a_reference_that_is_not_a_role_name(postgres: PostgresHarness) -> None:
     with pytest.raises(ProviderError, match="not a valid account name") as caught:
         postgres.revoke('x"; DROP ROLE postgres; --')
+    assert not caught.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("make", "reference"),
+    [
+        (PostgresHarness, "postgres"),
+        (PostgresHarness, "app_owner"),
+        (MysqlHarness, "root@localhost"),
+        (MysqlHarness, "app@%"),
+        (RedisHarness, "default"),
+    ],
+)
+def test_revoke_refuses_an_account_runkeys_did_not_make(
+    make: Callable[[], Harness], reference: str
+) -> None:
+    """Whatever a ledger row says: refused before anything connects (this harness's admin
+    account does not even exist), and not retried as if the server were down."""
+    harness = make()
+    with pytest.raises(ProviderError, match="not an account runkeys makes") as caught:
+        harness.revoke(reference)
     assert not caught.value.retryable
 
 

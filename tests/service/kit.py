@@ -23,6 +23,7 @@ from werkzeug.wrappers import Request, Response
 from handler.ledger import Ledger
 from handler.ledger.leases import get, register
 from handler.ledger.records import LeaseRecord
+from runkeys.labels import label
 from runkeys.leases import LeaseRequest, Lifetime, SecretTarget, fingerprint
 from runkeys.oidc import RunIdentity
 
@@ -69,11 +70,13 @@ def lease(
 ) -> LeaseRequest:
     issued = now or datetime.now(UTC)
     value = secrets.token_urlsafe(32)
+    lease_id = lease_id or uuid.uuid4().hex
     return LeaseRequest(
-        id=lease_id or uuid.uuid4().hex,
+        id=lease_id,
         key_name=key_name,
         provider=provider,
-        reference=reference or f"random:{uuid.uuid4().hex[:12]}",
+        # what the random provider mints for this lease: `random:<label>`
+        reference=reference or f"random:{label(lease_id, key_name)}",
         fingerprint=fingerprint(value),
         lifetime=lifetime,
         issued_at=issued,

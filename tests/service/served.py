@@ -15,15 +15,23 @@ import requests
 
 from tests.service.kit import free_port
 
+STOP_WITHIN = 10  # seconds; it takes one or two, also on a busy machine
+
 
 class Served:
-    def __init__(self, environ: Mapping[str, str], log: Path, *, workers: int = 2) -> None:
+    def __init__(
+        self, environ: Mapping[str, str], log: Path, *, workers: int = 2, metrics: bool = True
+    ) -> None:
+        """`metrics=False`: `runkeys serve` makes its metrics directory itself, under TMPDIR."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        metrics = log.parent / f"metrics-{self.port}"  # in the test's directory: cleaned up
-        metrics.mkdir()
-        env = {**os.environ, **environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
+        env = {**os.environ, **environ, "TMPDIR": str(log.parent)}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        if metrics:
+            directory = log.parent / f"metrics-{self.port}"  # in the test's directory: cleaned up
+            directory.mkdir()
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
         command = [sys.executable, "-m", "runkeys.cli", "serve", "--bind", f"127.0.0.1:{self.port}"]
         command += ["--workers", str(workers)]
         with log.open("ab") as sink:
@@ -51,14 +59,31 @@ class Served:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
 
+    def worker_pids(self) -> list[int]:
+        """gunicorn's worker processes: the master's children."""
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended meanwhile
+            if int(fields[1]) == self.process.pid:
+                found.append(int(stat.parent.name))
+        return sorted(found)
+
     def stop(self) -> None:
-        """gunicorn's quick shutdown (SIGINT); a graceful one (SIGTERM) waits out keep-alives."""
+        """Ctrl-C, as a terminal sends it: SIGINT to every process of the group. Stopping must be
+        prompt; one that is not is killed, and the test fails."""
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGINT)
             try:
-                self.process.wait(15)
+                self.process.wait(STOP_WITHIN)
             except subprocess.TimeoutExpired:
                 self.kill()
+                raise AssertionError(
+                    f"runkeys serve took more than {STOP_WITHIN} s to stop on Ctrl-C:\n"
+                    + self.log.read_text()[-3000:]
+                ) from None
 
 
 def worker_process(environ: Mapping[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:

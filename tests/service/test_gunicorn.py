@@ -4,6 +4,9 @@ the whole life of a lease with the embedded worker, and a SIGKILL mid-revocation
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,8 +21,9 @@ from handler.ledger.history import history
 from runkeys.errors import LeaseServiceError
 from runkeys.github.secrets import SecretStore
 from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
-from runkeys.lease_client import LeaseClient, RetireOutcome, RunnerOIDC
+from runkeys.lease_client import LeaseClient, RetireOutcome
 from runkeys.leases import Lifetime
+from runkeys.oidc import RunnerOIDC
 from runkeys.sandbox import Sandbox
 from runkeys.sandbox.state import App
 from tests.service import kit
@@ -256,3 +260,37 @@ def test_the_actions_own_client_speaks_to_the_service(running: Running, github: 
         client.register([github.lease(ttl=timedelta(days=3))])
     assert refused.value.status == 422
     assert "ttl_too_long" in refused.value.cause
+
+
+def test_ctrl_c_is_for_the_master_alone(running: Running) -> None:
+    """A terminal's Ctrl-C reaches every process of the group. The workers leave it to the
+    master, which tells each of them once: a second quick-shutdown signal could hang a worker
+    until the master killed it at the graceful timeout. (`Served.stop` is a Ctrl-C, and fails
+    a test whose service takes more than a few seconds to stop.)"""
+    workers = running.served.worker_pids()
+    assert len(workers) == 2
+    for pid in workers:
+        os.kill(pid, signal.SIGINT)
+    time.sleep(0.5)
+    assert running.served.worker_pids() == workers  # none stopped, none replaced
+    assert requests.get(f"{running.served.url}/readyz", timeout=10).status_code == 200
+
+
+def test_the_metrics_directory_outlives_a_reload(
+    sandbox: tuple[Sandbox, App], tmp_path: Path
+) -> None:
+    """`runkeys serve` makes its metrics directory when none is given; workers replaced on a
+    reload (SIGHUP) leave through the same code as the master, and must not remove it."""
+    env = make_environ(*sandbox, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    served = Served(env, tmp_path / "service.log", metrics=False)
+    try:
+        (made,) = tmp_path.glob("runkeys-metrics-*")
+        before = served.worker_pids()
+        os.kill(served.process.pid, signal.SIGHUP)
+        wait_for(lambda: not set(before) & set(served.worker_pids()), what="workers replaced")
+        wait_for(lambda: len(served.worker_pids()) == 2, what="new workers")
+        assert made.is_dir()
+        assert requests.get(f"{served.url}/metrics", timeout=10).status_code == 200
+    finally:
+        served.stop()
+    assert not made.exists()  # the master removes what it made

@@ -3,16 +3,18 @@ environments runkeys created, and the ids it has seen."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, select, update
+from sqlalchemy.exc import IntegrityError
 
 from handler.ledger import Ledger, tables
 from handler.ledger.environments import deletable, mark
 from handler.ledger.history import history
-from handler.ledger.leases import LeaseFilter, find, get
+from handler.ledger.leases import LabelTakenError, LeaseFilter, _row, find, get, register
 from handler.ledger.migrations import HEAD, MIGRATIONS, current_version, migrate
 from handler.ledger.queue import (
     ExpiredLeases,
@@ -25,9 +27,10 @@ from handler.ledger.queue import (
     queue,
 )
 from handler.ledger.seen import first_delivery, first_token_use, prune
+from runkeys import labels
 from runkeys.leases import LeaseState, Lifetime
 from tests.service.conftest import postgres_database
-from tests.service.kit import identity, lease, put
+from tests.service.kit import identity, lease, put, stored
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 HOLD = timedelta(minutes=5)
@@ -69,6 +72,58 @@ def test_a_fresh_database_is_at_version_zero_until_migrated(tmp_path: Path) -> N
     assert migrate(ledger.engine) == [m.version for m in MIGRATIONS]
     assert ledger.ready()
     ledger.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+        return
+    with postgres_database() as url:
+        yield url
+
+
+def test_a_version_1_ledger_gains_labels_each_held_once(empty_url: str) -> None:
+    """Leases registered before labels keep none (NULLs never collide); every new lease gets
+    its label, and no second row can hold a label already held."""
+    ledger = Ledger.open(empty_url, migrate_schema=False)
+    old = [lease(), lease()]
+    with ledger.begin() as conn:
+        tables.schema_migrations.create(conn)
+        MIGRATIONS[0].apply(conn)
+        conn.execute(tables.schema_migrations.insert().values(version=1, name="v1", applied_at=NOW))
+        for item in old:  # as version 1 stored them: no label column
+            row = {k: v for k, v in _row(identity(), item, 5, NOW).items() if k != "label"}
+            conn.execute(tables.leases.insert().values(row))
+    assert migrate(ledger.engine) == [m.version for m in MIGRATIONS[1:]]
+    new = lease()
+    put(ledger, identity(), new, now=NOW)
+    assert [stored(ledger, item.id).label for item in old] == [None, None]
+    assert stored(ledger, new.id).label == new.label
+    twin = {**_row(identity(), lease(), 5, NOW), "label": new.label}
+    with pytest.raises(IntegrityError), ledger.begin() as conn:
+        conn.execute(tables.leases.insert().values(twin))
+    ledger.close()
+
+
+def test_register_refuses_a_label_another_lease_holds(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ids whose labels agree (the hash patched to stand for a 64-bit collision): the
+    second registration writes nothing, and says which label was taken."""
+    first, second = lease(key_name="DB"), lease(key_name="DB")
+    real = labels.label
+    monkeypatch.setattr(
+        labels, "label", lambda i, key: "rk_0123456789abcdef_db" if key == "DB" else real(i, key)
+    )
+    put(ledger, identity(), first, now=NOW)
+    with pytest.raises(LabelTakenError) as taken, ledger.begin() as conn:
+        register(
+            conn, identity(run_id=2), [lease(key_name="X"), second], installation_id=5, now=NOW
+        )
+    assert (taken.value.lease_id, taken.value.label) == (second.id, "rk_0123456789abcdef_db")
+    with ledger.begin() as conn:
+        assert len(find(conn, LeaseFilter())) == 1
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
@@ -178,7 +233,7 @@ def test_failures_are_retried_later_and_failed_leases_stay_in_the_queue(ledger: 
 
 
 def test_register_is_idempotent_and_refuses_a_taken_id(ledger: Ledger) -> None:
-    from handler.ledger.leases import LeaseConflictError, register
+    from handler.ledger.leases import LeaseConflictError
 
     who = identity()
     item = lease()

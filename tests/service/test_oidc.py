@@ -15,8 +15,9 @@ import pytest
 import requests
 from werkzeug.wrappers import Request, Response
 
-from runkeys.errors import AuthError
-from runkeys.oidc import KeySet, OIDCUnavailableError, OIDCVerifier, request_id_token
+from runkeys.errors import AuthError, ConfigError, LeaseServiceError
+from runkeys.oidc import KeySet, OIDCUnavailableError, OIDCVerifier, RunnerOIDC
+from runkeys.retrying import Retrying
 from runkeys.sandbox import OIDCIssuer, RunClaims
 from tests.service.conftest import GitHub
 from tests.service.kit import AUDIENCE, WsgiServer
@@ -238,38 +239,63 @@ def test_a_discovery_document_naming_another_issuer_is_refused(issuer: IssuerSer
 # --- the runner's side ------------------------------------------------------------------------
 
 
-def test_the_runner_issues_a_token_for_the_audience(github: GitHub) -> None:
+def runner(github: GitHub, audience: str = AUDIENCE, **options: Any) -> RunnerOIDC:
     env = github.sandbox.runner_oidc_env(github.claims())
-    token = request_id_token(
-        env["ACTIONS_ID_TOKEN_REQUEST_URL"], env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"], AUDIENCE
+    return RunnerOIDC(
+        env["ACTIONS_ID_TOKEN_REQUEST_URL"],
+        env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"],
+        audience,
+        **options,
     )
+
+
+def test_the_runner_issues_a_fresh_token_for_the_audience(github: GitHub) -> None:
+    seen: list[str] = []
+    oidc = runner(github, on_token=seen.append)
+    first, second = oidc.token(), oidc.token()
+    assert seen == [first, second]  # each handed over (to be masked) as it arrives
     check = OIDCVerifier(github.sandbox.oidc_issuer_url, AUDIENCE)
-    assert check.verify(token).repository == github.repo.full_name
+    assert check.verify(first).repository == github.repo.full_name
+    assert check.verify(second).jti != check.verify(first).jti
 
 
 def test_without_id_token_permission_the_job_gets_a_clear_error() -> None:
-    with pytest.raises(AuthError) as caught:
-        request_id_token("", "", AUDIENCE)
+    with pytest.raises(ConfigError) as caught:
+        RunnerOIDC(None, None, AUDIENCE)
     assert "id-token: write" in caught.value.fix
 
 
-def test_a_refusing_runner_is_reported_without_its_token(github: GitHub) -> None:
+def test_a_refusing_runner_is_reported_at_once_without_its_token(github: GitHub) -> None:
     env = github.sandbox.runner_oidc_env(github.claims())
     request_token = "wrong-" + env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"]
-    with pytest.raises(AuthError) as caught:
-        request_id_token(env["ACTIONS_ID_TOKEN_REQUEST_URL"], request_token, AUDIENCE, attempts=1)
+    waits: list[float] = []
+    oidc = RunnerOIDC(
+        env["ACTIONS_ID_TOKEN_REQUEST_URL"],
+        request_token,
+        AUDIENCE,
+        retrying=Retrying(attempts=3, backoff=1.0, sleep=waits.append),
+    )
+    with pytest.raises(LeaseServiceError) as caught:
+        oidc.token()
     assert request_token not in caught.value.explain()
     assert "HTTP 40" in caught.value.cause
+    assert "id-token: write" in caught.value.fix
+    assert waits == []  # a refusal is not asked again
+
+
+def test_a_failing_runner_is_asked_again(github: GitHub) -> None:
+    waits: list[float] = []
+    oidc = runner(github, retrying=Retrying(attempts=3, backoff=1.0, sleep=waits.append))
+    github.sandbox.inject_fault("GET", r"^/_services/.*/idtoken$", status=503, times=2)
+    assert OIDCVerifier(github.sandbox.oidc_issuer_url, AUDIENCE).verify(oidc.token())
+    assert waits == [1, 2]
+    github.sandbox.inject_fault("GET", r"^/_services/.*/idtoken$", status=503, times=3)
+    with pytest.raises(LeaseServiceError, match="HTTP 503"):
+        oidc.token()
 
 
 def test_the_runner_url_keeps_its_query(github: GitHub) -> None:
-    env = github.sandbox.runner_oidc_env(github.claims())
-    assert "?" in env["ACTIONS_ID_TOKEN_REQUEST_URL"]
-    session = requests.Session()
-    token = request_id_token(
-        env["ACTIONS_ID_TOKEN_REQUEST_URL"],
-        env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"],
-        "aud with spaces&more",
-        session=session,
-    )
+    oidc = runner(github, "aud with spaces&more", http=requests.Session())
+    assert "?api-version=" in oidc.request_url
+    token = oidc.token()
     assert jwt.decode(token, options={"verify_signature": False})["aud"] == "aud with spaces&more"
