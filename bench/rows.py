@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean
 
 from handler.ledger import Ledger, tables
+from runkeys.labels import label
 from runkeys.leases import LeaseState, Lifetime
 
 COLUMNS = [column.name for column in tables.leases.columns]
@@ -56,8 +57,10 @@ def lease_row(
     retry_at = None
     if requested is not None and state is not LeaseState.REVOKED:
         retry_at = requested + timedelta(hours=6)
+    lease_id = rng.randbytes(16).hex()
     return {
-        "id": rng.randbytes(16).hex(),
+        "id": lease_id,
+        "label": label(lease_id, key_name),
         "installation_id": installation_id,
         "repository_id": repository_id,
         "repository": repository,
@@ -100,8 +103,10 @@ def lease_row(
 def sibling(row: dict[str, Any], key_name: str, rng: random.Random) -> dict[str, Any]:
     """Another lease of the same run (same everything but the key)."""
     provider = row["provider"]
+    lease_id = rng.randbytes(16).hex()
     return row | {
-        "id": rng.randbytes(16).hex(),
+        "id": lease_id,
+        "label": label(lease_id, key_name),
         "key_name": key_name,
         "reference": f"{provider}:{rng.randbytes(6).hex()}",
         "fingerprint": rng.randbytes(32).hex(),
