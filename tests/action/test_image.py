@@ -1,18 +1,13 @@
 """The action's image, built from the Dockerfile with buildah and run as the runner runs it:
 the entry point with `INPUT_*` and the file-command files mounted in.
 
-No image registry is reachable from the project's machines, so the base image is made locally
-(`scripts/base-image.sh`: debootstrap from this machine's apt mirror). Slow: the first run
-debootstraps (about 90 s), every run builds (about 40 s).
+The image is built on a locally made base (tests/images.py). Slow: the first run on a machine
+debootstraps the base (about 2 minutes), every run builds (about 20 s).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,67 +16,19 @@ import pytest
 from runkeys.providers.random_value import verify_token
 from runkeys.sandbox import Sandbox
 from tests.action.harness import Step
-
-ROOT = Path(__file__).resolve().parents[2]
-BASE_IMAGE = "localhost/runkeys-base:{codename}"
+from tests.images import buildah, built, run_argv, working_container
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
-
-
-def _missing() -> str | None:
-    for tool in ("buildah", "debootstrap"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt-get install buildah debootstrap)"
-    if os.geteuid() != 0:
-        return "building the base image with debootstrap needs root"
-    return None
-
-
-def _codename() -> str:
-    for line in Path("/etc/os-release").read_text().splitlines():
-        if line.startswith("VERSION_CODENAME="):
-            return line.split("=", 1)[1].strip('"')
-    pytest.skip("no VERSION_CODENAME in /etc/os-release: not a Debian-like machine")
-
-
-def _buildah(*args: str, timeout: float = 900) -> str:
-    done = subprocess.run(
-        ["buildah", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    assert done.returncode == 0, (
-        f"buildah {args[0]} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
-    )
-    return done.stdout.strip()
 
 
 @pytest.fixture(scope="module")
 def container() -> Iterator[tuple[str, list[str], list[str]]]:
     """A working container of a freshly built action image: (id, entrypoint, post-entrypoint)."""
-    if reason := _missing():
-        pytest.skip(reason)
-    base = BASE_IMAGE.format(codename=_codename())
-    done = subprocess.run(
-        [str(ROOT / "scripts" / "base-image.sh"), base],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    tag = f"localhost/runkeys-action:test-{uuid.uuid4().hex[:8]}"
-    _buildah(
-        "bud", "--isolation", "chroot", "--quiet", "--build-arg", f"BASE_IMAGE={base}",
-        "-t", tag, str(ROOT),
-    )  # fmt: skip
-    config = json.loads(_buildah("inspect", "--type", "image", tag))["OCIv1"]["config"]
-    assert "User" not in config or config["User"] in ("", "root", "0")
-    working = _buildah("from", tag)
-    post = ["/opt/runkeys/bin/runkeys-action-post"]  # action.yml's post-entrypoint
-    try:
-        yield working, config["Entrypoint"], post
-    finally:
-        subprocess.run(["buildah", "rm", working], capture_output=True, check=False)
-        subprocess.run(["buildah", "rmi", tag], capture_output=True, check=False)
+    with built("Dockerfile", "runkeys-action") as (tag, config):
+        assert "User" not in config or config["User"] in ("", "root", "0")
+        post = ["/opt/runkeys/bin/runkeys-action-post"]  # action.yml's post-entrypoint
+        with working_container(tag) as working:
+            yield working, config["Entrypoint"], post
 
 
 def in_container(working: str, argv: list[str], tmp: Path):  # type: ignore[no-untyped-def]
@@ -89,11 +36,8 @@ def in_container(working: str, argv: list[str], tmp: Path):  # type: ignore[no-u
     same paths, as the runner mounts /github/file_commands."""
 
     def wrap(_local: list[str], env: dict[str, str]) -> list[str]:
-        variables = [f"--env={k}={v}" for k, v in env.items() if k != "PATH"]
-        return [
-            "buildah", "run", "--isolation", "chroot", "--network", "host",
-            f"--volume={tmp}:{tmp}", *variables, working, "--", *argv,
-        ]  # fmt: skip
+        variables = {k: v for k, v in env.items() if k != "PATH"}
+        return run_argv(working, argv, variables, {tmp: str(tmp)})
 
     return wrap
 
@@ -109,7 +53,7 @@ def test_the_image_has_the_provider_drivers_but_not_the_services_extras(
         "'flask', 'gunicorn', 'sqlalchemy', 'prometheus_client')}))"
     )
     found = json.loads(
-        _buildah(
+        buildah(
             "run", "--isolation", "chroot", working, "--", "/opt/runkeys/bin/python", "-c", probe
         )
     )

@@ -1,0 +1,119 @@
+"""Container images built with buildah, as the action's and the service's image tests build them.
+
+No image registry is reachable from the project's machines, so the base image is made locally
+(`scripts/base-image.sh`: debootstrap from this machine's apt mirror) and kept in buildah's
+storage under a fixed name: the first test run makes it (about 2 minutes), later runs reuse it.
+Building needs root, buildah and debootstrap; without them the image tests skip and say why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_IMAGE = "localhost/runkeys-base:{codename}"
+
+
+def missing() -> str | None:
+    """Why images cannot be built here, or None."""
+    for tool in ("buildah", "debootstrap"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install buildah debootstrap)"
+    if os.geteuid() != 0:
+        return "building the base image with debootstrap needs root"
+    return None
+
+
+def codename() -> str:
+    for line in Path("/etc/os-release").read_text().splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            return line.split("=", 1)[1].strip('"')
+    pytest.skip("no VERSION_CODENAME in /etc/os-release: not a Debian-like machine")
+
+
+def buildah(*args: str, timeout: float = 900) -> str:
+    """`buildah ARGS`' output; a failure fails the test with buildah's own words."""
+    done = subprocess.run(
+        ["buildah", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, (
+        f"buildah {args[0]} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+    )
+    return done.stdout.strip()
+
+
+def base_image() -> str:
+    """The local base image's name, made first if this machine has none yet."""
+    name = BASE_IMAGE.format(codename=codename())
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "base-image.sh"), name],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return name
+
+
+@contextmanager
+def built(dockerfile: str, name: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The image `dockerfile` (relative to the repository) makes on the local base, tagged
+    `localhost/NAME:test-…`, and its configuration; removed afterwards. Skips where images
+    cannot be built.
+
+    Docker's image format, as `docker build` makes: buildah's default (OCI) has no place for
+    HEALTHCHECK and drops it."""
+    if reason := missing():
+        pytest.skip(reason)
+    base = base_image()
+    tag = f"localhost/{name}:test-{uuid.uuid4().hex[:8]}"
+    buildah(
+        "bud", "--isolation", "chroot", "--quiet", "--format", "docker",
+        "--build-arg", f"BASE_IMAGE={base}", "-f", str(ROOT / dockerfile), "-t", tag, str(ROOT),
+    )  # fmt: skip
+    try:
+        config = json.loads(buildah("inspect", "--type", "image", tag))["Docker"]["config"]
+        yield tag, config
+    finally:
+        subprocess.run(["buildah", "rmi", tag], capture_output=True, check=False)
+
+
+@contextmanager
+def working_container(tag: str) -> Iterator[str]:
+    """A working container of `tag` (`buildah from`), for `buildah run`; removed afterwards."""
+    working = buildah("from", tag)
+    try:
+        yield working
+    finally:
+        subprocess.run(["buildah", "rm", working], capture_output=True, check=False)
+
+
+def run_argv(
+    working: str,
+    argv: list[str],
+    env: dict[str, str] | None = None,
+    volumes: dict[Path, str] | None = None,
+) -> list[str]:
+    """The `buildah run` command line that runs `argv` in `working` as the image says (its user,
+    working directory and environment, plus `env`), with host directories mounted.
+
+    Chroot isolation makes no network namespace: the container shares the host's, as
+    `docker run --network host` would, so a server in it binds a host port (`--network host`
+    says so explicitly)."""
+    return [
+        "buildah", "run", "--isolation", "chroot", "--network", "host",
+        *(f"--volume={host}:{inside}" for host, inside in (volumes or {}).items()),
+        *(f"--env={key}={value}" for key, value in (env or {}).items()),
+        working, "--", *argv,
+    ]  # fmt: skip
