@@ -75,26 +75,29 @@ class RevocationWorker:
                 break
         return total
 
+    def _newer_writer(self, lease: LeaseRecord) -> str | None:
+        with self.service.ledger.begin() as conn:
+            newer = newer_writer(conn, lease)
+        return None if newer is None else f"lease {newer}"
+
     def retire(self, lease: LeaseRecord, token: str) -> None:
-        kept_for = None
-        if lease.secret is not None and not lease.provider_only:
-            with self.service.ledger.begin() as conn:
-                kept_for = newer_writer(conn, lease)
-        touch_secret = not lease.provider_only and kept_for is None
-        request = RetireRequest.of(lease, secret=lease.secret if touch_secret else None)
+        request = RetireRequest.of(lease, secret=None if lease.provider_only else lease.secret)
         try:
-            retire(
+            retired = retire(
                 request,
                 registry=self.service.registry,
                 connections=self.service.config.connections,
                 secrets_for=None if lease.provider_only else self.service.secrets_for,
+                keep_secret=lambda: self._newer_writer(lease),
             )
         except Exception as exc:
             self._failed(lease, token, exc)
             return
+        kept_for = retired.kept_for
         now = self.service.clock()
         with self.service.ledger.begin() as conn:
-            detail = "revoked at the provider" + (", secret deleted" if touch_secret else "")
+            deleted = not lease.provider_only and kept_for is None
+            detail = "revoked at the provider" + (", secret deleted" if deleted else "")
             done = finish_revoked(conn, lease.id, token, now=now, detail=detail)
             if done and kept_for is not None:
                 record(
@@ -102,7 +105,7 @@ class RevocationWorker:
                     [lease.id],
                     actor="worker",
                     action="secret_kept",
-                    detail=f"secret kept: lease {kept_for} wrote it since and is still live",
+                    detail=f"secret kept: {kept_for} wrote it since and is still live",
                     now=now,
                 )
         if not done:  # our claim lapsed and another worker took the lease: it records the end
