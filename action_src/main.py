@@ -95,11 +95,18 @@ def plan_step(environ: Mapping[str, str], workflow: Workflow) -> StepPlan:
         raise ConfigError(
             "input `app-id`", f"is empty, and writing {where} needs GitHub credentials", fix=APP_FIX
         )
-    if service is None and any(s.lifetime is not Lifetime.JOB for s in specs):
+    lifetimes = {s.lifetime for s in specs}
+    if service is None and lifetimes & {Lifetime.RUN, Lifetime.PR}:
         workflow.warning(
             "No `service-url`: keys with lifetime `run` or `pr` are retired only when their TTL "
             "runs out (nothing watches the run or the pull request). Set `service-url` to a "
             "runkeys service to retire them when the run ends or the pull request closes."
+        )
+    if service is None and Lifetime.TTL in lifetimes:
+        workflow.warning(
+            "No `service-url`: keys with lifetime `ttl` are retired by the runkeys service's "
+            "sweeper when their TTL runs out; without one, only the provider's own expiry (if it "
+            "has one) ends them, and their secrets stay. Set `service-url` to a runkeys service."
         )
     return plan
 

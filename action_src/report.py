@@ -113,7 +113,8 @@ def summary(issued: Issued, *, service_url: str | None) -> str:
         lines.append(f"Leases are registered with the runkeys service at {_cell(service_url)}.")
     else:
         lines.append(
-            "No `service-url`: keys with lifetime `run` or `pr` are bounded only by their TTL; "
-            "`job` keys are retired by this step's post step."
+            "No `service-url`: keys with lifetime `run`, `pr` or `ttl` are bounded only by their "
+            "TTL (and `ttl` keys only by the provider's own expiry, if it has one); `job` keys "
+            "are retired by this step's post step."
         )
     return "\n".join(lines) + "\n"

@@ -1,5 +1,6 @@
 """The revocation worker: claim due leases, retire each (provider revoke, then secret delete —
-`runkeys.retire`, idempotent), delete the environment when runkeys created it and no live lease
+`runkeys.retire`, idempotent; the secret is kept when a newer live lease wrote it since,
+`handler.ledger.secrets`), delete the environment when runkeys created it and no live lease
 uses it any more, and record the outcome.
 
 Failures back off exponentially with jitter, capped (Vault's expiration manager is the model);
@@ -15,8 +16,10 @@ import uuid
 from datetime import timedelta
 
 from handler.ledger.environments import deletable, mark
+from handler.ledger.history import record
 from handler.ledger.queue import claim_due, finish_failed, finish_revoked
 from handler.ledger.records import LeaseRecord
+from handler.ledger.secrets import newer_writer
 from handler.logs import event, logger
 from handler.service import Service
 from runkeys.errors import ConfigError, GitHubError, ProviderError, RunkeysError
@@ -72,22 +75,39 @@ class RevocationWorker:
                 break
         return total
 
+    def _newer_writer(self, lease: LeaseRecord) -> str | None:
+        with self.service.ledger.begin() as conn:
+            newer = newer_writer(conn, lease)
+        return None if newer is None else f"lease {newer}"
+
     def retire(self, lease: LeaseRecord, token: str) -> None:
         request = RetireRequest.of(lease, secret=None if lease.provider_only else lease.secret)
         try:
-            retire(
+            retired = retire(
                 request,
                 registry=self.service.registry,
                 connections=self.service.config.connections,
                 secrets_for=None if lease.provider_only else self.service.secrets_for,
+                keep_secret=lambda: self._newer_writer(lease),
             )
         except Exception as exc:
             self._failed(lease, token, exc)
             return
+        kept_for = retired.kept_for
         now = self.service.clock()
         with self.service.ledger.begin() as conn:
-            detail = "revoked at the provider" + ("" if lease.provider_only else ", secret deleted")
+            deleted = not lease.provider_only and kept_for is None
+            detail = "revoked at the provider" + (", secret deleted" if deleted else "")
             done = finish_revoked(conn, lease.id, token, now=now, detail=detail)
+            if done and kept_for is not None:
+                record(
+                    conn,
+                    [lease.id],
+                    actor="worker",
+                    action="secret_kept",
+                    detail=f"secret kept: {kept_for} wrote it since and is still live",
+                    now=now,
+                )
         if not done:  # our claim lapsed and another worker took the lease: it records the end
             event(log, "claim lost", level=logging.WARNING, lease=lease.id)
             return
@@ -101,6 +121,7 @@ class RevocationWorker:
             lease=lease.id,
             repository=lease.repository,
             attempts=lease.attempts,
+            secret_kept_for=kept_for,
         )
         if lease.secret and lease.secret.environment and not lease.provider_only:
             self.delete_environments(lease.repository_id, lease.secret.environment)

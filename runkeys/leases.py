@@ -19,11 +19,14 @@ from runkeys import labels
 
 
 class Lifetime(StrEnum):
-    """When a key is retired, besides its TTL."""
+    """When a key is retired, besides its TTL (`ttl`: by its TTL alone)."""
 
     JOB = "job"  # by the action's post step, at the end of the job that minted it
     RUN = "run"  # by the service, on `workflow_run` `completed` for its run attempt
     PR = "pr"  # by the service, on `pull_request` `closed` for its pull request
+    # Only by its TTL (the service's sweeper): a repository secret that later runs read, rotated
+    # by a scheduled workflow whose keys outlive the run that minted them.
+    TTL = "ttl"
 
 
 class LeaseState(StrEnum):

@@ -62,7 +62,8 @@ class RetireRequest:
 
 @dataclass(frozen=True)
 class Retired:
-    secret_deleted: bool  # False when there was no secret or it was already gone
+    secret_deleted: bool  # False when there was no secret, it was already gone, or it was kept
+    kept_for: str | None = None  # what `keep_secret` said: why the secret was left in place
 
 
 def retire(
@@ -71,9 +72,13 @@ def retire(
     registry: Registry,
     connections: Mapping[str, Connection],  # by normalized name, as `load_connections` has them
     secrets_for: Callable[[str], SecretStore] | None,
+    keep_secret: Callable[[], str | None] | None = None,
 ) -> Retired:
     """Revoke, then delete the secret. Raises `ProviderError`/`GitHubError` (retryable or not)
     or `ConfigError` (a connection this process cannot see); safe to call again after any.
+
+    `keep_secret` is asked after the revoke, right before the delete (so as late as it can be):
+    a reason to leave the secret, such as a newer lease having written it since, or None.
 
     A lease whose label is known revokes only what its provider mints under that label: the
     service checked it at registration, and a ledger row changed since (by hand, or damaged)
@@ -108,7 +113,9 @@ def retire(
             label=request.label,
         )
     )
-    deleted = False
-    if request.secret is not None and secrets_for is not None:
-        deleted = secrets_for(request.secret.repository).delete(request.secret)
-    return Retired(secret_deleted=deleted)
+    if request.secret is None or secrets_for is None:
+        return Retired(secret_deleted=False)
+    kept_for = keep_secret() if keep_secret is not None else None
+    if kept_for is not None:
+        return Retired(secret_deleted=False, kept_for=kept_for)
+    return Retired(secret_deleted=secrets_for(request.secret.repository).delete(request.secret))

@@ -2,6 +2,7 @@
 
     API_TOKEN: {provider: random, ttl: 30m, lifetime: run}
     DATABASE_URL: {provider: postgres, connection: ci_db, grant: [app_rw], lifetime: pr}
+    DEPLOY_DATABASE_URL: {provider: postgres, connection: staging, ttl: 24h, lifetime: ttl}
 
 Parsed and checked in full before any side effect, every problem collected (not just the first),
 so one failed run shows everything to fix.
@@ -158,6 +159,16 @@ def _parse_one(
 
     ttl = _ttl(name, body.get("ttl"), rules, provider.max_ttl if provider else None, problems)
     lifetime = _lifetime(name, body.get("lifetime", Lifetime.RUN.value), rules, problems)
+    if lifetime is Lifetime.TTL and body.get("ttl") is None:
+        # The TTL is the key's whole life here (and a rotation's overlap): it must be chosen.
+        problems.append(
+            SpecProblem(
+                name,
+                "ttl",
+                "missing: lifetime `ttl` keeps the key until its TTL runs out, so it must be set",
+                "add `ttl: 24h`, say (longer than the schedule's interval, so keys overlap)",
+            )
+        )
     connection = _connection(name, body.get("connection"), provider, rules, problems)
     params = {k: v for k, v in body.items() if k not in COMMON_FIELDS}
     if provider is not None:

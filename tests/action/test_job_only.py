@@ -63,6 +63,16 @@ def test_without_a_service_run_and_pr_lifetimes_get_a_warning(two_keys: Run, ste
     assert only_job.annotations("warning") == []
 
 
+def test_without_a_service_ttl_lifetimes_get_their_own_warning(step: Step) -> None:
+    run = step.run({"keys": "A: {provider: random, ttl: 2h, lifetime: ttl}"})
+    assert run.returncode == 0, [*run.lines, run.stderr]
+    (warning,) = run.annotations("warning")
+    assert "lifetime `ttl`" in warning[1]
+    assert "only the provider's own expiry" in warning[1]
+    assert "| `A` | random | this job only | ttl |" in run.summary
+    assert json.loads(run.state["leases"])["leases"] == []  # the post step leaves it
+
+
 def test_state_lists_the_job_keys_for_the_post_step_and_no_values(two_keys: Run) -> None:
     run = two_keys
     state = json.loads(run.state["leases"])

@@ -1,6 +1,7 @@
 """`action.yml` against the official schema and the runner's rules; the example workflows
 (`docs/examples/`, shown in the README) through `actionlint`, once as users write them and once
-against this checkout's `action.yml`, so every `with:` input must exist."""
+against this checkout's `action.yml`, so every `with:` input must exist, and their `keys` specs
+through the spec's own checks."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml
+
+from runkeys.durations import parse_duration
+from runkeys.spec import SpecRules, parse_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 # SchemaStore's schema for action.yml (Apache-2.0, LICENSE.schemastore beside it), as FACTS §0
@@ -130,3 +134,18 @@ def test_examples_use_only_inputs_action_yml_declares(actionlint: str, tmp_path:
     done = subprocess.run([actionlint], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert done.returncode == 1
     assert 'input "kees" is not defined' in done.stdout
+
+
+def runkeys_steps(example: Path) -> list[dict[str, Any]]:
+    workflow: dict[str, Any] = yaml.safe_load(example.read_text())
+    steps = [step for job in workflow["jobs"].values() for step in job.get("steps", [])]
+    return [step["with"] for step in steps if step.get("uses") == USES.removeprefix("uses: ")]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_example_key_specs_are_valid_under_the_steps_max_ttl(example: Path) -> None:
+    steps = runkeys_steps(example)
+    assert steps, f"{example.name} has no runkeys step"
+    for inputs in steps:
+        max_ttl = parse_duration(str(inputs.get("max-ttl", "24h")))
+        assert parse_keys(inputs["keys"], SpecRules(max_ttl=max_ttl))

@@ -72,6 +72,40 @@ def test_pr_lifetime_needs_a_pull_request() -> None:
     assert parse_keys(text, SpecRules(pull_request=True))[0].lifetime is Lifetime.PR
 
 
+def test_ttl_lifetime_is_accepted_with_an_explicit_ttl() -> None:
+    text = "DEPLOY_DATABASE_URL: {provider: postgres, connection: staging, ttl: 24h, lifetime: ttl}"
+    (spec,) = parse_keys(text, SpecRules(pull_request=False))
+    assert (spec.lifetime, spec.ttl, spec.connection) == (
+        Lifetime.TTL,
+        timedelta(hours=24),
+        "STAGING",
+    )
+    assert spec.params == {}
+
+
+def test_ttl_lifetime_needs_a_ttl_and_a_known_lifetime_lists_it() -> None:
+    assert problems("A: {provider: random, lifetime: ttl}") == [
+        "keys.A.ttl: missing: lifetime `ttl` keeps the key until its TTL runs out, "
+        "so it must be set"
+    ]
+    (unknown,) = problems("A: {provider: random, lifetime: expiry}")
+    assert unknown.startswith("keys.A.lifetime: unknown lifetime 'expiry'")
+    with pytest.raises(SpecError) as caught:
+        parse_keys("A: {provider: random, lifetime: expiry}")
+    assert caught.value.problems[0].fix == "use one of: job, run, pr, ttl"
+
+
+def test_ttl_lifetime_ttl_is_capped_like_any_other() -> None:
+    rules = SpecRules(max_ttl=timedelta(hours=24))
+    assert problems("A: {provider: random, ttl: 48h, lifetime: ttl}", rules) == [
+        "keys.A.ttl: 2d is longer than the limit of 1d"
+    ]
+    wide = SpecRules(max_ttl=timedelta(hours=48))
+    assert parse_keys("A: {provider: random, ttl: 48h, lifetime: ttl}", wide)[0].ttl == timedelta(
+        hours=48
+    )
+
+
 def test_ttl_cap_is_the_rules_cap() -> None:
     rules = SpecRules(max_ttl=timedelta(minutes=10))
     assert problems("A: {provider: random, ttl: 11m}", rules)[0].startswith("keys.A.ttl:")

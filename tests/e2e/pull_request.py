@@ -148,7 +148,7 @@ class PullRequest:
         run = self.steps[attempt].run(self.inputs(keys))
         self.world.outputs.append(Output("runkeys-action", "\n".join(run.lines), run.stderr))
         assert run.returncode == 0, run.annotations("error")
-        issued = Issued(run, self.environment, [_key(item, run.env) for item in run.keys_json()])
+        issued = Issued(run, self.environment, [key_of(item, run.env) for item in run.keys_json()])
         for key in issued.keys:
             self.world.secrets += key.secrets(self.repo.full_name)
         run.assert_masked_first({key.name: key.value for key in issued.keys})
@@ -243,7 +243,7 @@ class PullRequest:
             assert lease["reference"] == (key.role or lease["reference"])
 
 
-def _key(item: dict[str, Any], env: dict[str, str]) -> Key:
+def key_of(item: dict[str, Any], env: dict[str, str]) -> Key:
     name = str(item["name"])
     return Key(
         name=name,

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.pull_request import PullRequest, logs_in
+from tests.e2e.scheduled import Schedule
 from tests.e2e.world import World
 from tests.service.served import wait_for
 
@@ -33,6 +34,13 @@ def tidy(world: World) -> Iterator[None]:
         for repository in world.opened[opened:]:
             world.command("revoke", "--all", "--repository", repository)
         wait_for(lambda: not world.postgres.members(), what="the leftovers revoked")
+
+
+def sleep_past(expires_at: str) -> None:
+    """Until a key of `keys-json` has expired. Its `expires_at` is cut down to whole seconds:
+    the lease's own expiry is up to a second later."""
+    expires = datetime.fromisoformat(expires_at)
+    time.sleep(max(0.0, expires.timestamp() - time.time()) + 1.1)
 
 
 def test_each_lifetime_ends_with_what_it_is_bound_to(world: World) -> None:
@@ -66,13 +74,6 @@ def test_each_lifetime_ends_with_what_it_is_bound_to(world: World) -> None:
     world.scan()
 
 
-SECRET_BY_NAME = (
-    "retiring attempt 1's lease deleted the secret attempt 2 had written under the same name in "
-    "the same environment (the service deletes a lease's secret by name, even when a newer live "
-    "lease wrote it): reported to the lead"
-)
-
-
 def test_a_cancelled_run_and_its_rerun_each_retire_their_own_leases(world: World) -> None:
     pr = PullRequest.open(world, "rerun")
     first = pr.mint("run")
@@ -99,7 +100,12 @@ def test_a_cancelled_run_and_its_rerun_each_retire_their_own_leases(world: World
     assert [leases[key.lease_id]["state"] for key in second.keys] == ["active", "active"]
     assert {leases[key.lease_id]["run_attempt"] for key in second.keys} == {2}
     assert pr.environment_exists()  # attempt 2's leases still use it
+    # Attempt 2 wrote the same secrets since: retiring attempt 1 kept them, and says so.
     secrets_kept = all(pr.secret(key.name) == key.value for key in second.keys)
+    assert secrets_kept
+    for older, newer in zip(first.keys, second.keys, strict=True):
+        assert older.name == newer.name
+        assert world.history(older.lease_id)[-1] == ("worker", "secret_kept")
     # Attempt 2 completes: its own delivery retires the rest, and the environment.
     assert pr.complete("success", attempt=2) == {"outcome": "queued", "queued": 2}
     pr.assert_retired(second.keys)
@@ -108,8 +114,6 @@ def test_a_cancelled_run_and_its_rerun_each_retire_their_own_leases(world: World
     pr.assert_ledger(first, leases=leases)
     pr.assert_ledger(second, leases=leases)
     world.scan()
-    if not secrets_kept:  # everything else held; this one is a known defect
-        pytest.xfail(SECRET_BY_NAME)
 
 
 def test_the_sweeper_retires_what_a_lost_delivery_or_a_ttl_left(world: World) -> None:
@@ -124,8 +128,7 @@ def test_the_sweeper_retires_what_a_lost_delivery_or_a_ttl_left(world: World) ->
     # One run completes and its delivery is lost; one run goes on, but its keys' TTL runs out;
     # one run simply goes on.
     world.sandbox.set_run_status(lost.repo, lost.run.id, "completed", "success")
-    expires = datetime.fromisoformat(short.run.keys_json()[0]["expires_at"])
-    time.sleep(max(0.0, expires.timestamp() - time.time()) + 0.1)
+    sleep_past(short.run.keys_json()[0]["expires_at"])
     report = world.sweep()
     # GitHub was asked about the two runs with live keys; one of them is over.
     assert (report["runs_checked"], report["reconciled"], report["expired"]) == (2, 2, 2), report
@@ -142,4 +145,51 @@ def test_the_sweeper_retires_what_a_lost_delivery_or_a_ttl_left(world: World) ->
     assert {leases[key.lease_id]["state"] for key in live.keys} == {"active"}
     assert ongoing.complete() == {"outcome": "queued", "queued": 2}
     ongoing.assert_retired(live.keys)
+    world.scan()
+
+
+def test_a_rotated_repository_secret_outlives_its_run_until_its_ttl(world: World) -> None:
+    """`lifetime: ttl` into a repository secret, as a daily rotation writes it: neither the run's
+    end nor its post step retires the key; the sweeper does, at its TTL, and keeps the secret
+    that the next run has written since; the last key's expiry takes the secret too."""
+    schedule = Schedule.open(world, "rotate")
+    # TTLs in seconds: long enough for PostgreSQL's VALID UNTIL to let both keys log in at once.
+    yesterday = schedule.rotate(ttl="8s")
+    assert schedule.post(yesterday).lines == ["runkeys post: nothing to retire."]
+    assert schedule.complete(yesterday)["queued"] == 0  # the run is over; the key is not
+    assert schedule.secret() == yesterday.key.value
+    assert logs_in(yesterday.key)
+    today = schedule.rotate(ttl="20s")  # overwrites the repository secret
+    assert schedule.secret() == today.key.value
+    assert logs_in(yesterday.key)  # the two keys overlap
+    sleep_past(yesterday.main.keys_json()[0]["expires_at"])
+    assert world.sweep()["expired"] == 1
+    role = yesterday.key.role or ""
+    wait_for(lambda: not world.postgres.role_exists(role), what="yesterday's role dropped")
+    wait_for(
+        lambda: world.leases(schedule.repo.full_name)[yesterday.key.lease_id]["state"] == "revoked",
+        what="yesterday's lease revoked",
+    )
+    assert not logs_in(yesterday.key)
+    assert logs_in(today.key)
+    assert schedule.secret() == today.key.value  # kept: today's lease wrote it since
+    assert world.history(yesterday.key.lease_id) == [
+        ("action", "registered"),
+        ("sweeper", "queued"),
+        ("worker", "revoked"),
+        ("worker", "secret_kept"),
+    ]
+    assert schedule.complete(today)["queued"] == 0
+    # Today's key expires too: nothing newer wrote the secret, so it goes with its key.
+    sleep_past(today.main.keys_json()[0]["expires_at"])
+    assert world.sweep()["expired"] == 1
+    wait_for(lambda: schedule.secret() is None, what="the repository secret deleted")
+    wait_for(lambda: not world.postgres.role_exists(today.key.role or ""), what="role dropped")
+    assert not logs_in(today.key)
+    leases = world.leases(schedule.repo.full_name)
+    for rotation in (yesterday, today):
+        lease = leases[rotation.key.lease_id]
+        assert (lease["state"], lease["lifetime"]) == ("revoked", "ttl")
+        assert lease["retire_reason"].startswith("sweeper: ttl"), lease
+    assert world.history(today.key.lease_id)[-1] == ("worker", "revoked")
     world.scan()

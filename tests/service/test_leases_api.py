@@ -50,6 +50,17 @@ def test_register_takes_the_run_from_the_token(
     assert stored.fingerprint == item.fingerprint
 
 
+def test_a_ttl_lease_of_a_repository_secret_is_registered(
+    client: FlaskClient, github: GitHub, app: Flask
+) -> None:
+    item = github.lease(key_name="DEPLOY_DATABASE_URL", lifetime=Lifetime.TTL)
+    response = post(client, "/v1/leases", body(item), github.auth(github.claims()))
+    assert response.status_code == 201
+    stored = record(app, item.id)
+    assert stored.lifetime is Lifetime.TTL
+    assert (stored.secret.name, stored.secret.environment) == ("DEPLOY_DATABASE_URL", None)
+
+
 def test_repeating_a_registration_changes_nothing(
     client: FlaskClient, github: GitHub, app: Flask
 ) -> None:

@@ -31,11 +31,16 @@ def test_expired_leases_are_queued(service: Service, github: GitHub, clock: Cloc
     (long,) = put(
         service.ledger, who, github.lease(ttl=timedelta(hours=2), now=clock.now), now=clock.now
     )
+    rotated = github.lease(key_name="ROTATED", lifetime=Lifetime.TTL, ttl=timedelta(minutes=30))
+    (ttl,) = put(service.ledger, who, rotated, now=clock.now)
     assert Sweeper(service).sweep(reconcile=False).expired == 0
     clock.advance(minutes=11)
     report = Sweeper(service).sweep(reconcile=False)
     assert report.expired == 1
     assert states(service.ledger, [short, long]) == {short: "revoking", long: "active"}
+    clock.advance(minutes=20)  # a `ttl` lease ends at its TTL, like any other
+    assert Sweeper(service).sweep(reconcile=False).expired == 1
+    assert states(service.ledger, [ttl, long]) == {ttl: "revoking", long: "active"}
     with service.ledger.begin() as conn:
         stored = get(conn, short)
     assert stored is not None
@@ -54,6 +59,7 @@ def test_runs_github_reports_completed_are_reconciled(
         ("running", running, 1, Lifetime.RUN),
         ("finished-run", finished, 1, Lifetime.RUN),
         ("finished-job", finished, 1, Lifetime.JOB),
+        ("finished-ttl", finished, 1, Lifetime.TTL),
         ("old-attempt", rerun, 1, Lifetime.RUN),
         ("deleted-run", None, 1, Lifetime.RUN),
     ]:
@@ -78,6 +84,7 @@ def test_runs_github_reports_completed_are_reconciled(
         ids["running"]: "active",
         ids["finished-run"]: "revoking",
         ids["finished-job"]: "revoking",
+        ids["finished-ttl"]: "active",  # its run is over; only its TTL ends it
         ids["old-attempt"]: "revoking",
         ids["deleted-run"]: "revoking",
         pr_lease: "active",  # a pr lease waits for its pull request

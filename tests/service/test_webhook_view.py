@@ -166,7 +166,12 @@ def test_workflow_run_completed_retires_run_and_missed_job_leases(
 ) -> None:
     ledger = ledger_of(app)
     attempt_1, attempt_2 = identity(run_attempt=1), identity(run_attempt=2)
-    (run_1,) = put(ledger, attempt_1, kit.lease(lifetime=Lifetime.RUN))
+    run_1, ttl_1 = put(
+        ledger,
+        attempt_1,
+        kit.lease(lifetime=Lifetime.RUN),
+        kit.lease(key_name="ROTATED", lifetime=Lifetime.TTL),
+    )
     job_2, run_2 = put(
         ledger, attempt_2, kit.lease(lifetime=Lifetime.JOB), kit.lease(lifetime=Lifetime.RUN)
     )
@@ -174,8 +179,9 @@ def test_workflow_run_completed_retires_run_and_missed_job_leases(
     (later_run,) = put(ledger, identity(run_id=99), kit.lease())
     payload = kit.workflow_run_completed(1296269, "octo/app", 30433642, 1, 5)
     assert _send(client, SECRET, "workflow_run", payload).json == {"outcome": "queued", "queued": 1}
-    assert states(ledger, [run_1, job_2, run_2]) == {
+    assert states(ledger, [run_1, ttl_1, job_2, run_2]) == {
         run_1: "revoking",
+        ttl_1: "active",  # only its TTL ends it
         job_2: "active",
         run_2: "active",
     }
@@ -192,12 +198,19 @@ def test_workflow_run_completed_retires_run_and_missed_job_leases(
 def test_pull_request_closed_retires_pr_leases_only(app: Flask, client: FlaskClient) -> None:
     ledger = ledger_of(app)
     who = identity(ref="refs/pull/12/merge")
-    pr, run = put(ledger, who, kit.lease(lifetime=Lifetime.PR), kit.lease(lifetime=Lifetime.RUN))
+    pr, run, ttl = put(
+        ledger,
+        who,
+        kit.lease(lifetime=Lifetime.PR),
+        kit.lease(lifetime=Lifetime.RUN),
+        kit.lease(key_name="ROTATED", lifetime=Lifetime.TTL),
+    )
     (other_pr,) = put(ledger, identity(ref="refs/pull/13/merge"), kit.lease(lifetime=Lifetime.PR))
     _send(client, SECRET, "pull_request", kit.pull_request_closed(1296269, "octo/app", 12, 5))
-    assert states(ledger, [pr, run, other_pr]) == {
+    assert states(ledger, [pr, run, ttl, other_pr]) == {
         pr: "revoking",
         run: "active",
+        ttl: "active",
         other_pr: "active",
     }
 

@@ -253,3 +253,75 @@ def test_the_worker_logs_no_secret(
     text = "\n".join(JsonFormatter().format(r) for r in caplog.records)
     assert ISSUER_PASSWORD not in text
     assert '"message": "lease revoked"' in text
+
+
+def test_a_secret_a_newer_live_lease_wrote_is_kept(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str], clock: Clock
+) -> None:
+    """A re-run wrote the same secret in the same environment: retiring attempt 1 revokes its
+    credential and leaves attempt 2's value (and the environment) alone."""
+    tokens, _ = issuer
+    store = service.secrets_for(github.repo.full_name)
+    store.create_environment("ci-pr-9")
+    older = http_lease(github, tokens, environment="ci-pr-9", environment_created=True)
+    newer = http_lease(github, tokens, environment="CI-PR-9", environment_created=True)
+    assert older.secret is not None
+    assert newer.secret is not None
+    put(service.ledger, who(github), older, now=clock.now)
+    store.put(older.secret, "attempt-1-value")
+    rerun = replace(who(github), run_attempt=2)
+    put(service.ledger, rerun, newer, now=clock.advance(seconds=1))
+    store.put(newer.secret, "attempt-2-value")
+    queue_all(service, [older.id])
+    assert RevocationWorker(service).drain() == 1
+    assert tokens.revoked == {older.reference: 1}
+    assert record(service, older.id).state is LeaseState.REVOKED
+    assert github.sandbox.secret_value(github.repo, "API_TOKEN", "ci-pr-9") == "attempt-2-value"
+    assert "ci-pr-9" in github.sandbox.environment_names(github.repo)
+    with service.ledger.begin() as conn:
+        events = [(e.actor, e.action, e.detail) for e in history(conn, older.id)]
+    kept = f"secret kept: lease {newer.id} wrote it since and is still live"
+    assert events[-2:] == [
+        ("worker", "revoked", "revoked at the provider"),
+        ("worker", "secret_kept", kept),
+    ]
+    # The newer lease retires: its secret is its own to delete, and the environment goes too.
+    queue_all(service, [newer.id])
+    assert RevocationWorker(service).drain() == 1
+    assert "ci-pr-9" not in github.sandbox.environment_names(github.repo)
+    with service.ledger.begin() as conn:
+        last = history(conn, newer.id)[-1]
+    assert (last.action, last.detail) == ("revoked", "revoked at the provider, secret deleted")
+
+
+def test_only_a_newer_live_lease_of_the_same_secret_keeps_it(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str], clock: Clock
+) -> None:
+    """Newer leases elsewhere, or retired, or older than the lease, do not keep its secret."""
+    tokens, _ = issuer
+    store = service.secrets_for(github.repo.full_name)
+    store.create_environment("ci-pr-4")
+    earlier = http_lease(github, tokens)  # registered before: the lease overwrote its value
+    put(service.ledger, who(github), earlier, now=clock.advance(seconds=-5))
+    mine = http_lease(github, tokens)  # a repository secret API_TOKEN
+    assert mine.secret is not None
+    put(service.ledger, who(github), mine, now=clock.advance(seconds=5))
+    store.put(mine.secret, "mine")
+    others = [
+        http_lease(github, tokens, environment="ci-pr-4"),  # same name, another scope
+        http_lease(github, tokens, key_name="OTHER_TOKEN"),  # same scope, another name
+        http_lease(github, tokens),  # the same secret, but retired already
+    ]
+    foreign = replace(who(github), repository_id=github.repo.id + 1)  # another repository's
+    put(service.ledger, foreign, http_lease(github, tokens), now=clock.advance(seconds=1))
+    put(service.ledger, who(github), *others, now=clock.advance(seconds=1))
+    queue_all(service, [others[2].id])
+    RevocationWorker(service).drain()
+    assert record(service, others[2].id).state is LeaseState.REVOKED
+    store.put(mine.secret, "mine")  # the retired one deleted it; this test is about `mine`
+    queue_all(service, [mine.id])
+    assert RevocationWorker(service).drain() == 1
+    assert github.sandbox.secret_names(github.repo) == []
+    with service.ledger.begin() as conn:
+        last = history(conn, mine.id)[-1]
+    assert (last.action, last.detail) == ("revoked", "revoked at the provider, secret deleted")
