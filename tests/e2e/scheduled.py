@@ -1,6 +1,6 @@
 """A scheduled workflow of a fresh repository in the e2e world: each of its runs mints a key into
 a repository secret that later runs read (`repository-secrets: true`, `lifetime: ttl`), as
-docs/examples/rotate-repository-secret.yml does every day."""
+docs/examples/rotate-repository-secret.yml does twice a day."""
 
 from __future__ import annotations
 

