@@ -179,7 +179,7 @@ def _check_times(lease: LeaseRequest, *, max_ttl: timedelta, now: datetime) -> N
 
 def parse_retire_reports(body: Any) -> list[RetireReport]:
     reports = []
-    for index, item in enumerate(_items(body, '{"id", "outcome", "error"}')):
+    for index, item in enumerate(_items(body, '{"id", "outcome", "error", "secret_pending"}')):
         outcome = item.get("outcome")
         if outcome not in ("revoked", "failed"):
             raise ApiError(
@@ -189,6 +189,29 @@ def parse_retire_reports(body: Any) -> list[RetireReport]:
         if not isinstance(error, str):
             raise ApiError(400, "invalid_lease", f"leases[{index}].error must be a string")
         reports.append(
-            RetireReport(lease_id=item["id"], outcome=outcome, error=short(scrub(error), 300))
+            RetireReport(
+                lease_id=item["id"],
+                outcome=outcome,
+                error=short(scrub(error), 300),
+                secret_pending=_secret_pending(index, item),
+            )
         )
     return reports
+
+
+def _secret_pending(index: int, item: Mapping[str, Any]) -> bool:
+    """Revoked, its secret not deleted yet: the post step asks whether it still may delete it.
+    An older action never sends it, and deletes the secret before it reports."""
+    pending = item.get("secret_pending", False)
+    if not isinstance(pending, bool):
+        raise ApiError(
+            400, "invalid_lease", f"leases[{index}].secret_pending must be true or false"
+        )
+    if pending and item.get("outcome") != "revoked":
+        raise ApiError(
+            400,
+            "invalid_lease",
+            f"leases[{index}].secret_pending goes with outcome revoked only: a key that could "
+            "not be revoked is the worker's to retire, secret and all",
+        )
+    return pending

@@ -19,6 +19,7 @@ from handler.ledger import tables
 from handler.ledger.engine import insert_for
 from handler.ledger.history import record
 from handler.ledger.records import LeaseRecord
+from handler.ledger.secrets import newer_writer
 from runkeys.leases import LeaseRequest, LeaseState, Lifetime
 from runkeys.oidc import RunIdentity
 
@@ -174,13 +175,32 @@ class RetireReport:
     lease_id: str
     outcome: Literal["revoked", "failed"]
     error: str = ""  # short and scrubbed by the action; cut again here
+    secret_pending: bool = False  # revoked; may the post step still delete its secret?
+
+
+# A lease the post step revoked: the only kind a later `failed` report of the same run reopens
+# (its secret could not be deleted after all).
+POST_STEP_REVOKED = "post-step: retired by the job"
+
+
+@dataclass(frozen=True)
+class Reported:
+    found: list[LeaseRecord]  # as stored now, in the report's order
+    not_found: list[str]
+    # For each lease reported with `secret_pending`: the newer live lease that wrote its secret
+    # since (the secret is kept), or None (the post step deletes it).
+    secret_kept_for: dict[str, str | None]
 
 
 def apply_reports(
     conn: Connection, identity: RunIdentity, reports: Sequence[RetireReport], *, now: datetime
-) -> tuple[list[LeaseRecord], list[str]]:
+) -> Reported:
     """Record what the post step did. Only leases of the token's repository and run are seen;
-    any other id is reported back as not found (whether it exists elsewhere is not said)."""
+    any other id is reported back as not found (whether it exists elsewhere is not said).
+
+    A lease revoked with its secret pending is asked about now, after the revoke and right
+    before the post step's delete, as the worker asks (`handler.ledger.secrets`). A report sent
+    again after a lost answer gets the same answer, and records nothing twice."""
     mine = {
         r.id: r
         for r in _by_ids(conn, [r.lease_id for r in reports])
@@ -189,19 +209,30 @@ def apply_reports(
         and r.run_attempt == identity.run_attempt
     }
     not_found = [r.lease_id for r in reports if r.lease_id not in mine]
+    kept_for: dict[str, str | None] = {}
     for report in reports:
         lease = mine.get(report.lease_id)
-        if lease is None or lease.state is LeaseState.REVOKED:
+        if lease is None:
+            continue
+        newer = newer_writer(conn, lease) if report.secret_pending else None
+        if report.secret_pending:
+            kept_for[lease.id] = newer
+        if lease.state is LeaseState.REVOKED:
+            if report.outcome == "failed" and lease.retire_reason == POST_STEP_REVOKED:
+                _post_step_failed(conn, lease, report.error[:300], now)
             continue
         if report.outcome == "revoked":
-            _post_step_revoked(conn, lease.id, now)
+            _post_step_revoked(conn, lease.id, now, kept_for=newer)
         else:
             _post_step_failed(conn, lease, report.error[:300], now)
     now_stored = {r.id: r for r in _by_ids(conn, list(mine))}
-    return [now_stored[r.lease_id] for r in reports if r.lease_id in mine], not_found
+    found = [now_stored[r.lease_id] for r in reports if r.lease_id in mine]
+    return Reported(found, not_found, kept_for)
 
 
-def _post_step_revoked(conn: Connection, lease_id: str, now: datetime) -> None:
+def _post_step_revoked(
+    conn: Connection, lease_id: str, now: datetime, *, kept_for: str | None
+) -> None:
     conn.execute(
         update(leases)
         .where(leases.c.id == lease_id, leases.c.state != LeaseState.REVOKED.value)
@@ -211,7 +242,7 @@ def _post_step_revoked(conn: Connection, lease_id: str, now: datetime) -> None:
             retire_requested_at=func.coalesce(
                 leases.c.retire_requested_at, literal(now, tables.UTCDateTime())
             ),
-            retire_reason="post-step: retired by the job",
+            retire_reason=POST_STEP_REVOKED,
             claim_token=None,
             claimed_until=None,
             next_attempt_at=None,
@@ -227,6 +258,15 @@ def _post_step_revoked(conn: Connection, lease_id: str, now: datetime) -> None:
         detail="retired by the job's post step",
         now=now,
     )
+    if kept_for is not None:
+        record(
+            conn,
+            [lease_id],
+            actor="post-step",
+            action="secret_kept",
+            detail=f"secret kept: lease {kept_for} wrote it since and is still live",
+            now=now,
+        )
 
 
 def _post_step_failed(conn: Connection, lease: LeaseRecord, error: str, now: datetime) -> None:
@@ -236,6 +276,13 @@ def _post_step_failed(conn: Connection, lease: LeaseRecord, error: str, now: dat
             "state": LeaseState.REVOKING.value,
             "retire_requested_at": now,
             "retire_reason": "post-step: could not retire it",
+        }
+    elif lease.state is LeaseState.REVOKED:  # revoked, but its secret could not be deleted
+        values |= {
+            "state": LeaseState.REVOKING.value,
+            "retired_at": None,
+            "retire_requested_at": now,
+            "retire_reason": "post-step: could not delete its secret",
         }
     values["next_attempt_at"] = now  # try at once, whatever the backoff said
     conn.execute(update(leases).where(leases.c.id == lease.id).values(**values))

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from handler.errors import ApiError
 from handler.ledger.leases import LabelTakenError, LeaseConflictError, apply_reports, register
+from handler.ledger.records import LeaseRecord
 from handler.logs import event, logger
 from handler.registration import parse_registration, parse_retire_reports
 from handler.service import Service
@@ -164,7 +165,8 @@ def retire_leases() -> Response:
     identity = _identity(service)
     reports = parse_retire_reports(_json())
     with service.ledger.begin() as conn:
-        found, not_found = apply_reports(conn, identity, reports, now=service.clock())
+        reported = apply_reports(conn, identity, reports, now=service.clock())
+    not_found = reported.not_found
     event(
         log,
         "post step reported",
@@ -172,11 +174,12 @@ def retire_leases() -> Response:
         run_id=identity.run_id,
         revoked=[r.lease_id for r in reports if r.outcome == "revoked"],
         failed=[r.lease_id for r in reports if r.outcome == "failed"],
+        secrets_kept={k: v for k, v in reported.secret_kept_for.items() if v is not None},
         not_found=not_found,
     )
     if any(r.outcome == "failed" for r in reports):
         service.wake_worker()
-    results = [{"id": lease.id, "state": lease.state.value} for lease in found]
+    results = [_retired(lease, reported.secret_kept_for) for lease in reported.found]
     if not_found:
         raise ApiError(
             404,
@@ -185,3 +188,11 @@ def retire_leases() -> Response:
             extra={"not_found": not_found, "leases": results},
         )
     return jsonify({"leases": results})
+
+
+def _retired(lease: LeaseRecord, secret_kept_for: dict[str, str | None]) -> dict[str, Any]:
+    """A lease's state; and, when the post step asked, whether it may delete its secret."""
+    result: dict[str, Any] = {"id": lease.id, "state": lease.state.value}
+    if lease.id in secret_kept_for:
+        result["secret_kept_for"] = secret_kept_for[lease.id]
+    return result

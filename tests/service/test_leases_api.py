@@ -9,13 +9,16 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import update
 from werkzeug.test import TestResponse
 
+from handler.ledger import tables
 from handler.ledger.history import history
 from handler.ledger.leases import get
+from handler.worker import RevocationWorker
 from runkeys.leases import LeaseState, Lifetime
 from tests.service.conftest import GitHub
-from tests.service.kit import HTTP_PARAMS, assert_documented, body, js, lease, stored
+from tests.service.kit import HTTP_PARAMS, Clock, assert_documented, body, js, lease, stored
 from tests.services import unique
 
 
@@ -260,3 +263,113 @@ def test_repository_a_cannot_retire_repository_b_leases(
         github.auth(another_run),
     )
     assert response.status_code == 404
+
+
+def test_post_step_is_told_which_secrets_a_newer_run_wrote_since(
+    client: FlaskClient, github: GitHub, app: Flask, clock: Clock
+) -> None:
+    """Two runs at once mint the same `job` key into one environment. The earlier run's post
+    step revoked its key and has not deleted the secret: the answer says the later run's lease
+    wrote it since, so it is kept (and its history says so); the later run's is its own."""
+    earlier_claims, later_claims = github.claims(), github.claims()
+    earlier, later, alone = (
+        github.lease(key_name="SESSION_KEY", lifetime=Lifetime.JOB, environment="ci-pr-7"),
+        github.lease(key_name="session_key", lifetime=Lifetime.JOB, environment="CI-PR-7"),
+        github.lease(key_name="OTHER_KEY", lifetime=Lifetime.JOB, environment="ci-pr-7"),
+    )
+    post(client, "/v1/leases", body(earlier, alone), github.auth(earlier_claims))
+    clock.advance(seconds=5)
+    post(client, "/v1/leases", body(later), github.auth(later_claims))
+    report = {
+        "leases": [
+            {"id": earlier.id, "outcome": "revoked", "secret_pending": True},
+            {"id": alone.id, "outcome": "revoked", "secret_pending": True},
+        ]
+    }
+    answer = post(client, "/v1/leases/retire", report, github.auth(earlier_claims))
+    assert answer.status_code == 200
+    assert answer.json == {
+        "leases": [
+            {"id": earlier.id, "state": "revoked", "secret_kept_for": later.id},
+            {"id": alone.id, "state": "revoked", "secret_kept_for": None},
+        ]
+    }
+    with app.extensions["runkeys"].ledger.begin() as conn:
+        events = history(conn, earlier.id)
+        assert [(e.actor, e.action) for e in events][-2:] == [
+            ("post-step", "revoked"),
+            ("post-step", "secret_kept"),
+        ]
+        assert (
+            events[-1].detail == f"secret kept: lease {later.id} wrote it since and is still live"
+        )
+        assert [e.action for e in history(conn, alone.id)][-1] == "revoked"
+    # The answer was lost and the report is sent again: the same answer, nothing recorded twice.
+    again = post(client, "/v1/leases/retire", report, github.auth(earlier_claims))
+    assert again.json == answer.json
+    with app.extensions["runkeys"].ledger.begin() as conn:
+        assert [e.action for e in history(conn, earlier.id)].count("secret_kept") == 1
+    # The later run's post step: nothing newer wrote it, the secret is its own to delete.
+    mine = {"leases": [{"id": later.id, "outcome": "revoked", "secret_pending": True}]}
+    answer = post(client, "/v1/leases/retire", mine, github.auth(later_claims))
+    assert answer.json == {
+        "leases": [{"id": later.id, "state": "revoked", "secret_kept_for": None}]
+    }
+
+
+def test_a_secret_the_post_step_could_not_delete_goes_to_the_worker(
+    client: FlaskClient, github: GitHub, app: Flask
+) -> None:
+    """Told to delete the secret of a key it revoked, the post step could not: its second report
+    queues the lease again, and the worker deletes the secret (asking the ledger itself)."""
+    claims = github.claims()
+    item = github.lease(key_name="SESSION_KEY", lifetime=Lifetime.JOB)
+    post(client, "/v1/leases", body(item), github.auth(claims))
+    pending = {"leases": [{"id": item.id, "outcome": "revoked", "secret_pending": True}]}
+    assert post(client, "/v1/leases/retire", pending, github.auth(claims)).status_code == 200
+    failed = {
+        "leases": [{"id": item.id, "outcome": "failed", "error": "500 while deleting secret"}]
+    }
+    response = post(client, "/v1/leases/retire", failed, github.auth(claims))
+    assert response.json == {"leases": [{"id": item.id, "state": "revoking"}]}
+    queued = stored(app.extensions["runkeys"].ledger, item.id)
+    assert (queued.state, queued.retired_at) == (LeaseState.REVOKING, None)
+    assert queued.next_attempt_at is not None
+    assert RevocationWorker(app.extensions["runkeys"]).drain() == 1
+    assert stored(app.extensions["runkeys"].ledger, item.id).state is LeaseState.REVOKED
+    # A lease the worker (not the post step) revoked is not reopened by a report.
+    item_b = github.lease(key_name="RUN_KEY")
+    post(client, "/v1/leases", body(item_b), github.auth(claims))
+    with app.extensions["runkeys"].ledger.begin() as conn:
+        conn.execute(
+            update(tables.leases)
+            .where(tables.leases.c.id == item_b.id)
+            .values(state=LeaseState.REVOKED.value, retire_reason="webhook: run completed")
+        )
+    response = post(
+        client,
+        "/v1/leases/retire",
+        {"leases": [{"id": item_b.id, "outcome": "failed"}]},
+        github.auth(claims),
+    )
+    assert response.json == {"leases": [{"id": item_b.id, "state": "revoked"}]}
+
+
+@pytest.mark.parametrize(
+    ("item", "fragment"),
+    [
+        ({"outcome": "revoked", "secret_pending": "yes"}, "secret_pending must be true or false"),
+        ({"outcome": "failed", "secret_pending": True}, "secret_pending goes with outcome revoked"),
+    ],
+)
+def test_a_malformed_secret_pending_is_refused(
+    client: FlaskClient, github: GitHub, item: dict[str, Any], fragment: str
+) -> None:
+    claims = github.claims()
+    leased = github.lease(lifetime=Lifetime.JOB)
+    post(client, "/v1/leases", body(leased), github.auth(claims))
+    response = post(
+        client, "/v1/leases/retire", {"leases": [{"id": leased.id, **item}]}, github.auth(claims)
+    )
+    assert (response.status_code, js(response)["error"]) == (400, "invalid_lease")
+    assert fragment in js(response)["message"]
