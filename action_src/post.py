@@ -1,6 +1,11 @@
 """`runkeys-action-post`: the post step, in a fresh container at the end of the job. Retires the
-keys the main step left for it (`job` lifetime, and any its rollback could not retire), tells the
-service, and deletes the environment the main step created once nothing is left in it.
+keys the main step left for it (`job` lifetime, and any its rollback could not retire), and
+deletes the environment the main step created once nothing is left in it.
+
+With a service, it revokes the keys first and reports them before it deletes any secret: the
+service's answer names the secrets a newer live lease wrote since (a concurrent run minting the
+same keys into the same environment), and those are kept. Without one, or if it cannot be
+reached, every secret is deleted by name.
 
 Cleanup never fails a job: every problem is a warning, and the exit status is always 0.
 """
@@ -21,10 +26,10 @@ from runkeys.connections import Connection, load_connections
 from runkeys.errors import GitHubError, RunkeysError
 from runkeys.github.secrets import SecretStore
 from runkeys.issuance import SecretScope
-from runkeys.lease_client import RetireOutcome
+from runkeys.lease_client import LeaseClient, RetireOutcome
 from runkeys.leases import LeaseRequest
 from runkeys.providers import ProviderDeps, Registry
-from runkeys.retire import RetireRequest, retire
+from runkeys.retire import RetireRequest, delete_secret, revoke
 from runkeys.scrub import described
 
 
@@ -53,35 +58,65 @@ def retire_leases(environ: Mapping[str, str], workflow: Workflow) -> None:
     store = SecretStore(session, context.repository) if session and scope else None
     registry = Registry(ProviderDeps(github=session))
     connections = load_connections(environ)
+    client = lease_client(service, workflow, retries) if service is not None else None
     now = datetime.now(UTC)
+    revoked: list[tuple[LeaseRequest, RetireRequest]] = []
     outcomes: list[RetireOutcome] = []
     for lease in state.leases:
-        if lease.expires_at <= now and service is not None:
+        if lease.expires_at <= now and client is not None:
             workflow.progress(
                 f"{lease.key_name}: expired at {lease.expires_at.isoformat()}; "
                 "the runkeys service retires expired keys."
             )
             continue
-        outcomes.append(
-            _retire_one(
-                lease,
-                environ=environ,
-                workflow=workflow,
-                registry=registry,
-                connections=connections,
-                store=store,
-            )
+        request = _revoke_one(
+            lease,
+            environ=environ,
+            workflow=workflow,
+            registry=registry,
+            connections=connections,
+            store=store,
         )
+        if isinstance(request, RetireOutcome):
+            outcomes.append(request)
+            continue
+        revoked.append((lease, request))
+        outcomes.append(RetireOutcome(lease.id, "revoked", secret_pending=lease.secret is not None))
+    kept_for = _report(client, outcomes, workflow) if client is not None else {}
+    not_deleted = [
+        _finish_one(lease, request, kept_for.get(lease.id), store, workflow)
+        for lease, request in revoked
+    ]
+    failed = [outcome for outcome in not_deleted if outcome is not None]
+    if client is not None and failed:
+        _report(client, failed, workflow)  # the worker deletes those secrets instead
     if state.created_environment:
-        _delete_environment(state.created_environment, store, workflow, outcomes)
-    if service is not None and outcomes:
-        try:
-            lease_client(service, workflow, retries).retire(outcomes)
-        except RunkeysError as exc:
-            workflow.warning(f"Could not tell the runkeys service: {describe(exc)}")
+        _delete_environment(state.created_environment, store, workflow, outcomes + failed)
 
 
-def _retire_one(
+def _report(
+    client: LeaseClient, outcomes: list[RetireOutcome], workflow: Workflow
+) -> dict[str, str]:
+    """Tell the service; its answer: the secrets a newer live lease wrote since (keep those).
+    A service that cannot be reached only costs a warning: the secrets are then deleted by name,
+    as without a service."""
+    if not outcomes:
+        return {}
+    try:
+        return client.retire(outcomes)
+    except RunkeysError as exc:
+        pending = any(outcome.secret_pending for outcome in outcomes)
+        fallback = (
+            " Its secrets are deleted by name, without knowing whether a newer run's key wrote "
+            "them since."
+            if pending
+            else ""
+        )
+        workflow.warning(f"Could not tell the runkeys service: {describe(exc)}.{fallback}")
+        return {}
+
+
+def _revoke_one(
     lease: LeaseRequest,
     *,
     environ: Mapping[str, str],
@@ -89,7 +124,8 @@ def _retire_one(
     registry: Registry,
     connections: Mapping[str, Connection],
     store: SecretStore | None,
-) -> RetireOutcome:
+) -> RetireRequest | RetireOutcome:
+    """Revoke the key at its provider: what is left to do about its secret, or the failure."""
     # A provider that needs the value to revoke (an installation token) finds it where
     # GITHUB_ENV put it: the job's environment, which the runner passes to this container.
     value = environ.get(lease.key_name) or None
@@ -99,19 +135,36 @@ def _retire_one(
         workflow.warning(f"Could not retire {lease.key_name}: {reason}")
         return RetireOutcome(lease.id, "failed", reason)
     try:
-        retired = retire(
-            request,
-            registry=registry,
-            connections=connections,
-            secrets_for=(lambda _repository: store) if store is not None else None,
-        )
+        revoke(request, registry=registry, connections=connections)
     except Exception as exc:
         reason = described(exc, [value])
         workflow.warning(f"Could not retire {lease.key_name}: {reason}")
         return RetireOutcome(lease.id, "failed", reason)
-    deleted = " and deleted its secret" if retired.secret_deleted else ""
-    workflow.progress(f"{lease.key_name}: revoked{deleted}.")
-    return RetireOutcome(lease.id, "revoked")
+    return request
+
+
+def _finish_one(
+    lease: LeaseRequest,
+    request: RetireRequest,
+    kept_for: str | None,
+    store: SecretStore | None,
+    workflow: Workflow,
+) -> RetireOutcome | None:
+    """Delete the secret of a revoked key, unless a newer run's key wrote it since (the
+    service said so: `kept_for`). The failure to report, if the delete failed."""
+    if kept_for is not None:
+        workflow.progress(
+            f"{lease.key_name}: revoked; its secret was kept: a newer run's key wrote it since."
+        )
+        return None
+    try:
+        deleted = store is not None and delete_secret(request, lambda _repository: store)
+    except Exception as exc:
+        reason = described(exc, [request.value])
+        workflow.warning(f"Could not retire {lease.key_name}: it is revoked, but {reason}")
+        return RetireOutcome(lease.id, "failed", reason)
+    workflow.progress(f"{lease.key_name}: revoked{' and deleted its secret' if deleted else ''}.")
+    return None
 
 
 def _delete_environment(

@@ -37,11 +37,15 @@ class RetireOutcome:
     id: str
     outcome: Literal["revoked", "failed"]
     error: str | None = None  # short and scrubbed
+    # Revoked, and its secret not deleted yet: the service's answer says whether it still may be.
+    secret_pending: bool = False
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"id": self.id, "outcome": self.outcome}
         if self.error:
             body["error"] = short(self.error, 200)
+        if self.secret_pending:
+            body["secret_pending"] = True
         return body
 
 
@@ -89,11 +93,26 @@ class LeaseClient:
             )
         return registered
 
-    def retire(self, outcomes: Sequence[RetireOutcome]) -> None:
-        """Tell the service what was retired on the runner (or failed to be)."""
-        if outcomes:
-            body = {"leases": [outcome.to_json() for outcome in outcomes]}
-            self._post("/v1/leases/retire", body, doing="reporting retired leases")
+    def retire(self, outcomes: Sequence[RetireOutcome]) -> dict[str, str]:
+        """Tell the service what was retired on the runner (or failed to be). The answer, for
+        the leases reported with `secret_pending`: the id of the newer live lease that wrote
+        each one's secret since, by lease id. A lease not in it is its secret's last writer, or
+        the service is older than `secret_kept_for`: either way its secret is to be deleted."""
+        if not outcomes:
+            return {}
+        body = {"leases": [outcome.to_json() for outcome in outcomes]}
+        answer = self._post("/v1/leases/retire", body, doing="reporting retired leases")
+        items = answer.get("leases")
+        if not isinstance(items, list):
+            raise LeaseServiceError(
+                "the lease service answered the report without its leases",
+                fix="check that `service-url` points at a runkeys service",
+            )
+        return {
+            str(item["id"]): item["secret_kept_for"]
+            for item in items
+            if isinstance(item, dict) and isinstance(item.get("secret_kept_for"), str)
+        }
 
     def _post(self, path: str, body: dict[str, Any], *, doing: str) -> dict[str, Any]:
         url = self.service_url + path

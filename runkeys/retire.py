@@ -78,7 +78,21 @@ def retire(
     or `ConfigError` (a connection this process cannot see); safe to call again after any.
 
     `keep_secret` is asked after the revoke, right before the delete (so as late as it can be):
-    a reason to leave the secret, such as a newer lease having written it since, or None.
+    a reason to leave the secret, such as a newer lease having written it since, or None."""
+    revoke(request, registry=registry, connections=connections)
+    if request.secret is None or secrets_for is None:
+        return Retired(secret_deleted=False)
+    kept_for = keep_secret() if keep_secret is not None else None
+    if kept_for is not None:
+        return Retired(secret_deleted=False, kept_for=kept_for)
+    return Retired(secret_deleted=delete_secret(request, secrets_for))
+
+
+def revoke(
+    request: RetireRequest, *, registry: Registry, connections: Mapping[str, Connection]
+) -> None:
+    """The first half of `retire`, for a caller that asks about many secrets at once before it
+    deletes any (the post step asks the service in one request): revoke at the provider.
 
     A lease whose label is known revokes only what its provider mints under that label: the
     service checked it at registration, and a ledger row changed since (by hand, or damaged)
@@ -113,9 +127,11 @@ def retire(
             label=request.label,
         )
     )
-    if request.secret is None or secrets_for is None:
-        return Retired(secret_deleted=False)
-    kept_for = keep_secret() if keep_secret is not None else None
-    if kept_for is not None:
-        return Retired(secret_deleted=False, kept_for=kept_for)
-    return Retired(secret_deleted=secrets_for(request.secret.repository).delete(request.secret))
+
+
+def delete_secret(request: RetireRequest, secrets_for: Callable[[str], SecretStore]) -> bool:
+    """The second half of `retire`: delete the request's secret (none: nothing to do). False
+    when it was already gone."""
+    if request.secret is None:
+        return False
+    return secrets_for(request.secret.repository).delete(request.secret)

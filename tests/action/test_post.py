@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from action_src.post import _retire_one
+from action_src.post import _revoke_one
 from action_src.workflow import Workflow
+from runkeys.lease_client import RetireOutcome
 from tests.action.conftest import GitHub
 from tests.action.harness import Run, Step
 from tests.action.lease_service import LeaseService
@@ -104,33 +105,45 @@ def test_expired_keys_are_still_retired_without_a_service(github: GitHub) -> Non
 
 
 def test_failures_only_warn_and_are_reported(github: GitHub, service: LeaseService) -> None:
+    """The stand-in service answers as a service older than `secret_kept_for` does: every
+    secret is deleted. One delete fails after the report: a second report says so."""
     inputs = github.app_inputs(keys=JOB_KEYS, environment="ci-run-{run_id}")
     main = github.step.run(inputs)
     github.sandbox.inject_fault("DELETE", r"/secrets/SESSION_KEY$", status=500, times=None)
     post = github.step.run(inputs, extra_env=github.step.post_env(main), post=True)
     assert post.returncode == 0
     (warning,) = post.annotations("warning")
-    assert "Could not retire SESSION_KEY" in warning[1]
+    assert "Could not retire SESSION_KEY: it is revoked, but" in warning[1]
     assert "500 while deleting secret SESSION_KEY" in warning[1]
+    assert "SIGNING_SECRET: revoked and deleted its secret." in post.lines
     # The environment is kept: a key in it could not be retired.
     assert github.sandbox.environment_names(github.repo) == ["ci-run-4242"]
-    (report,) = service.bodies("/v1/leases/retire")
+    revoked, failed = service.bodies("/v1/leases/retire")
     by_name = {
         lease["key_name"]: lease["id"] for lease in service.bodies("/v1/leases")[0]["leases"]
     }
-    outcomes = {item["id"]: item for item in report["leases"]}
-    assert outcomes[by_name["SESSION_KEY"]]["outcome"] == "failed"
-    assert "500" in outcomes[by_name["SESSION_KEY"]]["error"]
-    assert outcomes[by_name["SIGNING_SECRET"]]["outcome"] == "revoked"
+    assert revoked["leases"] == [
+        {"id": by_name[name], "outcome": "revoked", "secret_pending": True}
+        for name in ("SESSION_KEY", "SIGNING_SECRET")
+    ]
+    (item,) = failed["leases"]
+    assert (item["id"], item["outcome"]) == (by_name["SESSION_KEY"], "failed")
+    assert "500" in item["error"]
 
 
 def test_a_service_that_is_down_only_warns(github: GitHub, service: LeaseService) -> None:
-    inputs = github.app_inputs(keys=JOB_KEYS)
+    """Unasked, the service cannot say which secrets a newer run wrote: they are deleted by
+    name, as without a service, and the warning says so."""
+    inputs = github.app_inputs(keys=JOB_KEYS, environment="ci-run-{run_id}")
     main = github.step.run(inputs)
     service.fail("/v1/leases/retire", 500, times=4)
     post = github.step.run(inputs, extra_env=github.step.post_env(main), post=True)
     assert post.returncode == 0
-    assert "Could not tell the runkeys service" in post.annotations("warning")[0][1]
+    (warning,) = post.annotations("warning")
+    assert "Could not tell the runkeys service" in warning[1]
+    assert "Its secrets are deleted by name" in warning[1]
+    assert "SESSION_KEY: revoked and deleted its secret." in post.lines
+    assert github.sandbox.environment_names(github.repo) == []
 
 
 @pytest.mark.parametrize(
@@ -150,7 +163,7 @@ def test_the_value_for_revoking_comes_from_the_jobs_environment(tmp_path: Path) 
     provider = Flaky()
     lease = lease_request("DEPLOY_TOKEN")
     with (tmp_path / "out").open("w") as out:
-        outcome = _retire_one(
+        request = _revoke_one(
             lease,
             environ={"DEPLOY_TOKEN": "the-value"},
             workflow=Workflow({}, out),
@@ -158,6 +171,6 @@ def test_the_value_for_revoking_comes_from_the_jobs_environment(tmp_path: Path) 
             connections={},
             store=None,
         )
-    assert outcome.outcome == "revoked"
+    assert not isinstance(request, RetireOutcome)
     assert provider.revoked[0].value == "the-value"
     assert provider.revoked[0].reference == lease.reference

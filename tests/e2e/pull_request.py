@@ -102,6 +102,19 @@ class PullRequest:
         world.opened.append(repo.full_name)
         return made
 
+    def another_run(self) -> PullRequest:
+        """A second run of the same pull request, in progress at the same time (a push while
+        the first runs, with no `concurrency` group): its jobs use the same environment."""
+        run = self.world.sandbox.add_workflow_run(
+            self.repo,
+            event="pull_request",
+            head_branch=self.run.head_branch,
+            pull_requests=[self.number],
+        )
+        made = PullRequest(self.world, self.repo, self.installation, self.number, run)
+        made.new_job(1)
+        return made
+
     @property
     def environment(self) -> str:
         return f"ci-pr-{self.number}"
@@ -109,7 +122,7 @@ class PullRequest:
     def new_job(self, attempt: int) -> Step:
         """A job of attempt `attempt`: its files, and the runner's environment for its steps."""
         sandbox, repo, run = self.world.sandbox, self.repo, self.run
-        job = self.world.tmp / f"{repo.owner}-attempt-{attempt}"
+        job = self.world.tmp / f"{repo.owner}-run-{run.id}-attempt-{attempt}"
         step = Step(job, repository=repo.full_name, run_id=run.id)
         step.pull_request_event(self.number)
         claims = replace(

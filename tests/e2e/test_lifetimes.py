@@ -74,6 +74,50 @@ def test_each_lifetime_ends_with_what_it_is_bound_to(world: World) -> None:
     world.scan()
 
 
+def test_concurrent_runs_keep_the_later_runs_job_secrets(world: World) -> None:
+    """Two runs of one pull request at once (no `concurrency` group) mint the same `job` keys
+    into `ci-pr-7`. The earlier job ends first: its post step revokes its own keys and asks the
+    service, which knows the later run's leases wrote the secrets since, so it keeps them; the
+    later job's post step then deletes them with its own keys."""
+    earlier = PullRequest.open(world, "concurrent")
+    later = earlier.another_run()
+    first = earlier.mint("job")
+    second = later.mint("job")
+    earlier.assert_alive(second.keys)  # the later run's values are in the secrets now
+    post = earlier.post(first)
+    assert [line for line in post.lines if not line.startswith("::")] == [
+        "JOB_TOKEN: revoked; its secret was kept: a newer run's key wrote it since.",
+        "JOB_DATABASE_URL: revoked; its secret was kept: a newer run's key wrote it since.",
+        "Environment ci-pr-7 still holds secrets; it is kept.",
+    ]
+    first_role = next(key for key in first.keys if key.role)
+    assert not logs_in(first_role)
+    later.assert_alive(second.keys)
+    for older, newer in zip(first.keys, second.keys, strict=True):
+        assert older.name == newer.name
+        assert world.history(older.lease_id) == [
+            ("action", "registered"),
+            ("post-step", "revoked"),
+            ("post-step", "secret_kept"),
+        ]
+    # The later job ends: its keys and their secrets go.
+    assert [line for line in later.post(second).lines if not line.startswith("::")] == [
+        "JOB_TOKEN: revoked and deleted its secret.",
+        "JOB_DATABASE_URL: revoked and deleted its secret.",
+    ]
+    later.assert_retired(second.keys)
+    assert world.sandbox.secret_names(earlier.repo, earlier.environment) == []
+    leases = world.leases(earlier.repo.full_name)
+    earlier.assert_ledger(first, leases=leases)
+    later.assert_ledger(second, leases=leases)
+    assert world.history(second.keys[0].lease_id)[-1] == ("post-step", "revoked")
+    assert earlier.complete()["queued"] == 0
+    assert later.complete()["queued"] == 0
+    world.sweep()  # the environment runkeys created, no live lease uses it any more
+    wait_for(lambda: not earlier.environment_exists(), what="the environment deleted")
+    world.scan()
+
+
 def test_a_cancelled_run_and_its_rerun_each_retire_their_own_leases(world: World) -> None:
     pr = PullRequest.open(world, "rerun")
     first = pr.mint("run")
