@@ -57,7 +57,7 @@ class DriverStatement:
         )
         processors: dict[str, Processor] = {}
         for bind, name in compiled.bind_names.items():
-            processor = bind.type.bind_processor(dialect)
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
                 processors[name] = processor
         self._processors = processors
