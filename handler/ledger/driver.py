@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Dialect
+from sqlalchemy import Connection, Dialect, Select
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 
@@ -35,6 +35,12 @@ class Cursor(Protocol):
 
 Processor = Callable[[Any], Any]
 
+# Called with (cursor, SQL, parameters, many) before a statement runs here, as SQLAlchemy's
+# `before_cursor_execute` event is for its own statements: for tools that look at what the
+# ledger runs (the ledger benchmark explains each statement's query plan).
+BeforeExecute = Callable[[Cursor, str, Any, bool], None]
+before_execute: list[BeforeExecute] = []
+
 
 class DriverStatement:
     """One Core statement, compiled for one dialect, executed on a driver cursor.
@@ -43,10 +49,10 @@ class DriverStatement:
     statement are bound with the value they were built with. A statement whose SQL depends on
     its parameters (an expanding `IN`) cannot be compiled ahead and is refused here."""
 
-    def __init__(self, statement: UpdateBase, dialect: Dialect) -> None:
+    def __init__(self, statement: UpdateBase | Select[Any], dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         if not isinstance(compiled, SQLCompiler) or compiled.literal_execute_params:
-            raise TypeError("a DriverStatement needs a DML statement with fixed SQL")
+            raise TypeError("a DriverStatement needs a statement with fixed SQL")
         if compiled.post_compile_params:
             raise TypeError("a DriverStatement cannot expand parameters (IN lists) per call")
         self.sql = compiled.string
@@ -73,12 +79,18 @@ class DriverStatement:
 
     def execute(self, cursor: Cursor, values: Mapping[str, Any]) -> Sequence[Any]:
         """Run once; the rows of its RETURNING clause, if it has one (else empty)."""
-        cursor.execute(self.sql, self.parameters(values))
+        parameters = self.parameters(values)
+        for hook in before_execute:
+            hook(cursor, self.sql, parameters, False)
+        cursor.execute(self.sql, parameters)
         return cursor.fetchall() if cursor.description is not None else ()
 
     def execute_many(self, cursor: Cursor, rows: Iterable[Mapping[str, Any]]) -> None:
         """Run once per row of values, in one driver call (no RETURNING)."""
-        cursor.executemany(self.sql, [self.parameters(values) for values in rows])
+        parameters = [self.parameters(values) for values in rows]
+        for hook in before_execute:
+            hook(cursor, self.sql, parameters, True)
+        cursor.executemany(self.sql, parameters)
 
 
 def driver_cursor(conn: Connection) -> Cursor:

@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 
 from handler.ledger import tables
-from handler.ledger.driver import DriverStatement, driver_cursor
+from handler.ledger.driver import Cursor, DriverStatement, driver_cursor
 from handler.ledger.history import record
 from handler.ledger.records import WORK_STATES, LeaseRecord
 from runkeys.leases import LeaseState, Lifetime
@@ -224,6 +224,19 @@ def _queue_on_driver(dialect: Dialect, form: Form, provider_only: bool) -> Drive
         return DriverStatement(_queue_statement(form, provider_only), dialect)
     except TypeError:
         return None
+
+
+@functools.lru_cache(maxsize=64)
+def _active_on_driver(dialect: Dialect, form: Form) -> DriverStatement:
+    matching = select(leases.c.id).where(_where(form), leases.c.state == LeaseState.ACTIVE.value)
+    return DriverStatement(matching.limit(1), dialect)
+
+
+def any_to_queue(cursor: Cursor, dialect: Dialect, selection: Selection) -> bool:
+    """Whether `queue` would find an `active` lease to move: one indexed read, no write.
+    For selections of fixed SQL only (not lists of ids)."""
+    statement = _active_on_driver(dialect, _form(selection))
+    return bool(statement.execute(cursor, _parameters(selection)))
 
 
 def queue(

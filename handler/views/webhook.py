@@ -44,8 +44,7 @@ def webhook() -> Response:
         service.metrics.deliveries.labels(event="unknown", outcome="bad").inc()
         event(log, "webhook unreadable", level=logging.WARNING, reason=exc.cause)
         return error_response(exc.status, "bad_delivery", str(exc))
-    with service.ledger.begin() as conn:
-        outcome, queued = apply_delivery(conn, delivery, decision, now=service.clock())
+    outcome, queued = apply_delivery(service.ledger, delivery, decision, now=service.clock())
     service.metrics.deliveries.labels(event=delivery.event, outcome=outcome.value).inc()
     event(
         log,
