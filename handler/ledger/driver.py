@@ -56,23 +56,31 @@ class DriverStatement:
         if compiled.post_compile_params:
             raise TypeError("a DriverStatement cannot expand parameters (IN lists) per call")
         self.sql = compiled.string
-        self._compiled = compiled
         # qmark/numeric dialects (SQLite) take a tuple in this order; the others a mapping.
         self._order: tuple[str, ...] | None = (
             tuple(compiled.positiontup) if compiled.positiontup is not None else None
         )
-        processors: dict[str, Processor] = {}
+        # Each parameter is a value the caller names (a `bindparam` without one) or a literal of
+        # the statement, converted once here; the callers' values by the column type at each call.
+        self._fixed: dict[str, Any] = {}
+        self._named: list[tuple[str, str, Processor | None]] = []  # key, name in the SQL, type
         for bind, name in compiled.bind_names.items():
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if processor is not None:
-                processors[name] = processor
-        self._processors = processors
+            if bind.required:
+                self._named.append((bind.key, name, processor))
+            else:
+                value = bind.effective_value
+                self._fixed[name] = value if processor is None else processor(value)
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | Mapping[str, Any]:
         """The driver's parameters for `values` (by bindparam name), converted by type."""
-        bound = self._compiled.construct_params(values)
-        for name, processor in self._processors.items():
-            bound[name] = processor(bound[name])
+        bound = dict(self._fixed)
+        for key, name, processor in self._named:
+            try:
+                value = values[key]
+            except KeyError:
+                raise ValueError(f"no value for the statement's parameter {key!r}") from None
+            bound[name] = value if processor is None else processor(value)
         if self._order is None:
             return bound
         return tuple(bound[name] for name in self._order)

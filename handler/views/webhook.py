@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 from handler.errors import error_response
 from handler.events import Outcome, router
 from handler.intake import apply_delivery
-from handler.logs import event, logger
+from handler.logs import event, logger, on_access_line
 from handler.views import current_service
 from handler.webhooks import HEADERS, BadDeliveryError, Delivery
 from runkeys.errors import AuthError
@@ -46,11 +46,9 @@ def webhook() -> Response:
         return error_response(exc.status, "bad_delivery", str(exc))
     outcome, queued = apply_delivery(service.ledger, delivery, decision, now=service.clock())
     service.metrics.deliveries.labels(event=delivery.event, outcome=outcome.value).inc()
-    event(
-        log,
-        "webhook received",
+    on_access_line(
+        request.environ,
         event=delivery.name,
-        delivery=delivery.delivery_id,
         installation=delivery.installation_id,
         outcome=outcome.value,
         queued=len(queued),

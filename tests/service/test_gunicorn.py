@@ -119,6 +119,14 @@ def test_real_signed_deliveries_under_gunicorn(running: Running) -> None:
     assert len(access) >= len(genuine) * 6
     assert {a["path"] for a in access} >= {"/webhook", "/readyz"}
     assert all(set(a) >= {"method", "path", "status", "duration_ms"} for a in access)
+    # a delivery's line says what it did: the view's fields join the access line
+    answered = [a for a in access if a["path"] == "/webhook" and a["status"] in (200, 202)]
+    assert len(answered) == len(genuine)
+    assert {(a["event"], a["outcome"]) for a in answered} >= {
+        ("pull_request.closed", "queued"),
+        ("pull_request.opened", "ignored"),
+    }
+    assert all(set(a) >= {"delivery", "installation", "queued"} for a in answered)
     assert "test-repo" not in log  # nothing of any body in any log line
     assert kit.SIGNED_SECRET not in log
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import bindparam, insert, select
-from sqlalchemy.exc import InvalidRequestError
 
 from handler.ledger import Ledger, tables
 from handler.ledger.driver import DriverStatement, driver_cursor
@@ -82,7 +81,7 @@ def test_the_callers_transaction_rolls_it_back(ledger: Ledger) -> None:
 def test_a_missing_value_is_an_error_not_a_null(ledger: Ledger) -> None:
     row = _row("incomplete", AT)
     del row["outcome"]
-    with ledger.begin() as conn, pytest.raises(InvalidRequestError, match="outcome"):
+    with ledger.begin() as conn, pytest.raises(ValueError, match="'outcome'"):
         _insert(ledger).execute(driver_cursor(conn), row)
 
 
