@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from runkeys.errors import AuthError, RunkeysError
 
@@ -99,7 +100,7 @@ class Delivery:
         if not _DELIVERY_ID.fullmatch(delivery_id):
             raise BadDeliveryError("The X-GitHub-Delivery header is missing or malformed")
         try:
-            data = json.loads(body)
+            data = orjson.loads(body)  # strict JSON, UTF-8 only: what GitHub sends
         except (UnicodeDecodeError, ValueError):
             raise BadDeliveryError("The delivery's body is not JSON") from None
         if not isinstance(data, dict):
