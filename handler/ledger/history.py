@@ -35,7 +35,7 @@ def record(
         _insert_event(conn.dialect).execute_many(driver_cursor(conn), rows)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=16)  # one per engine's dialect
 def _insert_event(dialect: Dialect) -> DriverStatement:
     """Run for every lease a webhook queues: on the driver's cursor."""
     columns = ("lease_id", "at", "actor", "action", "detail")

@@ -40,7 +40,7 @@ def first_delivery(
     return bool(_insert_delivery(conn.dialect).execute(driver_cursor(conn), row))
 
 
-@functools.cache
+@functools.lru_cache(maxsize=16)  # one per engine's dialect
 def _insert_delivery(dialect: Dialect) -> DriverStatement:
     """Built once per engine kind and run on the driver's cursor: it runs for every webhook
     delivery."""
