@@ -90,11 +90,7 @@ class Probe:
         delivery = Delivery(event="workflow_run", delivery_id=uuid.uuid4().hex, data=data)
         decision = router.dispatch(delivery)
 
-        def transaction() -> None:
-            with self.ledger.begin() as conn:
-                apply_delivery(conn, delivery, decision, now=self.now)
-
-        return timed(transaction)
+        return timed(lambda: apply_delivery(self.ledger, delivery, decision, now=self.now))
 
     def retire_queued(self) -> None:
         leases = tables.leases

@@ -1,5 +1,16 @@
-"""A verified delivery applied to the ledger: recorded once (redeliveries are recognised by
-`X-GitHub-Delivery`), its retirements queued, in one transaction."""
+"""A verified delivery applied to the ledger, its retirements queued in one transaction.
+
+Redeliveries (GitHub repeats `X-GitHub-Delivery`) come in two kinds here. A run's completion is
+idempotent: it retires the `active` leases of that run attempt and those before it, and no lease
+can join a completed attempt (a re-run is a new attempt, which a redelivered completion of an
+earlier one never selects; a lease registered late is one to retire anyway). So it is applied
+each time it arrives and never recorded, and most of them — runs that hold no lease, most runs of
+an App's repositories — are answered after one indexed read: no write, no turn at SQLite's
+single writer lock, no commit. A closed pull request can be reopened and an App reinstalled, and
+leases issued since must not be retired by a redelivery of the old event: those deliveries are
+recorded, in the same transaction as their work, and a redelivery is answered `duplicate`.
+Deliveries with nothing to retire (pings, events without a route) touch no table.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +19,59 @@ from datetime import datetime
 from sqlalchemy import Connection, select
 
 from handler.events import Decision, Outcome, Retirement
-from handler.ledger import tables
+from handler.ledger import Ledger, tables
 from handler.ledger.environments import mark_repositories_unreachable
-from handler.ledger.queue import InstallationLeases, RepositoryLeases, queue
+from handler.ledger.queue import (
+    InstallationLeases,
+    RepositoryLeases,
+    RunLeases,
+    any_to_queue,
+    queue,
+)
 from handler.ledger.seen import first_delivery
 from handler.webhooks import Delivery
 
 
 def apply_delivery(
-    conn: Connection, delivery: Delivery, decision: Decision, *, now: datetime
+    ledger: Ledger, delivery: Delivery, decision: Decision, *, now: datetime
 ) -> tuple[Outcome, list[str]]:
-    """The outcome (`duplicate` for a redelivery) and the ids of the leases queued."""
-    if not first_delivery(
-        conn,
-        delivery.delivery_id,
-        event=delivery.event,
-        action=delivery.action,
-        outcome=decision.outcome.value,
-        now=now,
-    ):
-        return Outcome.DUPLICATE, []
+    """The outcome (`duplicate` for a recorded delivery's redelivery) and the leases queued."""
+    if not decision.retirements:
+        return decision.outcome, []
+    if _idempotent(decision):
+        if not _anything_to_queue(ledger, decision):
+            return decision.outcome, []
+        with ledger.begin() as conn:
+            return decision.outcome, _queue_all(conn, delivery, decision, now)
+    with ledger.begin() as conn:
+        if not first_delivery(
+            conn,
+            delivery.delivery_id,
+            event=delivery.event,
+            action=delivery.action,
+            outcome=decision.outcome.value,
+            now=now,
+        ):
+            return Outcome.DUPLICATE, []
+        return decision.outcome, _queue_all(conn, delivery, decision, now)
+
+
+def _idempotent(decision: Decision) -> bool:
+    """Whether applying the decision again later can only do what applying it now does."""
+    return all(
+        isinstance(r.selection, RunLeases) and not r.provider_only for r in decision.retirements
+    )
+
+
+def _anything_to_queue(ledger: Ledger, decision: Decision) -> bool:
+    with ledger.look() as cursor:
+        dialect = ledger.engine.dialect
+        return any(any_to_queue(cursor, dialect, r.selection) for r in decision.retirements)
+
+
+def _queue_all(
+    conn: Connection, delivery: Delivery, decision: Decision, now: datetime
+) -> list[str]:
     reason = f"webhook {delivery.name} delivery {delivery.delivery_id}"
     queued: list[str] = []
     for retirement in decision.retirements:
@@ -41,7 +85,7 @@ def apply_delivery(
         )
         if retirement.provider_only:
             _environments_out_of_reach(conn, retirement, now)
-    return decision.outcome, queued
+    return queued
 
 
 def _environments_out_of_reach(conn: Connection, retirement: Retirement, now: datetime) -> None:

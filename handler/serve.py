@@ -1,7 +1,7 @@
 """`runkeys serve`: the app under gunicorn (its `BaseApplication`), with defaults fit for a
 webhook receiver: a few threaded workers, a 30 s timeout (GitHub gives up after 10 s), JSON logs,
-and an access log of method, path, status, size and time — never a body, a query string or a
-header value.
+and an access log of method, path, status, size and time, with what the view did (a webhook
+delivery's event, outcome and leases queued) — never a body or a query string.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 from gunicorn.glogging import Logger  # type: ignore[import-untyped]
 from gunicorn.workers.gthread import ThreadWorker  # type: ignore[import-untyped]
 
-from handler.logs import JsonFormatter
+from handler.logs import ACCESS_FIELDS, JsonFormatter
 
 
 class JsonLogger(Logger):  # type: ignore[misc]
@@ -41,6 +41,7 @@ class JsonLogger(Logger):  # type: ignore[misc]
             "duration_ms": round(request_time.total_seconds() * 1000, 1),
             "delivery": environ.get("HTTP_X_GITHUB_DELIVERY"),
             "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            **environ.get(ACCESS_FIELDS, {}),  # what the view did (a delivery's outcome …)
         }
         self.access_log.info("request", extra={"fields": fields})
 

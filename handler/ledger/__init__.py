@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, text
 
+from handler.ledger.driver import Cursor
 from handler.ledger.engine import SQLiteTurns, make_engine
 from handler.ledger.migrations import HEAD, current_version, migrate
 
@@ -42,6 +43,19 @@ class Ledger:
                 return
             with self.engine.begin() as conn:
                 yield conn
+
+    @contextmanager
+    def look(self) -> Iterator[Cursor]:
+        """A driver cursor for reads, outside any transaction of ours and without a writer's
+        turn: in WAL mode SQLite's readers run beside its writer (each statement reads one
+        snapshot), and a PostgreSQL read takes no lock worth the name. The pool ends the read
+        when the block does."""
+        connection = self.engine.raw_connection()
+        try:
+            cursor: Cursor = connection.cursor()
+            yield cursor
+        finally:
+            connection.close()  # back to the pool, which rolls back what the read began
 
     @contextmanager
     def hold(self) -> Iterator[None]:

@@ -19,9 +19,11 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Dialect,
     Update,
     and_,
     bindparam,
+    false,
     func,
     or_,
     select,
@@ -30,6 +32,7 @@ from sqlalchemy import (
 )
 
 from handler.ledger import tables
+from handler.ledger.driver import Cursor, DriverStatement, driver_cursor
 from handler.ledger.history import record
 from handler.ledger.records import WORK_STATES, LeaseRecord
 from runkeys.leases import LeaseState, Lifetime
@@ -97,16 +100,19 @@ Selection = (
 
 
 # The webhook's hot path: statements are built once per form and reused with new parameters
-# (building a SQLAlchemy expression costs more than the SQLite transaction that runs it).
-Form = tuple[type, bool, bool]
+# (building a SQLAlchemy expression costs more than the SQLite transaction that runs it), and
+# run on the driver's cursor where their SQL is fixed (`handler.ledger.driver`).
+Form = tuple[type, bool, bool, tuple[Lifetime, ...]]
 
 
 def _form(selection: Selection) -> Form:
-    """What the statement's shape depends on; every value goes in as a parameter."""
+    """What the statement's shape depends on; every value goes in as a parameter (a run's
+    lifetimes, a handful of constants, are part of the SQL: no IN list to expand per call)."""
     return (
         type(selection),
         getattr(selection, "installation_id", None) is not None,
         getattr(selection, "account_id", None) is not None,
+        selection.lifetimes if isinstance(selection, RunLeases) else (),
     )
 
 
@@ -117,7 +123,6 @@ def _parameters(selection: Selection) -> dict[str, Any]:
                 "w_repository_id": selection.repository_id,
                 "w_run_id": selection.run_id,
                 "w_up_to_attempt": selection.up_to_attempt,
-                "w_lifetimes": [lt.value for lt in selection.lifetimes],
                 "w_installation_id": selection.installation_id,
             }
         case PullRequestLeases():
@@ -153,13 +158,13 @@ def _installation(scoped: bool) -> ColumnElement[bool]:
 
 
 def _where(form: Form) -> ColumnElement[bool]:  # noqa: PLR0911 (one case per kind)
-    kind, scoped, by_account = form
+    kind, scoped, by_account, lifetimes = form
     if kind is RunLeases:
         return and_(
             leases.c.repository_id == bindparam("w_repository_id"),
             leases.c.run_id == bindparam("w_run_id"),
             leases.c.run_attempt <= bindparam("w_up_to_attempt"),
-            leases.c.lifetime.in_(bindparam("w_lifetimes", expanding=True)),
+            or_(false(), *(leases.c.lifetime == lifetime.value for lifetime in lifetimes)),
             _installation(scoped),
         )
     if kind is PullRequestLeases:
@@ -211,6 +216,29 @@ def _queue_statement(form: Form, provider_only: bool) -> Update:
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _queue_on_driver(dialect: Dialect, form: Form, provider_only: bool) -> DriverStatement | None:
+    """The queue's UPDATE for the driver's cursor; None for forms that list ids (their SQL
+    changes with the number of ids: SQLAlchemy runs those)."""
+    try:
+        return DriverStatement(_queue_statement(form, provider_only), dialect)
+    except TypeError:
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _active_on_driver(dialect: Dialect, form: Form) -> DriverStatement:
+    matching = select(leases.c.id).where(_where(form), leases.c.state == LeaseState.ACTIVE.value)
+    return DriverStatement(matching.limit(1), dialect)
+
+
+def any_to_queue(cursor: Cursor, dialect: Dialect, selection: Selection) -> bool:
+    """Whether `queue` would find an `active` lease to move: one indexed read, no write.
+    For selections of fixed SQL only (not lists of ids)."""
+    statement = _active_on_driver(dialect, _form(selection))
+    return bool(statement.execute(cursor, _parameters(selection)))
+
+
 def queue(
     conn: Connection,
     selection: Selection,
@@ -225,8 +253,12 @@ def queue(
     longer reach their repository's secrets (they went with its access)."""
     form = _form(selection)
     parameters = _parameters(selection)
-    statement = _queue_statement(form, provider_only)
-    queued = list(conn.scalars(statement, {**parameters, "v_now": now, "v_reason": reason[:300]}))
+    values = {**parameters, "v_now": now, "v_reason": reason[:300]}
+    on_driver = _queue_on_driver(conn.dialect, form, provider_only)
+    if on_driver is not None:
+        queued = [row[0] for row in on_driver.execute(driver_cursor(conn), values)]
+    else:
+        queued = list(conn.scalars(_queue_statement(form, provider_only), values))
     record(conn, queued, actor=actor, action="queued", detail=reason, now=now)
     if provider_only:
         conn.execute(

@@ -7,10 +7,11 @@ from __future__ import annotations
 import functools
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Insert, delete
+from sqlalchemy import Connection, Dialect, bindparam, delete
 from sqlalchemy.dialects import postgresql, sqlite
 
 from handler.ledger import tables
+from handler.ledger.driver import DriverStatement, driver_cursor
 from handler.ledger.engine import insert_for
 
 # GitHub lets a delivery be redelivered for 3 days (GHES: 7); keep ids a little longer.
@@ -36,16 +37,21 @@ def first_delivery(
         "outcome": outcome,
         "received_at": now,
     }
-    return conn.execute(_insert_delivery(conn.dialect.name), row).first() is not None
+    return bool(_insert_delivery(conn.dialect).execute(driver_cursor(conn), row))
 
 
-@functools.cache
-def _insert_delivery(dialect: str) -> Insert:
-    """Built once per engine kind: it runs for every webhook delivery."""
+@functools.lru_cache(maxsize=16)  # one per engine's dialect
+def _insert_delivery(dialect: Dialect) -> DriverStatement:
+    """Built once per engine kind and run on the driver's cursor: it runs for every webhook
+    delivery."""
     table = tables.deliveries
-    statement = sqlite.insert(table) if dialect == "sqlite" else postgresql.insert(table)
+    statement = sqlite.insert(table) if dialect.name == "sqlite" else postgresql.insert(table)
+    columns = ("delivery_id", "event", "action", "outcome", "received_at")
     # RETURNING, not rowcount: psycopg reports no row count for ON CONFLICT DO NOTHING.
-    return statement.on_conflict_do_nothing().returning(table.c.delivery_id)
+    inserted = statement.values({name: bindparam(name) for name in columns})
+    return DriverStatement(
+        inserted.on_conflict_do_nothing().returning(table.c.delivery_id), dialect
+    )
 
 
 def first_token_use(conn: Connection, jti: str, expires_at: datetime) -> bool:

@@ -10,9 +10,9 @@ from flask import Blueprint, Response, jsonify, request
 from handler.errors import error_response
 from handler.events import Outcome, router
 from handler.intake import apply_delivery
-from handler.logs import event, logger
+from handler.logs import event, logger, on_access_line
 from handler.views import current_service
-from handler.webhooks import BadDeliveryError, Delivery
+from handler.webhooks import HEADERS, BadDeliveryError, Delivery
 from runkeys.errors import AuthError
 
 blueprint = Blueprint("webhook", __name__)
@@ -25,10 +25,9 @@ _STATUS = {Outcome.QUEUED: 200, Outcome.PONG: 200, Outcome.DUPLICATE: 200, Outco
 def webhook() -> Response:
     service = current_service()
     body = request.get_data(cache=False)  # the raw bytes the signature covers (413 if too big)
+    headers = {name: value for name in HEADERS if (value := request.headers.get(name)) is not None}
     try:
-        delivery = Delivery.from_http(
-            dict(request.headers), body, secret=service.config.webhook_secret
-        )
+        delivery = Delivery.from_http(headers, body, secret=service.config.webhook_secret)
         decision = router.dispatch(delivery)
     except AuthError as exc:
         service.metrics.signature_failures.inc()
@@ -45,14 +44,11 @@ def webhook() -> Response:
         service.metrics.deliveries.labels(event="unknown", outcome="bad").inc()
         event(log, "webhook unreadable", level=logging.WARNING, reason=exc.cause)
         return error_response(exc.status, "bad_delivery", str(exc))
-    with service.ledger.begin() as conn:
-        outcome, queued = apply_delivery(conn, delivery, decision, now=service.clock())
+    outcome, queued = apply_delivery(service.ledger, delivery, decision, now=service.clock())
     service.metrics.deliveries.labels(event=delivery.event, outcome=outcome.value).inc()
-    event(
-        log,
-        "webhook received",
+    on_access_line(
+        request.environ,
         event=delivery.name,
-        delivery=delivery.delivery_id,
         installation=delivery.installation_id,
         outcome=outcome.value,
         queued=len(queued),

@@ -86,10 +86,10 @@ def running(
 
 def test_real_signed_deliveries_under_gunicorn(running: Running) -> None:
     url = running.served.url
-    before = running.deliveries()
     genuine = sorted(kit.SIGNED.glob("*/*.body.raw"))
     forged = 0
-    for count, raw in enumerate(genuine):
+    for raw in genuine:
+        before = running.deliveries()
         headers = json.loads(
             raw.with_name(raw.name.replace(".body.raw", ".headers.json")).read_text()
         )
@@ -104,11 +104,13 @@ def test_real_signed_deliveries_under_gunicorn(running: Running) -> None:
             answer = requests.post(f"{url}/webhook", data=bad_body, headers=bad_headers, timeout=10)
             assert answer.status_code == 401
             forged += 1
-        assert running.deliveries() == before + count  # nothing recorded for any of them
+        assert running.deliveries() == before  # nothing recorded for any of them
         answer = requests.post(f"{url}/webhook", data=data, headers=headers, timeout=10)
         assert answer.status_code in (200, 202)
         assert answer.elapsed.total_seconds() < 1
-    assert running.deliveries() == before + len(genuine)
+        # what can change something is recorded (a closed pull request); ignored events are not
+        recorded = 1 if answer.json()["outcome"] == "queued" else 0
+        assert running.deliveries() == before + recorded
     metrics = requests.get(f"{url}/metrics", timeout=10).text
     # two processes answered: the multiprocess collector adds their counters up
     assert f"runkeys_webhook_signature_failures_total {float(forged)}" in metrics
@@ -117,6 +119,14 @@ def test_real_signed_deliveries_under_gunicorn(running: Running) -> None:
     assert len(access) >= len(genuine) * 6
     assert {a["path"] for a in access} >= {"/webhook", "/readyz"}
     assert all(set(a) >= {"method", "path", "status", "duration_ms"} for a in access)
+    # a delivery's line says what it did: the view's fields join the access line
+    answered = [a for a in access if a["path"] == "/webhook" and a["status"] in (200, 202)]
+    assert len(answered) == len(genuine)
+    assert {(a["event"], a["outcome"]) for a in answered} >= {
+        ("pull_request.closed", "queued"),
+        ("pull_request.opened", "ignored"),
+    }
+    assert all(set(a) >= {"delivery", "installation", "queued"} for a in answered)
     assert "test-repo" not in log  # nothing of any body in any log line
     assert kit.SIGNED_SECRET not in log
 

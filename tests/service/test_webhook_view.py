@@ -84,7 +84,8 @@ def test_real_signed_deliveries_are_accepted(
     headers, body = real(name)
     response = deliver(signed_app.test_client(), headers, body)
     assert (response.status_code, js(response)["outcome"]) == (status, outcome)
-    assert recorded_deliveries(signed_app) == 1
+    # a closed pull request is recorded; an ignored event touches no table (handler/intake.py)
+    assert recorded_deliveries(signed_app) == (1 if outcome == "queued" else 0)
     expected = "revoking" if name == "pull_request.closed" else "active"
     assert states(ledger_of(signed_app), [lease_id]) == {lease_id: expected}
     metrics = signed_app.test_client().get("/metrics").get_data(as_text=True)
@@ -143,6 +144,56 @@ def test_a_redelivery_is_recognised_and_does_nothing(signed_app: Flask) -> None:
     assert (
         events[1].detail == f"webhook pull_request.closed delivery {headers['x-github-delivery']}"
     )
+
+
+def test_a_runs_completion_is_applied_each_time_it_arrives_and_never_recorded(
+    app: Flask, client: FlaskClient
+) -> None:
+    """It can only retire what belongs to that run attempt (and earlier ones): a completion
+    that finds nothing writes nothing, and a redelivery retires what the run registered late,
+    never a later attempt's leases."""
+    ledger = ledger_of(app)
+    (other_attempt,) = put(ledger, identity(run_attempt=2), kit.lease())
+    payload = kit.workflow_run_completed(1296269, "octo/app", 30433642, 1, 5)
+    delivery_id = webhooks.new_delivery_id()
+    first = _send(client, SECRET, "workflow_run", payload, delivery_id=delivery_id)
+    assert (first.status_code, first.json) == (200, {"outcome": "queued", "queued": 0})
+    (late,) = put(ledger, identity(run_attempt=1), kit.lease())
+    again = _send(client, SECRET, "workflow_run", payload, delivery_id=delivery_id)
+    assert again.json == {"outcome": "queued", "queued": 1}
+    third = _send(client, SECRET, "workflow_run", payload, delivery_id=delivery_id)
+    assert third.json == {"outcome": "queued", "queued": 0}
+    assert states(ledger, [late, other_attempt]) == {late: "revoking", other_attempt: "active"}
+    with ledger.begin() as conn:
+        assert [e.action for e in history(conn, late)] == ["registered", "queued"]
+    assert recorded_deliveries(app) == 0
+
+
+def test_a_closed_pull_request_is_recorded_even_without_leases(
+    app: Flask, client: FlaskClient
+) -> None:
+    """A pull request can be reopened and get leases again: a redelivery of its old `closed`
+    must not retire them, so that delivery is recorded although it retired nothing."""
+    ledger = ledger_of(app)
+    payload = kit.pull_request_closed(1296269, "octo/app", 12, 5)
+    delivery_id = webhooks.new_delivery_id()
+    first = _send(client, SECRET, "pull_request", payload, delivery_id=delivery_id)
+    assert first.json == {"outcome": "queued", "queued": 0}
+    assert recorded_deliveries(app) == 1
+    (reopened,) = put(ledger, identity(ref="refs/pull/12/merge"), kit.lease(lifetime=Lifetime.PR))
+    again = _send(client, SECRET, "pull_request", payload, delivery_id=delivery_id)
+    assert again.json == {"outcome": "duplicate", "queued": 0}
+    assert states(ledger, [reopened]) == {reopened: "active"}
+
+
+def test_ignored_events_and_pings_touch_no_table(app: Flask, client: FlaskClient) -> None:
+    assert js(_send(client, SECRET, "ping", kit.ping()))["outcome"] == "pong"
+    opened = {**kit.pull_request_closed(1296269, "octo/app", 12, 5), "action": "opened"}
+    assert js(_send(client, SECRET, "pull_request", opened))["outcome"] == "ignored"
+    assert recorded_deliveries(app) == 0
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'runkeys_webhook_deliveries_total{event="ping",outcome="pong"} 1.0' in metrics
+    assert 'runkeys_webhook_deliveries_total{event="pull_request",outcome="ignored"} 1.0' in metrics
 
 
 def _send(client: FlaskClient, secret: str, event: str, payload: Any, **kw: str) -> TestResponse:
