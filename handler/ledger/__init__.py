@@ -33,13 +33,23 @@ class Ledger:
         return str(self.engine.dialect.name)
 
     @contextmanager
-    def begin(self) -> Iterator[Connection]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
+    def begin(self, *, durable: bool = False) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        `durable`: the commit must survive a power failure, not only a crash. SQLite runs with
+        `synchronous=NORMAL` (in WAL mode: never corrupt, but the last commits before a power
+        failure can be lost), which is right for deliveries (a lost queueing is made up for by
+        the sweeper) but not for a lease registration, whose loss would leave a key nothing
+        retires: those commits sync the WAL (`FULL`). PostgreSQL commits durably anyway."""
         held: Connection | None = getattr(self._held, "connection", None)
         with self._turns:
             if held is not None:
                 with held.begin():
                     yield held
+                return
+            if durable and self.dialect == "sqlite":
+                with self.engine.connect() as conn, _synchronous_full(conn), conn.begin():
+                    yield conn
                 return
             with self.engine.begin() as conn:
                 yield conn
@@ -80,3 +90,15 @@ class Ledger:
 
 
 __all__ = ["Ledger"]
+
+
+@contextmanager
+def _synchronous_full(conn: Connection) -> Iterator[None]:
+    # On the driver, before BEGIN: SQLite refuses to change the level inside a transaction.
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.execute("PRAGMA synchronous=FULL")
+    try:
+        yield
+    finally:
+        driver.execute("PRAGMA synchronous=NORMAL")

@@ -124,7 +124,7 @@ def register_leases() -> Response:
     installation_id = _installation(service, identity)
     _check_repositories(service, identity, installation_id, requests)
     try:
-        with service.ledger.begin() as conn:
+        with service.ledger.begin(durable=True) as conn:  # a lost lease is a key never retired
             registered = register(
                 conn, identity, requests, installation_id=installation_id, now=now
             )

@@ -134,6 +134,22 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     ledger.close()
 
 
+def test_sqlite_syncs_a_durable_transaction_and_only_that(tmp_path: Path) -> None:
+    """Registrations commit with `synchronous=FULL` (a power failure must not lose a lease);
+    everything else, and the same pooled connection afterwards, with NORMAL."""
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    levels = {}
+    for durable in (True, False, True):
+        with ledger.begin(durable=durable) as conn:
+            levels[durable] = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+            conn.exec_driver_sql("SELECT count(*) FROM leases")
+    with ledger.engine.connect() as conn:
+        after = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+    ledger.close()
+    assert levels == {True: 2, False: 1}  # FULL, NORMAL
+    assert after == 1
+
+
 def test_replicas_starting_together_migrate_once() -> None:
     """Each process migrates at start; the advisory lock makes the second wait, then skip."""
     from concurrent.futures import ThreadPoolExecutor
