@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import finish, parser, workdir
+from bench.common import parser, run_benchmark
 from bench.report import Result, Spread, Summary, Target
 from runkeys.sandbox import recording
 from runkeys.sandbox.recording import RecordedRequest
@@ -323,12 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         s = Settings(tuple(int(k) for k in args.keys.split(",")), s.repeat, s.warmup)
     if args.repeat:
         s = Settings(s.keys, args.repeat, s.warmup)
-    started = time.monotonic()
-    with workdir("action") as tmp:
-        result = run(s, tmp)
-    finish(result, args.out)
-    print(f"   took {time.monotonic() - started:.0f} s")
-    return 0
+    return run_benchmark("action", run, s, args.out)
 
 
 if __name__ == "__main__":

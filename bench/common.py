@@ -9,11 +9,13 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 from bench.machine import describe
 from bench.report import DEFAULT_OUT, Result
@@ -53,6 +55,20 @@ def workdir(name: str) -> Iterator[Path]:
         raise
     if os.environ.get("RUNKEYS_BENCH_KEEP") != "1":
         shutil.rmtree(path, ignore_errors=True)
+
+
+S = TypeVar("S")
+
+
+def run_benchmark(name: str, run: Callable[[S, Path], Result], settings: S, out: Path) -> int:
+    """A benchmark's command: run it in its scratch directory, write and print its results,
+    say how long it took."""
+    started = time.monotonic()
+    with workdir(name) as tmp:
+        result = run(settings, tmp)
+    finish(result, out)
+    print(f"   took {time.monotonic() - started:.0f} s")
+    return 0
 
 
 def finish(result: Result, out: Path) -> Result:

@@ -17,7 +17,6 @@ largest size; a plan that reads the whole leases table is flagged.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -28,11 +27,10 @@ from typing import Any
 
 from bench.common import (
     POSTGRES_ADMIN_URL,
-    finish,
     parser,
     postgres_database,
     postgres_reachable,
-    workdir,
+    run_benchmark,
 )
 from bench.history import History
 from bench.plans import Plans
@@ -275,12 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.repeat:
         changes["sweeps"] = args.repeat
     s = Settings(**{**s.__dict__, **changes})
-    started = time.monotonic()
-    with workdir("ledger") as tmp:
-        result = run(s, tmp)
-    finish(result, args.out)
-    print(f"   took {time.monotonic() - started:.0f} s")
-    return 0
+    return run_benchmark("ledger", run, s, args.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,13 @@ from typing import Any
 import requests
 from sqlalchemy import create_engine, select
 
-from bench.common import AUDIENCE, WEBHOOK_SECRET, finish, parser, service_environ, workdir
+from bench.common import (
+    AUDIENCE,
+    WEBHOOK_SECRET,
+    parser,
+    run_benchmark,
+    service_environ,
+)
 from bench.payloads import RunDeliveries, run_deliveries
 from bench.report import Result, Summary, Target, percentile
 from bench.servers import Server, serve_service
@@ -365,12 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     s = Settings(runs=3, warmup=1) if args.quick else Settings()
     if args.runs:
         s = Settings(runs=args.runs, warmup=s.warmup)
-    started = time.monotonic()
-    with workdir("revocation") as tmp:
-        result = run(s, tmp)
-    finish(result, args.out)
-    print(f"   took {time.monotonic() - started:.0f} s")
-    return 0
+    return run_benchmark("revocation", run, s, args.out)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bench.common import WEBHOOK_SECRET, finish, parser, service_environ, workdir
+from bench.common import WEBHOOK_SECRET, parser, run_benchmark, service_environ
 from bench.payloads import RunDeliveries, run_deliveries
 from bench.report import Result, Spread, Summary, Target
 from bench.rows import lease_row, load
@@ -387,12 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.connections:
         changes["connections"] = args.connections
     s = Settings(**{**s.__dict__, **changes})
-    started = time.monotonic()
-    with workdir("webhook") as tmp:
-        result = run(s, tmp)
-    finish(result, args.out)
-    print(f"   took {time.monotonic() - started:.0f} s")
-    return 0
+    return run_benchmark("webhook", run, s, args.out)
 
 
 def _parser() -> argparse.ArgumentParser:
