@@ -4,11 +4,12 @@ the modules beside this one, so each caller chooses its transaction."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, PoolProxiedConnection, text
 
 from handler.ledger.driver import Cursor
 from handler.ledger.engine import SQLiteTurns, make_engine
@@ -20,6 +21,8 @@ class Ledger:
         self.engine = engine
         self._held = threading.local()
         self._turns = SQLiteTurns.of(engine)
+        self._readers: list[PoolProxiedConnection] = []  # each thread's SQLite reader
+        self._readers_lock = threading.Lock()
 
     @classmethod
     def open(cls, url: str, *, migrate_schema: bool = True) -> Ledger:
@@ -58,12 +61,27 @@ class Ledger:
     def look(self) -> Iterator[Cursor]:
         """A driver cursor for reads, outside any transaction of ours and without a writer's
         turn: in WAL mode SQLite's readers run beside its writer (each statement reads one
-        snapshot), and a PostgreSQL read takes no lock worth the name. The pool ends the read
-        when the block does."""
+        snapshot), and a PostgreSQL read takes no lock worth the name.
+
+        On SQLite each thread reads on a connection of its own, kept: the pool's checkout and
+        its rollback on return cost more than the indexed read a webhook delivery makes, and a
+        file has no server to go away. Its connection is in autocommit (see `engine`), so a
+        read holds its snapshot only while its statement runs. PostgreSQL reads go through the
+        pool (its pre-ping notices a restarted server), which ends the read when the block does."""
+        if self.dialect == "sqlite":
+            reader, pid = getattr(self._held, "reader", (None, 0))
+            if reader is None or pid != os.getpid():  # a SQLite connection must not cross a fork
+                reader = self.engine.raw_connection()
+                reader.detach()  # out of the pool: kept by this thread, closed with the ledger
+                self._held.reader = (reader, os.getpid())
+                with self._readers_lock:
+                    self._readers.append(reader)
+            cursor: Cursor = reader.cursor()
+            yield cursor
+            return
         connection = self.engine.raw_connection()
         try:
-            cursor: Cursor = connection.cursor()
-            yield cursor
+            yield connection.cursor()
         finally:
             connection.close()  # back to the pool, which rolls back what the read began
 
@@ -86,6 +104,10 @@ class Ledger:
             return current_version(conn) >= HEAD
 
     def close(self) -> None:
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for reader in readers:
+            reader.close()
         self.engine.dispose()
 
 

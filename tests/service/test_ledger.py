@@ -3,6 +3,7 @@ environments runkeys created, and the ids it has seen."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -132,6 +133,36 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
     ledger.close()
+
+
+def test_sqlite_reads_on_one_connection_per_thread_that_sees_every_commit(
+    tmp_path: Path,
+) -> None:
+    """`look` keeps a reader per thread (no pool checkout per webhook): it must see what any
+    connection committed since its last read, and not hold a snapshot between reads."""
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+
+    def count_and_connection() -> tuple[int, int]:
+        with ledger.look() as cursor:
+            cursor.execute("SELECT count(*) FROM leases")
+            (count,) = cursor.fetchall()[0]
+            return count, id(cursor.connection)  # type: ignore[attr-defined]
+
+    before, reader = count_and_connection()
+    put(ledger, identity(), lease())
+    after, same = count_and_connection()
+    seen: list[tuple[int, int]] = []
+    other = threading.Thread(target=lambda: seen.append(count_and_connection()))
+    other.start()
+    other.join()
+    with ledger.begin() as conn:  # a writer is not blocked by the kept readers
+        conn.exec_driver_sql("DELETE FROM leases")
+    emptied, _ = count_and_connection()
+    ledger.close()
+    assert (before, after, emptied) == (0, 1, 0)
+    assert same == reader  # kept
+    assert seen[0][0] == 1  # another thread sees the commit too
+    assert seen[0][1] != reader  # on a connection of its own
 
 
 def test_sqlite_syncs_a_durable_transaction_and_only_that(tmp_path: Path) -> None:
