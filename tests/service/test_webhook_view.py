@@ -4,6 +4,7 @@ one installation's webhook never touches another installation's leases."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -355,6 +356,42 @@ def test_the_body_size_is_limited(environ: dict[str, str], clock: Clock) -> None
     response = _send(small.test_client(), SECRET, "ping", payload)
     assert (response.status_code, js(response)["error"]) == (413, "request_entity_too_large")
     small.extensions["runkeys"].close()
+
+
+def test_a_chunked_delivery_is_read_whole(client: FlaskClient, app: Flask) -> None:
+    """Without a Content-Length (chunked transfer; gunicorn decodes it and says the input ends),
+    the body is read to its end as werkzeug reads it: the same checks, the same answer."""
+    body = webhooks.encode(kit.ping())
+    headers = webhooks.delivery_headers("ping", body, secret=SECRET, delivery_id="chunked-1")
+    response = client.post(
+        "/webhook",
+        input_stream=io.BytesIO(body),
+        headers={**headers, "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert (response.status_code, js(response)["outcome"]) == (200, "pong")
+    forged = {**headers, "X-Hub-Signature-256": sign(body, "not the secret")}
+    response = client.post(
+        "/webhook",
+        input_stream=io.BytesIO(body),
+        headers={**forged, "Transfer-Encoding": "chunked"},
+    )
+    assert response.status_code == 401
+
+
+def test_a_routed_field_of_the_wrong_shape_is_a_bad_delivery(client: FlaskClient) -> None:
+    payload = {**kit.workflow_run_completed(7, "o/r", 1, 1, 5), "workflow_run": "42"}
+    response = _send(client, SECRET, "workflow_run", payload)
+    assert response.status_code == 400
+    assert "$.workflow_run" in js(response)["message"]
+
+
+def test_fields_no_route_reads_are_not_looked_at(client: FlaskClient) -> None:
+    """An event without a route is answered `ignored` however odd its other fields are; only
+    its action and installation are read."""
+    payload = {"action": "created", "repository": "not an object", "workflow_run": [1]}
+    response = _send(client, SECRET, "check_run", payload)
+    assert (response.status_code, js(response)["outcome"]) == (202, "ignored")
 
 
 def test_only_json_is_read(client: FlaskClient, app: Flask) -> None:
