@@ -1,14 +1,16 @@
-"""A verified delivery applied to the ledger, its retirements queued in one transaction.
+"""A verified delivery applied to the ledger, in one transaction.
 
 Redeliveries (GitHub repeats `X-GitHub-Delivery`) come in two kinds here. A run's completion is
 idempotent: it retires the `active` leases of that run attempt and those before it, and no lease
 can join a completed attempt (a re-run is a new attempt, which a redelivered completion of an
-earlier one never selects; a lease registered late is one to retire anyway). So it is applied
-each time it arrives and never recorded, and most of them — runs that hold no lease, most runs of
-an App's repositories — are answered after one indexed read: no write, no turn at SQLite's
-single writer lock, no commit. A closed pull request can be reopened and an App reinstalled, and
-leases issued since must not be retired by a redelivery of the old event: those deliveries are
-recorded, in the same transaction as their work, and a redelivery is answered `duplicate`.
+earlier one never selects; a lease registered late is one to retire anyway). So it is taken each
+time it arrives and never deduplicated. Most of them — runs that hold no lease, most runs of an
+App's repositories — are answered after one indexed read: no write, no turn at SQLite's single
+writer lock. A run with leases is recorded as one row for the worker to apply
+(`handler.ledger.completions`): the delivery costs the same for 1 key as for 50.
+A closed pull request can be reopened and an App reinstalled, and leases issued since must not
+be retired by a redelivery of the old event: those deliveries are recorded, in the same
+transaction as the queueing of their leases, and a redelivery is answered `duplicate`.
 Deliveries with nothing to retire (pings, events without a route) touch no table.
 """
 
@@ -20,12 +22,13 @@ from sqlalchemy import Connection, select
 
 from handler.events import Decision, Outcome, Retirement
 from handler.ledger import Ledger, tables
+from handler.ledger.completions import record_completion
 from handler.ledger.environments import mark_repositories_unreachable
 from handler.ledger.queue import (
     InstallationLeases,
     RepositoryLeases,
     RunLeases,
-    any_to_queue,
+    count_to_queue,
     queue,
 )
 from handler.ledger.seen import first_delivery
@@ -34,15 +37,25 @@ from handler.webhooks import Delivery
 
 def apply_delivery(
     ledger: Ledger, delivery: Delivery, decision: Decision, *, now: datetime
-) -> tuple[Outcome, list[str]]:
-    """The outcome (`duplicate` for a recorded delivery's redelivery) and the leases queued."""
+) -> tuple[Outcome, int]:
+    """The outcome (`duplicate` for a recorded delivery's redelivery) and how many leases it
+    retires: queued now, or for a run's completion, when the worker applies it."""
     if not decision.retirements:
-        return decision.outcome, []
+        return decision.outcome, 0
     if _idempotent(decision):
-        if not _anything_to_queue(ledger, decision):
-            return decision.outcome, []
-        with ledger.begin() as conn:
-            return decision.outcome, _queue_all(conn, delivery, decision, now)
+        active = _count_to_queue(ledger, decision)
+        if active:
+            with ledger.begin_on_driver() as cursor:
+                for retirement in decision.retirements:
+                    assert isinstance(retirement.selection, RunLeases)  # _idempotent says so
+                    record_completion(
+                        cursor,
+                        ledger.engine.dialect,
+                        retirement.selection,
+                        reason=_reason(delivery),
+                        now=now,
+                    )
+        return decision.outcome, active
     with ledger.begin() as conn:
         if not first_delivery(
             conn,
@@ -52,8 +65,8 @@ def apply_delivery(
             outcome=decision.outcome.value,
             now=now,
         ):
-            return Outcome.DUPLICATE, []
-        return decision.outcome, _queue_all(conn, delivery, decision, now)
+            return Outcome.DUPLICATE, 0
+        return decision.outcome, len(_queue_all(conn, delivery, decision, now))
 
 
 def _idempotent(decision: Decision) -> bool:
@@ -63,16 +76,20 @@ def _idempotent(decision: Decision) -> bool:
     )
 
 
-def _anything_to_queue(ledger: Ledger, decision: Decision) -> bool:
+def _count_to_queue(ledger: Ledger, decision: Decision) -> int:
     with ledger.look() as cursor:
         dialect = ledger.engine.dialect
-        return any(any_to_queue(cursor, dialect, r.selection) for r in decision.retirements)
+        return sum(count_to_queue(cursor, dialect, r.selection) for r in decision.retirements)
+
+
+def _reason(delivery: Delivery) -> str:
+    return f"webhook {delivery.name} delivery {delivery.delivery_id}"
 
 
 def _queue_all(
     conn: Connection, delivery: Delivery, decision: Decision, now: datetime
 ) -> list[str]:
-    reason = f"webhook {delivery.name} delivery {delivery.delivery_id}"
+    reason = _reason(delivery)
     queued: list[str] = []
     for retirement in decision.retirements:
         queued += queue(

@@ -25,6 +25,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from handler.ledger import Ledger
+from handler.ledger.completions import pending
 from handler.ledger.queue import backlog, count_by_state
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -105,6 +106,7 @@ class LedgerCollector(Collector):
         with self.ledger.begin() as conn:
             counts = count_by_state(conn)
             due = backlog(conn, self.clock())
+            completions = pending(conn)
         leases = GaugeMetricFamily("runkeys_leases", "Leases by state.", labels=["state"])
         for state, count in sorted(counts.items()):
             leases.add_metric([state.value], count)
@@ -113,4 +115,10 @@ class LedgerCollector(Collector):
             "runkeys_worker_backlog",
             "Leases due for a revocation attempt and not being worked on.",
             value=due,
+        )
+        yield GaugeMetricFamily(
+            "runkeys_run_completions_pending",
+            "Run completions the webhook recorded and no worker has applied yet: their leases "
+            "are still active. Growing means no worker is running.",
+            value=completions,
         )

@@ -15,6 +15,7 @@ import random
 import uuid
 from datetime import timedelta
 
+from handler.ledger.completions import apply_completions
 from handler.ledger.environments import deletable, mark
 from handler.ledger.history import record
 from handler.ledger.queue import claim_due, finish_failed, finish_revoked
@@ -52,9 +53,11 @@ class RevocationWorker:
         self.name = f"worker-{uuid.uuid4().hex[:8]}"
 
     def run_once(self) -> int:
-        """Claim one batch of due leases and retire them; how many were claimed."""
+        """Apply the run completions the webhook recorded (their leases are then due), claim
+        one batch of due leases and retire them; how many were claimed."""
         with self.service.ledger.hold():
             with self.service.ledger.begin() as conn:
+                apply_completions(conn, limit=self.settings.batch_size)
                 claim = claim_due(
                     conn,
                     now=self.service.clock(),

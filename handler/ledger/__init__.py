@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, PoolProxiedConnection, text
 
-from handler.ledger.driver import Cursor
+from handler.ledger.driver import Cursor, driver_cursor
 from handler.ledger.engine import SQLiteTurns, make_engine
 from handler.ledger.migrations import HEAD, current_version, migrate
 
@@ -61,29 +61,53 @@ class Ledger:
     def look(self) -> Iterator[Cursor]:
         """A driver cursor for reads, outside any transaction of ours and without a writer's
         turn: in WAL mode SQLite's readers run beside its writer (each statement reads one
-        snapshot), and a PostgreSQL read takes no lock worth the name.
-
-        On SQLite each thread reads on a connection of its own, kept: the pool's checkout and
-        its rollback on return cost more than the indexed read a webhook delivery makes, and a
-        file has no server to go away. Its connection is in autocommit (see `engine`), so a
-        read holds its snapshot only while its statement runs. PostgreSQL reads go through the
-        pool (its pre-ping notices a restarted server), which ends the read when the block does."""
+        snapshot), and a PostgreSQL read takes no lock worth the name. On SQLite, on this
+        thread's kept connection (`_reader`); PostgreSQL reads go through the pool (its
+        pre-ping notices a restarted server), which ends the read when the block does."""
         if self.dialect == "sqlite":
-            reader, pid = getattr(self._held, "reader", (None, 0))
-            if reader is None or pid != os.getpid():  # a SQLite connection must not cross a fork
-                reader = self.engine.raw_connection()
-                reader.detach()  # out of the pool: kept by this thread, closed with the ledger
-                self._held.reader = (reader, os.getpid())
-                with self._readers_lock:
-                    self._readers.append(reader)
-            cursor: Cursor = reader.cursor()
-            yield cursor
+            yield self._reader().cursor()
             return
         connection = self.engine.raw_connection()
         try:
             yield connection.cursor()
         finally:
             connection.close()  # back to the pool, which rolls back what the read began
+
+    @contextmanager
+    def begin_on_driver(self) -> Iterator[Cursor]:
+        """A short transaction on a driver cursor, for the webhook's one write (`DriverStatement`
+        only): committed when the block ends, rolled back if it raises. On SQLite, on this
+        thread's kept connection, in its writer's turn and under `BEGIN IMMEDIATE` like every
+        other transaction — without SQLAlchemy's checkout, transaction and return, which cost
+        more than the insert and its commit."""
+        if self.dialect != "sqlite" or getattr(self._held, "connection", None) is not None:
+            with self.begin() as conn:
+                yield driver_cursor(conn)
+            return
+        with self._turns:
+            connection = self._reader()
+            cursor = connection.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+            except BaseException:
+                connection.rollback()
+                raise
+            connection.commit()
+
+    def _reader(self) -> PoolProxiedConnection:
+        """This thread's SQLite connection, kept: the pool's checkout and its rollback on
+        return cost more than the indexed read a webhook delivery makes, and a file has no
+        server to go away. In autocommit (see `engine`): a read holds its snapshot only while
+        its statement runs."""
+        reader, pid = getattr(self._held, "reader", (None, 0))
+        if reader is None or pid != os.getpid():  # a SQLite connection must not cross a fork
+            reader = self.engine.raw_connection()
+            reader.detach()  # out of the pool: kept by this thread, closed with the ledger
+            self._held.reader = (reader, os.getpid())
+            with self._readers_lock:
+                self._readers.append(reader)
+        return reader
 
     @contextmanager
     def hold(self) -> Iterator[None]:

@@ -116,9 +116,15 @@ def _lease_labels(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE UNIQUE INDEX ux_leases_label ON leases (label)")
 
 
+def _run_completions(conn: Connection) -> None:
+    """Run completions recorded by the webhook, applied by the worker."""
+    tables.run_completions.create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "leases, events, environments, seen ids", _initial),
     Migration(2, "lease labels, unique", _lease_labels),
+    Migration(3, "run completions to apply", _run_completions),
 )
 HEAD = MIGRATIONS[-1].version
 

@@ -228,15 +228,16 @@ def _queue_on_driver(dialect: Dialect, form: Form, provider_only: bool) -> Drive
 
 @functools.lru_cache(maxsize=64)
 def _active_on_driver(dialect: Dialect, form: Form) -> DriverStatement:
-    matching = select(leases.c.id).where(_where(form), leases.c.state == LeaseState.ACTIVE.value)
-    return DriverStatement(matching.limit(1), dialect)
+    active = leases.c.state == LeaseState.ACTIVE.value
+    return DriverStatement(select(func.count()).where(_where(form), active), dialect)
 
 
-def any_to_queue(cursor: Cursor, dialect: Dialect, selection: Selection) -> bool:
-    """Whether `queue` would find an `active` lease to move: one indexed read, no write.
+def count_to_queue(cursor: Cursor, dialect: Dialect, selection: Selection) -> int:
+    """How many `active` leases `queue` would move now: one indexed read, no write.
     For selections of fixed SQL only (not lists of ids)."""
     statement = _active_on_driver(dialect, _form(selection))
-    return bool(statement.execute(cursor, _parameters(selection)))
+    ((count,),) = statement.execute(cursor, _parameters(selection))
+    return int(count)
 
 
 def queue(

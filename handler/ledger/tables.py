@@ -115,6 +115,21 @@ lease_events = Table(
 )
 Index("ix_lease_events_lease", lease_events.c.lease_id, lease_events.c.id)
 
+# Run completions received and not yet applied. A `workflow_run` delivery is recorded here as one
+# row however many leases the run holds, and answered; the worker then queues the run's leases
+# (`handler.ledger.completions`) and deletes the row, in one transaction.
+run_completions = Table(
+    "run_completions",
+    metadata,
+    Column("id", EventId, primary_key=True, autoincrement=True),
+    Column("repository_id", BigInteger, nullable=False),
+    Column("run_id", BigInteger, nullable=False),
+    Column("up_to_attempt", Integer, nullable=False),
+    Column("installation_id", BigInteger, nullable=True),  # from the signed delivery
+    Column("reason", String(300), nullable=False),  # "webhook workflow_run.completed delivery …"
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
 # Environments runkeys created: deleted once no live lease uses them, and only those.
 environments = Table(
     "environments",

@@ -62,11 +62,11 @@ def webhook() -> Response:
         event=delivery.name,
         installation=delivery.installation_id,
         outcome=outcome.value,
-        queued=len(queued),
+        queued=queued,
     )
     if queued:
         service.wake_worker()
-    answer = msgspec.json.encode({"outcome": outcome.value, "queued": len(queued)})
+    answer = msgspec.json.encode({"outcome": outcome.value, "queued": queued})
     return Response(answer, status=_STATUS[outcome], mimetype="application/json")
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import inspect, select, update
 from sqlalchemy.exc import IntegrityError
 
 from handler.ledger import Ledger, tables
+from handler.ledger.completions import apply_completions, pending, record_completion
 from handler.ledger.environments import deletable, mark
 from handler.ledger.history import history
 from handler.ledger.leases import LabelTakenError, LeaseFilter, _row, find, get, register
@@ -20,6 +21,7 @@ from handler.ledger.migrations import HEAD, MIGRATIONS, current_version, migrate
 from handler.ledger.queue import (
     ExpiredLeases,
     LeasesById,
+    RunLeases,
     backlog,
     claim_due,
     count_by_state,
@@ -212,6 +214,63 @@ def test_queue_moves_only_active_leases_and_logs_why(ledger: Ledger) -> None:
         NOW,
     )
     assert [(e.actor, e.action, e.detail) for e in events][-1] == ("test", "queued", "test")
+
+
+def test_a_recorded_run_completion_queues_its_runs_leases_once_when_applied(
+    ledger: Ledger,
+) -> None:
+    """Two completions of one run (a redelivery), one of another installation: applying them
+    queues the run's active run/job leases once, in the installation's scope, stamped with the
+    first receipt, and leaves no row behind."""
+    received = NOW - timedelta(seconds=3)
+    run_lease, job_lease, pr_lease = put(
+        ledger,
+        identity(ref="refs/pull/4/merge"),
+        lease(lifetime=Lifetime.RUN),
+        lease(lifetime=Lifetime.JOB),
+        lease(lifetime=Lifetime.PR),
+    )
+    (foreign,) = put(ledger, identity(run_id=77), lease(), installation_id=6)
+    dialect = ledger.engine.dialect
+    with ledger.begin_on_driver() as cursor:
+        for at in (received, NOW):
+            run = RunLeases(1296269, 30433642, 1, 5)
+            record_completion(cursor, dialect, run, reason="first", now=at)
+        record_completion(cursor, dialect, RunLeases(1296269, 77, 1, 5), reason="other", now=NOW)
+    with ledger.begin() as conn:
+        assert pending(conn) == 3
+    with ledger.begin() as conn:
+        assert sorted(apply_completions(conn)) == sorted([run_lease, job_lease])
+        assert pending(conn) == 0
+        assert apply_completions(conn) == []
+        assert [e.at for e in history(conn, job_lease) if e.action == "queued"] == [received]
+    assert stored(ledger, run_lease).retire_requested_at == received
+    assert {i: stored(ledger, i).state for i in (pr_lease, foreign)} == {
+        pr_lease: LeaseState.ACTIVE,
+        foreign: LeaseState.ACTIVE,  # installation 6's: a webhook of 5 never touches it
+    }
+    only_run = RunLeases(1, 2, 1, lifetimes=(Lifetime.RUN,))
+    with ledger.begin_on_driver() as cursor, pytest.raises(ValueError, match="run and job"):
+        record_completion(cursor, dialect, only_run, reason="t", now=NOW)
+
+
+def test_a_driver_transaction_commits_at_its_end_and_rolls_back_on_an_error(
+    ledger: Ledger,
+) -> None:
+    dialect = ledger.engine.dialect
+
+    def fails_midway() -> None:
+        with ledger.begin_on_driver() as cursor:
+            record_completion(cursor, dialect, RunLeases(1, 2, 1), reason="lost", now=NOW)
+            raise RuntimeError("midway")
+
+    with pytest.raises(RuntimeError, match="midway"):
+        fails_midway()
+    with ledger.begin_on_driver() as cursor:
+        record_completion(cursor, dialect, RunLeases(1, 3, 1), reason="kept", now=NOW)
+    with ledger.begin() as conn:
+        reasons = list(conn.scalars(select(tables.run_completions.c.reason)))
+    assert reasons == ["kept"]
 
 
 def test_ttl_expiry_selects_what_has_expired(ledger: Ledger) -> None:

@@ -62,6 +62,7 @@ def test_metrics_count_leases_by_state_and_the_backlog(
     leases = {s.labels["state"]: s.value for s in families["runkeys_leases"].samples}
     assert leases == {"active": 1.0, "revoking": 2.0, "revoked": 0.0, "failed": 0.0}
     assert families["runkeys_worker_backlog"].samples[0].value == 2.0
+    assert families["runkeys_run_completions_pending"].samples[0].value == 0.0
     for name in (
         "runkeys_webhook_deliveries",
         "runkeys_webhook_signature_failures",

@@ -17,6 +17,7 @@ from werkzeug.test import TestResponse
 
 from handler.app import create_app
 from handler.ledger import Ledger, tables
+from handler.ledger.completions import apply_completions, pending
 from handler.ledger.history import history
 from handler.webhooks import sign
 from runkeys.leases import Lifetime
@@ -43,6 +44,17 @@ def ledger_of(app: Flask) -> Ledger:
 def recorded_deliveries(app: Flask) -> int:
     with ledger_of(app).begin() as conn:
         return int(conn.scalar(select(func.count()).select_from(tables.deliveries)) or 0)
+
+
+def pending_completions(app: Flask) -> int:
+    with ledger_of(app).begin() as conn:
+        return pending(conn)
+
+
+def apply_recorded(app: Flask) -> list[str]:
+    """What the worker does first in each batch: queue the leases of recorded run completions."""
+    with ledger_of(app).begin() as conn:
+        return apply_completions(conn)
 
 
 def real(name: str) -> tuple[dict[str, str], bytes]:
@@ -147,26 +159,38 @@ def test_a_redelivery_is_recognised_and_does_nothing(signed_app: Flask) -> None:
     )
 
 
-def test_a_runs_completion_is_applied_each_time_it_arrives_and_never_recorded(
+def test_a_runs_completion_is_taken_each_time_it_arrives_and_never_deduplicated(
     app: Flask, client: FlaskClient
 ) -> None:
     """It can only retire what belongs to that run attempt (and earlier ones): a completion
     that finds nothing writes nothing, and a redelivery retires what the run registered late,
-    never a later attempt's leases."""
+    never a later attempt's leases. A completion with leases is one recorded row, which the
+    worker applies: the leases are queued then, stamped with the delivery's receipt."""
     ledger = ledger_of(app)
     (other_attempt,) = put(ledger, identity(run_attempt=2), kit.lease())
     payload = kit.workflow_run_completed(1296269, "octo/app", 30433642, 1, 5)
     delivery_id = webhooks.new_delivery_id()
     first = _send(client, SECRET, "workflow_run", payload, delivery_id=delivery_id)
     assert (first.status_code, first.json) == (200, {"outcome": "queued", "queued": 0})
+    assert pending_completions(app) == 0
     (late,) = put(ledger, identity(run_attempt=1), kit.lease())
+    received = app.extensions["runkeys"].clock()
     again = _send(client, SECRET, "workflow_run", payload, delivery_id=delivery_id)
     assert again.json == {"outcome": "queued", "queued": 1}
+    assert (pending_completions(app), states(ledger, [late])) == (1, {late: "active"})
+    assert apply_recorded(app) == [late]
     third = _send(client, SECRET, "workflow_run", payload, delivery_id=delivery_id)
     assert third.json == {"outcome": "queued", "queued": 0}
+    assert pending_completions(app) == 0
     assert states(ledger, [late, other_attempt]) == {late: "revoking", other_attempt: "active"}
     with ledger.begin() as conn:
-        assert [e.action for e in history(conn, late)] == ["registered", "queued"]
+        events = history(conn, late)
+    assert [(e.action, e.actor) for e in events] == [
+        ("registered", "action"),
+        ("queued", "webhook"),
+    ]
+    assert events[1].detail == f"webhook workflow_run.completed delivery {delivery_id}"
+    assert events[1].at == received
     assert recorded_deliveries(app) == 0
 
 
@@ -231,6 +255,7 @@ def test_workflow_run_completed_retires_run_and_missed_job_leases(
     (later_run,) = put(ledger, identity(run_id=99), kit.lease())
     payload = kit.workflow_run_completed(1296269, "octo/app", 30433642, 1, 5)
     assert _send(client, SECRET, "workflow_run", payload).json == {"outcome": "queued", "queued": 1}
+    apply_recorded(app)
     assert states(ledger, [run_1, ttl_1, job_2, run_2]) == {
         run_1: "revoking",
         ttl_1: "active",  # only its TTL ends it
@@ -239,6 +264,7 @@ def test_workflow_run_completed_retires_run_and_missed_job_leases(
     }
     payload = kit.workflow_run_completed(1296269, "octo/app", 30433642, 2, 5)
     assert js(_send(client, SECRET, "workflow_run", payload))["queued"] == 2
+    apply_recorded(app)
     assert states(ledger, [job_2, run_2, pr, later_run]) == {
         job_2: "revoking",
         run_2: "revoking",

@@ -1,0 +1,86 @@
+"""Run completions: recorded by the webhook as one row, applied by the worker.
+
+A `workflow_run` `completed` delivery retires the run's `run` and `job` leases. Queueing them
+inside the request — each lease updated, each given a history event — made a delivery cost
+grow with the run's keys, every such delivery holding SQLite's one writer lock for that long (a
+run of 10 keys cost eight times a run without any, and a 50-key run more than GitHub's patience
+under load). The delivery is recorded instead, one short row, and the worker it wakes applies it
+as the first step of its next batch: it queues the run's leases, stamped with the delivery's
+receipt, and deletes the row, in one transaction. A row is as durable as the queueing was
+(the same commit), and applying is idempotent (only `active` leases move), so two workers
+applying one row, or the sweeper queueing the run first, do no harm.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+
+from sqlalchemy import Connection, Dialect, bindparam, delete, func, select
+
+from handler.ledger import tables
+from handler.ledger.driver import Cursor, DriverStatement
+from handler.ledger.queue import RunLeases, queue
+
+completions = tables.run_completions
+ACTOR = "webhook"  # the queueing is the webhook's, whoever applies it
+
+
+def record_completion(
+    cursor: Cursor, dialect: Dialect, selection: RunLeases, *, reason: str, now: datetime
+) -> None:
+    """Record that the run completed up to `selection.up_to_attempt`, to be applied (on a
+    driver cursor: `Ledger.begin_on_driver`, or `driver_cursor` of a connection)."""
+    if selection.lifetimes != RunLeases.lifetimes:
+        raise ValueError("a recorded run completion retires run and job leases, no others")
+    values = {
+        "repository_id": selection.repository_id,
+        "run_id": selection.run_id,
+        "up_to_attempt": selection.up_to_attempt,
+        "installation_id": selection.installation_id,
+        "reason": reason[:300],
+        "received_at": now,
+    }
+    _insert(dialect).execute(cursor, values)
+
+
+@functools.lru_cache(maxsize=16)  # one per engine's dialect: run for every delivery with leases
+def _insert(dialect: Dialect) -> DriverStatement:
+    columns = (
+        "repository_id",
+        "run_id",
+        "up_to_attempt",
+        "installation_id",
+        "reason",
+        "received_at",
+    )
+    return DriverStatement(
+        completions.insert().values({name: bindparam(name) for name in columns}), dialect
+    )
+
+
+def apply_completions(conn: Connection, *, limit: int = 100) -> list[str]:
+    """Queue the leases of up to `limit` recorded completions, oldest first, and delete those
+    rows. The ids of the leases queued. On PostgreSQL rows another worker is applying are
+    skipped (`FOR UPDATE SKIP LOCKED`); on SQLite the transaction holds the write lock."""
+    picked = select(completions).order_by(completions.c.id).limit(limit)
+    if conn.dialect.name == "postgresql":
+        picked = picked.with_for_update(skip_locked=True)
+    rows = conn.execute(picked).all()
+    queued: list[str] = []
+    for row in rows:
+        selection = RunLeases(
+            repository_id=row.repository_id,
+            run_id=row.run_id,
+            up_to_attempt=row.up_to_attempt,
+            installation_id=row.installation_id,
+        )
+        queued += queue(conn, selection, actor=ACTOR, reason=row.reason, now=row.received_at)
+    if rows:
+        conn.execute(delete(completions).where(completions.c.id.in_([row.id for row in rows])))
+    return queued
+
+
+def pending(conn: Connection) -> int:
+    """Completions recorded and not applied yet."""
+    return int(conn.scalar(select(func.count()).select_from(completions)) or 0)
