@@ -8,10 +8,11 @@ same run: the ratios say how the times grow).
 
 The ledger is made by the service's own migrations and filled with a made-up but realistic
 history (`bench.history`: 90 days of runs, almost all retired). The code measured is the
-service's own: `handler.intake.apply_delivery` in its transaction (a `workflow_run.completed`
-delivery), `Sweeper.sweep` (TTL expiry and pruning; GitHub is not asked), the worker's claim
-when nothing is due, and the `/metrics` gauges. Every statement's plan is recorded once at the
-largest size; a plan that reads the whole leases table is flagged.
+service's own: `handler.intake.apply_delivery` (a `workflow_run.completed` delivery) and the
+worker's applying of the run completion it records, `Sweeper.sweep` (TTL expiry and pruning;
+GitHub is not asked), the worker's claim when nothing is due, and the `/metrics` gauges. Every
+statement's plan is recorded once at the largest size; a plan that reads the whole leases table
+is flagged.
 """
 
 from __future__ import annotations

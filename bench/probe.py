@@ -17,6 +17,7 @@ from handler.config import ServiceConfig
 from handler.events import router
 from handler.intake import apply_delivery
 from handler.ledger import Ledger, tables
+from handler.ledger.completions import apply_completions
 from handler.ledger.queue import backlog, claim_due, count_by_state
 from handler.service import Service
 from handler.sweeper import Sweeper
@@ -90,7 +91,13 @@ class Probe:
         delivery = Delivery(event="workflow_run", delivery_id=uuid.uuid4().hex, data=data)
         decision = router.dispatch(delivery)
 
-        return timed(lambda: apply_delivery(self.ledger, delivery, decision, now=self.now))
+        def find_and_queue() -> None:
+            """The intake records a run with leases; the worker's first step queues them."""
+            apply_delivery(self.ledger, delivery, decision, now=self.now)
+            with self.ledger.begin() as conn:
+                apply_completions(conn)
+
+        return timed(find_and_queue)
 
     def retire_queued(self) -> None:
         leases = tables.leases
