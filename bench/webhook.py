@@ -20,7 +20,7 @@ import argparse
 import math
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -94,6 +94,16 @@ class LeasedRuns:
         self.ledger = ledger
         self.deliveries = deliveries
         self.next_run = 10_000_000
+        self.last: list[int] = []  # the runs `fresh` made last
+
+    def fresh(self, work: Workload, runs: int) -> Callable[[], Path]:
+        """What makes a runs file of `runs` new leased runs, each time it is called."""
+
+        def make() -> Path:
+            self.last = self.add(runs)
+            return work.runs_file(self.last)
+
+        return make
 
     def add(self, runs: int) -> list[int]:
         d, now = self.deliveries, datetime.now(UTC)
@@ -167,14 +177,22 @@ def busiest_share(before: dict[int, int], after: dict[int, int]) -> float | None
 
 
 def measure(
-    server: Server, work: Workload, runs: Path, s: Settings, *, connections: int, seconds: float
+    server: Server,
+    work: Workload,
+    runs: Path | Callable[[], Path],
+    s: Settings,
+    *,
+    connections: int,
+    seconds: float,
 ) -> Load:
+    """One wrk measurement, taken again if it was lopsided. `runs`: the runs file, or what
+    makes a fresh one for each attempt (an attempt uses up its leased runs)."""
     for attempt in range(1, MEASURE_ATTEMPTS + 1):
         before = workers_cpu(server)
         load_ = run_wrk(
             server.url,
             template=work.template,
-            runs=runs,
+            runs=runs if isinstance(runs, Path) else runs(),
             prefix=uuid.uuid4().hex[:12],
             seconds=seconds,
             connections=connections,
@@ -254,12 +272,11 @@ def run(s: Settings, tmp: Path) -> Result:
             # Enough runs for every request to name a fresh one, with room to spare (a cold
             # server's first measurement may be slower than the next).
             fastest = max(x.rps for x in cases["no_leases"].loads + cases["leases"].loads)
-            runs = leased.add(math.ceil(max(fastest * 2, RUNS_PER_SECOND) * s.seconds) + 50)
-            got = measure(
-                service, work, work.runs_file(runs), s, connections=s.connections, seconds=s.seconds
-            )
+            needed = math.ceil(max(fastest * 2, RUNS_PER_SECOND) * s.seconds) + 50
+            fresh = leased.fresh(work, needed)  # a measurement taken again names new runs
+            got = measure(service, work, fresh, s, connections=s.connections, seconds=s.seconds)
             cases["leases"].loads.append(got)
-            per = leased.queued(runs) / max(got.requests, 1)
+            per = leased.queued(leased.last) / max(got.requests, 1)
             cases["leases"].extra.setdefault("leases_queued_per_request", []).append(per)
         sweep = _sweep(bare, service, work, no_leases, s) if s.sweep else []
     finally:
