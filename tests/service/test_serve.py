@@ -3,6 +3,7 @@ test_gunicorn.py)."""
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -43,3 +44,15 @@ def test_several_workers_get_a_metrics_directory(monkeypatch: pytest.MonkeyPatch
 def test_a_given_metrics_directory_is_kept(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     assert prepare_metrics_dir(4) == str(tmp_path)
+
+
+def test_a_worker_freezes_what_it_loaded_before_serving() -> None:
+    """The collector's full passes would traverse the loaded app again and again."""
+    options = default_options(bind="127.0.0.1:0", workers=1, threads=1, timeout=5, log_level="INFO")
+    before = gc.get_freeze_count()
+    junk = [object() for _ in range(1000)]  # noqa: F841 (alive, so it is frozen)
+    options["post_worker_init"](None)
+    try:
+        assert gc.get_freeze_count() >= before + 1000
+    finally:
+        gc.unfreeze()
