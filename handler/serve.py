@@ -16,6 +16,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 from gunicorn.glogging import Logger  # type: ignore[import-untyped]
+from gunicorn.workers.base import Worker  # type: ignore[import-untyped]
 from gunicorn.workers.gthread import ThreadWorker  # type: ignore[import-untyped]
 
 from handler.logs import ACCESS_FIELDS, JsonFormatter
@@ -64,13 +65,21 @@ def _post_worker_init(worker: Any) -> None:
 
 
 class ServiceWorker(ThreadWorker):  # type: ignore[misc]
-    """gunicorn's threaded worker, stopped by its master alone.
+    """gunicorn's threaded worker, stopped by its master alone, and never deadlocked by it.
 
     A terminal's Ctrl-C sends SIGINT to the whole process group, and the master then sends each
     worker SIGQUIT: two quick-shutdown signals in a row. gthread's handler is not reentrant
-    (the second waits forever for the thread-pool lock the first holds), so a worker could hang
-    until the master killed it at the graceful timeout (30 s). A worker ignores SIGINT, leaving
-    it the master's one signal, and a repeated SIGQUIT is a no-op."""
+    (the second waits forever for the thread-pool lock the first holds): a worker ignores
+    SIGINT, leaving it the master's one signal, and a repeated SIGQUIT is a no-op.
+
+    Nor may the handler take the thread pool's lock at all. It runs on the main thread between
+    two of its bytecodes, and the main thread hands every request to the pool through
+    `ThreadPoolExecutor.submit`, which holds that lock while it starts a new pool thread; a
+    SIGQUIT arriving then made gthread's `tpool.shutdown()` wait for the lock forever (seen
+    with py-spy: a worker hung after a reload, in `shutdown` called from inside `submit`),
+    until the master killed it at the graceful timeout (30 s). So the handler leaves the pool
+    alone and exits: `SystemExit` unwinds `submit` and releases its locks, and at exit Python
+    stops the pool's threads as `shutdown` would have."""
 
     def init_signals(self) -> None:
         super().init_signals()
@@ -80,7 +89,7 @@ class ServiceWorker(ThreadWorker):  # type: ignore[misc]
         if getattr(self, "_quitting", False):
             return
         self._quitting = True
-        super().handle_quit(sig, frame)
+        Worker.handle_quit(self, sig, frame)  # gthread's, minus its `tpool.shutdown()`
 
 
 def default_options(

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from gunicorn.workers.gthread import ThreadWorker  # type: ignore[import-untyped]
 
-from handler.serve import JsonLogger, default_options, prepare_metrics_dir
+from handler.serve import JsonLogger, ServiceWorker, default_options, prepare_metrics_dir
 
 
 def test_defaults_fit_a_webhook_receiver() -> None:
@@ -56,3 +60,29 @@ def test_a_worker_freezes_what_it_loaded_before_serving() -> None:
         assert gc.get_freeze_count() >= before + 1000
     finally:
         gc.unfreeze()
+
+
+def test_quitting_never_waits_for_the_thread_pools_lock() -> None:
+    """SIGQUIT can land while the main thread is inside `ThreadPoolExecutor.submit`, holding
+    the pool's lock: the handler must exit without taking it (gthread's own waited forever)."""
+    pool = ThreadPoolExecutor(1)
+    worker = ServiceWorker.__new__(ServiceWorker)  # only what the handler touches
+    worker.tpool, worker.alive = pool, True
+    worker.cfg = SimpleNamespace(worker_int=lambda w: None)
+    exited: list[bool] = []
+
+    def quit_() -> None:
+        try:
+            worker.handle_quit(signal.SIGQUIT, None)
+        except SystemExit:
+            exited.append(True)
+
+    with pool._shutdown_lock:  # as `submit` holds it
+        handler = threading.Thread(target=quit_, daemon=True)
+        handler.start()
+        handler.join(5)
+        held_up = handler.is_alive()
+    pool.shutdown()
+    assert not held_up
+    assert exited == [True]
+    assert worker.alive is False
