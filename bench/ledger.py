@@ -1,5 +1,6 @@
 """The ledger at 10,000, 100,000 and 1,000,000 leases, on SQLite and on PostgreSQL: how long
-the webhook's transaction takes to find and queue a run's leases, and the sweeper to queue
+a run's completion takes to find and queue the run's leases (the webhook's read and record, the
+worker's queueing), and the sweeper to queue
 10,000 expired ones, as the ledger grows (the baseline is the smallest ledger, measured in the
 same run: the ratios say how the times grow).
 
@@ -155,7 +156,7 @@ def _summary(points: list[Checkpoint], s: Settings, indexed: bool) -> list[Summa
         target = "index lookups, no table scan (growth: informative)"
         lines += [
             Summary(
-                f"Ledger ({name}), webhook's query at {last.size:,} leases",
+                f"Ledger ({name}), a 10-lease run's completion at {last.size:,} leases",
                 f"{hook:.2f} ms (p50)",
                 f"{first.size:,} leases: {hook0:.2f} ms",
                 f"{hook / hook0:.2f}",
@@ -209,8 +210,10 @@ def run(s: Settings, tmp: Path) -> Result:
         name="ledger",
         title=f"The ledger from {s.sizes[0]:,} to {s.sizes[-1]:,} leases",
         method="A realistic history loaded through the ledger's own schema; the service's own "
-        f"code timed at each size: the webhook's transaction ({s.lookups} deliveries for runs "
-        f"with 10 live leases, {s.lookups} for runs with none), a sweep of {s.sweep:,} expired "
+        f"code timed at each size: a run's completion — the webhook's read and, for a run with "
+        "live leases, its record of the completion, then the worker's queueing of the leases "
+        f"({s.lookups} deliveries for runs with 10 live leases, {s.lookups} for runs with none) "
+        "—, a sweep of {s.sweep:,} expired "
         f"leases ({s.sweeps} times), the worker's idle claim, the `/metrics` gauges.",
         columns=[
             ("engine", "engine"),
@@ -228,7 +231,8 @@ def run(s: Settings, tmp: Path) -> Result:
         targets=targets,
         settings={**s.__dict__},
         notes=[
-            "Times are the transaction as the service runs it, commit included; sweep = "
+            "Times are the transactions as the service runs them, commits included (a run with "
+            "leases: the webhook's and the worker's, one after the other); sweep = "
             "`Sweeper.sweep(reconcile=False)` (TTL expiry, then pruning of old delivery and "
             "token ids). After each measurement the leases it queued are marked revoked, as the "
             "worker would, so every size starts from the same kind of ledger.",
