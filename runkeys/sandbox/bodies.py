@@ -109,14 +109,44 @@ def parse(raw: bytes, schema: Schema, *, optional: bool = False) -> Any:
             return {}
         value: Any = None
     else:
+        if _nesting(raw) > MAX_NESTING:
+            raise ApiError(400, PROBLEMS_PARSING_JSON)
         try:
             value = json.loads(raw, parse_constant=_not_json)
-        except (ValueError, RecursionError):  # bad UTF-8 or JSON, NaN, nesting too deep
+        except (ValueError, RecursionError):  # bad UTF-8 or JSON, NaN
             raise ApiError(400, PROBLEMS_PARSING_JSON) from None
     problems = check(schema, value, ROOT)
     if problems:
         raise ApiError(422, "Invalid request.\n\n" + "\n".join(problems))
     return value
+
+
+# No request body of the API nests deeper than a few levels. Refused before parsing: the
+# standard parser recurses once per level, and a collection that runs while it is thousands of
+# frames deep runs finalizers there, which fail at the recursion limit.
+MAX_NESTING = 64
+
+
+def _nesting(raw: bytes) -> int:
+    """How deep the arrays and objects of a JSON text nest (brackets in strings do not count)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
 
 
 def _not_json(constant: str) -> Any:

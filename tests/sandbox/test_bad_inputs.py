@@ -13,6 +13,7 @@ import jwt
 import pytest
 import requests
 
+from runkeys.sandbox import bodies
 from runkeys.sandbox.app import ROUTES
 from tests.sandbox.conftest import Seeded
 
@@ -218,3 +219,17 @@ def test_broken_credentials_are_401(seeded: Seeded, authorization: str) -> None:
             "Bad credentials",
             "A JSON web token could not be decoded",
         )
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        (b'{"a": [1, {"b": 2}]}', 3),
+        (b'{"a": "[[[[{{{{", "b": "\\"[["}', 1),  # brackets inside strings, escaped quotes
+        (b"[" * 5000 + b"]" * 5000, 5000),
+        (b"12", 0),
+    ],
+)
+def test_nesting_is_measured_outside_strings(text: bytes, depth: int) -> None:
+    """The sandbox refuses bodies nested past `MAX_NESTING` before parsing them."""
+    assert bodies._nesting(text) == depth
