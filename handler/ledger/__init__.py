@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, Engine, PoolProxiedConnection, text
 
 from handler.ledger.driver import Cursor, driver_cursor
-from handler.ledger.engine import SQLiteTurns, make_engine
+from handler.ledger.engine import SQLiteTurns, is_sqlite, make_engine
 from handler.ledger.migrations import HEAD, current_version, migrate
 
 
@@ -21,6 +21,10 @@ class Ledger:
         self.engine = engine
         self._held = threading.local()
         self._turns = SQLiteTurns.of(engine)
+        # A SQLite file: each thread keeps a connection (`_reader`). Not PostgreSQL (a server
+        # can go away) nor an in-memory database (each connection would see another one).
+        database = engine.url.database
+        self._keeps_connections = is_sqlite(engine) and database not in (None, "", ":memory:")
         self._readers: list[PoolProxiedConnection] = []  # each thread's SQLite reader
         self._readers_lock = threading.Lock()
 
@@ -64,7 +68,7 @@ class Ledger:
         snapshot), and a PostgreSQL read takes no lock worth the name. On SQLite, on this
         thread's kept connection (`_reader`); PostgreSQL reads go through the pool (its
         pre-ping notices a restarted server), which ends the read when the block does."""
-        if self.dialect == "sqlite":
+        if self._keeps_connections:
             yield self._reader().cursor()
             return
         connection = self.engine.raw_connection()
@@ -80,7 +84,7 @@ class Ledger:
         thread's kept connection, in its writer's turn and under `BEGIN IMMEDIATE` like every
         other transaction — without SQLAlchemy's checkout, transaction and return, which cost
         more than the insert and its commit."""
-        if self.dialect != "sqlite" or getattr(self._held, "connection", None) is not None:
+        if not self._keeps_connections or getattr(self._held, "connection", None) is not None:
             with self.begin() as conn:
                 yield driver_cursor(conn)
             return
@@ -90,13 +94,13 @@ class Ledger:
             cursor.execute("BEGIN IMMEDIATE")
             try:
                 yield cursor
+                connection.commit()
             except BaseException:
-                connection.rollback()
+                connection.rollback()  # the kept connection must not stay in a transaction
                 raise
-            connection.commit()
 
     def _reader(self) -> PoolProxiedConnection:
-        """This thread's SQLite connection, kept: the pool's checkout and its rollback on
+        """This thread's SQLite file connection, kept: the pool's checkout and its rollback on
         return cost more than the indexed read a webhook delivery makes, and a file has no
         server to go away. In autocommit (see `engine`): a read holds its snapshot only while
         its statement runs."""

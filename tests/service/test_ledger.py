@@ -273,6 +273,20 @@ def test_a_driver_transaction_commits_at_its_end_and_rolls_back_on_an_error(
     assert reasons == ["kept"]
 
 
+def test_an_in_memory_ledger_reads_and_writes_on_its_one_connection() -> None:
+    """In memory, each SQLite connection is a database of its own: no kept connections."""
+    ledger = Ledger.open("sqlite://")
+    with ledger.begin_on_driver() as cursor:
+        record_completion(cursor, ledger.engine.dialect, RunLeases(1, 3, 1), reason="r", now=NOW)
+    with ledger.look() as cursor:
+        cursor.execute("SELECT count(*) FROM run_completions")
+        ((seen,),) = cursor.fetchall()
+    with ledger.begin() as conn:
+        recorded = pending(conn)
+    ledger.close()
+    assert (seen, recorded) == (1, 1)
+
+
 def test_ttl_expiry_selects_what_has_expired(ledger: Ledger) -> None:
     (short,) = put(ledger, identity(), lease(ttl=timedelta(minutes=5), now=NOW), now=NOW)
     (long,) = put(ledger, identity(), lease(ttl=timedelta(hours=5), now=NOW), now=NOW)
