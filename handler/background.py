@@ -36,8 +36,8 @@ class WorkLoop:
             pause = settings.poll_interval
             try:
                 self._maybe_sweep()
-                if self.worker.run_once():
-                    pause = 0.0  # more may be due: go on at once
+                if self.worker.run_once() or self.worker.completions_pending():
+                    pause = 0.0  # more may be due, or recorded completions left: go on at once
             except Exception as exc:
                 log.error("worker loop failed", exc_info=exc, extra={"fields": {}})
                 pause = ERROR_PAUSE

@@ -15,7 +15,7 @@ import random
 import uuid
 from datetime import timedelta
 
-from handler.ledger.completions import apply_completions
+from handler.ledger.completions import apply_completions, pending
 from handler.ledger.environments import deletable, mark
 from handler.ledger.history import record
 from handler.ledger.queue import claim_due, finish_failed, finish_revoked
@@ -74,9 +74,15 @@ class RevocationWorker:
         for _ in range(max_batches):
             done = self.run_once()
             total += done
-            if not done:
+            if not done and not self.completions_pending():
                 break
         return total
+
+    def completions_pending(self) -> bool:
+        """Recorded run completions are left: a batch of them can queue nothing (their leases
+        were retired since), and the next batch may still hold some with live leases."""
+        with self.service.ledger.begin() as conn:
+            return pending(conn) > 0
 
     def _newer_writer(self, lease: LeaseRecord) -> str | None:
         with self.service.ledger.begin() as conn:

@@ -12,7 +12,9 @@ from datetime import timedelta
 import pytest
 
 from handler.config import ServiceConfig
+from handler.ledger.completions import pending, record_completion
 from handler.ledger.history import history
+from handler.ledger.queue import RunLeases
 from handler.ledger.records import LeaseRecord
 from handler.service import Service
 from handler.worker import RevocationWorker, backoff
@@ -325,3 +327,26 @@ def test_only_a_newer_live_lease_of_the_same_secret_keeps_it(
     with service.ledger.begin() as conn:
         last = history(conn, mine.id)[-1]
     assert (last.action, last.detail) == ("revoked", "revoked at the provider, secret deleted")
+
+
+def test_draining_applies_every_recorded_run_completion(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str], clock: Clock
+) -> None:
+    """More completions than a batch whose leases were retired since, then one whose lease is
+    live: draining goes on past the batches that queue nothing, until none is left."""
+    tokens, _ = issuer
+    item = http_lease(github, tokens)
+    (lease_id,) = put(service.ledger, who(github), item, installation_id=github.installation.id)
+    dialect = service.ledger.engine.dialect
+    repository_id = github.repo.id
+    with service.ledger.begin_on_driver() as cursor:
+        for run_id in range(1, service.config.worker.batch_size * 2 + 1):  # no lease names these
+            run = RunLeases(repository_id, 10_000 + run_id, 1, github.installation.id)
+            record_completion(cursor, dialect, run, reason="t", now=service.clock())
+        mine = RunLeases(repository_id, who(github).run_id, 1, github.installation.id)
+        record_completion(cursor, dialect, mine, reason="t", now=service.clock())
+    clock.advance(seconds=3)
+    assert RevocationWorker(service).drain() == 1
+    assert record(service, lease_id).state is LeaseState.REVOKED
+    with service.ledger.begin() as conn:
+        assert pending(conn) == 0
