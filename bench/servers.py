@@ -18,6 +18,8 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from bench.bare import Writes
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = 2  # `runkeys serve` defaults (handler/cli.py): 2 processes of 4 threads, gthread
 THREADS = 4
@@ -137,9 +139,14 @@ def serve_bare(
     threads: int = THREADS,
     cpus: Sequence[int] | None = None,
     wait: bool = True,
+    writes: Writes | None = None,
 ) -> Server:
-    """The baseline: `bench.bare` under the same gunicorn options as `runkeys serve`."""
+    """The baseline: `bench.bare` under the same gunicorn options as `runkeys serve` (with
+    `writes`, the one making a delivery's ledger read and write)."""
     port = free_port()
     command = [sys.executable, "-m", "bench.bare", "--bind", f"127.0.0.1:{port}"]
     command += ["--workers", str(workers), "--threads", str(threads)]
+    if writes is not None:
+        command += ["--ledger", writes.ledger_url, "--repository-id", str(writes.repository_id)]
+        command += ["--installation-id", str(writes.installation_id)]
     return Server(pinned(command, cpus), {}, log, port=port, wait=wait)

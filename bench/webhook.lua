@@ -57,6 +57,7 @@ function request()
   counter = counter + 1
   wrk.headers["X-GitHub-Delivery"] = prefix .. "-" .. counter
   wrk.headers["X-Hub-Signature-256"] = signatures[i]
+  wrk.headers["X-Bench-Run"] = runs[i] -- read by the write-making baseline only
   return wrk.format("POST", path, nil, table.concat(parts, runs[i]))
 end
 

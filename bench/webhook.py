@@ -12,6 +12,11 @@ keeps `connections` keep-alive connections busy (a closed loop) on loopback; ser
 generator share the machine's cores (`--pin` puts the server on CPU 0 and wrk on CPU 1). The
 revocation worker is off (`RUNKEYS_WORKER=external`) so that only the intake is measured: the
 revocation benchmark measures the worker.
+
+A second reference, measured with the 10-lease case: the bare endpoint making the ledger read
+and write such a delivery needs (`bench.bare --ledger`: runkeys' own ledger code, for the run
+the request names in a header; no signature, JSON or routing) — the floor under a delivery that
+retires keys, and so what of the 10-lease case's cost is runkeys' and what is the write's.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from bench.bare import Writes
 from bench.common import WEBHOOK_SECRET, parser, run_benchmark, service_environ
 from bench.payloads import RunDeliveries, run_deliveries
 from bench.report import Result, Spread, Summary, Target
@@ -256,13 +262,15 @@ def run(s: Settings, tmp: Path) -> Result:
     leased = LeasedRuns(ledger, deliveries)
     bare = serve_bare(tmp / "bare.log", cpus=s.server_cpus, wait=False)
     service = serve_service(environ, tmp / "service.log", cpus=s.server_cpus, wait=False)
+    writes = Writes(database, deliveries.repository_id, deliveries.installation_id)
+    floor = serve_bare(tmp / "floor.log", cpus=s.server_cpus, wait=False, writes=writes)
     try:
         no_leases = work.runs_file([NO_LEASES_RUN])
-        for server in (bare, service):  # warm-up: imports, caches, connection pools
+        for server in (bare, service, floor):  # warm-up: imports, caches, connection pools
             server.wait_ready()
             if s.warmup:
                 measure(server, work, no_leases, s, connections=s.connections, seconds=s.warmup)
-        cases = {name: Case(name, [], {}) for name in ("bare", "no_leases", "leases")}
+        cases = {name: Case(name, [], {}) for name in ("bare", "no_leases", "leases", "floor")}
         for _ in range(s.repeat):  # interleaved, so that a busy moment hits all three
             cases["bare"].loads.append(
                 measure(bare, work, no_leases, s, connections=s.connections, seconds=s.seconds)
@@ -274,14 +282,15 @@ def run(s: Settings, tmp: Path) -> Result:
             fastest = max(x.rps for x in cases["no_leases"].loads + cases["leases"].loads)
             needed = math.ceil(max(fastest * 2, RUNS_PER_SECOND) * s.seconds) + 50
             fresh = leased.fresh(work, needed)  # a measurement taken again names new runs
-            got = measure(service, work, fresh, s, connections=s.connections, seconds=s.seconds)
-            cases["leases"].loads.append(got)
-            per = leased.queued(leased.last) / max(got.requests, 1)
-            cases["leases"].extra.setdefault("leases_queued_per_request", []).append(per)
+            for name, server in (("leases", service), ("floor", floor)):
+                got = measure(server, work, fresh, s, connections=s.connections, seconds=s.seconds)
+                cases[name].loads.append(got)
+                per = leased.queued(leased.last) / max(got.requests, 1)
+                cases[name].extra.setdefault("leases_queued_per_request", []).append(per)
         sweep = _sweep(bare, service, work, no_leases, s) if s.sweep else []
     finally:
-        service.stop()
-        bare.stop()
+        for server in (floor, service, bare):
+            server.stop()
         ledger.close()
     return _result(s, cases, sweep, deliveries=deliveries, version=version)
 
@@ -299,6 +308,7 @@ def _result(
         "bare": "bare Flask endpoint (baseline)",
         "no_leases": "runkeys, run with no leases",
         "leases": f"runkeys, run with {LEASES_PER_RUN} leases",
+        "floor": "bare Flask + the ledger read and write (reference)",
     }
     rows, targets, headline, summary = [], [], [], []
     for key, case in cases.items():
@@ -313,7 +323,7 @@ def _result(
                 "ratio": ratio.show(2),
             }
         )
-        if key == "bare":
+        if key in ("bare", "floor"):
             continue
         headline.append(
             f"{labels[key]}: {case.rps().median:.0f} req/s = {ratio.median:.2f} x "
@@ -347,16 +357,23 @@ def _result(
             )
         )
     per = cases["leases"].extra.get("leases_queued_per_request", [0.0])
+    floor_per = cases["floor"].extra.get("leases_queued_per_request", [0.0])
+    summary.append(_against_floor(cases["leases"], cases["floor"], labels["leases"]))
+    headline.append(summary[-1].what + f": {summary[-1].ratio} x the reference's throughput")
     notes = [
         f"{s.connections} keep-alive connections (wrk, 1 thread), {s.seconds:g} s per measurement "
         f"after {s.warmup:g} s of warm-up, {s.repeat} interleaved repetitions; "
         "median (min-max) over the repetitions; ratio = requests/s over the baseline's in the "
         "same repetition.",
-        f"Both servers: gunicorn gthread, {WORKERS} workers x {THREADS} threads (`runkeys serve` "
+        f"All servers: gunicorn gthread, {WORKERS} workers x {THREADS} threads (`runkeys serve` "
         "defaults), JSON access log; SQLite ledger (WAL); revocation worker off.",
         f"Payload {len(deliveries.body(1)):,} bytes; each request of the 10-lease case recorded "
         "its run's completion, which, applied after the measurement as the worker does, queued "
-        f"{min(per):.2f} leases per request (10 = every request named a fresh run).",
+        f"{min(per):.2f} leases per request (10 = every request named a fresh run); the "
+        f"reference's requests, {min(floor_per):.2f}.",
+        "The reference (bare Flask + the ledger read and write) answers the 10-lease case's "
+        "requests with what they cost the ledger and nothing else; the 10-lease case against "
+        f"it: {summary[-1].ratio} x its throughput.",
         "Server and wrk "
         + ("pinned: server on CPU 0, wrk on CPU 1." if s.pin else "share all cores (not pinned)."),
         f"Measurements in which one gunicorn worker did more than {LOPSIDED_SHARE:.0%} of the "
@@ -385,6 +402,7 @@ def _result(
             "loads": {k: [x.__dict__ for x in c.loads] for k, c in cases.items()},
             "sweep": sweep,
             "leases_queued_per_request": per,
+            "floor_leases_queued_per_request": floor_per,
             "remeasured_busiest_worker_share": REMEASURED,
         },
     )
@@ -398,6 +416,20 @@ def _result(
             )
         )
     return result
+
+
+def _against_floor(leases: Case, floor: Case, label: str) -> Summary:
+    """The 10-lease case against the bare endpoint making the same ledger read and write."""
+    ratios = [x.rps / f.rps for x, f in zip(leases.loads, floor.loads, strict=True)]
+    return Summary(
+        f"Webhook intake, {label.removeprefix('runkeys, ')}, against the write it needs",
+        f"{leases.rps().median:.0f} req/s, p99 {leases.p99().median:.1f} ms",
+        f"bare Flask + the same ledger read and write: {floor.rps().median:.0f} req/s, "
+        f"p99 {floor.p99().median:.1f} ms",
+        f"{Spread.of(ratios).median:.2f}",
+        "informative: what runkeys adds to the ledger write",
+        None,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

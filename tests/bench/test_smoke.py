@@ -41,11 +41,14 @@ def test_webhook_intake(tmp_path: Path) -> None:
     assert webhook.main(["--quick", "--out", str(tmp_path)]) == 0
     data = results(tmp_path, "webhook")
     loads = data["raw"]["loads"]
-    for case in ("bare", "no_leases", "leases"):
+    for case in ("bare", "no_leases", "leases", "floor"):
         assert loads[case]
         assert all(x["requests"] > 0 and x["errors"] == 0 for x in loads[case])
     # Every request of the 10-lease case named a fresh run and queued its leases.
     assert min(data["raw"]["leases_queued_per_request"]) >= 9
+    # And so did every request of the reference that makes the same ledger read and write.
+    assert min(data["raw"]["floor_leases_queued_per_request"]) >= 9
+    assert any("against the write it needs" in line["what"] for line in data["summary"])
 
 
 def test_revocation_latency(tmp_path: Path) -> None:
