@@ -213,7 +213,7 @@ def run(s: Settings, tmp: Path) -> Result:
         f"code timed at each size: a run's completion — the webhook's read and, for a run with "
         "live leases, its record of the completion, then the worker's queueing of the leases "
         f"({s.lookups} deliveries for runs with 10 live leases, {s.lookups} for runs with none) "
-        "—, a sweep of {s.sweep:,} expired "
+        f"—, a sweep of {s.sweep:,} expired "
         f"leases ({s.sweeps} times), the worker's idle claim, the `/metrics` gauges.",
         columns=[
             ("engine", "engine"),
