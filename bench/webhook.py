@@ -271,7 +271,7 @@ def run(s: Settings, tmp: Path) -> Result:
             if s.warmup:
                 measure(server, work, no_leases, s, connections=s.connections, seconds=s.warmup)
         cases = {name: Case(name, [], {}) for name in ("bare", "no_leases", "leases", "floor")}
-        for _ in range(s.repeat):  # interleaved, so that a busy moment hits all three
+        for _ in range(s.repeat):  # interleaved, so that a busy moment hits every case
             cases["bare"].loads.append(
                 measure(bare, work, no_leases, s, connections=s.connections, seconds=s.seconds)
             )
