@@ -75,6 +75,9 @@ def lease_row(
         "key_name": key_name,
         "provider": provider,
         "connection": "CI_DB" if provider in ("postgres", "mysql", "redis") else None,
+        "connection_target": rng.randbytes(32).hex()
+        if provider in ("postgres", "mysql", "redis")
+        else None,
         "reference": f"{provider}:{rng.randbytes(6).hex()}",
         "params": {"format": "hex"} if provider == "random" else {},
         "fingerprint": rng.randbytes(32).hex(),

@@ -21,11 +21,11 @@ from typing import Any
 
 from handler.errors import ApiError
 from handler.ledger.leases import RetireReport
-from runkeys.connections import Connection, env_var, normalize_name
+from runkeys.connections import Connection, env_var, normalize_name, target_of
 from runkeys.durations import format_duration
-from runkeys.errors import ParamError
+from runkeys.errors import ConfigError, ParamError
 from runkeys.leases import LeaseRequest, Lifetime
-from runkeys.names import SECRET_NAME, environment_name_problem
+from runkeys.names import SECRET_NAME, environment_name_problem, secret_name_problem
 from runkeys.oidc import RunIdentity
 from runkeys.providers import Registry
 from runkeys.scrub import scrub, short
@@ -101,6 +101,10 @@ def _lease(index: int, item: Mapping[str, Any]) -> LeaseRequest:
     ):
         if not value or len(value) > limit:
             raise ApiError(400, "invalid_lease", f"{where}.{name} must be 1-{limit} characters")
+    # The key name is printed back (the CLI, logs) and names the secret: GitHub's rules.
+    problem = secret_name_problem(lease.key_name)
+    if problem:
+        raise ApiError(400, "invalid_lease", f"{where}.key_name: {problem}")
     return lease
 
 
@@ -128,13 +132,8 @@ def _check(
             f"mints for this lease (label {lease.label}); a lease may only name the credential "
             "its own run minted (an action older than this service makes other labels)",
         )
-    if lease.connection is not None and normalize_name(lease.connection) not in connections:
-        raise ApiError(
-            422,
-            "unknown_connection",
-            f"{name}: this service has no {env_var(lease.connection)}, so it could not revoke "
-            "the key; give the service the same connection the action uses",
-        )
+    if lease.connection is not None:
+        _check_connection(name, lease, lease.connection, connections)
     if lease.connection is None and provider.needs_connection:
         raise ApiError(422, "invalid_lease", f"{name}: provider {provider.name} needs a connection")
     if lease.lifetime is Lifetime.PR and identity.pull_request is None:
@@ -145,6 +144,40 @@ def _check(
         )
     if lease.secret is not None:
         _check_secret(name, lease, identity)
+
+
+def _check_connection(
+    name: str, lease: LeaseRequest, connection: str, connections: Mapping[str, Connection]
+) -> None:
+    """The service revokes through its own connection of that name: it must reach the server
+    and database the key was minted on, or the key could never be revoked."""
+    own = connections.get(normalize_name(connection))
+    if own is None:
+        raise ApiError(
+            422,
+            "unknown_connection",
+            f"{name}: this service has no {env_var(connection)}, so it could not revoke "
+            "the key; give the service the same connection the action uses",
+        )
+    try:
+        target = target_of(own).fingerprint()
+    except ConfigError as exc:
+        raise ApiError(503, "service_misconfigured", f"{name}: the service's {exc.cause}") from None
+    if lease.connection_target is None:
+        raise ApiError(
+            422,
+            "connection_mismatch",
+            f"{name}: the lease does not say which server {env_var(connection)} reached "
+            "(connection_target); an action older than this service: run both at one version",
+        )
+    if lease.connection_target != target:
+        raise ApiError(
+            422,
+            "connection_mismatch",
+            f"{name}: the action's {env_var(connection)} reaches another server or database "
+            "than this service's (scheme, host, port or database differ), so the service "
+            "could never revoke the key; give both the same connection, written the same way",
+        )
 
 
 def _check_secret(name: str, lease: LeaseRequest, identity: RunIdentity) -> None:
@@ -158,6 +191,14 @@ def _check_secret(name: str, lease: LeaseRequest, identity: RunIdentity) -> None
         )
     if not SECRET_NAME.fullmatch(secret.name):
         raise ApiError(422, "invalid_lease", f"{name}: {secret.name!r} is not a secret name")
+    if secret.name != lease.key_name:
+        # The service may delete the secret: only the one named after the key it leases.
+        raise ApiError(
+            422,
+            "invalid_lease",
+            f"{name}: its secret must be named {lease.key_name}, after its key, "
+            f"not {short(secret.name, 100)!r}",
+        )
     if secret.environment is not None:
         problem = environment_name_problem(secret.environment)
         if problem:
@@ -168,6 +209,13 @@ def _check_times(lease: LeaseRequest, *, max_ttl: timedelta, now: datetime) -> N
     name = f"lease {lease.id} ({lease.key_name})"
     if lease.expires_at <= lease.issued_at:
         raise ApiError(422, "invalid_expiry", f"{name}: expires_at is not after issued_at")
+    if lease.expires_at <= now:
+        raise ApiError(
+            422,
+            "invalid_expiry",
+            f"{name}: expires {lease.expires_at.isoformat()}, which has passed by this "
+            "service's clock",
+        )
     if lease.expires_at > now + max_ttl + CLOCK_SKEW:
         raise ApiError(
             422,

@@ -4,7 +4,8 @@
 - Reconcile: for runs with `active` run/job leases, ask GitHub (`GET
   /repos/{owner}/{repo}/actions/runs/{run_id}`); a completed run, a newer attempt, or a run that
   no longer exists retires them. GitHub drops deliveries and never redelivers on its own.
-- Environments runkeys created and no live lease uses are deleted (one a crash left behind).
+- Environments a lease said runkeys created, that no live lease uses, are deleted where GitHub
+  agrees they are runkeys' own (`handler.ownership`; one a crash left behind).
 - Delivery and token ids that can no longer repeat are forgotten.
 Every step is idempotent, so replicas may sweep at the same time.
 """

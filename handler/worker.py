@@ -1,7 +1,8 @@
 """The revocation worker: claim due leases, retire each (provider revoke, then secret delete —
 `runkeys.retire`, idempotent; the secret is kept when a newer live lease wrote it since,
-`handler.ledger.secrets`), delete the environment when runkeys created it and no live lease
-uses it any more, and record the outcome.
+`handler.ledger.secrets`, or when GitHub says it was written before the lease was registered,
+`handler.ownership`), delete the environment when a lease said runkeys created it, GitHub
+agrees, and no live lease uses it any more, and record the outcome.
 
 Failures back off exponentially with jitter, capped (Vault's expiration manager is the model);
 after `max_attempts` the lease is marked `failed` with a short scrubbed reason, logged and
@@ -22,6 +23,7 @@ from handler.ledger.queue import claim_due, finish_failed, finish_revoked
 from handler.ledger.records import LeaseRecord
 from handler.ledger.secrets import newer_writer
 from handler.logs import event, logger
+from handler.ownership import environment_kept_because, secret_kept_because
 from handler.service import Service
 from runkeys.errors import ConfigError, GitHubError, ProviderError, RunkeysError
 from runkeys.retire import RetireRequest, retire
@@ -84,10 +86,27 @@ class RevocationWorker:
         with self.service.ledger.begin() as conn:
             return pending(conn) > 0
 
-    def _newer_writer(self, lease: LeaseRecord) -> str | None:
+    def _keep_secret(self, lease: LeaseRecord) -> str | None:
+        """Why the lease's secret stays (asked after the revoke), or None to delete it."""
         with self.service.ledger.begin() as conn:
             newer = newer_writer(conn, lease)
-        return None if newer is None else f"lease {newer}"
+        if newer is not None:
+            return f"lease {newer} wrote it since and is still live"
+        assert lease.secret is not None
+        written_at = self.service.secrets_for(lease.repository).secret_written_at(lease.secret)
+        kept = secret_kept_because(written_at, lease.created_at)
+        if kept is not None:
+            event(
+                log,
+                "secret not deleted: GitHub says runkeys did not write it",
+                level=logging.WARNING,
+                lease=lease.id,
+                repository=lease.repository,
+                secret=lease.secret.name,
+                environment=lease.secret.environment,
+                reason=kept,
+            )
+        return kept
 
     def retire(self, lease: LeaseRecord, token: str) -> None:
         request = RetireRequest.of(lease, secret=None if lease.provider_only else lease.secret)
@@ -97,7 +116,7 @@ class RevocationWorker:
                 registry=self.service.registry,
                 connections=self.service.config.connections,
                 secrets_for=None if lease.provider_only else self.service.secrets_for,
-                keep_secret=lambda: self._newer_writer(lease),
+                keep_secret=lambda: self._keep_secret(lease),
             )
         except Exception as exc:
             self._failed(lease, token, exc)
@@ -114,7 +133,7 @@ class RevocationWorker:
                     [lease.id],
                     actor="worker",
                     action="secret_kept",
-                    detail=f"secret kept: {kept_for} wrote it since and is still live",
+                    detail=f"secret kept: {kept_for}",
                     now=now,
                 )
         if not done:  # our claim lapsed and another worker took the lease: it records the end
@@ -172,14 +191,19 @@ class RevocationWorker:
         return described(exc, known)
 
     def delete_environments(self, repository_id: int | None = None, name: str | None = None) -> int:
-        """Delete the environments runkeys created that no live lease uses (all of them, or the
-        one named). A failure is left for the sweeper's next pass."""
+        """Delete the environments a lease said runkeys created, that no live lease uses (all of
+        them, or the one named), where GitHub agrees they are runkeys' own; the others are
+        marked `kept` with the reason. A failure is left for the sweeper's next pass."""
         with self.service.ledger.begin() as conn:
             candidates = deletable(conn, repository_id=repository_id, name=name)
         deleted = 0
         for env in candidates:
+            store = self.service.secrets_for(env.repository)
             try:
-                self.service.secrets_for(env.repository).delete_environment(env.name)
+                facts = store.environment_facts(env.name)
+                kept = None if facts is None else environment_kept_because(facts, env.named_at)
+                if facts is not None and kept is None:
+                    store.delete_environment(env.name)
             except Exception as exc:
                 event(
                     log,
@@ -190,8 +214,21 @@ class RevocationWorker:
                     error=self._describe(exc),
                 )
                 continue
+            now = self.service.clock()
             with self.service.ledger.begin() as conn:
-                mark(conn, env.repository_id, env.name, state="deleted", now=self.service.clock())
-            deleted += 1
-            event(log, "environment deleted", repository=env.repository, environment=env.name)
+                state = "kept" if kept is not None else "deleted"
+                mark(conn, env.repository_id, env.name, state=state, now=now, note=kept)
+            if kept is not None:
+                event(
+                    log,
+                    "environment kept: GitHub says it is not runkeys' to delete",
+                    level=logging.WARNING,
+                    repository=env.repository,
+                    environment=env.name,
+                    reason=kept,
+                )
+                continue
+            if facts is not None:
+                deleted += 1
+                event(log, "environment deleted", repository=env.repository, environment=env.name)
         return deleted

@@ -7,10 +7,13 @@ the connection account's password: it is never printed (`repr` and `redacted` hi
 
 from __future__ import annotations
 
+import hashlib
 import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from psycopg.conninfo import conninfo_to_dict
 
 from runkeys.errors import ConfigError
 
@@ -51,6 +54,66 @@ class Connection:
         """What in this connection must be scrubbed from any message."""
         password = self.password
         return (password,) if password else ()
+
+
+# URL schemes by the server they reach, and that server's default port.
+_FAMILIES = {
+    "postgres": "postgresql",
+    "postgresql": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "redis": "redis",
+    "rediss": "redis",
+    "http": "http",
+    "https": "https",
+}
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "redis": 6379, "http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a connection reaches, without how it logs in: the same target means the same
+    server and database, so a role or user minted through one is found through the other."""
+
+    scheme: str
+    host: str
+    port: int
+    database: str
+
+    def fingerprint(self) -> str:
+        """SHA-256 hex of the target: what a lease records (no host names in the ledger)."""
+        text = f"{self.scheme}://{self.host}:{self.port}/{self.database}"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def target_of(connection: Connection) -> Target:
+    """The connection's target. Raises ConfigError, quoting nothing of the URL, when it
+    cannot be read."""
+    url = connection.url
+    scheme = url.partition("://")[0].lower() if "://" in url else "postgresql"
+    family = _FAMILIES.get(scheme.split("+", 1)[0])
+    if family is None:
+        raise ConfigError(env_var(connection.name), "has a URL scheme runkeys does not know")
+    try:
+        if family == "postgresql":  # libpq's rules: a key=value DSN, or a URL with ?host=
+            info = conninfo_to_dict(url)
+            host, port, database = info.get("host"), info.get("port"), info.get("dbname")
+        else:
+            parts = connection.parsed
+            host, port, database = parts.hostname, parts.port, parts.path.strip("/")
+        return Target(
+            scheme=family,
+            host=(str(host) if host else "").strip("[]").lower(),
+            port=int(port) if port else _DEFAULT_PORTS[family],
+            database=urllib.parse.unquote(str(database or ""))
+            or ("0" if family == "redis" else ""),
+        )
+    except Exception:  # the parsers quote what they could not read: the password, maybe
+        raise ConfigError(
+            env_var(connection.name),
+            "cannot be read as a URL or DSN",
+            fix="percent-encode special characters in the user name and password",
+        ) from None
 
 
 def env_var(name: str) -> str:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from runkeys import labels
-from runkeys.connections import Connection
+from runkeys.connections import Connection, target_of
 from runkeys.errors import LeaseServiceError, RunkeysError
 from runkeys.github.secrets import MAX_SECRETS_PER_SCOPE, SecretStore
 from runkeys.lease_client import RetireOutcome
@@ -214,6 +214,8 @@ def _mint(
     lease_id = deps.new_id()
     issued_at = deps.now()
     connection = deps.connections[spec.connection] if spec.connection else None
+    # Before the mint: a minted key must never be left without its lease.
+    target = None if connection is None else target_of(connection).fingerprint()
     request = MintRequest(
         key_name=spec.name,
         params=spec.params,
@@ -236,6 +238,7 @@ def _mint(
         issued_at=issued_at,
         expires_at=minted.expires_at,
         connection=spec.connection,
+        connection_target=target,
         secret=None if scope is None else scope.target(spec.name),
         environment_created=create_environment,
         params=spec.params,

@@ -60,6 +60,10 @@ class SecretTarget:
         )
 
 
+def _optional(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def fingerprint(value: str) -> str:
     """SHA-256 of the value, hex: lets a leaked value be matched to its lease, and nothing more
     (every value runkeys mints has at least 128 bits of entropy, so it cannot be guessed back)."""
@@ -85,8 +89,13 @@ class LeaseRequest:
     issued_at: datetime
     expires_at: datetime
     connection: str | None = None
+    # `runkeys.connections.Target.fingerprint()` of the connection minted on: the service
+    # registers the lease only if its own connection of that name reaches the same target.
+    connection_target: str | None = None
     secret: SecretTarget | None = None
-    environment_created: bool = False  # runkeys created `secret.environment` for this run
+    # The action created `secret.environment`: a claim the service checks against GitHub's
+    # `created_at` and protection settings before it ever deletes the environment.
+    environment_created: bool = False
     params: Mapping[str, Any] = field(default_factory=dict)  # the provider's spec parameters
 
     @property
@@ -101,6 +110,7 @@ class LeaseRequest:
             "key_name": self.key_name,
             "provider": self.provider,
             "connection": self.connection,
+            "connection_target": self.connection_target,
             "reference": self.reference,
             "fingerprint": self.fingerprint,
             "lifetime": self.lifetime.value,
@@ -124,6 +134,7 @@ class LeaseRequest:
             key_name=str(data["key_name"]),
             provider=str(data["provider"]),
             connection=None if data.get("connection") is None else str(data["connection"]),
+            connection_target=_optional(data.get("connection_target")),
             reference=str(data["reference"]),
             fingerprint=str(data["fingerprint"]),
             lifetime=Lifetime(data["lifetime"]),

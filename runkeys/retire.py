@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from runkeys.connections import Connection, env_var, normalize_name
+from runkeys.connections import Connection, env_var, normalize_name, target_of
 from runkeys.errors import ConfigError, ProviderError
 from runkeys.github.secrets import SecretStore
 from runkeys.leases import SecretTarget
@@ -31,6 +31,8 @@ class Lease(Protocol):
     @property
     def connection(self) -> str | None: ...
     @property
+    def connection_target(self) -> str | None: ...
+    @property
     def label(self) -> str | None: ...
 
 
@@ -40,6 +42,7 @@ class RetireRequest:
     reference: str
     params: Mapping[str, Any] = field(default_factory=dict)
     connection: str | None = None
+    connection_target: str | None = None  # the lease's; None for rows older than targets
     secret: SecretTarget | None = None
     value: str | None = field(default=None, repr=False)  # on the runner only
     label: str | None = None  # the lease's (`LeaseRequest.label`); None for rows older than it
@@ -54,6 +57,7 @@ class RetireRequest:
             reference=lease.reference,
             params=lease.params,
             connection=lease.connection,
+            connection_target=lease.connection_target,
             secret=secret,
             value=value,
             label=lease.label,
@@ -118,6 +122,7 @@ def revoke(
                 "is not set, so the key cannot be revoked from here",
                 fix="give this process the same connection the action used",
             )
+        _check_target(request, connection)
     provider.revoke(
         RevokeRequest(
             reference=request.reference,
@@ -127,6 +132,23 @@ def revoke(
             label=request.label,
         )
     )
+
+
+def _check_target(request: RetireRequest, connection: Connection) -> None:
+    """Revoke only on the server the key was minted on: elsewhere the key is not found, and
+    "not found" would be taken for revoked while the key lives on."""
+    if request.connection_target is None:
+        return
+    if target_of(connection).fingerprint() != request.connection_target:
+        raise ProviderError(
+            request.provider,
+            f"{env_var(connection.name)} here reaches another server or database than the one "
+            "this key was minted on (scheme, host, port or database differ); not revoking "
+            "through it",
+            retryable=False,
+            fix=f"point {env_var(connection.name)} at the same server the action used, "
+            "written the same way (the same host name, port and database)",
+        )
 
 
 def delete_secret(request: RetireRequest, secrets_for: Callable[[str], SecretStore]) -> bool:

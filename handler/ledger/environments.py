@@ -1,5 +1,6 @@
-"""Environments runkeys created: deleted when no live lease uses them any more, and only those
-(an environment a team made by hand is never touched)."""
+"""Environments leases named: one is a candidate for deletion when a lease said the action
+created it and no live lease uses it any more. Whether it is deleted is GitHub's word
+(`handler.ownership`): an environment a team made by hand, or protected, is never touched."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class EnvironmentRecord:
     repository: str
     name: str
     state: str
+    named_at: datetime | None  # None: rows of an older ledger that never said
 
 
 def _in_use() -> ColumnElement[bool]:
@@ -34,8 +36,10 @@ def _in_use() -> ColumnElement[bool]:
 def deletable(
     conn: Connection, *, repository_id: int | None = None, name: str | None = None
 ) -> list[EnvironmentRecord]:
-    """Environments runkeys created that are still there and that no live lease uses."""
-    query = select(environments).where(environments.c.state == "present", ~_in_use())
+    """Environments a lease claimed to have created, still there, that no live lease uses."""
+    query = select(environments).where(
+        environments.c.state == "present", environments.c.claimed, ~_in_use()
+    )
     if repository_id is not None:
         query = query.where(environments.c.repository_id == repository_id)
     if name is not None:
@@ -46,13 +50,23 @@ def deletable(
             repository=row["repository"],
             name=row["name"],
             state=row["state"],
+            named_at=row["named_at"],
         )
         for row in conn.execute(query).mappings()
     ]
 
 
-def mark(conn: Connection, repository_id: int, name: str, *, state: str, now: datetime) -> None:
-    """`deleted`, or `unreachable` (the App lost access to the repository)."""
+def mark(
+    conn: Connection,
+    repository_id: int,
+    name: str,
+    *,
+    state: str,
+    now: datetime,
+    note: str | None = None,
+) -> None:
+    """`deleted`, `unreachable` (the App lost access to the repository), or `kept` (GitHub
+    says it is not runkeys' to delete; `note` says why)."""
     conn.execute(
         update(environments)
         .where(
@@ -62,7 +76,7 @@ def mark(conn: Connection, repository_id: int, name: str, *, state: str, now: da
                 environments.c.state == "present",
             )
         )
-        .values(state=state, deleted_at=now)
+        .values(state=state, deleted_at=None if state == "kept" else now, note=note)
     )
 
 

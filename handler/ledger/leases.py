@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import Connection, func, literal, select, update
+from sqlalchemy import Connection, case, func, literal, or_, select, update
 
 from handler.ledger import tables
 from handler.ledger.engine import insert_for
@@ -82,8 +82,10 @@ def register(
     )
     for request in requests:
         environment = request.secret.environment if request.secret else None
-        if request.id in inserted and request.environment_created and environment:
-            remember_environment(conn, identity, environment, now)
+        if request.id in inserted and environment:
+            name_environment(
+                conn, identity, environment, claimed=request.environment_created, now=now
+            )
     return Registered(leases=[found[r.id] for r in requests], created=len(inserted))
 
 
@@ -107,6 +109,7 @@ def _row(
         "key_name": request.key_name,
         "provider": request.provider,
         "connection": request.connection,
+        "connection_target": request.connection_target,
         "reference": request.reference,
         "label": request.label,
         "params": dict(request.params),
@@ -138,21 +141,40 @@ def _same(existing: LeaseRecord, identity: RunIdentity, request: LeaseRequest) -
     )
 
 
-def remember_environment(conn: Connection, identity: RunIdentity, name: str, now: datetime) -> None:
-    """runkeys created this environment: it may delete it once no live lease uses it."""
+def name_environment(
+    conn: Connection, identity: RunIdentity, name: str, *, claimed: bool, now: datetime
+) -> None:
+    """A lease names this environment. The first naming (since runkeys last deleted it) is
+    when GitHub must show it created at or after, for runkeys to ever delete it; `claimed`
+    (the action says it created it) is needed too, and never enough alone."""
     env = tables.environments
-    statement = insert_for(conn, env).values(
-        repository_id=identity.repository_id,
-        name_key=name.lower(),
-        name=name,
-        repository=identity.repository,
-        state="present",
-        created_at=now,
-    )
+    row = {
+        "repository_id": identity.repository_id,
+        "name_key": name.lower(),
+        "name": name,
+        "repository": identity.repository,
+        "state": "present",
+        "created_at": now,
+        "named_at": now,
+        "claimed": claimed,
+        "note": None,
+    }
+    statement = insert_for(conn, env).values(row)
+    present = env.c.state == "present"
     conn.execute(
         statement.on_conflict_do_update(
             index_elements=[env.c.repository_id, env.c.name_key],
-            set_={"state": "present", "deleted_at": None},
+            set_={
+                # A present row keeps its first naming; any other starts over from now.
+                "named_at": case((present, env.c.named_at), else_=statement.excluded.named_at),
+                "claimed": case(
+                    (present, or_(env.c.claimed, statement.excluded.claimed)),
+                    else_=statement.excluded.claimed,
+                ),
+                "note": case((present, env.c.note), else_=None),
+                "deleted_at": case((present, env.c.deleted_at), else_=None),
+                "state": "present",
+            },
         )
     )
 

@@ -43,7 +43,8 @@ class Migration:
     apply: Callable[[Connection], None]
 
 
-# `leases` as version 1 made it, frozen: version 2 added `label`.
+# `leases` and `environments` as version 1 made them, frozen: version 2 added `label`, version 4
+# `connection_target` and the environments' `named_at`, `claimed` and `note`.
 _V1 = MetaData()
 _LEASES_V1 = Table(
     "leases",
@@ -96,16 +97,23 @@ Index("ix_leases_expiry", _LEASES_V1.c.state, _LEASES_V1.c.expires_at)
 Index("ix_leases_environment", _LEASES_V1.c.repository_id, _LEASES_V1.c.secret_environment)
 
 
+Table(
+    "environments",
+    _V1,
+    Column("repository_id", BigInteger, primary_key=True),
+    Column("name_key", String(255), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("repository", String(200), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_at", tables.UTCDateTime, nullable=False),
+    Column("deleted_at", tables.UTCDateTime, nullable=True),
+)
+
+
 def _initial(conn: Connection) -> None:
     _V1.create_all(conn)
     tables.metadata.create_all(
-        conn,
-        tables=[
-            tables.lease_events,
-            tables.environments,
-            tables.deliveries,
-            tables.token_ids,
-        ],
+        conn, tables=[tables.lease_events, tables.deliveries, tables.token_ids]
     )
 
 
@@ -121,10 +129,24 @@ def _run_completions(conn: Connection) -> None:
     tables.run_completions.create(conn)
 
 
+def _checked_targets(conn: Connection) -> None:
+    """What the service checks before it deletes or revokes: each lease's connection target,
+    and for each environment when it was first named and whether a lease claimed it. Rows
+    from before were all claimed (only claims were recorded), first named when recorded."""
+    conn.exec_driver_sql("ALTER TABLE leases ADD COLUMN connection_target VARCHAR(64)")
+    conn.exec_driver_sql("ALTER TABLE environments ADD COLUMN named_at TIMESTAMP")
+    conn.exec_driver_sql(
+        "ALTER TABLE environments ADD COLUMN claimed BOOLEAN NOT NULL DEFAULT FALSE"
+    )
+    conn.exec_driver_sql("ALTER TABLE environments ADD COLUMN note VARCHAR(300)")
+    conn.exec_driver_sql("UPDATE environments SET named_at = created_at, claimed = TRUE")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "leases, events, environments, seen ids", _initial),
     Migration(2, "lease labels, unique", _lease_labels),
     Migration(3, "run completions to apply", _run_completions),
+    Migration(4, "connection targets; environments' first naming and claims", _checked_targets),
 )
 HEAD = MIGRATIONS[-1].version
 

@@ -34,6 +34,7 @@ class LeaseRecord:
     key_name: str
     provider: str
     connection: str | None
+    connection_target: str | None  # None for leases registered before targets were kept
     reference: str
     label: str | None  # None for leases registered before labels were kept
     fingerprint: str
@@ -77,6 +78,7 @@ class LeaseRecord:
             key_name=row["key_name"],
             provider=row["provider"],
             connection=row["connection"],
+            connection_target=row["connection_target"],
             reference=row["reference"],
             label=row["label"],
             fingerprint=row["fingerprint"],
@@ -108,6 +110,7 @@ class LeaseRecord:
             "key_name": self.key_name,
             "provider": self.provider,
             "connection": self.connection,
+            "connection_target": self.connection_target,
             "reference": self.reference,
             "label": self.label,
             "fingerprint": self.fingerprint,

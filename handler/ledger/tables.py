@@ -68,6 +68,9 @@ leases = Table(
     Column("key_name", String(255), nullable=False),
     Column("provider", String(64), nullable=False),
     Column("connection", String(64), nullable=True),
+    # SHA-256 of the connection's target (scheme, host, port, database), as the action minted
+    # on it: the service revokes only through a connection that reaches the same (version 4).
+    Column("connection_target", String(64), nullable=True),
     Column("reference", String(500), nullable=False),
     # `runkeys.labels.label(id, key_name)`, made by the service: the name the reference must
     # be for. Unique: no second lease may claim a credential already leased (version 2).
@@ -130,7 +133,9 @@ run_completions = Table(
     Column("received_at", UTCDateTime, nullable=False),
 )
 
-# Environments runkeys created: deleted once no live lease uses them, and only those.
+# Environments leases named. One is deleted once no live lease uses it, and only if a lease said
+# runkeys created it and GitHub agrees: made at or after `named_at`, and unprotected
+# (`handler.ownership`). Otherwise it is `kept`, and `note` says why.
 environments = Table(
     "environments",
     metadata,
@@ -138,9 +143,14 @@ environments = Table(
     Column("name_key", String(255), primary_key=True),  # lower-cased: GitHub ignores case
     Column("name", String(255), nullable=False),
     Column("repository", String(200), nullable=False),
-    Column("state", String(16), nullable=False),  # present, deleted, unreachable
+    Column("state", String(16), nullable=False),  # present, deleted, unreachable, kept
     Column("created_at", UTCDateTime, nullable=False),
     Column("deleted_at", UTCDateTime, nullable=True),
+    # The service's clock at the first registration that named it, since runkeys last deleted
+    # it; and whether a lease said the action created it (a claim, never enough alone).
+    Column("named_at", UTCDateTime, nullable=True),
+    Column("claimed", Boolean, nullable=False, default=False),
+    Column("note", String(300), nullable=True),
 )
 
 # Webhook deliveries seen (X-GitHub-Delivery repeats on redelivery), kept for a while.

@@ -14,6 +14,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from github import GithubException, UnknownObjectException
 from github.PublicKey import PublicKey
@@ -27,6 +30,37 @@ MAX_SECRETS_PER_SCOPE = 100  # repository and each environment (FACTS §5)
 SECRET_SCOPE_PATH = "/repos/{owner}/{repo}/actions/secrets/{secret_name}"
 ENV_SECRET_PATH = "/repos/{owner}/{repo}/environments/{environment_name}/secrets/{secret_name}"
 ENV_PATH = "/repos/{owner}/{repo}/environments/{environment_name}"
+ENV_RULES_PATH = f"{ENV_PATH}/deployment_protection_rules"
+
+
+@dataclass(frozen=True)
+class EnvironmentFacts:
+    """What GitHub says of an environment that decides whether runkeys may delete it."""
+
+    created_at: datetime
+    protections: tuple[str, ...]  # e.g. "a wait timer", "required reviewers"; empty: none
+
+
+def github_time(value: Any) -> datetime:
+    """A GitHub timestamp (`2020-11-23T22:00:40Z`) as an aware datetime; ValueError if not."""
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone")
+    return parsed
+
+
+def protections_of(environment: dict[str, Any], custom_rules: int) -> tuple[str, ...]:
+    """Every protection an environment has: its rules (wait timer, reviewers, branch policy,
+    any other type GitHub adds), its deployment branch policy, and custom protection rules."""
+    found = []
+    for rule in environment.get("protection_rules") or []:
+        kind = str(rule.get("type", "unknown")) if isinstance(rule, dict) else "unknown"
+        found.append(f"a {kind.replace('_', ' ')} protection rule")
+    if environment.get("deployment_branch_policy") is not None:
+        found.append("a deployment branch policy")
+    if custom_rules:
+        found.append(f"{custom_rules} custom deployment protection rule(s)")
+    return tuple(found)
 
 
 class WriteBudget:
@@ -119,7 +153,55 @@ class SecretStore:
             raise self._fail(exc, f"deleting environment {name}", "DELETE", ENV_PATH) from None
         return True
 
+    def environment_facts(self, name: str) -> EnvironmentFacts | None:
+        """GitHub's `created_at` and protections of `name`; None when it does not exist.
+        Docs: https://docs.github.com/rest/deployments/environments#get-an-environment and
+        https://docs.github.com/rest/deployments/protection-rules"""
+        url = f"{self.repo.url}/environments/{quote_path(name)}"
+        try:
+            _, data = self.repo.requester.requestJsonAndCheck("GET", url)
+            _, rules = self.repo.requester.requestJsonAndCheck(
+                "GET", f"{url}/deployment_protection_rules"
+            )
+        except UnknownObjectException:
+            return None
+        except GithubException as exc:
+            raise self._fail(exc, f"reading environment {name}", "GET", ENV_PATH) from None
+        try:
+            created_at = github_time(data["created_at"])
+            custom = int(rules.get("total_count") or 0)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise self._fail(
+                GithubException(200, {"message": "an answer without created_at"}, {}),
+                f"reading environment {name}",
+                "GET",
+                ENV_PATH,
+            ) from None
+        return EnvironmentFacts(created_at=created_at, protections=protections_of(data, custom))
+
     # -- secrets -----------------------------------------------------------------------------
+
+    def secret_written_at(self, target: SecretTarget) -> datetime | None:
+        """When GitHub says the secret was last written (`updated_at`); None when it does not
+        exist. Docs: https://docs.github.com/rest/actions/secrets#get-a-repository-secret"""
+        url = f"{self._scope_url(target.environment)}/{quote_path(target.name)}"
+        path = ENV_SECRET_PATH if target.environment else SECRET_SCOPE_PATH
+        doing = f"reading secret {target.name}"
+        try:
+            _, data = self.repo.requester.requestJsonAndCheck("GET", url)
+        except UnknownObjectException:
+            return None
+        except GithubException as exc:
+            raise self._fail(exc, doing, "GET", path) from None
+        try:
+            return github_time(data["updated_at"])
+        except (KeyError, TypeError, ValueError):
+            raise self._fail(
+                GithubException(200, {"message": "an answer without updated_at"}, {}),
+                doing,
+                "GET",
+                path,
+            ) from None
 
     def public_key(self, environment: str | None) -> PublicKey:
         if environment not in self._keys:

@@ -196,6 +196,14 @@ def environment_json(repo: Repository, env: Environment, base: str) -> dict[str,
                 "reviewers": [_reviewer_json(r, base) for r in env.reviewers],
             }
         )
+    if env.deployment_branch_policy is not None:  # GitHub lists the policy as a rule too
+        rules.append(
+            {
+                "id": env.rule_ids[2],
+                "node_id": legacy_node_id("04", "Gate", env.rule_ids[2]),
+                "type": "branch_policy",
+            }
+        )
     return {
         "id": env.id,
         "node_id": legacy_node_id("011", "Environment", env.id),
@@ -208,6 +216,22 @@ def environment_json(repo: Repository, env: Environment, base: str) -> dict[str,
         "can_admins_bypass": True,
         "protection_rules": rules,
         "deployment_branch_policy": env.deployment_branch_policy,
+    }
+
+
+def custom_rule_json(rule: dict[str, Any], base: str) -> dict[str, Any]:
+    """A custom deployment protection rule: an App that approves deployments."""
+    ident, slug = int(rule["id"]), str(rule["app_slug"])
+    return {
+        "id": ident,
+        "node_id": legacy_node_id("04", "DeploymentProtectionRule", ident),
+        "enabled": True,
+        "app": {
+            "id": ident,
+            "node_id": legacy_node_id("03", "Integration", ident),
+            "slug": slug,
+            "integration_url": f"{base}/apps/{slug}",
+        },
     }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from runkeys.names import environment_name_problem
 from runkeys.sandbox import bodies
 from runkeys.sandbox.errors import ApiError, not_found
-from runkeys.sandbox.representations import environment_json
+from runkeys.sandbox.representations import custom_rule_json, environment_json
 from runkeys.sandbox.routing import REPO, Call, Reply, Route, paginate
 from runkeys.sandbox.state import Environment
 
@@ -54,7 +54,7 @@ def put_environment(call: Call) -> Reply:
             name=name,
             created_at=now,
             updated_at=now,
-            rule_ids=(world.next_id("rule"), world.next_id("rule")),
+            rule_ids=(world.next_id("rule"), world.next_id("rule"), world.next_id("rule")),
         )
         repo.environments[name.lower()] = env
     _apply(env, body)
@@ -77,6 +77,15 @@ def _apply(env: Environment, body: dict[str, Any]) -> None:
         env.deployment_branch_policy = body["deployment_branch_policy"]
 
 
+def list_custom_rules(call: Call) -> Reply:
+    repo = call.repository
+    env = repo.environments.get(call.params["environment_name"].lower())
+    if env is None:
+        raise not_found()
+    rules = [custom_rule_json(rule, call.base_url) for rule in env.custom_rules]
+    return Reply(200, {"total_count": len(rules), "custom_deployment_protection_rules": rules})
+
+
 def delete_environment(call: Call) -> Reply:
     repo = call.repository
     if repo.environments.pop(call.params["environment_name"].lower(), None) is None:
@@ -97,6 +106,14 @@ ROUTES = (
         put_environment,
         REPO,
         f"{_DOCS}#create-or-update-an-environment",
+    ),
+    Route(
+        "GET",
+        f"{_ENV}/{{environment_name}}/deployment_protection_rules",
+        list_custom_rules,
+        REPO,
+        "https://docs.github.com/rest/deployments/protection-rules"
+        "#get-all-deployment-protection-rules-for-an-environment",
     ),
     Route(
         "DELETE",

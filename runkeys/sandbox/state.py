@@ -83,7 +83,11 @@ class Environment:
     prevent_self_review: bool = False
     reviewers: list[dict[str, Any]] = field(default_factory=list)
     deployment_branch_policy: dict[str, bool] | None = None
-    rule_ids: tuple[int, int] = (0, 0)  # ids of its wait-timer and reviewers protection rules
+    # ids of its wait-timer, reviewers and branch-policy protection rules
+    rule_ids: tuple[int, int, int] = (0, 0, 0)
+    # Custom deployment protection rules (an App's), as `{"id": …, "app_slug": …}`: only
+    # admins enable them, through the UI or the REST API; tests add them to the world.
+    custom_rules: list[dict[str, Any]] = field(default_factory=list)
     secrets: SecretScope = field(default_factory=SecretScope)
 
 

@@ -22,7 +22,9 @@ def test_create_get_list_delete_with_pygithub(seeded: Seeded) -> None:
     )
     assert created.name == "staging"
     assert created.deployment_branch_policy.protected_branches is True
-    assert [rule.type for rule in created.protection_rules] == ["wait_timer"]
+    # GitHub lists a deployment branch policy as a rule of its own too (the REST description's
+    # example of "Get an environment" shows one of type `branch_policy`).
+    assert [rule.type for rule in created.protection_rules] == ["wait_timer", "branch_policy"]
     repo.create_environment("ci-run-1")
     assert seeded.sb.environment_names(seeded.repo) == ["ci-run-1", "staging"]
     assert [e.name for e in repo.get_environments()] == ["ci-run-1", "staging"]
@@ -30,6 +32,22 @@ def test_create_get_list_delete_with_pygithub(seeded: Seeded) -> None:
     assert seeded.sb.environment_names(seeded.repo) == ["ci-run-1"]
     with pytest.raises(UnknownObjectException):
         repo.delete_environment("staging")
+
+
+def test_custom_deployment_protection_rules_are_listed(seeded: Seeded) -> None:
+    repo = seeded.github().get_repo("octo/app")
+    repo.create_environment("production")
+    url = f"{repo.url}/environments/production/deployment_protection_rules"
+    _, empty = repo.requester.requestJsonAndCheck("GET", url)
+    assert (empty["total_count"], empty["custom_deployment_protection_rules"]) == (0, [])
+    with seeded.sb.world.lock:
+        seeded.repo.environments["production"].custom_rules = [{"id": 3, "app_slug": "gate"}]
+    _, listed = repo.requester.requestJsonAndCheck("GET", url)
+    assert listed["total_count"] == 1
+    (rule,) = listed["custom_deployment_protection_rules"]
+    assert (rule["id"], rule["enabled"], rule["app"]["slug"]) == (3, True, "gate")
+    with pytest.raises(UnknownObjectException):
+        repo.requester.requestJsonAndCheck("GET", url.replace("production", "staging"))
 
 
 def test_update_keeps_the_id_and_the_secrets(seeded: Seeded) -> None:

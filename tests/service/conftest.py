@@ -78,6 +78,10 @@ def ledger(database_url: str) -> Iterator[Ledger]:
     opened.close()
 
 
+# The connections the tests' services hold to the databases on localhost, by name.
+DATABASES = {"ci_db": "postgres", "ci_my": "mysql", "ci_cache": "redis"}
+
+
 @dataclass
 class GitHub:
     """The sandbox with one App installed on one repository (and a second, foreign one)."""
@@ -103,17 +107,23 @@ class GitHub:
         return replace(claims, **fields)
 
     def lease(self, **fields: Any) -> LeaseRequest:
-        """A lease whose secret is in this test's repository (unless `repository` says else)."""
+        """A lease whose secret is in this test's repository (unless `repository` says else),
+        minted through the database connection it names (`ci_db`, `ci_my`, `ci_cache`: the
+        ones on localhost) unless `connection_url` says which."""
         fields.setdefault("repository", self.repo.full_name)
+        database = DATABASES.get(str(fields.get("connection")))
+        if database is not None:
+            fields.setdefault("connection_url", need(database))
         return lease(**fields)
 
-    def http_leases(self, references: list[str]) -> list[LeaseRequest]:
+    def http_leases(self, references: list[str], issuer_url: str) -> list[LeaseRequest]:
         """One `http` lease (no secret) per token the test issuer minted, at connection ISSUER."""
         return [
             self.lease(
                 key_name=f"KEY_{i}",
                 provider="http",
                 connection="issuer",
+                connection_url=issuer_url,
                 params=HTTP_PARAMS,
                 reference=reference,
                 secret=False,

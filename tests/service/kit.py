@@ -23,6 +23,7 @@ from werkzeug.wrappers import Request, Response
 from handler.ledger import Ledger
 from handler.ledger.leases import get, register
 from handler.ledger.records import LeaseRecord
+from runkeys.connections import Connection, target_of
 from runkeys.labels import label
 from runkeys.leases import LeaseRequest, Lifetime, SecretTarget, fingerprint
 from runkeys.oidc import RunIdentity
@@ -61,6 +62,7 @@ def lease(
     provider: str = "random",
     reference: str | None = None,
     connection: str | None = None,
+    connection_url: str | None = None,
     params: dict[str, Any] | None = None,
     environment: str | None = None,
     environment_created: bool = False,
@@ -68,7 +70,13 @@ def lease(
     now: datetime | None = None,
     lease_id: str | None = None,
 ) -> LeaseRequest:
+    """A lease as the action would register it. `connection_url`: the URL of `connection`
+    the key was minted through, whose target the lease records (none: a lease as an older
+    action registered it, which the service refuses and the worker revokes unchecked)."""
     issued = now or datetime.now(UTC)
+    target = None
+    if connection is not None and connection_url is not None:
+        target = target_of(Connection(connection, connection_url)).fingerprint()
     value = secrets.token_urlsafe(32)
     lease_id = lease_id or uuid.uuid4().hex
     return LeaseRequest(
@@ -82,6 +90,7 @@ def lease(
         issued_at=issued,
         expires_at=issued + ttl,
         connection=connection,
+        connection_target=target,
         secret=SecretTarget(repository, key_name, environment) if secret else None,
         environment_created=environment_created,
         params=params or {},
@@ -136,12 +145,21 @@ def workflow_run_completed(
 
 
 def pull_request_closed(
-    repo_id: int, full_name: str, number: int, installation_id: int | None
+    repo_id: int,
+    full_name: str,
+    number: int,
+    installation_id: int | None,
+    *,
+    closed_at: datetime | None = None,
 ) -> dict[str, Any]:
+    """GitHub's example, for this pull request, closed at `closed_at` (default: now, in whole
+    seconds as GitHub writes it)."""
     data = _example("pull_request/closed.payload.json")
     _repository(data["repository"], repo_id, full_name)
     data["number"] = number
     data["pull_request"]["number"] = number
+    closed = (closed_at or datetime.now(UTC)).replace(microsecond=0)
+    data["pull_request"]["closed_at"] = closed.isoformat().replace("+00:00", "Z")
     if installation_id is not None:
         data["installation"] = {
             "id": installation_id,

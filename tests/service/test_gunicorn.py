@@ -135,17 +135,22 @@ def test_the_life_of_a_lease_under_gunicorn(
     running: Running, github: GitHub, issuer: tuple[TokenIssuer, str]
 ) -> None:
     url, sandbox = running.served.url, github.sandbox
-    tokens, _ = issuer
+    tokens, issuer_url = issuer
     claims = github.claims()
     run_token, job_token = tokens.mint(2)
     run_lease = github.lease(
-        provider="http", connection="issuer", params=HTTP_PARAMS, reference=run_token
+        provider="http",
+        connection="issuer",
+        connection_url=issuer_url,
+        params=HTTP_PARAMS,
+        reference=run_token,
     )
     job_lease = github.lease(
         key_name="JOB_TOKEN",
         lifetime=Lifetime.JOB,
         provider="http",
         connection="issuer",
+        connection_url=issuer_url,
         params=HTTP_PARAMS,
         reference=job_token,
         secret=False,
@@ -201,7 +206,7 @@ def test_killed_mid_revocation_every_lease_ends_revoked_once(
     served = Served(env, tmp_path / "first.log")
     claims = github.claims()
     references = tokens.mint(60)
-    leases = github.http_leases(references)
+    leases = github.http_leases(references, server.url)
     ids = [item.id for item in leases]
     ledger = Ledger.open(url)
     try:

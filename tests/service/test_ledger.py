@@ -96,7 +96,11 @@ def test_a_version_1_ledger_gains_labels_each_held_once(empty_url: str) -> None:
         MIGRATIONS[0].apply(conn)
         conn.execute(tables.schema_migrations.insert().values(version=1, name="v1", applied_at=NOW))
         for item in old:  # as version 1 stored them: no label column
-            row = {k: v for k, v in _row(identity(), item, 5, NOW).items() if k != "label"}
+            row = {
+                k: v
+                for k, v in _row(identity(), item, 5, NOW).items()
+                if k not in ("label", "connection_target")
+            }
             conn.execute(tables.leases.insert().values(row))
     assert migrate(ledger.engine) == [m.version for m in MIGRATIONS[1:]]
     new = lease()
@@ -106,6 +110,37 @@ def test_a_version_1_ledger_gains_labels_each_held_once(empty_url: str) -> None:
     twin = {**_row(identity(), lease(), 5, NOW), "label": new.label}
     with pytest.raises(IntegrityError), ledger.begin() as conn:
         conn.execute(tables.leases.insert().values(twin))
+    ledger.close()
+
+
+def test_a_version_3_ledger_keeps_the_environments_it_recorded_as_claimed(empty_url: str) -> None:
+    """Before version 4 only environments a lease claimed to have created were recorded: they
+    stay claimed, first named when recorded. Leases keep no connection target (revoked as
+    before)."""
+    ledger = Ledger.open(empty_url, migrate_schema=False)
+    old = lease(connection="ci_db")
+    with ledger.begin() as conn:
+        tables.schema_migrations.create(conn)
+        for step in MIGRATIONS[:3]:
+            step.apply(conn)
+            conn.execute(
+                tables.schema_migrations.insert().values(
+                    version=step.version, name=step.name, applied_at=NOW
+                )
+            )
+        row = {k: v for k, v in _row(identity(), old, 5, NOW).items() if k != "connection_target"}
+        conn.execute(tables.leases.insert().values(row))
+        conn.exec_driver_sql(
+            "INSERT INTO environments (repository_id, name_key, name, repository, state, "
+            "created_at) VALUES (1296269, 'ci-pr-7', 'ci-pr-7', 'octo/app', 'present', "
+            "'2026-11-01 10:00:00')"
+        )
+    assert migrate(ledger.engine) == [4]
+    env = tables.environments
+    with ledger.begin() as conn:
+        (found,) = conn.execute(select(env.c.named_at, env.c.claimed, env.c.note)).all()
+    assert tuple(found) == (datetime(2026, 11, 1, 10, 0, tzinfo=UTC), True, None)
+    assert stored(ledger, old.id).connection_target is None
     ledger.close()
 
 

@@ -37,7 +37,7 @@ def test_two_workers_revoke_each_of_1000_leases_exactly_once(
     references = tokens.mint(LEASES)
     ledger = Ledger.open(postgres_ledger)
     now = datetime.now(UTC)
-    items = github.http_leases(references)
+    items = github.http_leases(references, url)
     with ledger.begin() as conn:
         for start in range(0, LEASES, 100):
             who = identity(github.repo.full_name, github.repo.id, run_id=start + 1)

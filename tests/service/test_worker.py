@@ -56,6 +56,7 @@ def service(
 
 
 def http_lease(github: GitHub, tokens: TokenIssuer, **fields: object) -> LeaseRequest:
+    """Put in the ledger directly: no connection target (the worker revokes it unchecked)."""
     (reference,) = tokens.mint()
     return github.lease(
         provider="http", connection="issuer", params=HTTP_PARAMS, reference=reference, **fields
