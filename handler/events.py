@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypedDict
 
@@ -22,6 +23,7 @@ from handler.ledger.queue import (
     Selection,
 )
 from handler.webhooks import EVERYTHING, BadDeliveryError, Delivery, as_id
+from runkeys.github.secrets import github_time
 
 
 class Outcome(StrEnum):
@@ -75,8 +77,13 @@ class WorkflowRunFields(Envelope, total=False):
     repository: _Object
 
 
+class _PullRequest(TypedDict, total=False):
+    closed_at: Any
+
+
 class PullRequestFields(Envelope, total=False):
     number: Any
+    pull_request: _PullRequest
     repository: _Object
 
 
@@ -144,6 +151,14 @@ def _id(data: Mapping[str, Any], key: str, where: str) -> int:
     return value
 
 
+def _time(data: Mapping[str, Any], key: str, where: str) -> datetime:
+    value = data.get(key)
+    try:
+        return github_time(value)
+    except (TypeError, ValueError):
+        raise BadDeliveryError(f"The payload's {where}.{key} is missing or not a time") from None
+
+
 def _repository_ids(data: Mapping[str, Any], key: str) -> tuple[int, ...]:
     listed = data.get(key) or []
     if not isinstance(listed, list):
@@ -174,11 +189,16 @@ def workflow_run_completed(delivery: Delivery) -> Decision:
 
 @router.register("pull_request", action="closed", reads=PullRequestFields)
 def pull_request_closed(delivery: Delivery) -> Decision:
-    """`pr` leases of this pull request, merged or not."""
+    """`pr` leases of this pull request registered before it closed, merged or not. The
+    delivery id is not signed, so a captured delivery can be sent again under a new one: its
+    signed `closed_at` keeps it from retiring what a reopened pull request registered since."""
     repository = _object(delivery.data, "repository")
     selection = PullRequestLeases(
         repository_id=_id(repository, "id", "repository"),
         number=_id(delivery.data, "number", "payload"),
+        # GitHub's times are whole seconds: a lease registered in the closing second is before.
+        registered_before=_time(_object(delivery.data, "pull_request"), "closed_at", "pull_request")
+        + timedelta(seconds=1),
         installation_id=delivery.installation_id,
     )
     return Decision(Outcome.QUEUED, (Retirement(selection),))

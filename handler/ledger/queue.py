@@ -57,8 +57,13 @@ class RunLeases:
 
 @dataclass(frozen=True)
 class PullRequestLeases:
+    """`pr` leases of a pull request registered before `registered_before` (the end of the
+    second it closed in): a closed delivery replayed after a reopen must not retire the leases
+    of the reopened pull request."""
+
     repository_id: int
     number: int
+    registered_before: datetime
     installation_id: int | None = None
 
 
@@ -129,6 +134,7 @@ def _parameters(selection: Selection) -> dict[str, Any]:
             return {
                 "w_repository_id": selection.repository_id,
                 "w_number": selection.number,
+                "w_registered_before": selection.registered_before,
                 "w_installation_id": selection.installation_id,
             }
         case RepositoryLeases():
@@ -172,6 +178,7 @@ def _where(form: Form) -> ColumnElement[bool]:  # noqa: PLR0911 (one case per ki
             leases.c.repository_id == bindparam("w_repository_id"),
             leases.c.pr_number == bindparam("w_number"),
             leases.c.lifetime == Lifetime.PR.value,
+            leases.c.created_at < bindparam("w_registered_before", type_=tables.UTCDateTime()),
             _installation(scoped),
         )
     if kind is RepositoryLeases:

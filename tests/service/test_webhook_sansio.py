@@ -4,6 +4,7 @@ deliveries, and payloads built from GitHub's examples and checked against the of
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -145,9 +146,29 @@ def test_workflow_run_completed_retires_that_run_through_its_attempt() -> None:
 
 
 def test_pull_request_closed_retires_its_pr_leases() -> None:
-    payload = kit.pull_request_closed(7, "octo/app", 12, 5)
+    closed_at = datetime(2026, 5, 1, 12, 30, 5, tzinfo=UTC)
+    payload = kit.pull_request_closed(7, "octo/app", 12, 5, closed_at=closed_at)
+    assert payload["pull_request"]["closed_at"] == "2026-05-01T12:30:05Z"
     decision = router.dispatch(_delivery("pull_request", payload))
-    assert decision.retirements == (Retirement(PullRequestLeases(7, 12, installation_id=5)),)
+    assert decision.retirements == (
+        Retirement(
+            PullRequestLeases(
+                7,
+                12,
+                registered_before=datetime(2026, 5, 1, 12, 30, 6, tzinfo=UTC),
+                installation_id=5,
+            )
+        ),
+    )
+
+
+@pytest.mark.parametrize("closed_at", [None, "", "yesterday", 1557933678, "2019-05-15T15:21:18"])
+def test_a_closed_pull_request_without_a_closing_time_is_a_bad_delivery(closed_at: Any) -> None:
+    """A close without its signed time cannot say which leases it may retire."""
+    payload = kit.pull_request_closed(7, "octo/app", 12, 5)
+    payload["pull_request"]["closed_at"] = closed_at
+    with pytest.raises(BadDeliveryError, match=r"pull_request\.closed_at"):
+        router.dispatch(_delivery("pull_request", payload))
 
 
 def test_an_uninstalled_app_retires_at_the_provider_only() -> None:
@@ -211,8 +232,15 @@ def test_a_route_reads_only_the_fields_it_names() -> None:
     """The whole body must be JSON, but only the named fields are built."""
     headers, body = signed(str(kit.SIGNED / "pull_request" / "pull_request.closed.body.raw"))
     delivery = Delivery.from_http(headers, body, secret=kit.SIGNED_SECRET, reads=router.reads)
-    assert set(delivery.data) <= {"action", "installation", "number", "repository"}
+    assert set(delivery.data) <= {
+        "action",
+        "installation",
+        "number",
+        "pull_request",
+        "repository",
+    }
     assert set(delivery.data["repository"]) == {"id"}
+    assert set(delivery.data["pull_request"]) == {"closed_at"}
     everything = Delivery.from_http(headers, body, secret=kit.SIGNED_SECRET)
     assert "pull_request" in everything.data  # without `reads`: the whole payload
 

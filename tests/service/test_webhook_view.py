@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,6 +27,8 @@ from tests.service import kit
 from tests.service.kit import Clock, assert_documented, identity, js, put, states, stored
 
 REAL_REPO_ID, REAL_INSTALLATION, REAL_OWNER = 1064412804, 87385964, 58641509
+# The real `pull_request.closed` delivery's `pull_request.closed_at`, read off the file.
+REAL_CLOSED_AT = datetime(2025, 10, 15, 7, 15, 40, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -70,13 +73,19 @@ def deliver(client: FlaskClient, headers: dict[str, str], body: bytes) -> TestRe
     return response
 
 
-def pr_lease(app: Flask, *, installation_id: int | None = REAL_INSTALLATION) -> str:
-    """A `pr` lease of the repository and pull request of the real `closed` delivery."""
+def pr_lease(
+    app: Flask,
+    *,
+    installation_id: int | None = REAL_INSTALLATION,
+    registered_at: datetime = REAL_CLOSED_AT - timedelta(minutes=20),
+) -> str:
+    """A `pr` lease of the repository and pull request of the real `closed` delivery,
+    registered (by default) while the pull request was open."""
     who = identity(
         "derekg1729/test-repo", REAL_REPO_ID, ref="refs/pull/315/merge", owner_id=REAL_OWNER
     )
-    item = kit.lease(repository="derekg1729/test-repo", lifetime=Lifetime.PR)
-    return put(ledger_of(app), who, item, installation_id=installation_id)[0]
+    item = kit.lease(repository="derekg1729/test-repo", lifetime=Lifetime.PR, now=registered_at)
+    return put(ledger_of(app), who, item, installation_id=installation_id, now=registered_at)[0]
 
 
 @pytest.mark.parametrize(
@@ -157,6 +166,30 @@ def test_a_redelivery_is_recognised_and_does_nothing(signed_app: Flask) -> None:
     assert (
         events[1].detail == f"webhook pull_request.closed delivery {headers['x-github-delivery']}"
     )
+
+
+def test_a_replayed_close_retires_nothing_a_reopened_pull_request_registered(
+    signed_app: Flask,
+) -> None:
+    """The delivery id is not signed: a captured close sent again under a new id passes the
+    signature and the deduplication. Its signed `closed_at` keeps it to the leases registered
+    before that close; those of the pull request reopened since stay."""
+    before = pr_lease(signed_app)
+    # GitHub's `closed_at` is whole seconds: a lease registered in that second came before.
+    same_second = pr_lease(signed_app, registered_at=REAL_CLOSED_AT + timedelta(seconds=0.9))
+    after = pr_lease(signed_app, registered_at=REAL_CLOSED_AT + timedelta(seconds=1))
+    reopened = pr_lease(signed_app, registered_at=REAL_CLOSED_AT + timedelta(days=3))
+    client = signed_app.test_client()
+    headers, body = real("pull_request.closed")
+    assert deliver(client, headers, body).json == {"outcome": "queued", "queued": 2}
+    replayed = {**headers, "x-github-delivery": "0f5cc3a0-d0a1-11f0-8f3e-5f1f8e6b0b6b"}
+    assert deliver(client, replayed, body).json == {"outcome": "queued", "queued": 0}
+    assert states(ledger_of(signed_app), [before, same_second, after, reopened]) == {
+        before: "revoking",
+        same_second: "revoking",
+        after: "active",
+        reopened: "active",
+    }
 
 
 def test_a_runs_completion_is_taken_each_time_it_arrives_and_never_deduplicated(
