@@ -10,17 +10,23 @@ for the `http` provider's tests.
                                   minted with (an issuer that authorizes revokes itself)
     GET    /api/v1/whoami         Bearer <token> → 200 {"name"}, or 401
     GET    /api/v1/admin          Bearer <token> → 403: what a test token may not do
+    POST   /admin/users/<n>/delete
+                                  the account → 204, and user n is gone: an admin endpoint
+                                  outside the connection's base path, that no request of the
+                                  provider may reach
 
 `fail_next(status, times)` makes the next requests answer `status` (a 5xx, say) before the
 issuer behaves again, `delay` slows every answer, `answer_override` replaces the mint's answer;
 POST `/api/v1/moved` redirects elsewhere, POST `/api/v1/html` answers HTML; `requests` records
-what was asked.
+each method and request target as it arrived on the wire (not decoded, not normalised), and
+`add` holds a token under an id of the test's choosing.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import threading
 import time
@@ -52,6 +58,7 @@ class Issuer:
         self.failures: list[tuple[int, str | None]] = []
         self.delay = 0.0  # seconds before each answer: a slow issuer
         self.answer_override: dict[str, Any] | None = None
+        self.users = {1: "alice", 2: "bob"}  # the issuer's own accounts, behind /admin
         self._lock = threading.Lock()
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -77,6 +84,13 @@ class Issuer:
         with self._lock:
             self.failures += [(status, retry_after)] * times
 
+    def add(self, token_id: str, label: str | None = None) -> Issued:
+        """A token under an id the issuer chose (`v1.2`, `a b`): a reference runkeys gets back."""
+        issued = Issued(token_id, "iss_" + secrets.token_urlsafe(24), "added", "", label)
+        with self._lock:
+            self.tokens[token_id] = issued
+        return issued
+
     def live(self, name: str | None = None) -> list[Issued]:
         with self._lock:
             return [t for t in self.tokens.values() if name is None or t.name == name]
@@ -90,7 +104,7 @@ class Issuer:
 
     def handle(self, request: Request) -> Response:
         with self._lock:
-            self.requests.append((request.method, request.path))
+            self.requests.append((request.method, _raw_target(request)))
             failure = self.failures.pop(0) if self.failures else None
         if self.delay:
             time.sleep(self.delay)
@@ -111,6 +125,9 @@ class Issuer:
         route = routes.get((request.method, request.path))
         if route is not None:
             return route()
+        user = _ADMIN_DELETE.fullmatch(request.path)
+        if request.method == "POST" and user is not None:
+            return self._admin(request) or self._delete_user(int(user.group(1)))
         if request.method == "DELETE" and request.path.startswith("/api/v1/tokens/"):
             token_id = request.path.rsplit("/", 1)[1]
             return self._admin(request) or self._revoke(token_id, request.headers.get(LABEL))
@@ -152,6 +169,11 @@ class Issuer:
             del self.tokens[token_id]
         return Response(status=204)
 
+    def _delete_user(self, number: int) -> Response:
+        with self._lock:
+            self.users.pop(number, None)
+        return Response(status=204)
+
     def _as_token(self, request: Request, *, admin: bool) -> Response:
         header = request.headers.get("Authorization", "")
         token = header.removeprefix("Bearer ")
@@ -162,6 +184,15 @@ class Issuer:
         if admin:
             return _json({"message": "a test token cannot do this"}, 403)
         return _json({"name": found.name}, 200)
+
+
+_ADMIN_DELETE = re.compile(r"/admin/users/(\d+)/delete")
+
+
+def _raw_target(request: Request) -> str:
+    """The request target as the client sent it: werkzeug's server keeps it in RAW_URI."""
+    raw = request.environ.get("RAW_URI")
+    return raw if isinstance(raw, str) else request.full_path.rstrip("?")
 
 
 def _public(issued: Issued) -> dict[str, str]:
