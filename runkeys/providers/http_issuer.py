@@ -13,6 +13,11 @@ requests to send and where the answer keeps the value, its reference and its exp
       revoke:
         path: /v1/tokens/{reference}   # DELETE
 
+Every request is checked before it is sent, whatever the ledger row it comes from says: the
+template again, each value filled into the path as one segment (`..` or `a/b` as a reference
+is refused, not encoded), and the URL as the client will send it: on the connection's host and
+below its base path (`runkeys.providers.http_paths`).
+
 Requests time out, and connection errors, 408, 429 and 5xx answers are retried with jittered
 exponential backoff. A mint carries `Idempotency-Key: <label>` so that an issuer that honours it
 does not mint twice when a retry follows an answer that was lost. Revoke counts 404 and 410 as
@@ -52,6 +57,7 @@ from runkeys.providers.base import (
     is_transient,
     utc,
 )
+from runkeys.providers.http_paths import UnsafeRequest, check_target
 from runkeys.retrying import equal_jitter
 from runkeys.scrub import scrub, short
 
@@ -89,7 +95,7 @@ class HttpIssuerProvider(Provider):
             "key_name": request.key_name,
             "expires_at": utc(request.expires_at).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
-        call = templates.build_call(params["mint"], fields, default_method="POST")
+        call = self._call("mint", params, fields)
         call.headers.setdefault("Idempotency-Key", request.label)
         with self.scrubbed("mint", *connection.secrets()):
             answer = self._send(connection, params, call, ok=lambda s: 200 <= s < 300)
@@ -101,9 +107,7 @@ class HttpIssuerProvider(Provider):
 
     def revoke(self, request: RevokeRequest) -> None:
         connection = connection_of(self.name, request)
-        call = templates.build_call(
-            request.params["revoke"], {"reference": request.reference}, default_method="DELETE"
-        )
+        call = self._call("revoke", request.params, {"reference": request.reference})
         if request.label is not None:
             call.headers.setdefault(LABEL_HEADER, request.label)
         with self.scrubbed("revoke", *connection.secrets()):
@@ -115,13 +119,31 @@ class HttpIssuerProvider(Provider):
             )
 
     def reference_matches(self, reference: str, *, label: str, params: Mapping[str, Any]) -> bool:
-        """Any: the issuer chooses references. Revokes carry the label for it to check."""
+        """Any the revoke request can carry as it is: the issuer chooses references, and
+        revokes carry the label for it to check. Not `..` or `a/b`, which would name another
+        path, nor anything else the revoke would refuse to send."""
+        try:
+            templates.build_call(
+                "revoke", params.get("revoke"), {"reference": reference}, default_method="DELETE"
+            )
+        except (ParamError, UnsafeRequest):
+            return False
         return True
 
     def is_transient(self, exc: BaseException) -> bool:
         return http_transient(exc) or is_transient(exc)
 
     # -- one request, retried ------------------------------------------------------------------
+
+    def _call(
+        self, field: str, params: Mapping[str, Any], fields: Mapping[str, str]
+    ) -> templates.Call:
+        """The request the spec's `field` describes, checked again."""
+        default = "POST" if field == "mint" else "DELETE"
+        try:
+            return templates.build_call(field, params.get(field), fields, default_method=default)
+        except (ParamError, UnsafeRequest) as exc:
+            raise _unsafe(field, exc) from None
 
     def _send(
         self,
@@ -132,40 +154,58 @@ class HttpIssuerProvider(Provider):
         ok: Callable[[int], bool],
     ) -> requests.Response:
         """The answer `ok` accepts; retried on connection errors, 408, 429 and 5xx."""
-        url = _base_url(connection) + call.path
         retries = int(params.get("retries", DEFAULT_RETRIES))
         timeout = int(params.get("timeout", DEFAULT_TIMEOUT))
+        with requests.Session() as session:
+            sending = self._prepared(session, connection, params, call)
+            url = sending.url or ""
+            # What `requests.request` adds: proxies and the CA bundle from the environment.
+            settings = session.merge_environment_settings(url, {}, None, None, None)
+            for attempt in range(retries + 1):
+                last = attempt == retries
+                try:
+                    answer = session.send(
+                        sending, timeout=timeout, allow_redirects=False, **settings
+                    )
+                except (requests.ConnectionError, requests.Timeout) as exc:
+                    if last or not http_transient(exc):
+                        raise
+                    self.deps.sleep(_backoff(attempt, None))
+                    continue
+                if ok(answer.status_code):
+                    return answer
+                retryable = answer.status_code >= 500 or answer.status_code in RETRY_STATUSES
+                if not retryable or last:
+                    raise self._refused(
+                        f"{call.method} {url}",
+                        answer,
+                        attempts=attempt + 1,
+                        secrets=connection.secrets(),
+                        retryable=retryable,
+                    )
+                self.deps.sleep(_backoff(attempt, answer.headers.get("Retry-After")))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _prepared(
+        self,
+        session: requests.Session,
+        connection: Connection,
+        params: Mapping[str, Any],
+        call: templates.Call,
+    ) -> requests.PreparedRequest:
+        """The request as it goes on the wire, its URL checked there: `requests` resolves dot
+        segments and decodes `%2e`, so only the prepared URL says where it really goes."""
+        base = _base_url(connection)
         headers = {**_auth(connection, params.get("auth")), **call.headers}
         headers = templates.fill_headers(headers, _credential_fields(connection))
-        for attempt in range(retries + 1):
-            last = attempt == retries
-            try:
-                answer = requests.request(
-                    call.method,
-                    url,
-                    headers=headers,
-                    json=call.body,
-                    timeout=timeout,
-                    allow_redirects=False,
-                )
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                if last or not http_transient(exc):
-                    raise
-                self.deps.sleep(_backoff(attempt, None))
-                continue
-            if ok(answer.status_code):
-                return answer
-            retryable = answer.status_code >= 500 or answer.status_code in RETRY_STATUSES
-            if not retryable or last:
-                raise self._refused(
-                    f"{call.method} {url}",
-                    answer,
-                    attempts=attempt + 1,
-                    secrets=connection.secrets(),
-                    retryable=retryable,
-                )
-            self.deps.sleep(_backoff(attempt, answer.headers.get("Retry-After")))
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        try:
+            prepared = session.prepare_request(
+                requests.Request(call.method, base + call.path, headers=headers, json=call.body)
+            )
+            check_target(prepared.url or "", base)
+        except UnsafeRequest as exc:
+            raise _unsafe(call.method, exc) from None
+        return prepared
 
     def _refused(
         self,
@@ -204,6 +244,12 @@ class HttpIssuerProvider(Provider):
             raise self._bad_answer(f"has no string at `{spec['value']}`", value)
         if not isinstance(reference, str | int) or isinstance(reference, bool) or reference == "":
             raise self._bad_answer(f"has no id at `{spec['reference']}`", value)
+        if not self.reference_matches(str(reference), label=request.label, params=request.params):
+            raise self._bad_answer(
+                f"has an id at `{spec['reference']}` that the revoke request cannot carry "
+                "(not one path segment)",
+                value,
+            )
         expires_at = request.expires_at
         if "expires_at" in spec:
             issued = _parse_time(templates.find(document, spec["expires_at"]))
@@ -235,6 +281,19 @@ class HttpIssuerProvider(Provider):
                 self.revoke(RevokeRequest(str(reference), params, connection, label=request.label))
         except (ValueError, ProviderError):
             pass  # nothing to name, or the issuer refuses: the mint's own error says enough
+
+
+def _unsafe(request: str, exc: ParamError | UnsafeRequest) -> ProviderError:
+    why = f"{exc.field}: {exc.cause}" if isinstance(exc, ParamError) else str(exc)
+    return ProviderError(
+        "http",
+        f"refusing to send the {request} request: {why}",
+        retryable=False,
+        fix="a reference the issuer chose must be one path segment, and a template must stay "
+        "below the connection's URL; a lease that names anything else is forged or damaged: "
+        "check its history, and the issuer, by hand",
+        docs="docs/providers.md#http",
+    )
 
 
 def _base_url(connection: Connection) -> str:

@@ -4,18 +4,19 @@ with no I/O, so the spec check refuses a bad template before anything is sent.
 Placeholders are `{name}` and nothing else (no format specs, no attribute access): a mint may
 use `{label}`, `{key_name}` and `{expires_at}`, a revoke `{reference}`, and headers also the
 connection's `{user}` and `{password}`, so a credential never has to be written in the spec.
+A value in the path is one segment and in the query one value (`http_paths`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from runkeys.errors import ParamError
+from runkeys.providers.http_paths import path_problem, query_value, segment
 
 MINT_PLACEHOLDERS = frozenset({"label", "key_name", "expires_at"})
 REVOKE_PLACEHOLDERS = frozenset({"reference"})
@@ -92,9 +93,15 @@ def _check_path(field: str, path: Any, placeholders: frozenset[str]) -> None:
             f"{path!r} is not a path",
             fix="a path below the connection's URL, starting with /, e.g. /v1/tokens",
         )
-    segments = path.split("?")[0].split("/")
-    if path.startswith("//") or ".." in segments:
-        raise ParamError(field, f"{path!r} leaves the connection's URL", fix="no // or ..")
+    problem = path_problem(_PLACEHOLDER.sub("x", path.split("?")[0]))
+    if problem is not None:
+        raise ParamError(
+            field,
+            f"{path!r} {problem}: it could leave the connection's URL",
+            fix="a path below the connection's URL with no `.` or `..` segment (even "
+            "percent-encoded) and no encoded slash or backslash; a base path that needs one "
+            "belongs in the connection's URL",
+        )
     _check_placeholders(field, path, placeholders)
 
 
@@ -143,12 +150,17 @@ def _strings(node: Any) -> list[str]:
 # --- filling and reading ------------------------------------------------------------------------
 
 
-def build_call(spec: Mapping[str, Any], fields: Mapping[str, str], default_method: str) -> Call:
-    """The request `spec` describes, with `fields` filled in: URL-escaped in the path, as they
-    are in headers and in the JSON body's strings."""
+def build_call(field: str, spec: Any, fields: Mapping[str, str], *, default_method: str) -> Call:
+    """The request `spec` (the spec's `field`) describes, with `fields` filled in: each value
+    one segment in the path, one value in the query, as it is in headers and the JSON body.
+
+    The spec is checked again first: a ledger row may hold a template no check ever saw. Raises
+    `ParamError` for the template, `UnsafeRequest` for a value."""
+    check_request(field, spec, frozenset(fields))
+    path, mark, query = str(spec["path"]).partition("?")
     return Call(
         method=str(spec.get("method", default_method)).upper(),
-        path=fill(str(spec["path"]), fields, escape=True),
+        path=fill(path, fields, encode=segment) + mark + fill(query, fields, encode=_in_query),
         headers={str(k): fill(str(v), fields) for k, v in spec.get("headers", {}).items()},
         body=_fill_json(spec.get("body"), fields),
     )
@@ -158,14 +170,20 @@ def fill_headers(headers: Mapping[str, str], credentials: Mapping[str, str]) -> 
     return {name: fill(value, credentials) for name, value in headers.items()}
 
 
-def fill(text: str, fields: Mapping[str, str], *, escape: bool = False) -> str:
+def fill(
+    text: str, fields: Mapping[str, str], *, encode: Callable[[str, str], str] | None = None
+) -> str:
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in fields:
             return match.group(0)  # another stage's placeholder
-        return urllib.parse.quote(fields[name], safe="") if escape else fields[name]
+        return encode(name, fields[name]) if encode else fields[name]
 
     return _PLACEHOLDER.sub(value, text)
+
+
+def _in_query(name: str, value: str) -> str:
+    return query_value(value)
 
 
 def _fill_json(node: Any, fields: Mapping[str, str]) -> Any:

@@ -76,6 +76,8 @@ class HttpHarness(Harness):
             {**self.params, "mint": {**mint, "path": "https://elsewhere.example/steal"}},
             {**self.params, "mint": {**mint, "path": "//elsewhere.example/steal"}},
             {**self.params, "mint": {**mint, "path": "/v1/../../admin"}},
+            {**self.params, "mint": {**mint, "path": "/v1/%2e%2e/%2E%2E/admin"}},
+            {**self.params, "revoke": {**revoke, "path": "/v1/a%2F..%2F{reference}"}},
             {**self.params, "mint": {**mint, "path": "/v1/tokens HTTP/1.1\r\nX: y"}},
             {**self.params, "mint": {**mint, "headers": {"X-A": "a\r\nX-Injected: 1"}}},
             {**self.params, "mint": {**mint, "headers": {"Bad Name": "x"}}},
