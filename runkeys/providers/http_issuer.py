@@ -16,7 +16,8 @@ requests to send and where the answer keeps the value, its reference and its exp
 Every request is checked before it is sent, whatever the ledger row it comes from says: the
 template again, each value filled into the path as one segment (`..` or `a/b` as a reference
 is refused, not encoded), and the URL as the client will send it: on the connection's host and
-below its base path (`runkeys.providers.http_paths`).
+below its base path (`runkeys.providers.http_paths`). The spec sets no header runkeys sets
+itself (`Runkeys-Label`, `Idempotency-Key`, `Host`, framing), and runkeys sets its own last.
 
 Requests time out, and connection errors, 408, 429 and 5xx answers are retried with jittered
 exponential backoff. A mint carries `Idempotency-Key: <label>` so that an issuer that honours it
@@ -95,8 +96,7 @@ class HttpIssuerProvider(Provider):
             "key_name": request.key_name,
             "expires_at": utc(request.expires_at).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
-        call = self._call("mint", params, fields)
-        call.headers.setdefault("Idempotency-Key", request.label)
+        call = self._call("mint", params, fields, own={"Idempotency-Key": request.label})
         with self.scrubbed("mint", *connection.secrets()):
             answer = self._send(connection, params, call, ok=lambda s: 200 <= s < 300)
         try:
@@ -107,9 +107,8 @@ class HttpIssuerProvider(Provider):
 
     def revoke(self, request: RevokeRequest) -> None:
         connection = connection_of(self.name, request)
-        call = self._call("revoke", request.params, {"reference": request.reference})
-        if request.label is not None:
-            call.headers.setdefault(LABEL_HEADER, request.label)
+        own = {LABEL_HEADER: request.label} if request.label is not None else {}
+        call = self._call("revoke", request.params, {"reference": request.reference}, own=own)
         with self.scrubbed("revoke", *connection.secrets()):
             self._send(
                 connection,
@@ -136,14 +135,21 @@ class HttpIssuerProvider(Provider):
     # -- one request, retried ------------------------------------------------------------------
 
     def _call(
-        self, field: str, params: Mapping[str, Any], fields: Mapping[str, str]
+        self,
+        field: str,
+        params: Mapping[str, Any],
+        fields: Mapping[str, str],
+        *,
+        own: Mapping[str, str],
     ) -> templates.Call:
-        """The request the spec's `field` describes, checked again."""
+        """The request the spec's `field` describes, checked again; runkeys' headers last."""
         default = "POST" if field == "mint" else "DELETE"
         try:
-            return templates.build_call(field, params.get(field), fields, default_method=default)
+            call = templates.build_call(field, params.get(field), fields, default_method=default)
         except (ParamError, UnsafeRequest) as exc:
             raise _unsafe(field, exc) from None
+        call.headers.update(own)
+        return call
 
     def _send(
         self,
@@ -197,8 +203,8 @@ class HttpIssuerProvider(Provider):
         segments and decodes `%2e`, so only the prepared URL says where it really goes."""
         base = _base_url(connection)
         headers = {**_auth(connection, params.get("auth")), **call.headers}
-        headers = templates.fill_headers(headers, _credential_fields(connection))
         try:
+            headers = templates.fill_headers(headers, _credential_fields(connection))
             prepared = session.prepare_request(
                 requests.Request(call.method, base + call.path, headers=headers, json=call.body)
             )
@@ -290,8 +296,8 @@ def _unsafe(request: str, exc: ParamError | UnsafeRequest) -> ProviderError:
         f"refusing to send the {request} request: {why}",
         retryable=False,
         fix="a reference the issuer chose must be one path segment, and a template must stay "
-        "below the connection's URL; a lease that names anything else is forged or damaged: "
-        "check its history, and the issuer, by hand",
+        "below the connection's URL and leave runkeys' own headers alone; a lease that names "
+        "anything else is forged or damaged: check its history, and the issuer, by hand",
         docs="docs/providers.md#http",
     )
 

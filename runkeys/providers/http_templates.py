@@ -4,7 +4,8 @@ with no I/O, so the spec check refuses a bad template before anything is sent.
 Placeholders are `{name}` and nothing else (no format specs, no attribute access): a mint may
 use `{label}`, `{key_name}` and `{expires_at}`, a revoke `{reference}`, and headers also the
 connection's `{user}` and `{password}`, so a credential never has to be written in the spec.
-A value in the path is one segment and in the query one value (`http_paths`).
+A value in the path is one segment and in the query one value (`http_paths`); the headers
+runkeys sets for itself, and the ones that decide where a request goes, are not the spec's.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runkeys.errors import ParamError
-from runkeys.providers.http_paths import path_problem, query_value, segment
+from runkeys.providers.http_paths import UnsafeRequest, path_problem, query_value, segment
 
 MINT_PLACEHOLDERS = frozenset({"label", "key_name", "expires_at"})
 REVOKE_PLACEHOLDERS = frozenset({"reference"})
@@ -31,6 +32,14 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _BRACED = re.compile(r"\{([^{}]*)\}")
 _PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/{}?-]*$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+# Runkeys-Label and Idempotency-Key are runkeys' own: a spec that set them could revoke another
+# lease's token or be answered with it. Host and the framing headers decide where and what is
+# sent. Compared as a server would: in any case, around whitespace.
+OWN_HEADERS = frozenset(
+    {"runkeys-label", "idempotency-key", "host", "content-length", "transfer-encoding"}
+)
+# Control characters other than tab (RFC 9110 §5.5): a line break would start another header.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _DOTTED = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
 
@@ -109,10 +118,19 @@ def _check_headers(field: str, headers: Any, placeholders: frozenset[str]) -> No
     if not isinstance(headers, Mapping):
         raise ParamError(field, "must be a mapping of header names to values")
     for name, value in headers.items():
+        if isinstance(name, str) and name.strip().lower() in OWN_HEADERS:
+            raise ParamError(
+                field,
+                f"header {name.strip()!r} is not the spec's: runkeys sets it itself",
+                fix="remove it: runkeys sends Runkeys-Label and Idempotency-Key with the lease's "
+                "label itself",
+            )
         if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
             raise ParamError(field, f"{name!r} is not a header name")
-        if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
-            raise ParamError(f"{field}.{name}", "must be a single-line string")
+        if not isinstance(value, str) or _CONTROL.search(value):
+            raise ParamError(
+                f"{field}.{name}", "must be a string without line breaks or control characters"
+            )
         _check_placeholders(f"{field}.{name}", value, placeholders | CREDENTIAL_PLACEHOLDERS)
 
 
@@ -158,16 +176,22 @@ def build_call(field: str, spec: Any, fields: Mapping[str, str], *, default_meth
     `ParamError` for the template, `UnsafeRequest` for a value."""
     check_request(field, spec, frozenset(fields))
     path, mark, query = str(spec["path"]).partition("?")
+    headers = {str(k): fill(str(v), fields) for k, v in spec.get("headers", {}).items()}
+    _check_filled(headers)
     return Call(
         method=str(spec.get("method", default_method)).upper(),
         path=fill(path, fields, encode=segment) + mark + fill(query, fields, encode=_in_query),
-        headers={str(k): fill(str(v), fields) for k, v in spec.get("headers", {}).items()},
+        headers=headers,
         body=_fill_json(spec.get("body"), fields),
     )
 
 
 def fill_headers(headers: Mapping[str, str], credentials: Mapping[str, str]) -> dict[str, str]:
-    return {name: fill(value, credentials) for name, value in headers.items()}
+    """`headers` with the connection's credentials filled in, checked once more: a password
+    may hold a line break. Raises `UnsafeRequest` naming the header, never its value."""
+    filled = {name: fill(value, credentials) for name, value in headers.items()}
+    _check_filled(filled)
+    return filled
 
 
 def fill(
@@ -184,6 +208,12 @@ def fill(
 
 def _in_query(name: str, value: str) -> str:
     return query_value(value)
+
+
+def _check_filled(headers: Mapping[str, str]) -> None:
+    for name, value in headers.items():
+        if _CONTROL.search(value):
+            raise UnsafeRequest(f"header {name} holds a control character once filled in")
 
 
 def _fill_json(node: Any, fields: Mapping[str, str]) -> Any:

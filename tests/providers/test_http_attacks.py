@@ -1,8 +1,8 @@
 """The `http` provider against a hostile spec or ledger row: a reference that would walk out of
-its path segment, a template that walks out of the connection's base path. Each against the
-test issuer served for real, asserting the exact request targets it received; the issuer's
-admin endpoint (`/admin/users/<n>/delete`, outside the connection's `/api`) must never be
-reached."""
+its path segment, a template that walks out of the connection's base path, a header that forges
+the label runkeys sends. Each against the test issuer served for real, asserting the exact
+request targets it received; the issuer's admin endpoint (`/admin/users/<n>/delete`, outside
+the connection's `/api`) must never be reached."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 
+from runkeys.connections import Connection
 from runkeys.errors import ParamError, ProviderError
 from runkeys.providers import RevokeRequest
 from runkeys.providers.http_issuer import HttpIssuerProvider
 from runkeys.providers.http_templates import Call
 from tests.providers.harness import assert_clean
 from tests.providers.harness_http import HttpHarness
+from tests.providers.issuer_server import ACCOUNT
 
 # The audit's template: a reference of `..` filled twice climbs from /api to the issuer's root.
 CLIMB = {"method": "POST", "path": "/{reference}/{reference}/admin/users/1/delete"}
@@ -168,3 +170,88 @@ def test_an_answer_whose_id_cannot_be_revoked_safely_fails_the_mint(http: HttpHa
     assert not caught.value.retryable
     assert [target for _, target in http.issuer.requests] == ["/api/v1/tokens"]
     assert http.issuer.users == USERS
+
+
+# --- headers runkeys sets for itself -------------------------------------------------------------
+
+OWN_HEADER_SPELLINGS = [
+    "Runkeys-Label",
+    "runkeys-label",
+    "RUNKEYS-LABEL",
+    "rUnKeYs-LaBeL",
+    " Runkeys-Label ",
+    "Runkeys-Label\t",
+    "Idempotency-Key",
+    "idempotency-key",
+    "Host",
+    "content-length",
+    "Transfer-Encoding",
+]
+
+
+@pytest.mark.parametrize("field", ["mint", "revoke"])
+@pytest.mark.parametrize("name", OWN_HEADER_SPELLINGS)
+def test_a_spec_may_not_set_a_header_runkeys_sets_itself(name: str, field: str) -> None:
+    harness = HttpHarness()
+    params = {**harness.params, field: {**harness.params[field], "headers": {name: "rk_victim"}}}
+    with pytest.raises(ParamError, match="runkeys sets it itself") as caught:
+        harness.provider.check_params(params)
+    assert caught.value.field == f"{field}.headers"
+
+
+@pytest.mark.parametrize("name", ["Runkeys-Label", "runkeys-label", "RUNKEYS-LABEL"])
+def test_a_forged_label_header_never_reaches_the_issuer(http: HttpHarness, name: str) -> None:
+    """A lease (a ledger row this version never checked) names another lease's token and
+    carries that lease's label in its own revoke headers: the issuer, which compares the label,
+    would revoke it. The revoke is refused and the token lives."""
+    victim = http.issuer.add("victim-token", label="rk_victim")
+    forged = {**TOKENS, "headers": {name: "rk_victim"}}
+    params = revoke_with(forged, http)
+    with pytest.raises(ProviderError, match="runkeys sets it itself"):
+        http.provider.revoke(revoke_request(http, victim.id, params, "rk_attacker"))
+    assert http.issuer.requests == []
+    assert [t.id for t in http.issuer.live()] == ["victim-token"]
+
+
+def test_runkeys_label_is_the_leases_own(http: HttpHarness) -> None:
+    """Without a forged header the issuer sees the lease's own label and refuses a revoke of a
+    token minted under another."""
+    victim = http.issuer.add("victim-token", label="rk_victim")
+    with pytest.raises(ProviderError, match="403"):
+        http.provider.revoke(
+            revoke_request(http, victim.id, revoke_with(TOKENS, http), "rk_attacker")
+        )
+    assert [t.id for t in http.issuer.live()] == ["victim-token"]
+
+
+@pytest.mark.parametrize(
+    "value", ["a\r\nX-Injected: 1", "a\nb", "a\rb", "a\x00b", "a\x1b[31mb", "a\x7fb", "a\x0bb"]
+)
+def test_a_header_value_with_a_control_character_is_refused(value: str) -> None:
+    harness = HttpHarness()
+    mint = {**harness.params["mint"], "headers": {"X-Purpose": value}}
+    with pytest.raises(ParamError, match="control character") as caught:
+        harness.provider.check_params({**harness.params, "mint": mint})
+    assert caught.value.field == "mint.headers.X-Purpose"
+
+
+def test_a_tab_in_a_header_value_is_allowed() -> None:
+    harness = HttpHarness()
+    mint = {**harness.params["mint"], "headers": {"X-Purpose": "ci\trunkeys"}}
+    harness.provider.check_params({**harness.params, "mint": mint})
+
+
+def test_a_credential_with_a_line_break_is_not_sent_as_a_header(http: HttpHarness) -> None:
+    """The connection's password fills `{password}` in a header: a line break in it (written
+    `%0D%0A` in the URL) would add a header. Refused before anything is sent, without quoting
+    the password."""
+    password = f"{ACCOUNT[1]}\r\nX-Injected: 1"
+    url = http.base_url.replace("http://", "http://ci:" + password.replace("\r\n", "%0D%0A") + "@")
+    connection = Connection("ISSUER", url + "/api/")
+    headers = {"Authorization": "Bearer {password}"}
+    params = {**http.params, "auth": "none", "mint": {**http.params["mint"], "headers": headers}}
+    with pytest.raises(ProviderError, match="control character") as caught:
+        http.mint(params, connection=connection)
+    assert not caught.value.retryable
+    assert_clean(caught.value, [password, ACCOUNT[1]])
+    assert http.issuer.requests == []

@@ -1,7 +1,8 @@
 """Repository A's workflow tries to have the service send an `http` request its run never made:
-a reference that climbs out of the revoke path to the issuer's admin endpoint. Real OIDC
-tokens, the real app, the test issuer served for real behind the service's connection at
-`/api/`; afterwards the issuer has received nothing and its admin's users are all there."""
+a reference that climbs out of the revoke path to the issuer's admin endpoint, a revoke header
+that forges another lease's label. Real OIDC tokens, the real app, the test issuer served for
+real behind the service's connection at `/api/`; afterwards the issuer has received nothing and
+its admin's users are all there."""
 
 from __future__ import annotations
 
@@ -82,6 +83,22 @@ def test_a_reference_that_climbs_out_of_the_revoke_path_cannot_be_registered(
         assert get(conn, attack.id) is None
     assert issuer.requests == []
     assert issuer.users == USERS
+
+
+@pytest.mark.parametrize("name", ["Runkeys-Label", "runkeys-label", "RUNKEYS-LABEL"])
+def test_a_revoke_header_forging_another_leases_label_cannot_be_registered(
+    client: FlaskClient, github: GitHub, service: Flask, issuer: Issuer, name: str
+) -> None:
+    victim = issuer.add("victim-token", label="rk_victim")
+    revoke = {"path": "/v1/tokens/{reference}", "headers": {name: "rk_victim"}}
+    attack = http_lease(github, victim.id, {**CLIMB_PARAMS, "revoke": revoke})
+    response = register(client, github, attack)
+    assert (response.status_code, js(response)["error"]) == (422, "invalid_params")
+    assert "params.revoke.headers" in js(response)["message"]
+    assert "runkeys sets it itself" in js(response)["message"]
+    with ledger(service).begin() as conn:
+        assert get(conn, attack.id) is None
+    assert [t.id for t in issuer.live()] == ["victim-token"]
 
 
 @pytest.mark.parametrize("labelled", [True, False], ids=["labelled", "older-row"])
