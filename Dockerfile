@@ -2,19 +2,32 @@
 # and runs it with the workspace mounted over the working directory, so nothing here relies on
 # WORKDIR; no USER either (the runner's file commands need root). FACTS §4.
 ARG BASE_IMAGE=python:3.12-slim
-FROM ${BASE_IMAGE}
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
+# Stage 1: the locked dependencies, by hash and as wheels only (nothing is compiled), and runkeys
+# built from the source by the locked setuptools, into a venv; pip check proves the set complete.
+FROM ${BASE_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-
+COPY requirements/action.txt requirements/build.txt /opt/requirements/
+RUN python3 -m venv /opt/runkeys \
+ && /opt/runkeys/bin/pip install --require-hashes --no-deps --only-binary :all: \
+        -r /opt/requirements/action.txt \
+ && python3 -m venv /opt/build \
+ && /opt/build/bin/pip install --require-hashes --no-deps --only-binary :all: \
+        -r /opt/requirements/build.txt
 # The core with its provider drivers; not the service's extras (Flask, gunicorn, SQLAlchemy).
 COPY . /opt/runkeys-src
-RUN python3 -m venv /opt/runkeys \
- && /opt/runkeys/bin/pip install /opt/runkeys-src \
- && rm -rf /opt/runkeys-src \
- && /opt/runkeys/bin/python -c "import runkeys.issuance, action_src.main, psycopg, pymysql, redis"
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /opt/wheel /opt/runkeys-src \
+ && /opt/runkeys/bin/pip install --no-deps /opt/wheel/runkeys-*.whl \
+ && /opt/runkeys/bin/pip check \
+ && /opt/runkeys/bin/python -c "import runkeys.issuance, action_src.main, psycopg, pymysql, redis" \
+ && /opt/runkeys/bin/python -m pip uninstall --yes --quiet pip setuptools
+
+# Stage 2: the base and the venv; no source, no pip, no build tools.
+FROM ${BASE_IMAGE}
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+COPY --from=build /opt/runkeys /opt/runkeys
 
 # Exec form and an absolute path: the runner passes no shell, and `args` are not expanded.
 ENTRYPOINT ["/opt/runkeys/bin/runkeys-action"]

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench lock clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "runkeys needs Python 3.11 or newer: set PYTHON=python3.11")'
@@ -30,6 +30,20 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The images' dependencies, pinned with the hashes of every file of each pinned version, resolved
+# for every Python from requires-python's floor up and every platform (markers say where each
+# applies): requirements/action.txt (the Dockerfile), service.txt (service.Dockerfile, the
+# postgres extra), build.txt (pyproject's build-system, which builds runkeys in both). Run after
+# changing dependencies in pyproject.toml; pins that still fit are kept, LOCK_ARGS=--upgrade
+# takes the newest. Needs the package index.
+LOCK = $(strip $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes $(LOCK_ARGS))
+
+lock: $(STAMP)
+	$(LOCK) pyproject.toml -o requirements/action.txt
+	$(LOCK) pyproject.toml --extra postgres -o requirements/service.txt
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+	    | $(LOCK) - -o requirements/build.txt
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -9,19 +9,28 @@
 # as the action's Dockerfile; scripts/base-image.sh makes one where no registry is reachable.
 ARG BASE_IMAGE=python:3.12-slim
 
-# Stage 1: the distribution with the service and the PostgreSQL ledger, built into a venv. The
-# source tree, pip's cache and the wheel build stay in this stage.
+# Stage 1: the locked dependencies of the postgres extra, by hash and as wheels only (nothing is
+# compiled), and runkeys built from the source by the locked setuptools, into a venv; pip check
+# proves the set complete. The source tree, the build venv and the wheel stay in this stage.
 FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY requirements/service.txt requirements/build.txt /opt/requirements/
+RUN python3 -m venv /opt/runkeys \
+ && /opt/runkeys/bin/pip install --require-hashes --no-deps --only-binary :all: \
+        -r /opt/requirements/service.txt \
+ && python3 -m venv /opt/build \
+ && /opt/build/bin/pip install --require-hashes --no-deps --only-binary :all: \
+        -r /opt/requirements/build.txt
 COPY . /opt/runkeys-src
 # Nothing installs packages at run time, so pip and setuptools (where the venv has it) go.
-RUN python3 -m venv /opt/runkeys \
- && /opt/runkeys/bin/pip install "/opt/runkeys-src[postgres]" \
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /opt/wheel /opt/runkeys-src \
+ && /opt/runkeys/bin/pip install --no-deps /opt/wheel/runkeys-*.whl \
+ && /opt/runkeys/bin/pip check \
  && /opt/runkeys/bin/python -c "import handler.app, gunicorn, sqlalchemy, psycopg, flask" \
  && /opt/runkeys/bin/python -m pip uninstall --yes --quiet pip setuptools
 
-# Stage 2: the base and the venv; no source, no pip, no compiler.
+# Stage 2: the base and the venv; no source, no pip, no build tools.
 FROM ${BASE_IMAGE}
 ARG BASE_IMAGE
 ARG VERSION=0.1.0

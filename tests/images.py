@@ -15,10 +15,15 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tests.locks import Locked
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_IMAGE = "localhost/runkeys-base:{codename}"
@@ -117,3 +122,88 @@ def run_argv(
         *(f"--env={key}={value}" for key, value in (env or {}).items()),
         working, "--", *argv,
     ]  # fmt: skip
+
+
+# Run by the image's Python: its distributions with their requirements, and the values markers
+# are evaluated against (packaging's names; packaging itself is not in the images).
+PROBE = """
+import importlib.metadata as m, json, os, platform, sys
+v = sys.implementation.version
+print(json.dumps({
+    "environment": {
+        "implementation_name": sys.implementation.name,
+        "implementation_version": f"{v.major}.{v.minor}.{v.micro}",
+        "os_name": os.name,
+        "platform_machine": platform.machine(),
+        "platform_python_implementation": platform.python_implementation(),
+        "platform_release": platform.release(),
+        "platform_system": platform.system(),
+        "platform_version": platform.version(),
+        "python_full_version": platform.python_version(),
+        "python_version": ".".join(platform.python_version_tuple()[:2]),
+        "sys_platform": sys.platform,
+    },
+    "distributions": {d.metadata["Name"]: [d.version, d.requires or []] for d in m.distributions()},
+}))
+"""
+
+
+@dataclass(frozen=True)
+class Installed:
+    """What the venv at /opt/runkeys of a working container holds."""
+
+    environment: dict[str, str]
+    versions: dict[str, str]
+    requires: dict[str, list[Requirement]]
+
+    def needed(self, name: str, extras: tuple[str, ...] = ()) -> set[str]:
+        """`name` and every distribution its requirements pull in, by their own metadata."""
+        found: set[tuple[str, str]] = set()
+        todo = [(canonicalize_name(name), extra) for extra in ("", *extras)]
+        while todo:
+            here, extra = todo.pop()
+            if (here, extra) in found:
+                continue
+            found.add((here, extra))
+            for requirement in self.requires.get(here, []):
+                if requirement.marker is None or requirement.marker.evaluate(
+                    {**self.environment, "extra": extra}
+                ):
+                    wanted = canonicalize_name(requirement.name)
+                    todo.extend((wanted, e) for e in ("", *requirement.extras))
+        return {here for here, _ in found}
+
+    def lock_problems(
+        self, lock: dict[str, Locked], project: str, extras: tuple[str, ...] = ()
+    ) -> list[str]:
+        """How the venv differs from `lock` (its entries whose markers hold here) plus `project`,
+        and what in it nothing needs or is needed and missing."""
+        expected = {
+            name: entry.version
+            for name, entry in lock.items()
+            if entry.marker is None or entry.marker.evaluate(self.environment)
+        }
+        others = {name: v for name, v in self.versions.items() if name != project}
+        found = [
+            f"{name}: {others.get(name, 'not installed')}, the lock says {expected.get(name)}"
+            for name in sorted(set(expected) | set(others))
+            if others.get(name) != expected.get(name)
+        ]
+        needed = self.needed(project, extras)
+        found += [f"{name}: needed, not installed" for name in sorted(needed - set(self.versions))]
+        found += [f"{name}: installed, not needed" for name in sorted(set(self.versions) - needed)]
+        return found
+
+
+def installed(working: str) -> Installed:
+    """The distributions of /opt/runkeys in `working`, read by its own Python."""
+    probe = json.loads(
+        buildah("run", "--isolation", "chroot", working, "--", "/opt/runkeys/bin/python", "-c",
+                PROBE)
+    )  # fmt: skip
+    distributions = {canonicalize_name(k): v for k, v in probe["distributions"].items()}
+    return Installed(
+        probe["environment"],
+        {name: version for name, (version, _) in distributions.items()},
+        {name: [Requirement(r) for r in requires] for name, (_, requires) in distributions.items()},
+    )

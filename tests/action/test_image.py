@@ -8,6 +8,7 @@ debootstraps the base (about 2 minutes), every run builds (about 20 s).
 from __future__ import annotations
 
 import json
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +17,11 @@ import pytest
 from runkeys.providers.random_value import verify_token
 from runkeys.sandbox import Sandbox
 from tests.action.harness import Step
-from tests.images import buildah, built, run_argv, working_container
+from tests.images import ROOT, buildah, built, installed, run_argv, working_container
+from tests.locks import ACTION, parse
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+PYPROJECT = ROOT / "pyproject.toml"
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +65,18 @@ def test_the_image_has_the_provider_drivers_but_not_the_services_extras(
         "pymysql": True, "redis": True,
         "flask": False, "gunicorn": False, "sqlalchemy": False, "prometheus_client": False,
     }  # fmt: skip
+
+
+def test_the_image_holds_its_lock_and_runkeys_and_nothing_else(
+    container: tuple[str, list[str], list[str]],
+) -> None:
+    """By hash from requirements/action.txt; every distribution needed by runkeys' own metadata
+    (no pip, no build tools), none missing."""
+    working, _, _ = container
+    found = installed(working)
+    assert found.versions["runkeys"] == tomllib.loads(PYPROJECT.read_text())["project"]["version"]
+    assert {"pip", "setuptools", "wheel"}.isdisjoint(found.versions)
+    assert found.lock_problems(parse(ACTION.text()), "runkeys") == []
 
 
 def test_the_image_fails_a_bad_spec_with_an_annotation(

@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from handler.webhooks import sign
-from tests.images import ROOT, built, run_argv, working_container
+from tests.images import ROOT, built, installed, run_argv, working_container
+from tests.locks import SERVICE, parse
 from tests.service import kit
 from tests.service.conftest import postgres_database
 from tests.service.kit import free_port
@@ -227,6 +228,15 @@ def test_the_image_holds_no_compiler_pip_or_source(image: Image) -> None:
         "uid": [UID, UID],
         "cwd": LEDGER_DIR,
     }
+
+
+def test_the_image_holds_its_lock_and_runkeys_and_nothing_else(image: Image) -> None:
+    """By hash from requirements/service.txt; every distribution needed by runkeys[postgres]
+    by its own metadata, none missing."""
+    found = installed(image.working)
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert found.versions["runkeys"] == version
+    assert found.lock_problems(parse(SERVICE.text()), "runkeys", ("postgres",)) == []
 
 
 def test_the_service_answers_its_probes_as_its_user_with_the_ledger_on_the_volume(
