@@ -1,7 +1,14 @@
 # The runkeys container action. The runner builds this at job setup (action.yml: image: Dockerfile)
 # and runs it with the workspace mounted over the working directory, so nothing here relies on
-# WORKDIR; no USER either (the runner's file commands need root). FACTS §4.
-ARG BASE_IMAGE=python:3.12-slim
+# WORKDIR; no USER either (the runner's file commands need root):
+# https://docs.github.com/en/actions/sharing-automations/creating-actions/dockerfile-support-for-github-actions
+#
+# BASE_IMAGE: by default the python-base stage, an exact release of the official Python image.
+# Its tag is in a FROM line because Dependabot reads no ARG defaults
+# (https://github.com/dependabot/dependabot-core/issues/2057). Any Debian-like image with python3
+# (3.11+) and its venv module can be given instead; scripts/base-image.sh makes one locally.
+ARG BASE_IMAGE=python-base
+FROM python:3.12.13-slim-trixie AS python-base
 
 # Stage 1: the locked dependencies, by hash and as wheels only (nothing is compiled), and runkeys
 # built from the source by the locked setuptools, into a venv; pip check proves the set complete.

@@ -5,9 +5,12 @@
 #   buildah bud --format docker -f service.Dockerfile --build-arg BASE_IMAGE=... -t runkeys-service .
 #   docker build -f service.Dockerfile -t runkeys-service .
 #
-# BASE_IMAGE: any Debian-like image with python3 (3.11+) and its venv module, the same convention
-# as the action's Dockerfile; scripts/base-image.sh makes one where no registry is reachable.
-ARG BASE_IMAGE=python:3.12-slim
+# BASE_IMAGE: by default the python-base stage, an exact release of the official Python image, as
+# in the action's Dockerfile (its tag is in a FROM line because Dependabot reads no ARG defaults:
+# https://github.com/dependabot/dependabot-core/issues/2057). Any Debian-like image with python3
+# (3.11+) and its venv module can be given instead; scripts/base-image.sh makes one locally.
+ARG BASE_IMAGE=python-base
+FROM python:3.12.13-slim-trixie AS python-base
 
 # Stage 1: the locked dependencies of the postgres extra, by hash and as wheels only (nothing is
 # compiled), and runkeys built from the source by the locked setuptools, into a venv; pip check

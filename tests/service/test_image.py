@@ -28,7 +28,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from handler.webhooks import sign
-from tests.images import ROOT, built, installed, run_argv, working_container
+from tests.images import (
+    BASE_IMAGE,
+    ROOT,
+    built,
+    codename,
+    installed,
+    run_argv,
+    working_container,
+)
 from tests.locks import SERVICE, parse
 from tests.service import kit
 from tests.service.conftest import postgres_database
@@ -203,6 +211,7 @@ def test_the_image_is_configured_as_documented(image: Image) -> None:
     assert labels["org.opencontainers.image.version"] == version
     assert labels["org.opencontainers.image.title"] == "runkeys service"
     assert labels["org.opencontainers.image.licenses"] == "MIT"
+    assert labels["org.opencontainers.image.base.name"] == BASE_IMAGE.format(codename=codename())
     done = image.run(image.argv("--version"), {})
     assert (done.returncode, done.stdout.strip()) == (0, f"runkeys {version}")
 
