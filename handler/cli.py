@@ -13,9 +13,12 @@ import os
 import shutil
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runkeys.leases import LeaseState, Lifetime
+
+if TYPE_CHECKING:
+    from handler.ledger import Ledger
 
 
 def register(subparsers: Any) -> None:
@@ -100,7 +103,9 @@ def worker_command(args: argparse.Namespace) -> int:
 
     config = ServiceConfig.for_worker(os.environ)
     logs.configure(config.log_level)
-    service = Service(config)
+    service = Service(
+        config, ledger=_existing_ledger(config.database_url, migrate_older=True, logged=True)
+    )
     loop = WorkLoop(service, sweep=not args.no_sweep)
     if args.once:
         done = loop.worker.drain()
@@ -125,18 +130,18 @@ def sweep_command(args: argparse.Namespace) -> int:
         else ServiceConfig.for_worker(environ)
     )
     logs.configure(config.log_level)
-    report = Sweeper(Service(config)).sweep(reconcile=not args.no_reconcile)
+    ledger = _existing_ledger(config.database_url, migrate_older=True, logged=True)
+    report = Sweeper(Service(config, ledger=ledger)).sweep(reconcile=not args.no_reconcile)
     print(json.dumps(report.__dict__))
     return 1 if report.errors else 0
 
 
 def leases_command(args: argparse.Namespace) -> int:
     from handler.config import ServiceConfig
-    from handler.ledger import Ledger
     from handler.ledger.history import history
     from handler.ledger.leases import LeaseFilter, find
 
-    ledger = Ledger.open(ServiceConfig.for_ledger(os.environ).database_url)
+    ledger = _existing_ledger(ServiceConfig.for_ledger(os.environ).database_url)
     where = LeaseFilter(
         states=tuple(LeaseState(s) for s in args.state or ()),
         repository=args.repository,
@@ -195,18 +200,30 @@ def _print_table(leases: list[Any]) -> None:
 
 def revoke_command(args: argparse.Namespace) -> int:
     from handler.config import ServiceConfig
-    from handler.ledger import Ledger
-    from handler.operator import revoke
+    from handler.operator import check_target, revoke
 
-    ledger = Ledger.open(ServiceConfig.for_ledger(os.environ).database_url)
-    queued = revoke(
-        ledger,
-        lease_ids=tuple(args.lease or ()),
-        repository=args.repository,
-        run_id=args.run,
-        pr_number=args.pr,
-        everything=args.all,
-        reason=args.reason,
-    )
+    lease_ids = tuple(args.lease or ())
+    target = {
+        "repository": args.repository,
+        "run_id": args.run,
+        "pr_number": args.pr,
+    }
+    check_target(lease_ids=lease_ids, everything=args.all, **target)
+    ledger = _existing_ledger(ServiceConfig.for_ledger(os.environ).database_url)
+    queued = revoke(ledger, lease_ids=lease_ids, everything=args.all, reason=args.reason, **target)
     print(json.dumps({"queued": queued}))
     return 0
+
+
+def _existing_ledger(url: str, *, migrate_older: bool = False, logged: bool = False) -> Ledger:
+    """The ledger the service made, never a new one (see `open_existing`), said on stderr:
+    a line for a person, or with `logged` a JSON log line among the command's others."""
+    from handler import logs
+    from handler.ledger.existing import open_existing, shown
+
+    ledger = open_existing(url, migrate_older=migrate_older)
+    if logged:
+        logs.event(logs.logger("cli"), "ledger opened", ledger=shown(url))
+    else:
+        print(f"runkeys: ledger {shown(url)}", file=sys.stderr)
+    return ledger

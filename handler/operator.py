@@ -26,12 +26,13 @@ def revoke(
     reason: str = "",
 ) -> list[str]:
     """Queue the matching `active` leases; returns their ids."""
-    if (pr_number is not None or everything) and not repository:
-        raise RunkeysError(
-            "--pr and --all need --repository", fix="add --repository owner/name (or its id)"
-        )
-    if not (lease_ids or run_id is not None or pr_number is not None or everything):
-        raise RunkeysError("Nothing to revoke was named", fix="give --lease, --run, --pr or --all")
+    check_target(
+        lease_ids=lease_ids,
+        repository=repository,
+        run_id=run_id,
+        pr_number=pr_number,
+        everything=everything,
+    )
     who = _operator()
     detail = f"operator {who}" + (f": {reason}" if reason else "")
     now = utc_now()
@@ -50,6 +51,23 @@ def revoke(
         if not ids:
             return []
         return queue(conn, LeasesById(ids), actor="operator", reason=detail, now=now)
+
+
+def check_target(
+    *,
+    lease_ids: tuple[str, ...] = (),
+    repository: str | None = None,
+    run_id: int | None = None,
+    pr_number: int | None = None,
+    everything: bool = False,
+) -> None:
+    """Refuse an ambiguous or empty target before the ledger is opened."""
+    if (pr_number is not None or everything) and not repository:
+        raise RunkeysError(
+            "--pr and --all need --repository", fix="add --repository owner/name (or its id)"
+        )
+    if not (lease_ids or run_id is not None or pr_number is not None or everything):
+        raise RunkeysError("Nothing to revoke was named", fix="give --lease, --run, --pr or --all")
 
 
 def _operator() -> str:

@@ -184,6 +184,14 @@ def make_environ(sandbox: Sandbox, app: App, database_url: str) -> dict[str, str
 
 
 @pytest.fixture
+def env(environ: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """`environ` set in this process's environment, as the operator's commands read it."""
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    return environ
+
+
+@pytest.fixture
 def clock() -> Clock:
     return Clock()
 

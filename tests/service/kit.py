@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
+import pytest
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from handler.ledger import Ledger
 from handler.ledger.leases import get, register
 from handler.ledger.records import LeaseRecord
+from runkeys.cli import main
 from runkeys.connections import Connection, target_of
 from runkeys.labels import label
 from runkeys.leases import LeaseRequest, Lifetime, SecretTarget, fingerprint
@@ -371,3 +373,10 @@ def js(response: Any) -> Any:
 def states(ledger: Ledger, ids: Iterable[str]) -> dict[str, str]:
     with ledger.begin() as conn:
         return {i: found.state.value for i in ids if (found := get(conn, i)) is not None}
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`runkeys ARGV` in this process, as an operator runs it: exit code, stdout, stderr."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
