@@ -172,28 +172,33 @@ def leases_command(args: argparse.Namespace) -> int:
         return 0
     _print_table(found)
     for e in events:
-        print(f"  {e.at.isoformat(timespec='seconds')}  {e.actor:<10} {e.action:<15} {e.detail}")
+        at = e.at.isoformat(timespec="seconds")
+        actor, action, detail = escaped(e.actor), escaped(e.action), escaped(e.detail)
+        print(f"  {at}  {actor:<10} {action:<15} {detail}")
     return 0
 
 
 def _print_table(leases: list[Any]) -> None:
     header = ("ID", "STATE", "LIFETIME", "KEY", "PROVIDER", "REPOSITORY", "RUN", "EXPIRES")
     rows = [
-        (
-            lease.id,
-            lease.state.value,
-            lease.lifetime.value,
-            lease.key_name,
-            lease.provider,
-            lease.repository,
-            f"{lease.run_id}/{lease.run_attempt}",
-            lease.expires_at.isoformat(timespec="minutes"),
+        tuple(
+            escaped(str(cell))
+            for cell in (
+                lease.id,
+                lease.state.value,
+                lease.lifetime.value,
+                lease.key_name,
+                lease.provider,
+                lease.repository,
+                f"{lease.run_id}/{lease.run_attempt}",
+                lease.expires_at.isoformat(timespec="minutes"),
+            )
         )
         for lease in leases
     ]
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     if not rows:
         print("(no leases)", file=sys.stderr)
 
@@ -225,5 +230,11 @@ def _existing_ledger(url: str, *, migrate_older: bool = False, logged: bool = Fa
     if logged:
         logs.event(logs.logger("cli"), "ledger opened", ledger=shown(url))
     else:
-        print(f"runkeys: ledger {shown(url)}", file=sys.stderr)
+        print(escaped(f"runkeys: ledger {shown(url)}"), file=sys.stderr)
     return ledger
+
+
+def escaped(text: str) -> str:
+    """`text` with every character a terminal could act on written as an escape (`\\x1b`):
+    ledger strings come from jobs and are printed to an operator's terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)

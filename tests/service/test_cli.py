@@ -7,10 +7,11 @@ import json
 
 import pytest
 
+from handler.cli import escaped
 from handler.ledger import Ledger
 from runkeys.leases import Lifetime
 from tests.service.conftest import GitHub
-from tests.service.kit import identity, put, run_cli, states
+from tests.service.kit import identity, lease, put, run_cli, states
 
 
 def test_leases_lists_and_filters(
@@ -81,6 +82,56 @@ def test_revoke_by_lease_run_pr_and_repository(
     (shown,) = [json.loads(line) for line in out.splitlines()]
     assert shown["events"][-1]["actor"] == "operator"
     assert shown["events"][-1]["detail"].endswith(": leaked in a log")
+
+
+HOSTILE = "\x1b]0;owned\x07\x1b[2J\x9b31m\u202eKEY\r\n"
+SHOWN = "\\x1b]0;owned\\x07\\x1b[2J\\x9b31m\\u202eKEY\\r\\n"
+
+
+def test_leases_never_prints_a_control_character_from_the_ledger(
+    env: dict[str, str], ledger: Ledger, github: GitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The service refuses such key names now; a ledger may still hold them (registered
+    before, or written by hand), and a terminal must not act on them."""
+    from datetime import UTC, datetime
+
+    from handler.ledger.history import record
+
+    (hostile,) = put(
+        ledger,
+        identity("octo/app", 1, run_id=10),
+        lease(repository="octo/app", key_name=HOSTILE, provider=HOSTILE),
+    )
+    with ledger.begin() as conn:
+        record(
+            conn, [hostile], actor=HOSTILE, action=HOSTILE, detail=HOSTILE, now=datetime.now(UTC)
+        )
+    for argv in (["leases"], ["leases", "--lease", hostile], ["leases", "--json"]):
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 0
+        printed = out + err
+        assert not [c for c in printed if c != "\n" and not c.isprintable()], argv
+        if "--json" not in argv:
+            assert SHOWN in out  # each character escaped, as Python writes it
+    _, out, _ = run_cli(capsys, "leases", "--json", "--lease", hostile)
+    shown = json.loads(out)
+    assert (shown["key_name"], shown["events"][-1]["detail"]) == (HOSTILE, HOSTILE)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("API_TOKEN", "API_TOKEN"),
+        ("Zoë Ops", "Zoë Ops"),  # printable letters stay
+        ("\x1b[2J", "\\x1b[2J"),
+        ("a\tb", "a\\tb"),
+        ("\x7f\x9b", "\\x7f\\x9b"),  # DEL, and the 8-bit CSI some terminals act on
+        ("\u202egnp.exe", "\\u202egnp.exe"),  # right-to-left override
+        ("\u200b", "\\u200b"),  # zero-width space
+    ],
+)
+def test_escaped_writes_out_what_a_terminal_would_act_on(text: str, expected: str) -> None:
+    assert escaped(text) == expected
 
 
 def test_revoke_refuses_an_ambiguous_target(
