@@ -62,6 +62,12 @@ def register(subparsers: Any) -> None:
     target.add_argument("--all", action="store_true", help="every lease of --repository")
     revoke.add_argument("--repository", help="owner/name or id (needed with --run, --pr, --all)")
     revoke.add_argument("--reason", default="", help="recorded in each lease's history")
+    revoke.add_argument(
+        "--as",
+        dest="operator",
+        metavar="NAME",
+        help="who you are, for the history (default: RUNKEYS_OPERATOR, else your OS user)",
+    )
     revoke.set_defaults(func=revoke_command)
 
 
@@ -205,7 +211,7 @@ def _print_table(leases: list[Any]) -> None:
 
 def revoke_command(args: argparse.Namespace) -> int:
     from handler.config import ServiceConfig
-    from handler.operator import check_target, revoke
+    from handler.operator import check_target, matches_any, not_queued, operator, revoke
 
     lease_ids = tuple(args.lease or ())
     target = {
@@ -214,9 +220,30 @@ def revoke_command(args: argparse.Namespace) -> int:
         "pr_number": args.pr,
     }
     check_target(lease_ids=lease_ids, everything=args.all, **target)
+    who = operator(args.operator, os.environ)  # a bad name stops here, before any change
     ledger = _existing_ledger(ServiceConfig.for_ledger(os.environ).database_url)
-    queued = revoke(ledger, lease_ids=lease_ids, everything=args.all, reason=args.reason, **target)
+    queued = revoke(
+        ledger,
+        lease_ids=lease_ids,
+        everything=args.all,
+        operator=who.describe(),
+        reason=args.reason,
+        **target,
+    )
     print(json.dumps({"queued": queued}))
+    if lease_ids:
+        left = not_queued(ledger, lease_ids, queued)
+        unknown = [lease_id for lease_id, state in left.items() if state == "unknown"]
+        for lease_id, state in left.items():
+            if state != "unknown":
+                print(escaped(f"runkeys: {lease_id} is {state}: not queued"), file=sys.stderr)
+        if unknown:
+            names = ", ".join(escaped(lease_id) for lease_id in unknown)
+            print(f"runkeys: no lease with id {names} in this ledger", file=sys.stderr)
+            return 1
+    elif not queued and not matches_any(ledger, **target):
+        print("runkeys: no lease in this ledger matches; nothing was queued", file=sys.stderr)
+        return 1
     return 0
 
 

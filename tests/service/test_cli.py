@@ -84,6 +84,55 @@ def test_revoke_by_lease_run_pr_and_repository(
     assert shown["events"][-1]["detail"].endswith(": leaked in a log")
 
 
+def one_off(lease_id: str) -> str:
+    """The id with its last character changed: a typo, not a lease."""
+    return lease_id[:-1] + ("0" if lease_id[-1] != "0" else "1")
+
+
+def test_revoke_of_an_unknown_lease_fails_and_still_queues_the_known(
+    env: dict[str, str], ledger: Ledger, github: GitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    known, other = put(ledger, identity("octo/app", 1, run_id=10), github.lease(), github.lease())
+    typo = one_off(other)
+    code, out, err = run_cli(capsys, "revoke", "--lease", typo, "--lease", known)
+    assert (code, json.loads(out)) == (1, {"queued": [known]})
+    assert err.splitlines()[-1] == f"runkeys: no lease with id {typo} in this ledger"
+    assert states(ledger, [known, other]) == {known: "revoking", other: "active"}
+    # Asked again: nothing new to queue, and that is no failure; each id says why.
+    code, out, err = run_cli(capsys, "revoke", "--lease", known)
+    assert (code, json.loads(out)) == (0, {"queued": []})
+    assert err.splitlines()[-1] == f"runkeys: {known} is revoking: not queued"
+
+
+def test_revoke_of_a_run_pr_or_repository_with_no_lease_fails(
+    env: dict[str, str], ledger: Ledger, github: GitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A target matching no lease at all is a typo; one whose leases are all retired already
+    is work done (a script may revoke twice)."""
+    put(ledger, identity("octo/app", 1, run_id=20), github.lease())
+    put(ledger, identity("octo/app", 1, run_id=30, ref="refs/pull/8/merge"), github.lease())
+    nothing = "runkeys: no lease in this ledger matches; nothing was queued"
+    for argv in (
+        ["--run", "21"],
+        ["--run", "20", "--repository", "octo/app2"],  # a sibling of the same owner
+        ["--pr", "9", "--repository", "octo/app"],
+        ["--pr", "8", "--repository", "octo/lib"],
+        ["--all", "--repository", "octo/ap"],
+        ["--all", "--repository", "2"],  # by id: another repository's
+    ):
+        code, out, err = run_cli(capsys, "revoke", *argv)
+        assert (code, json.loads(out), err.splitlines()[-1]) == (1, {"queued": []}, nothing), argv
+    assert len(json.loads(run_cli(capsys, "revoke", "--run", "20")[1])["queued"]) == 1
+    assert run_cli(capsys, "revoke", "--run", "20")[:2] == (0, '{"queued": []}\n')
+    assert (
+        len(json.loads(run_cli(capsys, "revoke", "--all", "--repository", "1")[1])["queued"]) == 1
+    )
+    assert run_cli(capsys, "revoke", "--all", "--repository", "OCTO/APP")[:2] == (
+        0,
+        '{"queued": []}\n',
+    )
+
+
 HOSTILE = "\x1b]0;owned\x07\x1b[2J\x9b31m\u202eKEY\r\n"
 SHOWN = "\\x1b]0;owned\\x07\\x1b[2J\\x9b31m\\u202eKEY\\r\\n"
 
