@@ -75,15 +75,30 @@ def serve_command(args: argparse.Namespace) -> int:
     from handler.serve import prepare_metrics_dir
 
     made_by = os.getpid() if os.environ.get("PROMETHEUS_MULTIPROC_DIR") is None else None
-    metrics_dir = prepare_metrics_dir(args.workers)  # before anything imports prometheus_client
+    apart = bool(os.environ.get("RUNKEYS_METRICS_BIND", "").strip())
+    metrics_dir = prepare_metrics_dir(args.workers, apart=apart)  # before prometheus_client
+    try:
+        return _serve(args)
+    finally:
+        # Workers are forked inside `run()` and leave through here as well (a restart, a
+        # reload): only the master, which made the directory, removes it — also when a bad
+        # setting stopped start-up.
+        if made_by == os.getpid() and metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+
+def _serve(args: argparse.Namespace) -> int:
     from handler import logs
     from handler.config import ServiceConfig
     from handler.ledger import Ledger
-    from handler.serve import ServiceApplication, default_options
+    from handler.serve import ServiceApplication, default_options, serve_metrics_apart
 
     config = ServiceConfig.from_env(os.environ)  # refuse to start on a bad setting, here
     logs.configure(config.log_level)
     Ledger.open(config.database_url).close()  # migrate once, before the workers start
+    if config.metrics_bind is not None:
+        serve_metrics_apart(config.metrics_bind, args.bind, config.database_url)
     options = default_options(
         bind=args.bind,
         workers=args.workers,
@@ -91,13 +106,7 @@ def serve_command(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         log_level=config.log_level,
     )
-    try:
-        ServiceApplication(options).run()
-    finally:
-        # Workers are forked inside `run()` and leave through here as well (a restart, a
-        # reload): only the master, which made the directory, removes it.
-        if made_by == os.getpid() and metrics_dir:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+    ServiceApplication(options).run()
     return 0
 
 

@@ -7,6 +7,7 @@ Each command reads only what it needs: `runkeys leases` needs a database, not th
 from __future__ import annotations
 
 import ipaddress
+import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ class ServiceConfig:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     webhook_max_bytes: int = GITHUB_MAX_PAYLOAD
     log_level: str = "INFO"
+    metrics_bind: tuple[str, int] | None = None  # `/metrics` there only (`runkeys serve`)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ServiceConfig:
@@ -72,6 +74,7 @@ class ServiceConfig:
             worker=worker_settings(environ),
             webhook_max_bytes=_int(environ, "RUNKEYS_WEBHOOK_MAX_BYTES", GITHUB_MAX_PAYLOAD, 1024),
             log_level=log_level(environ),
+            metrics_bind=metrics_bind(environ),
         )
 
     @classmethod
@@ -212,6 +215,40 @@ def worker_settings(environ: Mapping[str, str]) -> WorkerSettings:
             environ, "RUNKEYS_GITHUB_WRITES_PER_MINUTE", default.github_writes_per_minute, 1
         ),
     )
+
+
+def metrics_bind(environ: Mapping[str, str]) -> tuple[str, int] | None:
+    """RUNKEYS_METRICS_BIND, `HOST:PORT` (`[::1]:9090` for IPv6): where `runkeys serve`
+    answers `/metrics`, so that it need not be on the public address."""
+    raw = environ.get("RUNKEYS_METRICS_BIND", "").strip()
+    if not raw:
+        return None
+    host, _, port = raw.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        valid_host = _is_ip(host, version=6)
+    else:
+        # a name's last label is never all digits: 256.1.1.1 is a bad address, not a name
+        named = bool(_HOSTNAME.fullmatch(host)) and not host.rsplit(".", 1)[-1].isdigit()
+        valid_host = _is_ip(host, version=4) or named
+    if not (valid_host and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(
+            "RUNKEYS_METRICS_BIND",
+            f"{raw!r} is not HOST:PORT",
+            fix="e.g. 127.0.0.1:9090, or 0.0.0.0:9090 in a container ([::1]:9090 for IPv6)",
+            docs=DOCS,
+        )
+    return host, int(port)
+
+
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
+def _is_ip(text: str, *, version: int) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == version
+    except ValueError:
+        return False
 
 
 def log_level(environ: Mapping[str, str]) -> str:

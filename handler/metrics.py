@@ -20,6 +20,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -83,6 +84,19 @@ class Metrics:
             registry.register(_Forward(self.registry))
         registry.register(LedgerCollector(ledger, clock))
         return generate_latest(registry)
+
+
+def serve_apart(address: tuple[str, int], ledger: Ledger, clock: Callable[[], datetime]) -> None:
+    """`/metrics` on an address of its own (RUNKEYS_METRICS_BIND): prometheus_client's server,
+    in a thread of gunicorn's master, adding up every worker's files and reading the ledger's
+    gauges. Started before the workers are forked: each closes its copy of the socket, which
+    the master alone answers on."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(LedgerCollector(ledger, clock))
+    host, port = address
+    server, _ = start_http_server(port, addr=host, registry=registry)
+    os.register_at_fork(after_in_child=server.socket.close)
 
 
 class _Forward(Collector):

@@ -20,6 +20,7 @@ from gunicorn.workers.base import Worker  # type: ignore[import-untyped]
 from gunicorn.workers.gthread import ThreadWorker  # type: ignore[import-untyped]
 
 from handler.logs import ACCESS_FIELDS, JsonFormatter
+from runkeys.errors import ConfigError
 
 
 class JsonLogger(Logger):  # type: ignore[misc]
@@ -118,14 +119,40 @@ def default_options(
     }
 
 
-def prepare_metrics_dir(workers: int) -> str | None:
+def prepare_metrics_dir(workers: int, *, apart: bool = False) -> str | None:
     """With several processes, metrics go to files that `/metrics` adds up; this must happen
-    before any process imports prometheus_client."""
-    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    before any process imports prometheus_client. `apart`: `/metrics` is answered by the
+    master (RUNKEYS_METRICS_BIND), which reads even a single worker's counters from files."""
+    if (workers <= 1 and not apart) or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     path = tempfile.mkdtemp(prefix="runkeys-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     return path
+
+
+def serve_metrics_apart(address: tuple[str, int], bind: str, database_url: str) -> None:
+    """`/metrics` on RUNKEYS_METRICS_BIND, from this process (the master-to-be), before any
+    worker is forked; an address it cannot listen on stops start-up, naming the setting."""
+    from handler.ledger import Ledger  # noqa: PLC0415 (after the metrics directory is set)
+    from handler.metrics import serve_apart  # noqa: PLC0415
+    from handler.service import utc_now  # noqa: PLC0415
+
+    host, port = address
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if shown == bind:
+        raise ConfigError(
+            "RUNKEYS_METRICS_BIND",
+            f"is {shown}, the address the service itself binds",
+            fix="give /metrics an address (a port) of its own",
+        )
+    ledger = Ledger.open(database_url, migrate_schema=False)
+    try:
+        serve_apart(address, ledger, utc_now)
+    except OSError as exc:
+        ledger.close()
+        raise ConfigError(
+            "RUNKEYS_METRICS_BIND", f"cannot listen on {shown} ({exc.strerror or exc})"
+        ) from None
 
 
 class ServiceApplication(BaseApplication):  # type: ignore[misc]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, abort, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
 from handler.errors import error_response
@@ -33,6 +33,8 @@ def readyz() -> Response:
 @blueprint.get("/metrics")
 def metrics() -> Response:
     service = current_service()
+    if service.config.metrics_bind is not None:
+        abort(404)  # served on RUNKEYS_METRICS_BIND only, as if there were no such page here
     return Response(
         service.metrics.exposition(service.ledger, service.clock), content_type=CONTENT_TYPE
     )

@@ -4,6 +4,10 @@ configured from the environment)."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +15,7 @@ from handler.cli import escaped
 from handler.ledger import Ledger
 from runkeys.leases import Lifetime
 from tests.service.conftest import GitHub
-from tests.service.kit import identity, lease, put, run_cli, states
+from tests.service.kit import free_port, identity, lease, put, run_cli, states
 
 
 def test_leases_lists_and_filters(
@@ -215,3 +219,41 @@ def test_serve_refuses_to_start_without_a_webhook_secret(
     code, _, err = run_cli(capsys, "serve", "--workers", "1")
     assert code == 1
     assert "RUNKEYS_WEBHOOK_SECRET: is not set" in err
+
+
+@pytest.mark.parametrize("case", ["taken", "the service's own", "no port"])
+def test_serve_refuses_a_metrics_address_it_cannot_have(
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    case: str,
+) -> None:
+    """Start-up stops naming RUNKEYS_METRICS_BIND, before gunicorn starts, and leaves no
+    metrics directory behind (`serve` makes one for the master to read the workers' files)."""
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    service_port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        value, message = {
+            "taken": (
+                f"127.0.0.1:{port}",
+                f"cannot listen on 127.0.0.1:{port} (Address already in use)",
+            ),
+            "the service's own": (
+                f"127.0.0.1:{service_port}",
+                f"is 127.0.0.1:{service_port}, the address the service itself binds",
+            ),
+            "no port": ("127.0.0.1", "'127.0.0.1' is not HOST:PORT"),
+        }[case]
+        monkeypatch.setenv("RUNKEYS_METRICS_BIND", value)
+        code, _, err = run_cli(
+            capsys, "serve", "--workers", "2", "--bind", f"127.0.0.1:{service_port}"
+        )
+    assert code == 1
+    assert f"RUNKEYS_METRICS_BIND: {message}" in err
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    assert not list(tmp_path.glob("runkeys-metrics-*"))

@@ -141,3 +141,45 @@ def test_the_commands_need_only_their_part(tmp_path: Path) -> None:
         ServiceConfig.for_worker({})
     worker = ServiceConfig.for_worker({"RUNKEYS_APP_ID": "1", "RUNKEYS_PRIVATE_KEY": PEM})
     assert worker.webhook_secret == ""
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("", None),
+        ("127.0.0.1:9090", ("127.0.0.1", 9090)),
+        (" 0.0.0.0:9090 ", ("0.0.0.0", 9090)),
+        ("[::1]:9090", ("::1", 9090)),
+        ("metrics.internal:1", ("metrics.internal", 1)),
+        ("localhost:65535", ("localhost", 65535)),
+    ],
+)
+def test_metrics_bind_is_host_and_port(value: str, expected: tuple[str, int] | None) -> None:
+    assert ServiceConfig.from_env({**VALID, "RUNKEYS_METRICS_BIND": value}).metrics_bind == (
+        expected
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "9090",  # a port alone
+        ":9090",
+        "127.0.0.1:",
+        "127.0.0.1:0",  # any free port: Prometheus could not find it
+        "127.0.0.1:65536",
+        "localhost:http",
+        "127.0.0.1:\uff19\uff10\uff19\uff10",  # digits, but fullwidth ones
+        "::1:9090",  # IPv6 without brackets
+        "[127.0.0.1]:9090",
+        "256.0.0.1:9090",  # one past an IPv4 address, not a host name
+        "-metrics:9090",
+        "unix:/run/metrics.sock",
+        "http://127.0.0.1:9090",
+    ],
+)
+def test_a_bad_metrics_bind_stops_start_up_and_is_named(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        create_app({**VALID, "RUNKEYS_METRICS_BIND": value})
+    assert caught.value.setting == "RUNKEYS_METRICS_BIND"
+    assert f"{value!r} is not HOST:PORT" in caught.value.explain()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from handler.ledger import Ledger, tables
@@ -28,7 +29,15 @@ from runkeys.sandbox import Sandbox
 from runkeys.sandbox.state import App
 from tests.service import kit
 from tests.service.conftest import GitHub, make_environ
-from tests.service.kit import AUDIENCE, HTTP_PARAMS, TokenIssuer, WsgiServer, body, states
+from tests.service.kit import (
+    AUDIENCE,
+    HTTP_PARAMS,
+    TokenIssuer,
+    WsgiServer,
+    body,
+    free_port,
+    states,
+)
 from tests.service.served import Served, wait_for
 
 pytestmark = pytest.mark.slow
@@ -313,3 +322,100 @@ def test_the_metrics_directory_outlives_a_reload(
     finally:
         served.stop()
     assert not made.exists()  # the master removes what it made
+
+
+def _refused_by(directory: Path, pid: int) -> float:
+    """Deliveries one worker refused, from its own file alone (prometheus_client's collector
+    over a directory holding only that file)."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    source = directory / f"counter_{pid}.db"
+    if not source.exists():
+        return 0.0
+    alone = directory.parent / f"alone-{pid}"
+    alone.mkdir(exist_ok=True)
+    (alone / source.name).write_bytes(source.read_bytes())
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(alone))  # type: ignore[no-untyped-call]
+    value = registry.get_sample_value("runkeys_webhook_signature_failures_total")
+    return value or 0.0
+
+
+def _listening_inode(port: int) -> str:
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # LISTEN
+            return fields[9]
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+def _sockets_of(pid: int) -> set[str]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(target[len("socket:[") : -1])
+    return found
+
+
+def test_metrics_on_an_address_of_their_own(sandbox: tuple[Sandbox, App], tmp_path: Path) -> None:
+    """RUNKEYS_METRICS_BIND: gunicorn's master answers `/metrics` there, adding up both
+    workers' counters and reading the ledger's gauges; the public address answers 404 for it,
+    and no worker holds the metrics socket."""
+    port = free_port()
+    env = {
+        **make_environ(*sandbox, f"sqlite:///{tmp_path / 'ledger.sqlite3'}"),
+        "RUNKEYS_METRICS_BIND": f"127.0.0.1:{port}",
+    }
+    served = Served(env, tmp_path / "service.log")
+    metrics_url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        public = requests.get(f"{served.url}/metrics", timeout=10)
+        assert (public.status_code, public.json()["error"]) == (404, "not_found")
+        directory = tmp_path / f"metrics-{served.port}"
+        workers = served.worker_pids()
+        assert len(workers) == 2
+        forged = 0
+        # until each worker has refused some: the sum is then over both
+        while forged < 400 and not all(_refused_by(directory, pid) for pid in workers):
+            answer = requests.post(
+                f"{served.url}/webhook",
+                data=b'{"zen": "forged"}',
+                headers={
+                    "X-GitHub-Event": "ping",
+                    "X-GitHub-Delivery": str(forged),
+                    "X-Hub-Signature-256": "sha256=" + "0" * 64,
+                    "Content-Type": "application/json",
+                },
+                timeout=10,
+            )
+            assert answer.status_code == 401
+            forged += 1
+        by_worker = {pid: _refused_by(directory, pid) for pid in workers}
+        assert all(by_worker.values()), by_worker
+        answer = requests.get(metrics_url, timeout=10)
+        assert answer.status_code == 200
+        assert answer.headers["Content-Type"].startswith("text/plain")
+        families = {f.name: f for f in text_string_to_metric_families(answer.text)}
+        (total,) = families["runkeys_webhook_signature_failures"].samples
+        assert total.value == forged == sum(by_worker.values())
+        leases = {s.labels["state"]: s.value for s in families["runkeys_leases"].samples}
+        assert leases == {"active": 0.0, "revoking": 0.0, "revoked": 0.0, "failed": 0.0}
+        listening = _listening_inode(port)
+        assert listening in _sockets_of(served.process.pid)
+        assert not any(listening in _sockets_of(pid) for pid in workers)
+        # workers replaced on a reload are forked from the master with the server running
+        os.kill(served.process.pid, signal.SIGHUP)
+        wait_for(lambda: not set(workers) & set(served.worker_pids()), what="workers replaced")
+        wait_for(lambda: len(served.worker_pids()) == 2, what="new workers")
+        assert not any(listening in _sockets_of(pid) for pid in served.worker_pids())
+        assert requests.get(metrics_url, timeout=10).status_code == 200
+        assert requests.get(f"{served.url}/metrics", timeout=10).status_code == 404
+    finally:
+        served.stop()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(metrics_url, timeout=10)

@@ -108,3 +108,19 @@ def test_configure_writes_json_to_stderr(capsys: pytest.CaptureFixture[str]) -> 
     assert lines[0]["message"] == "hello"
     assert lines[0]["lease"] == "x"
     assert "hunter2" not in lines[1]["traceback"]
+
+
+def test_metrics_served_apart_are_not_on_the_app(environ: dict[str, str], clock: Clock) -> None:
+    """With RUNKEYS_METRICS_BIND, `runkeys serve`'s master answers `/metrics` there (see
+    test_gunicorn.py); the app answers it as it answers any page it does not have."""
+    app = create_app({**environ, "RUNKEYS_METRICS_BIND": "127.0.0.1:9090"}, clock=clock)
+    try:
+        client = app.test_client()
+        response = client.get("/metrics")
+        missing = client.get("/no-such-page")
+        assert (response.status_code, response.json) == (404, missing.json)
+        assert js(response)["error"] == "not_found"
+        assert_documented("GET", "/metrics", 404, response.json)
+        assert client.get("/healthz").status_code == 200
+    finally:
+        app.extensions["runkeys"].close()
