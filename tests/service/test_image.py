@@ -17,6 +17,7 @@ import time
 import tomllib
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,17 +163,16 @@ class Service:
         return master
 
 
-@pytest.fixture(scope="module")
-def service(
-    image: Image, settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    """The image's entry point and CMD (`runkeys serve`), with the ledger on a volume."""
-    directory = tmp_path_factory.mktemp("served")
+@contextmanager
+def serving(image: Image, env: dict[str, str], directory: Path) -> Iterator[Service]:
+    """The image's entry point and CMD (`runkeys serve`), with the ledger on a volume, until
+    it answers /readyz; killed when the block ends."""
     volume = ledger_volume(directory)
     bind = f"127.0.0.1:{free_port()}"
     log = directory / "service.log"
-    env = {**settings, "RUNKEYS_BIND": bind}
-    argv = run_argv(image.working, image.argv(), env, {volume: LEDGER_DIR})
+    argv = run_argv(
+        image.working, image.argv(), {**env, "RUNKEYS_BIND": bind}, {volume: LEDGER_DIR}
+    )
     with log.open("ab") as sink:
         process = subprocess.Popen(argv, stdout=sink, stderr=sink, start_new_session=True)
     running = Service(process, f"http://{bind}", bind, log, volume)
@@ -193,6 +193,14 @@ def service(
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def service(
+    image: Image, settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    with serving(image, settings, tmp_path_factory.mktemp("served")) as running:
+        yield running
 
 
 def test_the_image_is_configured_as_documented(image: Image) -> None:
@@ -299,11 +307,19 @@ def test_a_worker_runs_from_the_same_image_on_the_same_ledger(
     assert json.loads(done.stdout.splitlines()[-1]) == {"retired_or_attempted": 0}
 
 
-def test_the_image_keeps_its_ledger_on_postgresql(image: Image, settings: dict[str, str]) -> None:
+def test_the_image_keeps_its_ledger_on_postgresql(
+    image: Image, settings: dict[str, str], tmp_path: Path
+) -> None:
     """The postgres extra at work: the container's own psycopg and SQLAlchemy migrate a new
-    database (the container shares the host's network, so the test server is on loopback)."""
+    database (the container shares the host's network, so the test server is on loopback).
+    `serve` creates the ledger; a worker started first refuses the empty database."""
     with postgres_database() as url:
         env = {**settings, "RUNKEYS_DATABASE_URL": url, "RUNKEYS_WORKER": "external"}
+        refused = image.run(image.argv("worker", "--once"), env)
+        assert refused.returncode == 1
+        assert "holds no runkeys ledger (no schema)" in refused.stderr
+        with serving(image, env, tmp_path):
+            pass  # ready: migrated
         done = image.run(image.argv("worker", "--once"), env)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout.splitlines()[-1]) == {"retired_or_attempted": 0}
