@@ -7,10 +7,14 @@ The password never reaches the server in clear text: it is hashed on the client 
 server's verifier format (libpq's `PQencryptPasswordConn`, as psql's `\\password` does), so no
 statement log or error report on the server can hold it.
 
-Revoke locks the role (NOLOGIN), ends its sessions, hands what it owns in the connection's
-database to the connection's account, drops its remaining privileges and drops the role. A role
-that is already gone is success. Needs PostgreSQL 14 or newer (`pg_terminate_backend` with a
-timeout, so the sessions are gone when revoke returns).
+What a key may be granted is checked in `postgres_grants`: from the spec, and again on the
+server in the transaction that creates the role.
+
+Revoke locks the role (NOLOGIN), takes away a membership in the connection's account if someone
+gave it one, ends its sessions, hands what it owns in the connection's database to the
+connection's account, drops its remaining privileges and drops the role (its other memberships
+go with it). A role that is already gone is success. Needs PostgreSQL 14 or newer
+(`pg_terminate_backend` with a timeout, so the sessions are gone when revoke returns).
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ from runkeys.providers.base import (
     new_password,
     runkeys_account,
     utc,
+)
+from runkeys.providers.postgres_grants import (
+    check_role_name,
+    refuse_forbidden_grants,
+    revoke_circular_memberships,
 )
 
 PARAMS = {"grant", "connection_limit"}
@@ -71,6 +80,8 @@ class PostgresProvider(Provider):
         roles = [check_identifier("grant", role) for role in get_str_list(params, "grant")]
         if len(set(roles)) != len(roles):
             raise ParamError("grant", "names a role twice", fix="list each role once")
+        for role in roles:
+            check_role_name(role)
         if "connection_limit" in params:
             get_int(params, "connection_limit", 1, low=1, high=MAX_CONNECTION_LIMIT)
 
@@ -80,7 +91,11 @@ class PostgresProvider(Provider):
         password = new_password()
         with self.scrubbed("mint", password, *connection.secrets()), _connect(connection) as conn:
             verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), None)
-            conn.execute(_create_role(role, verifier.decode(), request))
+            # One transaction: the grants are checked where they are made, and a refusal
+            # leaves no role behind.
+            with conn.transaction():
+                refuse_forbidden_grants(conn, get_str_list(request.params, "grant"))
+                conn.execute(_create_role(role, verifier.decode(), request))
             host, port, database = conn.info.host, conn.info.port, conn.info.dbname
         query = {k: v for k, v in conninfo_to_dict(connection.url).items() if v is not None}
         settings = {k: str(v) for k, v in query.items() if k not in _ACCOUNT_SETTINGS}
@@ -155,6 +170,7 @@ def _drop_role(conn: psycopg.Connection[Any], role: str) -> None:
         return
     # Locked first and committed, so no new session can start while the old ones are ended.
     conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(name))
+    revoke_circular_memberships(conn, role)
     # Membership lets a non-superuser account end the role's sessions and take what it owns
     # (REASSIGN OWNED needs the privileges of both roles); it goes away with the role.
     conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(name))

@@ -161,6 +161,8 @@ class PostgresHarness(Harness):
             {"grant": ["a" * 64]},
             {"connection_limit": "3; DROP ROLE x"},
             {"grant": [self.group], "valid_until": "infinity"},
+            {"grant": [self.group, "pg_execute_server_program"]},
+            {"grant": ["PUBLIC"]},
         ]
 
     def backend_refusal(self) -> dict[str, Any]:
