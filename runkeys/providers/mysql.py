@@ -68,6 +68,11 @@ DATABASE_PRIVILEGES = TABLE_PRIVILEGES | {
     "ALTER ROUTINE",
     "EVENT",
 }
+# The server's own schemas: its accounts and grants (`mysql`), what every session runs and ran
+# (`performance_schema`, `sys`), and metadata (`information_schema`). Compared without case, as
+# a server with lower_case_table_names does; `%` cannot be written and `_` is escaped in a grant,
+# so no other name reaches them as a wildcard.
+SYSTEM_SCHEMAS = frozenset({"mysql", "sys", "performance_schema", "information_schema"})
 # A user's host part: a name, an address, `%`/`_` wildcards, an address/netmask.
 _HOST = re.compile(r"^[A-Za-z0-9.%_:/-]{1,255}$")
 # Connection URL settings passed to PyMySQL as they are (TLS, a socket).
@@ -172,6 +177,12 @@ def _check_grant(where: str, grant: Any) -> None:
     if database is None:
         raise ParamError(f"{where}.database", "missing", fix="name the database it is on")
     check_identifier(f"{where}.database", database)
+    if database.lower() in SYSTEM_SCHEMAS:
+        raise ParamError(
+            f"{where}.database",
+            f"{database!r} is the server's own schema: a test key gets no grant on it",
+            fix="grant on the application's database",
+        )
     table = get_str(grant, "table")
     if table is not None:
         check_identifier(f"{where}.table", table)

@@ -135,6 +135,8 @@ class MysqlHarness(Harness):
             {"host": "%' IDENTIFIED BY 'x"},
             {"host": "a host"},
             {"grant": [{"database": db, "privileges": ["SELECT"], "with": "GRANT OPTION"}]},
+            {"grant": [{"database": "mysql", "table": "user", "privileges": ["SELECT"]}]},
+            {"grant": [{"database": "Performance_Schema", "privileges": ["SELECT"]}]},
         ]
 
     def backend_refusal(self) -> dict[str, Any]:
