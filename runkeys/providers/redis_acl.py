@@ -1,4 +1,4 @@
-"""`redis`: an ACL user per key (Redis 6.2 or newer), limited to the key patterns, channel
+"""`redis`: an ACL user per key (Redis 7.0 or newer), limited to the key patterns, channel
 patterns, command categories and commands the spec names.
 
     CACHE_URL:
@@ -7,13 +7,15 @@ patterns, command categories and commands the spec names.
       keys: ["app:*"]
       channels: ["app:events"]
       categories: [read, write]
-      commands: [keys, -del]
+      commands: [sort, -del]
 
 Every rule is its own argument of `ACL SETUSER`, and each is checked against an allow-list and a
 strict syntax first, so no parameter can smuggle in a rule of its own (`on`, `>password`,
 `+@all`, `allkeys`). After the categories come `-@admin -@dangerous`: a key pattern does not
 limit a command without keys (FLUSHALL, CONFIG SET), so those stay out unless named one by one
-in `commands`; the server-administration ones cannot be named at all.
+in `commands`. Then `ACTS_ON_OTHERS` (FUNCTION DELETE, SCRIPT FLUSH, SCAN, …), which categories
+such as `write` and `slow` hold too. Those and the server-administration commands cannot be
+named at all. Needs Redis 7.0 or newer (taking a subcommand away, `-function|delete`, is 7.0's).
 
 The password is sent as its SHA-256 (`#<hex>`), so neither MONITOR nor the slow log can show it.
 Revoke ends the user's connections and deletes it in one MULTI/EXEC, so no client can log in
@@ -66,6 +68,25 @@ REFUSED_COMMANDS = frozenset(
     | {"replicaof", "role", "save", "shutdown", "slaveof", "slowlog", "sync", "flushall"}
     | {"flushdb", "swapdb", "migrate", "restore", "restore-asking", "client|kill"}
     | {"client|list", "client|pause", "client|unpause", "client|no-evict", "client|unblock"}
+)
+# Commands in the categories runkeys grants (`write`, `slow`, `scripting`, `read`, `keyspace`)
+# that reach beyond the user's key patterns, taken away after every category and never granted
+# by name: they delete, replace or flush every user's functions and scripts (FUNCTION LOAD's
+# REPLACE overwrites another application's library, which then runs with that application's
+# rights), stop another client's script or block the server (SCRIPT DEBUG SYNC), or list every
+# key name in the database (SCAN, RANDOMKEY; KEYS is already @dangerous).
+ACTS_ON_OTHERS = (
+    "function|delete",
+    "function|flush",
+    "function|restore",
+    "function|load",
+    "function|kill",
+    "script|flush",
+    "script|kill",
+    "script|debug",
+    "scan",
+    "randomkey",
+    "keys",
 )
 MAX_PATTERNS = 32
 _PATTERN = re.compile(r"^[A-Za-z0-9_:.*?\[\]{}/=#@!^$+-]{1,128}$")
@@ -157,13 +178,13 @@ def _check_command(command: str) -> None:
         )
     name = command.lstrip("-")
     top = name.partition("|")[0]
-    refused = name in REFUSED_COMMANDS or top in REFUSED_COMMANDS
+    refused = (*REFUSED_COMMANDS, *ACTS_ON_OTHERS)
     # A whole command whose subcommands include refused ones (`client`) is refused as well.
-    refused = refused or (name == top and any(r.startswith(top + "|") for r in REFUSED_COMMANDS))
-    if refused and not command.startswith("-"):
+    whole = name == top and any(r.startswith(top + "|") for r in refused)
+    if (name in refused or top in refused or whole) and not command.startswith("-"):
         raise ParamError(
             "commands",
-            f"{name!r} administers the server or acts on every key",
+            f"{name!r} administers the server or acts on other users' keys, functions or scripts",
             fix="a test credential cannot have it; use a separate, long-lived admin account",
         )
 
@@ -175,7 +196,7 @@ def _rules(params: Mapping[str, Any], password: str, *, select: bool) -> list[st
     rules += [f"~{pattern}" for pattern in get_str_list(params, "keys")]
     rules += [f"&{pattern}" for pattern in get_str_list(params, "channels")]
     rules += [f"+@{c.lstrip('+@')}" for c in get_str_list(params, "categories")]
-    rules += ["-@admin", "-@dangerous"]
+    rules += ["-@admin", "-@dangerous", *(f"-{command}" for command in ACTS_ON_OTHERS)]
     for command in get_str_list(params, "commands"):
         rules.append(command if command.startswith("-") else f"+{command}")
     if select:  # clients send SELECT for a database other than 0 before anything else

@@ -117,6 +117,9 @@ class RedisHarness(Harness):
             {"commands": ["flushall"]},
             {"commands": ["client"]},
             {"commands": ["get >newpassword"]},
+            {"commands": ["function|delete"]},
+            {"commands": ["script"]},
+            {"commands": ["scan"]},
             {"password": "x"},
         ]
 
