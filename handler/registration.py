@@ -134,6 +134,10 @@ def _check(
         )
     if lease.connection is not None:
         _check_connection(name, lease, lease.connection, connections)
+        try:
+            provider.check_allowed(lease.params, connections[normalize_name(lease.connection)])
+        except ParamError as exc:
+            raise ApiError(422, "invalid_params", f"{name}: params.{exc.field}: {exc}") from None
     if lease.connection is None and provider.needs_connection:
         raise ApiError(422, "invalid_lease", f"{name}: provider {provider.name} needs a connection")
     if lease.lifetime is Lifetime.PR and identity.pull_request is None:

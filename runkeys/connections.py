@@ -3,6 +3,10 @@
 The action reads them from the step's `env:` (filled from secrets), the service from its own
 environment, by the same names, so a lease only ever records a connection's name. The URL carries
 the connection account's password: it is never printed (`repr` and `redacted` hide it).
+
+A URL may also carry runkeys' own settings as query parameters named `runkeys_…`, read and taken
+out of the URL before any driver sees it: `runkeys_grants=app_read,app_write` is the connection's
+allow list, what a key minted through it may be granted (docs/providers.md, "Allow lists").
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ from runkeys.errors import ConfigError
 
 PREFIX = "RUNKEYS_CONNECTION_"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+SETTING_PREFIX = "runkeys_"
+GRANTS = "runkeys_grants"
+# A key=value DSN has no query to carry runkeys' settings; one that names one is refused.
+_DSN_SETTING = re.compile(r"(?:^|\s)runkeys_\w*\s*=", re.IGNORECASE)
 
 
 def normalize_name(name: str) -> str:
@@ -28,8 +36,18 @@ def normalize_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class Connection:
+    """A named connection. `url` is what the driver gets: runkeys' own settings are taken out
+    of it when the connection is made, whichever way it is made, so none can reach a driver."""
+
     name: str
     url: str = field(repr=False)
+    # The allow list (`runkeys_grants`): None when the URL sets none, empty when it allows nothing.
+    grants: frozenset[str] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        url, grants = _own_settings(self.name, self.url)
+        object.__setattr__(self, "url", url)
+        object.__setattr__(self, "grants", grants)
 
     @property
     def parsed(self) -> urllib.parse.SplitResult:
@@ -114,6 +132,48 @@ def target_of(connection: Connection) -> Target:
             "cannot be read as a URL or DSN",
             fix="percent-encode special characters in the user name and password",
         ) from None
+
+
+def _own_settings(name: str, url: str) -> tuple[str, frozenset[str] | None]:
+    """`url` without its `runkeys_…` query parameters, and the allow list they set. An unknown
+    or repeated one is refused rather than ignored: a misspelt allow list must not allow all.
+    Errors name the parameter, never quote the URL (it holds a password)."""
+    if "://" not in url:
+        if _DSN_SETTING.search(url):
+            raise ConfigError(
+                env_var(name),
+                "runkeys settings (runkeys_…) need the URL form of the connection",
+                fix="write it as postgresql://user:password@host:5432/db?runkeys_grants=…",
+            )
+        return url, None
+    base, question, rest = url.partition("?")
+    query, hash_mark, fragment = rest.partition("#")
+    if not question:
+        return url, None
+    kept: list[str] = []
+    grants: frozenset[str] | None = None
+    for piece in query.split("&"):
+        key, _, value = piece.partition("=")
+        key = urllib.parse.unquote_plus(key)
+        if not key.lower().startswith(SETTING_PREFIX):
+            kept.append(piece)
+            continue
+        if key != GRANTS:
+            raise ConfigError(
+                env_var(name),
+                f"unknown runkeys setting {key!r} in its URL",
+                fix=f"the only one is {GRANTS} (a comma-separated allow list)",
+            )
+        if grants is not None:
+            raise ConfigError(
+                env_var(name), f"{GRANTS} is given twice", fix="list every name in one"
+            )
+        names = urllib.parse.unquote_plus(value).split(",")
+        grants = frozenset(n.strip() for n in names if n.strip())
+    if grants is None:
+        return url, None
+    new_query = "&".join(kept)
+    return base + ("?" + new_query if new_query else "") + hash_mark + fragment, grants
 
 
 def env_var(name: str) -> str:

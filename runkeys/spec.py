@@ -174,6 +174,8 @@ def _parse_one(
     if provider is not None:
         try:
             provider(None).check_params(params)
+            if connection is not None and rules.connections is not None:
+                provider(None).check_allowed(params, rules.connections[connection])
         except ParamError as exc:
             problems.append(SpecProblem(name, exc.field, exc.cause, exc.fix))
     if len(problems) > before or provider_name is None or ttl is None or lifetime is None:

@@ -3,6 +3,8 @@ each taking one frozen request and returning one frozen result, so fields can be
 
 Rules every provider keeps (the conformance suite in `tests/providers/` checks them):
 - `check_params` runs before any side effect and raises `ParamError` naming the field;
+- `check_allowed` does the same against one connection's configuration (its allow list), in
+  the action before anything is minted, in `mint` again, and in the service at registration;
 - `mint` creates a credential with its own expiry where the backend has one; on failure it leaves
   nothing behind and raises `ProviderError` (retryable when the backend is down);
 - `revoke` of something already gone is success; a backend that is down is a retryable error;
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 
-from runkeys.connections import Connection
+from runkeys.connections import GRANTS, Connection, env_var
 from runkeys.errors import GitHubError, ParamError, ProviderError, RunkeysError
 from runkeys.labels import is_runkeys_name
 from runkeys.scrub import described
@@ -106,6 +108,31 @@ class Provider(ABC):
     @abstractmethod
     def check_params(self, params: Mapping[str, Any]) -> None:
         """Raise `ParamError(field, message, fix=...)` for the first wrong parameter. No I/O."""
+
+    def check_allowed(self, params: Mapping[str, Any], connection: Connection) -> None:
+        """Raise `ParamError` for what `params` (already checked) would grant that `connection`
+        does not allow. No I/O. Providers with an allow list override this; the others refuse
+        one, so that a connection's `runkeys_grants` never silently allows everything."""
+        if connection.grants is not None:
+            raise ParamError(
+                "connection",
+                f"{env_var(connection.name)} sets {GRANTS}, which the {self.name} provider "
+                "does not use",
+                fix=f"remove {GRANTS} from that URL",
+            )
+
+    def refuse_disallowed(self, request: MintRequest, connection: Connection) -> None:
+        """`check_allowed` at mint, as the provider error mint raises."""
+        try:
+            self.check_allowed(request.params, connection)
+        except ParamError as exc:
+            raise ProviderError(
+                self.name,
+                f"refusing to mint: {exc.field}: {exc.cause}",
+                retryable=False,
+                fix=exc.fix,
+                docs=f"docs/providers.md#{self.name}",
+            ) from None
 
     @abstractmethod
     def mint(self, request: MintRequest) -> Minted: ...
@@ -328,6 +355,22 @@ def get_str_list(params: Mapping[str, Any], key: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ParamError(key, "must be a list of strings")
     return list(value)
+
+
+def check_allow_list(key: str, names: list[str], connection: Connection, what: str) -> None:
+    """Every one of `names` is on the connection's allow list, if it has one (exact match)."""
+    allowed = connection.grants
+    if allowed is None:
+        return
+    for name in names:
+        if name not in allowed:
+            listed = ", ".join(sorted(allowed)) or "nothing"
+            raise ParamError(
+                key,
+                f"{name!r} is not among the {what} {env_var(connection.name)} allows "
+                f"({GRANTS}: {listed})",
+                fix=f"use one of those, or ask whoever runs the connection to add {name!r}",
+            )
 
 
 def check_identifier(key: str, value: str) -> str:

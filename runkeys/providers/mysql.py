@@ -38,6 +38,7 @@ from runkeys.providers.base import (
     MintRequest,
     Provider,
     RevokeRequest,
+    check_allow_list,
     check_identifier,
     check_known,
     connection_of,
@@ -107,9 +108,15 @@ class MysqlProvider(Provider):
         for index, grant in enumerate(grants):
             _check_grant(f"grant[{index}]", grant)
 
+    def check_allowed(self, params: Mapping[str, Any], connection: Connection) -> None:
+        for index, grant in enumerate(params.get("grant", [])):
+            databases = [str(grant["database"])]
+            check_allow_list(f"grant[{index}].database", databases, connection, "databases")
+
     def mint(self, request: MintRequest) -> Minted:
         connection = connection_of(self.name, request)
         user = runkeys_account(self.name, "label", request.label)
+        self.refuse_disallowed(request, connection)
         host = str(request.params.get("host", "%"))
         password = new_password()
         settings = _url_settings(connection)

@@ -34,6 +34,7 @@ from runkeys.providers.base import (
     MintRequest,
     Provider,
     RevokeRequest,
+    check_allow_list,
     check_identifier,
     check_known,
     connection_of,
@@ -45,6 +46,7 @@ from runkeys.providers.base import (
     utc,
 )
 from runkeys.providers.postgres_grants import (
+    GRANT_FIX,
     check_role_name,
     refuse_forbidden_grants,
     revoke_circular_memberships,
@@ -85,10 +87,22 @@ class PostgresProvider(Provider):
         if "connection_limit" in params:
             get_int(params, "connection_limit", 1, low=1, high=MAX_CONNECTION_LIMIT)
 
+    def check_allowed(self, params: Mapping[str, Any], connection: Connection) -> None:
+        roles = get_str_list(params, "grant")
+        account = _account_of(connection)
+        if account is not None and account in roles:
+            raise ParamError(
+                "grant",
+                f"{account!r} is the connection's own account: a key must not hold its powers",
+                fix=GRANT_FIX,
+            )
+        check_allow_list("grant", roles, connection, "roles")
+
     def mint(self, request: MintRequest) -> Minted:
         connection = connection_of(self.name, request)
         role = runkeys_account(self.name, "label", request.label)
         password = new_password()
+        self.refuse_disallowed(request, connection)
         with self.scrubbed("mint", password, *connection.secrets()), _connect(connection) as conn:
             verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), None)
             # One transaction: the grants are checked where they are made, and a refusal
@@ -125,6 +139,16 @@ class PostgresProvider(Provider):
                 return any(reason in text for reason in _TRANSIENT_FATAL)
             return isinstance(exc, psycopg.OperationalError)
         return is_transient(exc)
+
+
+def _account_of(connection: Connection) -> str | None:
+    """The user the connection logs in as, if its URL or DSN says (libpq's default, the OS
+    user, is not guessed: the server's own check at mint covers it)."""
+    try:
+        user = conninfo_to_dict(connection.url).get("user")
+    except psycopg.Error:
+        return None  # a malformed DSN: mint says so
+    return None if user is None else str(user)
 
 
 def _connect(connection: Connection) -> psycopg.Connection[Any]:

@@ -44,6 +44,7 @@ from runkeys.providers.base import (
     MintRequest,
     Provider,
     RevokeRequest,
+    check_allow_list,
     check_known,
     connection_of,
     get_str_list,
@@ -123,9 +124,18 @@ class RedisAclProvider(Provider):
         for command in get_str_list(params, "commands"):
             _check_command(command)
 
+    def check_allowed(self, params: Mapping[str, Any], connection: Connection) -> None:
+        """The allow list names categories as ACL rules do (`@read`) and commands as the spec
+        does (`get`, `client|setname`); taking a command away is always allowed."""
+        categories = [f"@{c.lstrip('+@')}" for c in get_str_list(params, "categories")]
+        check_allow_list("categories", categories, connection, "categories")
+        commands = [c for c in get_str_list(params, "commands") if not c.startswith("-")]
+        check_allow_list("commands", commands, connection, "commands")
+
     def mint(self, request: MintRequest) -> Minted:
         connection = connection_of(self.name, request)
         user = runkeys_account(self.name, "label", request.label)
+        self.refuse_disallowed(request, connection)
         password = new_password()
         parts = _checked_url(connection)
         database = int(parts.path.lstrip("/") or 0)

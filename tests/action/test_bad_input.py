@@ -136,3 +136,35 @@ def test_a_pr_lifetime_on_a_pull_request_is_fine(step: Step) -> None:
     step.pull_request_event(17)
     run = step.run({"keys": "A: {provider: random, lifetime: pr}"})
     assert run.returncode == 0, run.lines
+
+
+# The step's connection allows `app_ro` only; nothing listens at its port, and nothing is asked.
+NARROW_DB = "postgresql://runkeys_admin:Adm1n-pw@127.0.0.1:9/app?runkeys_grants=app_ro"
+
+
+@pytest.mark.parametrize(
+    ("grant", "expected"),
+    [
+        ("app_owner", "'app_owner' is not among the roles RUNKEYS_CONNECTION_CI_DB allows"),
+        ("app_ro2", "'app_ro2' is not among the roles RUNKEYS_CONNECTION_CI_DB allows"),
+        ("pg_execute_server_program", "PostgreSQL's predefined roles"),
+        ("runkeys_admin", "the connection's own account"),
+    ],
+)
+def test_a_forbidden_grant_fails_before_anything_is_minted(
+    step: Step, grant: str, expected: str
+) -> None:
+    keys = (
+        f"A: {{provider: random}}\nB: {{provider: postgres, connection: ci_db, grant: [{grant}]}}"
+    )
+    run = step.run({"keys": keys}, extra_env={"RUNKEYS_CONNECTION_CI_DB": NARROW_DB})
+    message = assert_failed_cleanly(run, "runkeys: Invalid key spec", "keys.B.grant", expected)
+    assert "Adm1n-pw" not in "\n".join(run.lines) + run.summary
+    assert "Nothing was minted." in message
+
+
+def test_a_misspelt_allow_list_fails_the_step(step: Step) -> None:
+    url = NARROW_DB.replace("runkeys_grants", "runkeys_grant")
+    run = step.run({"keys": "A: {provider: random}"}, extra_env={"RUNKEYS_CONNECTION_CI_DB": url})
+    assert_failed_cleanly(run, "runkeys: Invalid configuration", "unknown runkeys setting")
+    assert "Adm1n-pw" not in "\n".join(run.lines) + run.summary

@@ -13,8 +13,9 @@ import pymysql
 import pytest
 
 from runkeys.connections import Connection
-from runkeys.errors import ParamError
+from runkeys.errors import ParamError, ProviderError
 from runkeys.providers.mysql import MysqlProvider
+from tests.providers.harness import assert_clean
 from tests.providers.harness_mysql import MysqlHarness, connect_url
 from tests.providers.test_conformance import wait_until
 from tests.services import need
@@ -170,3 +171,23 @@ def test_revoke_drops_a_user_whatever_was_granted_to_it_by_hand(mysql: MysqlHarn
         mysql.refused(minted)
     finally:
         mysql.root(f"DROP ROLE IF EXISTS `{role}`")
+
+
+def test_the_allow_list_narrows_the_databases(mysql: MysqlHarness) -> None:
+    assert mysql.connection is not None
+    narrowed = Connection("CI_DB", mysql.connection.url + f"?runkeys_grants={mysql.database}")
+    label = mysql.label()
+    with pytest.raises(ProviderError) as caught:
+        mysql.mint({"grant": [grant(mysql.sibling)]}, connection=narrowed, label=label)
+    assert not caught.value.retryable
+    assert caught.value.cause == (
+        f"mysql: refusing to mint: grant[0].database: '{mysql.sibling}' is not among the "
+        f"databases RUNKEYS_CONNECTION_CI_DB allows (runkeys_grants: {mysql.database})"
+    )
+    assert_clean(caught.value, mysql.secrets())
+    assert mysql.leftovers(label) == []
+    # What it allows is minted through the same URL: the driver never saw the setting.
+    minted = mysql.mint(connection=narrowed)
+    mysql.use(minted)
+    mysql.revoke(minted, connection=narrowed)
+    assert mysql.leftovers(minted.reference) == []

@@ -174,7 +174,9 @@ def test_the_copy_to_program_attack_is_refused_and_impossible(postgres: Postgres
         "it is one of PostgreSQL's own roles",
         "pg_read_server_files": "postgres: refusing to grant pg_read_server_files: it is one "
         "of PostgreSQL's own roles",
-        "postgres": "postgres: refusing to grant postgres: it is the connection's own account",
+        # Named in the connection's URL: refused before the server is asked.
+        "postgres": "postgres: refusing to mint: grant: 'postgres' is the connection's own "
+        "account: a key must not hold its powers",
     }
     for grant, cause in expected.items():
         assert refused_at_mint(postgres, [postgres.group, grant], connection) == cause
@@ -247,6 +249,30 @@ def test_plain_roles_however_named_are_granted(postgres: PostgresHarness, roles:
         assert not roles.member_of(minted.reference, "pg_read_server_files")
         postgres.revoke(minted, connection=connection)
         assert postgres.leftovers(minted.reference) == []
+
+
+def test_the_allow_list_narrows_what_the_connection_grants(
+    postgres: PostgresHarness, roles: Roles
+) -> None:
+    other = roles.make("other")
+    roles.sql(
+        sql.SQL("GRANT {} TO {} WITH ADMIN OPTION").format(
+            sql.Identifier(other), sql.Identifier(postgres.admin)
+        )
+    )
+    assert postgres.connection is not None
+    narrowed = Connection("CI_DB", postgres.connection.url + f"&runkeys_grants={postgres.group}")
+    assert "runkeys" not in narrowed.url
+    with pytest.raises(ProviderError) as caught:
+        mint_unchecked(postgres, [other], narrowed)
+    assert not caught.value.retryable
+    assert f"'{other}' is not among the roles RUNKEYS_CONNECTION_CI_DB allows" in caught.value.cause
+    assert postgres.leftovers(postgres.labels[-1]) == []
+    # What it allows works, through the same connection: the driver never saw the setting.
+    minted = postgres.mint({"grant": [postgres.group], "connection_limit": 3}, connection=narrowed)
+    postgres.use(minted)
+    postgres.revoke(minted, connection=narrowed)
+    assert postgres.leftovers(minted.reference) == []
 
 
 # -- revoke ----------------------------------------------------------------------------------

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 import redis
 
-from runkeys.errors import ParamError
+from runkeys.connections import Connection
+from runkeys.errors import ParamError, ProviderError
 from runkeys.providers.redis_acl import RedisAclProvider
+from tests.providers.harness import assert_clean
 from tests.providers.harness_redis import NO_RETRY, RedisHarness, command
 
 pytestmark = pytest.mark.services
@@ -120,3 +122,24 @@ def test_they_cannot_be_named_one_by_one(named: str) -> None:
 )
 def test_the_harmless_ones_can(named: str) -> None:
     RedisAclProvider().check_params({"commands": [named]})
+
+
+def test_the_allow_list_narrows_categories_and_commands(redis_acl: RedisHarness) -> None:
+    assert redis_acl.connection is not None
+    url = redis_acl.connection.url + "?runkeys_grants=@read,@write,@connection,get"
+    narrowed = Connection("CI_CACHE", url)
+    for params, expected in [
+        ({"categories": ["read", "scripting"]}, "categories: '@scripting'"),
+        ({"categories": ["read"], "commands": ["info"]}, "commands: 'info'"),
+    ]:
+        label = redis_acl.label()
+        with pytest.raises(ProviderError) as caught:
+            redis_acl.mint({**redis_acl.params, **params}, connection=narrowed, label=label)
+        assert not caught.value.retryable
+        assert caught.value.cause.startswith(f"redis: refusing to mint: {expected} is not among")
+        assert_clean(caught.value, redis_acl.secrets())
+        assert redis_acl.leftovers(label) == []
+    minted = redis_acl.mint({**redis_acl.params, "commands": ["get", "-del"]}, connection=narrowed)
+    redis_acl.use(minted)
+    redis_acl.revoke(minted, connection=narrowed)
+    assert redis_acl.leftovers(minted.reference) == []
