@@ -28,7 +28,7 @@ from runkeys.leases import LeaseRequest, Lifetime
 from runkeys.names import SECRET_NAME, environment_name_problem, secret_name_problem
 from runkeys.oidc import RunIdentity
 from runkeys.providers import Registry
-from runkeys.scrub import scrub, short
+from runkeys.scrub import scrub_short, short
 
 MAX_LEASES_PER_REQUEST = 100  # a spec has at most 100 keys
 CLOCK_SKEW = timedelta(minutes=1)  # the runner's clock may run a little ahead of ours
@@ -244,7 +244,7 @@ def parse_retire_reports(body: Any) -> list[RetireReport]:
             RetireReport(
                 lease_id=item["id"],
                 outcome=outcome,
-                error=short(scrub(error), 300),
+                error=scrub_short(error, limit=300),
                 secret_pending=_secret_pending(index, item),
             )
         )
