@@ -27,6 +27,9 @@ from runkeys.oidc import GITHUB_ISSUER
 DOCS = "docs/service.md, section 'Configuration'"
 DEFAULT_DATABASE_URL = "sqlite:///./runkeys.sqlite3"
 GITHUB_MAX_PAYLOAD = 25 * 1024 * 1024  # GitHub does not deliver larger payloads (FACTS §2)
+# A body on /v1: 100 leases (a spec's most) of the usual shape are ≈50 KiB, and this leaves
+# room for provider parameters. A token is checked only after the body is within it.
+API_MAX_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class ServiceConfig:
     connections: Mapping[str, Connection] = field(default_factory=dict)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     webhook_max_bytes: int = GITHUB_MAX_PAYLOAD
+    api_max_bytes: int = API_MAX_BYTES
+    # How long a repository GitHub says lacks the App is taken at its word.
+    not_installed_ttl: timedelta = timedelta(seconds=60)
     log_level: str = "INFO"
     metrics_bind: tuple[str, int] | None = None  # `/metrics` there only (`runkeys serve`)
 
@@ -73,6 +79,10 @@ class ServiceConfig:
             connections=load_connections(environ),
             worker=worker_settings(environ),
             webhook_max_bytes=_int(environ, "RUNKEYS_WEBHOOK_MAX_BYTES", GITHUB_MAX_PAYLOAD, 1024),
+            api_max_bytes=_int(environ, "RUNKEYS_API_MAX_BYTES", API_MAX_BYTES, 1024),
+            not_installed_ttl=_duration(
+                environ, "RUNKEYS_NOT_INSTALLED_TTL", timedelta(seconds=60)
+            ),
             log_level=log_level(environ),
             metrics_bind=metrics_bind(environ),
         )

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from handler.config import ServiceConfig
+from handler.installations import InstallationLookup
 from handler.ledger import Ledger
 from handler.ledger.seen import first_token_use
 from handler.metrics import Metrics
@@ -41,6 +42,9 @@ class Service:
         self._registry: Registry | None = None
         self._verifier: OIDCVerifier | None = None
         self.budget = WriteBudget(limit=config.worker.github_writes_per_minute)
+        self.installations = InstallationLookup(
+            lambda: self.github, clock=clock, miss_ttl=config.not_installed_ttl
+        )
         self.wake_worker: Callable[[], None] = lambda: None  # set by the embedded worker
 
     @property

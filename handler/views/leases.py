@@ -1,14 +1,20 @@
 """`POST /v1/leases` (register) and `POST /v1/leases/retire` (the post step's report), both
 authenticated by the job's GitHub Actions OIDC token. Repository, run, attempt, environment,
 ref and PR number come from the verified token only.
+
+Every route of the blueprint (all of `/v1/…`) runs behind `_caller`: a body within the API's limit,
+then a verified token, then the App installed on the token's repository. A route reads who
+called from `caller()` and cannot be reached without all three.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from handler.errors import ApiError
 from handler.ledger.leases import LabelTakenError, LeaseConflictError, apply_reports, register
@@ -25,9 +31,59 @@ blueprint = Blueprint("leases", __name__)
 log = logger("api")
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who called a `/v1` route: the verified token's run, and the App's installation on its
+    repository."""
+
+    identity: RunIdentity
+    installation_id: int
+
+
 @blueprint.errorhandler(ApiError)
 def _api_error(exc: ApiError) -> Response:
     return exc.response()
+
+
+@blueprint.before_request
+def _caller() -> None:
+    """Before every route of the blueprint, in this order: the body's size, the token, the
+    App's installation on the token's repository."""
+    service = current_service()
+    _limit_body(service.config.api_max_bytes)
+    identity = _identity(service)
+    g.runkeys_caller = Caller(identity, _installation(service, identity))
+
+
+def caller() -> Caller:
+    """The caller `_caller` checked for this request."""
+    found = g.get("runkeys_caller")
+    if not isinstance(found, Caller):
+        raise RuntimeError("a /v1 route ran without the blueprint's checks")
+    return found
+
+
+def _limit_body(limit: int) -> None:
+    """413 for a body over `limit`, before the token is looked at: by its Content-Length, or
+    for a chunked body, by reading at most one byte more than `limit` of it now (werkzeug's
+    limited stream stops at its limit without a word: one byte past it says there is more)."""
+    too_large = ApiError(
+        413,
+        "request_entity_too_large",
+        f"The body is larger than the {limit} bytes the API accepts (RUNKEYS_API_MAX_BYTES)",
+    )
+    if request.content_length is not None:
+        request.max_content_length = limit
+        if request.content_length > limit:
+            raise too_large
+        return
+    request.max_content_length = limit + 1
+    try:
+        read = len(request.get_data(cache=True))
+    except RequestEntityTooLarge:
+        raise too_large from None
+    if read > limit:
+        raise too_large
 
 
 def _identity(service: Service) -> RunIdentity:
@@ -57,7 +113,7 @@ def _json() -> Any:
 
 def _installation(service: Service, identity: RunIdentity) -> int:
     """The App must be installed on the token's repository: any repository on GitHub can get
-    a token for our audience, only those that installed the App may register leases."""
+    a token for our audience, only those that installed the App may use the API."""
     found = _installation_of(service, identity.repository)
     if found is None:
         raise ApiError(
@@ -71,10 +127,8 @@ def _installation(service: Service, identity: RunIdentity) -> int:
 def _installation_of(service: Service, repository: str) -> int | None:
     """The App's installation that reaches `repository`; None if none does."""
     try:
-        return service.github.installation_id(repository)
+        return service.installations(repository)
     except GitHubError as exc:
-        if exc.status == 404:
-            return None
         event(log, "GitHub unavailable", level=logging.ERROR, reason=exc.cause)
         raise ApiError(503, "github_unavailable", "GitHub did not answer; retry") from None
 
@@ -111,7 +165,7 @@ def _check_repositories(
 @blueprint.post("/v1/leases")
 def register_leases() -> Response:
     service = current_service()
-    identity = _identity(service)
+    identity, installation_id = caller().identity, caller().installation_id
     now = service.clock()
     requests = parse_registration(
         _json(),
@@ -121,7 +175,6 @@ def register_leases() -> Response:
         max_ttl=service.config.max_ttl,
         now=now,
     )
-    installation_id = _installation(service, identity)
     _check_repositories(service, identity, installation_id, requests)
     try:
         with service.ledger.begin(durable=True) as conn:  # a lost lease is a key never retired
@@ -162,7 +215,7 @@ def register_leases() -> Response:
 @blueprint.post("/v1/leases/retire")
 def retire_leases() -> Response:
     service = current_service()
-    identity = _identity(service)
+    identity = caller().identity
     reports = parse_retire_reports(_json())
     with service.ledger.begin() as conn:
         reported = apply_reports(conn, identity, reports, now=service.clock())

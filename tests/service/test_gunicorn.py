@@ -290,6 +290,28 @@ def test_the_actions_own_client_speaks_to_the_service(running: Running, github: 
     assert "ttl_too_long" in refused.value.cause
 
 
+def test_the_api_body_limit_under_gunicorn(running: Running, github: GitHub) -> None:
+    """gunicorn hands a chunked body over decoded, without a length: a /v1 body over
+    `RUNKEYS_API_MAX_BYTES` is refused whether it says its length or not, and one within it
+    is read whole either way."""
+    url = f"{running.served.url}/v1/leases"
+    padded = body(github.lease())
+    padded["leases"][0]["params"] = {"padding": "p" * 300 * 1024}
+    big = json.dumps(padded).encode()
+    json_type = {"Content-Type": "application/json"}
+    for data in (big, (big[i : i + 65536] for i in range(0, len(big), 65536))):
+        answer = requests.post(url, data=data, headers=json_type, timeout=10)
+        assert (answer.status_code, answer.json()["error"]) == (413, "request_entity_too_large")
+    small = json.dumps(body(github.lease())).encode()
+    answer = requests.post(
+        url,
+        data=(small[i : i + 100] for i in range(0, len(small), 100)),  # chunked
+        headers={**json_type, **github.auth(github.claims())},
+        timeout=10,
+    )
+    assert answer.status_code == 201
+
+
 def test_ctrl_c_is_for_the_master_alone(running: Running) -> None:
     """A terminal's Ctrl-C reaches every process of the group. The workers leave it to the
     master, which tells each of them once: a second quick-shutdown signal could hang a worker
