@@ -13,8 +13,10 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from runkeys import ids
 from runkeys.leases import LeaseState, Lifetime
 
 if TYPE_CHECKING:
@@ -44,23 +46,29 @@ def register(subparsers: Any) -> None:
 
     leases = subparsers.add_parser("leases", help="list leases in the ledger")
     leases.add_argument("--state", action="append", choices=[s.value for s in LeaseState])
-    leases.add_argument("--repository", help="owner/name or repository id")
-    leases.add_argument("--run", type=int, help="workflow run id")
-    leases.add_argument("--pr", type=int, help="pull request number")
+    leases.add_argument("--repository", type=_repository, help="owner/name or repository id")
+    leases.add_argument("--run", type=_number("run id"), help="workflow run id")
+    leases.add_argument("--pr", type=_number("pull request number", ids.MAX_NUMBER))
     leases.add_argument("--lifetime", choices=[lt.value for lt in Lifetime])
     leases.add_argument("--provider")
     leases.add_argument("--lease", help="one lease id (shows its history)")
-    leases.add_argument("--limit", type=int, default=100)
+    leases.add_argument("--limit", type=_number("limit", ids.MAX_NUMBER), default=100)
     leases.add_argument("--json", action="store_true", help="one JSON object per line")
     leases.set_defaults(func=leases_command)
 
     revoke = subparsers.add_parser("revoke", help="queue leases for retirement now")
     target = revoke.add_mutually_exclusive_group(required=True)
     target.add_argument("--lease", action="append", help="a lease id (repeatable)")
-    target.add_argument("--run", type=int, help="every run/job lease of this run id")
-    target.add_argument("--pr", type=int, help="every pr lease of this pull request")
+    target.add_argument("--run", type=_number("run id"), help="every run/job lease of this run")
+    target.add_argument(
+        "--pr",
+        type=_number("pull request number", ids.MAX_NUMBER),
+        help="every pr lease of this pull request",
+    )
     target.add_argument("--all", action="store_true", help="every lease of --repository")
-    revoke.add_argument("--repository", help="owner/name or id (needed with --run, --pr, --all)")
+    revoke.add_argument(
+        "--repository", type=_repository, help="owner/name or id (needed with --run, --pr, --all)"
+    )
     revoke.add_argument("--reason", default="", help="recorded in each lease's history")
     revoke.add_argument(
         "--as",
@@ -69,6 +77,25 @@ def register(subparsers: Any) -> None:
         help="who you are, for the history (default: RUNKEYS_OPERATOR, else your OS user)",
     )
     revoke.set_defaults(func=revoke_command)
+
+
+def _number(what: str, maximum: int = ids.MAX_ID) -> Callable[[str], int]:
+    """An argument the ledger can compare with its columns: argparse says what is wrong with
+    one out of range, where the database would have failed with a traceback."""
+
+    def parse(text: str) -> int:
+        value = ids.parse(text, maximum)
+        if value is None:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {what}: {ids.describe(maximum)}")
+        return value
+
+    return parse
+
+
+def _repository(text: str) -> str:
+    if text.isascii() and text.isdigit():
+        _number("repository id")(text)
+    return text
 
 
 def serve_command(args: argparse.Namespace) -> int:

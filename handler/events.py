@@ -24,6 +24,7 @@ from handler.ledger.queue import (
 )
 from handler.webhooks import EVERYTHING, BadDeliveryError, Delivery, as_id
 from runkeys.github.secrets import github_time
+from runkeys.ids import MAX_ID, MAX_NUMBER, describe
 
 
 class Outcome(StrEnum):
@@ -144,10 +145,10 @@ def _object(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
-def _id(data: Mapping[str, Any], key: str, where: str) -> int:
-    value = as_id(data.get(key))
+def _id(data: Mapping[str, Any], key: str, where: str, maximum: int = MAX_ID) -> int:
+    value = as_id(data.get(key), maximum)
     if value is None:
-        raise BadDeliveryError(f"The payload's {where}.{key} is missing or not a number")
+        raise BadDeliveryError(f"The payload's {where}.{key} is missing or not {describe(maximum)}")
     return value
 
 
@@ -159,12 +160,24 @@ def _time(data: Mapping[str, Any], key: str, where: str) -> datetime:
         raise BadDeliveryError(f"The payload's {where}.{key} is missing or not a time") from None
 
 
+def _installation_id(delivery: Delivery) -> int | None:
+    """The delivery's installation (None without one); an installation whose id is not one
+    is refused: without it a route would select leases of every installation."""
+    if "installation" not in delivery.data:
+        return None
+    return _id(_object(delivery.data, "installation"), "id", "installation")
+
+
 def _repository_ids(data: Mapping[str, Any], key: str) -> tuple[int, ...]:
     listed = data.get(key) or []
     if not isinstance(listed, list):
         raise BadDeliveryError(f"The payload's {key} is not a list")
-    ids = (as_id(r.get("id")) if isinstance(r, Mapping) else None for r in listed)
-    return tuple(sorted({i for i in ids if i is not None}))
+    ids = set()
+    for index, repository in enumerate(listed):
+        if not isinstance(repository, Mapping):
+            raise BadDeliveryError(f"The payload's {key}[{index}] is not an object")
+        ids.add(_id(repository, "id", f"{key}[{index}]"))
+    return tuple(sorted(ids))
 
 
 @router.register("ping", reads=Envelope)
@@ -181,8 +194,8 @@ def workflow_run_completed(delivery: Delivery) -> Decision:
     selection = RunLeases(
         repository_id=_id(repository, "id", "repository"),
         run_id=_id(run, "id", "workflow_run"),
-        up_to_attempt=_id(run, "run_attempt", "workflow_run"),
-        installation_id=delivery.installation_id,
+        up_to_attempt=_id(run, "run_attempt", "workflow_run", MAX_NUMBER),
+        installation_id=_installation_id(delivery),
     )
     return Decision(Outcome.QUEUED, (Retirement(selection),))
 
@@ -195,11 +208,11 @@ def pull_request_closed(delivery: Delivery) -> Decision:
     repository = _object(delivery.data, "repository")
     selection = PullRequestLeases(
         repository_id=_id(repository, "id", "repository"),
-        number=_id(delivery.data, "number", "payload"),
+        number=_id(delivery.data, "number", "payload", MAX_NUMBER),
         # GitHub's times are whole seconds: a lease registered in the closing second is before.
         registered_before=_time(_object(delivery.data, "pull_request"), "closed_at", "pull_request")
         + timedelta(seconds=1),
-        installation_id=delivery.installation_id,
+        installation_id=_installation_id(delivery),
     )
     return Decision(Outcome.QUEUED, (Retirement(selection),))
 
@@ -210,7 +223,9 @@ def installation_deleted(delivery: Delivery) -> Decision:
     installation = _object(delivery.data, "installation")
     installation_id = _id(installation, "id", "installation")
     account = installation.get("account")
-    account_id = as_id(account.get("id")) if isinstance(account, Mapping) else None
+    if account is not None and not isinstance(account, Mapping):
+        raise BadDeliveryError("The payload's installation.account is not an object")
+    account_id = _id(account, "id", "installation.account") if account is not None else None
     retirements = [Retirement(InstallationLeases(installation_id, account_id), provider_only=True)]
     repositories = _repository_ids(delivery.data, "repositories")
     if repositories:

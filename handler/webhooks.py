@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from runkeys.errors import AuthError, RunkeysError
+from runkeys.ids import MAX_ID, in_range
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 # Every header a delivery is read from (a server may hand `from_http` just these).
@@ -128,8 +129,7 @@ class Delivery:
         return cls(event=event, delivery_id=delivery_id, data=data)
 
 
-def as_id(value: Any) -> int | None:
-    """A GitHub numeric id from a payload, or None (booleans and strings are not ids)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
+def as_id(value: Any, maximum: int = MAX_ID) -> int | None:
+    """A GitHub numeric id from a payload, or None: booleans, strings, zero, negative numbers
+    and numbers past what the ledger holds are not ids."""
+    return in_range(value, maximum)

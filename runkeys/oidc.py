@@ -26,6 +26,7 @@ from typing import Any
 import jwt
 import requests
 
+from runkeys import ids
 from runkeys.errors import AuthError, ConfigError, LeaseServiceError, RunkeysError
 from runkeys.retrying import Retrying
 
@@ -44,7 +45,7 @@ ID_TOKEN_FIX = (
     "      contents: read\n\n"
     "(a `permissions:` block replaces the defaults, so list what else the job needs)"
 )
-_PULL_REF = re.compile(r"^refs/pull/(\d+)/(?:merge|head)$")
+_PULL_REF = re.compile(r"^refs/pull/([0-9]+)/(?:merge|head)$")
 
 
 # --- the runner's side ----------------------------------------------------------------------
@@ -163,31 +164,51 @@ class RunIdentity:
         return int(match.group(1)) if match else None
 
 
-def _digits(value: Any) -> bool:
-    return isinstance(value, str | int) and not isinstance(value, bool) and str(value).isdigit()
+def _id(value: Any) -> bool:
+    return ids.parse(value) is not None
 
 
-def _text(value: Any) -> bool:
-    return isinstance(value, str) and bool(value)
+def _attempt(value: Any) -> bool:
+    return ids.parse(value, ids.MAX_NUMBER) is not None
+
+
+def _text(longest: int) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, str) and 0 < len(value) <= longest
 
 
 def _repository(value: Any) -> bool:
-    return isinstance(value, str) and value.count("/") == 1 and all(value.split("/"))
+    return _text(REPOSITORY_LONGEST)(value) and value.count("/") == 1 and all(value.split("/"))
 
+
+def _ref(value: Any) -> bool:
+    """A pull request's ref names its number, which must be one the ledger holds."""
+    if not _text(REF_LONGEST)(value):
+        return False
+    pull = _PULL_REF.fullmatch(value)
+    return pull is None or ids.parse(pull.group(1), ids.MAX_NUMBER) is not None
+
+
+# What the ledger keeps of a token, at most (handler/ledger/tables.py's columns).
+JTI_LONGEST, REPOSITORY_LONGEST, REF_LONGEST, ENVIRONMENT_LONGEST = 200, 200, 255, 255
+SHA_LONGEST, EVENT_LONGEST = 64, 64
 
 # Claim → check. A token missing one of these, or with a malformed one, is refused whole.
 CLAIM_CHECKS: Mapping[str, Callable[[Any], bool]] = {
-    "jti": _text,
-    "sub": _text,
+    "jti": _text(JTI_LONGEST),
+    "sub": _text(4096),
     "repository": _repository,
-    "repository_id": _digits,
-    "repository_owner": _text,
-    "repository_owner_id": _digits,
-    "run_id": _digits,
-    "run_attempt": _digits,
-    "ref": _text,
-    "sha": _text,
-    "event_name": _text,
+    "repository_id": _id,
+    "repository_owner": _text(REPOSITORY_LONGEST),
+    "repository_owner_id": _id,
+    "run_id": _id,
+    "run_attempt": _attempt,
+    "ref": _ref,
+    "sha": _text(SHA_LONGEST),
+    "event_name": _text(EVENT_LONGEST),
+}
+# Checked when present: a job without an environment has none.
+OPTIONAL_CLAIM_CHECKS: Mapping[str, Callable[[Any], bool]] = {
+    "environment": lambda value: value in (None, "") or _text(ENVIRONMENT_LONGEST)(value),
 }
 
 
@@ -305,7 +326,10 @@ class OIDCVerifier:
         claims = self._decode(token, self.keys.key(kid))
         for name, check in CLAIM_CHECKS.items():
             if not check(claims.get(name)):
-                raise AuthError(f"The token's {name!r} claim is missing or malformed")
+                raise AuthError(f"The token's {name!r} claim is missing, malformed or out of range")
+        for name, check in OPTIONAL_CLAIM_CHECKS.items():
+            if not check(claims.get(name)):
+                raise AuthError(f"The token's {name!r} claim is malformed or out of range")
         identity = _identity(claims)
         if self.first_use is not None and not self.first_use(identity.jti, identity.expires_at):
             raise AuthError(
@@ -353,6 +377,10 @@ class OIDCVerifier:
 
 def _identity(claims: Mapping[str, Any]) -> RunIdentity:
     environment = claims.get("environment")
+    try:
+        expires_at = datetime.fromtimestamp(int(claims["exp"]), UTC)
+    except (OverflowError, ValueError, OSError):
+        raise AuthError("The token's 'exp' claim is out of range") from None
     return RunIdentity(
         repository=str(claims["repository"]),
         repository_id=int(claims["repository_id"]),
@@ -366,5 +394,5 @@ def _identity(claims: Mapping[str, Any]) -> RunIdentity:
         environment=str(environment) if isinstance(environment, str) and environment else None,
         subject=str(claims["sub"]),
         jti=str(claims["jti"]),
-        expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+        expires_at=expires_at,
     )

@@ -20,6 +20,7 @@ from handler.ledger.engine import insert_for
 from handler.ledger.history import record
 from handler.ledger.records import LeaseRecord
 from handler.ledger.secrets import newer_writer
+from runkeys.ids import parse as parse_id
 from runkeys.leases import LeaseRequest, LeaseState, Lifetime
 from runkeys.oidc import RunIdentity
 
@@ -338,8 +339,9 @@ def find(conn: Connection, where: LeaseFilter) -> list[LeaseRecord]:
     if where.states:
         query = query.where(leases.c.state.in_([s.value for s in where.states]))
     if where.repository:
-        if where.repository.isdigit():
-            query = query.where(leases.c.repository_id == int(where.repository))
+        repository_id = parse_id(where.repository)  # an id if ASCII digits within range
+        if repository_id is not None:
+            query = query.where(leases.c.repository_id == repository_id)
         else:
             query = query.where(func.lower(leases.c.repository) == where.repository.lower())
     if where.run_id is not None:
