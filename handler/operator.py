@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from handler.ledger import Ledger
 from handler.ledger.leases import LeaseFilter, find, get
-from handler.ledger.queue import LeasesById, queue
+from handler.ledger.queue import LeasesById, queue, retry_failed_now
 from handler.service import utc_now
 from runkeys.errors import RunkeysError
 from runkeys.leases import LeaseState
@@ -31,8 +31,8 @@ def revoke(
     operator: str,
     reason: str = "",
 ) -> list[str]:
-    """Queue the matching `active` leases; returns their ids. `operator` is who asked, as
-    `Operator.describe` says it."""
+    """Queue the matching `active` leases, and the `failed` ones named by id; returns their
+    ids. `operator` is who asked, as `Operator.describe` says it."""
     check_target(
         lease_ids=lease_ids,
         repository=repository,
@@ -56,7 +56,10 @@ def revoke(
             ids = tuple(lease.id for lease in find(conn, where))
         if not ids:
             return []
-        return queue(conn, LeasesById(ids), actor="operator", reason=detail, now=now)
+        queued = queue(conn, LeasesById(ids), actor="operator", reason=detail, now=now)
+        if lease_ids:  # named one by one: a `failed` one is tried again now, not in hours
+            queued += retry_failed_now(conn, ids, actor="operator", reason=detail, now=now)
+        return queued
 
 
 def check_target(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -276,6 +277,26 @@ def queue(
             parameters,
         )
     return queued
+
+
+def retry_failed_now(
+    conn: Connection, lease_ids: Sequence[str], *, actor: str, reason: str, now: datetime
+) -> list[str]:
+    """The `failed` leases among `lease_ids`, due again now instead of at their slow retry (an
+    operator who names them has fixed the cause, or wants to know). They stay `failed` until
+    an attempt succeeds. Returns their ids."""
+    if not lease_ids:
+        return []
+    retried = list(
+        conn.scalars(
+            update(leases)
+            .where(leases.c.id.in_(list(lease_ids)), leases.c.state == LeaseState.FAILED.value)
+            .values(next_attempt_at=now, updated_at=now)
+            .returning(leases.c.id)
+        )
+    )
+    record(conn, retried, actor=actor, action="queued", detail=reason, now=now)
+    return retried
 
 
 # --- claiming and finishing -----------------------------------------------------------------
