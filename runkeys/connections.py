@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from psycopg.conninfo import conninfo_to_dict
 
+from runkeys.connection_strings import PERCENT_DOCS, PERCENT_FIX, secret_forms, url_problem
 from runkeys.errors import ConfigError
 
 PREFIX = "RUNKEYS_CONNECTION_"
@@ -69,9 +70,9 @@ class Connection:
         return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
     def secrets(self) -> tuple[str, ...]:
-        """What in this connection must be scrubbed from any message."""
-        password = self.password
-        return (password,) if password else ()
+        """What in this connection must be scrubbed from any message: every form of its
+        credentials (`runkeys.connection_strings.secret_forms`), the action's masks."""
+        return secret_forms(self.url)
 
 
 # URL schemes by the server they reach, and that server's default port.
@@ -191,5 +192,23 @@ def load_connections(environ: Mapping[str, str]) -> dict[str, Connection]:
             raise ConfigError(key, "is not a valid connection name", fix="use letters, digits, _")
         if not value.strip():
             raise ConfigError(key, "is empty", fix="set it to the connection's URL or DSN")
+        if problem := url_problem(value.strip()):
+            raise ConfigError(
+                key,
+                f"could not be parsed as a URL: {problem}",
+                fix=PERCENT_FIX,
+                docs=PERCENT_DOCS,
+            )
         found[name] = Connection(name=name, url=value.strip())
     return found
+
+
+def connection_secrets(environ: Mapping[str, str]) -> list[str]:
+    """The credentials of every `RUNKEYS_CONNECTION_*` in `environ`, in every form a client or
+    an error could show them, whether or not the variable is valid: what the action masks
+    before it reads anything else. Never raises."""
+    forms: list[str] = []
+    for key, value in environ.items():
+        if key.upper().startswith(PREFIX):
+            forms.extend(secret_forms(value.strip()))
+    return forms

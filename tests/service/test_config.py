@@ -105,6 +105,7 @@ def test_the_private_key_may_come_from_a_file_or_on_one_line(tmp_path: Path) -> 
         ({"RUNKEYS_MAX_TTL": "-5"}, "RUNKEYS_MAX_TTL"),
         ({"RUNKEYS_CONNECTION_9X": "postgres://x@y/z"}, "RUNKEYS_CONNECTION_9X"),
         ({"RUNKEYS_CONNECTION_CI": " "}, "RUNKEYS_CONNECTION_CI"),
+        ({"RUNKEYS_CONNECTION_CI": "postgresql://u:AAAA@AAAA@db/ci"}, "RUNKEYS_CONNECTION_CI"),
         ({"RUNKEYS_WORKER": "both"}, "RUNKEYS_WORKER"),
         ({"RUNKEYS_WORKER_BATCH_SIZE": "0"}, "RUNKEYS_WORKER_BATCH_SIZE"),
         ({"RUNKEYS_WORKER_MAX_ATTEMPTS": "many"}, "RUNKEYS_WORKER_MAX_ATTEMPTS"),
