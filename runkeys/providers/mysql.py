@@ -30,7 +30,8 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
-from runkeys.connections import Connection
+from runkeys.connection_strings import PERCENT_DOCS, PERCENT_FIX
+from runkeys.connections import Connection, env_var
 from runkeys.errors import ParamError, ProviderError
 from runkeys.providers.base import (
     DatabaseAccount,
@@ -219,9 +220,13 @@ def _connect(connection: Connection) -> pymysql.connections.Connection[Any]:
             retryable=False,
             fix="use mysql://user:password@host:3306/database",
         )
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:  # its message quotes what it took for the port: a password's start
+        raise _unparsed(connection) from None
     options: dict[str, Any] = {
-        "host": parts.hostname or "127.0.0.1",
-        "port": parts.port or 3306,
+        "host": host or "127.0.0.1",
+        "port": port or 3306,
         "user": urllib.parse.unquote(parts.username or ""),
         "password": connection.password or "",
         "database": urllib.parse.unquote(parts.path.lstrip("/")) or None,
@@ -233,6 +238,17 @@ def _connect(connection: Connection) -> pymysql.connections.Connection[Any]:
     for key, value in _url_settings(connection).items():
         options[key] = value.lower() in ("1", "true", "yes") if key in _URL_FLAGS else value
     return pymysql.connections.Connection(**options)
+
+
+def _unparsed(connection: Connection) -> ProviderError:
+    variable = env_var(connection.name)
+    return ProviderError(
+        "mysql",
+        f"the URL in {variable} could not be parsed",
+        retryable=False,
+        fix=f"set {variable} to mysql://user:password@host:3306/database and {PERCENT_FIX}",
+        docs=PERCENT_DOCS,
+    )
 
 
 def _url_settings(connection: Connection) -> dict[str, str]:

@@ -26,7 +26,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from runkeys.connections import Connection
+from runkeys.connection_strings import PERCENT_DOCS, PERCENT_FIX
+from runkeys.connections import Connection, env_var
 from runkeys.errors import ParamError, ProviderError
 from runkeys.providers.base import (
     DatabaseAccount,
@@ -159,12 +160,17 @@ def _connect(connection: Connection) -> psycopg.Connection[Any]:
             autocommit=True,
             application_name="runkeys",
         )
-    except psycopg.ProgrammingError as exc:  # a malformed DSN: the connection's own fault
+    except psycopg.ProgrammingError:
+        # A malformed DSN: libpq's message quotes the part it could not read, which may be
+        # the password, so it is not passed on.
+        variable = env_var(connection.name)
         raise ProviderError(
             "postgres",
-            f"{connection.name}: not a valid PostgreSQL DSN or URL ({exc})",
+            f"the URL or DSN in {variable} could not be parsed",
             retryable=False,
-            fix=f"set RUNKEYS_CONNECTION_{connection.name} to postgresql://user:pass@host/db",
+            fix=f"set {variable} to postgresql://user:password@host:5432/db and "
+            f"{PERCENT_FIX}; in a key=value DSN, quote a value with spaces in single quotes",
+            docs=PERCENT_DOCS,
         ) from None
 
 

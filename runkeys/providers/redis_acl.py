@@ -36,7 +36,8 @@ import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from runkeys.connections import Connection
+from runkeys.connection_strings import PERCENT_DOCS, PERCENT_FIX
+from runkeys.connections import Connection, env_var
 from runkeys.errors import ParamError, ProviderError
 from runkeys.providers.base import (
     DatabaseAccount,
@@ -217,6 +218,17 @@ def _rules(params: Mapping[str, Any], password: str, *, select: bool) -> list[st
 def _checked_url(connection: Connection) -> urllib.parse.SplitResult:
     parts = connection.parsed
     path = parts.path.lstrip("/")
+    try:
+        _ = parts.hostname, parts.port
+    except ValueError:  # its message quotes what it took for the port: a password's start
+        variable = env_var(connection.name)
+        raise ProviderError(
+            "redis",
+            f"the URL in {variable} could not be parsed",
+            retryable=False,
+            fix=f"set {variable} to redis://user:password@host:6379/0 and {PERCENT_FIX}",
+            docs=PERCENT_DOCS,
+        ) from None
     if parts.scheme not in _SCHEMES or (path and not path.isdigit()):
         raise ProviderError(
             "redis",
