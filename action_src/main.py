@@ -26,7 +26,7 @@ from action_src.inputs import (
     read_ttls,
 )
 from action_src.workflow import Workflow
-from runkeys.connections import Connection, load_connections
+from runkeys.connections import Connection, connection_secrets, load_connections
 from runkeys.errors import ConfigError, RunkeysError
 from runkeys.leases import Lifetime
 from runkeys.scrub import short
@@ -127,6 +127,9 @@ def run(environ: Mapping[str, str], workflow: Workflow) -> int:
 def main(environ: Mapping[str, str] | None = None, stdout: TextIO | None = None) -> int:
     environ = os.environ if environ is None else environ
     workflow = Workflow(environ, stdout or sys.stdout)
+    # Before anything can print: a connection's password must be masked before any message
+    # (a driver's, a refusal's) could quote it.
+    workflow.hide(connection_secrets(environ))
     signal.signal(signal.SIGTERM, _interrupted)
     try:
         return run(environ, workflow)

@@ -22,7 +22,7 @@ from action_src.collaborators import github_session, lease_client
 from action_src.inputs import read_github, read_retries, read_run, read_service
 from action_src.report import STATE_NAME, PostState
 from action_src.workflow import Workflow, describe
-from runkeys.connections import Connection, load_connections
+from runkeys.connections import Connection, connection_secrets, load_connections
 from runkeys.errors import GitHubError, RunkeysError
 from runkeys.github.secrets import SecretStore
 from runkeys.issuance import SecretScope
@@ -196,6 +196,7 @@ def _delete_environment(
 def main(environ: Mapping[str, str] | None = None, stdout: TextIO | None = None) -> int:
     environ = os.environ if environ is None else environ
     workflow = Workflow(environ, stdout or sys.stdout)
+    workflow.hide(connection_secrets(environ))  # before anything can print, as in main
     try:
         retire_leases(environ, workflow)
     except Exception as exc:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TextIO
 
 from runkeys.errors import ConfigError, RunkeysError, SpecError
+from runkeys.masking import encodings
+from runkeys.scrub import REDACTED
 
 TITLE = "runkeys"
 
@@ -52,6 +54,7 @@ class Workflow:
         self.environ = environ
         self.stdout = stdout
         self._delivered: dict[str, int] = {}  # file → its size before `deliver` wrote to it
+        self._hidden: list[str] = []  # forms `hide` masked, kept out of what this step writes
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -63,13 +66,30 @@ class Workflow:
         if form.strip():
             self.command(f"::add-mask::{escape_data(form)}")
 
+    def hide(self, values: Iterable[str]) -> None:
+        """Mask every encoding of every value now, and replace them in every annotation,
+        progress line and summary written later (a connection's password, which no code
+        path should print, but which a driver's message might)."""
+        forms = {form for value in values for form in encodings(value)}
+        for form in sorted(forms, key=lambda f: (-len(f), f)):
+            self.mask(form)
+        # Short forms stay in the text, as `runkeys.scrub` leaves them: they would shred it.
+        kept = {*self._hidden, *(form for form in forms if len(form) >= 4)}
+        self._hidden = sorted(kept, key=lambda f: (-len(f), f))
+
+    def _clean(self, text: str) -> str:
+        for form in self._hidden:
+            text = text.replace(form, REDACTED)
+        return text
+
     def progress(self, message: str) -> None:
         # One line, and never one that starts with `::`: it cannot become a workflow command.
-        line = " ".join(message.split())
+        line = " ".join(self._clean(message).split())
         self.command(f" {line}" if line.startswith("::") else line)
 
     def annotation(self, kind: str, title: str, message: str) -> None:
         """`::error`, `::warning` or `::notice`: no file, a title, the message escaped."""
+        title, message = self._clean(title), self._clean(message)
         self.command(f"::{kind} title={escape_property(title)}::{escape_data(message)}")
 
     def warning(self, message: str) -> None:
@@ -112,7 +132,7 @@ class Workflow:
 
     def summary(self, markdown: str) -> None:
         if self.environ.get("GITHUB_STEP_SUMMARY"):
-            self.append("GITHUB_STEP_SUMMARY", markdown)
+            self.append("GITHUB_STEP_SUMMARY", self._clean(markdown))
 
     def set_output(self, name: str, value: str) -> None:
         self.append("GITHUB_OUTPUT", heredoc(name, value))

@@ -85,3 +85,21 @@ def test_an_unwritable_file_is_a_config_error(tmp_path: Path) -> None:
     workflow = Workflow({"GITHUB_ENV": str(tmp_path / "missing" / "env")}, io.StringIO())
     with pytest.raises(ConfigError, match="GITHUB_ENV"):
         workflow.deliver_files({"A": "v"}, {})
+
+
+def test_the_workflow_masks_first_and_keeps_hidden_forms_out_of_what_it_writes() -> None:
+    out = io.StringIO()
+    workflow = Workflow({}, out)
+    workflow.hide(["at@Fragment-42x", "Fragment-42x"])
+    workflow.progress("connecting to Fragment-42x@127.0.0.1")
+    workflow.warning("login as u:at@Fragment-42x refused")
+    lines = out.getvalue().splitlines()
+    masks = [line for line in lines if line.startswith("::add-mask::")]
+    assert "::add-mask::at@Fragment-42x" in masks
+    assert "::add-mask::Fragment-42x" in masks
+    assert "::add-mask::YXRARnJhZ21lbnQtNDJ4" in masks  # base64 of at@Fragment-42x
+    assert lines[: len(masks)] == masks
+    assert lines[len(masks) :] == [
+        "connecting to ***@127.0.0.1",
+        "::warning title=runkeys::login as u:*** refused",
+    ]
