@@ -5,8 +5,10 @@ container action: `INPUT_<NAME>` with hyphens kept (`INPUT_REPOSITORY-SECRETS`),
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import string
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -210,14 +212,44 @@ def read_service(environ: Mapping[str, str]) -> ServiceSettings | None:
     url = get_input(environ, "service-url").rstrip("/")
     if not url:
         return None
-    if not url.startswith(("https://", "http://")):
-        raise ConfigError("input `service-url`", f"{url!r} is not an http(s) URL")
+    check_service_url(url)
     return ServiceSettings(
         url=url,
         audience=get_input(environ, "audience") or url,
         request_url=environ.get("ACTIONS_ID_TOKEN_REQUEST_URL") or None,
         request_token=environ.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN") or None,
     )
+
+
+def check_service_url(url: str) -> None:
+    """An https URL, or plain http to this machine only: the step sends the job's OIDC token
+    there, which anyone on the way could read and present to the service while it is valid."""
+    setting = "input `service-url`"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        scheme, host, _ = parts.scheme, parts.hostname, parts.port
+    except ValueError:
+        scheme, host = "", None
+    if scheme not in ("https", "http") or not host:
+        raise ConfigError(setting, f"{url!r} is not an http(s) URL with a host")
+    if scheme == "http" and not _loopback(host):
+        raise ConfigError(
+            setting,
+            f"plain http:// to {host}: the step sends the job's OIDC token to the service, and "
+            "over plain HTTP anyone on the network path could read it and use it until it "
+            "expires",
+            fix="serve the runkeys service over https:// and use that URL; plain http:// is "
+            "accepted only on this machine (127.0.0.0/8, ::1, localhost)",
+        )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":  # `hostname` is lower-cased already
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, such as 127.0.0.1.example.com
+        return False
 
 
 def read_ttls(environ: Mapping[str, str]) -> tuple[timedelta, timedelta]:

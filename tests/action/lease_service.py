@@ -36,11 +36,13 @@ class LeaseService:
     _failures: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
     _seen_jti: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    host: str = "127.0.0.1"  # or "::1"
 
     def __post_init__(self) -> None:
         self._jwks = jwt.PyJWKClient(f"{self.issuer}/.well-known/jwks")
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._server = make_server(self.host, 0, self._wsgi, threaded=True)
+        where = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"http://{where}:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
