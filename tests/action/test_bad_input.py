@@ -62,7 +62,11 @@ def step(tmp_path: Path, sandbox: Sandbox) -> Iterator[Step]:
     assert sandbox.requests == [], "a step that failed validation called GitHub"
 
 
-def assert_failed_cleanly(run: Run, title: str, *expected: str) -> str:
+def assert_failed_cleanly(
+    run: Run, title: str, *expected: str, connection_password: str | None = None
+) -> str:
+    """Failed with one annotation and wrote nothing. With a connection in the step's env, its
+    masks are the only ones (the action masks connections before anything else)."""
     assert run.returncode == 1, run.lines
     (error,) = run.annotations("error")
     assert error[0] == title
@@ -70,7 +74,12 @@ def assert_failed_cleanly(run: Run, title: str, *expected: str) -> str:
         assert text in error[1], error[1]
         assert text in run.summary
     assert not any(line.startswith("::error file=") for line in run.lines)
-    assert run.masks == []  # nothing was minted
+    if connection_password is None:
+        assert run.masks == []  # nothing was minted
+    else:
+        assert connection_password in run.masks
+        masks = [line for line in run.lines if line.startswith("::add-mask::")]
+        assert run.lines[: len(masks)] == masks  # the connection's masks came first
     assert run.env == {}
     assert run.outputs == {}
     assert run.state == {}
@@ -158,13 +167,20 @@ def test_a_forbidden_grant_fails_before_anything_is_minted(
         f"A: {{provider: random}}\nB: {{provider: postgres, connection: ci_db, grant: [{grant}]}}"
     )
     run = step.run({"keys": keys}, extra_env={"RUNKEYS_CONNECTION_CI_DB": NARROW_DB})
-    message = assert_failed_cleanly(run, "runkeys: Invalid key spec", "keys.B.grant", expected)
-    assert "Adm1n-pw" not in "\n".join(run.lines) + run.summary
+    message = assert_failed_cleanly(
+        run, "runkeys: Invalid key spec", "keys.B.grant", expected, connection_password="Adm1n-pw"
+    )
+    assert "Adm1n-pw" not in "\n".join(run.lines[len(run.masks) :]) + run.summary
     assert "Nothing was minted." in message
 
 
 def test_a_misspelt_allow_list_fails_the_step(step: Step) -> None:
     url = NARROW_DB.replace("runkeys_grants", "runkeys_grant")
     run = step.run({"keys": "A: {provider: random}"}, extra_env={"RUNKEYS_CONNECTION_CI_DB": url})
-    assert_failed_cleanly(run, "runkeys: Invalid configuration", "unknown runkeys setting")
-    assert "Adm1n-pw" not in "\n".join(run.lines) + run.summary
+    assert_failed_cleanly(
+        run,
+        "runkeys: Invalid configuration",
+        "unknown runkeys setting",
+        connection_password="Adm1n-pw",
+    )
+    assert "Adm1n-pw" not in "\n".join(run.lines[len(run.masks) :]) + run.summary
