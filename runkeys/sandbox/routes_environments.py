@@ -1,11 +1,16 @@
 """Deployment environments (https://docs.github.com/rest/deployments/environments): create or
-update (PUT), get, list, delete. Names are case-insensitive and arrive URL-encoded (`%2F`)."""
+update (PUT), get, list, delete. Names are case-insensitive and arrive URL-encoded (`%2F`).
+
+GitHub's documented rule for a name is its length, at most 255 characters
+(https://docs.github.com/actions/how-tos/deploy/configure-and-manage-deployments/manage-environments#creating-an-environment);
+a blank one is refused too. Nothing else is refused here: runkeys' stricter rules are its own,
+and a test that sends what they forbid sees GitHub accept it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from runkeys.names import environment_name_problem
 from runkeys.sandbox import bodies
 from runkeys.sandbox.errors import ApiError, not_found
 from runkeys.sandbox.representations import custom_rule_json, environment_json
@@ -18,6 +23,16 @@ BRANCH_POLICY_CONFLICT = (
 )
 
 _DOCS = "https://docs.github.com/rest/deployments/environments"
+NAME_MAX = 255
+
+
+def name_problem(name: str) -> str | None:
+    """GitHub's own rule (not runkeys' stricter one in `runkeys.names`)."""
+    if not name.strip():
+        return "the name cannot be blank"  # UNVERIFIED wording
+    if len(name) > NAME_MAX:
+        return f"the name may have at most {NAME_MAX} characters"  # UNVERIFIED wording
+    return None
 
 
 def list_environments(call: Call) -> Reply:
@@ -38,7 +53,7 @@ def get_environment(call: Call) -> Reply:
 def put_environment(call: Call) -> Reply:
     repo = call.repository
     name = call.params["environment_name"]
-    problem = environment_name_problem(name)
+    problem = name_problem(name)
     if problem:
         raise ApiError(422, f"Invalid environment name: {problem}")  # UNVERIFIED wording
     body: dict[str, Any] = call.body(bodies.ENVIRONMENT, optional=True) or {}

@@ -7,7 +7,8 @@ what cannot be opened with the current key is refused as GitHub refuses it (422)
 
 from __future__ import annotations
 
-from runkeys.names import SECRET_NAME
+import re
+
 from runkeys.sandbox import bodies
 from runkeys.sandbox.errors import ApiError, not_found
 from runkeys.sandbox.representations import public_key_json, secret_json
@@ -24,6 +25,7 @@ TOO_LARGE = "Bad request - secret value exceeds the maximum size of 48 KB"  # UN
 TOO_MANY = "Secret limit reached: at most {cap} secrets can be stored here"  # UNVERIFIED wording
 
 _DOCS = "https://docs.github.com/rest/actions/secrets"
+SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # NAME_CHARACTERS, as a pattern
 
 
 def secret_name_problem(name: str) -> str | None:

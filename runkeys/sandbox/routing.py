@@ -2,7 +2,10 @@
 
 Paths are matched segment by segment on the path *as sent* and each segment is then
 percent-decoded, so `environments/a%2Fb` names the environment `a/b` while `environments/a/b`
-matches nothing — GitHub's rule for environment names (FACTS §1).
+matches nothing: GitHub's REST description asks for a `/` in an environment name as `%2F`.
+Dot segments are resolved first, as an HTTP server normalizes a path (RFC 3986 §5.2.4, with
+`%2E` taken as `.`, §6.2.2.2): `environments/..` is the repository itself, never an environment
+called `..`.
 """
 
 from __future__ import annotations
@@ -84,8 +87,17 @@ class Route:
 
 
 def split_path(raw_path: str) -> list[str]:
-    """Path segments, each percent-decoded on its own (so `%2F` stays inside its segment)."""
-    return [urllib.parse.unquote(part) for part in raw_path.strip("/").split("/")]
+    """Path segments, each percent-decoded on its own (so `%2F` stays inside its segment),
+    with `.` and `..` segments resolved."""
+    segments: list[str] = []
+    for part in raw_path.strip("/").split("/"):
+        segment = urllib.parse.unquote(part)
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment != ".":
+            segments.append(segment)
+    return segments
 
 
 def match(
