@@ -2,12 +2,21 @@
 
 Secret names: https://docs.github.com/actions/security-guides/using-secrets-in-github-actions
 ("Naming your secrets"): only `[A-Za-z0-9_]`, not starting with a digit or `GITHUB_`,
-case-insensitive, unique per scope. Environment names: at most 255 characters, case-insensitive.
+case-insensitive, unique per scope.
+
+Environment names: GitHub documents only "not case sensitive" and "may not exceed 255
+characters" (https://docs.github.com/actions/how-tos/deploy/configure-and-manage-deployments/manage-environments#creating-an-environment),
+and that a `/` in one is sent as `%2F` (https://docs.github.com/rest/deployments/environments).
+runkeys is stricter where a name would be ambiguous in a URL path or a log line: no `.` or
+`..` (as a whole or between slashes), no empty part between slashes, no percent-escape, no
+control or invisible formatting character, no space at either end.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Callable
 
 SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ENVIRONMENT_NAME_MAX = 255
@@ -35,10 +44,43 @@ def secret_name_problem(name: str) -> str | None:
     return None
 
 
+# Unicode categories no name needs: controls (C0, DEL, C1 such as U+0085), formatting marks
+# (zero-width, bidirectional overrides), surrogates, private use, unassigned; line and
+# paragraph separators. Each can hide or rewrite what a log line or a path shows.
+_INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+# Checked in order; the first that holds is the answer.
+_ENVIRONMENT_RULES: tuple[tuple[Callable[[str], object], str], ...] = (
+    (lambda name: not name, "an environment name cannot be empty"),
+    (
+        lambda name: len(name) > ENVIRONMENT_NAME_MAX,
+        f"an environment name may have at most {ENVIRONMENT_NAME_MAX} characters",
+    ),
+    (lambda name: not name.strip(), "an environment name cannot be blank"),
+    (lambda name: name != name.strip(), "an environment name cannot start or end with a space"),
+    (
+        _PERCENT_ESCAPE.search,
+        "an environment name cannot contain a percent-escape such as %2F: write the character "
+        "itself (runkeys encodes it)",
+    ),
+    (
+        lambda name: any(part in (".", "..") for part in name.split("/")),
+        "an environment name cannot be `.` or `..`, nor have one between slashes",
+    ),
+    (
+        lambda name: "" in name.split("/"),
+        "an environment name cannot start or end with `/` or have `//`",
+    ),
+)
+
+
 def environment_name_problem(name: str) -> str | None:
     """Why `name` cannot be a deployment environment name, or None if it can."""
-    if not name.strip():
-        return "an environment name cannot be empty"
-    if len(name) > ENVIRONMENT_NAME_MAX:
-        return f"an environment name may have at most {ENVIRONMENT_NAME_MAX} characters"
-    return None
+    invisible = next((c for c in name if unicodedata.category(c) in _INVISIBLE_CATEGORIES), None)
+    if invisible is not None:
+        return (
+            "an environment name cannot contain the control or invisible character "
+            f"U+{ord(invisible):04X}"
+        )
+    return next((why for broken, why in _ENVIRONMENT_RULES if broken(name)), None)

@@ -131,6 +131,28 @@ def test_a_bad_setting_fails_before_anything_is_minted(
     assert_failed_cleanly(run, "runkeys: Invalid configuration", expected)
 
 
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("..", "'..': an environment name cannot be `.` or `..`"),
+        (".", "'.': an environment name cannot be `.` or `..`"),
+        ("ci-{run_id}/..", "'ci-4242/..': an environment name cannot be `.` or `..`"),
+        ("../{run_id}", "'../4242': an environment name cannot be `.` or `..`"),
+        ("%2e%2e", "'%2e%2e': an environment name cannot contain a percent-escape"),
+        ("ci%2F{run_id}", "'ci%2F4242': an environment name cannot contain a percent-escape"),
+        ("ci\nprod", "'ci\\nprod': an environment name cannot contain the control"),
+        ("ci\x85prod", "'ci\\x85prod': an environment name cannot contain the control"),
+        ("ci//{run_id}", "'ci//4242': an environment name cannot start or end with `/`"),
+    ],
+)
+def test_a_hostile_environment_name_fails_before_anything_is_minted(
+    step: Step, template: str, expected: str
+) -> None:
+    """The template is filled, then checked: nothing reaches GitHub (the fixture checks)."""
+    run = step.run({"keys": "A: {provider: random}", "environment": template})
+    assert_failed_cleanly(run, "runkeys: Invalid configuration", "input `environment`", expected)
+
+
 def test_a_malformed_connection_variable_is_refused(step: Step) -> None:
     run = step.run({"keys": "A: {provider: random}"}, extra_env={"RUNKEYS_CONNECTION_": "x"})
     assert_failed_cleanly(run, "runkeys: Invalid configuration", "RUNKEYS_CONNECTION_")

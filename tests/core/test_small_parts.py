@@ -11,7 +11,7 @@ from runkeys.durations import format_duration, parse_duration
 from runkeys.errors import ConfigError
 from runkeys.github.permissions import required
 from runkeys.leases import LeaseRequest, Lifetime, SecretTarget, fingerprint, new_lease_id
-from runkeys.names import environment_name_problem, secret_name_problem
+from runkeys.names import secret_name_problem
 from runkeys.providers import Registry
 from runkeys.retire import RetireRequest, retire
 
@@ -51,12 +51,6 @@ def test_bad_durations(text: str) -> None:
 )
 def test_secret_names(name: str, ok: bool) -> None:
     assert (secret_name_problem(name) is None) is ok
-
-
-def test_environment_names() -> None:
-    assert environment_name_problem("ci-pr-12") is None
-    assert environment_name_problem(" ") is not None
-    assert environment_name_problem("x" * 256) is not None
 
 
 def test_connections_from_the_environment() -> None:
