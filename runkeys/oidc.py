@@ -28,6 +28,7 @@ import requests
 
 from runkeys import ids
 from runkeys.errors import AuthError, ConfigError, LeaseServiceError, RunkeysError
+from runkeys.github.paths import UnsafePathSegment, repository_path
 from runkeys.retrying import Retrying
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
@@ -177,7 +178,15 @@ def _text(longest: int) -> Callable[[Any], bool]:
 
 
 def _repository(value: Any) -> bool:
-    return _text(REPOSITORY_LONGEST)(value) and value.count("/") == 1 and all(value.split("/"))
+    """`owner/name` whose parts can be put into a GitHub path as they are (no `..`), no
+    longer than the ledger keeps."""
+    if not _text(REPOSITORY_LONGEST)(value) or value.count("/") != 1:
+        return False
+    try:
+        repository_path(value)
+    except (ValueError, UnsafePathSegment):
+        return False
+    return True
 
 
 def _ref(value: Any) -> bool:

@@ -2,8 +2,10 @@
 
 The fewest calls GitHub allows: one public-key read per scope (cached), one PUT per secret,
 environments created only when missing (a PUT on an existing one would reset its protection
-rules). PyGithub reads the public key again for every secret and hides 201 from 204, so PUT and
-DELETE go through its requester; everything else is PyGithub's own API.
+rules). Every call goes through PyGithub's requester with a path built of checked segments
+(`runkeys.github.paths`): PyGithub reads the public key again for every secret, hides 201 from
+204, and puts names into paths with dot segments left in (`delete_environment("..")` sends
+`DELETE /repos/o/r/`).
 Docs: https://docs.github.com/rest/actions/secrets
 """
 
@@ -21,9 +23,11 @@ from typing import Any
 from github import GithubException, UnknownObjectException
 from github.PublicKey import PublicKey
 from github.Repository import Repository
+from github.Requester import Requester
 
 from runkeys.github.errors import explain
-from runkeys.github.session import GitHubSession, quote_path
+from runkeys.github.paths import environment_path, quote_path, repository_path
+from runkeys.github.session import GitHubSession
 from runkeys.leases import SecretTarget
 
 MAX_SECRETS_PER_SCOPE = 100  # repository and each environment (FACTS §5)
@@ -61,6 +65,15 @@ def protections_of(environment: dict[str, Any], custom_rules: int) -> tuple[str,
     if custom_rules:
         found.append(f"{custom_rules} custom deployment protection rule(s)")
     return tuple(found)
+
+
+# What PyGithub's `create_environment` sends by default: no reviewers, timer or branch policy.
+_UNPROTECTED = {
+    "wait_timer": 0,
+    "reviewers": [],
+    "prevent_self_review": False,
+    "deployment_branch_policy": None,
+}
 
 
 class WriteBudget:
@@ -109,13 +122,17 @@ class SecretStore:
 
     @property
     def repo(self) -> Repository:
+        """PyGithub's lazy repository, its URL built of checked segments."""
         return self.session.repository(self.repository)
 
+    @property
+    def _requester(self) -> Requester:
+        return self.session.github_for(self.repository).requester
+
     def _scope_url(self, environment: str | None) -> str:
-        base = self.repo.url
         if environment is None:
-            return f"{base}/actions/secrets"
-        return f"{base}/environments/{quote_path(environment)}/secrets"
+            return f"{repository_path(self.repository)}/actions/secrets"
+        return f"{environment_path(self.repository, environment)}/secrets"
 
     def _fail(self, exc: GithubException, doing: str, method: str, path: str) -> Exception:
         return explain(exc, doing=doing, method=method, path=path, repository=self.repository)
@@ -125,9 +142,9 @@ class SecretStore:
     def environment_exists(self, name: str) -> bool:
         # Not PyGithub's lazy `get_environment(name)`: it reads `name` from its own URL, so no
         # attribute access is sure to make the GET (2.10 answers `.name` without a request).
-        url = f"{self.repo.url}/environments/{quote_path(name)}"
+        url = environment_path(self.repository, name)
         try:
-            self.repo.requester.requestJsonAndCheck("GET", url)
+            self._requester.requestJsonAndCheck("GET", url)
         except UnknownObjectException:
             return False
         except GithubException as exc:
@@ -136,17 +153,19 @@ class SecretStore:
 
     def create_environment(self, name: str) -> None:
         """Create `name`; only call it for an environment that does not exist."""
+        url = environment_path(self.repository, name)
         self.budget.spend()
         try:
-            self.repo.create_environment(name)
+            self._requester.requestJsonAndCheck("PUT", url, input=_UNPROTECTED)
         except GithubException as exc:
             raise self._fail(exc, f"creating environment {name}", "PUT", ENV_PATH) from None
 
     def delete_environment(self, name: str) -> bool:
         """Delete `name`; False when it was already gone."""
+        url = environment_path(self.repository, name)
         self.budget.spend()
         try:
-            self.repo.delete_environment(name)
+            self._requester.requestJsonAndCheck("DELETE", url)
         except UnknownObjectException:
             return False
         except GithubException as exc:
@@ -157,10 +176,10 @@ class SecretStore:
         """GitHub's `created_at` and protections of `name`; None when it does not exist.
         Docs: https://docs.github.com/rest/deployments/environments#get-an-environment and
         https://docs.github.com/rest/deployments/protection-rules"""
-        url = f"{self.repo.url}/environments/{quote_path(name)}"
+        url = environment_path(self.repository, name)
         try:
-            _, data = self.repo.requester.requestJsonAndCheck("GET", url)
-            _, rules = self.repo.requester.requestJsonAndCheck(
+            _, data = self._requester.requestJsonAndCheck("GET", url)
+            _, rules = self._requester.requestJsonAndCheck(
                 "GET", f"{url}/deployment_protection_rules"
             )
         except UnknownObjectException:
@@ -184,11 +203,11 @@ class SecretStore:
     def secret_written_at(self, target: SecretTarget) -> datetime | None:
         """When GitHub says the secret was last written (`updated_at`); None when it does not
         exist. Docs: https://docs.github.com/rest/actions/secrets#get-a-repository-secret"""
-        url = f"{self._scope_url(target.environment)}/{quote_path(target.name)}"
+        url = f"{self._scope_url(target.environment)}/{quote_path(target.name, what='secret')}"
         path = ENV_SECRET_PATH if target.environment else SECRET_SCOPE_PATH
         doing = f"reading secret {target.name}"
         try:
-            _, data = self.repo.requester.requestJsonAndCheck("GET", url)
+            _, data = self._requester.requestJsonAndCheck("GET", url)
         except UnknownObjectException:
             return None
         except GithubException as exc:
@@ -205,17 +224,15 @@ class SecretStore:
 
     def public_key(self, environment: str | None) -> PublicKey:
         if environment not in self._keys:
+            url = f"{self._scope_url(environment)}/public-key"
             try:
-                if environment is None:
-                    key = self.repo.get_public_key()
-                else:
-                    key = self.repo.get_environment(environment).get_public_key()
+                headers, data = self._requester.requestJsonAndCheck("GET", url)
             except GithubException as exc:
                 path = (ENV_SECRET_PATH if environment else SECRET_SCOPE_PATH).replace(
                     "{secret_name}", "public-key"
                 )
                 raise self._fail(exc, "reading the secrets' public key", "GET", path) from None
-            self._keys[environment] = key
+            self._keys[environment] = PublicKey(self._requester, headers, data, completed=True)
         return self._keys[environment]
 
     def names(self, environment: str | None) -> set[str]:
@@ -223,7 +240,7 @@ class SecretStore:
         a scope holds at most 100."""
         url = self._scope_url(environment)
         try:
-            _, data = self.repo.requester.requestJsonAndCheck(
+            _, data = self._requester.requestJsonAndCheck(
                 "GET", url, parameters={"per_page": MAX_SECRETS_PER_SCOPE}
             )
         except GithubException as exc:
@@ -233,15 +250,15 @@ class SecretStore:
 
     def put(self, target: SecretTarget, value: str) -> bool:
         """Seal `value` to the scope's public key and write it; True when it was created."""
+        url = f"{self._scope_url(target.environment)}/{quote_path(target.name, what='secret')}"
         key = self.public_key(target.environment)
         body = {"encrypted_value": key.encrypt(value), "key_id": str(key.key_id)}
-        url = f"{self._scope_url(target.environment)}/{quote_path(target.name)}"
         path = ENV_SECRET_PATH if target.environment else SECRET_SCOPE_PATH
         self.budget.spend()
         doing = f"writing secret {target.name}"
         try:
             # PyGithub's retry raises a refusal (a 403 that is no rate limit) by itself.
-            status, headers, output = self.repo.requester.requestJson("PUT", url, input=body)
+            status, headers, output = self._requester.requestJson("PUT", url, input=body)
         except GithubException as exc:
             raise self._fail(exc, doing, "PUT", path) from None
         if status in (201, 204):
@@ -250,12 +267,12 @@ class SecretStore:
 
     def delete(self, target: SecretTarget) -> bool:
         """Delete a secret; False when it was already gone."""
-        url = f"{self._scope_url(target.environment)}/{quote_path(target.name)}"
+        url = f"{self._scope_url(target.environment)}/{quote_path(target.name, what='secret')}"
         path = ENV_SECRET_PATH if target.environment else SECRET_SCOPE_PATH
         self.budget.spend()
         doing = f"deleting secret {target.name}"
         try:
-            status, headers, output = self.repo.requester.requestJson("DELETE", url)
+            status, headers, output = self._requester.requestJson("DELETE", url)
         except GithubException as exc:
             raise self._fail(exc, doing, "DELETE", path) from None
         if status == 204:

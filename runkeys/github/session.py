@@ -9,7 +9,6 @@ keeps its own budget of writes (`WriteBudget`), sized to GitHub's secondary limi
 from __future__ import annotations
 
 import threading
-import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,19 @@ from github.Repository import Repository
 from jwt.algorithms import RSAAlgorithm
 
 from runkeys.github.errors import explain
+from runkeys.github.paths import quote_path, repository_path, split_repository
+
+__all__ = [  # quote_path and split_repository live in runkeys.github.paths, and stay here too
+    "DEFAULT_API_URL",
+    "TOKEN_REFRESH_MARGIN",
+    "AppCredentials",
+    "AppJwtSigner",
+    "GitHubConfig",
+    "GitHubSession",
+    "InstallationToken",
+    "quote_path",
+    "split_repository",
+]
 
 DEFAULT_API_URL = "https://api.github.com"
 # Mint a new installation token when the cached one has less than this left.
@@ -79,13 +91,6 @@ class InstallationToken:
     repositories: tuple[str, ...] = ()
 
 
-def split_repository(full_name: str) -> tuple[str, str]:
-    owner, _, name = full_name.partition("/")
-    if not owner or not name or "/" in name:
-        raise ValueError(f"{full_name!r} is not an owner/name repository")
-    return owner, name
-
-
 class GitHubSession:
     """Clients per repository, made on first use and kept while their token is fresh."""
 
@@ -139,8 +144,11 @@ class GitHubSession:
         return self._cached(repository.lower(), lambda: self._installation_client(repository))
 
     def repository(self, full_name: str) -> Repository:
-        """A lazy `Repository`: no request until one is needed (saves a `GET /repos/…`)."""
-        return self.github_for(full_name).get_repo(full_name)
+        """A lazy `Repository`: no request until one is needed (saves a `GET /repos/…`). Its
+        URL is built from checked segments (`get_repo` puts the name in as it is), and PyGithub
+        builds its calls' paths on that URL."""
+        path = repository_path(full_name)
+        return Repository(self.github_for(full_name).requester, url=path)
 
     def _cached(self, key: str, make: Callable[[], tuple[Github, datetime | None]]) -> Github:
         with self._lock:
@@ -170,9 +178,10 @@ class GitHubSession:
         with self._lock:
             if key in self._installations:
                 return self._installations[key]
-        owner, name = split_repository(repository)
+        # Not `get_repo_installation`: it leaves `/` and dot segments in the path.
+        path = f"{repository_path(repository)}/installation"
         try:
-            installation = self.integration().get_repo_installation(owner, name)
+            _, data = self.integration().requester.requestJsonAndCheck("GET", path)
         except GithubException as exc:
             raise explain(
                 exc,
@@ -181,9 +190,10 @@ class GitHubSession:
                 path="/repos/{owner}/{repo}/installation",
                 repository=repository,
             ) from None
+        installation_id = int(data["id"])
         with self._lock:
-            self._installations[key] = installation.id
-        return installation.id
+            self._installations[key] = installation_id
+        return installation_id
 
     def create_installation_token(
         self,
@@ -231,8 +241,3 @@ class GitHubSession:
                 method="DELETE",
                 path="/installation/token",
             ) from None
-
-
-def quote_path(segment: str) -> str:
-    """A path segment as GitHub wants it: environment names URL-encoded, `/` as `%2F`."""
-    return urllib.parse.quote(segment, safe="")

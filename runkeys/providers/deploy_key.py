@@ -47,8 +47,9 @@ from runkeys.providers.base import (
 
 PARAMS = {"repository", "read_only"}
 TITLE_PREFIX = "runkeys "
-# GitHub's own rules for owner and repository names.
-_REPOSITORY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
+# GitHub's own rules for owner and repository names; `.` and `..` are no repository's name but
+# would be dot segments in `/repos/{owner}/{repo}`.
+_REPOSITORY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/(?!\.\.?$)[A-Za-z0-9._-]{1,100}$")
 _REFERENCE = re.compile(r"^(?P<repository>[^:]+):(?P<id>[0-9]{1,20})$")
 _KEYS_PATH = "/repos/{owner}/{repo}/keys"
 

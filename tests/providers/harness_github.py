@@ -194,6 +194,7 @@ class DeployKeyHarness(GitHubHarness):
             {"repository": "octo/app/../../admin"},
             {"repository": "octo/app?per_page=1"},
             {"repository": "../octo/app"},
+            {"repository": "octo/."},
             {"repository": "octo"},
             {"repository": "octo/app", "read_only": "false"},
             {"repository": "octo/app", "title": "x"},
@@ -253,6 +254,7 @@ class GitHubTokenHarness(GitHubHarness):
         return [
             {"repositories": ["octo/app", "evil/app"], "permissions": {"contents": "read"}},
             {"repositories": ["octo/app/../x"], "permissions": {"contents": "read"}},
+            {"repositories": ["octo/."], "permissions": {"contents": "read"}},
             {"repositories": ["octo/app"], "permissions": {"contents": "admin"}},
             {"repositories": ["octo/app"], "permissions": {"contents; x": "read"}},
             {"repositories": ["octo/app"], "permissions": {"contents": "read "}},
