@@ -192,7 +192,8 @@ def load_connections(environ: Mapping[str, str]) -> dict[str, Connection]:
             raise ConfigError(key, "is not a valid connection name", fix="use letters, digits, _")
         if not value.strip():
             raise ConfigError(key, "is empty", fix="set it to the connection's URL or DSN")
-        if problem := url_problem(value.strip()):
+        # runkeys' own settings are read first: no driver sees them (`@read` is a grant).
+        if problem := url_problem(_own_settings(name, value.strip())[0]):
             raise ConfigError(
                 key,
                 f"could not be parsed as a URL: {problem}",

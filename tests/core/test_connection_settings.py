@@ -194,3 +194,17 @@ def test_a_provider_without_an_allow_list_refuses_one() -> None:
         "provider does not use"
     ]
     assert parse_keys(text, rules(url.partition("?")[0]))
+
+
+def test_an_allow_list_of_redis_categories_is_read_before_the_url_is_checked() -> None:
+    """`@read` in runkeys' own setting is no `@` of the URL: no client ever sees it; a raw `@`
+    in the password is still refused."""
+    loaded = load_connections(
+        {"RUNKEYS_CONNECTION_CACHE": "redis://:pw@127.0.0.1:6379/0?runkeys_grants=@read,get"}
+    )
+    assert loaded["CACHE"].url == "redis://:pw@127.0.0.1:6379/0"
+    assert loaded["CACHE"].grants == frozenset({"@read", "get"})
+    with pytest.raises(ConfigError, match="RUNKEYS_CONNECTION_CACHE"):
+        load_connections(
+            {"RUNKEYS_CONNECTION_CACHE": "redis://:p@ss@127.0.0.1:6379/0?runkeys_grants=@read"}
+        )

@@ -78,8 +78,16 @@ def ledger(database_url: str) -> Iterator[Ledger]:
     opened.close()
 
 
-# The connections the tests' services hold to the databases on localhost, by name.
-DATABASES = {"ci_db": "postgres", "ci_my": "mysql", "ci_cache": "redis"}
+# The connections the tests' services hold to the databases on localhost, by name (`narrow_…`:
+# the same servers with an allow list).
+DATABASES = {
+    "ci_db": "postgres",
+    "ci_my": "mysql",
+    "ci_cache": "redis",
+    "narrow_db": "postgres",
+    "narrow_my": "mysql",
+    "narrow_cache": "redis",
+}
 
 
 @dataclass
