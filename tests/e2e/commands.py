@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -84,10 +83,6 @@ def interrupt_after(
     os.killpg(process.pid, signal.SIGINT)
     rest, stderr = process.communicate(timeout=timeout)
     return Finished(process.returncode, "".join(seen) + rest, stderr, time.monotonic() - started)
-
-
-def demo_directories() -> set[str]:
-    return {str(path) for path in Path(tempfile.gettempdir()).glob("runkeys-demo-*")}
 
 
 def leaked(text: str) -> list[str]:

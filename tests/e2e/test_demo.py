@@ -4,12 +4,13 @@ is told, no value is printed, and nothing is left behind."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.e2e.commands import (
     Finished,
     assert_nothing_left,
-    demo_directories,
     demo_roles,
     environ,
     interrupt_after,
@@ -20,8 +21,6 @@ from tests.service.kit import free_port
 from tests.services import need
 
 pytestmark = pytest.mark.slow
-
-TARGET_SECONDS = 20  # the demo's target on a quiet machine; the assertion allows for a busy one
 
 
 def report(done: Finished) -> str:
@@ -71,7 +70,6 @@ def test_the_demo_with_postgres_mints_a_real_role() -> None:
                                 "workflow_run.completed", "yes", "yes,", "then", "no"]  # fmt: skip
     assert leaked(done.stdout + done.stderr) == []
     assert_nothing_left(done.stdout, admin, before)
-    assert done.seconds < TARGET_SECONDS * 3
 
 
 def test_the_demo_without_postgres_mints_a_random_value() -> None:
@@ -90,17 +88,18 @@ def test_the_demo_without_postgres_mints_a_random_value() -> None:
     assert "DATABASE_URL" not in done.stdout
     assert leaked(done.stdout + done.stderr) == []
     assert_nothing_left(done.stdout, None, set())
-    assert done.seconds < TARGET_SECONDS * 3
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "closed output"])
-def test_a_demo_cut_short_leaves_nothing_behind(how: str) -> None:
+def test_a_demo_cut_short_leaves_nothing_behind(how: str, tmp_path: Path) -> None:
     """Cut short once the role exists and the ledger holds it (before the run completes): by
-    Ctrl-C, or by its output going away (`runkeys demo | head`), a failure mid-story."""
+    Ctrl-C, or by its output going away (`runkeys demo | head`), a failure mid-story. The demo
+    gets a temporary folder of its own, so another demo running meanwhile cannot be mistaken
+    for what this one left."""
     admin = need("postgres")
-    roles, directories = demo_roles(admin), demo_directories()
+    roles = demo_roles(admin)
     done = interrupt_after(
-        "demo", "--postgres", admin, env=environ(), marker="4. The job ends",
+        "demo", "--postgres", admin, env=environ(TMPDIR=str(tmp_path)), marker="4. The job ends",
         close=how == "closed output",
     )  # fmt: skip
     print(report(done))
@@ -113,4 +112,4 @@ def test_a_demo_cut_short_leaves_nothing_behind(how: str) -> None:
     assert "7. In short:" not in done.stdout
     assert leaked(done.stdout + done.stderr) == []
     assert_nothing_left(done.stdout, admin, roles)
-    assert demo_directories() <= directories
+    assert sorted(tmp_path.iterdir()) == [], "a file or folder the demo made is left"
