@@ -65,7 +65,30 @@ def _tampered() -> list[tuple[str, Any]]:
         ("altered-body", (altered, good)),
         ("truncated-body", (body[:-1], good)),
         ("other-secret", (body, sign(body, "not the secret"))),
+        ("last-digit", (body, last_digit_changed(good))),
+        ("first-digit", (body, good[:7] + other_hex(good[7]) + good[8:])),
     ]
+
+
+def other_hex(digit: str) -> str:
+    return "1" if digit == "0" else "0"
+
+
+def last_digit_changed(signature: str) -> str:
+    """The signature right in its format and in all but its last hex digit."""
+    return signature[:-1] + other_hex(signature[-1])
+
+
+def test_a_signature_wrong_only_in_its_last_digit_is_refused() -> None:
+    """A comparison of a prefix (the first bytes of the digest) would take this one."""
+    headers, body = signed(str(kit.SIGNED / "pull_request" / "pull_request.closed.body.raw"))
+    good = headers["x-hub-signature-256"]
+    forged = last_digit_changed(good)
+    assert (len(forged), forged[:-1], forged == good) == (len(good), good[:-1], False)
+    validate_signature(body, signature=good, secret=kit.SIGNED_SECRET)
+    with pytest.raises(AuthError) as caught:
+        validate_signature(body, signature=forged, secret=kit.SIGNED_SECRET)
+    assert caught.value.cause == "The X-Hub-Signature-256 signature does not match the body"
 
 
 @pytest.mark.parametrize(("case", "given"), _tampered(), ids=[c for c, _ in _tampered()])

@@ -121,6 +121,7 @@ def _tampered() -> list[tuple[str, dict[str, str], bytes]]:
     without = {k: v for k, v in headers.items() if k != "x-hub-signature-256"}
     good = headers["x-hub-signature-256"]
     altered = body.replace(b'"merged":true', b'"merged":false')
+    last = "1" if good[-1] == "0" else "0"
     return [
         ("forged", {**headers, "x-hub-signature-256": "sha256=" + "ab" * 32}, body),
         ("missing", without, body),
@@ -129,6 +130,8 @@ def _tampered() -> list[tuple[str, dict[str, str], bytes]]:
         ("replayed-altered-body", headers, altered),
         ("sha1-only", {**without, "x-hub-signature": headers["x-hub-signature"]}, body),
         ("wrong-secret", {**headers, "x-hub-signature-256": sign(body, "guess")}, body),
+        # right in its format and in every hex digit but the last
+        ("last-digit", {**headers, "x-hub-signature-256": good[:-1] + last}, body),
     ]
 
 
