@@ -93,6 +93,12 @@ def running(
     served.stop()
 
 
+def last_digit_changed(headers: dict[str, str]) -> str:
+    """The delivery's signature, wrong only in its last hex digit."""
+    good = headers["x-hub-signature-256"]
+    return good[:-1] + ("1" if good[-1] == "0" else "0")
+
+
 def test_real_signed_deliveries_under_gunicorn(running: Running) -> None:
     url = running.served.url
     genuine = sorted(kit.SIGNED.glob("*/*.body.raw"))
@@ -107,6 +113,7 @@ def test_real_signed_deliveries_under_gunicorn(running: Running) -> None:
             ({**headers, "x-hub-signature-256": "sha256=" + "0" * 64}, data),
             ({k: v for k, v in headers.items() if k != "x-hub-signature-256"}, data),
             ({**headers, "x-hub-signature-256": headers["x-hub-signature-256"][:-1]}, data),
+            ({**headers, "x-hub-signature-256": last_digit_changed(headers)}, data),
             (headers, data.replace(b'"sender"', b'"sendr"', 1)),  # replayed, body altered
             (headers, data[:-10]),  # truncated in transit
         ):
