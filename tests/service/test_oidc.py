@@ -26,7 +26,8 @@ CLAIMS = RunClaims(repository="octo/app", repository_id=1296269, run_id=4242, ru
 
 
 class IssuerServer:
-    """An OIDC issuer's discovery document and JWKS, served by werkzeug; counts JWKS reads."""
+    """An OIDC issuer's discovery document and JWKS, served by werkzeug; counts JWKS reads.
+    Under `/elsewhere` it serves the same discovery document, naming the issuer at the root."""
 
     def __init__(self) -> None:
         self.jwks_reads = 0
@@ -36,9 +37,13 @@ class IssuerServer:
 
     def _app(self, environ: dict[str, Any], start: Callable[..., Any]) -> Any:
         request = Request(environ)
+        discovery = (
+            "/.well-known/openid-configuration",
+            "/elsewhere/.well-known/openid-configuration",
+        )
         if self.down:
             response = Response("down", status=503)
-        elif request.path == "/.well-known/openid-configuration":
+        elif request.path in discovery:
             response = Response(json.dumps(self.issuer.discovery()), mimetype="application/json")
         elif request.path == "/.well-known/jwks":
             self.jwks_reads += 1
@@ -101,7 +106,7 @@ def _refused(check: OIDCVerifier, token: str, fragment: str) -> None:
     [
         ({"aud": "https://github.com/octo"}, "another audience"),
         ({"aud": [AUDIENCE, "https://github.com/octo"]}, "another audience"),
-        ({"iss": "https://token.actions.githubusercontent.com"}, "another issuer"),
+        ({"iss": "https://token.actions.githubusercontent.com"}, "token is from another issuer"),
         ({"nbf": FROM_NOW + 600}, "not valid yet"),
         ({"repository_id": "octo"}, "'repository_id'"),
         ({"run_attempt": None}, "'run_attempt'"),
@@ -228,12 +233,18 @@ def test_an_unreachable_issuer_is_not_an_invalid_token(issuer: IssuerServer) -> 
 
 
 def test_a_discovery_document_naming_another_issuer_is_refused(issuer: IssuerServer) -> None:
-    check = OIDCVerifier(issuer.issuer.issuer + "/sub", AUDIENCE)
-    claims = CLAIMS.claims(
-        issuer=issuer.issuer.issuer + "/sub", audience=AUDIENCE, now=int(time.time()), lifetime=300
-    )
-    with pytest.raises((AuthError, OIDCUnavailableError)):
+    """The configured issuer's discovery document is well formed and its `jwks_uri` serves
+    the very key the token is signed with, but it names another issuer: refused as such."""
+    elsewhere = issuer.issuer.issuer + "/elsewhere"
+    served = requests.get(f"{elsewhere}/.well-known/openid-configuration", timeout=5).json()
+    assert served["issuer"] == issuer.server.url != elsewhere
+    keys = requests.get(served["jwks_uri"], timeout=5).json()["keys"]
+    assert [key["kid"] for key in keys] == [issuer.issuer.kid]
+    check = OIDCVerifier(elsewhere, AUDIENCE, first_use=Seen())
+    claims = CLAIMS.claims(issuer=elsewhere, audience=AUDIENCE, now=int(time.time()), lifetime=300)
+    with pytest.raises(AuthError) as caught:
         check.verify(issuer.issuer.sign(claims))
+    assert caught.value.cause == "The OIDC discovery document names another issuer"
 
 
 # --- the runner's side ------------------------------------------------------------------------
