@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runkeys.masking import encodings
+from tests.encoded_forms import encoded_forms
 
 BIN = Path(sys.executable).parent
 MAIN = str(BIN / "runkeys-action")
@@ -103,7 +103,7 @@ class Run:
     def assert_masked_first(self, values: Mapping[str, str]) -> None:
         """Every form of every value (key name → value) is masked; no other stdout line
         carries any form; a key's masks come before the line that reports it minted."""
-        forms = {form for value in values.values() for form in encodings(value)}
+        forms = {form for value in values.values() for form in encoded_forms(value)}
         missing = forms - set(self.masks)
         assert not missing, f"{len(missing)} form(s) not masked"
         for number, line in enumerate(self.lines):
@@ -119,7 +119,7 @@ class Run:
     def assert_nowhere(self, values: Iterable[str], *, except_job_files: bool = True) -> None:
         """No form of any value in stderr, the summary, the state, keys-json or annotations
         (GITHUB_ENV and GITHUB_OUTPUT hold the values themselves, by design)."""
-        forms = [f for v in values for f in encodings(v) if len(f) >= 8]
+        forms = [f for v in values for f in encoded_forms(v) if len(f) >= 8]
         places = {"stderr": self.stderr, "summary": self.summary}
         places["state"] = self.files.get("GITHUB_STATE", "")
         places["keys-json"] = self.outputs.get("keys-json", "")

@@ -1,5 +1,5 @@
-"""Scanning everything a run produced for key values, in every encoding
-(`runkeys.masking.encodings`). A value may appear in exactly two places: an `::add-mask::`
+"""Scanning everything a run produced for key values, in every encoding (the tests' own list,
+`tests.encoded_forms`). A value may appear in exactly two places: an `::add-mask::`
 line of the action's stdout, and the `GITHUB_ENV`/`GITHUB_OUTPUT` heredoc entries that carry
 it to the job (by design: that is how the job gets it)."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from runkeys.masking import encodings
+from tests.encoded_forms import encoded_forms
 
 MASK = "::add-mask::"
 
@@ -28,7 +28,7 @@ class Scanner:
         self.secrets = list(secrets)
         self.forms: dict[str, str] = {}
         for secret in self.secrets:
-            for form in encodings(secret.value):
+            for form in sorted(encoded_forms(secret.value)):
                 self.forms.setdefault(form, secret.label)
         self.places = 0  # how many places were scanned, so a test can show it scanned something
 
