@@ -37,8 +37,9 @@ def lease_request(name: str, lifetime: Lifetime = Lifetime.RUN) -> LeaseRequest:
 
 
 class Flaky(Provider):
-    """Mints `value-<n>` with PASSWORD, HOST and PORT parts; fails the mint numbered `fail_on`
-    (raising `crash`, or an error quoting the first value if `echo`); fails revokes if asked."""
+    """Mints `value <n>+/%<newline><label>` with PASSWORD, HOST and PORT parts; fails the mint
+    numbered `fail_on` (raising `crash`, or an error quoting the first value if `echo`); fails
+    revokes if asked."""
 
     name = "flaky"
 
@@ -62,7 +63,7 @@ class Flaky(Provider):
             if self.echo:
                 raise RuntimeError(f"driver echoed {self.minted[0]} back")
             raise ProviderError(self.name, "backend refused", retryable=False)
-        value = f"value-{number}-{request.label}"
+        value = f"value {number}+/%\n{request.label}"  # each encoding writes it differently
         self.minted.append(value)
         parts = {"PASSWORD": value[::-1], "HOST": "localhost", "PORT": "5432"}
         return Minted(value, f"flaky:{request.label}", request.expires_at, parts)
@@ -177,7 +178,9 @@ def test_a_second_mint_failing_revokes_the_first() -> None:
     provider.fail_on = 2
     with pytest.raises(ProviderError, match="backend refused"):
         issue(specs("A", "B"), None, collaborators(provider, job, leases))
-    assert [r.reference for r in provider.revoked] == [f"flaky:{provider.minted[0][8:]}"]
+    assert [r.reference for r in provider.revoked] == [
+        f"flaky:{provider.minted[0].splitlines()[1]}"
+    ]
     assert provider.revoked[0].value == provider.minted[0]
     assert leases.registered == []  # never registered, so the service is not told
     assert leases.retired == []
