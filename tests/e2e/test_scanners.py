@@ -67,3 +67,19 @@ def test_the_command_output_check_finds_values_not_prose() -> None:
         "   expires 2026-11-28T21:23:00+00:00, /tmp/runkeys-demo-cmoii97n is removed\n"
     )
     assert leaked(prose) == []
+
+
+def test_a_value_with_a_space_plus_slash_percent_and_newline_is_found_in_each_form() -> None:
+    """Each form written out by hand: the scanner's list of forms is the tests' own."""
+    scan = Scanner([Secret("ODD", "rk+Q/7 ~~~???50%\nsecond line:9Xz")])
+    for form in (
+        "rk+Q/7 ~~~???50%",
+        "second line:9Xz",
+        "rk+Q/7 ~~~???50%\\nsecond line:9Xz",
+        "cmsrUS83IH5+fj8/PzUwJQpzZWNvbmQgbGluZTo5WHo=",
+        "cmsrUS83IH5-fj8_PzUwJQpzZWNvbmQgbGluZTo5WHo",
+        "rk%2BQ%2F7%20~~~%3F%3F%3F50%25%0Asecond%20line%3A9Xz",
+        "rk%2BQ%2F7+~~~%3F%3F%3F50%25%0Asecond+line%3A9Xz",
+        base64.b64encode(b"user:rk+Q/7 ~~~???50%\nsecond line:9Xz").decode(),  # Basic auth
+    ):
+        assert scan.text("log", f"line one\nsent {form} here\n") == ["log, line 2: ODD"], form
