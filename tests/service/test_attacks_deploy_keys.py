@@ -76,8 +76,16 @@ def test_a_deploy_key_of_another_account_cannot_be_registered(
     key_id = add_deploy_key(github, victim, "production deploy")
     reference = f"{victim.full_name}:{key_id}"
     outside = deploy_lease(github, victim.full_name, reference)
+    github.sandbox.clear_requests()
     response = register(client, github, outside)
     assert (response.status_code, js(response)["error"]) == (422, "foreign_repository")
+    # refused for its owner, before GitHub is asked which installation reaches it
+    assert js(response)["message"] == (
+        f"lease {outside.id} (FIXTURES_KEY): {victim.full_name} is not a repository of "
+        f"{github.repo.owner}, the token's owner; runkeys revokes only in its own account's "
+        "repositories"
+    )
+    assert [r.path for r in github.sandbox.requests if victim.name in r.path] == []
     # Naming A's repository in the params does not carry the reference along.
     disguised = deploy_lease(github, github.repo.full_name, reference)
     assert js(register(client, github, disguised))["error"] == "reference_mismatch"
