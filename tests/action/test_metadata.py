@@ -19,12 +19,9 @@ import yaml
 
 from runkeys.durations import parse_duration
 from runkeys.spec import SpecRules, parse_keys
+from tests.github_data import action_schema
 
 ROOT = Path(__file__).resolve().parents[2]
-# SchemaStore's schema for action.yml (Apache-2.0, LICENSE.schemastore beside it), as FACTS §0
-# describes it; kept in the repository so a fresh clone can check itself.
-SCHEMA = Path(__file__).parent / "schemas" / "github-actions.json"
-SHARED_SCHEMA = Path("/work/shared/github/schemas/action/github-actions.json")
 EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.yml"))
 ACTIONLINT = shutil.which("actionlint", path=str(Path(sys.executable).parent))
 USES = "uses: OWNER/runkeys@v1"
@@ -36,14 +33,11 @@ def action() -> dict[str, Any]:
 
 
 def test_action_yml_is_valid_against_the_official_schema() -> None:
-    schema = json.loads(SCHEMA.read_text())
-    jsonschema.validate(action(), schema)
-    if SHARED_SCHEMA.exists():
-        assert json.loads(SHARED_SCHEMA.read_text()) == schema
+    jsonschema.validate(action(), action_schema())
 
 
 def test_a_broken_action_yml_is_caught_by_the_schema() -> None:
-    schema = json.loads(SCHEMA.read_text())
+    schema = action_schema()
     broken = action()
     broken["runs"]["post-entrypoint"] = ["not", "a", "string"]
     with pytest.raises(jsonschema.ValidationError):

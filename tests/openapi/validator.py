@@ -1,5 +1,5 @@
 """Is the sandbox faithful to GitHub's REST description? Each exchange the sandbox recorded is
-checked against the fragment of its operation (copied from the description into `fragments/`):
+checked against the fragment of its operation (copied from the description, `tests/github/openapi`):
 
 - the operation exists in the description (the sandbox serves nothing GitHub does not);
 - a request body the description rejects was not accepted (no 2xx);
@@ -12,14 +12,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from openapi_schema_validator import OAS30ReadValidator, OAS30WriteValidator
 
 from runkeys.sandbox.recording import RecordedRequest
-
-FRAGMENTS = Path(__file__).parent / "fragments"
+from tests.github_data import openapi_fragment, openapi_fragments
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -83,12 +81,11 @@ class Operation:
 @cache
 def operations() -> dict[str, Operation]:
     found: dict[str, Operation] = {}
-    for path in sorted(FRAGMENTS.glob("*.json")):
-        fragment = json.loads(path.read_text())
+    for fragment in openapi_fragments():
         key = f"{fragment['method'].upper()} {fragment['path']}"
         found[key] = Operation(key, fragment["operation"], fragment["components"])
     for key, (source, responses) in EXTRA_OPERATIONS.items():
-        components = json.loads((FRAGMENTS / source).read_text())["components"]
+        components = openapi_fragment(source)["components"]
         found[key] = Operation(key, {"responses": responses}, components)
     return found
 

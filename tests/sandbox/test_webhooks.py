@@ -7,7 +7,6 @@ import json
 import re
 import threading
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +15,7 @@ from werkzeug.wrappers import Request, Response
 from runkeys.sandbox import Sandbox
 from runkeys.sandbox.server import BackgroundServer
 from runkeys.sandbox.webhooks import deliver, sign, sign_sha1
-
-DELIVERIES = Path(__file__).parent / "data" / "deliveries"
-REAL_SECRET = "402786017574bd28f9d8f7a18648939751c47fe09077d56e10f0444f14fbb73b"
+from tests.github_data import DELIVERIES_SECRET, recorded_delivery
 
 
 def test_official_vector() -> None:
@@ -30,11 +27,10 @@ def test_official_vector() -> None:
 
 @pytest.mark.parametrize("name", ["workflow_run.in_progress", "pull_request.closed"])
 def test_real_deliveries(name: str) -> None:
-    body = (DELIVERIES / f"{name}.body.raw").read_bytes()
-    headers = json.loads((DELIVERIES / f"{name}.headers.json").read_text())
-    assert sign(body, REAL_SECRET) == headers["x-hub-signature-256"]
-    assert sign_sha1(body, REAL_SECRET) == headers["x-hub-signature"]
-    assert sign(body, REAL_SECRET + "x") != headers["x-hub-signature-256"]
+    headers, body = recorded_delivery(name)
+    assert sign(body, DELIVERIES_SECRET) == headers["x-hub-signature-256"]
+    assert sign_sha1(body, DELIVERIES_SECRET) == headers["x-hub-signature"]
+    assert sign(body, DELIVERIES_SECRET + "x") != headers["x-hub-signature-256"]
 
 
 class Receiver:
@@ -93,20 +89,19 @@ def test_deliver_posts_signed_bytes_with_githubs_headers(
 
 
 def test_redelivery_keeps_the_guid_and_exact_bytes_are_sent(receiver: Receiver) -> None:
-    body = (DELIVERIES / "pull_request.closed.body.raw").read_bytes()
+    recorded, body = recorded_delivery("pull_request.closed")
     for _ in range(2):
         deliver(
             receiver.url,
             "pull_request",
             body,
-            secret=REAL_SECRET,
+            secret=DELIVERIES_SECRET,
             delivery_id="abc-123",
             app_id=2010729,
         )
     (first_headers, first_body), (second_headers, _) = receiver.received
     assert first_body == body
     assert first_headers["X-Github-Delivery"] == second_headers["X-Github-Delivery"] == "abc-123"
-    recorded = json.loads((DELIVERIES / "pull_request.closed.headers.json").read_text())
     assert first_headers["X-Hub-Signature-256"] == recorded["x-hub-signature-256"]
 
 

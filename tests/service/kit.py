@@ -3,9 +3,7 @@ GitHub's own examples (and checked against the official schemas), and small real
 
 from __future__ import annotations
 
-import copy
 import functools
-import json
 import secrets
 import socket
 import threading
@@ -16,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
 import pytest
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
@@ -29,12 +26,8 @@ from runkeys.connections import Connection, target_of
 from runkeys.labels import label
 from runkeys.leases import LeaseRequest, Lifetime, SecretTarget, fingerprint
 from runkeys.oidc import RunIdentity
+from tests.github_data import webhook_example
 
-SHARED = Path("/work/shared/github")
-PAYLOADS = SHARED / "payloads"
-SCHEMAS = SHARED / "schemas" / "webhooks"
-SIGNED = PAYLOADS / "signed-deliveries-cogni-git-review"
-SIGNED_SECRET = "402786017574bd28f9d8f7a18648939751c47fe09077d56e10f0444f14fbb73b"
 AUDIENCE = "https://runkeys.example/service"
 
 
@@ -106,20 +99,8 @@ def body(*leases: LeaseRequest) -> dict[str, Any]:
 # --- webhook payloads -----------------------------------------------------------------------
 
 
-def schema_validator(name: str) -> Any:
-    """The official webhook schema `name` (e.g. `workflow-run-completed`)."""
-    document = json.loads((SCHEMAS / f"{name}.json").read_text())
-    root = document["post"]["requestBody"]["content"]["application/json"]["schema"]
-    return jsonschema.Draft202012Validator({**root, "components": document["components"]})
-
-
-def _example(path: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((PAYLOADS / path).read_text())
-    return copy.deepcopy(data)
-
-
 def _installation(installation_id: int, account_id: int, login: str) -> dict[str, Any]:
-    data: dict[str, Any] = _example("installation/deleted.payload.json")["installation"]
+    data: dict[str, Any] = webhook_example("installation/deleted.payload.json")["installation"]
     data.update(id=installation_id, app_slug="runkeys", created_at="2026-01-01T00:00:00Z")
     data.update(updated_at="2026-01-01T00:00:00Z")
     data["account"].update(id=account_id, login=login)
@@ -135,7 +116,7 @@ def _repository(target: dict[str, Any], repo_id: int, full_name: str) -> None:
 def workflow_run_completed(
     repo_id: int, full_name: str, run_id: int, attempt: int, installation_id: int | None
 ) -> dict[str, Any]:
-    data = _example("workflow_run/completed.payload.json")
+    data = webhook_example("workflow_run/completed.payload.json")
     _repository(data["repository"], repo_id, full_name)
     data["workflow_run"].update(id=run_id, run_attempt=attempt, status="completed")
     if installation_id is not None:
@@ -156,7 +137,7 @@ def pull_request_closed(
 ) -> dict[str, Any]:
     """GitHub's example, for this pull request, closed at `closed_at` (default: now, in whole
     seconds as GitHub writes it)."""
-    data = _example("pull_request/closed.payload.json")
+    data = webhook_example("pull_request/closed.payload.json")
     _repository(data["repository"], repo_id, full_name)
     data["number"] = number
     data["pull_request"]["number"] = number
@@ -173,7 +154,7 @@ def pull_request_closed(
 def installation_deleted(
     installation_id: int, account_id: int, login: str, repositories: Iterable[tuple[int, str]]
 ) -> dict[str, Any]:
-    data = _example("installation/deleted.payload.json")
+    data = webhook_example("installation/deleted.payload.json")
     data["installation"] = _installation(installation_id, account_id, login)
     template = data["repositories"][0]
     data["repositories"] = [
@@ -186,7 +167,7 @@ def installation_deleted(
 def installation_repositories_removed(
     installation_id: int, account_id: int, login: str, repositories: Iterable[tuple[int, str]]
 ) -> dict[str, Any]:
-    data = _example("installation_repositories/removed.payload.json")
+    data = webhook_example("installation_repositories/removed.payload.json")
     data["installation"] = _installation(installation_id, account_id, login)
     template = data["repositories_removed"][0]
     data["repositories_removed"] = [
@@ -197,7 +178,7 @@ def installation_repositories_removed(
 
 
 def ping() -> dict[str, Any]:
-    return _example("ping/with-app_id.payload.json")
+    return webhook_example("ping/with-app_id.payload.json")
 
 
 # --- small real HTTP servers ----------------------------------------------------------------

@@ -27,6 +27,7 @@ from runkeys.leases import Lifetime
 from runkeys.oidc import RunnerOIDC
 from runkeys.sandbox import Sandbox
 from runkeys.sandbox.state import App
+from tests.github_data import DELIVERIES_SECRET, recorded_deliveries, recorded_delivery
 from tests.service import kit
 from tests.service.conftest import GitHub, make_environ
 from tests.service.kit import (
@@ -87,7 +88,7 @@ def running(
     real deliveries were signed with."""
     path = tmp_path_factory.mktemp("served")
     url = f"sqlite:///{path / 'ledger.sqlite3'}"
-    env = service_env(*sandbox, url, issuer[1], RUNKEYS_WEBHOOK_SECRET=kit.SIGNED_SECRET)
+    env = service_env(*sandbox, url, issuer[1], RUNKEYS_WEBHOOK_SECRET=DELIVERIES_SECRET)
     served = Served(env, path / "service.log")
     yield Running(served, url)
     served.stop()
@@ -101,14 +102,11 @@ def last_digit_changed(headers: dict[str, str]) -> str:
 
 def test_real_signed_deliveries_under_gunicorn(running: Running) -> None:
     url = running.served.url
-    genuine = sorted(kit.SIGNED.glob("*/*.body.raw"))
+    genuine = recorded_deliveries()
     forged = 0
     for raw in genuine:
         before = running.deliveries()
-        headers = json.loads(
-            raw.with_name(raw.name.replace(".body.raw", ".headers.json")).read_text()
-        )
-        data = raw.read_bytes()
+        headers, data = recorded_delivery(raw)
         for bad_headers, bad_body in (
             ({**headers, "x-hub-signature-256": "sha256=" + "0" * 64}, data),
             ({k: v for k, v in headers.items() if k != "x-hub-signature-256"}, data),
@@ -144,7 +142,7 @@ def test_real_signed_deliveries_under_gunicorn(running: Running) -> None:
     }
     assert all(set(a) >= {"delivery", "installation", "queued"} for a in answered)
     assert "test-repo" not in log  # nothing of any body in any log line
-    assert kit.SIGNED_SECRET not in log
+    assert DELIVERIES_SECRET not in log
 
 
 def test_the_life_of_a_lease_under_gunicorn(
@@ -190,7 +188,7 @@ def test_the_life_of_a_lease_under_gunicorn(
     payload = kit.workflow_run_completed(
         github.repo.id, github.repo.full_name, claims.run_id, 1, github.installation.id
     )
-    delivered = sandbox.deliver(f"{url}/webhook", "workflow_run", payload, secret=kit.SIGNED_SECRET)
+    delivered = sandbox.deliver(f"{url}/webhook", "workflow_run", payload, secret=DELIVERIES_SECRET)
     assert delivered.json() == {"outcome": "queued", "queued": 1}
     ledger = Ledger.open(running.ledger_url)
     wait_for(lambda: states(ledger, [run_lease.id]) == {run_lease.id: "revoked"}, what="revocation")

@@ -3,7 +3,6 @@ deliveries, and payloads built from GitHub's examples and checked against the of
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,15 +21,15 @@ from handler.events import (
 from handler.ledger.queue import InstallationLeases, PullRequestLeases, RepositoryLeases, RunLeases
 from handler.webhooks import BadDeliveryError, Delivery, sign, validate_signature
 from runkeys.errors import AuthError
+from tests.github_data import (
+    DELIVERIES_SECRET,
+    recorded_deliveries,
+    recorded_delivery,
+    webhook_schema,
+)
 from tests.service import kit
 
-SIGNED_DELIVERIES = sorted(kit.SIGNED.glob("*/*.body.raw"))
-
-
-def signed(name: str) -> tuple[dict[str, str], bytes]:
-    raw = Path(name)
-    headers = json.loads(raw.with_name(raw.name.replace(".body.raw", ".headers.json")).read_text())
-    return headers, raw.read_bytes()
+SIGNED_DELIVERIES = recorded_deliveries()
 
 
 def test_githubs_documented_test_vector() -> None:
@@ -43,15 +42,15 @@ def test_githubs_documented_test_vector() -> None:
 
 @pytest.mark.parametrize("path", SIGNED_DELIVERIES, ids=lambda p: p.name.split(".body")[0])
 def test_real_app_deliveries_verify(path: Path) -> None:
-    headers, body = signed(str(path))
-    delivery = Delivery.from_http(headers, body, secret=kit.SIGNED_SECRET)
+    headers, body = recorded_delivery(path)
+    delivery = Delivery.from_http(headers, body, secret=DELIVERIES_SECRET)
     assert delivery.event == headers["x-github-event"]
     assert delivery.delivery_id == headers["x-github-delivery"]
     assert delivery.installation_id == 87385964
 
 
 def _tampered() -> list[tuple[str, Any]]:
-    headers, body = signed(str(kit.SIGNED / "pull_request" / "pull_request.closed.body.raw"))
+    headers, body = recorded_delivery("pull_request.closed")
     good = headers["x-hub-signature-256"]
     altered = body.replace(b'"merged":true', b'"merged":false')
     assert altered != body
@@ -99,7 +98,7 @@ def test_tampered_deliveries_fail_closed(case: str, given: tuple[bytes, str | No
     if signature is not None:
         headers["X-Hub-Signature-256"] = signature
     with pytest.raises(AuthError):
-        Delivery.from_http(headers, body, secret=kit.SIGNED_SECRET)
+        Delivery.from_http(headers, body, secret=DELIVERIES_SECRET)
 
 
 def test_without_a_secret_nothing_is_trusted() -> None:
@@ -157,7 +156,7 @@ def _delivery(event: str, payload: dict[str, Any]) -> Delivery:
     ],
 )
 def test_built_payloads_match_the_official_schemas(schema: str, payload: dict[str, Any]) -> None:
-    kit.schema_validator(schema).validate(payload)
+    webhook_schema(schema).validate(payload)
 
 
 def test_workflow_run_completed_retires_that_run_through_its_attempt() -> None:
@@ -253,8 +252,8 @@ def test_a_router_takes_one_route_per_event_and_action() -> None:
 
 def test_a_route_reads_only_the_fields_it_names() -> None:
     """The whole body must be JSON, but only the named fields are built."""
-    headers, body = signed(str(kit.SIGNED / "pull_request" / "pull_request.closed.body.raw"))
-    delivery = Delivery.from_http(headers, body, secret=kit.SIGNED_SECRET, reads=router.reads)
+    headers, body = recorded_delivery("pull_request.closed")
+    delivery = Delivery.from_http(headers, body, secret=DELIVERIES_SECRET, reads=router.reads)
     assert set(delivery.data) <= {
         "action",
         "installation",
@@ -264,7 +263,7 @@ def test_a_route_reads_only_the_fields_it_names() -> None:
     }
     assert set(delivery.data["repository"]) == {"id"}
     assert set(delivery.data["pull_request"]) == {"closed_at"}
-    everything = Delivery.from_http(headers, body, secret=kit.SIGNED_SECRET)
+    everything = Delivery.from_http(headers, body, secret=DELIVERIES_SECRET)
     assert "pull_request" in everything.data  # without `reads`: the whole payload
 
 

@@ -5,7 +5,6 @@ one installation's webhook never touches another installation's leases."""
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +22,7 @@ from handler.ledger.history import history
 from handler.webhooks import sign
 from runkeys.leases import Lifetime
 from runkeys.sandbox import webhooks
+from tests.github_data import DELIVERIES_SECRET, recorded_delivery
 from tests.service import kit
 from tests.service.kit import Clock, assert_documented, identity, js, put, states, stored
 
@@ -34,7 +34,7 @@ REAL_CLOSED_AT = datetime(2025, 10, 15, 7, 15, 40, tzinfo=UTC)
 @pytest.fixture
 def signed_app(environ: dict[str, str], clock: Clock) -> Iterator[Flask]:
     """The service configured with the secret of the real recorded deliveries."""
-    made = create_app({**environ, "RUNKEYS_WEBHOOK_SECRET": kit.SIGNED_SECRET}, clock=clock)
+    made = create_app({**environ, "RUNKEYS_WEBHOOK_SECRET": DELIVERIES_SECRET}, clock=clock)
     yield made
     made.extensions["runkeys"].close()
 
@@ -58,13 +58,6 @@ def apply_recorded(app: Flask) -> list[str]:
     """What the worker does first in each batch: queue the leases of recorded run completions."""
     with ledger_of(app).begin() as conn:
         return apply_completions(conn)
-
-
-def real(name: str) -> tuple[dict[str, str], bytes]:
-    event = name.split(".", maxsplit=1)[0]
-    raw = kit.SIGNED / event / f"{name}.body.raw"
-    headers = json.loads(raw.with_name(f"{name}.headers.json").read_text())
-    return headers, raw.read_bytes()
 
 
 def deliver(client: FlaskClient, headers: dict[str, str], body: bytes) -> TestResponse:
@@ -103,7 +96,7 @@ def test_real_signed_deliveries_are_accepted(
     signed_app: Flask, name: str, status: int, outcome: str
 ) -> None:
     lease_id = pr_lease(signed_app)
-    headers, body = real(name)
+    headers, body = recorded_delivery(name)
     response = deliver(signed_app.test_client(), headers, body)
     assert (response.status_code, js(response)["outcome"]) == (status, outcome)
     # a closed pull request is recorded; an ignored event touches no table (handler/intake.py)
@@ -117,7 +110,7 @@ def test_real_signed_deliveries_are_accepted(
 
 
 def _tampered() -> list[tuple[str, dict[str, str], bytes]]:
-    headers, body = real("pull_request.closed")
+    headers, body = recorded_delivery("pull_request.closed")
     without = {k: v for k, v in headers.items() if k != "x-hub-signature-256"}
     good = headers["x-hub-signature-256"]
     altered = body.replace(b'"merged":true', b'"merged":false')
@@ -150,14 +143,14 @@ def test_tampered_deliveries_are_refused_and_nothing_is_recorded(
     metrics = client.get("/metrics").get_data(as_text=True)
     assert "runkeys_webhook_signature_failures_total 1.0" in metrics
     # the genuine delivery still works afterwards: the refused one left no trace to dedupe on
-    genuine_headers, genuine_body = real("pull_request.closed")
+    genuine_headers, genuine_body = recorded_delivery("pull_request.closed")
     assert js(deliver(client, genuine_headers, genuine_body))["outcome"] == "queued"
 
 
 def test_a_redelivery_is_recognised_and_does_nothing(signed_app: Flask) -> None:
     lease_id = pr_lease(signed_app)
     client = signed_app.test_client()
-    headers, body = real("pull_request.closed")
+    headers, body = recorded_delivery("pull_request.closed")
     assert deliver(client, headers, body).json == {"outcome": "queued", "queued": 1}
     assert deliver(client, headers, body).json == {"outcome": "duplicate", "queued": 0}
     with ledger_of(signed_app).begin() as conn:
@@ -183,7 +176,7 @@ def test_a_replayed_close_retires_nothing_a_reopened_pull_request_registered(
     after = pr_lease(signed_app, registered_at=REAL_CLOSED_AT + timedelta(seconds=1))
     reopened = pr_lease(signed_app, registered_at=REAL_CLOSED_AT + timedelta(days=3))
     client = signed_app.test_client()
-    headers, body = real("pull_request.closed")
+    headers, body = recorded_delivery("pull_request.closed")
     assert deliver(client, headers, body).json == {"outcome": "queued", "queued": 2}
     replayed = {**headers, "x-github-delivery": "0f5cc3a0-d0a1-11f0-8f3e-5f1f8e6b0b6b"}
     assert deliver(client, replayed, body).json == {"outcome": "queued", "queued": 0}
