@@ -24,7 +24,9 @@ def permissions_for(scope: SecretScope | None, providers: Iterable[str] = ()) ->
     if scope is not None:
         needs["secrets"] = "write"
     if scope is not None and scope.environment is not None:
-        needs["environments"] = "write"  # environment secrets need both (FACTS §1)
+        # Environment secrets need Environments besides Secrets:
+        # https://docs.github.com/rest/authentication/permissions-required-for-github-apps
+        needs["environments"] = "write"
         needs["actions"] = "read"  # GET an environment
         needs["administration"] = "write"  # create (and, for rollback, delete) an environment
     for provider in providers:

@@ -26,7 +26,9 @@ from runkeys.oidc import GITHUB_ISSUER
 
 DOCS = "docs/service.md, section 'Configuration'"
 DEFAULT_DATABASE_URL = "sqlite:///./runkeys.sqlite3"
-GITHUB_MAX_PAYLOAD = 25 * 1024 * 1024  # GitHub does not deliver larger payloads (FACTS §2)
+# GitHub does not deliver larger payloads:
+# https://docs.github.com/webhooks/webhook-events-and-payloads#payload-cap
+GITHUB_MAX_PAYLOAD = 25 * 1024 * 1024
 # A body on /v1: 100 leases (a spec's most) of the usual shape are ≈50 KiB, and this leaves
 # room for provider parameters. A token is checked only after the body is within it.
 API_MAX_BYTES = 256 * 1024

@@ -188,7 +188,8 @@ def ping(delivery: Delivery) -> Decision:
 @router.register("workflow_run", action="completed", reads=WorkflowRunFields)
 def workflow_run_completed(delivery: Delivery) -> Decision:
     """`run` leases of this run attempt (and earlier ones), and `job` leases the post step
-    missed. Re-runs keep the run id and raise `run_attempt` (FACTS §7.2)."""
+    missed. Re-runs keep the run id and raise `run_attempt`
+    (https://docs.github.com/rest/actions/workflow-runs#get-a-workflow-run-attempt)."""
     run = _object(delivery.data, "workflow_run")
     repository = _object(delivery.data, "repository")
     selection = RunLeases(

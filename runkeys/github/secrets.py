@@ -30,7 +30,9 @@ from runkeys.github.paths import environment_path, quote_path, repository_path
 from runkeys.github.session import GitHubSession
 from runkeys.leases import SecretTarget
 
-MAX_SECRETS_PER_SCOPE = 100  # repository and each environment (FACTS §5)
+# Per repository and per environment:
+# https://docs.github.com/actions/security-guides/using-secrets-in-github-actions#limits-for-secrets
+MAX_SECRETS_PER_SCOPE = 100
 SECRET_SCOPE_PATH = "/repos/{owner}/{repo}/actions/secrets/{secret_name}"
 ENV_SECRET_PATH = "/repos/{owner}/{repo}/environments/{environment_name}/secrets/{secret_name}"
 ENV_PATH = "/repos/{owner}/{repo}/environments/{environment_name}"
@@ -78,7 +80,9 @@ _UNPROTECTED = {
 
 class WriteBudget:
     """At most `limit` writes in any `window` seconds: GitHub's secondary limit is 80
-    content-creating requests a minute (FACTS §5). Waits rather than fails."""
+    content-creating requests a minute
+    (https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api#about-secondary-rate-limits).
+    Waits rather than fails."""
 
     def __init__(
         self,

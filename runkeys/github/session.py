@@ -1,8 +1,9 @@
 """GitHub access for one process, through PyGithub: as a GitHub App (JWT → installation token
 narrowed to the repository and permissions at hand) or with a token given as it is.
 
-PyGithub's `GithubIntegration.get_access_token` cannot send `repositories`, so narrowed tokens go
-through its requester (FACTS §6). Its default pacing (a second between writes) is off: runkeys
+PyGithub's `GithubIntegration.get_access_token` cannot send `repositories`
+(https://docs.github.com/rest/apps/apps#create-an-installation-access-token-for-an-app), so narrowed
+tokens go through its requester. Its default pacing (a second between writes) is off: runkeys
 keeps its own budget of writes (`WriteBudget`), sized to GitHub's secondary limits.
 """
 

@@ -60,7 +60,8 @@ EXTRA_REQUIREMENTS: dict[tuple[str, str], tuple[Requirement, ...]] = {
 }
 
 # What a workflow's GITHUB_TOKEN may hold: the `permissions:` keys of a workflow (SchemaStore
-# `permissions-event`); no secrets, administration or environments (FACTS §1).
+# `permissions-event`); no secrets, administration or environments:
+# https://docs.github.com/actions/security-guides/automatic-token-authentication#permissions-for-the-github_token
 WORKFLOW_TOKEN_PERMISSIONS = {
     "actions": "write",
     "checks": "write",
@@ -247,7 +248,8 @@ def _random(length: int) -> str:
 
 def installation_token_value(app_id: int) -> str:
     """Opaque `ghs_` tokens of varying length: the classic 40 characters, or the longer
-    `ghs_<app id>_…` form GitHub rolls out since 2026 (FACTS §1: don't assume 40)."""
+    `ghs_<app id>_…` form GitHub rolls out since 2026: don't assume 40
+    (https://docs.github.com/rest/apps/apps#create-an-installation-access-token-for-an-app)."""
     if secrets.randbelow(2):
         return "ghs_" + _random(36)
     return f"ghs_{app_id}_" + _random(40 + secrets.randbelow(60))

@@ -1,5 +1,6 @@
 """A GitHub Actions OIDC issuer for tests and the sandbox: an RSA key, its JWKS, and tokens with
-the claims GitHub puts in a job's token (FACTS §3). Pure: the sandbox serves it over HTTP.
+the claims GitHub puts in a job's token (https://docs.github.com/actions/reference/security/oidc).
+Pure: the sandbox serves it over HTTP.
 
 IDs are strings in GitHub's tokens (`repository_id: "1296269"`), and so they are here.
 """

@@ -1,5 +1,6 @@
 """The primary rate limit: an hourly budget per credential, reported in `X-RateLimit-*` headers
-on every answer and by `GET /rate_limit`, refused with 403 once spent (FACTS §5)."""
+on every answer and by `GET /rate_limit`, refused with 403 once spent
+(https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The Actions OIDC issuer, served GHES-style under `{sandbox}/_services/token`: discovery, JWKS,
 and the runner's token endpoint a job calls with `ACTIONS_ID_TOKEN_REQUEST_URL` +
-`&audience=…` and `Authorization: Bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN` (FACTS §3)."""
+`&audience=…` and `Authorization: Bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN`
+(https://docs.github.com/actions/reference/security/oidc)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,9 @@ from runkeys.sandbox.oidc import OIDCIssuer, RunClaims
 from runkeys.sandbox.ratelimit import RateLimits
 from runkeys.sandbox.sealing import SealingKey
 
-SECRETS_PER_SCOPE = 100  # repository and environment; organizations have 1,000 (FACTS §5)
+# Repository and environment; organizations have 1,000:
+# https://docs.github.com/actions/security-guides/using-secrets-in-github-actions#limits-for-secrets
+SECRETS_PER_SCOPE = 100
 SECRETS_PER_ORGANIZATION = 1000
 SECRET_MAX_BYTES = 48 * 1024
 

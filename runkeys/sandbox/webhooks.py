@@ -1,7 +1,8 @@
 """Webhook deliveries as GitHub makes them: the exact bytes, signed with the hook's secret
 (`X-Hub-Signature-256: sha256=<HMAC-SHA256 hex>` and the legacy SHA-1 one), and the headers a
-GitHub App's deliveries carry (FACTS §2; real deliveries in
-`payloads/signed-deliveries-cogni-git-review/`)."""
+GitHub App's deliveries carry
+(https://docs.github.com/webhooks/webhook-events-and-payloads#delivery-headers; real deliveries
+in `tests/github/webhooks/deliveries/`)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from tests.github_data import DELIVERIES_SECRET, recorded_delivery
 
 
 def test_official_vector() -> None:
-    # docs.github.com "Validating webhook deliveries" (FACTS §2).
+    # https://docs.github.com/webhooks/using-webhooks/validating-webhook-deliveries
     assert sign(b"Hello, World!", "It's a Secret to Everybody") == (
         "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
     )

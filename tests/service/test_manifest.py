@@ -24,7 +24,8 @@ from tests.services import unique
 
 MANIFEST = json.loads((Path(__file__).resolve().parents[2] / "app-manifest.json").read_text())
 PERMISSIONS = MANIFEST["default_permissions"]
-# An App receives an event only with the permission it needs (FACTS §2).
+# An App receives an event only with the permission it needs (each event's "Availability" in
+# https://docs.github.com/webhooks/webhook-events-and-payloads).
 EVENT_NEEDS = {"workflow_run": ("actions", "read"), "pull_request": ("pull_requests", "read")}
 
 
