@@ -80,13 +80,13 @@ def last_digit_changed(signature: str) -> str:
 
 def test_a_signature_wrong_only_in_its_last_digit_is_refused() -> None:
     """A comparison of a prefix (the first bytes of the digest) would take this one."""
-    headers, body = signed(str(kit.SIGNED / "pull_request" / "pull_request.closed.body.raw"))
+    headers, body = recorded_delivery("pull_request.closed")
     good = headers["x-hub-signature-256"]
     forged = last_digit_changed(good)
     assert (len(forged), forged[:-1], forged == good) == (len(good), good[:-1], False)
-    validate_signature(body, signature=good, secret=kit.SIGNED_SECRET)
+    validate_signature(body, signature=good, secret=DELIVERIES_SECRET)
     with pytest.raises(AuthError) as caught:
-        validate_signature(body, signature=forged, secret=kit.SIGNED_SECRET)
+        validate_signature(body, signature=forged, secret=DELIVERIES_SECRET)
     assert caught.value.cause == "The X-Hub-Signature-256 signature does not match the body"
 
 
