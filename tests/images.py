@@ -3,7 +3,8 @@
 No image registry is reachable from the project's machines, so the base image is made locally
 (`scripts/base-image.sh`: debootstrap from this machine's apt mirror) and kept in buildah's
 storage under a fixed name: the first test run makes it (about 2 minutes), later runs reuse it.
-Building needs root, buildah and debootstrap; without them the image tests skip and say why.
+Building needs root, buildah and debootstrap; without them the image tests skip and say why,
+or fail under `RUNKEYS_REQUIRE_SERVICES=1` (CI), which must build both images.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from tests.locks import Locked
+from tests.services import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_IMAGE = "localhost/runkeys-base:{codename}"
@@ -43,7 +44,8 @@ def codename() -> str:
     for line in Path("/etc/os-release").read_text().splitlines():
         if line.startswith("VERSION_CODENAME="):
             return line.split("=", 1)[1].strip('"')
-    pytest.skip("no VERSION_CODENAME in /etc/os-release: not a Debian-like machine")
+    skip_or_fail("no VERSION_CODENAME in /etc/os-release: not a Debian-like machine")
+    raise AssertionError  # unreachable: skip_or_fail raises
 
 
 def buildah(*args: str, timeout: float = 900) -> str:
@@ -75,12 +77,12 @@ def base_image() -> str:
 def built(dockerfile: str, name: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """The image `dockerfile` (relative to the repository) makes on the local base, tagged
     `localhost/NAME:test-…`, and its configuration; removed afterwards. Skips where images
-    cannot be built.
+    cannot be built (fails instead under `RUNKEYS_REQUIRE_SERVICES=1`).
 
     Docker's image format, as `docker build` makes: buildah's default (OCI) has no place for
     HEALTHCHECK and drops it."""
     if reason := missing():
-        pytest.skip(reason)
+        skip_or_fail(reason)
     base = base_image()
     tag = f"localhost/{name}:test-{uuid.uuid4().hex[:8]}"
     buildah(

@@ -13,7 +13,7 @@ import pytest
 
 from bench import __main__ as everything
 from bench import action, ledger, revocation, webhook
-from tests.services import need
+from tests.services import need, skip_or_fail
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def results(out: Path, name: str) -> dict[str, Any]:
 
 def test_webhook_intake(tmp_path: Path) -> None:
     if shutil.which("wrk") is None:
-        pytest.skip("wrk is not installed (apt-get install -y wrk)")
+        skip_or_fail("wrk is not installed (apt-get install -y wrk)")
     assert webhook.main(["--quick", "--out", str(tmp_path)]) == 0
     data = results(tmp_path, "webhook")
     loads = data["raw"]["loads"]

@@ -12,11 +12,13 @@ import pytest
 
 from runkeys.sandbox.git_ssh import GitSSHServer
 from tests.sandbox.conftest import Seeded
+from tests.services import skip_or_fail
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("ssh") and shutil.which("ssh-keygen") and shutil.which("git")),
-    reason="needs the OpenSSH client, ssh-keygen and git",
-)
+
+@pytest.fixture(autouse=True)
+def _tools() -> None:
+    if not (shutil.which("ssh") and shutil.which("ssh-keygen") and shutil.which("git")):
+        skip_or_fail("the git-over-SSH tests need the OpenSSH client, ssh-keygen and git")
 
 
 def keygen(directory: Path, name: str = "deploy") -> Path:
