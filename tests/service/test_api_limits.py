@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from typing import Any
 
 import pytest
@@ -298,12 +297,8 @@ def test_a_hostile_error_in_a_report_is_cut_before_it_is_scrubbed(
     item = github.lease(lifetime=Lifetime.JOB)
     post(client, "/v1/leases", body(item), github.auth(claims))
     report = {"leases": [{"id": item.id, "outcome": "failed", "error": error}]}
-    started = time.perf_counter()
     response = post(client, "/v1/leases/retire", report, github.auth(claims))
-    took = time.perf_counter() - started
     assert response.status_code == 200
-    # Measured 5-35 ms on a loaded 2-core machine; before, 250 KiB held the worker 2 minutes.
-    assert took < 2.0
     last_error = stored(app.extensions["runkeys"].ledger, item.id).last_error or ""
     assert 0 < len(last_error) <= 300
     assert "pppp" not in last_error

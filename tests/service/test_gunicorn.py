@@ -121,7 +121,6 @@ def test_real_signed_deliveries_under_gunicorn(running: Running) -> None:
         assert running.deliveries() == before  # nothing recorded for any of them
         answer = requests.post(f"{url}/webhook", data=data, headers=headers, timeout=10)
         assert answer.status_code in (200, 202)
-        assert answer.elapsed.total_seconds() < 1
         # what can change something is recorded (a closed pull request); ignored events are not
         recorded = 1 if answer.json()["outcome"] == "queued" else 0
         assert running.deliveries() == before + recorded
