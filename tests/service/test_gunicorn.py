@@ -3,7 +3,9 @@ the whole life of a lease with the embedded worker, and a SIGKILL mid-revocation
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import os
 import signal
 import time
@@ -325,9 +327,48 @@ def test_ctrl_c_is_for_the_master_alone(running: Running) -> None:
     assert len(workers) == 2
     for pid in workers:
         os.kill(pid, signal.SIGINT)
-    time.sleep(0.5)
+    sent = time.monotonic()
+    for pid in workers:
+        _two_turns_after(pid, sent)
+        assert not _pending(pid) & (1 << (signal.SIGINT - 1)), "SIGINT still pending"
     assert running.served.worker_pids() == workers  # none stopped, none replaced
     assert requests.get(f"{running.served.url}/readyz", timeout=10).status_code == 200
+
+
+def _two_turns_after(pid: int, since: float) -> None:
+    """Until worker `pid` has gone round its loop twice after `since`. A worker handles a
+    signal on its loop's thread before it goes round again: one that would stop it never
+    beats twice more."""
+
+    def beat_after(moment: float) -> bool:
+        beat = _beat(pid)
+        assert beat >= 0, f"worker {pid} exited (or holds no heartbeat file)"
+        return beat > moment
+
+    wait_for(lambda: beat_after(since), what=f"worker {pid}'s heartbeat")
+    first = _beat(pid)
+    wait_for(lambda: beat_after(first), what=f"worker {pid}'s next heartbeat")
+
+
+def _beat(pid: int) -> float:
+    """A gunicorn worker's last heartbeat: the mtime (its monotonic clock, which is the
+    system's) it sets on its unlinked temporary file on every turn of its loop; -1 without one."""
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            if "wgunicorn-" in os.readlink(fd):
+                return os.stat(fd).st_mtime
+    except FileNotFoundError:
+        pass
+    return -1.0  # gone, or closing its files on the way out
+
+
+def _pending(pid: int) -> int:
+    """The signals pending for `pid`, to it alone or to its whole thread group."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return functools.reduce(
+        operator.or_,
+        (int(line.split()[1], 16) for line in status if line.startswith(("SigPnd:", "ShdPnd:"))),
+    )
 
 
 def test_the_metrics_directory_outlives_a_reload(
