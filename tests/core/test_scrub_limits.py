@@ -1,5 +1,6 @@
-"""Scrubbing takes time linear in the text, and a one-line scrub reads only the start it shows
-without ever showing part of a value cut short, or a URL password cut before its `@`."""
+"""Scrubbing ends on hostile text (linear, not quadratic), and a one-line scrub reads only the
+start it shows without ever showing part of a value cut short, or a URL password cut before its
+`@`."""
 
 from __future__ import annotations
 
@@ -94,11 +95,12 @@ def test_short_reads_long_words_in_pieces_and_keeps_them_whole() -> None:
 
 
 # What the child process runs: each hostile shape of 1 MiB through `scrub` (all of it) and
-# `described` (one line), best of three. Before linear scrubbing the URL pattern restarted
-# at every character of a run, and 20 KB of one letter took 0.4 s: 1 MiB, about 20 minutes.
-_TIMING = textwrap.dedent(
+# `described` (one line), reporting what came out. Before linear scrubbing the URL pattern
+# restarted at every character of a run, and 20 KB of one letter took 0.4 s: 1 MiB, about
+# 20 minutes. How fast it is now is measured by `make bench`, not here.
+_HOSTILE = textwrap.dedent(
     """
-    import json, time
+    import json
     from runkeys.scrub import described, scrub
 
     N = 1 << 20
@@ -112,19 +114,10 @@ _TIMING = textwrap.dedent(
         "scheme then colons": "a://" + "b:" * (N // 2),
         "passwords": "a://u:p@" * (N // 8),
     }
-
-    def best(run):
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        return min(times) * 1000
-
     print(json.dumps({
         name: {
-            "scrub": best(lambda: scrub(text, ["s3cr3tValue9QxZ7"])),
-            "described": best(lambda: described(ValueError(text), ["s3cr3tValue9QxZ7"])),
+            "scrubbed": scrub(text, ["s3cr3tValue9QxZ7"]),
+            "described": described(ValueError(text), ["s3cr3tValue9QxZ7"]),
         }
         for name, text in SHAPES.items()
     }))
@@ -132,15 +125,17 @@ _TIMING = textwrap.dedent(
 )
 
 
-def test_scrubbing_a_hostile_megabyte_takes_milliseconds() -> None:
-    # A child process, so that a quadratic scrub fails the test at the deadline instead of
-    # holding the suite for hours. The bounds are 10-20 times the figures measured on a
-    # loaded two-core machine (a one-line scrub ≈0.1 ms, a whole one ≤75 ms per MiB).
+def test_scrubbing_a_hostile_megabyte_ends() -> None:
+    # A child process, so that a quadratic scrub (minutes per shape) fails the test at the
+    # deadline instead of holding the suite for hours: a deadline, not a speed.
     done = subprocess.run(
-        [sys.executable, "-c", _TIMING], capture_output=True, text=True, timeout=90, check=True
+        [sys.executable, "-c", _HOSTILE], capture_output=True, text=True, timeout=90, check=True
     )
-    figures = json.loads(done.stdout)
-    assert len(figures) == 8
-    for name, took in figures.items():
-        assert took["described"] < 50, (name, took)
-        assert took["scrub"] < 1000, (name, took)
+    out = json.loads(done.stdout)
+    assert len(out) == 8
+    assert out["one letter"]["scrubbed"] == "a" * (1 << 20)  # nothing in it to scrub
+    assert ":p@" not in out["passwords"]["scrubbed"]  # every URL password is gone
+    assert out["passwords"]["scrubbed"].count(REDACTED) == (1 << 20) // 8
+    for name, got in out.items():
+        assert len(got["described"]) <= 300, name
+        assert got["described"].startswith("ValueError: "), name
