@@ -8,10 +8,9 @@ who retired each key and why, and nothing any process printed or stored holds a 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -37,11 +36,13 @@ def tidy(world: World) -> Iterator[None]:
         wait_for(lambda: not world.postgres.members(), what="the leftovers revoked")
 
 
-def sleep_past(expires_at: str) -> None:
-    """Until a key of `keys-json` has expired. Its `expires_at` is cut down to whole seconds:
-    the lease's own expiry is up to a second later."""
-    expires = datetime.fromisoformat(expires_at)
-    time.sleep(max(0.0, expires.timestamp() - time.time()) + 1.1)
+def wait_past_expiry(world: World, repository: str, lease_ids: list[str]) -> None:
+    """Until every one of the leases has expired by the ledger's own stamp (`keys-json` rounds
+    it down to whole seconds), which the sweeper compares with the same clock."""
+    rows = world.leases(repository)
+    stamps = [datetime.fromisoformat(rows[lease_id]["expires_at"]) for lease_id in lease_ids]
+    latest = max(s if s.tzinfo else s.replace(tzinfo=UTC) for s in stamps)
+    wait_for(lambda: datetime.now(UTC) > latest, timeout=60, what=f"the leases past {latest}")
 
 
 def test_each_lifetime_ends_with_what_it_is_bound_to(world: World) -> None:
@@ -173,7 +174,7 @@ def test_the_sweeper_retires_what_a_lost_delivery_or_a_ttl_left(world: World) ->
     # One run completes and its delivery is lost; one run goes on, but its keys' TTL runs out;
     # one run simply goes on.
     world.sandbox.set_run_status(lost.repo, lost.run.id, "completed", "success")
-    sleep_past(short.run.keys_json()[0]["expires_at"])
+    wait_past_expiry(world, expiring.repo.full_name, [key.lease_id for key in short.keys])
     report = world.sweep()
     # GitHub was asked about the two runs with live keys; one of them is over.
     assert (report["runs_checked"], report["reconciled"], report["expired"]) == (2, 2, 2), report
@@ -209,7 +210,7 @@ def test_a_rotated_repository_secret_outlives_its_run_until_its_ttl(world: World
     today = schedule.rotate(ttl="20s")  # overwrites the repository secret
     assert schedule.secret() == today.key.value
     assert logs_in(yesterday.key)  # the two keys overlap
-    sleep_past(yesterday.main.keys_json()[0]["expires_at"])
+    wait_past_expiry(world, schedule.repo.full_name, [yesterday.key.lease_id])
     assert world.sweep()["expired"] == 1
     role = yesterday.key.role or ""
     wait_for(lambda: not world.postgres.role_exists(role), what="yesterday's role dropped")
@@ -228,7 +229,7 @@ def test_a_rotated_repository_secret_outlives_its_run_until_its_ttl(world: World
     ]
     assert schedule.complete(today)["queued"] == 0
     # Today's key expires too: nothing newer wrote the secret, so it goes with its key.
-    sleep_past(today.main.keys_json()[0]["expires_at"])
+    wait_past_expiry(world, schedule.repo.full_name, [today.key.lease_id])
     assert world.sweep()["expired"] == 1
     wait_for(lambda: schedule.secret() is None, what="the repository secret deleted")
     wait_for(lambda: not world.postgres.role_exists(today.key.role or ""), what="role dropped")
