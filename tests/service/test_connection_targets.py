@@ -13,7 +13,6 @@ import hashlib
 import shutil
 import socket
 import subprocess
-import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import replace
@@ -35,6 +34,7 @@ from runkeys.providers.redis_acl import RedisAclProvider
 from tests.service.attack_kit import armed_service, ledger, register, run_worker
 from tests.service.conftest import GitHub, make_environ
 from tests.service.kit import Clock, identity, js, put, stored
+from tests.service.served import wait_for
 from tests.services import need, skip_or_fail
 
 # --- what a target is ----------------------------------------------------------------------
@@ -185,13 +185,16 @@ def second_redis(tmp_path: Path) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
+
+    def answers() -> bool:
+        try:
+            return bool(redis.Redis.from_url(url).ping())
+        except redis.ConnectionError:
+            assert process.poll() is None, "redis-server exited"
+            return False
+
     try:
-        for _ in range(100):
-            try:
-                redis.Redis.from_url(url).ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
+        wait_for(answers, what=f"redis-server on port {port}")
         yield url
     finally:
         process.terminate()

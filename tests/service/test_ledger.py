@@ -224,8 +224,14 @@ def test_replicas_starting_together_migrate_once() -> None:
 
     with postgres_database() as url:
         ledgers = [Ledger.open(url, migrate_schema=False) for _ in range(4)]
-        with ThreadPoolExecutor(4) as pool:
-            applied = list(pool.map(lambda ledger: migrate(ledger.engine), ledgers))
+        together = threading.Barrier(len(ledgers), timeout=30)
+
+        def start(ledger: Ledger) -> list[int]:
+            together.wait()  # none migrates before all four are running
+            return migrate(ledger.engine)
+
+        with ThreadPoolExecutor(len(ledgers)) as pool:
+            applied = list(pool.map(start, ledgers))
         assert sorted(map(len, applied)) == [0, 0, 0, len(MIGRATIONS)]
         for ledger in ledgers:
             ledger.close()
