@@ -8,9 +8,10 @@ import json
 import operator
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
+from werkzeug.wrappers import Response
 
 from handler.ledger import Ledger, tables
 from handler.ledger.history import history
@@ -205,10 +207,29 @@ def test_the_life_of_a_lease_under_gunicorn(
     ledger.close()
 
 
+@dataclass
+class HeldIssuer(TokenIssuer):
+    """Answers the first `answered` revocations, then holds each until `released`: a kill
+    then lands while a worker is mid-revocation, whatever the scheduler does. A held one goes
+    through once released, as a revocation whose caller died before the answer."""
+
+    answered: int = 10
+    released: threading.Event = field(default_factory=threading.Event)
+    calls: int = 0
+
+    def _revoke(self, token_id: str) -> Response:
+        with self.lock:
+            self.calls += 1
+            held = self.calls > self.answered
+        if held:
+            self.released.wait(60)
+        return super()._revoke(token_id)
+
+
 def test_killed_mid_revocation_every_lease_ends_revoked_once(
     sandbox: tuple[Sandbox, App], github: GitHub, tmp_path: Path
 ) -> None:
-    tokens = TokenIssuer(revoke_delay=0.05)
+    tokens = HeldIssuer()
     server = WsgiServer(tokens)
     url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
     env = service_env(
@@ -236,11 +257,13 @@ def test_killed_mid_revocation_every_lease_ends_revoked_once(
             f"{served.url}/webhook", "workflow_run", payload, app=github.app
         )
         assert delivered.json()["queued"] == 60
-        wait_for(lambda: len(tokens.revoked) >= 10, what="some revocations")
+        wait_for(lambda: tokens.calls > tokens.answered, what="a revocation held")
+        assert len(tokens.revoked) == tokens.answered
     finally:
         served.kill()
+        tokens.released.set()
     done_before = list(states(ledger, ids).values()).count("revoked")
-    assert 0 < done_before < 60, "the kill must land mid-revocation"
+    assert 0 < done_before <= tokens.answered, "the kill must land mid-revocation"
     restarted = Served(env, tmp_path / "second.log", workers=1)
     try:
         wait_for(
@@ -339,15 +362,20 @@ def _two_turns_after(pid: int, since: float) -> None:
     """Until worker `pid` has gone round its loop twice after `since`. A worker handles a
     signal on its loop's thread before it goes round again: one that would stop it never
     beats twice more."""
+    seen = [since]
 
-    def beat_after(moment: float) -> bool:
+    def beat_after_last() -> bool:
         beat = _beat(pid)
         assert beat >= 0, f"worker {pid} exited (or holds no heartbeat file)"
-        return beat > moment
+        # A heartbeat is a reading of this same monotonic clock, so never ahead of it: the
+        # file's mtime has been seen to hold a wall-clock time for a moment.
+        if seen[-1] < beat <= time.monotonic():
+            seen.append(beat)
+            return True
+        return False
 
-    wait_for(lambda: beat_after(since), what=f"worker {pid}'s heartbeat")
-    first = _beat(pid)
-    wait_for(lambda: beat_after(first), what=f"worker {pid}'s next heartbeat")
+    wait_for(beat_after_last, what=f"worker {pid}'s heartbeat")
+    wait_for(beat_after_last, what=f"worker {pid}'s next heartbeat")
 
 
 def _beat(pid: int) -> float:
