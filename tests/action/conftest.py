@@ -1,5 +1,5 @@
 """The world an action step runs in: the sandbox GitHub with a repository and an installed App,
-a stand-in lease service, and a step whose files live in a temporary directory."""
+the real lease service (in this process), and a step whose files live in a temporary directory."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from runkeys.sandbox import RunClaims, Sandbox
 from runkeys.sandbox.state import App, Installation, Repository
 from tests.action.harness import Step
-from tests.action.lease_service import LeaseService
+from tests.action.service import AUDIENCE, Service
 
 REPOSITORY = "octo/app"
 RUN_ID = 4242
@@ -57,16 +57,15 @@ def github(tmp_path: Path) -> Iterator[GitHub]:
 
 
 @pytest.fixture
-def service(github: GitHub) -> Iterator[LeaseService]:
-    """A lease service trusting the sandbox's OIDC issuer; the step gets its URL and the
-    runner's OIDC variables for this run."""
-    audience = "https://runkeys.test"
-    stand_in = LeaseService(issuer=github.sandbox.oidc_issuer_url, audience=audience)
+def service(github: GitHub, tmp_path: Path) -> Iterator[Service]:
+    """The runkeys service, as the App's operator runs it, trusting the sandbox's OIDC issuer;
+    the step gets its URL and the runner's OIDC variables for this run."""
+    served = Service(github.sandbox, github.app, tmp_path / "service")
     claims = RunClaims(repository=REPOSITORY, repository_id=github.repo.id, run_id=RUN_ID)
     github.step.base_env.update(github.sandbox.runner_oidc_env(claims))
-    github.step.base_env["INPUT_SERVICE-URL"] = stand_in.url
-    github.step.base_env["INPUT_AUDIENCE"] = audience
+    github.step.base_env["INPUT_SERVICE-URL"] = served.url
+    github.step.base_env["INPUT_AUDIENCE"] = AUDIENCE
     try:
-        yield stand_in
+        yield served
     finally:
-        stand_in.stop()
+        served.stop()

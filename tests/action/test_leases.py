@@ -3,19 +3,42 @@ is delivered; retried briefly on 5xx; a 4xx is a clear error that rolls everythi
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import requests
 
 from runkeys.errors import ConfigError, LeaseServiceError
 from runkeys.lease_client import LeaseClient, RetireOutcome
-from runkeys.leases import fingerprint
+from runkeys.leases import LeaseRequest, LeaseState, Lifetime, SecretTarget
 from runkeys.oidc import RunnerOIDC
 from runkeys.retrying import Retrying
 from runkeys.sandbox import RunClaims
 from tests.action.conftest import GitHub
-from tests.action.lease_service import LeaseService
+from tests.action.service import AUDIENCE, Service
+
+
+def fresh_lease(name: str) -> LeaseRequest:
+    """A random key's lease as the action registers it now; its reference written out as the
+    random provider mints it: `random:rk_<16 hex of the id's SHA-256>_<name, lower case>`."""
+    lease_id = uuid.uuid4().hex
+    digest = hashlib.sha256(lease_id.encode()).hexdigest()[:16]
+    now = datetime.now(UTC)
+    return LeaseRequest(
+        id=lease_id,
+        key_name=name,
+        provider="random",
+        reference=f"random:rk_{digest}_{name.lower()}",
+        fingerprint="0" * 64,
+        lifetime=Lifetime.RUN,
+        issued_at=now,
+        expires_at=now + timedelta(hours=1),
+    )
+
 
 KEYS = (
     "API_TOKEN: {provider: random, ttl: 30m, lifetime: run}\n"
@@ -24,34 +47,28 @@ KEYS = (
 
 
 def test_every_lease_is_registered_before_any_value_is_delivered(
-    github: GitHub, service: LeaseService
+    github: GitHub, service: Service
 ) -> None:
     run = github.step.run(github.app_inputs(keys=KEYS, environment="ci-run-{run_id}"))
     assert run.returncode == 0, run.lines
-    (registration,) = service.received
-    assert registration.path == "/v1/leases"
-    assert registration.status == 201
-    # The service learns repository and run from the verified token, not the body.
-    assert registration.claims is not None
-    assert registration.claims["repository"] == "octo/app"
-    assert registration.claims["run_id"] == "4242"
-    leases = {lease["key_name"]: lease for lease in registration.body["leases"]}
-    assert set(leases) == {"API_TOKEN", "SESSION_KEY"}
-    token = leases["API_TOKEN"]
-    assert token["fingerprint"] == fingerprint(run.env["API_TOKEN"])
-    assert token["lifetime"] == "run"
-    assert token["provider"] == "random"
-    assert token["secret"] == {
-        "repository": "octo/app",
-        "name": "API_TOKEN",
-        "environment": "ci-run-4242",
-    }
-    assert token["environment_created"] is True
-    assert {k["lease_id"] for k in run.keys_json()} == {t["id"] for t in leases.values()}
-    # No value in what the service was sent, and the token was masked like a value.
+    assert service.faults.answered == [("/v1/leases", 201)]
+    stored = service.leases()
+    assert set(stored) == {"API_TOKEN", "SESSION_KEY"}
+    token = stored["API_TOKEN"]
+    # The service took repository and run from the verified token.
+    assert (token.repository, token.repository_id, token.run_id) == ("octo/app", 1296269, 4242)
+    assert token.state is LeaseState.ACTIVE
+    assert token.fingerprint == hashlib.sha256(run.env["API_TOKEN"].encode()).hexdigest()
+    assert token.lifetime is Lifetime.RUN
+    assert token.provider == "random"
+    assert token.secret == SecretTarget("octo/app", "API_TOKEN", "ci-run-4242")
+    assert stored["SESSION_KEY"].lifetime is Lifetime.JOB
+    assert {k["lease_id"] for k in run.keys_json()} == {lease.id for lease in stored.values()}
+    # No value in the ledger, and the token was masked like a value.
     run.assert_nowhere(run.env.values())
-    for value in run.env.values():
-        assert value not in json.dumps(registration.body)
+    for lease in stored.values():
+        for value in run.env.values():
+            assert value not in json.dumps(lease.to_json())
     assert "Leases are registered with the runkeys service" in run.summary
     assert run.annotations("warning") == []
     # Registered before delivery: the PUTs of the secrets came after the registration.
@@ -61,48 +78,91 @@ def test_every_lease_is_registered_before_any_value_is_delivered(
 
 
 def test_the_oidc_token_is_masked_and_fresh_for_every_attempt(
-    github: GitHub, service: LeaseService
+    github: GitHub, service: Service
 ) -> None:
-    service.fail("/v1/leases", 503, times=2)
+    """The service stores the leases twice over, but its answers are lost on the way: each
+    retry carries a new token, as the service accepts a token once."""
+    service.faults.fail("/v1/leases", 502, times=2, after=True)
     run = github.step.run(github.app_inputs(keys=KEYS))
-    assert run.returncode == 0, run.lines
-    statuses = [r.status for r in service.received]
-    assert statuses == [503, 503, 201]  # the stand-in refuses a token it has seen (jti)
+    assert run.returncode == 0, [*run.lines, run.stderr]
+    assert service.faults.statuses("/v1/leases") == [502, 502, 200]
+    assert {lease.state for lease in service.leases().values()} == {LeaseState.ACTIVE}
     oidc_calls = [r for r in github.sandbox.requests if r.path.endswith("/idtoken")]
     assert len(oidc_calls) == 3
     tokens = [r.response_body["value"] for r in oidc_calls]
+    assert len(set(tokens)) == 3
     assert set(tokens) <= set(run.masks)
     assert oidc_calls[0].query["audience"] == "https://runkeys.test"
 
 
 def test_a_refusal_is_a_clear_error_and_nothing_is_left(
-    github: GitHub, service: LeaseService
+    github: GitHub, service: Service, tmp_path: Path
 ) -> None:
-    service.fail("/v1/leases", 403, body={"error": "forbidden", "message": "repo not allowed"})
-    run = github.step.run(github.app_inputs(keys=KEYS, environment="ci-run-{run_id}"))
+    """A service whose App is not installed on the repository refuses its leases."""
+    stranger = Service(github.sandbox, github.sandbox.add_app(), tmp_path / "other")
+    try:
+        run = github.step.run(
+            github.app_inputs(
+                keys=KEYS, environment="ci-run-{run_id}", **{"service-url": stranger.url}
+            )
+        )
+    finally:
+        stranger.stop()
     assert run.returncode == 1
     (error,) = run.annotations("error")
     assert error[0] == "runkeys: Lease service error"
-    assert "403" in error[1]
-    assert "forbidden: repo not allowed" in error[1]
-    # A 4xx is not retried, and registered nothing: the service is not told of a rollback.
-    assert [r.path for r in service.received] == ["/v1/leases"]
+    assert "answered 403 while registering leases" in error[1]
+    assert "not_installed: The runkeys GitHub App is not installed on octo/app" in error[1]
+    # A 4xx is not retried, and registered nothing.
+    assert stranger.faults.answered[0] == ("/v1/leases", 403)
+    assert stranger.leases() == {}
     assert [c for c in github.writes() if "/environments/" in c] == []  # nothing written
     assert run.env == {}
     assert any("Rolling back 2 minted key(s)" in w for _, w in run.annotations("warning"))
 
 
-def test_a_service_that_stays_down_fails_the_step_after_a_few_tries(
-    github: GitHub, service: LeaseService
+def test_a_ttl_beyond_the_services_maximum_is_refused_clearly(
+    github: GitHub, service: Service
 ) -> None:
-    service.fail("/v1/leases", 500, times=4)
+    """The step may allow longer keys than the service; the service's limit wins, and the
+    step says whose limit it is before anything is delivered."""
+    keys = "LONG_TOKEN: {provider: random, ttl: 48h, lifetime: ttl}\n"
+    inputs = github.app_inputs(keys=keys, environment="ci-run-{run_id}", **{"max-ttl": "72h"})
+    run = github.step.run(inputs)
+    assert run.returncode == 1
+    ((title, message),) = run.annotations("error")
+    assert title == "runkeys: Lease service error"
+    assert "answered 422 while registering leases: ttl_too_long:" in message
+    assert "beyond this service's maximum TTL of 1d from now" in message
+    assert service.leases() == {}
+    assert github.sandbox.environment_names(github.repo) == []
+    assert run.env == {}
+
+
+def test_a_service_that_stays_down_fails_the_step_after_a_few_tries(
+    github: GitHub, service: Service
+) -> None:
+    """Each attempt was stored, but no answer came back: the rollback retires the leases."""
+    service.faults.fail("/v1/leases", 500, times=4, after=True)
     run = github.step.run(github.app_inputs(keys=KEYS))
     assert run.returncode == 1
     assert "500" in run.annotations("error")[0][1]
-    assert [r.path for r in service.received].count("/v1/leases") == 4
-    # The last attempt may have been stored: the rollback reports the leases retired.
-    (retired,) = service.bodies("/v1/leases/retire")
-    assert sorted(item["outcome"] for item in retired["leases"]) == ["revoked", "revoked"]
+    assert service.faults.statuses("/v1/leases") == [500, 500, 500, 500]
+    assert service.faults.statuses("/v1/leases/retire") == [200]
+    stored = service.leases()
+    assert set(stored) == {"API_TOKEN", "SESSION_KEY"}
+    assert {lease.state for lease in stored.values()} == {LeaseState.REVOKED}
+    assert not any("Rollback could not" in w for _, w in run.annotations("warning"))
+
+
+def test_a_service_that_refuses_connections_is_named(github: GitHub, service: Service) -> None:
+    service.refuse_connections()
+    run = github.step.run(github.app_inputs(keys=KEYS, environment="ci-run-{run_id}"))
+    assert run.returncode == 1
+    ((_, message),) = run.annotations("error")
+    assert f"could not reach the lease service at {service.url} while registering" in message
+    assert service.leases() == {}
+    assert github.sandbox.environment_names(github.repo) == []
 
 
 def test_without_id_token_permission_the_error_shows_the_yaml(github: GitHub) -> None:
@@ -128,21 +188,24 @@ def test_the_runner_refusing_a_token_is_explained(github: GitHub) -> None:
         RunnerOIDC(None, None, "aud")
 
 
-def test_reposting_the_same_leases_is_idempotent(github: GitHub, service: LeaseService) -> None:
+def test_reposting_the_same_leases_is_idempotent(github: GitHub, service: Service) -> None:
     claims = RunClaims(repository="octo/app", repository_id=github.repo.id, run_id=1)
     env = github.sandbox.runner_oidc_env(claims)
     oidc = RunnerOIDC(
-        env["ACTIONS_ID_TOKEN_REQUEST_URL"], env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"], service.audience
+        env["ACTIONS_ID_TOKEN_REQUEST_URL"], env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"], AUDIENCE
     )
     client = LeaseClient(service.url, oidc.token, retrying=Retrying(backoff=0.01))
-    from tests.action.test_issuance import lease_request
-
-    leases = [lease_request("A"), lease_request("B")]
+    leases = [fresh_lease("A"), fresh_lease("B")]
     assert [r.id for r in client.register(leases)] == [lease.id for lease in leases]
     assert [r.id for r in client.register(leases)] == [lease.id for lease in leases]
-    assert [r.status for r in service.received] == [201, 200]
+    assert service.faults.statuses("/v1/leases") == [201, 200]
+    assert sorted(service.leases()) == ["A", "B"]
     client.retire([RetireOutcome(leases[0].id, "failed", "x" * 500)])
-    assert len(service.retired[leases[0].id]["error"]) <= 200
+    failed = service.leases()["A"]
+    assert failed.state is LeaseState.REVOKING
+    assert failed.last_error is not None
+    assert failed.last_error.startswith("x" * 150)
+    assert len(failed.last_error) <= 200  # cut by the action before it is sent
 
 
 def test_an_unreachable_service_is_named(github: GitHub) -> None:

@@ -11,9 +11,10 @@ import pytest
 from action_src.post import _revoke_one
 from action_src.workflow import Workflow
 from runkeys.lease_client import RetireOutcome
+from runkeys.leases import LeaseState
 from tests.action.conftest import GitHub
 from tests.action.harness import Run, Step
-from tests.action.lease_service import LeaseService
+from tests.action.service import Service
 from tests.action.test_issuance import FakeRegistry, Flaky, lease_request
 
 JOB_KEYS = (
@@ -35,7 +36,7 @@ def main_then_post(github: GitHub, inputs: dict[str, str]) -> tuple[Run, Run]:
 
 
 def test_job_keys_are_retired_and_the_created_environment_removed(
-    github: GitHub, service: LeaseService
+    github: GitHub, service: Service
 ) -> None:
     main, post = main_then_post(github, {"keys": JOB_KEYS, "environment": "ci-run-{run_id}"})
     assert github.calls() == [
@@ -49,11 +50,14 @@ def test_job_keys_are_retired_and_the_created_environment_removed(
     assert github.sandbox.environment_names(github.repo) == []
     assert "SESSION_KEY: revoked and deleted its secret." in post.lines
     assert "Deleted environment ci-run-4242, which runkeys had created." in post.lines
-    (report,) = service.bodies("/v1/leases/retire")
-    registered = service.bodies("/v1/leases")[0]["leases"]
-    assert {i["id"]: i["outcome"] for i in report["leases"]} == {
-        lease["id"]: "revoked" for lease in registered
-    }
+    assert service.faults.statuses("/v1/leases/retire") == [200]
+    stored = service.leases()
+    assert sorted(stored) == ["SESSION_KEY", "SIGNING_SECRET"]
+    for lease in stored.values():
+        assert (lease.state, lease.retire_reason) == (
+            LeaseState.REVOKED,
+            "post-step: retired by the job",
+        )
     assert post.annotations("warning") == []
     post.assert_nowhere(main.env.values(), except_job_files=False)
 
@@ -81,7 +85,7 @@ def expire(main: Run) -> dict[str, str]:
     return {"STATE_leases": json.dumps(state)}
 
 
-def test_expired_keys_are_left_to_the_service(github: GitHub, service: LeaseService) -> None:
+def test_expired_keys_are_left_to_the_service(github: GitHub, service: Service) -> None:
     inputs = github.app_inputs(keys=JOB_KEYS, **{"repository-secrets": "true"})
     main = github.step.run(inputs)
     github.sandbox.clear_requests()
@@ -91,7 +95,8 @@ def test_expired_keys_are_left_to_the_service(github: GitHub, service: LeaseServ
     assert post.returncode == 0
     assert any("expired at 2020-01-01" in line for line in post.lines)
     assert github.writes() == []
-    assert service.bodies("/v1/leases/retire") == []
+    assert service.faults.statuses("/v1/leases/retire") == []
+    assert {lease.state for lease in service.leases().values()} == {LeaseState.ACTIVE}
 
 
 def test_expired_keys_are_still_retired_without_a_service(github: GitHub) -> None:
@@ -104,9 +109,10 @@ def test_expired_keys_are_still_retired_without_a_service(github: GitHub) -> Non
     assert github.sandbox.secret_names(github.repo) == []
 
 
-def test_failures_only_warn_and_are_reported(github: GitHub, service: LeaseService) -> None:
-    """The stand-in service answers as a service older than `secret_kept_for` does: every
-    secret is deleted. One delete fails after the report: a second report says so."""
+def test_failures_only_warn_and_are_reported(github: GitHub, service: Service) -> None:
+    """No newer run wrote these secrets, so the service lets the post step delete both. One
+    delete fails after the report: a second report says so, and the service takes that
+    secret over."""
     inputs = github.app_inputs(keys=JOB_KEYS, environment="ci-run-{run_id}")
     main = github.step.run(inputs)
     github.sandbox.inject_fault("DELETE", r"/secrets/SESSION_KEY$", status=500, times=None)
@@ -118,25 +124,24 @@ def test_failures_only_warn_and_are_reported(github: GitHub, service: LeaseServi
     assert "SIGNING_SECRET: revoked and deleted its secret." in post.lines
     # The environment is kept: a key in it could not be retired.
     assert github.sandbox.environment_names(github.repo) == ["ci-run-4242"]
-    revoked, failed = service.bodies("/v1/leases/retire")
-    by_name = {
-        lease["key_name"]: lease["id"] for lease in service.bodies("/v1/leases")[0]["leases"]
-    }
-    assert revoked["leases"] == [
-        {"id": by_name[name], "outcome": "revoked", "secret_pending": True}
-        for name in ("SESSION_KEY", "SIGNING_SECRET")
-    ]
-    (item,) = failed["leases"]
-    assert (item["id"], item["outcome"]) == (by_name["SESSION_KEY"], "failed")
-    assert "500" in item["error"]
+    assert service.faults.statuses("/v1/leases/retire") == [200, 200]
+    stored = service.leases()
+    assert stored["SIGNING_SECRET"].state is LeaseState.REVOKED
+    failed = stored["SESSION_KEY"]
+    assert (failed.state, failed.retire_reason) == (
+        LeaseState.REVOKING,
+        "post-step: could not delete its secret",
+    )
+    assert failed.last_error is not None
+    assert "500" in failed.last_error
 
 
-def test_a_service_that_is_down_only_warns(github: GitHub, service: LeaseService) -> None:
+def test_a_service_that_is_down_only_warns(github: GitHub, service: Service) -> None:
     """Unasked, the service cannot say which secrets a newer run wrote: they are deleted by
     name, as without a service, and the warning says so."""
     inputs = github.app_inputs(keys=JOB_KEYS, environment="ci-run-{run_id}")
     main = github.step.run(inputs)
-    service.fail("/v1/leases/retire", 500, times=4)
+    service.faults.fail("/v1/leases/retire", 500, times=4)
     post = github.step.run(inputs, extra_env=github.step.post_env(main), post=True)
     assert post.returncode == 0
     (warning,) = post.annotations("warning")
@@ -144,6 +149,8 @@ def test_a_service_that_is_down_only_warns(github: GitHub, service: LeaseService
     assert "Its secrets are deleted by name" in warning[1]
     assert "SESSION_KEY: revoked and deleted its secret." in post.lines
     assert github.sandbox.environment_names(github.repo) == []
+    # Never told, the service still holds them live: its worker retires them when the run ends.
+    assert {lease.state for lease in service.leases().values()} == {LeaseState.ACTIVE}
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from runkeys.leases import LeaseState
 from tests.action.conftest import GitHub
 from tests.action.harness import Run
-from tests.action.lease_service import LeaseService
+from tests.action.service import Service
 
 KEYS = (
     "API_TOKEN: {provider: random, lifetime: run}\n"
@@ -19,7 +20,7 @@ KEYS = (
 ENV = "/repos/octo/app/environments/ci-run-4242"
 
 
-def assert_rolled_back(run: Run, github: GitHub, service: LeaseService, cause: str) -> None:
+def assert_rolled_back(run: Run, github: GitHub, service: Service, cause: str) -> None:
     assert run.returncode == 1
     (error,) = run.annotations("error")
     assert cause in error[1], error[1]
@@ -36,16 +37,15 @@ def assert_rolled_back(run: Run, github: GitHub, service: LeaseService, cause: s
         "leases": [],
     }
     # The service registered the leases and was told they are retired.
-    registered = {lease["id"] for lease in service.bodies("/v1/leases")[0]["leases"]}
-    (retired,) = service.bodies("/v1/leases/retire")
-    assert {item["id"]: item["outcome"] for item in retired["leases"]} == dict.fromkeys(
-        registered, "revoked"
-    )
+    assert service.faults.statuses("/v1/leases/retire") == [200]
+    stored = service.leases()
+    assert sorted(stored) == ["API_TOKEN", "SIGNING_SECRET"]
+    assert {lease.state for lease in stored.values()} == {LeaseState.REVOKED}
     # Values were masked before anything else, and appear nowhere they should not.
     assert len(run.masks) >= 2
 
 
-def test_a_secret_put_that_keeps_failing(github: GitHub, service: LeaseService) -> None:
+def test_a_secret_put_that_keeps_failing(github: GitHub, service: Service) -> None:
     github.sandbox.inject_fault("PUT", r"/secrets/SIGNING_SECRET$", status=502, times=None)
     run = github.step.run(github.app_inputs(keys=KEYS, environment="ci-run-{run_id}"))
     assert_rolled_back(run, github, service, "502 while writing secret SIGNING_SECRET")
@@ -55,7 +55,7 @@ def test_a_secret_put_that_keeps_failing(github: GitHub, service: LeaseService) 
     assert calls[-2:] == [f"DELETE {ENV}/secrets/API_TOKEN", f"DELETE {ENV}"]
 
 
-def test_creating_the_environment_fails(github: GitHub, service: LeaseService) -> None:
+def test_creating_the_environment_fails(github: GitHub, service: Service) -> None:
     refusal = {
         "message": "Validation Failed",
         "documentation_url": "https://docs.github.com/rest/deployments/environments"
@@ -68,21 +68,21 @@ def test_creating_the_environment_fails(github: GitHub, service: LeaseService) -
     assert not any("/secrets/" in call for call in github.writes())
 
 
-def test_reading_the_new_environments_key_fails(github: GitHub, service: LeaseService) -> None:
+def test_reading_the_new_environments_key_fails(github: GitHub, service: Service) -> None:
     github.sandbox.inject_fault("GET", r"/secrets/public-key$", status=500, times=None)
     run = github.step.run(github.app_inputs(keys=KEYS, environment="ci-run-{run_id}"))
     assert_rolled_back(run, github, service, "500 while reading the secrets' public key")
     assert github.calls()[-1] == f"DELETE {ENV}"
 
 
-def test_the_service_failing_to_register(github: GitHub, service: LeaseService) -> None:
-    service.fail("/v1/leases", 500, times=4)
+def test_the_service_failing_to_register(github: GitHub, service: Service) -> None:
+    service.faults.fail("/v1/leases", 500, times=4, after=True)  # stored, answers lost
     run = github.step.run(github.app_inputs(keys=KEYS, environment="ci-run-{run_id}"))
     assert_rolled_back(run, github, service, "answered 500 while registering leases")
     assert github.writes() == [f"POST /app/installations/{github.installation.id}/access_tokens"]
 
 
-def test_an_unwritable_github_env(github: GitHub, service: LeaseService, tmp_path: Path) -> None:
+def test_an_unwritable_github_env(github: GitHub, service: Service, tmp_path: Path) -> None:
     run = github.step.run(
         github.app_inputs(keys=KEYS, environment="ci-run-{run_id}"),
         extra_env={"GITHUB_ENV": str(tmp_path / "gone" / "env")},
@@ -97,7 +97,7 @@ def test_an_unwritable_github_env(github: GitHub, service: LeaseService, tmp_pat
 
 
 def test_a_cleanup_failure_warns_and_leaves_the_key_to_the_post_step(
-    github: GitHub, service: LeaseService, tmp_path: Path
+    github: GitHub, service: Service, tmp_path: Path
 ) -> None:
     github.sandbox.inject_fault("DELETE", r"/secrets/API_TOKEN$", status=500, times=None)
     run = github.step.run(
@@ -113,9 +113,10 @@ def test_a_cleanup_failure_warns_and_leaves_the_key_to_the_post_step(
     assert github.secret("API_TOKEN") is not None  # still there: the delete kept failing
     state = json.loads(run.state["leases"])
     assert [lease["key_name"] for lease in state["leases"]] == ["API_TOKEN"]
-    (retired,) = service.bodies("/v1/leases/retire")
-    outcomes = {item["outcome"] for item in retired["leases"]}
-    assert outcomes == {"revoked", "failed"}
+    stored = service.leases()
+    assert stored["SIGNING_SECRET"].state is LeaseState.REVOKED
+    assert stored["API_TOKEN"].state is LeaseState.REVOKING  # the service's worker takes over
+    assert "500" in (stored["API_TOKEN"].last_error or "")
     # The post step tries again, and succeeds once GitHub does.
     github.sandbox.clear_faults()
     post = github.step.run(
@@ -126,3 +127,4 @@ def test_a_cleanup_failure_warns_and_leaves_the_key_to_the_post_step(
     assert post.returncode == 0
     assert "API_TOKEN: revoked and deleted its secret." in post.lines
     assert github.secret("API_TOKEN") is None
+    assert service.leases()["API_TOKEN"].state is LeaseState.REVOKED

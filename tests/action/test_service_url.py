@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.action.conftest import GitHub
-from tests.action.lease_service import LeaseService
+from tests.action.service import Service
 
 KEYS = "A: {provider: random, ttl: 10m, lifetime: run}"
 
@@ -22,7 +24,7 @@ KEYS = "A: {provider: random, ttl: 10m, lifetime: run}"
     ],
 )
 def test_plain_http_elsewhere_is_refused_before_anything_is_minted(
-    github: GitHub, service: LeaseService, url: str
+    github: GitHub, service: Service, url: str
 ) -> None:
     run = github.step.run({"keys": KEYS, "service-url": url})
     assert run.returncode == 1
@@ -34,7 +36,7 @@ def test_plain_http_elsewhere_is_refused_before_anything_is_minted(
     assert run.masks == []  # no key minted, no token asked for
     assert run.env == {}
     assert [r.path for r in github.sandbox.requests] == []
-    assert service.received == []
+    assert service.faults.answered == []
 
 
 @pytest.mark.parametrize(
@@ -47,14 +49,15 @@ def test_plain_http_elsewhere_is_refused_before_anything_is_minted(
     ],
 )
 def test_plain_http_on_loopback_is_used(
-    github: GitHub, service: LeaseService, host: str, url_host: str
+    github: GitHub, service: Service, tmp_path: Path, host: str, url_host: str
 ) -> None:
-    own = LeaseService(issuer=service.issuer, audience=service.audience, host=host)
+    own = Service(github.sandbox, github.app, tmp_path / "own", host=host)
     port = own.url.rpartition(":")[2]
     try:
         run = github.step.run({"keys": KEYS, "service-url": f"http://{url_host}:{port}"})
+        assert run.returncode == 0, run.annotations("error")
+        assert own.faults.answered == [("/v1/leases", 201)]
+        assert sorted(own.leases()) == ["A"]
     finally:
         own.stop()
-    assert run.returncode == 0, run.annotations("error")
-    assert [r.path for r in own.received] == ["/v1/leases"]
-    assert service.received == []
+    assert service.faults.answered == []

@@ -190,13 +190,14 @@ class _Quiet(WSGIRequestHandler):
 
 
 class WsgiServer:
-    """A WSGI callable on a free loopback port, in a daemon thread."""
+    """A WSGI callable on a free loopback port (of `host`), in a daemon thread."""
 
-    def __init__(self, app: Callable[..., Any]) -> None:
+    def __init__(self, app: Callable[..., Any], *, host: str = "127.0.0.1") -> None:
         self.server: BaseWSGIServer = make_server(
-            "127.0.0.1", 0, app, threaded=True, request_handler=_Quiet
+            host, 0, app, threaded=True, request_handler=_Quiet
         )
-        self.url = f"http://127.0.0.1:{self.server.port}"
+        where = f"[{host}]" if ":" in host else host
+        self.url = f"http://{where}:{self.server.port}"
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
