@@ -5,7 +5,8 @@ runner (`runkeys.oidc.RunnerOIDC`).
 The service takes repository, run, attempt, environment and ref from the verified token, never
 from the body. A token is fetched for every attempt: the service keeps a `jti` replay guard, so a
 token it has seen once (even on a request that then failed) would be refused the second time.
-Lease ids are made by the action, so re-posting after a lost answer cannot lease twice.
+Lease ids are made by the action, so re-posting after a lost answer cannot lease twice. A 5xx or
+429 (from the service or a proxy in front of it) is tried again, after its `Retry-After` if any.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from runkeys.errors import LeaseServiceError
 from runkeys.leases import LeaseRequest
 from runkeys.retrying import Retrying
 from runkeys.scrub import short
+
+RETRY_AFTER_CAP = 60.0  # seconds: longer than that, the step fails and says why
 
 
 @dataclass(frozen=True)
@@ -135,11 +138,24 @@ class LeaseClient:
                     ) from None
                 self._retrying.wait(attempt)
                 continue
-            if response.status_code >= 500 and not last:
-                self._retrying.wait(attempt)
+            if (response.status_code >= 500 or response.status_code == 429) and not last:
+                asked = _retry_after(response)
+                if asked is None:
+                    self._retrying.wait(attempt)
+                else:
+                    self._retrying.sleep(asked)
                 continue
             return _answer(response, doing)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """The wait a 429 or 503 asks for in whole seconds (RFC 9110 `Retry-After`), capped so a
+    step does not hang; None when it names none (or an HTTP date: the usual backoff then)."""
+    raw = response.headers.get("Retry-After", "").strip()
+    if not raw.isdigit():
+        return None
+    return min(float(raw), RETRY_AFTER_CAP)
 
 
 def _answer(response: requests.Response, doing: str) -> dict[str, Any]:
@@ -161,6 +177,11 @@ def _answer(response: requests.Response, doing: str) -> dict[str, Any]:
         )
     elif status == 403:
         fix = "the service does not accept leases from this repository; ask its operator"
+    elif status == 429:
+        fix = (
+            "the lease service (or a proxy in front of it) is limiting the rate of requests; "
+            "re-run the job later (runkeys waited and retried already)"
+        )
     elif 400 <= status < 500:
         fix = "the service refused the request's content; the message above says which part"
     else:

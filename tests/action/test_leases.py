@@ -1,5 +1,6 @@
 """Leases: registered with the service, authenticated by the job's OIDC token, before any value
-is delivered; retried briefly on 5xx; a 4xx is a clear error that rolls everything back."""
+is delivered; retried briefly on 5xx and 429; another 4xx is a clear error that rolls everything
+back."""
 
 from __future__ import annotations
 
@@ -215,3 +216,42 @@ def test_an_unreachable_service_is_named(github: GitHub) -> None:
     with pytest.raises(LeaseServiceError, match="could not reach the lease service"):
         client.register([])
     assert requests  # the client speaks requests; nothing else is patched
+
+
+def test_a_429_is_retried_after_the_wait_it_asks_for(github: GitHub, service: Service) -> None:
+    """A proxy in front of the service limits the rate: the client waits what `Retry-After`
+    says (up to a minute, so a step does not hang), then registers."""
+    claims = RunClaims(repository="octo/app", repository_id=github.repo.id, run_id=2)
+    env = github.sandbox.runner_oidc_env(claims)
+    oidc = RunnerOIDC(
+        env["ACTIONS_ID_TOKEN_REQUEST_URL"], env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"], AUDIENCE
+    )
+    waits: list[float] = []
+    client = LeaseClient(
+        service.url, oidc.token, retrying=Retrying(backoff=0.5, sleep=waits.append)
+    )
+    service.faults.fail("/v1/leases", 429, retry_after="7")
+    service.faults.fail("/v1/leases", 429, retry_after="86400")
+    service.faults.fail("/v1/leases", 429)  # no Retry-After: the usual backoff, 3rd failure
+    lease = fresh_lease("A")
+    assert [r.id for r in client.register([lease])] == [lease.id]
+    assert waits == [7.0, 60.0, 2.0]
+    assert service.faults.statuses("/v1/leases") == [429, 429, 429, 201]
+    assert service.leases()["A"].state is LeaseState.ACTIVE
+
+
+def test_a_429_that_lasts_says_so(github: GitHub, service: Service) -> None:
+    claims = RunClaims(repository="octo/app", repository_id=github.repo.id, run_id=3)
+    env = github.sandbox.runner_oidc_env(claims)
+    oidc = RunnerOIDC(
+        env["ACTIONS_ID_TOKEN_REQUEST_URL"], env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"], AUDIENCE
+    )
+    waits: list[float] = []
+    client = LeaseClient(service.url, oidc.token, retrying=Retrying(attempts=2, sleep=waits.append))
+    service.faults.fail("/v1/leases", 429, times=2, retry_after="1")
+    with pytest.raises(LeaseServiceError) as raised:
+        client.register([fresh_lease("A")])
+    assert "answered 429 while registering leases" in raised.value.explain()
+    assert "limiting the rate of requests" in raised.value.explain()
+    assert waits == [1.0]
+    assert service.leases() == {}
