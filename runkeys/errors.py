@@ -112,10 +112,17 @@ class GitHubError(RunkeysError):
     title = "GitHub API error"
 
     def __init__(
-        self, cause: str, *, status: int | None = None, fix: str = "", docs: str = ""
+        self,
+        cause: str,
+        *,
+        status: int | None = None,
+        code: str = "",
+        fix: str = "",
+        docs: str = "",
     ) -> None:
         super().__init__(cause, fix=fix, docs=docs)
         self.status = status
+        self.code = code  # the service's `error` field, e.g. `lease_not_found`
 
     @property
     def retryable(self) -> bool:
@@ -128,10 +135,17 @@ class LeaseServiceError(RunkeysError):
     title = "Lease service error"
 
     def __init__(
-        self, cause: str, *, status: int | None = None, fix: str = "", docs: str = ""
+        self,
+        cause: str,
+        *,
+        status: int | None = None,
+        code: str = "",
+        fix: str = "",
+        docs: str = "",
     ) -> None:
         super().__init__(cause, fix=fix, docs=docs)
         self.status = status
+        self.code = code  # the service's `error` field, e.g. `lease_not_found`
 
 
 class AuthError(RunkeysError):

@@ -125,6 +125,7 @@ class _Held:
 class _Progress:
     held: list[_Held] = field(default_factory=list)
     registering: bool = False
+    registered: bool = False  # the service's answer listed every lease
     created_environment: str | None = None
     delivering: bool = False
 
@@ -172,6 +173,7 @@ def _issue(
             # A refusal (4xx) registered nothing; a 5xx or a lost answer may have.
             progress.registering = exc.status is None or exc.status >= 500
             raise
+        progress.registered = True
         job.progress(f"Registered {len(leases)} lease(s) with the runkeys service.")
     if scope is not None:
         _write_secrets(scope, deps.secrets, create_environment, progress, job)
@@ -320,10 +322,20 @@ def _rollback(progress: _Progress, deps: Collaborators, *, cause: str) -> None:
     if progress.delivering:
         _warn_on_failure(job, "remove the delivered variables", job.withdraw)
     if progress.registering and deps.leases is not None:
-        registrar = deps.leases
-        _warn_on_failure(job, "tell the service", lambda: registrar.retire(outcomes))
+        registrar, sure = deps.leases, progress.registered
+        _warn_on_failure(job, "tell the service", lambda: _tell(registrar, outcomes, sure=sure))
     # What could not be retired now is left for the post step to try again.
     _warn_on_failure(job, "save state", lambda: job.remember(unretired, environment_left))
+
+
+def _tell(registrar: LeaseRegistrar, outcomes: Sequence[RetireOutcome], *, sure: bool) -> None:
+    """Report the rollback. After a registration whose answer never came (`sure` False), the
+    service may never have stored the leases: its "no such lease" is then no failure."""
+    try:
+        registrar.retire(outcomes)
+    except LeaseServiceError as exc:
+        if sure or exc.code != "lease_not_found":
+            raise
 
 
 def _delete_created_environment(

@@ -186,6 +186,10 @@ def _answer(response: requests.Response, doing: str) -> dict[str, Any]:
         fix = "the service refused the request's content; the message above says which part"
     else:
         fix = "the lease service is failing; re-run the job later (runkeys retried already)"
+    code = str(data.get("error", "")) if isinstance(data, dict) else ""
     raise LeaseServiceError(
-        f"the lease service answered {status} while {doing}: {said}", status=status, fix=fix
+        f"the lease service answered {status} while {doing}: {said}",
+        status=status,
+        code=code,
+        fix=fix,
     )

@@ -82,6 +82,39 @@ def test_the_service_failing_to_register(github: GitHub, service: Service) -> No
     assert github.writes() == [f"POST /app/installations/{github.installation.id}/access_tokens"]
 
 
+def test_the_service_failing_before_it_stores_anything(github: GitHub, service: Service) -> None:
+    """After a registration that may or may not have been stored, the rollback tells the
+    service; "no such lease" is then the expected answer, not a failure to warn about."""
+    service.faults.fail("/v1/leases", 500, times=4)  # a proxy's 500s: the service saw nothing
+    run = github.step.run(github.app_inputs(keys=KEYS, environment="ci-run-{run_id}"))
+    assert run.returncode == 1
+    (error,) = run.annotations("error")
+    assert "answered 500 while registering leases" in error[1]
+    warnings = [message for _, message in run.annotations("warning")]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("Rolling back 2 minted key(s) because: ")
+    assert service.faults.statuses("/v1/leases/retire") == [404]
+    assert service.leases() == {}
+    assert github.sandbox.environment_names(github.repo) == []
+    assert run.env == {}
+
+
+def test_a_rollback_the_service_cannot_take_is_warned_about(
+    github: GitHub, service: Service
+) -> None:
+    """Unsure whether the leases were stored, any answer but "no such lease" is still a
+    failure to tell the service: the leases may be live there."""
+    service.faults.fail("/v1/leases", 500, times=4)
+    service.faults.fail("/v1/leases/retire", 503, times=4)
+    run = github.step.run(github.app_inputs(keys=KEYS, environment="ci-run-{run_id}"))
+    assert run.returncode == 1
+    warnings = [message for _, message in run.annotations("warning")]
+    assert any(
+        w.startswith("Rollback could not tell the service: the lease service answered 503")
+        for w in warnings
+    ), warnings
+
+
 def test_an_unwritable_github_env(github: GitHub, service: Service, tmp_path: Path) -> None:
     run = github.step.run(
         github.app_inputs(keys=KEYS, environment="ci-run-{run_id}"),
