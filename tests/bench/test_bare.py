@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from bench.bare import Writes, create_bare_app
 from bench.rows import lease_row, load
-from handler.ledger import Ledger
+from handler.ledger import Ledger, tables
 from handler.ledger.completions import apply_completions, pending
 
 REPOSITORY, INSTALLATION, RUN = 1296269, 4200001, 10_000_000
@@ -47,15 +48,31 @@ def _post(client: FlaskClient, run: int) -> dict[str, object]:
     return body
 
 
-def test_the_bare_endpoint_touches_no_ledger(url: str) -> None:
-    client = create_bare_app().test_client()
-    assert _post(client, RUN) == {"outcome": "queued", "queued": 0}
-    ledger = Ledger.open(url)
+def snapshot(url: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table of the ledger."""
+    ledger = Ledger.open(url, migrate_schema=False)
     try:
         with ledger.begin() as conn:
-            assert pending(conn) == 0
+            return {
+                table.name: sorted(map(tuple, conn.execute(select(table)).all()), key=repr)
+                for table in tables.metadata.sorted_tables
+            }
     finally:
         ledger.close()
+
+
+def test_the_bare_endpoint_does_none_of_the_ledger_work(url: str) -> None:
+    """The baseline answers a run with ten active leases as the service would, and leaves the
+    ledger as it was; the same request to the reference changes it (so the snapshot would see
+    a write)."""
+    before = snapshot(url)
+    assert len(before["leases"]) == 10
+    bare = create_bare_app().test_client()
+    assert _post(bare, RUN) == {"outcome": "queued", "queued": 0}
+    assert snapshot(url) == before
+    reference = create_bare_app(Writes(url, REPOSITORY, INSTALLATION)).test_client()
+    assert _post(reference, RUN) == {"outcome": "queued", "queued": 10}
+    assert snapshot(url) != before
 
 
 def test_the_reference_makes_a_run_completions_read_and_write(url: str) -> None:

@@ -4,6 +4,7 @@ accepts each reference; when the run completes, the worker retires every credent
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,6 @@ from flask import Flask
 
 from handler.ledger.leases import LeaseFilter, find
 from handler.worker import RevocationWorker
-from runkeys import labels
 from runkeys.leases import LeaseState
 from tests.action.harness import Step
 from tests.service import kit
@@ -64,7 +64,9 @@ def test_the_action_issues_through_the_service_and_the_run_retires_it(
             ["DATABASE_URL", "MYSQL_URL", "CACHE_URL", "API_TOKEN"]
         )
         for lease in leases:
-            assert lease.label == labels.label(lease.id, lease.key_name)
+            # rk_<16 hex of the id's SHA-256>_<key name>, as the service documents it
+            digest = hashlib.sha256(lease.id.encode()).hexdigest()[:16]
+            assert lease.label == f"rk_{digest}_{lease.key_name.lower()}"[:32]
             if lease.provider in BACKENDS:
                 minted.append((BACKENDS[lease.provider], lease.label))
                 assert BACKENDS[lease.provider].exists(lease.label), lease.provider
