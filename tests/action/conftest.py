@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runkeys.sandbox import RunClaims, Sandbox
+from runkeys.sandbox import Sandbox
 from runkeys.sandbox.state import App, Installation, Repository
 from tests.action.harness import Step
 from tests.action.service import AUDIENCE, Service
@@ -61,7 +61,8 @@ def service(github: GitHub, tmp_path: Path) -> Iterator[Service]:
     """The runkeys service, as the App's operator runs it, trusting the sandbox's OIDC issuer;
     the step gets its URL and the runner's OIDC variables for this run."""
     served = Service(github.sandbox, github.app, tmp_path / "service")
-    claims = RunClaims(repository=REPOSITORY, repository_id=github.repo.id, run_id=RUN_ID)
+    github.sandbox.add_workflow_run(github.repo, run_id=RUN_ID)
+    claims = github.sandbox.run_claims(github.repo, RUN_ID)  # as GitHub signs them for this run
     github.step.base_env.update(github.sandbox.runner_oidc_env(claims))
     github.step.base_env["INPUT_SERVICE-URL"] = served.url
     github.step.base_env["INPUT_AUDIENCE"] = AUDIENCE
