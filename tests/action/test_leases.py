@@ -255,3 +255,28 @@ def test_a_429_that_lasts_says_so(github: GitHub, service: Service) -> None:
     assert "limiting the rate of requests" in raised.value.explain()
     assert waits == [1.0]
     assert service.leases() == {}
+
+
+def test_a_key_in_another_accounts_repository_is_refused_clearly(
+    github: GitHub, service: Service
+) -> None:
+    """The App is installed on another account's repository too, so the step can add a deploy
+    key there; the service revokes only in the token's own account and refuses the lease. The
+    step says so and removes the key it added."""
+    other = github.sandbox.add_repository("someone-else/fixtures")
+    github.sandbox.install(github.app, [other])
+    keys = "FIXTURES_SSH_KEY: {provider: deploy-key, repository: someone-else/fixtures}\n"
+    run = github.step.run(github.app_inputs(keys=keys, **{"repository-secrets": "true"}))
+    assert run.returncode == 1
+    ((title, message),) = run.annotations("error")
+    assert title == "runkeys: Lease service error"
+    assert "answered 422 while registering leases: foreign_repository:" in message
+    assert "someone-else/fixtures is not a repository of octo, the token's owner" in message
+    assert service.leases() == {}
+    added = [c for c in github.writes() if c.startswith("POST /repos/someone-else/fixtures/keys")]
+    removed = [
+        c for c in github.writes() if c.startswith("DELETE /repos/someone-else/fixtures/keys/")
+    ]
+    assert (len(added), len(removed)) == (1, 1)
+    assert github.sandbox.deploy_keys(other) == []  # rolled back
+    assert github.secret("FIXTURES_SSH_KEY") is None
