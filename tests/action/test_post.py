@@ -4,6 +4,7 @@ environment; retires `job` keys, tells the service, skips what expired, only eve
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,33 @@ def test_the_value_for_revoking_comes_from_the_jobs_environment(tmp_path: Path) 
     assert not isinstance(request, RetireOutcome)
     assert provider.revoked[0].value == "the-value"
     assert provider.revoked[0].reference == lease.reference
+
+
+def test_a_secret_a_newer_attempt_wrote_is_kept(
+    github: GitHub, service: Service, tmp_path: Path
+) -> None:
+    """Attempt 1 and its re-run (attempt 2) write the same repository secrets. When attempt 1's
+    post step retires its keys, the service says attempt 2's live keys wrote them since: they
+    stay, holding attempt 2's values."""
+    inputs = github.app_inputs(keys=JOB_KEYS, **{"repository-secrets": "true"})
+    first = github.step.run(inputs)
+    assert first.returncode == 0, first.lines
+    rerun = Step(tmp_path / "rerun", run_id=4242)
+    for name in ("GITHUB_API_URL", "INPUT_SERVICE-URL", "INPUT_AUDIENCE"):
+        rerun.base_env[name] = github.step.base_env[name]
+    rerun.base_env["GITHUB_RUN_ATTEMPT"] = "2"
+    claims = replace(github.sandbox.run_claims(github.repo, 4242), run_attempt=2)
+    rerun.base_env.update(github.sandbox.runner_oidc_env(claims))
+    second = rerun.run(inputs)
+    assert second.returncode == 0, second.lines
+    post = github.step.run(inputs, extra_env=github.step.post_env(first), post=True)
+    assert post.returncode == 0
+    for name in ("SESSION_KEY", "SIGNING_SECRET"):
+        kept = f"{name}: revoked; its secret was kept: a newer run's key wrote it since."
+        assert kept in post.lines
+        assert github.secret(name) == second.env[name]
+    by_attempt = {(lease.run_attempt, lease.key_name): lease for lease in service.all_leases()}
+    assert by_attempt[(1, "SESSION_KEY")].state is LeaseState.REVOKED
+    assert by_attempt[(2, "SESSION_KEY")].state is LeaseState.ACTIVE
+    assert by_attempt[(1, "SIGNING_SECRET")].state is LeaseState.REVOKED
+    assert by_attempt[(2, "SIGNING_SECRET")].state is LeaseState.ACTIVE
