@@ -112,17 +112,10 @@ class GitHubError(RunkeysError):
     title = "GitHub API error"
 
     def __init__(
-        self,
-        cause: str,
-        *,
-        status: int | None = None,
-        code: str = "",
-        fix: str = "",
-        docs: str = "",
+        self, cause: str, *, status: int | None = None, fix: str = "", docs: str = ""
     ) -> None:
         super().__init__(cause, fix=fix, docs=docs)
         self.status = status
-        self.code = code  # the service's `error` field, e.g. `lease_not_found`
 
     @property
     def retryable(self) -> bool:
