@@ -18,7 +18,7 @@ from runkeys.lease_client import LeaseClient, RetireOutcome
 from runkeys.leases import LeaseRequest, LeaseState, Lifetime, SecretTarget
 from runkeys.oidc import RunnerOIDC
 from runkeys.retrying import Retrying
-from runkeys.sandbox import RunClaims
+from runkeys_sandbox.server import RunClaims
 from tests.action.conftest import GitHub
 from tests.action.service import AUDIENCE, Service
 
