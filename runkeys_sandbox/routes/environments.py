@@ -27,7 +27,7 @@ NAME_MAX = 255
 
 
 def name_problem(name: str) -> str | None:
-    """GitHub's own rule (not runkeys' stricter one in `runkeys.names`)."""
+    """GitHub's own rule (see the module's docstring), not the product's stricter one."""
     if not name.strip():
         return "the name cannot be blank"  # UNVERIFIED wording
     if len(name) > NAME_MAX:

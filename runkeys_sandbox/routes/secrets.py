@@ -29,7 +29,9 @@ SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # NAME_CHARACTERS, as a p
 
 
 def secret_name_problem(name: str) -> str | None:
-    """GitHub's own rules (not runkeys' stricter ones in `runkeys.names`)."""
+    """GitHub's own rules, not the product's (which may be stricter):
+    https://docs.github.com/en/actions/security-for-github-actions/security-guides/using-secrets-in-github-actions#naming-your-secrets
+    """
     if not SECRET_NAME.fullmatch(name):
         return NAME_CHARACTERS
     if name.upper().startswith("GITHUB_"):

@@ -16,7 +16,6 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from runkeys.github.permissions import Requirement
 from runkeys_sandbox.routes import apps as routes_apps
 from runkeys_sandbox.routes import environments as routes_environments
 from runkeys_sandbox.routes import keys as routes_keys
@@ -45,6 +44,7 @@ from runkeys_sandbox.server.errors import (
     not_found,
 )
 from runkeys_sandbox.server.faults import Fault, Faults
+from runkeys_sandbox.server.permissions import Requirement
 from runkeys_sandbox.server.recording import RecordedRequest, RequestLog
 from runkeys_sandbox.server.routing import (
     APP,

@@ -5,7 +5,7 @@ messages from PyGithub's recordings and issue reports): RS256, `iss` = the App i
 number), `exp` at most ten minutes ahead, `iat` not in the future beyond a little skew. Refusals
 of repositories and permissions are GitHub's too: a repository the credential cannot reach is
 404 (GitHub hides it), a missing permission is 403, per GitHub's endpoint ↔ permission table
-(`runkeys.github.permissions`).
+(`runkeys_sandbox.server.permissions`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 
 import jwt
 
-from runkeys.github.permissions import Requirement, required
 from runkeys_sandbox.server.errors import (
     BAD_CREDENTIALS,
     NOT_ACCESSIBLE_INTEGRATION,
@@ -27,6 +26,7 @@ from runkeys_sandbox.server.errors import (
     ApiError,
     not_found,
 )
+from runkeys_sandbox.server.permissions import Requirement, required
 from runkeys_sandbox.server.state import App, Repository, Token, World
 
 JWT_MAX_LIFETIME = 600
