@@ -288,10 +288,12 @@ _STRING = re.compile(
 _ADVICE = re.compile(r"^(?P<key>fix|docs)=.*,?$")
 
 
-def rewords(mutant: Mutant, tree: ast.Module) -> bool:
-    """Whether the mutant only changes what an error or a refusal says to a person: the text
-    of a message with words in it (mutmut's `XX…XX` and case changes), or an error's `fix` or
-    `docs` advice left out, inside a `raise`, a `return` of a message or a call to an error."""
+def rewords(mutant: Mutant, tree: ast.Module, *, survived: bool = True) -> bool:
+    """Whether the mutant only changes what an error or a refusal says to a person, inside a
+    `raise`, a `return` of a message or a call to an error: the text of a message with words in
+    it (mutmut's `XX…XX` and case changes), or an error's `fix` or `docs` advice left out. Of a
+    mutant that `survived` the tests, also: a message replaced by None, or changed only inside
+    its f-string (a mutant not run might raise another error from in there)."""
     if not mutant.was or not _in_message(tree, mutant.line):
         return False
     advice = _ADVICE.match(mutant.was)
@@ -299,14 +301,26 @@ def rewords(mutant: Mutant, tree: ast.Module) -> bool:
         return mutant.now in ("", f"{advice['key']}=None,", f"{advice['key']}=None")
     for literal in _STRING.finditer(mutant.was):
         body = literal["body"]
-        if " " not in body or "f" in literal["prefix"].lower():
+        if " " not in body:
             continue
-        for changed in (f"XX{body}XX", body.lower(), body.upper()):
-            if changed == body:
-                continue
-            start, end = literal.span("body")
-            if mutant.was[:start] + changed + mutant.was[end:] == mutant.now:
-                return True
+        start, end = literal.span()
+        before, after = mutant.was[:start], mutant.was[end:]
+        formatted = "f" in literal["prefix"].lower()
+        if not formatted:
+            body_start, body_end = literal.span("body")
+            for changed in (f"XX{body}XX", body.lower(), body.upper()):
+                if changed != body and (
+                    mutant.was[:body_start] + changed + mutant.was[body_end:] == mutant.now
+                ):
+                    return True
+        if not survived or not mutant.now.startswith(before) or not mutant.now.endswith(after):
+            continue
+        middle = mutant.now[len(before) : len(mutant.now) - len(after)]
+        if middle == "None":
+            return True
+        other = _STRING.fullmatch(middle)
+        if formatted and other is not None and "f" in other["prefix"].lower():
+            return True
     return False
 
 
@@ -367,7 +381,7 @@ def judge(
         if known is not None and (known.was, known.now) == (mutant.was, mutant.now):
             target = verdicts.pending if known.why.startswith(PENDING) else verdicts.explained
             target.append((mutant, known.why))
-        elif rewords(mutant, trees[mutant.path]):
+        elif rewords(mutant, trees[mutant.path], survived=mutant.status != "not run"):
             verdicts.reworded.append(mutant)
         else:
             verdicts.unexplained.append(mutant)
