@@ -158,8 +158,16 @@ def run_group(group: Group, pyproject: Mapping[str, Any], children: int) -> floa
         if wanted:
             _mutmut(group, log, children, wanted)
     seconds = time.monotonic() - started
-    (group.directory / "elapsed.json").write_text(json.dumps({"seconds": round(seconds)}))
+    commit = _git("rev-parse", "--short", "HEAD")
+    dirty = _git("status", "--porcelain", "--", *group.mutate, *group.tests)
+    ran = {"seconds": round(seconds), "commit": commit + ("+changes" if dirty else "")}
+    (group.directory / "elapsed.json").write_text(json.dumps(ran))
     return seconds
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+    return done.stdout.strip()
 
 
 def _mutmut(group: Group, log: IO[str], children: int, names: list[str]) -> None:
@@ -394,13 +402,20 @@ COLUMNS = ("killed", "timeout", "survived", "no tests", "rewording, not run", "n
 def render(
     groups: list[Group],
     mutants: Mapping[str, list[Mutant]],
+    *,
     elapsed: Mapping[str, int],
+    commits: Mapping[str, str],
     verdicts: Verdicts,
     stale: list[Explanation],
 ) -> str:
     out = [HEADER.strip(), "", "## Results", ""]
-    out.append("| group | module | mutants | " + " | ".join(COLUMNS) + " | time |")
-    out.append("|---|---|---:|" + "---:|" * len(COLUMNS) + "---:|")
+    out.append(
+        "Time: each group's whole run (making the mutants, the tests once to learn which reach "
+        "what, then the mutants) on the 2-core machine the tests run on; commit: the code run."
+    )
+    out.append("")
+    out.append("| group | module | mutants | " + " | ".join(COLUMNS) + " | time | commit |")
+    out.append("|---|---|---:|" + "---:|" * len(COLUMNS) + "---:|---|")
     total: Counter[str] = Counter()
     reworded = {m.name for m in verdicts.reworded}
     for group in groups:
@@ -408,12 +423,13 @@ def render(
             counts = Counter(_column(m, reworded) for m in mutants[group.name] if m.path == path)
             total.update(counts)
             took = f"{elapsed[group.name]} s" if index == 0 else ""
+            commit = f"`{commits[group.name]}`" if index == 0 else ""
             cells = " | ".join(str(counts[c]) for c in COLUMNS)
             name = group.name if index == 0 else ""
-            out.append(f"| {name} | `{path}` | {counts.total()} | {cells} | {took} |")
+            out.append(f"| {name} | `{path}` | {counts.total()} | {cells} | {took} | {commit} |")
     cells = " | ".join(f"**{total[c]}**" for c in COLUMNS)
     seconds = sum(elapsed.values())
-    out.append(f"| **all** | | **{total.total()}** | {cells} | **{seconds} s** |")
+    out.append(f"| **all** | | **{total.total()}** | {cells} | **{seconds} s** | |")
     out += [
         "",
         f"Surviving: {len(verdicts.explained)} equivalent or harmless (explained below), "
@@ -492,18 +508,23 @@ def report() -> int:
     explanations = load_explanations()
     mutants: dict[str, list[Mutant]] = {}
     elapsed: dict[str, int] = {}
+    commits: dict[str, str] = {}
     for group in groups:
         if not (group.directory / "elapsed.json").exists():
             sys.exit(f"group {group.name} has not been run: python {__file__} run {group.name}")
         mutants[group.name] = read_group(group)
-        elapsed[group.name] = json.loads((group.directory / "elapsed.json").read_text())["seconds"]
+        ran = json.loads((group.directory / "elapsed.json").read_text())
+        elapsed[group.name] = ran["seconds"]
+        commits[group.name] = ran.get("commit", "?")
     paths = {path for group in groups for path in group.mutate}
     trees = {path: ast.parse((ROOT / path).read_text()) for path in paths}
     everyone = [m for group in groups for m in mutants[group.name]]
     verdicts = judge(everyone, explanations, trees)
     used = {m.name for m, _ in verdicts.explained + verdicts.pending}
     stale = [e for name, e in sorted(explanations.items()) if name not in used]
-    REPORT.write_text(render(groups, mutants, elapsed, verdicts, stale))
+    REPORT.write_text(
+        render(groups, mutants, elapsed=elapsed, commits=commits, verdicts=verdicts, stale=stale)
+    )
     print(f"wrote {REPORT.relative_to(ROOT)}")
     for mutant in verdicts.unexplained:
         change = f"{mutant.was!r} → {mutant.now!r}"
