@@ -176,8 +176,23 @@ def test_only_a_change_of_wording_is_taken_for_one(
     assert script.rewords(_mutant(line, was, now), ast.parse(SOURCE)) is rewords
 
 
+def test_a_message_dropped_or_changed_in_its_f_string_is_rewording_only_once_it_survived() -> None:
+    """Not run, such a mutant might raise another error from inside its f-string."""
+    tree = ast.parse(SOURCE.replace('"its secret is in another repository"', 'f"its {name}"'))
+    dropped = _mutant(6, 'return "a name cannot be empty"', "return None")
+    assert script.rewords(dropped, tree)
+    assert not script.rewords(dropped, tree, survived=False)
+    inside = _mutant(
+        9,
+        'raise ApiError(422, "foreign_repository", f"its {name}")',
+        'raise ApiError(422, "foreign_repository", f"its {None}")',
+    )
+    assert script.rewords(inside, tree)
+    assert not script.rewords(inside, tree, survived=False)
+
+
 def test_an_explanation_of_another_change_under_the_same_name_does_not_count() -> None:
-    survivor = _mutant(6, 'return "a name cannot be empty"', "return None")
+    survivor = _mutant(7, 'if name == "two words":', 'if name != "two words":')
     tree = {"m.py": ast.parse(SOURCE)}
     moved = script.Explanation(survivor.name, "if not name:", "if name:", "harmless because …")
     assert script.judge([survivor], {survivor.name: moved}, tree).unexplained == [survivor]
