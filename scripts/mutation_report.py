@@ -152,9 +152,8 @@ def run_group(group: Group, pyproject: Mapping[str, Any], children: int) -> floa
         _mutmut(group, log, children, group.patterns()[:1] or [f"{module_of(group.mutate[0])}.*"])
         rest = [m.name for m in read_group(group, diffs=False) if m.status == "not run"]
         trees = {path: ast.parse((ROOT / path).read_text()) for path in group.mutate}
-        wanted = [
-            m.name for m in read_group(group, only=set(rest)) if not rewords(m, trees[m.path])
-        ]
+        candidates = read_group(group, only=set(rest))
+        wanted = [m.name for m in candidates if not rewords(m, trees[m.path], survived=False)]
         if wanted:
             _mutmut(group, log, children, wanted)
     seconds = time.monotonic() - started
@@ -188,9 +187,8 @@ def run(names: list[str]) -> None:
     if unknown:
         sys.exit(f"no such group: {', '.join(sorted(unknown))}")
     children = int(os.environ.get("MUTATE_CHILDREN") or os.cpu_count() or 2)
-    for group in groups:
-        if names and group.name not in names:
-            continue
+    chosen = [g for name in names for g in groups if g.name == name] if names else groups
+    for group in chosen:
         print(f"mutate {group.name}: {', '.join(group.mutate)}", flush=True)
         seconds = run_group(group, pyproject, children)
         print(f"  done in {seconds:.0f} s", flush=True)
