@@ -5,6 +5,7 @@ past the ledger's column is refused, and each field of the identity is the claim
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -109,3 +110,40 @@ def test_a_pull_requests_number_fits_the_ledgers_column(issuer: IssuerServer) ->
     assert verify(issuer, ref="refs/pull/2147483647/merge").pull_request == 2**31 - 1
     refused(issuer, "ref", "refs/pull/2147483648/merge")
     refused(issuer, "ref", "refs/pull/0/merge")
+
+
+@pytest.mark.parametrize("environment", ["e" * 256, 7, ["staging"]])
+def test_an_environment_claim_is_text_of_at_most_255_characters(
+    issuer: IssuerServer, environment: Any
+) -> None:
+    assert verify(issuer, environment="e" * 255).environment == "e" * 255
+    with pytest.raises(AuthError) as caught:
+        verify(issuer, environment=environment)
+    assert caught.value.cause == "The token's 'environment' claim is malformed or out of range"
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf", "iss", "aud", "sub"])
+def test_a_token_without_a_registered_claim_is_refused_naming_it(
+    issuer: IssuerServer, claim: str
+) -> None:
+    claims = CLAIMS.claims(
+        issuer=issuer.issuer.issuer, audience=AUDIENCE, now=int(time.time()), lifetime=300
+    )
+    del claims[claim]
+    check = OIDCVerifier(issuer.issuer.issuer, AUDIENCE, first_use=Seen())
+    with pytest.raises(AuthError) as caught:
+        check.verify(issuer.issuer.sign(claims))
+    assert caught.value.cause == f"The token has no {claim!r} claim"
+
+
+def test_an_issued_at_that_is_no_time_is_refused(issuer: IssuerServer) -> None:
+    with pytest.raises(AuthError) as caught:
+        verify(issuer, iat="recently")
+    assert caught.value.cause == "The token is not valid (InvalidIssuedAtError)"
+
+
+def test_a_verifier_configured_with_a_trailing_slash_accepts_its_issuers_tokens(
+    issuer: IssuerServer,
+) -> None:
+    check = OIDCVerifier(issuer.issuer.issuer + "/", AUDIENCE, first_use=Seen())
+    assert check.verify(issuer.issuer.token_for(CLAIMS, AUDIENCE)).run_id == 4242
