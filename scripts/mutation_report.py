@@ -291,7 +291,16 @@ def _find_function(tree: ast.Module, function: str) -> ast.FunctionDef | None:
 _STRING = re.compile(
     r"""(?P<prefix>[rRbBuUfF]{0,2})(?P<quote>"|')(?P<body>(?:\\.|(?!(?P=quote)).)*)(?P=quote)"""
 )
-_ADVICE = re.compile(r"^(?P<key>fix|docs)=.*,?$")
+# An error's advice: `fix="…"`, `fix=f"…"` or `docs=NAME`, with a comma after it.
+_ADVICE = re.compile(
+    r"""\b(?P<key>fix|docs)=(?:[rf]?"(?:\\.|[^"\\])*"|[A-Za-z_][A-Za-z0-9_.]*)\s*,?"""
+)
+
+
+def _squash(code: str) -> str:
+    """Code without its spaces, or a comma before a closing bracket: what a change of layout
+    cannot tell apart."""
+    return re.sub(r",(?=[)\]])", "", re.sub(r"\s+", "", code))
 
 
 def rewords(mutant: Mutant, tree: ast.Module, *, survived: bool = True) -> bool:
@@ -302,9 +311,12 @@ def rewords(mutant: Mutant, tree: ast.Module, *, survived: bool = True) -> bool:
     its f-string (a mutant not run might raise another error from in there)."""
     if not mutant.was or not _in_message(tree, mutant.line):
         return False
-    advice = _ADVICE.match(mutant.was)
-    if advice:
-        return mutant.now in ("", f"{advice['key']}=None,", f"{advice['key']}=None")
+    for advice in _ADVICE.finditer(mutant.was):
+        start, end = advice.span()
+        without = mutant.was[:start] + mutant.was[end:]
+        blanked = mutant.was[:start] + f"{advice['key']}=None" + mutant.was[end:]
+        if _squash(mutant.now) in (_squash(without), _squash(blanked)):
+            return True
     for literal in _STRING.finditer(mutant.was):
         body = literal["body"]
         if " " not in body:

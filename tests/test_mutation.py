@@ -150,6 +150,19 @@ def _mutant(line: int, was: str, now: str) -> Any:
             True,
         ),
         (6, 'return "a name cannot be empty"', 'return "A NAME CANNOT BE EMPTY"', True),
+        # its advice left out or blanked, on the raise's own line
+        (
+            4,
+            'raise ValueError("the outcome must be revoked", fix="say revoked")',
+            'raise ValueError("the outcome must be revoked", )',
+            True,
+        ),
+        (
+            4,
+            'raise ValueError("the outcome must be revoked", fix="say revoked")',
+            'raise ValueError("the outcome must be revoked", fix=None)',
+            True,
+        ),
         # a value a decision compares with is not wording, even with a space in it
         (3, 'if outcome != "revoked":', 'if outcome != "XXrevokedXX":', False),
         (7, 'if name == "two words":', 'if name == "XXtwo wordsXX":', False),
