@@ -6,6 +6,7 @@ hiding the keys after it. The clock is the test's."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from werkzeug.wrappers import Request, Response
 
 from runkeys.errors import AuthError
-from runkeys.oidc import KeySet, OIDCVerifier
+from runkeys.oidc import KeySet, OIDCUnavailableError, OIDCVerifier
 from runkeys.sandbox import OIDCIssuer, RunClaims
 from tests.service.kit import AUDIENCE, WsgiServer
 
@@ -125,3 +126,16 @@ def test_a_jwks_without_keys_publishes_none(issuer: Issuer) -> None:
     with pytest.raises(AuthError) as caught:
         verifier(issuer, Clock()).verify(issuer.oidc.token_for(CLAIMS, AUDIENCE))
     assert caught.value.cause == "The token was signed with a key the issuer does not publish"
+
+
+@pytest.mark.timeout(10)  # without its timeout, the request would hang until this one
+def test_an_issuer_that_never_answers_is_unavailable_after_the_timeout() -> None:
+    """A listening socket that accepts and never answers: without a timeout, every request
+    that needs the keys would wait for it forever."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        keys = KeySet(url, timeout=0.2, clock=Clock())
+        with pytest.raises(OIDCUnavailableError):
+            keys.key("any")
