@@ -443,8 +443,8 @@ def render(
     out += [
         "",
         f"Surviving: {len(verdicts.explained)} equivalent or harmless (explained below), "
-        f"{len(verdicts.reworded)} that only reword an error, {len(verdicts.pending)} pending "
-        f"tests, **{len(verdicts.unexplained)} unexplained**.",
+        f"{len(verdicts.reworded)} that only reword an error, **{len(verdicts.pending)} "
+        f"pending** (real gaps not killed yet), **{len(verdicts.unexplained)} unexplained**.",
     ]
     if verdicts.unexplained:
         out += ["", "## Unexplained survivors", ""]
@@ -454,7 +454,11 @@ def render(
         )
         out += [_entry(m, "**UNEXPLAINED**") for m in verdicts.unexplained]
     if verdicts.pending:
-        out += ["", "## Pending", ""]
+        out += ["", "## Pending: gaps not killed yet", ""]
+        out.append(
+            "Real gaps, each with what is still to be done about it (its test on the way in "
+            "another change, or not looked at yet): listed first so they are not forgotten."
+        )
         out += [_entry(m, why) for m, why in verdicts.pending]
     out += ["", "## Equivalent or harmless survivors", ""]
     out += [_entry(m, why) for m, why in verdicts.explained] or ["None."]
@@ -506,9 +510,13 @@ writes this page from mutmut's results; it is not edited by hand.
 
 How to read it: **killed** and **timeout** (a test hung or ran far past its time) are mutants
 the tests catch. **survived** ones are each listed below with why they cannot matter (from
-scripts/mutation_survivors.toml, matched by mutant name and the line it changes), or as
-rewording an error; **no tests**: no test in the group reaches the function; **not run**:
-mutmut did not get to it. `make mutate` fails while any survivor is unexplained.
+scripts/mutation_survivors.toml, matched by mutant name and the line it changes), as
+rewording an error, or as **pending**: a real gap, with what is to be done about it;
+**no tests**: no test in the group reaches the function; **rewording, not run**: a mutant
+that only changes an error's literal text is not run at all; **not run**: mutmut did not get
+to it. mutmut changes code inside functions only: module-level tables and patterns (the
+regular expressions, the lists of reserved names) are checked by the tests of their own.
+`make mutate` fails while any survivor is unexplained.
 `mutmut show NAME`, run in `build/mutation/GROUP/`, shows a mutant after a run.
 """
 
