@@ -10,7 +10,7 @@ import base64
 
 import pytest
 
-from runkeys.scrub import REDACTED, described, scrub, scrub_short
+from runkeys.scrub import REDACTED, described, scrub, scrub_short, short
 
 
 def value_only_characters(prefix: int, length: int) -> tuple[int, int]:
@@ -62,3 +62,12 @@ def test_a_url_password_longer_than_a_one_line_scrub_reads_ends_the_line_hidden(
 def test_the_one_line_forms_are_300_characters_unless_told() -> None:
     assert scrub_short("a" * 400) == "a" * 299 + "…"
     assert described(ValueError("a" * 400)) == "ValueError: " + "a" * 287 + "…"
+
+
+def test_a_value_whose_lines_join_into_four_characters_is_hidden_on_one_line() -> None:
+    assert scrub_short("got a\nbc back", ["a\nbc"]) == f"got {REDACTED} back"
+
+
+def test_a_description_keeps_to_the_limit_it_is_given() -> None:
+    assert described(ValueError("a" * 400), limit=50) == "ValueError: " + "a" * 37 + "…"
+    assert short("a" * 400) == "a" * 299 + "…"
