@@ -1,6 +1,7 @@
 """Mutation testing of runkeys' trust-critical modules (`make mutate`), and its report.
 
     python scripts/mutation_report.py run [GROUP ...]   mutmut, one group at a time
+    python scripts/mutation_report.py recheck GROUP ... its survivors again, after new tests
     python scripts/mutation_report.py report            docs/mutation.md; fails on a survivor
                                                         that nobody has explained
 
@@ -178,6 +179,51 @@ def _mutmut(group: Group, log: IO[str], children: int, names: list[str]) -> None
     )
     if done.returncode != 0:
         sys.exit(f"mutmut failed on group {group.name}: see {WORK / group.name}.log")
+
+
+def recheck(names: list[str]) -> None:
+    """Run a group's surviving mutants again, against its tests as configured now: after a
+    test was added to kill them, without mutating the whole group again. The time is added to
+    the group's, and the commit too."""
+    pyproject = load_pyproject()
+    groups = {g.name: g for g in load_groups(pyproject)}
+    children = int(os.environ.get("MUTATE_CHILDREN") or os.cpu_count() or 2)
+    for name in names:
+        group = groups[name]
+        ran = json.loads((group.directory / "elapsed.json").read_text())
+        survivors = [
+            m.name
+            for m in read_group(group, diffs=False)
+            if m.status in ("survived", "no tests", "suspicious")
+        ]
+        print(f"recheck {name}: {len(survivors)} survivors", flush=True)
+        (group.directory / "pyproject.toml").write_text(group_pyproject(group, pyproject))
+        before = {path: _verdicts(group, path) for path in group.mutate}
+        started = time.monotonic()
+        if survivors:
+            with (WORK / f"{group.name}.log").open("a") as log:
+                _mutmut(group, log, children, survivors)
+        seconds = time.monotonic() - started
+        # mutmut forgets every verdict when the tests it selects change; the others stand, as
+        # tests added can only kill more.
+        for path, verdicts in before.items():
+            meta_path = group.directory / "mutants" / (path + ".meta")
+            meta = json.loads(meta_path.read_text())
+            for key, code in verdicts.items():
+                if key not in survivors:
+                    meta["exit_code_by_key"][key] = code
+            meta_path.write_text(json.dumps(meta, indent=4))
+        dirty = _git("status", "--porcelain", "--", *group.mutate, *group.tests)
+        commit = _git("rev-parse", "--short", "HEAD") + ("+changes" if dirty else "")
+        ran = {"seconds": ran["seconds"] + round(seconds), "commit": f"{ran['commit']}, {commit}"}
+        (group.directory / "elapsed.json").write_text(json.dumps(ran))
+        print(f"  done in {seconds:.0f} s", flush=True)
+
+
+def _verdicts(group: Group, path: str) -> dict[str, int | None]:
+    meta = json.loads((group.directory / "mutants" / (path + ".meta")).read_text())
+    verdicts: dict[str, int | None] = meta["exit_code_by_key"]
+    return verdicts
 
 
 def run(names: list[str]) -> None:
@@ -559,6 +605,9 @@ def report() -> int:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["run"]:
         run(argv[1:])
+        return 0
+    if argv[:1] == ["recheck"] and len(argv) > 1:
+        recheck(argv[1:])
         return 0
     if argv == ["report"]:
         return report()
