@@ -286,7 +286,8 @@ def read_group(group: Group, *, diffs: bool = True, only: set[str] | None = None
                     continue
                 diff = get_diff_for_mutant(name, path=path) if diffs else ""
                 was, now = _changed(diff)
-                line = _line_of(tree, source, function_of(name), was, now)
+                first = _first_changed(diff) or was or now
+                line = _line_of(tree, source, function_of(name), first, now)
                 mutants.append(Mutant(name, path, status_of(code), line, was, now, diff))
     finally:
         os.chdir(cwd)
@@ -303,6 +304,11 @@ def _changed(diff: str) -> tuple[str, str]:
     removed = [line[1:].strip() for line in lines if line.startswith("-")]
     added = [line[1:].strip() for line in lines if line.startswith("+")]
     return " ".join(removed), " ".join(added)
+
+
+def _first_changed(diff: str) -> str:
+    lines = diff.splitlines()[2:]
+    return next((line[1:].strip() for line in lines if line[:1] in "-+" and line[1:].strip()), "")
 
 
 def _line_of(tree: ast.Module, source: list[str], function: str, was: str, now: str) -> int:
@@ -346,7 +352,7 @@ _ADVICE = re.compile(
 def _squash(code: str) -> str:
     """Code without its spaces, or a comma before a closing bracket: what a change of layout
     cannot tell apart."""
-    return re.sub(r",(?=[)\]])", "", re.sub(r"\s+", "", code))
+    return re.sub(r",(?=[)\]]|$)", "", re.sub(r"\s+", "", code))
 
 
 def rewords(mutant: Mutant, tree: ast.Module, *, survived: bool = True) -> bool:
