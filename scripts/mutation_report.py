@@ -190,13 +190,17 @@ def recheck(names: list[str]) -> None:
     children = int(os.environ.get("MUTATE_CHILDREN") or os.cpu_count() or 2)
     for name in names:
         group = groups[name]
-        ran = json.loads((group.directory / "elapsed.json").read_text())
+        done = group.directory / "elapsed.json"
+        # A run stopped part way has no time yet: the recheck finishes it, and says so.
+        ran = json.loads(done.read_text()) if done.exists() else {"seconds": 0, "commit": "part"}
+        trees = {path: ast.parse((ROOT / path).read_text()) for path in group.mutate}
         survivors = [
             m.name
-            for m in read_group(group, diffs=False)
+            for m in read_group(group)
             if m.status in ("survived", "no tests", "suspicious")
+            or (m.status == "not run" and not rewords(m, trees[m.path], survived=False))
         ]
-        print(f"recheck {name}: {len(survivors)} survivors", flush=True)
+        print(f"recheck {name}: {len(survivors)} survivors and mutants not run", flush=True)
         (group.directory / "pyproject.toml").write_text(group_pyproject(group, pyproject))
         before = {path: _verdicts(group, path) for path in group.mutate}
         started = time.monotonic()
