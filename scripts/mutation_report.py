@@ -192,7 +192,9 @@ def recheck(names: list[str]) -> None:
         group = groups[name]
         done = group.directory / "elapsed.json"
         # A run stopped part way has no time yet: the recheck finishes it, and says so.
-        ran = json.loads(done.read_text()) if done.exists() else {"seconds": 0, "commit": "part"}
+        ran: dict[str, Any] = {"seconds": 0, "commit": "part"}
+        if done.exists():
+            ran = json.loads(done.read_text())
         trees = {path: ast.parse((ROOT / path).read_text()) for path in group.mutate}
         survivors = [
             m.name
