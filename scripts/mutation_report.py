@@ -610,7 +610,7 @@ def report() -> int:
         change = f"{mutant.was!r} → {mutant.now!r}"
         print(f"unexplained: {mutant.path}:{mutant.line} {mutant.name}: {change}")
     for name in missing:
-        print(f"not run: group {name} (python {__file__} run {name})")
+        print(f"not run: group {name} (python scripts/mutation_report.py run {name})")
     return 1 if verdicts.unexplained or missing else 0
 
 
