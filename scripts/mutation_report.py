@@ -221,7 +221,8 @@ def recheck(names: list[str]) -> None:
             meta_path.write_text(json.dumps(meta, indent=4))
         dirty = _git("status", "--porcelain", "--", *group.mutate, *group.tests)
         commit = _git("rev-parse", "--short", "HEAD") + ("+changes" if dirty else "")
-        ran = {"seconds": ran["seconds"] + round(seconds), "commit": f"{ran['commit']}, {commit}"}
+        commits = f"{ran.get('commit', '?')}, {commit}"
+        ran = {"seconds": ran["seconds"] + round(seconds), "commit": commits}
         (group.directory / "elapsed.json").write_text(json.dumps(ran))
         print(f"  done in {seconds:.0f} s", flush=True)
 
