@@ -13,7 +13,7 @@ import pytest
 
 from runkeys.errors import AuthError
 from runkeys.oidc import OIDCVerifier
-from runkeys.sandbox import RunClaims
+from runkeys_sandbox.server import RunClaims
 from tests.service.kit import AUDIENCE
 from tests.service.test_oidc import IssuerServer, Seen
 

@@ -16,7 +16,7 @@ from werkzeug.wrappers import Request, Response
 
 from runkeys.errors import AuthError
 from runkeys.oidc import KeySet, OIDCUnavailableError, OIDCVerifier
-from runkeys.sandbox import OIDCIssuer, RunClaims
+from runkeys_sandbox.server import OIDCIssuer, RunClaims
 from tests.service.kit import AUDIENCE, WsgiServer
 
 CLAIMS = RunClaims(repository="octo/app", repository_id=1296269, run_id=4242)

@@ -16,7 +16,7 @@ from werkzeug.test import TestResponse
 from handler.events import Decision, Outcome, Router
 from handler.ledger import Ledger, tables
 from handler.webhooks import Delivery, sign
-from runkeys.sandbox import webhooks
+from runkeys_sandbox.server import webhooks
 from tests.service import kit
 from tests.service.kit import Clock, identity, js, put, states
 
