@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -147,3 +148,32 @@ def test_a_verifier_configured_with_a_trailing_slash_accepts_its_issuers_tokens(
 ) -> None:
     check = OIDCVerifier(issuer.issuer.issuer + "/", AUDIENCE, first_use=Seen())
     assert check.verify(issuer.issuer.token_for(CLAIMS, AUDIENCE)).run_id == 4242
+
+
+@pytest.mark.parametrize("claim", ["jti", "sha", "event_name", "repository_owner", "ref"])
+def test_a_one_character_text_claim_is_accepted(issuer: IssuerServer, claim: str) -> None:
+    field = "owner" if claim == "repository_owner" else claim
+    assert getattr(verify(issuer, CLAIMS, **{claim: "z"}), field) == "z"
+
+
+@pytest.mark.parametrize("repository", [7, ["octo/app"], "o/" + "n" * 199])
+def test_a_repository_that_is_not_text_or_one_past_the_longest_is_refused(
+    issuer: IssuerServer, repository: Any
+) -> None:
+    """Each fails one half of the check only: a one-too-long repository has its one `/`."""
+    refused(issuer, "repository", repository)
+
+
+def test_the_replay_guard_is_told_when_the_token_expires(issuer: IssuerServer) -> None:
+    """The guard forgets a token's id once the token has expired; told no expiry, a ledger
+    would keep every id for ever or forget them at once."""
+    told: list[tuple[str, Any]] = []
+
+    def guard(jti: str, expires_at: datetime) -> bool:
+        told.append((jti, expires_at))
+        return True
+
+    now = int(time.time())
+    check = OIDCVerifier(issuer.issuer.issuer, AUDIENCE, first_use=guard)
+    check.verify(issuer.issuer.token_for(CLAIMS, AUDIENCE, now=now, lifetime=300, jti="once-1"))
+    assert told == [("once-1", datetime.fromtimestamp(now + 300, UTC))]
