@@ -71,6 +71,25 @@ def test_a_value_inside_a_longer_base64_blob_is_still_found(prefix: str) -> None
     assert any(form in blob for form in encodings(value) if len(form) >= 8)
 
 
+@pytest.mark.parametrize(
+    ("value", "blob", "scrubbed", "inside"),
+    [
+        # One byte before it, its last byte `W` ends the blob's base64 in an `X`, which no
+        # stripping of padding may take.
+        ("abcdefgW", "eGFiY2RlZmdX", "eG***", "FiY2RlZmdX"),
+        # One byte before it, the characters that carry its bits alone are exactly 8, the
+        # shortest piece masked.
+        ("abcdefg", "eGFiY2RlZmc=", "eG***c=", "FiY2RlZm"),
+    ],
+)
+def test_a_value_inside_a_blob_is_found_at_the_edges_of_its_forms(
+    value: str, blob: str, scrubbed: str, inside: str
+) -> None:
+    assert base64.b64encode(b"x" + value.encode()).decode() == blob
+    assert inside in encodings(value)
+    assert scrub(f"Basic {blob}", [value]) == f"Basic {scrubbed}"
+
+
 @pytest.mark.parametrize("value", VALUES)
 def test_scrub_leaves_no_form_of_the_value(value: str) -> None:
     raw = value.encode()
