@@ -46,3 +46,35 @@ def test_no_start_of_a_value_is_shown_wherever_the_cut_falls(redactions: int, fi
     assert len(line) <= 300
     for length in range(1, len(VALUE) + 1):
         assert VALUE[:length] not in line, (redactions, filler, line)
+
+
+def test_a_cut_moved_back_to_one_value_is_moved_again_past_the_values_it_now_crosses() -> None:
+    """A value that overlaps itself (`abababab`) occurs at every second character: moving the
+    cut to the start of one occurrence puts it inside another, and the cut must move again."""
+    other = "w7Vt5Ry3"
+    text = f" abababab  abababababababab{other}{other}abababab xxxx"
+    line = scrub_short(text, [other, "abababab"], 8)
+    assert line == f"{REDACTED} {REDACTED}…"
+
+
+def test_redactions_exactly_as_long_as_the_limit_with_more_after_them_say_the_line_was_cut() -> (
+    None
+):
+    """Cut between values, the redacted line is exactly the limit: more text follows, so the
+    line read on and ends in `…`, never a full line that hides that it was cut."""
+    text = VALUE[:8] * 4 + "       --" + VALUE[:8] + " " + VALUE[:8] * 3
+    assert scrub_short(text, [VALUE[:8]], 6) == "*****…"
+
+
+def test_a_limit_shorter_than_the_value_still_gives_a_line() -> None:
+    assert scrub_short(f" {VALUE[:8] * 2} " + "-" * 6, [VALUE[:8]], 2) == "*…"
+    assert scrub_short(VALUE + " tail", [VALUE], 1) == "…"
+
+
+def test_a_line_stopped_at_the_read_ceiling_is_no_longer_than_the_limit() -> None:
+    """Values of 2000 characters, each redacted to 3: the line is still short when the scrub
+    stops reading (64 KiB), here 45 redactions, exactly the limit of 180 with their spaces.
+    It ends in `…` at the limit, not one character past it nor one short of it."""
+    value = ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789" * 33)[:2000]
+    text = (value + " ") * 100
+    assert scrub_short(text, [value], 180) == f"{REDACTED} " * 44 + f"{REDACTED}…"
