@@ -111,3 +111,13 @@ def test_a_secret_is_deleted_and_whether_it_was_there_said(present: bool) -> Non
 def test_with_no_store_to_delete_from_the_secret_is_left() -> None:
     done = retire(request(secret=SECRET), registry=Registry(), connections={}, secrets_for=None)
     assert done == Retired(secret_deleted=False, kept_for=None)
+
+
+def test_a_reference_not_minted_under_the_leases_label_is_refused_for_good() -> None:
+    with pytest.raises(ProviderError) as caught:
+        retire(request(label="rk_other"), registry=Registry(), connections={}, secrets_for=None)
+    assert caught.value.provider == "random"
+    assert caught.value.retryable is False
+    assert caught.value.cause.startswith("random: refusing to revoke 'random:rk_x'")
+    assert "forged or damaged ledger row" in caught.value.fix
+    retire(request(label="rk_x"), registry=Registry(), connections={}, secrets_for=None)

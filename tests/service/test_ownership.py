@@ -21,9 +21,11 @@ from sqlalchemy import select
 
 from handler.ledger import tables
 from handler.ledger.history import history
+from handler.ownership import environment_kept_because, secret_kept_because
 from handler.service import Service
 from handler.sweeper import Sweeper
 from handler.worker import RevocationWorker
+from runkeys.github.secrets import EnvironmentFacts
 from runkeys.leases import LeaseRequest, LeaseState
 from runkeys_sandbox.server.state import Environment
 from tests.service.conftest import GitHub
@@ -279,3 +281,17 @@ def test_an_environment_runkeys_deleted_and_someone_made_again_is_not_deleted_ag
     expire_and_retire(app, clock)
     assert "ci-run-9" in github.sandbox.environment_names(github.repo)
     assert environment_row(app, github, "ci-run-9")["state"] == "kept"
+
+
+def test_the_clock_skew_allowed_is_a_minute_each_way_at_its_edge() -> None:
+    """Written a minute before the lease was registered (the runner's clock ahead): runkeys'
+    own write, deleted; a second earlier, someone else's, kept. The same for an environment
+    created before the first lease named it."""
+    registered = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    minute, second = timedelta(minutes=1), timedelta(seconds=1)
+    assert secret_kept_because(registered - minute, registered) is None
+    assert secret_kept_because(registered - minute - second, registered) is not None
+    facts = EnvironmentFacts(created_at=registered - minute, protections=())
+    assert environment_kept_because(facts, registered) is None
+    earlier = EnvironmentFacts(created_at=registered - minute - second, protections=())
+    assert environment_kept_because(earlier, registered) is not None
