@@ -17,10 +17,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 import requests
+from urllib3.exceptions import MaxRetryError
+from urllib3.util.retry import Retry
 
+from runkeys import http_session
 from runkeys.errors import LeaseServiceError
 from runkeys.leases import LeaseRequest
-from runkeys.retrying import Retrying
 from runkeys.scrub import short
 
 RETRY_AFTER_CAP = 60.0  # seconds: longer than that, the step fails and says why
@@ -62,13 +64,13 @@ class LeaseClient:
         tokens: Callable[[], str],
         *,
         http: requests.Session | None = None,
-        retrying: Retrying | None = None,
+        retry: Retry | None = None,
         timeout: float = 15.0,
     ) -> None:
         self.service_url = service_url.rstrip("/")
         self._tokens = tokens
         self._http = http or requests.Session()
-        self._retrying = retrying or Retrying()
+        self._retry = retry or http_session.backoff(4, factor=0.5, cap=RETRY_AFTER_CAP)
         self._timeout = timeout
 
     def register(self, leases: Sequence[LeaseRequest]) -> list[RegisteredLease]:
@@ -118,10 +120,11 @@ class LeaseClient:
         }
 
     def _post(self, path: str, body: dict[str, Any], *, doing: str) -> dict[str, Any]:
+        """POST with a fresh token per attempt, tried again as `retry` says (a retry inside
+        the session would resend a token the service may have seen)."""
         url = self.service_url + path
-        attempts = max(1, self._retrying.attempts)
-        for attempt in range(1, attempts + 1):
-            last = attempt == attempts
+        retry = self._retry
+        while True:
             try:
                 response = self._http.post(
                     url,
@@ -130,32 +133,23 @@ class LeaseClient:
                     timeout=self._timeout,
                 )
             except requests.RequestException as exc:
-                if last:
+                try:
+                    retry = retry.increment("POST", url, error=exc)
+                except MaxRetryError:
                     raise LeaseServiceError(
                         f"could not reach the lease service at {self.service_url} while {doing}: "
                         f"{type(exc).__name__}",
                         fix="check `service-url` and that the service is up",
                     ) from None
-                self._retrying.wait(attempt)
+                retry.sleep()
                 continue
-            if (response.status_code >= 500 or response.status_code == 429) and not last:
-                asked = _retry_after(response)
-                if asked is None:
-                    self._retrying.wait(attempt)
-                else:
-                    self._retrying.sleep(asked)
-                continue
-            return _answer(response, doing)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    """The wait a 429 or 503 asks for in whole seconds (RFC 9110 `Retry-After`), capped so a
-    step does not hang; None when it names none (or an HTTP date: the usual backoff then)."""
-    raw = response.headers.get("Retry-After", "").strip()
-    if not raw.isdigit():
-        return None
-    return min(float(raw), RETRY_AFTER_CAP)
+            if not retry.is_retry("POST", response.status_code):
+                return _answer(response, doing)
+            try:
+                retry = retry.increment("POST", url, response=response.raw)
+            except MaxRetryError:
+                return _answer(response, doing)
+            retry.sleep(response.raw)
 
 
 def _answer(response: requests.Response, doing: str) -> dict[str, Any]:

@@ -25,11 +25,11 @@ from typing import Any
 
 import jwt
 import requests
+from urllib3.util.retry import Retry
 
-from runkeys import ids
+from runkeys import http_session, ids
 from runkeys.errors import AuthError, ConfigError, LeaseServiceError, RunkeysError
 from runkeys.github.paths import UnsafePathSegment, repository_path
-from runkeys.retrying import Retrying
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 ALGORITHM = "RS256"
@@ -69,7 +69,7 @@ class RunnerOIDC:
         http: requests.Session | None = None,
         on_token: Callable[[str], None] = lambda token: None,
         timeout: float = 10.0,
-        retrying: Retrying | None = None,
+        retry: Retry | None = None,
     ) -> None:
         if not request_url or not request_token:
             raise ConfigError(
@@ -81,10 +81,11 @@ class RunnerOIDC:
         self.request_url = request_url
         self._request_token = request_token
         self.audience = audience
-        self._http = http or requests.Session()
+        self._http = http or http_session.session(
+            retry or http_session.backoff(3, factor=1.0, cap=10.0)
+        )
         self._on_token = on_token
         self._timeout = timeout
-        self._retrying = retrying or Retrying(attempts=3, backoff=1.0)
 
     def url(self) -> str:
         """The runner's URL (it has a query string already) with the audience added."""
@@ -92,36 +93,29 @@ class RunnerOIDC:
         return f"{self.request_url}{separator}audience={urllib.parse.quote(self.audience, safe='')}"
 
     def token(self) -> str:
-        attempts = max(1, self._retrying.attempts)
-        for attempt in range(1, attempts + 1):
-            try:
-                response = self._http.get(
-                    self.url(),
-                    headers={
-                        "Authorization": f"Bearer {self._request_token}",
-                        "Accept": "application/json; api-version=2.0",
-                    },
-                    timeout=self._timeout,
-                )
-            except requests.RequestException as exc:
-                if attempt == attempts:
-                    raise LeaseServiceError(
-                        f"could not reach the runner's OIDC token endpoint: {type(exc).__name__}",
-                        fix="re-run the job; the runner's token service was unreachable",
-                    ) from None
-            else:
-                status = response.status_code
-                if status == 200:
-                    return self._token_from(response)
-                if (status < 500 and status != 429) or attempt == attempts:
-                    raise LeaseServiceError(
-                        f"the runner refused an OIDC token (HTTP {status})",
-                        status=status,
-                        fix=ID_TOKEN_FIX if status < 500 else "re-run the job later",
-                        docs=ID_TOKEN_DOCS,
-                    )
-            self._retrying.wait(attempt)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        try:
+            response = self._http.get(
+                self.url(),
+                headers={
+                    "Authorization": f"Bearer {self._request_token}",
+                    "Accept": "application/json; api-version=2.0",
+                },
+                timeout=self._timeout,
+            )
+        except requests.RequestException as exc:
+            raise LeaseServiceError(
+                f"could not reach the runner's OIDC token endpoint: {type(exc).__name__}",
+                fix="re-run the job; the runner's token service was unreachable",
+            ) from None
+        status = response.status_code
+        if status != 200:
+            raise LeaseServiceError(
+                f"the runner refused an OIDC token (HTTP {status})",
+                status=status,
+                fix=ID_TOKEN_FIX if status < 500 else "re-run the job later",
+                docs=ID_TOKEN_DOCS,
+            )
+        return self._token_from(response)
 
     def _token_from(self, response: requests.Response) -> str:
         try:

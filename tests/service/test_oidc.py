@@ -16,8 +16,8 @@ import requests
 from werkzeug.wrappers import Request, Response
 
 from runkeys.errors import AuthError, ConfigError, LeaseServiceError
+from runkeys.http_session import backoff
 from runkeys.oidc import KeySet, OIDCUnavailableError, OIDCVerifier, RunnerOIDC
-from runkeys.retrying import Retrying
 from runkeys.sandbox import OIDCIssuer, RunClaims
 from tests.service.conftest import GitHub
 from tests.service.kit import AUDIENCE, WsgiServer
@@ -284,7 +284,7 @@ def test_a_refusing_runner_is_reported_at_once_without_its_token(github: GitHub)
         env["ACTIONS_ID_TOKEN_REQUEST_URL"],
         request_token,
         AUDIENCE,
-        retrying=Retrying(attempts=3, backoff=1.0, sleep=waits.append),
+        retry=backoff(3, factor=1.0, cap=10, pause=waits.append),
     )
     with pytest.raises(LeaseServiceError) as caught:
         oidc.token()
@@ -296,10 +296,11 @@ def test_a_refusing_runner_is_reported_at_once_without_its_token(github: GitHub)
 
 def test_a_failing_runner_is_asked_again(github: GitHub) -> None:
     waits: list[float] = []
-    oidc = runner(github, retrying=Retrying(attempts=3, backoff=1.0, sleep=waits.append))
+    retry = backoff(3, factor=1.0, jitter=0, cap=10, pause=waits.append)
+    oidc = runner(github, retry=retry)
     github.sandbox.inject_fault("GET", r"^/_services/.*/idtoken$", status=503, times=2)
     assert OIDCVerifier(github.sandbox.oidc_issuer_url, AUDIENCE).verify(oidc.token())
-    assert waits == [1, 2]
+    assert waits == [2.0]  # urllib3: the first retry at once, then factor·2
     github.sandbox.inject_fault("GET", r"^/_services/.*/idtoken$", status=503, times=3)
     with pytest.raises(LeaseServiceError, match="HTTP 503"):
         oidc.token()
