@@ -15,8 +15,8 @@ import requests
 
 from runkeys.errors import ConfigError, LeaseServiceError
 from runkeys.http_session import backoff
-from runkeys.lease_client import LeaseClient, RetireOutcome
-from runkeys.leases import LeaseRequest, LeaseState, Lifetime, SecretTarget
+from runkeys.lease_client import LeaseClient
+from runkeys.leases import LeaseRequest, LeaseState, Lifetime, RetireOutcome, SecretTarget
 from runkeys.oidc import RunnerOIDC
 from runkeys.sandbox import RunClaims
 from tests.action.conftest import GitHub

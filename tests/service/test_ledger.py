@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 from sqlalchemy import inspect, select, update
 from sqlalchemy.exc import IntegrityError
@@ -433,7 +434,7 @@ def test_no_value_is_stored_anywhere(ledger: Ledger) -> None:
     item = lease()
     from runkeys.leases import fingerprint
 
-    item = type(item)(**{**item.__dict__, "fingerprint": fingerprint(value)})
+    item = msgspec.structs.replace(item, fingerprint=fingerprint(value))
     put(ledger, identity(), item, now=NOW)
     with ledger.begin() as conn:
         dump = [
