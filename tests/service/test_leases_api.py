@@ -189,6 +189,11 @@ def test_the_body_must_be_json(client: FlaskClient, github: GitHub) -> None:
     response = client.post("/v1/leases", data="leases", headers=github.auth(github.claims()))
     assert response.status_code == 415
     assert_documented("POST", "/v1/leases", 415, response.json)
+    for path in ("/v1/leases", "/v1/leases/retire"):
+        headers = {**github.auth(github.claims()), "Content-Type": "application/json"}
+        response = client.post(path, data='{"leases": [', headers=headers)
+        assert response.json == {"error": "invalid_request", "message": "The body is not JSON"}
+        assert_documented("POST", path, 400, response.json)
 
 
 def test_a_repository_without_the_app_cannot_register(client: FlaskClient, github: GitHub) -> None:
