@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from action_src.collaborators import ActionJob, github_session, lease_client, permissions_for
-from action_src.main import APP_FIX, StepPlan
+from action_src.plan import APP_FIX, StepPlan
 from action_src.report import summary
 from action_src.workflow import Workflow
 from runkeys.errors import GitHubError, RunkeysError

@@ -26,10 +26,10 @@ from typing import Any
 
 from bench.common import parser, run_benchmark
 from bench.report import Result, Spread, Summary, Target
-from runkeys.sandbox import recording
-from runkeys.sandbox.recording import RecordedRequest
-from runkeys.sandbox.sandbox import Sandbox
-from runkeys.sandbox.state import App, Repository
+from runkeys_sandbox.server import recording
+from runkeys_sandbox.server.recording import RecordedRequest
+from runkeys_sandbox.server.sandbox import Sandbox
+from runkeys_sandbox.server.state import App, Repository
 
 BIN = Path(sys.executable).parent
 ACTION = str(BIN / "runkeys-action")

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from handler.webhooks import sign
-from runkeys.sandbox.representations import account_json, repository_json, workflow_run_json
-from runkeys.sandbox.sandbox import Sandbox
+from runkeys_sandbox.server.representations import account_json, repository_json, workflow_run_json
+from runkeys_sandbox.server.sandbox import Sandbox
 
 RUN_PLACEHOLDER = "@RUN@"
 _SENTINEL = 7_707_707_707_707  # a run id no other number in the payload can be

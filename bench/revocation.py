@@ -43,10 +43,10 @@ from runkeys.lease_client import LeaseClient
 from runkeys.leases import LeaseRequest, LeaseState
 from runkeys.providers import ProviderDeps, Registry
 from runkeys.retire import RetireRequest, retire
-from runkeys.sandbox.sandbox import Sandbox
-from runkeys.sandbox.state import App, Repository
-from runkeys.sandbox.webhooks import delivery_headers, new_delivery_id
 from runkeys.spec import KeySpec, SpecRules, parse_keys
+from runkeys_sandbox.server.sandbox import Sandbox
+from runkeys_sandbox.server.state import App, Repository
+from runkeys_sandbox.server.webhooks import delivery_headers, new_delivery_id
 
 KEYS = 10
 TARGET_P99_S = 1.0

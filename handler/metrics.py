@@ -9,6 +9,7 @@ backlog are read from the ledger when scraped, so every replica reports the same
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -78,7 +79,7 @@ class Metrics:
     def exposition(self, ledger: Ledger, clock: Callable[[], datetime]) -> bytes:
         if multiprocess_dir():
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            WorkerFiles(registry)
         else:
             registry = CollectorRegistry()
             registry.register(_Forward(self.registry))
@@ -92,11 +93,32 @@ def serve_apart(address: tuple[str, int], ledger: Ledger, clock: Callable[[], da
     gauges. Started before the workers are forked: each closes its copy of the socket, which
     the master alone answers on."""
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    WorkerFiles(registry)
     registry.register(LedgerCollector(ledger, clock))
     host, port = address
     server, _ = start_http_server(port, addr=host, registry=registry)
     os.register_at_fork(after_in_child=server.socket.close)
+
+
+class WorkerFiles(multiprocess.MultiProcessCollector):
+    """Every worker's metric files, skipping one still empty: a worker creates its file before
+    sizing it, and prometheus_client fails the whole scrape on reading it then
+    (https://github.com/prometheus/client_python/issues/1199)."""
+
+    def __init__(self, registry: CollectorRegistry, path: str | None = None) -> None:
+        super().__init__(registry, path)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterator[Metric]:
+        files = glob.glob(os.path.join(self._path, "*.db"))
+        sized = [name for name in files if _size(name) > 0]
+        return self.merge(sized, accumulate=True)  # type: ignore[no-any-return,no-untyped-call]
+
+
+def _size(name: str) -> int:
+    try:
+        return os.path.getsize(name)
+    except FileNotFoundError:  # its worker's files were removed meanwhile
+        return 0
 
 
 class _Forward(Collector):

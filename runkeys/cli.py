@@ -13,9 +13,13 @@ from runkeys.errors import RunkeysError
 
 # Modules that define `register(subparsers)`; each subcommand sets `func` to run it.
 COMMAND_MODULES = (
-    "runkeys.demo",  # demo
-    "runkeys.sandbox.cli",  # sandbox
+    "runkeys_sandbox.cli",  # sandbox, demo (the `sandbox` extra)
     "handler.cli",  # serve, worker, sweep, leases, revoke
+)
+SANDBOX_COMMANDS = ("sandbox", "demo")
+SANDBOX_MISSING = (
+    "runkeys {command}: the GitHub stand-in and the demo are not installed; "
+    "install them with: pip install 'runkeys[sandbox]'"
 )
 
 
@@ -30,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ImportError as exc:  # an extra that is not installed: its commands are absent
+            if exc.name == "runkeys_sandbox":  # a distribution of its own: say how to get it
+                _register_missing_sandbox(subparsers)
+                continue
             if exc.name and not exc.name.startswith(("runkeys", "handler")):
                 continue
             if exc.name == name:
@@ -37,6 +44,27 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(subparsers)
     return parser
+
+
+def _register_missing_sandbox(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """`sandbox` and `demo` still parse, whatever their arguments, to say how to get them."""
+    for command in SANDBOX_COMMANDS:
+        # No option prefix: `--help` and the real command's options land in `rest` too.
+        parser = subparsers.add_parser(
+            command,
+            help="(not installed: pip install 'runkeys[sandbox]')",
+            add_help=False,
+            prefix_chars="\0",
+        )
+        parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+        parser.set_defaults(func=lambda _args, command=command: _sandbox_missing(command))
+
+
+def _sandbox_missing(command: str) -> int:
+    print(SANDBOX_MISSING.format(command=command), file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:

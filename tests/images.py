@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -209,3 +210,31 @@ def installed(working: str) -> Installed:
         {name: version for name, (version, _) in distributions.items()},
         {name: [Requirement(r) for r in requires] for name, (_, requires) in distributions.items()},
     )
+
+
+# Every file on the image's Python path and under /opt, as the image's own Python sees them.
+FILES_PROBE = """
+import json, os, sys
+roots = {p for p in sys.path if os.path.isdir(p)} | {"/opt"}
+files = {os.path.join(d, f) for r in roots for d, _, fs in os.walk(r) for f in fs}
+print(json.dumps(sorted(files)))
+"""
+# The stand-in and the demo, wherever they might land: their own package and distribution, or
+# the places they had inside the product's (runkeys/sandbox/, runkeys/demo*.py).
+NOT_THE_PRODUCT = re.compile(
+    r"(^|/)runkeys_sandbox[^/]*(/|$)|(^|/)runkeys/sandbox/|(^|/)runkeys/demo[^/]*\.py$"
+)
+
+
+def installed_files(working: str) -> list[str]:
+    """The files of `working`'s Python path and /opt, read by the image's Python."""
+    listed: list[str] = json.loads(
+        buildah("run", "--isolation", "chroot", working, "--", "/opt/runkeys/bin/python", "-c",
+                FILES_PROBE)
+    )  # fmt: skip
+    return listed
+
+
+def not_the_product(files: list[str]) -> list[str]:
+    """Those of `files` that belong to the stand-in or the demo."""
+    return [name for name in files if NOT_THE_PRODUCT.search(name)]

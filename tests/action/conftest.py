@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from runkeys.sandbox import Sandbox
-from runkeys.sandbox.state import App, Installation, Repository
+from runkeys_sandbox.server import Sandbox
+from runkeys_sandbox.server.state import App, Installation, Repository
 from tests.action.harness import Step
 from tests.action.service import AUDIENCE, Service
 

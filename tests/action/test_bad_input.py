@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runkeys.sandbox import Sandbox
+from runkeys_sandbox.server import Sandbox
 from tests.action.harness import Run, Step
 
 MALFORMED_SPECS = [

@@ -8,6 +8,7 @@ debootstraps the base (about 2 minutes), every run builds (about 20 s).
 from __future__ import annotations
 
 import json
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +16,18 @@ from pathlib import Path
 import pytest
 
 from runkeys.providers.random_value import verify_token
-from runkeys.sandbox import Sandbox
+from runkeys_sandbox.server import Sandbox
 from tests.action.harness import Step
-from tests.images import ROOT, buildah, built, installed, run_argv, working_container
+from tests.images import (
+    ROOT,
+    buildah,
+    built,
+    installed,
+    installed_files,
+    not_the_product,
+    run_argv,
+    working_container,
+)
 from tests.locks import ACTION, parse
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -77,6 +87,21 @@ def test_the_image_holds_its_lock_and_runkeys_and_nothing_else(
     assert found.versions["runkeys"] == tomllib.loads(PYPROJECT.read_text())["project"]["version"]
     assert {"pip", "setuptools", "wheel"}.isdisjoint(found.versions)
     assert found.lock_problems(parse(ACTION.text()), "runkeys") == []
+
+
+def test_the_image_holds_neither_the_stand_in_nor_the_demo(
+    container: tuple[str, list[str], list[str]],
+) -> None:
+    working, _, _ = container
+    files = installed_files(working)
+    assert any(name.endswith("/runkeys/issuance.py") for name in files)  # the listing is real
+    assert not_the_product(files) == []
+    done = subprocess.run(
+        run_argv(working, ["/opt/runkeys/bin/runkeys", "demo"]),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'runkeys[sandbox]'" in done.stderr
 
 
 def test_the_image_fails_a_bad_spec_with_an_annotation(

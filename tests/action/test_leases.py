@@ -18,7 +18,7 @@ from runkeys.http_session import backoff
 from runkeys.lease_client import LeaseClient
 from runkeys.leases import LeaseRequest, LeaseState, Lifetime, RetireOutcome, SecretTarget
 from runkeys.oidc import RunnerOIDC
-from runkeys.sandbox import RunClaims
+from runkeys_sandbox.server import RunClaims
 from tests.action.conftest import GitHub
 from tests.action.service import AUDIENCE, Service
 

@@ -73,7 +73,7 @@ def test_every_input_and_output_is_documented_and_kebab_case() -> None:
 
 
 def test_the_inputs_the_entry_points_read_are_the_declared_ones() -> None:
-    sources = "".join((ROOT / "action_src" / name).read_text() for name in ("main.py", "inputs.py"))
+    sources = "".join(path.read_text() for path in sorted((ROOT / "action_src").glob("*.py")))
     read = set(re.findall(r'get_(?:input|bool|duration)\(environ, "([a-z-]+)"', sources))
     assert read == set(action()["inputs"])
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import psycopg
 
-from runkeys.demo_payloads import pull_request_closed, workflow_run_completed
-from runkeys.sandbox.state import Installation, Repository, WorkflowRun
+from runkeys_sandbox.server.payloads import pull_request_closed, workflow_run_completed
+from runkeys_sandbox.server.state import Installation, Repository, WorkflowRun
 from tests.action.harness import Run, Step
 from tests.e2e.leaks import Secret
 from tests.e2e.world import AUDIENCE, Output, World

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from runkeys.demo_payloads import workflow_run_completed
-from runkeys.sandbox.state import Installation, Repository, WorkflowRun
+from runkeys_sandbox.server.payloads import workflow_run_completed
+from runkeys_sandbox.server.state import Installation, Repository, WorkflowRun
 from tests.action.harness import Run, Step
 from tests.e2e.pull_request import CONNECTION, Key, key_of
 from tests.e2e.world import AUDIENCE, Output, World

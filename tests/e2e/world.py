@@ -20,8 +20,8 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from runkeys.sandbox import Sandbox
-from runkeys.sandbox.state import App
+from runkeys_sandbox.server import Sandbox
+from runkeys_sandbox.server.state import App
 from tests.e2e.leaks import Scanner, Secret
 from tests.service.served import Served
 from tests.services import need, unique

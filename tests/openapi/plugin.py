@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from runkeys.sandbox.recording import RecordedRequest, add_listener, remove_listener
+from runkeys_sandbox.server.recording import RecordedRequest, add_listener, remove_listener
 from tests.openapi.validator import problems
 
 

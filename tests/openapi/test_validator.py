@@ -6,7 +6,7 @@ from typing import Any
 
 import requests
 
-from runkeys.sandbox import RecordedRequest, Sandbox
+from runkeys_sandbox.server import RecordedRequest, Sandbox
 from tests.openapi.plugin import FaithfulnessCheck
 from tests.openapi.validator import operations, problems
 

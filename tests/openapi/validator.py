@@ -16,7 +16,7 @@ from typing import Any
 
 from openapi_schema_validator import OAS30ReadValidator, OAS30WriteValidator
 
-from runkeys.sandbox.recording import RecordedRequest
+from runkeys_sandbox.server.recording import RecordedRequest
 from tests.github_data import openapi_fragment, openapi_fragments
 
 

@@ -1,5 +1,5 @@
 """`deploy-key` and `github-token` for the conformance suite, against the sandbox (the GitHub
-stand-in, `runkeys/sandbox/`) over real HTTP, through the same `GitHubSession` (an App and its
+stand-in, `runkeys_sandbox/`) over real HTTP, through the same `GitHubSession` (an App and its
 installation) the action and the service use.
 
 A token is used for real through the sandbox's API: it reads the repository it was narrowed to,
@@ -29,7 +29,7 @@ from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
 from runkeys.providers.base import Minted, Provider, ProviderDeps
 from runkeys.providers.deploy_key import TITLE_PREFIX, DeployKeyProvider
 from runkeys.providers.github_token import GitHubTokenProvider
-from runkeys.sandbox import Sandbox
+from runkeys_sandbox.server import Sandbox
 from tests.providers.harness import Harness, closed_port_url
 from tests.services import skip_or_fail
 

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from github import Auth, Github
 
-from runkeys.sandbox import Sandbox
-from runkeys.sandbox.state import App, Installation, Repository
+from runkeys_sandbox.server import Sandbox
+from runkeys_sandbox.server.state import App, Installation, Repository
 
 
 @dataclass

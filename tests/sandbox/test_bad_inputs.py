@@ -13,8 +13,8 @@ import jwt
 import pytest
 import requests
 
-from runkeys.sandbox import bodies
-from runkeys.sandbox.app import ROUTES
+from runkeys_sandbox.server import bodies
+from runkeys_sandbox.server.app import ROUTES
 from tests.sandbox.conftest import Seeded
 
 BAD_BODIES: list[bytes] = [

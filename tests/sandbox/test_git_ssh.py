@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runkeys.sandbox.git_ssh import GitSSHServer
+from runkeys_sandbox.server.git_ssh import GitSSHServer
 from tests.sandbox.conftest import Seeded
 from tests.services import skip_or_fail
 

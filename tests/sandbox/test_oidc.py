@@ -9,7 +9,7 @@ import jwt
 import pytest
 import requests
 
-from runkeys.sandbox import RunClaims, Sandbox
+from runkeys_sandbox.server import RunClaims, Sandbox
 from tests.sandbox.conftest import Seeded
 
 

@@ -10,7 +10,7 @@ import pytest
 from github import GithubException
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
-from runkeys.sandbox.sealing import seal
+from runkeys_sandbox.server.sealing import seal
 from tests.sandbox.conftest import Seeded
 
 PUT_SECRET = "/repos/octo/app/actions/secrets/{}"

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from werkzeug.wrappers import Request, Response
 
-from runkeys.sandbox import Sandbox
-from runkeys.sandbox.server import BackgroundServer
-from runkeys.sandbox.webhooks import deliver, sign, sign_sha1
+from runkeys_sandbox.server import Sandbox
+from runkeys_sandbox.server.server import BackgroundServer
+from runkeys_sandbox.server.webhooks import deliver, sign, sign_sha1
 from tests.github_data import DELIVERIES_SECRET, recorded_delivery
 
 

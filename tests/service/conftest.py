@@ -1,12 +1,14 @@
 """Fixtures of the service's tests (the Flask tutorial's `app` and `client`, on both engines).
 
 `database_url` is parametrized: every test that uses the ledger runs on SQLite (a file) and on
-PostgreSQL (a database made for the test and dropped after it). GitHub is the sandbox, over
-real HTTP; its OIDC issuer signs the jobs' tokens.
+PostgreSQL (a database made for the test and dropped after it); `RUNKEYS_TEST_LEDGERS=sqlite`
+narrows that to the ones named (`make mutate` runs the suite once per mutant). GitHub is the
+sandbox, over real HTTP; its OIDC issuer signs the jobs' tokens.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -22,8 +24,8 @@ from sqlalchemy.engine import make_url
 from handler.app import create_app
 from handler.ledger import Ledger, tables
 from runkeys.leases import LeaseRequest
-from runkeys.sandbox import RunClaims, Sandbox
-from runkeys.sandbox.state import App, Installation, Repository
+from runkeys_sandbox.server import RunClaims, Sandbox
+from runkeys_sandbox.server.state import App, Installation, Repository
 from tests.service.kit import AUDIENCE, HTTP_PARAMS, Clock, lease
 from tests.services import need, unique
 
@@ -61,7 +63,20 @@ def empty(url: str) -> None:
     ledger.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+LEDGERS = ("sqlite", "postgres")
+
+
+def _ledgers() -> list[str]:
+    """The ledgers `database_url` runs on: all, or those `RUNKEYS_TEST_LEDGERS` names."""
+    named = os.environ.get("RUNKEYS_TEST_LEDGERS", "")
+    chosen = [name.strip() for name in named.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(LEDGERS))
+    if unknown:
+        raise pytest.UsageError(f"RUNKEYS_TEST_LEDGERS: unknown ledger {unknown}, not {LEDGERS}")
+    return chosen or list(LEDGERS)
+
+
+@pytest.fixture(params=_ledgers())
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.sqlite3'}"

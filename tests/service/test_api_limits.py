@@ -15,7 +15,7 @@ from werkzeug.test import TestResponse
 
 from handler.app import create_app
 from runkeys.leases import LeaseState, Lifetime
-from runkeys.sandbox import webhooks
+from runkeys_sandbox.server import webhooks
 from tests.service import kit
 from tests.service.conftest import GitHub
 from tests.service.kit import Clock, assert_documented, body, js, stored

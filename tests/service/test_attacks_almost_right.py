@@ -17,8 +17,8 @@ from handler.ledger.completions import apply_completions
 from handler.ledger.history import history
 from handler.ledger.leases import get
 from runkeys.leases import Lifetime, SecretTarget
-from runkeys.sandbox import webhooks
-from runkeys.sandbox.state import Repository
+from runkeys_sandbox.server import webhooks
+from runkeys_sandbox.server.state import Repository
 from tests.service import kit
 from tests.service.conftest import GitHub
 from tests.service.kit import assert_documented, body, identity, js, put, states

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 
 from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
 from runkeys.leases import LeaseRequest, LeaseState
-from runkeys.sandbox.state import Repository
+from runkeys_sandbox.server.state import Repository
 from tests.service.attack_kit import (
     armed_service,
     ledger,

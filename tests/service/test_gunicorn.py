@@ -29,8 +29,8 @@ from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
 from runkeys.lease_client import LeaseClient
 from runkeys.leases import Lifetime, RetireOutcome
 from runkeys.oidc import RunnerOIDC
-from runkeys.sandbox import Sandbox
-from runkeys.sandbox.state import App
+from runkeys_sandbox.server import Sandbox
+from runkeys_sandbox.server.state import App
 from tests.github_data import DELIVERIES_SECRET, recorded_deliveries, recorded_delivery
 from tests.service import kit
 from tests.service.conftest import GitHub, make_environ

@@ -35,6 +35,8 @@ from tests.images import (
     built,
     codename,
     installed,
+    installed_files,
+    not_the_product,
     run_argv,
     working_container,
 )
@@ -254,6 +256,15 @@ def test_the_image_holds_its_lock_and_runkeys_and_nothing_else(image: Image) -> 
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert found.versions["runkeys"] == version
     assert found.lock_problems(parse(SERVICE.text()), "runkeys", ("postgres",)) == []
+
+
+def test_the_image_holds_neither_the_stand_in_nor_the_demo(image: Image) -> None:
+    files = installed_files(image.working)
+    assert any(name.endswith("/handler/app.py") for name in files)  # the listing is real
+    assert not_the_product(files) == []
+    done = image.run(image.argv("sandbox", "--port", "0"), {})
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'runkeys[sandbox]'" in done.stderr
 
 
 def test_the_service_answers_its_probes_as_its_user_with_the_ledger_on_the_volume(

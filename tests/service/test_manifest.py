@@ -16,8 +16,8 @@ from handler.sweeper import Sweeper
 from handler.worker import RevocationWorker
 from runkeys.github.secrets import SecretStore
 from runkeys.github.session import GitHubConfig, GitHubSession
-from runkeys.sandbox import Sandbox
-from runkeys.sandbox.state import App
+from runkeys_sandbox.server import Sandbox
+from runkeys_sandbox.server.state import App
 from tests.service.conftest import make_environ
 from tests.service.kit import AUDIENCE, Clock, body, js, lease, stored
 from tests.services import unique

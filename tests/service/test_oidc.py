@@ -20,7 +20,7 @@ from werkzeug.wrappers import Request, Response
 from runkeys.errors import AuthError, ConfigError, LeaseServiceError
 from runkeys.http_session import backoff
 from runkeys.oidc import KeySet, OIDCUnavailableError, OIDCVerifier, RunnerOIDC
-from runkeys.sandbox import OIDCIssuer, RunClaims
+from runkeys_sandbox.server import OIDCIssuer, RunClaims
 from tests.service.conftest import GitHub
 from tests.service.kit import AUDIENCE, WsgiServer
 

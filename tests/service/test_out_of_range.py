@@ -23,7 +23,7 @@ from handler.ledger import Ledger, tables
 from runkeys import oidc
 from runkeys.cli import main
 from runkeys.leases import Lifetime
-from runkeys.sandbox import webhooks
+from runkeys_sandbox.server import webhooks
 from tests.service import kit
 from tests.service.conftest import GitHub
 from tests.service.kit import assert_documented, body, identity, js, put, states, stored

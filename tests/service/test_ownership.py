@@ -25,7 +25,7 @@ from handler.service import Service
 from handler.sweeper import Sweeper
 from handler.worker import RevocationWorker
 from runkeys.leases import LeaseRequest, LeaseState
-from runkeys.sandbox.state import Environment
+from runkeys_sandbox.server.state import Environment
 from tests.service.conftest import GitHub
 from tests.service.kit import Clock, assert_documented, body, js, stored
 

@@ -21,7 +21,7 @@ from handler.ledger.completions import apply_completions, pending
 from handler.ledger.history import history
 from handler.webhooks import sign
 from runkeys.leases import Lifetime
-from runkeys.sandbox import webhooks
+from runkeys_sandbox.server import webhooks
 from tests.github_data import DELIVERIES_SECRET, recorded_delivery
 from tests.service import kit
 from tests.service.kit import Clock, assert_documented, identity, js, put, states, stored

@@ -1,0 +1,133 @@
+"""The `runkeys sandbox` and `runkeys demo` commands. `runkeys.cli` loads this module only when
+the `sandbox` extra is installed; everything heavier is imported when a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from runkeys.errors import ConfigError
+from runkeys_sandbox.server.seeded import DEFAULT_REPOSITORY
+
+SANDBOX = """\
+`runkeys sandbox`: the GitHub stand-in in the foreground, seeded with repositories, a GitHub
+App installed on them and a running workflow run, printing the environment a user needs to
+point runkeys (or PyGithub, or curl) at it. Serves until Ctrl-C. With `--keys FILE`, a dry
+run of that `keys` spec instead.
+"""
+
+DEMO = """\
+`runkeys demo`: the life of two CI keys on this machine, told as it happens.
+
+It starts a GitHub stand-in (the sandbox) and the runkeys service, runs the action as a workflow
+step would, then ends the job (the post step) and the run (a signed webhook), and shows that
+every key was retired. A real PostgreSQL role when PostgreSQL answers on localhost; a random
+value otherwise. No key value is ever printed: everything shown is masked as the runner masks.
+"""
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sandbox = subparsers.add_parser(
+        "sandbox",
+        help="run a local GitHub API stand-in (secrets, environments, deploy keys, App, OIDC)",
+        description=SANDBOX,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sandbox.add_argument(
+        "--port", type=int, default=0, help="loopback port to listen on (default: a free one)"
+    )
+    sandbox.add_argument(
+        "--repository",
+        action="append",
+        metavar="OWNER/NAME",
+        help=f"a repository to create (repeatable; default {DEFAULT_REPOSITORY})",
+    )
+    sandbox.add_argument("--app-id", type=int, help="the GitHub App's id (default: generated)")
+    sandbox.add_argument("--webhook-secret", help="the App's webhook secret (default: random)")
+    sandbox.add_argument(
+        "--keys",
+        metavar="FILE",
+        help="dry-run this `keys` spec (- for stdin): mint, deliver and retire it through the "
+        "action and a local runkeys service, print what went where and every GitHub API call, "
+        "then exit (connections come from your RUNKEYS_CONNECTION_* variables)",
+    )
+    sandbox.add_argument(
+        "--environment",
+        default="ci-pr-{pr}",
+        metavar="TEMPLATE",
+        help="with --keys: the action's `environment` input (default ci-pr-{pr}; '' for job only)",
+    )
+    sandbox.set_defaults(func=sandbox_main)
+
+    demo = subparsers.add_parser(
+        "demo",
+        help="watch runkeys mint, deliver and retire keys, all on this machine",
+        description=DEMO,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument(
+        "--postgres",
+        metavar="URL",
+        default=os.environ.get("RUNKEYS_DEMO_POSTGRES_URL", DEFAULT_POSTGRES_URL),
+        help="a PostgreSQL account that may create roles (default: $RUNKEYS_DEMO_POSTGRES_URL "
+        f"or {DEFAULT_POSTGRES_URL}); without one the second key is a random value",
+    )
+    demo.set_defaults(func=demo_main)
+
+
+def check_arguments(port: int, names: list[str]) -> None:
+    if not 0 <= port <= 65535:
+        raise ConfigError("--port", f"{port} is not a TCP port", fix="use 1-65535, or 0 for any")
+    for name in names:
+        owner, _, repo = name.partition("/")
+        if not owner or not repo or "/" in repo:
+            raise ConfigError(
+                "--repository", f"{name!r} is not OWNER/NAME", fix="e.g. --repository octo/app"
+            )
+    if len({n.lower() for n in names}) != len(names):
+        raise ConfigError("--repository", "a repository is named twice", fix="name each once")
+
+
+def sandbox_main(args: argparse.Namespace) -> int:
+    # Imported here: the server needs Werkzeug, and `runkeys --help` should not load it.
+    from runkeys_sandbox.server.seeded import (  # noqa: PLC0415
+        print_contents,
+        print_environment,
+        start_seeded,
+    )
+
+    if args.keys is not None:
+        from runkeys_sandbox.demo.dryrun import dry_run  # noqa: PLC0415
+
+        return dry_run(args.keys, args.environment)
+    names = args.repository or [DEFAULT_REPOSITORY]
+    check_arguments(args.port, names)
+    with tempfile.TemporaryDirectory(prefix="runkeys-sandbox-") as tmp:
+        seeded = start_seeded(
+            Path(tmp),
+            port=args.port,
+            repositories=names,
+            app_id=args.app_id,
+            webhook_secret=args.webhook_secret,
+        )
+        try:
+            print_environment(seeded, sys.stdout)
+            threading.Event().wait()  # until Ctrl-C
+        except KeyboardInterrupt:
+            print("runkeys sandbox: stopped. It held:", file=sys.stderr)
+            print_contents(seeded, sys.stderr)
+        finally:
+            seeded.sandbox.stop()
+    return 0
+
+
+def demo_main(args: argparse.Namespace) -> int:
+    from runkeys_sandbox.demo.story import tell  # noqa: PLC0415 (see sandbox_main)
+
+    return tell(args.postgres, sys.stdout)

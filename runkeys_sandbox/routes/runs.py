@@ -1,0 +1,98 @@
+"""Workflow runs (https://docs.github.com/rest/actions/workflow-runs): get a run, get one attempt,
+list with GitHub's filters. Their state is what a test set (`Sandbox.add_workflow_run`,
+`Sandbox.set_run_status`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from runkeys_sandbox.server.errors import not_found
+from runkeys_sandbox.server.representations import workflow_run_json
+from runkeys_sandbox.server.routing import REPO, Call, Reply, Route, paginate
+from runkeys_sandbox.server.state import WorkflowRun
+
+_DOCS = "https://docs.github.com/rest/actions/workflow-runs"
+
+
+def _run(call: Call) -> WorkflowRun:
+    text = call.params["run_id"]
+    run = call.repository.runs.get(int(text)) if text.isdigit() else None
+    if run is None:
+        raise not_found()
+    return run
+
+
+def _with_pull_requests(call: Call) -> bool:
+    return (call.arg("exclude_pull_requests") or "").lower() != "true"
+
+
+def get_run(call: Call) -> Reply:
+    run = _run(call)
+    data = workflow_run_json(
+        call.repository,
+        run,
+        run.latest,
+        call.base_url,
+        include_pull_requests=_with_pull_requests(call),
+    )
+    return Reply(200, data)
+
+
+def get_attempt(call: Call) -> Reply:
+    run = _run(call)
+    text = call.params["attempt_number"]
+    attempt = run.attempts.get(int(text)) if text.isdigit() else None
+    if attempt is None:
+        raise not_found()
+    data = workflow_run_json(
+        call.repository,
+        run,
+        attempt,
+        call.base_url,
+        include_pull_requests=_with_pull_requests(call),
+    )
+    return Reply(200, data)
+
+
+def _matches(call: Call, run: WorkflowRun) -> bool:
+    latest = run.latest
+    checks: dict[str, Callable[[str], bool]] = {
+        "actor": lambda v: run.actor.lower() == v.lower(),
+        "branch": lambda v: run.head_branch == v,
+        "event": lambda v: run.event == v,
+        # `status` filters on a status or a conclusion (GitHub's docs for this parameter).
+        "status": lambda v: v in (latest.status, latest.conclusion),
+        "head_sha": lambda v: run.head_sha == v,
+        "check_suite_id": lambda v: v.isdigit() and int(v) == run.id // 3,
+    }
+    for name, check in checks.items():
+        value = call.arg(name)
+        if value is not None and not check(value):
+            return False
+    return True
+
+
+def list_runs(call: Call) -> Reply:
+    repo = call.repository
+    runs = sorted((r for r in repo.runs.values() if _matches(call, r)), key=lambda r: -r.id)
+    with_prs = _with_pull_requests(call)
+    items = [
+        workflow_run_json(repo, r, r.latest, call.base_url, include_pull_requests=with_prs)
+        for r in runs
+    ]
+    return paginate(call, items, key="workflow_runs")
+
+
+_RUNS = "/repos/{owner}/{repo}/actions/runs"
+
+ROUTES = (
+    Route("GET", _RUNS, list_runs, REPO, f"{_DOCS}#list-workflow-runs-for-a-repository"),
+    Route("GET", f"{_RUNS}/{{run_id}}", get_run, REPO, f"{_DOCS}#get-a-workflow-run"),
+    Route(
+        "GET",
+        f"{_RUNS}/{{run_id}}/attempts/{{attempt_number}}",
+        get_attempt,
+        REPO,
+        f"{_DOCS}#get-a-workflow-run-attempt",
+    ),
+)
