@@ -24,16 +24,15 @@ def record_completion(
     """Record that the run completed up to `selection.up_to_attempt`, to be applied."""
     if selection.lifetimes != RunLeases.lifetimes:
         raise ValueError("a recorded run completion retires run and job leases, no others")
-    conn.execute(
-        completions.insert().values(
-            repository_id=selection.repository_id,
-            run_id=selection.run_id,
-            up_to_attempt=selection.up_to_attempt,
-            installation_id=selection.installation_id,
-            reason=reason[:300],
-            received_at=now,
-        )
-    )
+    row = {
+        "repository_id": selection.repository_id,
+        "run_id": selection.run_id,
+        "up_to_attempt": selection.up_to_attempt,
+        "installation_id": selection.installation_id,
+        "reason": reason[:300],
+        "received_at": now,
+    }
+    conn.execute(completions.insert(), row)
 
 
 def apply_completions(conn: Connection, *, limit: int = 100) -> list[str]:

@@ -25,6 +25,7 @@ from handler.ledger.queue import (
     backlog,
     claim_due,
     count_by_state,
+    count_to_queue,
     finish_failed,
     finish_revoked,
     queue,
@@ -226,6 +227,30 @@ def test_queue_moves_only_active_leases_and_logs_why(ledger: Ledger) -> None:
         NOW,
     )
     assert [(e.actor, e.action, e.detail) for e in events][-1] == ("test", "queued", "test")
+
+
+@pytest.mark.parametrize(("installation_id", "expected"), [(5, 3), (6, 2), (None, 4)])
+def test_the_webhooks_count_of_a_runs_leases_is_what_queueing_them_moves(
+    ledger: Ledger, installation_id: int | None, expected: int
+) -> None:
+    """`count_to_queue` (a completed run's read, built once for an installation's run) counts
+    the active run and job leases of the attempt and earlier ones, of that installation or of
+    none recorded; without an installation, of any. `queue` then moves exactly those."""
+    attempt = identity(run_attempt=2)
+    put(ledger, attempt, lease(key_name="A"), lease(key_name="B", lifetime=Lifetime.JOB))
+    put(ledger, identity(run_attempt=1), lease(key_name="C"), installation_id=None)
+    put(ledger, attempt, lease(key_name="G"), installation_id=6)
+    put(ledger, identity(run_attempt=2, ref="refs/pull/4/merge"), lease(lifetime=Lifetime.PR))
+    put(ledger, identity(run_attempt=3), lease(key_name="LATER"))
+    put(ledger, identity(run_id=1), lease(key_name="OTHER_RUN"))
+    (queued,) = put(ledger, attempt, lease(key_name="QUEUED"))
+    with ledger.begin() as conn:
+        queue(conn, LeasesById((queued,)), actor="test", reason="t", now=NOW)
+    run = RunLeases(1296269, 30433642, 2, installation_id)
+    with ledger.begin() as conn:
+        counted = count_to_queue(conn, run)
+        moved = queue(conn, run, actor="test", reason="t", now=NOW)
+    assert (counted, len(moved)) == (expected, expected)
 
 
 def test_a_recorded_run_completion_queues_its_runs_leases_once_when_applied(
