@@ -155,11 +155,9 @@ class LeasedRuns:
             )
 
 
-# A keep-alive connection stays with the gunicorn worker that accepted it, and now and then
-# every connection of a measurement lands on one of the two workers: one process then serves
-# them all, at about half the throughput (seen: the bare endpoint at 1,021 and 3,490 requests/s
-# in one run, one worker's CPU time not moving). Such a measurement says where the connections
-# landed, not what the server costs: it is taken again.
+# A keep-alive connection stays with the gunicorn worker that accepted it, so with several
+# workers every connection of a measurement may land on one of them; such a measurement says
+# where the connections landed, not what the server costs, and is taken again.
 LOPSIDED_SHARE = 0.8  # one worker did more than this share of the workers' CPU time
 MEASURE_ATTEMPTS = 5
 REMEASURED: list[float] = []  # the busiest worker's share in each measurement taken again
