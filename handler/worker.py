@@ -58,17 +58,16 @@ class RevocationWorker:
     def run_once(self) -> int:
         """Apply the run completions the webhook recorded (their leases are then due), claim
         one batch of due leases and retire them; how many were claimed."""
-        with self.service.ledger.hold():
-            with self.service.ledger.begin() as conn:
-                apply_completions(conn, limit=self.settings.batch_size)
-                claim = claim_due(
-                    conn,
-                    now=self.service.clock(),
-                    limit=self.settings.batch_size,
-                    hold=self.settings.claim_timeout,
-                )
-            for lease in claim.leases:  # each result committed on its own, as soon as known
-                self.retire(lease, claim.token)
+        with self.service.ledger.begin() as conn:
+            apply_completions(conn, limit=self.settings.batch_size)
+            claim = claim_due(
+                conn,
+                now=self.service.clock(),
+                limit=self.settings.batch_size,
+                hold=self.settings.claim_timeout,
+            )
+        for lease in claim.leases:  # each result committed on its own, as soon as known
+            self.retire(lease, claim.token)
         return len(claim.leases)
 
     def drain(self, *, max_batches: int = 1000) -> int:
