@@ -7,13 +7,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from action_src.inputs import GitHubSettings, Retries, ServiceSettings
 from action_src.report import STATE_NAME, PostState, keys_json
 from action_src.workflow import Workflow
+from runkeys import http_session
 from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
 from runkeys.issuance import IssuedKey, SecretScope
-from runkeys.lease_client import LeaseClient
+from runkeys.lease_client import RETRY_AFTER_CAP, LeaseClient
 from runkeys.leases import LeaseRequest
 from runkeys.oidc import RunnerOIDC
 from runkeys.providers import provider_class
-from runkeys.retrying import Retrying
 
 
 def permissions_for(scope: SecretScope | None, providers: Iterable[str] = ()) -> dict[str, str]:
@@ -57,15 +57,15 @@ def github_session(
 
 def lease_client(service: ServiceSettings, workflow: Workflow, retries: Retries) -> LeaseClient:
     """A client of the service whose OIDC tokens are masked the moment they exist."""
-    retrying = Retrying(backoff=retries.backoff)
+    retry = http_session.backoff(4, factor=retries.backoff, cap=RETRY_AFTER_CAP)
     oidc = RunnerOIDC(
         service.request_url,
         service.request_token,
         service.audience,
         on_token=workflow.mask,
-        retrying=retrying,
+        retry=retry,
     )
-    return LeaseClient(service.url, oidc.token, retrying=retrying)
+    return LeaseClient(service.url, oidc.token, retry=retry)
 
 
 class ActionJob:

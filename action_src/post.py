@@ -26,8 +26,8 @@ from runkeys.connections import Connection, connection_secrets, load_connections
 from runkeys.errors import GitHubError, RunkeysError
 from runkeys.github.secrets import SecretStore
 from runkeys.issuance import SecretScope
-from runkeys.lease_client import LeaseClient, RetireOutcome
-from runkeys.leases import LeaseRequest
+from runkeys.lease_client import LeaseClient
+from runkeys.leases import LeaseRequest, RetireOutcome
 from runkeys.providers import ProviderDeps, Registry
 from runkeys.retire import RetireRequest, delete_secret, revoke
 from runkeys.scrub import described

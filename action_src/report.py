@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from runkeys.errors import ConfigError
 from runkeys.issuance import Issued, IssuedKey
 from runkeys.leases import LeaseRequest
@@ -30,7 +32,7 @@ class PostState:
             {
                 "version": STATE_VERSION,
                 "created_environment": self.created_environment,
-                "leases": [lease.to_json() for lease in self.leases],
+                "leases": msgspec.to_builtins(self.leases),
             },
             separators=(",", ":"),
         )
@@ -41,7 +43,7 @@ class PostState:
             data: Any = json.loads(text)
             if data.get("version") != STATE_VERSION:
                 raise ValueError(f"state version {data.get('version')!r}")
-            leases = tuple(LeaseRequest.from_json(item) for item in data["leases"])
+            leases = tuple(msgspec.convert(data["leases"], type=list[LeaseRequest]))
             created = data.get("created_environment")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(

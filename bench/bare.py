@@ -66,13 +66,11 @@ def create_bare_app(writes: Writes | None = None) -> Flask:
 def _record(ledger: Ledger, run: RunLeases) -> int:
     """What `handler.intake` does for a run's completion, without the delivery: count the
     run's active leases and, if there are any, commit the completion row."""
-    dialect = ledger.engine.dialect
-    with ledger.look() as cursor:
-        active = count_to_queue(cursor, dialect, run)
-    if active:
-        with ledger.begin_on_driver() as cursor:
+    with ledger.begin() as conn:
+        active = count_to_queue(conn, run)
+        if active:
             reason = f"webhook workflow_run.completed delivery {uuid.uuid4()}"
-            record_completion(cursor, dialect, run, reason=reason, now=datetime.now(UTC))
+            record_completion(conn, run, reason=reason, now=datetime.now(UTC))
     return active
 
 

@@ -1,7 +1,6 @@
 """The query plans of the statements a piece of ledger code really runs: each statement is
 explained (SQLite `EXPLAIN QUERY PLAN`, PostgreSQL `EXPLAIN`) on its own cursor, with its own
-parameters, just before it runs (whether SQLAlchemy runs it or `handler.ledger.driver`). A plan
-that reads a whole table is flagged."""
+parameters, just before SQLAlchemy runs it. A plan that reads a whole table is flagged."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from handler.ledger import Ledger, driver
+from handler.ledger import Ledger
 
 _EXPLAINED = re.compile(r"^\s*(SELECT|UPDATE|DELETE|WITH)\b", re.IGNORECASE)
 _SQLITE_SCAN = re.compile(r"\bSCAN (\w+)(?! USING)")  # `SCAN t USING … INDEX` reads an index
@@ -44,7 +43,9 @@ def explaining(ledger: Ledger) -> Iterator[Plans]:
     plans = Plans()
     sqlite = ledger.dialect == "sqlite"
 
-    def explain_first(cursor: Any, statement: str, parameters: Any, executemany: bool) -> None:
+    def before(  # noqa: PLR0917 (SQLAlchemy's event signature)
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
         if executemany or not _EXPLAINED.match(statement):
             return
         prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
@@ -53,18 +54,10 @@ def explaining(ledger: Ledger) -> Iterator[Plans]:
         lines = [str(row[-1]) if sqlite else str(row[0]) for row in rows]
         plans.found.append(Plan(" ".join(statement.split())[:300], lines))
 
-    def before(  # noqa: PLR0917 (SQLAlchemy's event signature)
-        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
-    ) -> None:
-        explain_first(cursor, statement, parameters, executemany)
-
-    # Statements run through SQLAlchemy, and those the webhook runs on the driver's cursor.
     event.listen(ledger.engine, "before_cursor_execute", before)
-    driver.before_execute.append(explain_first)
     try:
         yield plans
     finally:
-        driver.before_execute.remove(explain_first)
         event.remove(ledger.engine, "before_cursor_execute", before)
 
 

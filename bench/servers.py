@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from bench.bare import Writes
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKERS = 2  # `runkeys serve` defaults (handler/cli.py): 2 processes of 4 threads, gthread
+WORKERS = 1  # `runkeys serve` defaults on a SQLite ledger (handler/cli.py): 1 process of 4 threads
 THREADS = 4
 
 

@@ -27,7 +27,9 @@ def register(subparsers: Any) -> None:
     serve = subparsers.add_parser("serve", help="run the webhook service under gunicorn")
     serve.add_argument("--bind", default=os.environ.get("RUNKEYS_BIND", "127.0.0.1:8080"))
     serve.add_argument(
-        "--workers", type=int, default=int(os.environ.get("RUNKEYS_WEB_WORKERS", "2"))
+        "--workers",
+        type=int,
+        help="worker processes (RUNKEYS_WEB_WORKERS; default: 1 on SQLite, 2 on PostgreSQL)",
     )
     serve.add_argument("--threads", type=int, default=4, help="threads per worker process")
     serve.add_argument(
@@ -101,6 +103,7 @@ def _repository(text: str) -> str:
 def serve_command(args: argparse.Namespace) -> int:
     from handler.serve import prepare_metrics_dir
 
+    args.workers = _web_workers(args.workers)
     made_by = os.getpid() if os.environ.get("PROMETHEUS_MULTIPROC_DIR") is None else None
     apart = bool(os.environ.get("RUNKEYS_METRICS_BIND", "").strip())
     metrics_dir = prepare_metrics_dir(args.workers, apart=apart)  # before prometheus_client
@@ -113,6 +116,19 @@ def serve_command(args: argparse.Namespace) -> int:
         if made_by == os.getpid() and metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+
+def _web_workers(given: int | None) -> int:
+    """SQLite has one writer at a time: one process, whose threads queue for its connection,
+    and whose embedded worker is the only one. PostgreSQL is the way to scale out."""
+    from handler.config import database_url
+
+    if given is not None:
+        return given
+    configured = os.environ.get("RUNKEYS_WEB_WORKERS", "").strip()
+    if configured:
+        return int(configured)
+    return 1 if database_url(os.environ).startswith("sqlite") else 2
 
 
 def _serve(args: argparse.Namespace) -> int:

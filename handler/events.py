@@ -11,9 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypedDict
-
-import msgspec
+from typing import Any
 
 from handler.ledger.queue import (
     InstallationLeases,
@@ -22,7 +20,7 @@ from handler.ledger.queue import (
     RunLeases,
     Selection,
 )
-from handler.webhooks import EVERYTHING, BadDeliveryError, Delivery, as_id
+from handler.webhooks import BadDeliveryError, Delivery, as_id
 from runkeys.github.secrets import github_time
 from runkeys.ids import MAX_ID, MAX_NUMBER, describe
 
@@ -51,80 +49,20 @@ class Decision:
 Route = Callable[[Delivery], Decision]
 
 
-# What the routes read of each event's payload (leaves typed `Any`: the routes check them and
-# say which is wrong). Every delivery has `action` (or none) and `installation`, which the access
-# log names.
-class _Object(TypedDict, total=False):
-    id: Any
-
-
-class _Installation(TypedDict, total=False):
-    id: Any
-    account: _Object
-
-
-class _Run(TypedDict, total=False):
-    id: Any
-    run_attempt: Any
-
-
-class Envelope(TypedDict, total=False):
-    action: Any
-    installation: _Installation
-
-
-class WorkflowRunFields(Envelope, total=False):
-    workflow_run: _Run
-    repository: _Object
-
-
-class _PullRequest(TypedDict, total=False):
-    closed_at: Any
-
-
-class PullRequestFields(Envelope, total=False):
-    number: Any
-    pull_request: _PullRequest
-    repository: _Object
-
-
-class InstallationFields(Envelope, total=False):
-    repositories: list[_Object]
-    repositories_removed: list[_Object]
-
-
-_ENVELOPE = msgspec.json.Decoder(Envelope)
-
-
 class Router:
-    """`@router.register("workflow_run", action="completed", reads=…)`; `dispatch(delivery)`;
-    `reads(event)` for `Delivery.from_http`: only what the event's routes read is decoded."""
+    """`@router.register("workflow_run", action="completed")`; `dispatch(delivery)`."""
 
     def __init__(self) -> None:
         self._routes: dict[tuple[str, str | None], Route] = {}
-        self._reads: dict[str, msgspec.json.Decoder[Any]] = {}
 
-    def register(
-        self, event: str, *, action: str | None = None, reads: type[Envelope] | None = None
-    ) -> Callable[[Route], Route]:
-        """`reads`: the fields the route reads; without it, it gets the whole payload."""
-        decoder = EVERYTHING if reads is None else msgspec.json.Decoder(reads)
-        known = self._reads.get(event)
-        if known is not None and known.type != decoder.type:
-            raise ValueError(f"{event}'s routes must read the same fields")
-
+    def register(self, event: str, *, action: str | None = None) -> Callable[[Route], Route]:
         def add(route: Route) -> Route:
             if (event, action) in self._routes:
                 raise ValueError(f"{event}.{action} already has a route")
             self._routes[(event, action)] = route
-            self._reads[event] = decoder
             return route
 
         return add
-
-    def reads(self, event: str) -> msgspec.json.Decoder[Any]:
-        """The decoder of what `event`'s routes read (its action and installation if none)."""
-        return self._reads.get(event, _ENVELOPE)
 
     def dispatch(self, delivery: Delivery) -> Decision:
         route = self._routes.get((delivery.event, delivery.action)) or self._routes.get(
@@ -180,12 +118,12 @@ def _repository_ids(data: Mapping[str, Any], key: str) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
-@router.register("ping", reads=Envelope)
+@router.register("ping")
 def ping(delivery: Delivery) -> Decision:
     return Decision(Outcome.PONG)
 
 
-@router.register("workflow_run", action="completed", reads=WorkflowRunFields)
+@router.register("workflow_run", action="completed")
 def workflow_run_completed(delivery: Delivery) -> Decision:
     """`run` leases of this run attempt (and earlier ones), and `job` leases the post step
     missed. Re-runs keep the run id and raise `run_attempt`
@@ -201,7 +139,7 @@ def workflow_run_completed(delivery: Delivery) -> Decision:
     return Decision(Outcome.QUEUED, (Retirement(selection),))
 
 
-@router.register("pull_request", action="closed", reads=PullRequestFields)
+@router.register("pull_request", action="closed")
 def pull_request_closed(delivery: Delivery) -> Decision:
     """`pr` leases of this pull request registered before it closed, merged or not. The
     delivery id is not signed, so a captured delivery can be sent again under a new one: its
@@ -218,7 +156,7 @@ def pull_request_closed(delivery: Delivery) -> Decision:
     return Decision(Outcome.QUEUED, (Retirement(selection),))
 
 
-@router.register("installation", action="deleted", reads=InstallationFields)
+@router.register("installation", action="deleted")
 def installation_deleted(delivery: Delivery) -> Decision:
     """The App was uninstalled: every lease of the installation, at the provider only."""
     installation = _object(delivery.data, "installation")
@@ -236,7 +174,7 @@ def installation_deleted(delivery: Delivery) -> Decision:
     return Decision(Outcome.QUEUED, tuple(retirements))
 
 
-@router.register("installation_repositories", action="removed", reads=InstallationFields)
+@router.register("installation_repositories", action="removed")
 def installation_repositories_removed(delivery: Delivery) -> Decision:
     """Repositories taken out of the installation: their leases, at the provider only."""
     installation_id = _id(_object(delivery.data, "installation"), "id", "installation")

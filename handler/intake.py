@@ -4,9 +4,8 @@ Redeliveries (GitHub repeats `X-GitHub-Delivery`) come in two kinds here. A run'
 idempotent: it retires the `active` leases of that run attempt and those before it, and no lease
 can join a completed attempt (a re-run is a new attempt, which a redelivered completion of an
 earlier one never selects; a lease registered late is one to retire anyway). So it is taken each
-time it arrives and never deduplicated. Most of them — runs that hold no lease, most runs of an
-App's repositories — are answered after one indexed read: no write, no turn at SQLite's single
-writer lock. A run with leases is recorded as one row for the worker to apply
+time it arrives and never deduplicated. Most of them — runs that hold no lease — are answered
+after one indexed read. A run with leases is recorded as one row for the worker to apply
 (`handler.ledger.completions`): the delivery costs the same for 1 key as for 50.
 A closed pull request can be reopened and an App reinstalled, and leases issued since must not
 be retired by a redelivery of the old event: those deliveries are recorded, in the same
@@ -43,18 +42,12 @@ def apply_delivery(
     if not decision.retirements:
         return decision.outcome, 0
     if _idempotent(decision):
-        active = _count_to_queue(ledger, decision)
-        if active:
-            with ledger.begin_on_driver() as cursor:
+        with ledger.begin() as conn:
+            active = sum(count_to_queue(conn, r.selection) for r in decision.retirements)
+            if active:
                 for retirement in decision.retirements:
                     assert isinstance(retirement.selection, RunLeases)  # _idempotent says so
-                    record_completion(
-                        cursor,
-                        ledger.engine.dialect,
-                        retirement.selection,
-                        reason=_reason(delivery),
-                        now=now,
-                    )
+                    record_completion(conn, retirement.selection, reason=_reason(delivery), now=now)
         return decision.outcome, active
     with ledger.begin() as conn:
         if not first_delivery(
@@ -74,12 +67,6 @@ def _idempotent(decision: Decision) -> bool:
     return all(
         isinstance(r.selection, RunLeases) and not r.provider_only for r in decision.retirements
     )
-
-
-def _count_to_queue(ledger: Ledger, decision: Decision) -> int:
-    with ledger.look() as cursor:
-        dialect = ledger.engine.dialect
-        return sum(count_to_queue(cursor, dialect, r.selection) for r in decision.retirements)
 
 
 def _reason(delivery: Delivery) -> str:

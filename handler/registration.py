@@ -14,52 +14,45 @@ user or key would have the service destroy credentials its run never minted.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TypeVar
+
+import msgspec
 
 from handler.errors import ApiError
 from handler.ledger.leases import RetireReport
 from runkeys.connections import Connection, env_var, normalize_name, target_of
 from runkeys.durations import format_duration
 from runkeys.errors import ConfigError, ParamError
-from runkeys.leases import LeaseRequest, Lifetime
+from runkeys.leases import LeaseRequest, Lifetime, Registration, Retirement
 from runkeys.names import SECRET_NAME, environment_name_problem, secret_name_problem
 from runkeys.oidc import RunIdentity
 from runkeys.providers import Registry
 from runkeys.scrub import scrub_short, short
 
-MAX_LEASES_PER_REQUEST = 100  # a spec has at most 100 keys
+Body = TypeVar("Body", Registration, Retirement)
 CLOCK_SKEW = timedelta(minutes=1)  # the runner's clock may run a little ahead of ours
 MAX_PARAMS_BYTES = 16_384  # a provider's spec parameters, not a payload
-_LEASE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _items(body: Any, what: str) -> list[Any]:
-    if not isinstance(body, Mapping) or not isinstance(body.get("leases"), list):
-        raise ApiError(400, "invalid_request", f'The body must be {{"leases": [{what}, ...]}}')
-    items: list[Any] = body["leases"]
-    if not items:
-        raise ApiError(400, "invalid_request", "The body lists no leases")
-    if len(items) > MAX_LEASES_PER_REQUEST:
-        raise ApiError(
-            400, "invalid_request", f"At most {MAX_LEASES_PER_REQUEST} leases per request"
-        )
-    ids = [item.get("id") if isinstance(item, Mapping) else None for item in items]
-    for index, lease_id in enumerate(ids):
-        if not isinstance(lease_id, str) or not _LEASE_ID.fullmatch(lease_id):
-            raise ApiError(
-                400, "invalid_lease", f"leases[{index}].id must be 8-64 of [A-Za-z0-9_-]"
-            )
+def _decode(kind: type[Body], data: bytes) -> Body:
+    """The body in the API's schema (`runkeys.leases`), or a 400 naming the field that is not."""
+    try:
+        body = msgspec.json.decode(data, type=kind)
+    except msgspec.ValidationError as exc:
+        code = "invalid_lease" if "$.leases[" in str(exc) else "invalid_request"
+        raise ApiError(400, code, f"The body is malformed: {short(str(exc), 300)}") from None
+    except msgspec.DecodeError:
+        raise ApiError(400, "invalid_request", "The body is not JSON") from None
+    ids = [item.id for item in body.leases]
     if len(set(ids)) != len(ids):
         raise ApiError(400, "invalid_request", "A lease id appears twice in the request")
-    return items
+    return body
 
 
 def parse_registration(
-    body: Any,
+    data: bytes,
     *,
     identity: RunIdentity,
     registry: Registry,
@@ -67,45 +60,24 @@ def parse_registration(
     max_ttl: timedelta,
     now: datetime,
 ) -> list[LeaseRequest]:
-    leases = []
-    for index, item in enumerate(_items(body, "lease")):
-        lease = _lease(index, item)
+    leases = _decode(Registration, data).leases
+    for index, lease in enumerate(leases):
+        _check_size_and_name(index, lease)
         _check(lease, identity=identity, registry=registry, connections=connections)
         _check_times(lease, max_ttl=max_ttl, now=now)
-        leases.append(lease)
     return leases
 
 
-def _lease(index: int, item: Mapping[str, Any]) -> LeaseRequest:
+def _check_size_and_name(index: int, lease: LeaseRequest) -> None:
     where = f"leases[{index}]"
-    try:
-        lease = LeaseRequest.from_json(item)
-    except KeyError as exc:
-        raise ApiError(400, "invalid_lease", f"{where} has no {exc.args[0]!r}") from None
-    except (ValueError, TypeError) as exc:
-        raise ApiError(
-            400, "invalid_lease", f"{where} is malformed: {short(str(exc), 200)}"
-        ) from None
-    if lease.issued_at.tzinfo is None or lease.expires_at.tzinfo is None:
-        raise ApiError(400, "invalid_lease", f"{where}: times must carry a UTC offset")
-    if not _FINGERPRINT.fullmatch(lease.fingerprint):
-        raise ApiError(400, "invalid_lease", f"{where}.fingerprint must be SHA-256 hex")
     if len(json.dumps(dict(lease.params), default=str)) > MAX_PARAMS_BYTES:
         raise ApiError(
             400, "invalid_lease", f"{where}.params is larger than {MAX_PARAMS_BYTES} bytes"
         )
-    for name, value, limit in (
-        ("key_name", lease.key_name, 255),
-        ("provider", lease.provider, 64),
-        ("reference", lease.reference, 500),
-    ):
-        if not value or len(value) > limit:
-            raise ApiError(400, "invalid_lease", f"{where}.{name} must be 1-{limit} characters")
     # The key name is printed back (the CLI, logs) and names the secret: GitHub's rules.
     problem = secret_name_problem(lease.key_name)
     if problem:
         raise ApiError(400, "invalid_lease", f"{where}.key_name: {problem}")
-    return lease
 
 
 def _check(
@@ -229,41 +201,24 @@ def _check_times(lease: LeaseRequest, *, max_ttl: timedelta, now: datetime) -> N
         )
 
 
-def parse_retire_reports(body: Any) -> list[RetireReport]:
+def parse_retire_reports(data: bytes) -> list[RetireReport]:
     reports = []
-    for index, item in enumerate(_items(body, '{"id", "outcome", "error", "secret_pending"}')):
-        outcome = item.get("outcome")
-        if outcome not in ("revoked", "failed"):
+    for index, item in enumerate(_decode(Retirement, data).leases):
+        if item.secret_pending and item.outcome != "revoked":
+            # Revoked, its secret not deleted yet: the post step asks whether it still may
+            # delete it. A key that could not be revoked is the worker's, secret and all.
             raise ApiError(
-                400, "invalid_lease", f"leases[{index}].outcome must be revoked or failed"
+                400,
+                "invalid_lease",
+                f"leases[{index}].secret_pending goes with outcome revoked only: a key that "
+                "could not be revoked is the worker's to retire, secret and all",
             )
-        error = item.get("error") or ""
-        if not isinstance(error, str):
-            raise ApiError(400, "invalid_lease", f"leases[{index}].error must be a string")
         reports.append(
             RetireReport(
-                lease_id=item["id"],
-                outcome=outcome,
-                error=scrub_short(error, limit=300),
-                secret_pending=_secret_pending(index, item),
+                lease_id=item.id,
+                outcome=item.outcome,
+                error=scrub_short(item.error or "", limit=300),
+                secret_pending=item.secret_pending,
             )
         )
     return reports
-
-
-def _secret_pending(index: int, item: Mapping[str, Any]) -> bool:
-    """Revoked, its secret not deleted yet: the post step asks whether it still may delete it.
-    An older action never sends it, and deletes the secret before it reports."""
-    pending = item.get("secret_pending", False)
-    if not isinstance(pending, bool):
-        raise ApiError(
-            400, "invalid_lease", f"leases[{index}].secret_pending must be true or false"
-        )
-    if pending and item.get("outcome") != "revoked":
-        raise ApiError(
-            400,
-            "invalid_lease",
-            f"leases[{index}].secret_pending goes with outcome revoked only: a key that could "
-            "not be revoked is the worker's to retire, secret and all",
-        )
-    return pending

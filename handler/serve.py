@@ -1,12 +1,11 @@
 """`runkeys serve`: the app under gunicorn (its `BaseApplication`), with defaults fit for a
-webhook receiver: a few threaded workers, a 30 s timeout (GitHub gives up after 10 s), JSON logs,
-and an access log of method, path, status, size and time, with what the view did (a webhook
+webhook receiver: threaded workers, a 30 s timeout (GitHub gives up after 10 s), JSON logs, and
+an access log of method, path, status, size and time, with what the view did (a webhook
 delivery's event, outcome and leases queued) — never a body or a query string.
 """
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import tempfile
@@ -56,31 +55,15 @@ def _child_exit(server: Any, worker: Any) -> None:
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
-def _post_worker_init(worker: Any) -> None:
-    """Freeze what the worker built before serving (the app, its imports, the ledger): the
-    collector's full passes traversed all of it — one pass over a loaded app took 52 ms, calling
-    the app directly, and every request arriving meanwhile waited. Frozen objects are never
-    traversed again; a request's own garbage is freed by reference counting, and the young
-    passes that look for its cycles stay under half a millisecond."""
-    gc.freeze()
-
-
 class ServiceWorker(ThreadWorker):  # type: ignore[misc]
     """gunicorn's threaded worker, stopped by its master alone, and never deadlocked by it.
 
-    A terminal's Ctrl-C sends SIGINT to the whole process group, and the master then sends each
-    worker SIGQUIT: two quick-shutdown signals in a row. gthread's handler is not reentrant
-    (the second waits forever for the thread-pool lock the first holds): a worker ignores
-    SIGINT, leaving it the master's one signal, and a repeated SIGQUIT is a no-op.
-
-    Nor may the handler take the thread pool's lock at all. It runs on the main thread between
-    two of its bytecodes, and the main thread hands every request to the pool through
-    `ThreadPoolExecutor.submit`, which holds that lock while it starts a new pool thread; a
-    SIGQUIT arriving then made gthread's `tpool.shutdown()` wait for the lock forever (seen
-    with py-spy: a worker hung after a reload, in `shutdown` called from inside `submit`),
-    until the master killed it at the graceful timeout (30 s). So the handler leaves the pool
-    alone and exits: `SystemExit` unwinds `submit` and releases its locks, and at exit Python
-    stops the pool's threads as `shutdown` would have."""
+    Ctrl-C sends SIGINT to the whole group and the master then sends each worker SIGQUIT;
+    gthread's handler is not reentrant, so a worker ignores SIGINT and a repeated SIGQUIT is a
+    no-op. The handler never takes the thread pool's lock either: it runs on the main thread,
+    possibly inside `ThreadPoolExecutor.submit`, which holds that lock, so gthread's
+    `tpool.shutdown()` there would wait forever. `SystemExit` unwinds `submit` instead, and at
+    exit Python stops the pool's threads as `shutdown` would have."""
 
     def init_signals(self) -> None:
         super().init_signals()
@@ -109,7 +92,6 @@ def default_options(
         "loglevel": log_level.lower(),
         "logger_class": JsonLogger,
         "child_exit": _child_exit,
-        "post_worker_init": _post_worker_init,
         "limit_request_line": 4094,
         "limit_request_fields": 100,
         "preload_app": False,  # each worker builds its own app, ledger pool and worker thread

@@ -27,16 +27,17 @@ from handler.ownership import environment_kept_because, secret_kept_because
 from handler.service import Service
 from runkeys.errors import ConfigError, GitHubError, ProviderError, RunkeysError
 from runkeys.retire import RetireRequest, retire
-from runkeys.retrying import equal_jitter
 from runkeys.scrub import described
 
 log = logger("worker")
 
 
 def backoff(attempts: int, *, base: timedelta, cap: timedelta, rng: random.Random) -> timedelta:
-    """Delay before attempt `attempts + 1` (`runkeys.retrying.equal_jitter`)."""
-    seconds = equal_jitter(attempts, base=base.total_seconds(), cap=cap.total_seconds(), rng=rng)
-    return timedelta(seconds=seconds)
+    """Delay before attempt `attempts + 1`: base·2^(attempts-1), capped, half of it fixed and
+    half random ("equal jitter"), so leases that failed together do not retry together."""
+    exponent = min(max(attempts - 1, 0), 62)
+    delay = min(cap.total_seconds(), base.total_seconds() * 2.0**exponent)
+    return timedelta(seconds=delay / 2 + rng.uniform(0, delay / 2))
 
 
 def retryable(exc: BaseException) -> bool:
@@ -57,17 +58,16 @@ class RevocationWorker:
     def run_once(self) -> int:
         """Apply the run completions the webhook recorded (their leases are then due), claim
         one batch of due leases and retire them; how many were claimed."""
-        with self.service.ledger.hold():
-            with self.service.ledger.begin() as conn:
-                apply_completions(conn, limit=self.settings.batch_size)
-                claim = claim_due(
-                    conn,
-                    now=self.service.clock(),
-                    limit=self.settings.batch_size,
-                    hold=self.settings.claim_timeout,
-                )
-            for lease in claim.leases:  # each result committed on its own, as soon as known
-                self.retire(lease, claim.token)
+        with self.service.ledger.begin() as conn:
+            apply_completions(conn, limit=self.settings.batch_size)
+            claim = claim_due(
+                conn,
+                now=self.service.clock(),
+                limit=self.settings.batch_size,
+                hold=self.settings.claim_timeout,
+            )
+        for lease in claim.leases:  # each result committed on its own, as soon as known
+            self.retire(lease, claim.token)
         return len(claim.leases)
 
     def drain(self, *, max_batches: int = 1000) -> int:

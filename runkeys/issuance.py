@@ -18,8 +18,14 @@ from runkeys import labels
 from runkeys.connections import Connection, target_of
 from runkeys.errors import LeaseServiceError, RunkeysError
 from runkeys.github.secrets import MAX_SECRETS_PER_SCOPE, SecretStore
-from runkeys.lease_client import RetireOutcome
-from runkeys.leases import LeaseRequest, Lifetime, SecretTarget, fingerprint, new_lease_id
+from runkeys.leases import (
+    LeaseRequest,
+    Lifetime,
+    RetireOutcome,
+    SecretTarget,
+    fingerprint,
+    new_lease_id,
+)
 from runkeys.masking import encodings
 from runkeys.providers import MintRequest, Registry
 from runkeys.retire import RetireRequest, retire

@@ -12,44 +12,27 @@ Lease ids are made by the action, so re-posting after a lost answer cannot lease
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
+import msgspec
 import requests
+from urllib3.exceptions import MaxRetryError
+from urllib3.util.retry import Retry
 
+from runkeys import http_session
 from runkeys.errors import LeaseServiceError
-from runkeys.leases import LeaseRequest
-from runkeys.retrying import Retrying
+from runkeys.leases import (
+    LeaseRequest,
+    Registered,
+    RegisteredLease,
+    Registration,
+    Retired,
+    Retirement,
+    RetireOutcome,
+)
 from runkeys.scrub import short
 
 RETRY_AFTER_CAP = 60.0  # seconds: longer than that, the step fails and says why
-
-
-@dataclass(frozen=True)
-class RegisteredLease:
-    id: str
-    state: str
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class RetireOutcome:
-    """What the post step (or a rollback) did with one lease, as the service is told."""
-
-    id: str
-    outcome: Literal["revoked", "failed"]
-    error: str | None = None  # short and scrubbed
-    # Revoked, and its secret not deleted yet: the service's answer says whether it still may be.
-    secret_pending: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"id": self.id, "outcome": self.outcome}
-        if self.error:
-            body["error"] = short(self.error, 200)
-        if self.secret_pending:
-            body["secret_pending"] = True
-        return body
 
 
 class LeaseClient:
@@ -62,29 +45,21 @@ class LeaseClient:
         tokens: Callable[[], str],
         *,
         http: requests.Session | None = None,
-        retrying: Retrying | None = None,
+        retry: Retry | None = None,
         timeout: float = 15.0,
     ) -> None:
         self.service_url = service_url.rstrip("/")
         self._tokens = tokens
         self._http = http or requests.Session()
-        self._retrying = retrying or Retrying()
+        self._retry = retry or http_session.backoff(4, factor=0.5, cap=RETRY_AFTER_CAP)
         self._timeout = timeout
 
     def register(self, leases: Sequence[LeaseRequest]) -> list[RegisteredLease]:
         """Register every lease; the answer must list each of them."""
-        body = {"leases": [lease.to_json() for lease in leases]}
-        answer = self._post("/v1/leases", body, doing="registering leases")
+        answer = self._post("/v1/leases", Registration(list(leases)), doing="registering leases")
         try:
-            registered = [
-                RegisteredLease(
-                    id=str(item["id"]),
-                    state=str(item["state"]),
-                    expires_at=datetime.fromisoformat(str(item["expires_at"])),
-                )
-                for item in answer["leases"]
-            ]
-        except (KeyError, TypeError, ValueError):
+            registered = msgspec.json.decode(answer, type=Registered).leases
+        except msgspec.DecodeError:
             raise LeaseServiceError(
                 "the lease service answered without the registered leases",
                 fix="check that `service-url` points at a runkeys service of this version",
@@ -103,69 +78,64 @@ class LeaseClient:
         the service is older than `secret_kept_for`: either way its secret is to be deleted."""
         if not outcomes:
             return {}
-        body = {"leases": [outcome.to_json() for outcome in outcomes]}
-        answer = self._post("/v1/leases/retire", body, doing="reporting retired leases")
-        items = answer.get("leases")
-        if not isinstance(items, list):
+        cut = [
+            msgspec.structs.replace(o, error=short(o.error, 200) if o.error else None)
+            for o in outcomes
+        ]
+        answer = self._post("/v1/leases/retire", Retirement(cut), doing="reporting retired leases")
+        try:
+            retired = msgspec.json.decode(answer, type=Retired).leases
+        except msgspec.DecodeError:
             raise LeaseServiceError(
                 "the lease service answered the report without its leases",
                 fix="check that `service-url` points at a runkeys service",
-            )
-        return {
-            str(item["id"]): item["secret_kept_for"]
-            for item in items
-            if isinstance(item, dict) and isinstance(item.get("secret_kept_for"), str)
-        }
+            ) from None
+        return {r.id: r.secret_kept_for for r in retired if isinstance(r.secret_kept_for, str)}
 
-    def _post(self, path: str, body: dict[str, Any], *, doing: str) -> dict[str, Any]:
+    def _post(self, path: str, body: msgspec.Struct, *, doing: str) -> bytes:
+        """POST with a fresh token per attempt, tried again as `retry` says (a retry inside
+        the session would resend a token the service may have seen)."""
         url = self.service_url + path
-        attempts = max(1, self._retrying.attempts)
-        for attempt in range(1, attempts + 1):
-            last = attempt == attempts
+        retry = self._retry
+        while True:
             try:
                 response = self._http.post(
                     url,
-                    json=body,
-                    headers={"Authorization": f"Bearer {self._tokens()}"},
+                    data=msgspec.json.encode(body),
+                    headers={
+                        "Authorization": f"Bearer {self._tokens()}",
+                        "Content-Type": "application/json",
+                    },
                     timeout=self._timeout,
                 )
             except requests.RequestException as exc:
-                if last:
+                try:
+                    retry = retry.increment("POST", url, error=exc)
+                except MaxRetryError:
                     raise LeaseServiceError(
                         f"could not reach the lease service at {self.service_url} while {doing}: "
                         f"{type(exc).__name__}",
                         fix="check `service-url` and that the service is up",
                     ) from None
-                self._retrying.wait(attempt)
+                retry.sleep()
                 continue
-            if (response.status_code >= 500 or response.status_code == 429) and not last:
-                asked = _retry_after(response)
-                if asked is None:
-                    self._retrying.wait(attempt)
-                else:
-                    self._retrying.sleep(asked)
-                continue
-            return _answer(response, doing)
-        raise AssertionError("unreachable")  # pragma: no cover
+            if not retry.is_retry("POST", response.status_code):
+                return _answer(response, doing)
+            try:
+                retry = retry.increment("POST", url, response=response.raw)
+            except MaxRetryError:
+                return _answer(response, doing)
+            retry.sleep(response.raw)
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    """The wait a 429 or 503 asks for in whole seconds (RFC 9110 `Retry-After`), capped so a
-    step does not hang; None when it names none (or an HTTP date: the usual backoff then)."""
-    raw = response.headers.get("Retry-After", "").strip()
-    if not raw.isdigit():
-        return None
-    return min(float(raw), RETRY_AFTER_CAP)
-
-
-def _answer(response: requests.Response, doing: str) -> dict[str, Any]:
+def _answer(response: requests.Response, doing: str) -> bytes:
     status = response.status_code
+    if status in (200, 201):
+        return response.content
     try:
         data: Any = response.json()
     except ValueError:
         data = None
-    if status in (200, 201) and isinstance(data, dict):
-        return data
     if isinstance(data, dict) and ("error" in data or "message" in data):
         said = short(f"{data.get('error', '')}: {data.get('message', '')}".strip(": "), 300)
     else:

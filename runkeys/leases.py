@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from runkeys import labels
 
@@ -36,8 +37,7 @@ class LeaseState(StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True)
-class SecretTarget:
+class SecretTarget(msgspec.Struct, frozen=True):
     """Where a key's value was written in GitHub: a repository secret or an environment secret."""
 
     repository: str  # owner/name
@@ -47,21 +47,6 @@ class SecretTarget:
     @property
     def scope(self) -> str:
         return f"environment {self.environment}" if self.environment else "repository"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"repository": self.repository, "name": self.name, "environment": self.environment}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> SecretTarget:
-        return cls(
-            repository=str(data["repository"]),
-            name=str(data["name"]),
-            environment=None if data.get("environment") is None else str(data["environment"]),
-        )
-
-
-def _optional(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def fingerprint(value: str) -> str:
@@ -75,19 +60,27 @@ def new_lease_id() -> str:
     return uuid.uuid4().hex
 
 
-@dataclass(frozen=True)
-class LeaseRequest:
+# The lease API's bodies (`POST /v1/leases`, `POST /v1/leases/retire`), one schema for the action
+# that sends them and the service that decodes them: a body that does not fit is refused with
+# msgspec's message, which names the field (`$.leases[0].id`).
+LeaseId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
+UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
+MAX_LEASES_PER_REQUEST = 100  # a spec has at most 100 keys
+
+
+class LeaseRequest(msgspec.Struct, frozen=True, kw_only=True):
     """One lease as the action registers it (`POST /v1/leases`). Repository, run, attempt,
     environment and ref are not here: the service takes them from the verified OIDC token."""
 
-    id: str
-    key_name: str
-    provider: str
-    reference: str  # how the provider finds the credential again: a role name, a key id
-    fingerprint: str
+    id: LeaseId
+    key_name: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    provider: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    # How the provider finds the credential again: a role name, a key id.
+    reference: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    fingerprint: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
     lifetime: Lifetime
-    issued_at: datetime
-    expires_at: datetime
+    issued_at: UtcTime
+    expires_at: UtcTime
     connection: str | None = None
     # `runkeys.connections.Target.fingerprint()` of the connection minted on: the service
     # registers the lease only if its own connection of that name reaches the same target.
@@ -96,7 +89,7 @@ class LeaseRequest:
     # The action created `secret.environment`: a claim the service checks against GitHub's
     # `created_at` and protection settings before it ever deletes the environment.
     environment_created: bool = False
-    params: Mapping[str, Any] = field(default_factory=dict)  # the provider's spec parameters
+    params: Mapping[str, Any] = {}  # the provider's spec parameters
 
     @property
     def label(self) -> str:
@@ -104,43 +97,55 @@ class LeaseRequest:
         again from the id and key name, and checks the reference against it."""
         return labels.label(self.id, self.key_name)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "key_name": self.key_name,
-            "provider": self.provider,
-            "connection": self.connection,
-            "connection_target": self.connection_target,
-            "reference": self.reference,
-            "fingerprint": self.fingerprint,
-            "lifetime": self.lifetime.value,
-            "issued_at": self.issued_at.isoformat(),
-            "expires_at": self.expires_at.isoformat(),
-            "secret": None if self.secret is None else self.secret.to_json(),
-            "environment_created": self.environment_created,
-            "params": dict(self.params),
-        }
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> LeaseRequest:
-        """Parse one lease of a request body. Raises KeyError/ValueError/TypeError on bad input;
-        the service turns those into a 400 that names the field."""
-        secret = data.get("secret")
-        params = data.get("params") or {}
-        if not isinstance(params, Mapping):
-            raise TypeError("params must be an object")
-        return cls(
-            id=str(data["id"]),
-            key_name=str(data["key_name"]),
-            provider=str(data["provider"]),
-            connection=None if data.get("connection") is None else str(data["connection"]),
-            connection_target=_optional(data.get("connection_target")),
-            reference=str(data["reference"]),
-            fingerprint=str(data["fingerprint"]),
-            lifetime=Lifetime(data["lifetime"]),
-            issued_at=datetime.fromisoformat(str(data["issued_at"])),
-            expires_at=datetime.fromisoformat(str(data["expires_at"])),
-            secret=None if secret is None else SecretTarget.from_json(secret),
-            environment_created=bool(data.get("environment_created", False)),
-            params=dict(params),
-        )
+class Registration(msgspec.Struct, frozen=True):
+    """`POST /v1/leases`."""
+
+    leases: Annotated[
+        list[LeaseRequest], msgspec.Meta(min_length=1, max_length=MAX_LEASES_PER_REQUEST)
+    ]
+
+
+class RegisteredLease(msgspec.Struct, frozen=True):
+    id: str
+    state: LeaseState
+    expires_at: UtcTime
+
+
+class Registered(msgspec.Struct, frozen=True):
+    """The answer to `POST /v1/leases`: every lease of the request."""
+
+    leases: list[RegisteredLease]
+
+
+class RetireOutcome(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What the post step (or a rollback) did with one lease, as the service is told."""
+
+    id: LeaseId
+    outcome: Literal["revoked", "failed"]
+    error: str | None = None  # short and scrubbed
+    # Revoked, and its secret not deleted yet: the service's answer says whether it still may be.
+    secret_pending: bool = False
+
+
+class Retirement(msgspec.Struct, frozen=True):
+    """`POST /v1/leases/retire`."""
+
+    leases: Annotated[
+        list[RetireOutcome], msgspec.Meta(min_length=1, max_length=MAX_LEASES_PER_REQUEST)
+    ]
+
+
+class RetiredLease(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A reported lease's state; and, for one reported with `secret_pending`, the id of the
+    newer live lease that wrote its secret since (None: delete it)."""
+
+    id: str
+    state: LeaseState
+    secret_kept_for: str | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class Retired(msgspec.Struct, frozen=True):
+    """The answer to `POST /v1/leases/retire`."""
+
+    leases: list[RetiredLease]

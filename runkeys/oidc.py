@@ -15,8 +15,6 @@ Docs: https://docs.github.com/actions/security-for-github-actions/security-harde
 from __future__ import annotations
 
 import re
-import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,11 +23,11 @@ from typing import Any
 
 import jwt
 import requests
+from urllib3.util.retry import Retry
 
-from runkeys import ids
+from runkeys import http_session, ids
 from runkeys.errors import AuthError, ConfigError, LeaseServiceError, RunkeysError
 from runkeys.github.paths import UnsafePathSegment, repository_path
-from runkeys.retrying import Retrying
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 ALGORITHM = "RS256"
@@ -69,7 +67,7 @@ class RunnerOIDC:
         http: requests.Session | None = None,
         on_token: Callable[[str], None] = lambda token: None,
         timeout: float = 10.0,
-        retrying: Retrying | None = None,
+        retry: Retry | None = None,
     ) -> None:
         if not request_url or not request_token:
             raise ConfigError(
@@ -81,10 +79,11 @@ class RunnerOIDC:
         self.request_url = request_url
         self._request_token = request_token
         self.audience = audience
-        self._http = http or requests.Session()
+        self._http = http or http_session.session(
+            retry or http_session.backoff(3, factor=1.0, cap=10.0)
+        )
         self._on_token = on_token
         self._timeout = timeout
-        self._retrying = retrying or Retrying(attempts=3, backoff=1.0)
 
     def url(self) -> str:
         """The runner's URL (it has a query string already) with the audience added."""
@@ -92,36 +91,29 @@ class RunnerOIDC:
         return f"{self.request_url}{separator}audience={urllib.parse.quote(self.audience, safe='')}"
 
     def token(self) -> str:
-        attempts = max(1, self._retrying.attempts)
-        for attempt in range(1, attempts + 1):
-            try:
-                response = self._http.get(
-                    self.url(),
-                    headers={
-                        "Authorization": f"Bearer {self._request_token}",
-                        "Accept": "application/json; api-version=2.0",
-                    },
-                    timeout=self._timeout,
-                )
-            except requests.RequestException as exc:
-                if attempt == attempts:
-                    raise LeaseServiceError(
-                        f"could not reach the runner's OIDC token endpoint: {type(exc).__name__}",
-                        fix="re-run the job; the runner's token service was unreachable",
-                    ) from None
-            else:
-                status = response.status_code
-                if status == 200:
-                    return self._token_from(response)
-                if (status < 500 and status != 429) or attempt == attempts:
-                    raise LeaseServiceError(
-                        f"the runner refused an OIDC token (HTTP {status})",
-                        status=status,
-                        fix=ID_TOKEN_FIX if status < 500 else "re-run the job later",
-                        docs=ID_TOKEN_DOCS,
-                    )
-            self._retrying.wait(attempt)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        try:
+            response = self._http.get(
+                self.url(),
+                headers={
+                    "Authorization": f"Bearer {self._request_token}",
+                    "Accept": "application/json; api-version=2.0",
+                },
+                timeout=self._timeout,
+            )
+        except requests.RequestException as exc:
+            raise LeaseServiceError(
+                f"could not reach the runner's OIDC token endpoint: {type(exc).__name__}",
+                fix="re-run the job; the runner's token service was unreachable",
+            ) from None
+        status = response.status_code
+        if status != 200:
+            raise LeaseServiceError(
+                f"the runner refused an OIDC token (HTTP {status})",
+                status=status,
+                fix=ID_TOKEN_FIX if status < 500 else "re-run the job later",
+                docs=ID_TOKEN_DOCS,
+            )
+        return self._token_from(response)
 
     def _token_from(self, response: requests.Response) -> str:
         try:
@@ -221,9 +213,10 @@ OPTIONAL_CLAIM_CHECKS: Mapping[str, Callable[[Any], bool]] = {
 }
 
 
-class KeySet:
-    """The issuer's signing keys, from its discovery document, cached. Fetches again when the
-    cache is older than `max_age`, or for an unknown `kid` at most once per `cooldown`."""
+class KeySet(jwt.PyJWKClient):
+    """The issuer's signing keys: `PyJWKClient` (the set cached for `max_age`, read again for
+    an unknown `kid` at most once per `cooldown`) at the `jwks_uri` of the issuer's discovery
+    document, read again with each key set and refused if it names another issuer."""
 
     def __init__(
         self,
@@ -233,65 +226,56 @@ class KeySet:
         max_age: float = 3600.0,
         cooldown: float = 60.0,
         timeout: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.issuer = issuer.rstrip("/")
-        self._http = session or requests.Session()
-        self.max_age, self.cooldown, self.timeout = max_age, cooldown, timeout
-        self._clock = clock
-        self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at: float | None = None
-        self._lock = threading.Lock()
-        self.fetches = 0
+        self.discovery = f"{self.issuer}/.well-known/openid-configuration"
+        super().__init__(
+            self.discovery, lifespan=max_age, cooldown_duration=cooldown, timeout=timeout
+        )
+        self._http = session or http_session.session(http_session.backoff(2, factor=0.25, cap=1.0))
 
     def key(self, kid: str) -> jwt.PyJWK:
-        with self._lock:
-            stale = self._fetched_at is None or self._clock() - self._fetched_at > self.max_age
-            if stale or (kid not in self._keys and self._may_refresh()):
-                self._refresh()
-            found = self._keys.get(kid)
-        if found is None:
+        try:
+            found = self.get_signing_key(kid)
+        except (jwt.PyJWKClientConnectionError, ValueError) as exc:
+            cause = type(exc.__cause__ or exc).__name__
+            raise OIDCUnavailableError(
+                f"Could not read the OIDC issuer's keys from {self.uri} ({cause})",
+                fix="check RUNKEYS_OIDC_ISSUER and that this host can reach it",
+            ) from None
+        except jwt.PyJWTError:
+            found = None  # no such kid, or no usable key at all
+        if found is None or found.algorithm_name != ALGORITHM:
             raise AuthError(
                 "The token was signed with a key the issuer does not publish",
                 fix="use a token from the configured OIDC issuer",
             )
         return found
 
-    def _may_refresh(self) -> bool:
-        return self._fetched_at is None or self._clock() - self._fetched_at >= self.cooldown
-
-    def _refresh(self) -> None:
-        self.fetches += 1
-        self._fetched_at = self._clock()  # a failed fetch waits the cooldown too
-        discovery = self._get_json(f"{self.issuer}/.well-known/openid-configuration")
+    def fetch_data(self) -> Any:
+        """The key set at the discovery document's `jwks_uri`, if it names this issuer."""
+        try:
+            response = self._http.get(self.discovery, timeout=self.timeout)
+            response.raise_for_status()
+            discovery = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise OIDCUnavailableError(
+                f"Could not read the OIDC discovery document {self.discovery} "
+                f"({type(exc).__name__})",
+                fix="check RUNKEYS_OIDC_ISSUER and that this host can reach it",
+            ) from None
+        if not isinstance(discovery, dict):
+            raise OIDCUnavailableError(f"{self.discovery} did not answer with a JSON object")
         if str(discovery.get("issuer", "")).rstrip("/") != self.issuer:
             raise AuthError(
                 "The OIDC discovery document names another issuer",
                 fix="set RUNKEYS_OIDC_ISSUER to the issuer exactly as it names itself",
             )
-        jwks = self._get_json(str(discovery.get("jwks_uri", "")))
-        keys: dict[str, jwt.PyJWK] = {}
-        for data in jwks.get("keys", []):
-            if isinstance(data, dict) and data.get("kty") == "RSA" and data.get("kid"):
-                try:
-                    keys[str(data["kid"])] = jwt.PyJWK(data, algorithm=ALGORITHM)
-                except jwt.PyJWTError:
-                    continue
-        self._keys = keys
-
-    def _get_json(self, url: str) -> dict[str, Any]:
-        try:
-            response = self._http.get(url, timeout=self.timeout)
-            response.raise_for_status()
-            data = response.json()
-        except (requests.RequestException, ValueError) as exc:
-            raise OIDCUnavailableError(
-                f"Could not read the OIDC issuer's keys from {url} ({type(exc).__name__})",
-                fix="check RUNKEYS_OIDC_ISSUER and that this host can reach it",
-            ) from None
-        if not isinstance(data, dict):
-            raise OIDCUnavailableError(f"{url} did not answer with a JSON object")
-        return data
+        jwks_uri = str(discovery.get("jwks_uri", ""))
+        if urllib.parse.urlsplit(jwks_uri).scheme not in ("http", "https"):
+            raise OIDCUnavailableError(f"{self.discovery} names no http(s) jwks_uri")
+        self.uri = jwks_uri
+        return super().fetch_data()
 
 
 class OIDCUnavailableError(RunkeysError):

@@ -1,25 +1,17 @@
 """Run completions: recorded by the webhook as one row, applied by the worker.
 
-A `workflow_run` `completed` delivery retires the run's `run` and `job` leases. Queueing them
-inside the request — each lease updated, each given a history event — made a delivery cost
-grow with the run's keys, every such delivery holding SQLite's one writer lock for that long (a
-run of 10 keys cost eight times a run without any, and a 50-key run more than GitHub's patience
-under load). The delivery is recorded instead, one short row, and the worker it wakes applies it
-as the first step of its next batch: it queues the run's leases, stamped with the delivery's
-receipt, and deletes the row, in one transaction. A row is as durable as the queueing was
-(the same commit), and applying is idempotent (only `active` leases move), so two workers
-applying one row, or the sweeper queueing the run first, do no harm.
-"""
+A `workflow_run` `completed` delivery costs one short insert however many keys the run holds;
+the worker queues the run's leases (stamped with the delivery's receipt) and deletes the row in
+one transaction. Applying is idempotent (only `active` leases move), so two workers applying one
+row, or the sweeper queueing the run first, do no harm."""
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime
 
-from sqlalchemy import Connection, Dialect, bindparam, delete, func, select
+from sqlalchemy import Connection, delete, func, select
 
 from handler.ledger import tables
-from handler.ledger.driver import Cursor, DriverStatement
 from handler.ledger.queue import RunLeases, queue
 
 completions = tables.run_completions
@@ -27,13 +19,12 @@ ACTOR = "webhook"  # the queueing is the webhook's, whoever applies it
 
 
 def record_completion(
-    cursor: Cursor, dialect: Dialect, selection: RunLeases, *, reason: str, now: datetime
+    conn: Connection, selection: RunLeases, *, reason: str, now: datetime
 ) -> None:
-    """Record that the run completed up to `selection.up_to_attempt`, to be applied (on a
-    driver cursor: `Ledger.begin_on_driver`, or `driver_cursor` of a connection)."""
+    """Record that the run completed up to `selection.up_to_attempt`, to be applied."""
     if selection.lifetimes != RunLeases.lifetimes:
         raise ValueError("a recorded run completion retires run and job leases, no others")
-    values = {
+    row = {
         "repository_id": selection.repository_id,
         "run_id": selection.run_id,
         "up_to_attempt": selection.up_to_attempt,
@@ -41,22 +32,7 @@ def record_completion(
         "reason": reason[:300],
         "received_at": now,
     }
-    _insert(dialect).execute(cursor, values)
-
-
-@functools.lru_cache(maxsize=16)  # one per engine's dialect: run for every delivery with leases
-def _insert(dialect: Dialect) -> DriverStatement:
-    columns = (
-        "repository_id",
-        "run_id",
-        "up_to_attempt",
-        "installation_id",
-        "reason",
-        "received_at",
-    )
-    return DriverStatement(
-        completions.insert().values({name: bindparam(name) for name in columns}), dialect
-    )
+    conn.execute(completions.insert(), row)
 
 
 def apply_completions(conn: Connection, *, limit: int = 100) -> list[str]:

@@ -4,16 +4,13 @@ PostgreSQL through psycopg 3.
 SQLite: pysqlite's own transaction handling is switched off and each transaction starts with
 `BEGIN IMMEDIATE`, so it holds the write lock from its first statement: a claim can never read a
 row that another process is about to claim (SQLAlchemy docs, "Serializable isolation /
-Savepoints / Transactional DDL" for pysqlite). The busy timeout makes writers wait, not fail.
+Savepoints / Transactional DDL" for pysqlite). Every transaction writes or may, so a process
+keeps one connection and its threads queue for it; the busy timeout makes other processes wait.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 import sqlite3
-import threading
-from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Engine, Table, create_engine, event
@@ -32,9 +29,14 @@ def make_engine(url: str) -> Engine:
 
 
 def _sqlite_engine(url: str) -> Engine:
-    engine = create_engine(
-        url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
-    )
+    timeout = SQLITE_BUSY_TIMEOUT_MS / 1000
+    connect_args = {"timeout": timeout, "check_same_thread": False}
+    if make_url(url).database in (None, "", ":memory:"):
+        engine = create_engine(url, connect_args=connect_args)  # a database per connection
+    else:
+        engine = create_engine(
+            url, connect_args=connect_args, pool_size=1, max_overflow=0, pool_timeout=timeout
+        )
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: sqlite3.Connection, record: ConnectionPoolEntry) -> None:
@@ -48,9 +50,7 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        # On the driver itself: through `exec_driver_sql` this one statement cost as much as the
-        # rest of a webhook's transaction.
-        connection.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -64,68 +64,3 @@ def insert_for(conn: Connection, table: Table) -> sqlite.Insert | postgresql.Ins
     if is_sqlite(conn):
         return sqlite.insert(table)
     return postgresql.insert(table)
-
-
-class SQLiteTurns:
-    """Writers of one SQLite ledger take turns, in this process and across processes.
-
-    Every transaction takes SQLite's write lock at BEGIN IMMEDIATE; a writer that finds it taken
-    sleeps in SQLite's busy handler (1, 2, 5, 10 … 100 ms) and may lose the race again on
-    waking, so under load some webhooks waited a hundred milliseconds and more. Here a thread
-    lock and an exclusive `flock` on `<database>-lock` queue them instead: the kernel wakes a
-    waiter the moment the lock is free. The busy timeout stays for anyone not taking turns
-    (the `sqlite3` shell). The lock goes with its process if that dies. PostgreSQL: no turns.
-    """
-
-    def __init__(self, path: str | None) -> None:
-        self._path = path
-        self._thread = threading.RLock()
-        self._depth = threading.local()
-        self._fd: int | None = None
-        self._pid = 0
-
-    @classmethod
-    def of(cls, engine: Engine) -> SQLiteTurns:
-        """One per database file and process, whichever `Ledger` asks: a thread in a turn may
-        open another transaction on the same file (through another `Ledger`) without waiting
-        for itself."""
-        if not is_sqlite(engine) or engine.url.database in (None, "", ":memory:"):
-            return cls(None)
-        path = os.path.abspath(f"{engine.url.database}-lock")
-        with _TURNS_LOCK:
-            return _TURNS.setdefault((os.getpid(), path), cls(path))
-
-    def __enter__(self) -> None:
-        if self._path is None:
-            return
-        self._thread.acquire()
-        depth = getattr(self._depth, "value", 0)
-        self._depth.value = depth + 1
-        if depth:
-            return  # this thread holds the turn already
-        try:
-            if self._fd is None or os.getpid() != self._pid:  # a forked child opens its own
-                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-                self._pid = os.getpid()
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-        except BaseException:
-            self._depth.value = 0
-            self._thread.release()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._path is None:
-            return
-        self._depth.value -= 1
-        if self._depth.value == 0 and self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-        self._thread.release()
-
-
-_TURNS: dict[tuple[int, str], SQLiteTurns] = {}
-_TURNS_LOCK = threading.Lock()

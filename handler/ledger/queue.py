@@ -10,30 +10,15 @@ written only by the holder of the current claim.
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    Dialect,
-    Update,
-    and_,
-    bindparam,
-    false,
-    func,
-    or_,
-    select,
-    true,
-    update,
-)
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, or_, select, true, update
 
 from handler.ledger import tables
-from handler.ledger.driver import Cursor, DriverStatement, driver_cursor
 from handler.ledger.history import record
 from handler.ledger.records import WORK_STATES, LeaseRecord
 from runkeys.leases import LeaseState, Lifetime
@@ -105,147 +90,79 @@ Selection = (
 )
 
 
-# The webhook's hot path: statements are built once per form and reused with new parameters
-# (building a SQLAlchemy expression costs more than the SQLite transaction that runs it), and
-# run on the driver's cursor where their SQL is fixed (`handler.ledger.driver`).
-Form = tuple[type, bool, bool, tuple[Lifetime, ...]]
+def _installation(installation_id: int | None) -> ColumnElement[bool]:
+    """A webhook of one installation never touches another installation's leases."""
+    if installation_id is None:
+        return true()
+    return or_(leases.c.installation_id == installation_id, leases.c.installation_id.is_(None))
 
 
-def _form(selection: Selection) -> Form:
-    """What the statement's shape depends on; every value goes in as a parameter (a run's
-    lifetimes, a handful of constants, are part of the SQL: no IN list to expand per call)."""
-    return (
-        type(selection),
-        getattr(selection, "installation_id", None) is not None,
-        getattr(selection, "account_id", None) is not None,
-        selection.lifetimes if isinstance(selection, RunLeases) else (),
-    )
-
-
-def _parameters(selection: Selection) -> dict[str, Any]:
+def _where(selection: Selection) -> ColumnElement[bool]:  # noqa: PLR0911 (one case per kind)
     match selection:
         case RunLeases():
-            return {
-                "w_repository_id": selection.repository_id,
-                "w_run_id": selection.run_id,
-                "w_up_to_attempt": selection.up_to_attempt,
-                "w_installation_id": selection.installation_id,
-            }
+            return and_(
+                leases.c.repository_id == selection.repository_id,
+                leases.c.run_id == selection.run_id,
+                leases.c.run_attempt <= selection.up_to_attempt,
+                leases.c.lifetime.in_([lifetime.value for lifetime in selection.lifetimes]),
+                _installation(selection.installation_id),
+            )
         case PullRequestLeases():
-            return {
-                "w_repository_id": selection.repository_id,
-                "w_number": selection.number,
-                "w_registered_before": selection.registered_before,
-                "w_installation_id": selection.installation_id,
-            }
+            return and_(
+                leases.c.repository_id == selection.repository_id,
+                leases.c.pr_number == selection.number,
+                leases.c.lifetime == Lifetime.PR.value,
+                leases.c.created_at < selection.registered_before,
+                _installation(selection.installation_id),
+            )
         case RepositoryLeases():
-            return {
-                "w_repository_ids": list(selection.repository_ids),
-                "w_installation_id": selection.installation_id,
-            }
+            return and_(
+                leases.c.repository_id.in_(selection.repository_ids),
+                _installation(selection.installation_id),
+            )
         case InstallationLeases():
-            return {
-                "w_installation_id": selection.installation_id,
-                "w_account_id": selection.account_id,
-            }
+            installation = leases.c.installation_id == selection.installation_id
+            if selection.account_id is None:
+                return installation
+            unknown = leases.c.installation_id.is_(None)
+            return or_(installation, and_(unknown, leases.c.owner_id == selection.account_id))
         case LeasesById():
-            return {"w_lease_ids": list(selection.lease_ids)}
+            return leases.c.id.in_(selection.lease_ids)
         case ExpiredLeases():
-            return {"w_now": selection.now}
+            return leases.c.expires_at <= selection.now
 
 
-def _installation(scoped: bool) -> ColumnElement[bool]:
-    """A webhook of one installation never touches another installation's leases."""
-    if not scoped:
-        return true()
-    return or_(
-        leases.c.installation_id == bindparam("w_installation_id"),
+# A run's completion, one installation's: the webhook's common case, so its read is built once
+# and bound per delivery (building a Core expression costs several times what running it does).
+_ACTIVE_IN_RUN = select(func.count()).where(
+    leases.c.repository_id == bindparam("repository_id"),
+    leases.c.run_id == bindparam("run_id"),
+    leases.c.run_attempt <= bindparam("up_to_attempt"),
+    leases.c.lifetime.in_([lifetime.value for lifetime in RunLeases.lifetimes]),
+    or_(
+        leases.c.installation_id == bindparam("installation_id"),
         leases.c.installation_id.is_(None),
-    )
+    ),
+    leases.c.state == LeaseState.ACTIVE.value,
+)
 
 
-def _where(form: Form) -> ColumnElement[bool]:  # noqa: PLR0911 (one case per kind)
-    kind, scoped, by_account, lifetimes = form
-    if kind is RunLeases:
-        return and_(
-            leases.c.repository_id == bindparam("w_repository_id"),
-            leases.c.run_id == bindparam("w_run_id"),
-            leases.c.run_attempt <= bindparam("w_up_to_attempt"),
-            or_(false(), *(leases.c.lifetime == lifetime.value for lifetime in lifetimes)),
-            _installation(scoped),
-        )
-    if kind is PullRequestLeases:
-        return and_(
-            leases.c.repository_id == bindparam("w_repository_id"),
-            leases.c.pr_number == bindparam("w_number"),
-            leases.c.lifetime == Lifetime.PR.value,
-            leases.c.created_at < bindparam("w_registered_before", type_=tables.UTCDateTime()),
-            _installation(scoped),
-        )
-    if kind is RepositoryLeases:
-        return and_(
-            leases.c.repository_id.in_(bindparam("w_repository_ids", expanding=True)),
-            _installation(scoped),
-        )
-    if kind is InstallationLeases:
-        installation = leases.c.installation_id == bindparam("w_installation_id")
-        if not by_account:
-            return installation
-        unknown = leases.c.installation_id.is_(None)
-        return or_(installation, and_(unknown, leases.c.owner_id == bindparam("w_account_id")))
-    if kind is LeasesById:
-        return leases.c.id.in_(bindparam("w_lease_ids", expanding=True))
-    if kind is ExpiredLeases:
-        return leases.c.expires_at <= bindparam("w_now", type_=tables.UTCDateTime())
-    raise TypeError(f"not a selection of leases: {kind.__name__}")
-
-
-@functools.lru_cache(maxsize=64)
-def _queue_statement(form: Form, provider_only: bool) -> Update:
-    now = bindparam("v_now", type_=tables.UTCDateTime())
-    values: dict[str, Any] = {
-        "state": LeaseState.REVOKING.value,
-        "retire_requested_at": now,
-        "retire_reason": bindparam("v_reason"),
-        "next_attempt_at": now,
-        "updated_at": now,
-    }
-    if provider_only:
-        values["provider_only"] = True
-    if form[1]:  # the installation, learned from a signed webhook
-        values["installation_id"] = func.coalesce(
-            leases.c.installation_id, bindparam("w_installation_id")
-        )
-    return (
-        update(leases)
-        .where(_where(form), leases.c.state == LeaseState.ACTIVE.value)
-        .values(**values)
-        .returning(leases.c.id)
-    )
-
-
-@functools.lru_cache(maxsize=64)
-def _queue_on_driver(dialect: Dialect, form: Form, provider_only: bool) -> DriverStatement | None:
-    """The queue's UPDATE for the driver's cursor; None for forms that list ids (their SQL
-    changes with the number of ids: SQLAlchemy runs those)."""
-    try:
-        return DriverStatement(_queue_statement(form, provider_only), dialect)
-    except TypeError:
-        return None
-
-
-@functools.lru_cache(maxsize=64)
-def _active_on_driver(dialect: Dialect, form: Form) -> DriverStatement:
+def count_to_queue(conn: Connection, selection: Selection) -> int:
+    """How many `active` leases `queue` would move now: one indexed read, no write."""
+    if (
+        isinstance(selection, RunLeases)
+        and selection.installation_id is not None
+        and selection.lifetimes == RunLeases.lifetimes
+    ):
+        values = {
+            "repository_id": selection.repository_id,
+            "run_id": selection.run_id,
+            "up_to_attempt": selection.up_to_attempt,
+            "installation_id": selection.installation_id,
+        }
+        return int(conn.scalar(_ACTIVE_IN_RUN, values) or 0)
     active = leases.c.state == LeaseState.ACTIVE.value
-    return DriverStatement(select(func.count()).where(_where(form), active), dialect)
-
-
-def count_to_queue(cursor: Cursor, dialect: Dialect, selection: Selection) -> int:
-    """How many `active` leases `queue` would move now: one indexed read, no write.
-    For selections of fixed SQL only (not lists of ids)."""
-    statement = _active_on_driver(dialect, _form(selection))
-    ((count,),) = statement.execute(cursor, _parameters(selection))
-    return int(count)
+    return int(conn.scalar(select(func.count()).where(_where(selection), active)) or 0)
 
 
 def queue(
@@ -260,21 +177,32 @@ def queue(
     """Move the selected `active` leases to `revoking`, due now. Returns their ids. With
     `provider_only`, leases already queued are switched to provider-only as well: the App can no
     longer reach their repository's secrets (they went with its access)."""
-    form = _form(selection)
-    parameters = _parameters(selection)
-    values = {**parameters, "v_now": now, "v_reason": reason[:300]}
-    on_driver = _queue_on_driver(conn.dialect, form, provider_only)
-    if on_driver is not None:
-        queued = [row[0] for row in on_driver.execute(driver_cursor(conn), values)]
-    else:
-        queued = list(conn.scalars(_queue_statement(form, provider_only), values))
+    values: dict[str, Any] = {
+        "state": LeaseState.REVOKING.value,
+        "retire_requested_at": now,
+        "retire_reason": reason[:300],
+        "next_attempt_at": now,
+        "updated_at": now,
+    }
+    if provider_only:
+        values["provider_only"] = True
+    installation_id = getattr(selection, "installation_id", None)
+    if installation_id is not None:  # the installation, learned from a signed webhook
+        values["installation_id"] = func.coalesce(leases.c.installation_id, installation_id)
+    queued = list(
+        conn.scalars(
+            update(leases)
+            .where(_where(selection), leases.c.state == LeaseState.ACTIVE.value)
+            .values(**values)
+            .returning(leases.c.id)
+        )
+    )
     record(conn, queued, actor=actor, action="queued", detail=reason, now=now)
     if provider_only:
         conn.execute(
             update(leases)
-            .where(_where(form), leases.c.state.in_([s.value for s in WORK_STATES]))
-            .values(provider_only=True, updated_at=now),
-            parameters,
+            .where(_where(selection), leases.c.state.in_([s.value for s in WORK_STATES]))
+            .values(provider_only=True, updated_at=now)
         )
     return queued
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy import RowMapping
 
 from runkeys.leases import LeaseState, Lifetime, SecretTarget
@@ -122,7 +123,7 @@ class LeaseRecord:
             "run_attempt": self.run_attempt,
             "pr_number": self.pr_number,
             "job_environment": self.job_environment,
-            "secret": None if self.secret is None else self.secret.to_json(),
+            "secret": msgspec.to_builtins(self.secret),
             "issued_at": iso(self.issued_at),
             "expires_at": iso(self.expires_at),
             "retire_requested_at": iso(self.retire_requested_at),

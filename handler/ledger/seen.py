@@ -4,14 +4,11 @@ so the guard holds across replicas; both are pruned once they can no longer repe
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Dialect, bindparam, delete
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, delete
 
 from handler.ledger import tables
-from handler.ledger.driver import DriverStatement, driver_cursor
 from handler.ledger.engine import insert_for
 
 # GitHub lets a delivery be redelivered for 3 days (GHES: 7); keep ids a little longer.
@@ -30,28 +27,16 @@ def first_delivery(
     now: datetime,
 ) -> bool:
     """Record a delivery; False if it was seen before (a redelivery)."""
-    row = {
-        "delivery_id": delivery_id,
-        "event": event,
-        "action": action,
-        "outcome": outcome,
-        "received_at": now,
-    }
-    return bool(_insert_delivery(conn.dialect).execute(driver_cursor(conn), row))
-
-
-@functools.lru_cache(maxsize=16)  # one per engine's dialect
-def _insert_delivery(dialect: Dialect) -> DriverStatement:
-    """Built once per engine kind and run on the driver's cursor: it runs for every webhook
-    delivery."""
-    table = tables.deliveries
-    statement = sqlite.insert(table) if dialect.name == "sqlite" else postgresql.insert(table)
-    columns = ("delivery_id", "event", "action", "outcome", "received_at")
     # RETURNING, not rowcount: psycopg reports no row count for ON CONFLICT DO NOTHING.
-    inserted = statement.values({name: bindparam(name) for name in columns})
-    return DriverStatement(
-        inserted.on_conflict_do_nothing().returning(table.c.delivery_id), dialect
+    inserted = (
+        insert_for(conn, tables.deliveries)
+        .values(
+            delivery_id=delivery_id, event=event, action=action, outcome=outcome, received_at=now
+        )
+        .on_conflict_do_nothing()
+        .returning(tables.deliveries.c.delivery_id)
     )
+    return conn.execute(inserted).first() is not None
 
 
 def first_token_use(conn: Connection, jti: str, expires_at: datetime) -> bool:

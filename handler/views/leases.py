@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+import msgspec
+from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from handler.errors import ApiError
@@ -24,7 +24,7 @@ from handler.registration import parse_registration, parse_retire_reports
 from handler.service import Service
 from handler.views import current_service
 from runkeys.errors import AuthError, GitHubError
-from runkeys.leases import LeaseRequest
+from runkeys.leases import LeaseRequest, Registered, RegisteredLease, Retired, RetiredLease
 from runkeys.oidc import OIDCUnavailableError, RunIdentity
 
 blueprint = Blueprint("leases", __name__)
@@ -102,13 +102,14 @@ def _identity(service: Service) -> RunIdentity:
         raise ApiError(503, "oidc_unavailable", "The service cannot verify tokens now") from None
 
 
-def _json() -> Any:
+def _json() -> bytes:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(400, "invalid_request", "The body is not JSON")
-    return body
+    return request.get_data(cache=True)
+
+
+def _answer(body: msgspec.Struct, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(body), status=status, mimetype="application/json")
 
 
 def _installation(service: Service, identity: RunIdentity) -> int:
@@ -201,15 +202,10 @@ def register_leases() -> Response:
         leases=[lease.id for lease in registered.leases],
         created=registered.created,
     )
-    body = {
-        "leases": [
-            {"id": lease.id, "state": lease.state.value, "expires_at": lease.expires_at.isoformat()}
-            for lease in registered.leases
-        ]
-    }
-    response = jsonify(body)
-    response.status_code = 201 if registered.created else 200
-    return response
+    answer = Registered(
+        [RegisteredLease(lease.id, lease.state, lease.expires_at) for lease in registered.leases]
+    )
+    return _answer(answer, 201 if registered.created else 200)
 
 
 @blueprint.post("/v1/leases/retire")
@@ -238,14 +234,12 @@ def retire_leases() -> Response:
             404,
             "lease_not_found",
             f"No lease {', '.join(not_found)} in this run of {identity.repository}",
-            extra={"not_found": not_found, "leases": results},
+            extra={"not_found": not_found, "leases": msgspec.to_builtins(results)},
         )
-    return jsonify({"leases": results})
+    return _answer(Retired(results))
 
 
-def _retired(lease: LeaseRecord, secret_kept_for: dict[str, str | None]) -> dict[str, Any]:
+def _retired(lease: LeaseRecord, secret_kept_for: dict[str, str | None]) -> RetiredLease:
     """A lease's state; and, when the post step asked, whether it may delete its secret."""
-    result: dict[str, Any] = {"id": lease.id, "state": lease.state.value}
-    if lease.id in secret_kept_for:
-        result["secret_kept_for"] = secret_kept_for[lease.id]
-    return result
+    kept = secret_kept_for.get(lease.id) if lease.id in secret_kept_for else msgspec.UNSET
+    return RetiredLease(lease.id, lease.state, kept)

@@ -19,10 +19,11 @@ is refused, not encoded), and the URL as the client will send it: on the connect
 below its base path (`runkeys.providers.http_paths`). The spec sets no header runkeys sets
 itself (`Runkeys-Label`, `Idempotency-Key`, `Host`, framing), and runkeys sets its own last.
 
-Requests time out, and connection errors, 408, 429 and 5xx answers are retried with jittered
-exponential backoff. A mint carries `Idempotency-Key: <label>` so that an issuer that honours it
-does not mint twice when a retry follows an answer that was lost. Revoke counts 404 and 410 as
-"already gone". Redirects are not followed: the credentials go to the connection's host only.
+Requests time out, and connection errors, 408, 429 and 5xx answers are retried
+(`runkeys.http_session`). A mint carries `Idempotency-Key: <label>` so that an issuer that
+honours it does not mint twice when a retry follows an answer that was lost. Revoke counts 404
+and 410 as "already gone". Redirects are not followed: the credentials go to the connection's
+host only.
 
 The issuer chooses its references, so runkeys cannot tell from a reference whether it names
 the credential minted under a lease's label, and the service accepts any. A revoke therefore
@@ -42,6 +43,7 @@ from typing import Any
 
 import requests
 
+from runkeys import http_session
 from runkeys.connections import Connection
 from runkeys.errors import ParamError, ProviderError
 from runkeys.providers import http_templates as templates
@@ -59,16 +61,14 @@ from runkeys.providers.base import (
     utc,
 )
 from runkeys.providers.http_paths import UnsafeRequest, check_target
-from runkeys.retrying import equal_jitter
 from runkeys.scrub import scrub, short
 
 PARAMS = {"auth", "mint", "response", "revoke", "timeout", "retries"}
 AUTH_MODES = ("basic", "bearer", "none")
 DEFAULT_TIMEOUT = 10  # seconds, per attempt
 DEFAULT_RETRIES = 3
-BACKOFF_BASE = 0.5  # seconds before the first retry; doubled each time
+BACKOFF_FACTOR = 0.5  # seconds; the second retry waits twice that, plus jitter
 BACKOFF_CAP = 8.0
-RETRY_STATUSES = {408, 429}  # and every 5xx
 GONE_STATUSES = {404, 410}
 LABEL_HEADER = "Runkeys-Label"  # on revoke: the label the mint sent as Idempotency-Key
 
@@ -159,38 +159,29 @@ class HttpIssuerProvider(Provider):
         *,
         ok: Callable[[int], bool],
     ) -> requests.Response:
-        """The answer `ok` accepts; retried on connection errors, 408, 429 and 5xx."""
-        retries = int(params.get("retries", DEFAULT_RETRIES))
-        timeout = int(params.get("timeout", DEFAULT_TIMEOUT))
-        with requests.Session() as session:
+        """The answer `ok` accepts; connection errors, 408, 429 and 5xx are tried again."""
+        retry = http_session.backoff(
+            int(params.get("retries", DEFAULT_RETRIES)) + 1,
+            factor=BACKOFF_FACTOR,
+            cap=BACKOFF_CAP,
+            pause=self.deps.sleep,
+        )
+        with http_session.session(retry) as session:
             sending = self._prepared(session, connection, params, call)
             url = sending.url or ""
             # What `requests.request` adds: proxies and the CA bundle from the environment.
             settings = session.merge_environment_settings(url, {}, None, None, None)
-            for attempt in range(retries + 1):
-                last = attempt == retries
-                try:
-                    answer = session.send(
-                        sending, timeout=timeout, allow_redirects=False, **settings
-                    )
-                except (requests.ConnectionError, requests.Timeout) as exc:
-                    if last or not http_transient(exc):
-                        raise
-                    self.deps.sleep(_backoff(attempt, None))
-                    continue
-                if ok(answer.status_code):
-                    return answer
-                retryable = answer.status_code >= 500 or answer.status_code in RETRY_STATUSES
-                if not retryable or last:
-                    raise self._refused(
-                        f"{call.method} {url}",
-                        answer,
-                        attempts=attempt + 1,
-                        secrets=connection.secrets(),
-                        retryable=retryable,
-                    )
-                self.deps.sleep(_backoff(attempt, answer.headers.get("Retry-After")))
-        raise AssertionError("unreachable: the last attempt returns or raises")
+            timeout = int(params.get("timeout", DEFAULT_TIMEOUT))
+            answer = session.send(sending, timeout=timeout, allow_redirects=False, **settings)
+        if ok(answer.status_code):
+            return answer
+        raise self._refused(
+            f"{call.method} {url}",
+            answer,
+            attempts=http_session.attempts(answer),
+            secrets=connection.secrets(),
+            retryable=answer.status_code in http_session.RETRY_STATUSES,
+        )
 
     def _prepared(
         self,
@@ -337,14 +328,6 @@ def _auth(connection: Connection, mode: str | None) -> dict[str, str]:
     if mode == "bearer":
         return {"Authorization": f"Bearer {creds['password'] or creds['user']}"}
     return {}
-
-
-def _backoff(attempt: int, retry_after: str | None) -> float:
-    """Seconds to wait before retry `attempt + 1`: the server's Retry-After (seconds, capped),
-    else `runkeys.retrying.equal_jitter`."""
-    if retry_after is not None and retry_after.strip().isdigit():
-        return min(float(retry_after), BACKOFF_CAP)
-    return equal_jitter(attempt + 1, base=BACKOFF_BASE, cap=BACKOFF_CAP)
 
 
 def _parse_time(raw: Any) -> datetime | None:

@@ -13,8 +13,7 @@ import pytest
 from runkeys import labels
 from runkeys.errors import ProviderError
 from runkeys.issuance import Collaborators, IssuanceError, IssuedKey, issue
-from runkeys.lease_client import RetireOutcome
-from runkeys.leases import LeaseRequest, Lifetime, new_lease_id
+from runkeys.leases import LeaseRequest, Lifetime, RetireOutcome, new_lease_id
 from runkeys.providers import Minted, MintRequest, Provider, Registry, RevokeRequest
 from runkeys.spec import KeySpec
 from tests.encoded_forms import encoded_forms

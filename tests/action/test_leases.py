@@ -14,10 +14,10 @@ import pytest
 import requests
 
 from runkeys.errors import ConfigError, LeaseServiceError
-from runkeys.lease_client import LeaseClient, RetireOutcome
-from runkeys.leases import LeaseRequest, LeaseState, Lifetime, SecretTarget
+from runkeys.http_session import backoff
+from runkeys.lease_client import LeaseClient
+from runkeys.leases import LeaseRequest, LeaseState, Lifetime, RetireOutcome, SecretTarget
 from runkeys.oidc import RunnerOIDC
-from runkeys.retrying import Retrying
 from runkeys_sandbox.server import RunClaims
 from tests.action.conftest import GitHub
 from tests.action.service import AUDIENCE, Service
@@ -195,7 +195,7 @@ def test_reposting_the_same_leases_is_idempotent(github: GitHub, service: Servic
     oidc = RunnerOIDC(
         env["ACTIONS_ID_TOKEN_REQUEST_URL"], env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"], AUDIENCE
     )
-    client = LeaseClient(service.url, oidc.token, retrying=Retrying(backoff=0.01))
+    client = LeaseClient(service.url, oidc.token, retry=backoff(4, factor=0.01, cap=1))
     leases = [fresh_lease("A"), fresh_lease("B")]
     assert [r.id for r in client.register(leases)] == [lease.id for lease in leases]
     assert [r.id for r in client.register(leases)] == [lease.id for lease in leases]
@@ -211,7 +211,7 @@ def test_reposting_the_same_leases_is_idempotent(github: GitHub, service: Servic
 
 def test_an_unreachable_service_is_named(github: GitHub) -> None:
     client = LeaseClient(
-        "http://127.0.0.1:9", lambda: "token", retrying=Retrying(attempts=2, backoff=0.01)
+        "http://127.0.0.1:9", lambda: "token", retry=backoff(2, factor=0.01, cap=1)
     )
     with pytest.raises(LeaseServiceError, match="could not reach the lease service"):
         client.register([])
@@ -227,9 +227,8 @@ def test_a_429_is_retried_after_the_wait_it_asks_for(github: GitHub, service: Se
         env["ACTIONS_ID_TOKEN_REQUEST_URL"], env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"], AUDIENCE
     )
     waits: list[float] = []
-    client = LeaseClient(
-        service.url, oidc.token, retrying=Retrying(backoff=0.5, sleep=waits.append)
-    )
+    retry = backoff(4, factor=0.5, jitter=0, cap=60, pause=waits.append)
+    client = LeaseClient(service.url, oidc.token, retry=retry)
     service.faults.fail("/v1/leases", 429, retry_after="7")
     service.faults.fail("/v1/leases", 429, retry_after="86400")
     service.faults.fail("/v1/leases", 429)  # no Retry-After: the usual backoff, 3rd failure
@@ -247,7 +246,8 @@ def test_a_429_that_lasts_says_so(github: GitHub, service: Service) -> None:
         env["ACTIONS_ID_TOKEN_REQUEST_URL"], env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"], AUDIENCE
     )
     waits: list[float] = []
-    client = LeaseClient(service.url, oidc.token, retrying=Retrying(attempts=2, sleep=waits.append))
+    retry = backoff(2, factor=0.5, cap=60, pause=waits.append)
+    client = LeaseClient(service.url, oidc.token, retry=retry)
     service.faults.fail("/v1/leases", 429, times=2, retry_after="1")
     with pytest.raises(LeaseServiceError) as raised:
         client.register([fresh_lease("A")])

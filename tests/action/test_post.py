@@ -11,8 +11,7 @@ import pytest
 
 from action_src.post import _revoke_one
 from action_src.workflow import Workflow
-from runkeys.lease_client import RetireOutcome
-from runkeys.leases import LeaseState
+from runkeys.leases import LeaseState, RetireOutcome
 from tests.action.conftest import GitHub
 from tests.action.harness import Run, Step
 from tests.action.service import Service

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
@@ -93,7 +94,7 @@ def lease(
 
 
 def body(*leases: LeaseRequest) -> dict[str, Any]:
-    return {"leases": [item.to_json() for item in leases]}
+    return {"leases": msgspec.to_builtins(leases)}
 
 
 # --- webhook payloads -----------------------------------------------------------------------

@@ -11,12 +11,12 @@ Afterwards each credential is still there. Deploy keys: test_attacks_deploy_keys
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from msgspec.structs import replace
 from sqlalchemy import update
 
 from handler.ledger import tables

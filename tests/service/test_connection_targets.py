@@ -15,7 +15,6 @@ import socket
 import subprocess
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from msgspec.structs import replace
 
 from handler.app import create_app
 from runkeys.connections import Connection, Target, target_of

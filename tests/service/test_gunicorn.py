@@ -26,8 +26,8 @@ from handler.ledger.history import history
 from runkeys.errors import LeaseServiceError
 from runkeys.github.secrets import SecretStore
 from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
-from runkeys.lease_client import LeaseClient, RetireOutcome
-from runkeys.leases import Lifetime
+from runkeys.lease_client import LeaseClient
+from runkeys.leases import Lifetime, RetireOutcome
 from runkeys.oidc import RunnerOIDC
 from runkeys_sandbox.server import Sandbox
 from runkeys_sandbox.server.state import App

@@ -274,7 +274,7 @@ def test_the_service_answers_its_probes_as_its_user_with_the_ledger_on_the_volum
     ready = requests.get(f"{service.url}/readyz", timeout=10)
     assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
     servers = service.servers()
-    assert len(servers) == 3  # gunicorn's master and RUNKEYS_WEB_WORKERS' default of two
+    assert len(servers) == 2  # gunicorn's master and one worker: the ledger is SQLite
     assert {p.uid for p in servers} == {UID}
     files = {path.name: path.stat() for path in service.volume.iterdir()}
     assert "runkeys.sqlite3" in files  # the default RUNKEYS_DATABASE_URL is on the volume

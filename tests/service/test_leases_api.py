@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -41,7 +42,14 @@ def test_register_takes_the_run_from_the_token(
     response = post(client, "/v1/leases", body(item), github.auth(claims))
     assert response.status_code == 201
     assert response.json == {
-        "leases": [{"id": item.id, "state": "active", "expires_at": item.expires_at.isoformat()}]
+        # RFC 3339, UTC written as Z
+        "leases": [
+            {
+                "id": item.id,
+                "state": "active",
+                "expires_at": f"{item.expires_at:%Y-%m-%dT%H:%M:%S.%fZ}",
+            }
+        ]
     }
     stored = record(app, item.id)
     assert (stored.repository, stored.repository_id) == (github.repo.full_name, github.repo.id)
@@ -138,18 +146,35 @@ def test_pr_lifetime_takes_the_number_from_the_ref(
     assert record(app, item.id).pr_number == 42
 
 
+def wire(**fields: Any) -> Any:
+    return msgspec.to_builtins(lease(**fields))
+
+
 @pytest.mark.parametrize(
     ("data", "fragment"),
     [
-        ({}, "leases"),
-        ({"leases": []}, "no leases"),
-        ({"leases": [{"id": "short"}]}, "leases[0].id"),
-        ({"leases": [{"id": "abcdefgh12"}]}, "has no 'key_name'"),
-        ({"leases": [{**lease().to_json(), "fingerprint": "abc"}]}, "fingerprint"),
-        ({"leases": [{**lease().to_json(), "expires_at": "2030-01-01T00:00:00"}]}, "UTC offset"),
-        ({"leases": [{**lease().to_json(), "lifetime": "forever"}]}, "malformed"),
-        ({"leases": [{**lease().to_json(), "params": {"x": "y" * 20000}}]}, "params is larger"),
-        ({"leases": [lease(lease_id="dup-dup-dup").to_json()] * 2}, "twice"),
+        ({}, "The body is malformed: Object missing required field `leases`"),
+        ([], "The body is malformed: Expected `object`, got `array`"),
+        ({"leases": "A"}, "Expected `array`, got `str` - at `$.leases`"),
+        ({"leases": []}, "Expected `array` of length >= 1 - at `$.leases`"),
+        ({"leases": [{"id": "short"}]}, "at `$.leases[0].id`"),
+        (
+            {"leases": [{"id": "abcdefgh12"}]},
+            "missing required field `key_name` - at `$.leases[0]`",
+        ),
+        (
+            {"leases": [{**wire(), "key_name": 3}]},
+            "Expected `str`, got `int` - at `$.leases[0].key_name`",
+        ),
+        ({"leases": [{**wire(), "fingerprint": "abc"}]}, "at `$.leases[0].fingerprint`"),
+        ({"leases": [{**wire(), "expires_at": "2030-01-01T00:00:00"}]}, "timezone"),
+        ({"leases": [{**wire(), "lifetime": "forever"}]}, "'forever' - at `$.leases[0].lifetime`"),
+        (
+            {"leases": [{**wire(), "secret": {"name": "A"}}]},
+            "`repository` - at `$.leases[0].secret`",
+        ),
+        ({"leases": [{**wire(), "params": {"x": "y" * 20000}}]}, "params is larger"),
+        ({"leases": [wire(lease_id="dup-dup-dup")] * 2}, "twice"),
     ],
 )
 def test_malformed_bodies_are_refused_by_field(
@@ -164,6 +189,11 @@ def test_the_body_must_be_json(client: FlaskClient, github: GitHub) -> None:
     response = client.post("/v1/leases", data="leases", headers=github.auth(github.claims()))
     assert response.status_code == 415
     assert_documented("POST", "/v1/leases", 415, response.json)
+    for path in ("/v1/leases", "/v1/leases/retire"):
+        headers = {**github.auth(github.claims()), "Content-Type": "application/json"}
+        response = client.post(path, data='{"leases": [', headers=headers)
+        assert response.json == {"error": "invalid_request", "message": "The body is not JSON"}
+        assert_documented("POST", path, 400, response.json)
 
 
 def test_a_repository_without_the_app_cannot_register(client: FlaskClient, github: GitHub) -> None:
@@ -358,7 +388,10 @@ def test_a_secret_the_post_step_could_not_delete_goes_to_the_worker(
 @pytest.mark.parametrize(
     ("item", "fragment"),
     [
-        ({"outcome": "revoked", "secret_pending": "yes"}, "secret_pending must be true or false"),
+        (
+            {"outcome": "revoked", "secret_pending": "yes"},
+            "Expected `bool`, got `str` - at `$.leases[0].secret_pending`",
+        ),
         ({"outcome": "failed", "secret_pending": True}, "secret_pending goes with outcome revoked"),
     ],
 )

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import msgspec
 import pytest
 from sqlalchemy import inspect, select, update
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +26,7 @@ from handler.ledger.queue import (
     backlog,
     claim_due,
     count_by_state,
+    count_to_queue,
     finish_failed,
     finish_revoked,
     queue,
@@ -36,6 +38,7 @@ from tests.service.conftest import postgres_database
 from tests.service.kit import identity, lease, put, stored
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+AT_MICRO = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 HOLD = timedelta(minutes=5)
 
 
@@ -172,36 +175,6 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     ledger.close()
 
 
-def test_sqlite_reads_on_one_connection_per_thread_that_sees_every_commit(
-    tmp_path: Path,
-) -> None:
-    """`look` keeps a reader per thread (no pool checkout per webhook): it must see what any
-    connection committed since its last read, and not hold a snapshot between reads."""
-    ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
-
-    def count_and_connection() -> tuple[int, int]:
-        with ledger.look() as cursor:
-            cursor.execute("SELECT count(*) FROM leases")
-            (count,) = cursor.fetchall()[0]
-            return count, id(cursor.connection)  # type: ignore[attr-defined]
-
-    before, reader = count_and_connection()
-    put(ledger, identity(), lease())
-    after, same = count_and_connection()
-    seen: list[tuple[int, int]] = []
-    other = threading.Thread(target=lambda: seen.append(count_and_connection()))
-    other.start()
-    other.join()
-    with ledger.begin() as conn:  # a writer is not blocked by the kept readers
-        conn.exec_driver_sql("DELETE FROM leases")
-    emptied, _ = count_and_connection()
-    ledger.close()
-    assert (before, after, emptied) == (0, 1, 0)
-    assert same == reader  # kept
-    assert seen[0][0] == 1  # another thread sees the commit too
-    assert seen[0][1] != reader  # on a connection of its own
-
-
 def test_sqlite_syncs_a_durable_transaction_and_only_that(tmp_path: Path) -> None:
     """Registrations commit with `synchronous=FULL` (a power failure must not lose a lease);
     everything else, and the same pooled connection afterwards, with NORMAL."""
@@ -257,6 +230,30 @@ def test_queue_moves_only_active_leases_and_logs_why(ledger: Ledger) -> None:
     assert [(e.actor, e.action, e.detail) for e in events][-1] == ("test", "queued", "test")
 
 
+@pytest.mark.parametrize(("installation_id", "expected"), [(5, 3), (6, 2), (None, 4)])
+def test_the_webhooks_count_of_a_runs_leases_is_what_queueing_them_moves(
+    ledger: Ledger, installation_id: int | None, expected: int
+) -> None:
+    """`count_to_queue` (a completed run's read, built once for an installation's run) counts
+    the active run and job leases of the attempt and earlier ones, of that installation or of
+    none recorded; without an installation, of any. `queue` then moves exactly those."""
+    attempt = identity(run_attempt=2)
+    put(ledger, attempt, lease(key_name="A"), lease(key_name="B", lifetime=Lifetime.JOB))
+    put(ledger, identity(run_attempt=1), lease(key_name="C"), installation_id=None)
+    put(ledger, attempt, lease(key_name="G"), installation_id=6)
+    put(ledger, identity(run_attempt=2, ref="refs/pull/4/merge"), lease(lifetime=Lifetime.PR))
+    put(ledger, identity(run_attempt=3), lease(key_name="LATER"))
+    put(ledger, identity(run_id=1), lease(key_name="OTHER_RUN"))
+    (queued,) = put(ledger, attempt, lease(key_name="QUEUED"))
+    with ledger.begin() as conn:
+        queue(conn, LeasesById((queued,)), actor="test", reason="t", now=NOW)
+    run = RunLeases(1296269, 30433642, 2, installation_id)
+    with ledger.begin() as conn:
+        counted = count_to_queue(conn, run)
+        moved = queue(conn, run, actor="test", reason="t", now=NOW)
+    assert (counted, len(moved)) == (expected, expected)
+
+
 def test_a_recorded_run_completion_queues_its_runs_leases_once_when_applied(
     ledger: Ledger,
 ) -> None:
@@ -272,12 +269,11 @@ def test_a_recorded_run_completion_queues_its_runs_leases_once_when_applied(
         lease(lifetime=Lifetime.PR),
     )
     (foreign,) = put(ledger, identity(run_id=77), lease(), installation_id=6)
-    dialect = ledger.engine.dialect
-    with ledger.begin_on_driver() as cursor:
+    with ledger.begin() as conn:
         for at in (received, NOW):
             run = RunLeases(1296269, 30433642, 1, 5)
-            record_completion(cursor, dialect, run, reason="first", now=at)
-        record_completion(cursor, dialect, RunLeases(1296269, 77, 1, 5), reason="other", now=NOW)
+            record_completion(conn, run, reason="first", now=at)
+        record_completion(conn, RunLeases(1296269, 77, 1, 5), reason="other", now=NOW)
     with ledger.begin() as conn:
         assert pending(conn) == 3
     with ledger.begin() as conn:
@@ -291,41 +287,35 @@ def test_a_recorded_run_completion_queues_its_runs_leases_once_when_applied(
         foreign: LeaseState.ACTIVE,  # installation 6's: a webhook of 5 never touches it
     }
     only_run = RunLeases(1, 2, 1, lifetimes=(Lifetime.RUN,))
-    with ledger.begin_on_driver() as cursor, pytest.raises(ValueError, match="run and job"):
-        record_completion(cursor, dialect, only_run, reason="t", now=NOW)
+    with ledger.begin() as conn, pytest.raises(ValueError, match="run and job"):
+        record_completion(conn, only_run, reason="t", now=NOW)
 
 
-def test_a_driver_transaction_commits_at_its_end_and_rolls_back_on_an_error(
-    ledger: Ledger,
+@pytest.mark.parametrize("at", [AT_MICRO, AT_MICRO.replace(microsecond=0)], ids=["micro", "s"])
+def test_the_webhooks_writes_store_times_as_utc_and_read_them_back_aware(
+    ledger: Ledger, at: datetime
 ) -> None:
-    dialect = ledger.engine.dialect
-
-    def fails_midway() -> None:
-        with ledger.begin_on_driver() as cursor:
-            record_completion(cursor, dialect, RunLeases(1, 2, 1), reason="lost", now=NOW)
-            raise RuntimeError("midway")
-
-    with pytest.raises(RuntimeError, match="midway"):
-        fails_midway()
-    with ledger.begin_on_driver() as cursor:
-        record_completion(cursor, dialect, RunLeases(1, 3, 1), reason="kept", now=NOW)
+    """A delivery's and a completion's receipt given in another zone are stored as the same
+    instant in UTC, in the very form a UTC time is (SQLite: the same text, so that times sort),
+    and read back as aware UTC times; the leases queued from the completion carry it."""
+    elsewhere = at.astimezone(timezone(timedelta(hours=-5)))
+    (lease_id,) = put(ledger, identity(run_id=88), lease(lifetime=Lifetime.RUN))
     with ledger.begin() as conn:
-        reasons = list(conn.scalars(select(tables.run_completions.c.reason)))
-    assert reasons == ["kept"]
-
-
-def test_an_in_memory_ledger_reads_and_writes_on_its_one_connection() -> None:
-    """In memory, each SQLite connection is a database of its own: no kept connections."""
-    ledger = Ledger.open("sqlite://")
-    with ledger.begin_on_driver() as cursor:
-        record_completion(cursor, ledger.engine.dialect, RunLeases(1, 3, 1), reason="r", now=NOW)
-    with ledger.look() as cursor:
-        cursor.execute("SELECT count(*) FROM run_completions")
-        ((seen,),) = cursor.fetchall()
+        assert first_delivery(conn, "zoned", event="ping", action=None, outcome="p", now=elsewhere)
+        assert first_delivery(conn, "utc", event="ping", action=None, outcome="p", now=at)
+        record_completion(conn, RunLeases(1296269, 88, 1), reason="r", now=elsewhere)
     with ledger.begin() as conn:
-        recorded = pending(conn)
-    ledger.close()
-    assert (seen, recorded) == (1, 1)
+        raw = conn.exec_driver_sql("SELECT delivery_id, received_at FROM deliveries")
+        stored_raw = {row[0]: row[1] for row in raw}
+        columns = (tables.deliveries.c.delivery_id, tables.deliveries.c.received_at)
+        read = {row[0]: row[1] for row in conn.execute(select(*columns))}
+        recorded = conn.scalar(select(tables.run_completions.c.received_at))
+        apply_completions(conn)
+    assert stored_raw["zoned"] == stored_raw["utc"]
+    assert read == {"zoned": at, "utc": at}
+    assert read["zoned"].utcoffset() == timedelta(0)
+    assert recorded == at
+    assert stored(ledger, lease_id).retire_requested_at == at
 
 
 def test_ttl_expiry_selects_what_has_expired(ledger: Ledger) -> None:
@@ -433,7 +423,7 @@ def test_no_value_is_stored_anywhere(ledger: Ledger) -> None:
     item = lease()
     from runkeys.leases import fingerprint
 
-    item = type(item)(**{**item.__dict__, "fingerprint": fingerprint(value)})
+    item = msgspec.structs.replace(item, fingerprint=fingerprint(value))
     put(ledger, identity(), item, now=NOW)
     with ledger.begin() as conn:
         dump = [

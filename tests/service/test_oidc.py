@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -16,8 +18,8 @@ import requests
 from werkzeug.wrappers import Request, Response
 
 from runkeys.errors import AuthError, ConfigError, LeaseServiceError
+from runkeys.http_session import backoff
 from runkeys.oidc import KeySet, OIDCUnavailableError, OIDCVerifier, RunnerOIDC
-from runkeys.retrying import Retrying
 from runkeys_sandbox.server import OIDCIssuer, RunClaims
 from tests.service.conftest import GitHub
 from tests.service.kit import AUDIENCE, WsgiServer
@@ -32,6 +34,8 @@ class IssuerServer:
     def __init__(self) -> None:
         self.jwks_reads = 0
         self.down = False
+        self.alg: str | None = None
+        self.jwks_uri: str | None = None
         self.server = WsgiServer(self._app)
         self.issuer = OIDCIssuer(self.server.url)
 
@@ -44,10 +48,15 @@ class IssuerServer:
         if self.down:
             response = Response("down", status=503)
         elif request.path in discovery:
-            response = Response(json.dumps(self.issuer.discovery()), mimetype="application/json")
+            document = self.issuer.discovery()
+            document["jwks_uri"] = self.jwks_uri or document["jwks_uri"]
+            response = Response(json.dumps(document), mimetype="application/json")
         elif request.path == "/.well-known/jwks":
             self.jwks_reads += 1
-            response = Response(json.dumps(self.issuer.jwks()), mimetype="application/json")
+            jwks = self.issuer.jwks()
+            if self.alg:
+                jwks["keys"] = [{**key, "alg": self.alg} for key in jwks["keys"]]
+            response = Response(json.dumps(jwks), mimetype="application/json")
         else:
             response = Response("no", status=404)
         return response(environ, start)
@@ -196,10 +205,27 @@ def test_a_token_is_accepted_once(issuer: IssuerServer) -> None:
     _refused(check, token, "used before")
 
 
-def test_keys_are_cached_and_an_unknown_kid_costs_one_refresh(issuer: IssuerServer) -> None:
-    clock = [1000.0]
-    keys = KeySet(issuer.issuer.issuer, cooldown=60, clock=lambda: clock[0])
-    check = verifier(issuer, keys=keys)
+class Monotonic:
+    """`time.monotonic` as the test sets it: PyJWKClient times its cache and cooldown by it."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def monotonic(monkeypatch: pytest.MonkeyPatch) -> Monotonic:
+    clock = Monotonic()
+    monkeypatch.setattr(time, "monotonic", clock)
+    return clock
+
+
+def test_keys_are_cached_and_an_unknown_kid_costs_one_refresh(
+    issuer: IssuerServer, monotonic: Monotonic
+) -> None:
+    check = verifier(issuer, keys=KeySet(issuer.issuer.issuer, cooldown=60))
     for _ in range(3):
         check.verify(issuer.issuer.token_for(CLAIMS, AUDIENCE))
     assert issuer.jwks_reads == 1
@@ -210,20 +236,59 @@ def test_keys_are_cached_and_an_unknown_kid_costs_one_refresh(issuer: IssuerServ
     for _ in range(3):  # within the cooldown: no refresh at all
         _refused(check, stranger.sign(claims), "does not publish")
     assert issuer.jwks_reads == 1
-    clock[0] += 61
+    monotonic.now += 60
     _refused(check, stranger.sign(claims), "does not publish")
     _refused(check, stranger.sign(claims), "does not publish")
     assert issuer.jwks_reads == 2  # one refresh for the unknown kid, not one per token
 
 
-def test_a_rotated_key_is_picked_up_by_one_refresh(issuer: IssuerServer) -> None:
-    clock = [1000.0]
-    check = verifier(issuer, keys=KeySet(issuer.issuer.issuer, clock=lambda: clock[0]))
+def test_keys_are_read_again_once_older_than_max_age(
+    issuer: IssuerServer, monotonic: Monotonic
+) -> None:
+    check = verifier(issuer, keys=KeySet(issuer.issuer.issuer, max_age=3600))
     check.verify(issuer.issuer.token_for(CLAIMS, AUDIENCE))
-    issuer.issuer.rotate()
-    clock[0] += 61
+    monotonic.now += 3600
+    check.verify(issuer.issuer.token_for(CLAIMS, AUDIENCE))
+    assert issuer.jwks_reads == 1
+    monotonic.now += 0.5
     check.verify(issuer.issuer.token_for(CLAIMS, AUDIENCE))
     assert issuer.jwks_reads == 2
+
+
+def test_a_rotated_key_is_picked_up_by_one_refresh(
+    issuer: IssuerServer, monotonic: Monotonic
+) -> None:
+    check = verifier(issuer, keys=KeySet(issuer.issuer.issuer))
+    check.verify(issuer.issuer.token_for(CLAIMS, AUDIENCE))
+    issuer.issuer.rotate()
+    monotonic.now += 61
+    check.verify(issuer.issuer.token_for(CLAIMS, AUDIENCE))
+    assert issuer.jwks_reads == 2
+
+
+def test_a_key_for_another_algorithm_is_not_published_for_rs256(issuer: IssuerServer) -> None:
+    """The issuer's JWKS names the token's kid, but for RS512: refused, not verified as such."""
+    issuer.alg = "RS512"
+    _refused(verifier(issuer), issuer.issuer.token_for(CLAIMS, AUDIENCE), "does not publish")
+
+
+def test_a_jwks_uri_that_is_not_http_is_not_read(issuer: IssuerServer, tmp_path: Path) -> None:
+    """The issuer's own keys, in a file the discovery document points at: not opened."""
+    keys = tmp_path / "jwks.json"
+    keys.write_text(json.dumps(issuer.issuer.jwks()))
+    issuer.jwks_uri = keys.as_uri()
+    with pytest.raises(OIDCUnavailableError, match="no http"):
+        verifier(issuer).verify(issuer.issuer.token_for(CLAIMS, AUDIENCE))
+
+
+@pytest.mark.timeout(10)  # without its timeout, the request would hang until this one
+def test_an_issuer_that_never_answers_is_unavailable_after_the_timeout() -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        keys = KeySet(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.2)
+        with pytest.raises(OIDCUnavailableError):
+            keys.key("any")
 
 
 def test_an_unreachable_issuer_is_not_an_invalid_token(issuer: IssuerServer) -> None:
@@ -284,7 +349,7 @@ def test_a_refusing_runner_is_reported_at_once_without_its_token(github: GitHub)
         env["ACTIONS_ID_TOKEN_REQUEST_URL"],
         request_token,
         AUDIENCE,
-        retrying=Retrying(attempts=3, backoff=1.0, sleep=waits.append),
+        retry=backoff(3, factor=1.0, cap=10, pause=waits.append),
     )
     with pytest.raises(LeaseServiceError) as caught:
         oidc.token()
@@ -296,10 +361,11 @@ def test_a_refusing_runner_is_reported_at_once_without_its_token(github: GitHub)
 
 def test_a_failing_runner_is_asked_again(github: GitHub) -> None:
     waits: list[float] = []
-    oidc = runner(github, retrying=Retrying(attempts=3, backoff=1.0, sleep=waits.append))
+    retry = backoff(3, factor=1.0, jitter=0, cap=10, pause=waits.append)
+    oidc = runner(github, retry=retry)
     github.sandbox.inject_fault("GET", r"^/_services/.*/idtoken$", status=503, times=2)
     assert OIDCVerifier(github.sandbox.oidc_issuer_url, AUDIENCE).verify(oidc.token())
-    assert waits == [1, 2]
+    assert waits == [2.0]  # urllib3: the first retry at once, then factor·2
     github.sandbox.inject_fault("GET", r"^/_services/.*/idtoken$", status=503, times=3)
     with pytest.raises(LeaseServiceError, match="HTTP 503"):
         oidc.token()

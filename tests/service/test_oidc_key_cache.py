@@ -1,7 +1,8 @@
 """The issuer's keys, cached to the second: read again once older than `max_age` (not at it),
 for an unknown `kid` once the cooldown has passed (exactly at it, not before), an issuer named
 with a trailing slash the same issuer, and a JWKS entry the verifier cannot use skipped without
-hiding the keys after it. The clock is the test's."""
+hiding the keys after it. The clock is the test's: `time.monotonic`, which PyJWKClient times
+its cache and cooldown by."""
 
 from __future__ import annotations
 
@@ -62,8 +63,15 @@ class Clock:
         return self.now
 
 
-def verifier(issuer: Issuer, clock: Clock, name: str | None = None) -> OIDCVerifier:
-    keys = KeySet(name or issuer.oidc.issuer, max_age=3600, cooldown=60, clock=clock)
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    made = Clock()
+    monkeypatch.setattr(time, "monotonic", made)
+    return made
+
+
+def verifier(issuer: Issuer, name: str | None = None) -> OIDCVerifier:
+    keys = KeySet(name or issuer.oidc.issuer, max_age=3600, cooldown=60)
     return OIDCVerifier(issuer.oidc.issuer, AUDIENCE, keys=keys)
 
 
@@ -74,9 +82,10 @@ def stranger_token(issuer: Issuer) -> str:
     return OIDCIssuer(issuer.oidc.issuer).sign(claims)
 
 
-def test_keys_are_read_again_once_older_than_max_age_and_not_at_it(issuer: Issuer) -> None:
-    clock = Clock()
-    check = verifier(issuer, clock)
+def test_keys_are_read_again_once_older_than_max_age_and_not_at_it(
+    issuer: Issuer, clock: Clock
+) -> None:
+    check = verifier(issuer)
     check.verify(issuer.oidc.token_for(CLAIMS, AUDIENCE))
     clock.now = START + 3600
     check.verify(issuer.oidc.token_for(CLAIMS, AUDIENCE))
@@ -87,10 +96,9 @@ def test_keys_are_read_again_once_older_than_max_age_and_not_at_it(issuer: Issue
 
 
 def test_an_unknown_kid_reads_the_keys_again_once_the_cooldown_has_passed(
-    issuer: Issuer,
+    issuer: Issuer, clock: Clock
 ) -> None:
-    clock = Clock()
-    check = verifier(issuer, clock)
+    check = verifier(issuer)
     check.verify(issuer.oidc.token_for(CLAIMS, AUDIENCE))
     clock.now = START + 59.5
     with pytest.raises(AuthError, match="does not publish"):
@@ -103,10 +111,10 @@ def test_an_unknown_kid_reads_the_keys_again_once_the_cooldown_has_passed(
 
 
 def test_an_issuer_named_with_a_trailing_slash_is_the_same_issuer(issuer: Issuer) -> None:
-    check = verifier(issuer, Clock(), name=issuer.oidc.issuer + "/")
+    check = verifier(issuer, name=issuer.oidc.issuer + "/")
     assert check.verify(issuer.oidc.token_for(CLAIMS, AUDIENCE)).run_id == 4242
     issuer.named_as = issuer.oidc.issuer + "/"
-    check = verifier(issuer, Clock())
+    check = verifier(issuer)
     assert check.verify(issuer.oidc.token_for(CLAIMS, AUDIENCE)).run_id == 4242
 
 
@@ -117,14 +125,14 @@ def test_entries_the_verifier_cannot_use_do_not_hide_the_keys_after_them(issuer:
         {"kty": "RSA", "n": "AQAB", "e": "AQAB"},
         "not an object",
     ]
-    identity = verifier(issuer, Clock()).verify(issuer.oidc.token_for(CLAIMS, AUDIENCE))
+    identity = verifier(issuer).verify(issuer.oidc.token_for(CLAIMS, AUDIENCE))
     assert identity.run_id == 4242
 
 
 def test_a_jwks_without_keys_publishes_none(issuer: Issuer) -> None:
     issuer.no_keys = True
     with pytest.raises(AuthError) as caught:
-        verifier(issuer, Clock()).verify(issuer.oidc.token_for(CLAIMS, AUDIENCE))
+        verifier(issuer).verify(issuer.oidc.token_for(CLAIMS, AUDIENCE))
     assert caught.value.cause == "The token was signed with a key the issuer does not publish"
 
 
@@ -136,6 +144,6 @@ def test_an_issuer_that_never_answers_is_unavailable_after_the_timeout() -> None
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        keys = KeySet(url, timeout=0.2, clock=Clock())
+        keys = KeySet(url, timeout=0.2)
         with pytest.raises(OIDCUnavailableError):
             keys.key("any")

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from handler.app import create_app
 from handler.logs import JsonFormatter, configure
 from tests.service.conftest import GitHub, postgres_database
-from tests.service.kit import Clock, assert_documented, identity, js, put
+from tests.service.kit import Clock, assert_documented, body, identity, js, put
 
 
 def test_healthz(client: FlaskClient) -> None:
@@ -79,8 +79,8 @@ def test_log_lines_are_json_with_fields_and_no_secrets(
     caplog.set_level(logging.DEBUG)
     claims = github.claims()
     headers = github.auth(claims)
-    client.post("/v1/leases", json={"leases": [github.lease().to_json()]}, headers=headers)
-    client.post("/v1/leases", json={"leases": [github.lease().to_json()]}, headers=headers)
+    client.post("/v1/leases", json=body(github.lease()), headers=headers)
+    client.post("/v1/leases", json=body(github.lease()), headers=headers)
     lines = [JsonFormatter().format(record) for record in caplog.records]
     parsed = [json.loads(line) for line in lines]
     assert any(p["message"] == "leases registered" and p["run_id"] == claims.run_id for p in parsed)

@@ -3,7 +3,6 @@ test_gunicorn.py)."""
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import threading
@@ -14,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 from gunicorn.workers.gthread import ThreadWorker  # type: ignore[import-untyped]
 
+from handler.cli import _web_workers
 from handler.serve import JsonLogger, ServiceWorker, default_options, prepare_metrics_dir
 
 
@@ -50,16 +50,28 @@ def test_a_given_metrics_directory_is_kept(monkeypatch: pytest.MonkeyPatch, tmp_
     assert prepare_metrics_dir(4) == str(tmp_path)
 
 
-def test_a_worker_freezes_what_it_loaded_before_serving() -> None:
-    """The collector's full passes would traverse the loaded app again and again."""
-    options = default_options(bind="127.0.0.1:0", workers=1, threads=1, timeout=5, log_level="INFO")
-    before = gc.get_freeze_count()
-    junk = [object() for _ in range(1000)]  # noqa: F841 (alive, so it is frozen)
-    options["post_worker_init"](None)
-    try:
-        assert gc.get_freeze_count() >= before + 1000
-    finally:
-        gc.unfreeze()
+@pytest.mark.parametrize(
+    ("database", "configured", "given", "expected"),
+    [
+        ("", "", None, 1),  # the default ledger is a SQLite file
+        ("sqlite:////var/lib/runkeys/ledger.sqlite3", "", None, 1),
+        ("postgresql://runkeys@db.internal/runkeys", "", None, 2),
+        ("postgres://runkeys@db.internal/runkeys", "", None, 2),
+        ("sqlite:///./runkeys.sqlite3", "3", None, 3),  # the operator's word wins
+        ("postgresql://runkeys@db.internal/runkeys", "3", 1, 1),  # and --workers over it
+    ],
+)
+def test_one_worker_process_on_sqlite_two_on_postgresql_unless_told(
+    monkeypatch: pytest.MonkeyPatch,
+    database: str,
+    configured: str,
+    given: int | None,
+    expected: int,
+) -> None:
+    """SQLite has one writer: one process by default, so one embedded revocation worker."""
+    monkeypatch.setenv("RUNKEYS_DATABASE_URL", database)
+    monkeypatch.setenv("RUNKEYS_WEB_WORKERS", configured)
+    assert _web_workers(given) == expected
 
 
 def test_quitting_never_waits_for_the_thread_pools_lock() -> None:

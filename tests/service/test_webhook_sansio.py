@@ -9,15 +9,7 @@ from typing import Any
 
 import pytest
 
-from handler.events import (
-    Decision,
-    Outcome,
-    PullRequestFields,
-    Retirement,
-    Router,
-    WorkflowRunFields,
-    router,
-)
+from handler.events import Decision, Outcome, Retirement, Router, router
 from handler.ledger.queue import InstallationLeases, PullRequestLeases, RepositoryLeases, RunLeases
 from handler.webhooks import BadDeliveryError, Delivery, sign, validate_signature
 from runkeys.errors import AuthError
@@ -248,32 +240,3 @@ def test_a_router_takes_one_route_per_event_and_action() -> None:
     assert mine.dispatch(_delivery("push", {"action": "whatever"})).outcome is Outcome.PONG
     with pytest.raises(ValueError, match="already"):
         mine.register("push")(any_push)
-
-
-def test_a_route_reads_only_the_fields_it_names() -> None:
-    """The whole body must be JSON, but only the named fields are built."""
-    headers, body = recorded_delivery("pull_request.closed")
-    delivery = Delivery.from_http(headers, body, secret=DELIVERIES_SECRET, reads=router.reads)
-    assert set(delivery.data) <= {
-        "action",
-        "installation",
-        "number",
-        "pull_request",
-        "repository",
-    }
-    assert set(delivery.data["repository"]) == {"id"}
-    assert set(delivery.data["pull_request"]) == {"closed_at"}
-    everything = Delivery.from_http(headers, body, secret=DELIVERIES_SECRET)
-    assert "pull_request" in everything.data  # without `reads`: the whole payload
-
-
-def test_the_routes_of_one_event_read_the_same_fields() -> None:
-    mine = Router()
-
-    @mine.register("pull_request", action="closed", reads=PullRequestFields)
-    def closed(delivery: Delivery) -> Decision:
-        return Decision(Outcome.QUEUED)
-
-    assert mine.reads("pull_request").type is PullRequestFields
-    with pytest.raises(ValueError, match="same fields"):
-        mine.register("pull_request", action="opened", reads=WorkflowRunFields)

@@ -338,14 +338,13 @@ def test_draining_applies_every_recorded_run_completion(
     tokens, _ = issuer
     item = http_lease(github, tokens)
     (lease_id,) = put(service.ledger, who(github), item, installation_id=github.installation.id)
-    dialect = service.ledger.engine.dialect
     repository_id = github.repo.id
-    with service.ledger.begin_on_driver() as cursor:
+    with service.ledger.begin() as conn:
         for run_id in range(1, service.config.worker.batch_size * 2 + 1):  # no lease names these
             run = RunLeases(repository_id, 10_000 + run_id, 1, github.installation.id)
-            record_completion(cursor, dialect, run, reason="t", now=service.clock())
+            record_completion(conn, run, reason="t", now=service.clock())
         mine = RunLeases(repository_id, who(github).run_id, 1, github.installation.id)
-        record_completion(cursor, dialect, mine, reason="t", now=service.clock())
+        record_completion(conn, mine, reason="t", now=service.clock())
     clock.advance(seconds=3)
     assert RevocationWorker(service).drain() == 1
     assert record(service, lease_id).state is LeaseState.REVOKED
