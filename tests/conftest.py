@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from runkeys_sandbox.server import Sandbox
+from runkeys_sandbox.server.sandbox import Sandbox
 
 # Every sandbox exchange in the suite is checked against GitHub's REST description.
 pytest_plugins = ("tests.openapi.plugin",)

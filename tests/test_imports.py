@@ -72,6 +72,14 @@ def graph(found: dict[str, Path]) -> Graph:
                     for alias in node.names
                 ]
             edges[name].update(t for t in targets if t in found and t != name)
+    # Importing `a.b.c` runs `a/__init__` and `a/b/__init__` first: an edge to each package
+    # above the target, except the importer's own (they are already being imported).
+    for name in edges:
+        own = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 2)}
+        for target in list(edges[name]):
+            parts = target.split(".")
+            parents = {".".join(parts[:i]) for i in range(1, len(parts))}
+            edges[name].update(p for p in parents - own if p in found)
     return edges
 
 
@@ -193,6 +201,16 @@ def write(root: Path, files: dict[str, str]) -> None:
                 "p/b.py": "from p import a\n",
             },
             [],
+        ),
+        (  # importing a submodule runs its package's __init__, here importing back lazily
+            {
+                "p/__init__.py": "",
+                "p/q/__init__.py": "def __getattr__(name):\n    from p.q.s import S\n",
+                "p/q/b.py": "",
+                "p/q/s.py": "import p.r\n",
+                "p/r.py": "from p.q import b\n",
+            },
+            [["p.q", "p.q.s", "p.r", "p.q"]],
         ),
     ],
 )

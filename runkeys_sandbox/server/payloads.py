@@ -20,7 +20,7 @@ from runkeys_sandbox.server.representations import (
 from runkeys_sandbox.server.state import Account, Installation, Repository, iso, legacy_node_id
 
 if TYPE_CHECKING:
-    from runkeys_sandbox.server import Sandbox
+    from runkeys_sandbox.server.sandbox import Sandbox
 
 SENDER = Account("octocat", 583231, "User")
 

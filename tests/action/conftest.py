@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runkeys_sandbox.server import Sandbox
+from runkeys_sandbox.server.sandbox import Sandbox
 from runkeys_sandbox.server.state import App, Installation, Repository
 from tests.action.harness import Step
 from tests.action.service import AUDIENCE, Service

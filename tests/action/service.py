@@ -20,7 +20,7 @@ from flask import Flask
 from handler.app import create_app
 from handler.ledger.leases import LeaseFilter, find
 from handler.ledger.records import LeaseRecord
-from runkeys_sandbox.server import Sandbox
+from runkeys_sandbox.server.sandbox import Sandbox
 from runkeys_sandbox.server.state import App
 from tests.service.conftest import make_environ
 from tests.service.kit import WsgiServer

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runkeys_sandbox.server import Sandbox
+from runkeys_sandbox.server.sandbox import Sandbox
 from tests.action.harness import Run, Step
 
 MALFORMED_SPECS = [

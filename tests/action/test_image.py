@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from runkeys.providers.random_value import verify_token
-from runkeys_sandbox.server import Sandbox
+from runkeys_sandbox.server.sandbox import Sandbox
 from tests.action.harness import Step
 from tests.images import (
     ROOT,

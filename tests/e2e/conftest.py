@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from runkeys_sandbox.server import Sandbox
+from runkeys_sandbox.server.sandbox import Sandbox
 from tests.e2e.world import Postgres, World, ledger_database
 from tests.service.served import Served
 

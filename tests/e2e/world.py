@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from runkeys_sandbox.server import Sandbox
+from runkeys_sandbox.server.sandbox import Sandbox
 from runkeys_sandbox.server.state import App
 from tests.e2e.leaks import Scanner, Secret
 from tests.service.served import Served

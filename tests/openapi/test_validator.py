@@ -6,7 +6,8 @@ from typing import Any
 
 import requests
 
-from runkeys_sandbox.server import RecordedRequest, Sandbox
+from runkeys_sandbox.server import RecordedRequest
+from runkeys_sandbox.server.sandbox import Sandbox
 from tests.openapi.plugin import FaithfulnessCheck
 from tests.openapi.validator import operations, problems
 

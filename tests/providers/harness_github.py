@@ -29,7 +29,7 @@ from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
 from runkeys.providers.base import Minted, Provider, ProviderDeps
 from runkeys.providers.deploy_key import TITLE_PREFIX, DeployKeyProvider
 from runkeys.providers.github_token import GitHubTokenProvider
-from runkeys_sandbox.server import Sandbox
+from runkeys_sandbox.server.sandbox import Sandbox
 from tests.providers.harness import Harness, closed_port_url
 from tests.services import skip_or_fail
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from runkeys_sandbox.server import Sandbox
+from runkeys_sandbox.server.sandbox import Sandbox
 from tests.sandbox.conftest import Seeded
 
 

@@ -9,7 +9,8 @@ import jwt
 import pytest
 import requests
 
-from runkeys_sandbox.server import RunClaims, Sandbox
+from runkeys_sandbox.server import RunClaims
+from runkeys_sandbox.server.sandbox import Sandbox
 from tests.sandbox.conftest import Seeded
 
 

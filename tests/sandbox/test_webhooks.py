@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from werkzeug.wrappers import Request, Response
 
-from runkeys_sandbox.server import Sandbox
+from runkeys_sandbox.server.sandbox import Sandbox
 from runkeys_sandbox.server.server import BackgroundServer
 from runkeys_sandbox.server.webhooks import deliver, sign, sign_sha1
 from tests.github_data import DELIVERIES_SECRET, recorded_delivery

@@ -24,7 +24,8 @@ from sqlalchemy.engine import make_url
 from handler.app import create_app
 from handler.ledger import Ledger, tables
 from runkeys.leases import LeaseRequest
-from runkeys_sandbox.server import RunClaims, Sandbox
+from runkeys_sandbox.server import RunClaims
+from runkeys_sandbox.server.sandbox import Sandbox
 from runkeys_sandbox.server.state import App, Installation, Repository
 from tests.service.kit import AUDIENCE, HTTP_PARAMS, Clock, lease
 from tests.services import need, unique

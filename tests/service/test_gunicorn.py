@@ -29,7 +29,7 @@ from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
 from runkeys.lease_client import LeaseClient
 from runkeys.leases import Lifetime, RetireOutcome
 from runkeys.oidc import RunnerOIDC
-from runkeys_sandbox.server import Sandbox
+from runkeys_sandbox.server.sandbox import Sandbox
 from runkeys_sandbox.server.state import App
 from tests.github_data import DELIVERIES_SECRET, recorded_deliveries, recorded_delivery
 from tests.service import kit

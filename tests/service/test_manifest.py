@@ -16,7 +16,7 @@ from handler.sweeper import Sweeper
 from handler.worker import RevocationWorker
 from runkeys.github.secrets import SecretStore
 from runkeys.github.session import GitHubConfig, GitHubSession
-from runkeys_sandbox.server import Sandbox
+from runkeys_sandbox.server.sandbox import Sandbox
 from runkeys_sandbox.server.state import App
 from tests.service.conftest import make_environ
 from tests.service.kit import AUDIENCE, Clock, body, js, lease, stored
