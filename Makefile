@@ -31,8 +31,9 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# Mutation testing of the trust-critical modules (docs/mutation.md): MUTATE_GROUPS=names runs
-# one group of pyproject's [tool.runkeys.mutation]; the report reads every group's last run and
+# Mutation testing of the trust-critical modules (docs/mutation.md): MUTATE_GROUPS="names oidc"
+# runs those groups of pyproject's [tool.runkeys.mutation] (MUTATE_JOBS=2: two side by side) and
+# rewrites their committed results, docs/mutation/GROUP.json; the report reads every group's and
 # fails on a surviving mutant scripts/mutation_survivors.toml does not explain.
 mutate: $(STAMP)
 	$(BIN)/python scripts/mutation_report.py run $(MUTATE_GROUPS)

@@ -1,24 +1,37 @@
 """Mutation testing of runkeys' trust-critical modules (`make mutate`), and its report.
 
-    python scripts/mutation_report.py run [GROUP ...]   mutmut, one group at a time
+    python scripts/mutation_report.py run [GROUP ...]   mutmut, one group at a time, then save
+    python scripts/mutation_report.py save GROUP ...    a finished run in build/mutation/GROUP/
+                                                        → docs/mutation/GROUP.json
     python scripts/mutation_report.py recheck GROUP ... its survivors again, after new tests
-    python scripts/mutation_report.py report            docs/mutation.md; fails on a survivor
-                                                        that nobody has explained
+    python scripts/mutation_report.py report            docs/mutation.md from every group's
+                                                        docs/mutation/GROUP.json; fails on a
+                                                        survivor that nobody has explained
 
 Each group of `[tool.runkeys.mutation]` in pyproject.toml is mutated in its own directory under
 build/mutation/ (mutmut keeps one configuration and one `mutants/` per directory), against only
 the tests named for it, with the ledger on SQLite only (`RUNKEYS_TEST_LEDGERS`): the service
 tests would otherwise run every surviving mutant twice.
 
+A group's results are committed data, docs/mutation/GROUP.json: every mutant's name and status,
+for a survivor the line it changes (was/now) and its diff, the run's time and commit, and a hash
+of each file mutated and of each test file (with its conftest.py files) the run used. The report
+is built from those files alone, so a clone has every group's results, and a run of some groups
+rewrites only theirs. A group whose files hash differently now is reported **stale**: a warning
+that names the command to run it again, not a failure (its results are still what those tests
+did to that code; a change elsewhere should not have to wait for a mutation run to land).
+
 A surviving mutant is explained in scripts/mutation_survivors.toml, by its name and the line it
 changes: an explanation of another mutant of that name (the code moved) does not count. A mutant
 that only rewords an error (a message's text, its `fix` or `docs` advice) is explained by the
-`wording` rule below, which reads the source to tell so: no decision can depend on it.
+`wording` rule below, which reads the source to tell so when the results are saved: no decision
+can depend on it.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import re
@@ -36,9 +49,11 @@ from typing import IO, Any
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "build" / "mutation"
 REPORT = ROOT / "docs" / "mutation.md"
+RESULTS = ROOT / "docs" / "mutation"
 EXPLANATIONS = ROOT / "scripts" / "mutation_survivors.toml"
 PENDING = "pending:"
 # What each exit code mutmut records means here; `None`: the mutant was not run.
+CAUGHT = ("killed", "timeout")
 STATUS = {0: "survived", 1: "killed", 3: "killed", 33: "no tests", 36: "timeout", None: "not run"}
 TIMEOUT_CODES = (-24, 24, 152, 255)
 # Not what the tests check: left where they are, for a group's directory to link to.
@@ -56,6 +71,23 @@ class Group:
     def directory(self) -> Path:
         return WORK / self.name
 
+    @property
+    def results(self) -> Path:
+        return RESULTS / f"{self.name}.json"
+
+    def inputs(self) -> dict[str, dict[str, str]]:
+        """A hash of each file the group's results depend on: the files mutated, and the test
+        files with the conftest.py files pytest loads for them."""
+        tests = set(self.tests)
+        for test in self.tests:
+            for parent in Path(test).parents:
+                if (ROOT / parent / "conftest.py").exists():
+                    tests.add(str(parent / "conftest.py"))
+        return {
+            "mutated": {path: _hash(path) for path in self.mutate},
+            "tests": {path: _hash(path) for path in sorted(tests)},
+        }
+
     def patterns(self) -> list[str]:
         """mutmut's names of the mutants in scope: every function of a file, or those listed."""
         if not self.functions:
@@ -68,6 +100,11 @@ class Group:
             return True
         function = function_of(mutant)
         return any(re.fullmatch(re.escape(n).replace(r"\*", ".*"), function) for n in names)
+
+
+def _hash(path: str) -> str:
+    file = ROOT / path
+    return hashlib.sha256(file.read_bytes()).hexdigest()[:16] if file.exists() else "missing"
 
 
 def _patterns(path: str, functions: Mapping[str, tuple[str, ...]]) -> Iterator[str]:
@@ -130,6 +167,11 @@ def group_pyproject(group: Group, pyproject: Mapping[str, Any]) -> str:
     mutmut = dict(pyproject["tool"]["mutmut"])
     mutmut["only_mutate"] = list(group.mutate)
     mutmut["pytest_add_cli_args_test_selection"] = list(group.tests)
+    mutmut["pytest_add_cli_args"] = [
+        *mutmut.get("pytest_add_cli_args", []),
+        "-p",
+        "mutation_pytest",
+    ]
     lines = ["[tool.mutmut]"] + [f"{key} = {_toml(value)}" for key, value in mutmut.items()]
     lines.append("\n[tool.pytest.ini_options]")
     pytest = pyproject["tool"]["pytest"]["ini_options"]
@@ -146,6 +188,10 @@ def run_group(group: Group, pyproject: Mapping[str, Any], children: int) -> floa
         if entry.name not in NOT_LINKED:
             (group.directory / entry.name).symlink_to(entry)
     (group.directory / "pyproject.toml").write_text(group_pyproject(group, pyproject))
+    # What the run is of, taken before it starts: the files may change while it runs.
+    ran: dict[str, Any] = {"commit": _commit(group), **group.inputs()}
+    for old in (".timing.jsonl", ".timing.kills"):
+        (WORK / f"{group.name}{old}").unlink(missing_ok=True)
     started = time.monotonic()
     with (WORK / f"{group.name}.log").open("w") as log:
         # The first run makes every mutant and learns which tests reach which function, trying
@@ -158,11 +204,15 @@ def run_group(group: Group, pyproject: Mapping[str, Any], children: int) -> floa
         if wanted:
             _mutmut(group, log, children, wanted)
     seconds = time.monotonic() - started
-    commit = _git("rev-parse", "--short", "HEAD")
-    dirty = _git("status", "--porcelain", "--", *group.mutate, *group.tests)
-    ran = {"seconds": round(seconds), "commit": commit + ("+changes" if dirty else "")}
+    ran["seconds"] = round(seconds)
     (group.directory / "elapsed.json").write_text(json.dumps(ran))
     return seconds
+
+
+def _commit(group: Group) -> str:
+    commit = _git("rev-parse", "--short", "HEAD")
+    dirty = _git("status", "--porcelain", "--", *group.mutate, *group.tests)
+    return commit + ("+changes" if dirty else "")
 
 
 def _git(*args: str) -> str:
@@ -171,7 +221,15 @@ def _git(*args: str) -> str:
 
 
 def _mutmut(group: Group, log: IO[str], children: int, names: list[str]) -> None:
-    env = {**os.environ, "RUNKEYS_TEST_LEDGERS": "sqlite"}
+    env = {
+        **os.environ,
+        "RUNKEYS_TEST_LEDGERS": "sqlite",
+        # scripts/mutation_pytest.py: where the time went, and the tests in a quicker order
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(ROOT / "scripts"), os.environ.get("PYTHONPATH")])
+        ),
+        "RUNKEYS_MUTATION_TIMING": str(WORK / f"{group.name}.timing.jsonl"),
+    }
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *names]
     log.flush()
     done = subprocess.run(
@@ -219,12 +277,13 @@ def recheck(names: list[str]) -> None:
                 if key not in survivors:
                     meta["exit_code_by_key"][key] = code
             meta_path.write_text(json.dumps(meta, indent=4))
-        dirty = _git("status", "--porcelain", "--", *group.mutate, *group.tests)
-        commit = _git("rev-parse", "--short", "HEAD") + ("+changes" if dirty else "")
-        commits = f"{ran.get('commit', '?')}, {commit}"
-        ran = {"seconds": ran["seconds"] + round(seconds), "commit": commits}
+        commits = f"{ran.get('commit', '?')}, {_commit(group)}"
+        # The survivors ran against the tests as they are now: the hashes are today's.
+        ran = {**ran, **group.inputs(), "seconds": ran["seconds"] + round(seconds)}
+        ran["commit"] = commits
         (group.directory / "elapsed.json").write_text(json.dumps(ran))
         print(f"  done in {seconds:.0f} s", flush=True)
+        save([name])
 
 
 def _verdicts(group: Group, path: str) -> dict[str, int | None]:
@@ -241,10 +300,113 @@ def run(names: list[str]) -> None:
         sys.exit(f"no such group: {', '.join(sorted(unknown))}")
     children = int(os.environ.get("MUTATE_CHILDREN") or os.cpu_count() or 2)
     chosen = [g for name in names for g in groups if g.name == name] if names else groups
+    jobs = int(os.environ.get("MUTATE_JOBS") or 1)
+    if jobs > 1 and len(chosen) > 1:
+        _side_by_side([g.name for g in chosen], jobs)
+        return
     for group in chosen:
         print(f"mutate {group.name}: {', '.join(group.mutate)}", flush=True)
         seconds = run_group(group, pyproject, children)
         print(f"  done in {seconds:.0f} s", flush=True)
+        save([group.name])
+
+
+def _side_by_side(names: list[str], jobs: int) -> None:
+    """Groups `jobs` at a time, each in a process of its own (a group's run changes directory
+    to read mutmut's results); one's output after another's, as each ends."""
+    waiting = list(names)
+    running: dict[str, subprocess.Popen[str]] = {}
+    failed = []
+    while waiting or running:
+        while waiting and len(running) < jobs:
+            name = waiting.pop(0)
+            command = [sys.executable, __file__, "run", name]
+            running[name] = subprocess.Popen(
+                command,
+                env={**os.environ, "MUTATE_JOBS": "1"},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        ended = [name for name, process in running.items() if process.poll() is not None]
+        for name in ended:
+            process = running.pop(name)
+            output, _ = process.communicate()
+            print(output, end="", flush=True)
+            if process.returncode != 0:
+                failed.append(name)
+        if not ended:
+            time.sleep(2)
+    if failed:
+        sys.exit(f"mutmut failed on group {', '.join(failed)}")
+
+
+def save(names: list[str]) -> None:
+    """A finished run in build/mutation/GROUP/ (made here or copied from elsewhere) → the
+    group's committed results, docs/mutation/GROUP.json."""
+    groups = {g.name: g for g in load_groups()}
+    unknown = set(names) - set(groups)
+    if unknown:
+        sys.exit(f"no such group: {', '.join(sorted(unknown))}")
+    for name in names:
+        group = groups[name]
+        done = group.directory / "elapsed.json"
+        if not done.exists():
+            sys.exit(f"group {name} has no finished run in {group.directory}")
+        ran = json.loads(done.read_text())
+        if "mutated" not in ran:  # a run by an older script: its files as they are now
+            print(f"save {name}: the run recorded no hashes; taking today's files", flush=True)
+            ran.update(group.inputs())
+        trees = {path: ast.parse((ROOT / path).read_text()) for path in group.mutate}
+        mutants = [_saved(m, trees[m.path]) for m in read_group(group)]
+        results = {
+            "group": name,
+            "seconds": ran["seconds"],
+            "commit": ran.get("commit", "?"),
+            "mutated": ran["mutated"],
+            "tests": ran["tests"],
+            "profile": profile(WORK / f"{name}.timing.jsonl"),
+            "mutants": mutants,
+        }
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        group.results.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+        print(f"saved {group.results.relative_to(ROOT)}", flush=True)
+
+
+def _saved(mutant: Mutant, tree: ast.Module) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": mutant.name, "path": mutant.path, "status": mutant.status}
+    if mutant.status in CAUGHT:
+        return entry
+    rewording = rewords(mutant, tree, survived=mutant.status != "not run")
+    entry.update(line=mutant.line, was=mutant.was, now=mutant.now, rewording=rewording)
+    if not rewording:
+        entry["diff"] = mutant.diff
+    return entry
+
+
+def profile(timing: Path) -> dict[str, Any]:
+    """Where a run's time went, from scripts/mutation_pytest.py's lines: mutmut's runs of all
+    the tests (stats, clean), the mutants', and the slowest mutants and tests."""
+    if not timing.exists():
+        return {}
+    sessions = [json.loads(line) for line in timing.read_text().splitlines() if line.strip()]
+    whole = {s["mutant"] or "clean": s["seconds"] for s in sessions if not _is_mutant(s["mutant"])}
+    runs = [s for s in sessions if _is_mutant(s["mutant"])]
+    tests: Counter[str] = Counter()
+    for run in runs:
+        tests.update(run["tests"])
+    slowest = sorted(runs, key=lambda s: -s["seconds"])[:5]
+    return {
+        "whole_suite_seconds": whole,
+        "mutants_run": len(runs),
+        "mutant_seconds": round(sum(s["seconds"] for s in runs)),
+        "slowest_mutants": {s["mutant"]: s["seconds"] for s in slowest},
+        "slowest_tests_over_all_mutants": {t: round(x) for t, x in tests.most_common(5)},
+    }
+
+
+def _is_mutant(name: str) -> bool:
+    return "__mutmut_" in name
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -259,6 +421,7 @@ class Mutant:
     was: str  # the source line it changes, stripped ("" when it only adds one)
     now: str  # what it becomes ("" when it removes the line)
     diff: str
+    rewording: bool = False  # it only rewords an error (`rewords`, decided when saved)
 
 
 @dataclass(frozen=True)
@@ -447,18 +610,16 @@ class Verdicts:
     unexplained: list[Mutant] = field(default_factory=list)
 
 
-def judge(
-    mutants: list[Mutant], explanations: Mapping[str, Explanation], trees: Mapping[str, ast.Module]
-) -> Verdicts:
+def judge(mutants: list[Mutant], explanations: Mapping[str, Explanation]) -> Verdicts:
     verdicts = Verdicts()
     for mutant in mutants:
-        if mutant.status not in ("survived", "no tests", "suspicious", "not run"):
+        if mutant.status in CAUGHT:
             continue
         known = explanations.get(mutant.name)
         if known is not None and (known.was, known.now) == (mutant.was, mutant.now):
             target = verdicts.pending if known.why.startswith(PENDING) else verdicts.explained
             target.append((mutant, known.why))
-        elif rewords(mutant, trees[mutant.path], survived=mutant.status != "not run"):
+        elif mutant.rewording:
             verdicts.reworded.append(mutant)
         else:
             verdicts.unexplained.append(mutant)
@@ -468,38 +629,84 @@ def judge(
 COLUMNS = ("killed", "timeout", "survived", "no tests", "rewording, not run", "not run")
 
 
+@dataclass(frozen=True)
+class Results:
+    """A group's committed results (docs/mutation/GROUP.json)."""
+
+    seconds: int
+    commit: str
+    inputs: Mapping[str, str]  # path → hash, files mutated and test files alike
+    mutants: list[Mutant]
+
+
+def load_results(group: Group) -> Results | None:
+    if not group.results.exists():
+        return None
+    data = json.loads(group.results.read_text())
+    mutants = [
+        Mutant(
+            name=m["name"],
+            path=m["path"],
+            status=m["status"],
+            line=m.get("line", 0),
+            was=m.get("was", ""),
+            now=m.get("now", ""),
+            diff=m.get("diff", ""),
+            rewording=m.get("rewording", False),
+        )
+        for m in data["mutants"]
+        if group.in_scope(m["path"], m["name"])
+    ]
+    inputs = {**data["mutated"], **data["tests"]}
+    return Results(data["seconds"], data["commit"], inputs, mutants)
+
+
+def changed_since(group: Group, results: Results) -> list[str]:
+    """The files of a group that differ from those its results were made with (or that it
+    has gained or lost since): its results are stale."""
+    now = {path: digest for table in group.inputs().values() for path, digest in table.items()}
+    return sorted(
+        p for p in now.keys() | results.inputs.keys() if now.get(p) != results.inputs.get(p)
+    )
+
+
 def render(
     groups: list[Group],
-    mutants: Mapping[str, list[Mutant]],
+    results: Mapping[str, Results | None],
     *,
-    elapsed: Mapping[str, int],
-    commits: Mapping[str, str],
     verdicts: Verdicts,
-    stale: list[Explanation],
+    stale: Mapping[str, list[str]],
+    unneeded: list[Explanation],
 ) -> str:
     out = [HEADER.strip(), "", "## Results", ""]
     out.append(
         "Time: each group's whole run (making the mutants, the tests once to learn which reach "
-        "what, then the mutants) on the 2-core machine the tests run on; commit: the code run."
+        "what, then the mutants) on the 2-core machine the tests run on, shared with other "
+        "work; commit: the code run. A group's results are docs/mutation/GROUP.json."
     )
     out.append("")
     out.append("| group | module | mutants | " + " | ".join(COLUMNS) + " | time | commit |")
     out.append("|---|---|---:|" + "---:|" * len(COLUMNS) + "---:|---|")
     total: Counter[str] = Counter()
-    reworded = {m.name for m in verdicts.reworded}
+    seconds = 0
     for group in groups:
+        ran = results[group.name]
+        if ran is not None:
+            seconds += ran.seconds
         for index, path in enumerate(group.mutate):
-            counts = Counter(_column(m, reworded) for m in mutants[group.name] if m.path == path)
+            mutants = ran.mutants if ran is not None else []
+            counts = Counter(_column(m) for m in mutants if m.path == path)
             total.update(counts)
-            took = f"{elapsed[group.name]} s" if index == 0 else ""
-            commit = f"`{commits[group.name]}`" if index == 0 else ""
-            if commits[group.name] == "not run":
-                commit = "**not run**" if index == 0 else ""
+            took = commit = name = ""
+            if index == 0:
+                name = group.name
+                took = f"{ran.seconds} s" if ran is not None else ""
+                commit = f"`{ran.commit}`" if ran is not None else "**not run**"
+                if group.name in stale:
+                    commit += " **stale**"
             cells = " | ".join(str(counts[c]) for c in COLUMNS)
-            name = group.name if index == 0 else ""
             out.append(f"| {name} | `{path}` | {counts.total()} | {cells} | {took} | {commit} |")
     cells = " | ".join(f"**{total[c]}**" for c in COLUMNS)
-    seconds = sum(elapsed.values())
     out.append(f"| **all** | | **{total.total()}** | {cells} | **{seconds} s** | |")
     out += [
         "",
@@ -507,13 +714,18 @@ def render(
         f"{len(verdicts.reworded)} that only reword an error, **{len(verdicts.pending)} "
         f"pending** (real gaps not killed yet), **{len(verdicts.unexplained)} unexplained**.",
     ]
-    if verdicts.unexplained:
-        out += ["", "## Unexplained survivors", ""]
+    if stale:
+        out += ["", "## Stale groups", ""]
         out.append(
-            "Each is a gap in the tests until a test kills it or scripts/mutation_survivors.toml "
-            "says why it cannot matter."
+            "Their code or tests changed since their run: the results above are those of the "
+            "files as they were. Run them again with the command given."
         )
-        out += [_entry(m, "**UNEXPLAINED**") for m in verdicts.unexplained]
+        out.append("")
+        out += [
+            f"- {name}: {', '.join(f'`{p}`' for p in paths)} changed: "
+            f"`make mutate MUTATE_GROUPS={name}`"
+            for name, paths in stale.items()
+        ]
     if verdicts.pending:
         out += ["", "## Pending: gaps not killed yet", ""]
         out.append(
@@ -521,6 +733,13 @@ def render(
             "another change, or not looked at yet): listed first so they are not forgotten."
         )
         out += [_entry(m, why) for m, why in verdicts.pending]
+    if verdicts.unexplained:
+        out += ["", "## Unexplained survivors", ""]
+        out.append(
+            "Each is a gap in the tests until a test kills it or scripts/mutation_survivors.toml "
+            "says why it cannot matter."
+        )
+        out += [_entry(m, "**UNEXPLAINED**") for m in verdicts.unexplained]
     out += ["", "## Equivalent or harmless survivors", ""]
     out += [_entry(m, why) for m, why in verdicts.explained] or ["None."]
     out += ["", "## Survivors that only reword an error", ""]
@@ -533,14 +752,14 @@ def render(
         f"- `{m.path}:{m.line}` `{m.name.rpartition('.')[2]}` ({m.status}): `{m.now}`"
         for m in verdicts.reworded
     ]
-    if stale:
+    if unneeded:
         out += ["", "## Explanations no mutant needs any more", ""]
-        out += [f"- `{e.mutant}`: `{e.was}` → `{e.now}`" for e in stale]
+        out += [f"- `{e.mutant}`: `{e.was}` → `{e.now}`" for e in unneeded]
     return "\n".join(out) + "\n"
 
 
-def _column(mutant: Mutant, reworded: set[str]) -> str:
-    if mutant.status == "not run" and mutant.name in reworded:
+def _column(mutant: Mutant) -> str:
+    if mutant.status == "not run" and mutant.rewording:
         return "rewording, not run"
     return "survived" if mutant.status == "suspicious" else mutant.status
 
@@ -566,8 +785,13 @@ first failure. cosmic-ray, the other maintained tool, rewrites and re-imports a 
 mutant and runs a whole test command each time: the same work, at many times the cost.
 
 The modules are in groups (`[tool.runkeys.mutation]` in pyproject.toml), each mutated against
-only the tests named for it, with the ledger on SQLite only. `scripts/mutation_report.py`
-writes this page from mutmut's results; it is not edited by hand.
+only the tests named for it, with the ledger on SQLite only. `make mutate` runs every group;
+`make mutate MUTATE_GROUPS="oidc names"` runs those only. Each group's results are committed,
+in docs/mutation/GROUP.json (every mutant's status; a survivor's changed line and diff; the
+run's time and commit; a hash of each file it mutated and of each test file), and this page is
+written from all of them by `scripts/mutation_report.py report`; it is not edited by hand. A
+run made elsewhere is brought in with `scripts/mutation_report.py save GROUP` from its
+build/mutation/GROUP/ directory.
 
 How to read it: **killed** and **timeout** (a test hung or ran far past its time) are mutants
 the tests catch. **survived** ones are each listed below with why they cannot matter (from
@@ -577,7 +801,10 @@ rewording an error, or as **pending**: a real gap, with what is to be done about
 that only changes an error's literal text is not run at all; **not run**: mutmut did not get
 to it. mutmut changes code inside functions only: module-level tables and patterns (the
 regular expressions, the lists of reserved names) are checked by the tests of their own.
-`make mutate` fails while any survivor is unexplained.
+A group is **stale** when a file it mutates or a test file it runs changed since its run: a
+warning naming the command to run it again, not a failure, since its results still say what
+those tests did to that code. `make mutate` fails while any survivor is unexplained (a
+pending one counts as explained only by its plan) or any group has no results.
 `mutmut show NAME`, run in `build/mutation/GROUP/`, shows a mutant after a run.
 """
 
@@ -585,39 +812,45 @@ regular expressions, the lists of reserved names) are checked by the tests of th
 def report() -> int:
     groups = load_groups()
     explanations = load_explanations()
-    mutants: dict[str, list[Mutant]] = {}
-    elapsed: dict[str, int] = {}
-    commits: dict[str, str] = {}
-    missing = [g.name for g in groups if not (g.directory / "elapsed.json").exists()]
+    results = {group.name: load_results(group) for group in groups}
+    missing = [name for name, ran in results.items() if ran is None]
+    stale = {}
     for group in groups:
-        if group.name in missing:
-            mutants[group.name], elapsed[group.name], commits[group.name] = [], 0, "not run"
-            continue
-        mutants[group.name] = read_group(group)
-        ran = json.loads((group.directory / "elapsed.json").read_text())
-        elapsed[group.name] = ran["seconds"]
-        commits[group.name] = ran.get("commit", "?")
-    paths = {path for group in groups for path in group.mutate}
-    trees = {path: ast.parse((ROOT / path).read_text()) for path in paths}
-    everyone = [m for group in groups for m in mutants[group.name]]
-    verdicts = judge(everyone, explanations, trees)
+        ran = results[group.name]
+        if ran is not None and (changed := changed_since(group, ran)):
+            stale[group.name] = changed
+    everyone = [m for ran in results.values() if ran is not None for m in ran.mutants]
+    verdicts = judge(everyone, explanations)
     used = {m.name for m, _ in verdicts.explained + verdicts.pending}
-    stale = [e for name, e in sorted(explanations.items()) if name not in used]
-    REPORT.write_text(
-        render(groups, mutants, elapsed=elapsed, commits=commits, verdicts=verdicts, stale=stale)
-    )
+    # Only a group with results can tell an explanation is not needed any more.
+    ran_modules = {module_of(p) for g in groups if results[g.name] is not None for p in g.mutate}
+    unneeded = [
+        e
+        for name, e in sorted(explanations.items())
+        if name not in used and name.rpartition(".")[0] in ran_modules
+    ]
+    REPORT.write_text(render(groups, results, verdicts=verdicts, stale=stale, unneeded=unneeded))
     print(f"wrote {REPORT.relative_to(ROOT)}")
+    for mutant, _ in verdicts.pending:
+        print(f"pending: {mutant.path}:{mutant.line} {mutant.name}")
     for mutant in verdicts.unexplained:
         change = f"{mutant.was!r} → {mutant.now!r}"
         print(f"unexplained: {mutant.path}:{mutant.line} {mutant.name}: {change}")
+    for e in unneeded:
+        print(f"not needed: explanation of {e.mutant}")
+    for name, paths in stale.items():
+        print(f"stale: group {name}, {', '.join(paths)} changed (make mutate MUTATE_GROUPS={name})")
     for name in missing:
-        print(f"not run: group {name} (python scripts/mutation_report.py run {name})")
+        print(f"not run: group {name} (make mutate MUTATE_GROUPS={name})")
     return 1 if verdicts.unexplained or missing else 0
 
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["run"]:
         run(argv[1:])
+        return 0
+    if argv[:1] == ["save"] and len(argv) > 1:
+        save(argv[1:])
         return 0
     if argv[:1] == ["recheck"] and len(argv) > 1:
         recheck(argv[1:])

@@ -4,8 +4,11 @@ mutant unexplained. Cheap: reads pyproject.toml, the report and scripts/, runs n
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.util
+import json
 import re
+import shutil
 import sys
 import tomllib
 from pathlib import Path
@@ -206,11 +209,10 @@ def test_a_message_dropped_or_changed_in_its_f_string_is_rewording_only_once_it_
 
 def test_an_explanation_of_another_change_under_the_same_name_does_not_count() -> None:
     survivor = _mutant(7, 'if name == "two words":', 'if name != "two words":')
-    tree = {"m.py": ast.parse(SOURCE)}
     moved = script.Explanation(survivor.name, "if not name:", "if name:", "harmless because …")
-    assert script.judge([survivor], {survivor.name: moved}, tree).unexplained == [survivor]
+    assert script.judge([survivor], {survivor.name: moved}).unexplained == [survivor]
     same = script.Explanation(survivor.name, survivor.was, survivor.now, "harmless because …")
-    assert script.judge([survivor], {survivor.name: same}, tree).explained == [
+    assert script.judge([survivor], {survivor.name: same}).explained == [
         (survivor, "harmless because …")
     ]
 
@@ -232,3 +234,212 @@ def test_the_report_covers_every_module_and_leaves_no_survivor_unexplained() -> 
             assert f"| `{path}` |" in report, path
     assert "**0 unexplained**" in report
     assert "UNEXPLAINED" not in report
+
+
+def test_every_group_with_results_has_them_committed_in_the_report() -> None:
+    """The report is made from docs/mutation/GROUP.json alone: what it says of a group is
+    what that file holds."""
+    rows = {line.split(" | ")[0][2:]: line for line in REPORT.read_text().splitlines()}
+    for name in groups():
+        results = ROOT / "docs" / "mutation" / f"{name}.json"
+        if not results.exists():
+            assert "**not run**" in rows[name], name
+            continue
+        data = json.loads(results.read_text())
+        assert f"| {data['seconds']} s | `{data['commit']}`" in rows[name], name
+        for mutant in data["mutants"]:
+            assert mutant["status"] in (
+                "killed",
+                "timeout",
+                "survived",
+                "no tests",
+                "not run",
+                "suspicious",
+            )
+            if mutant["status"] not in ("killed", "timeout"):
+                assert {"line", "was", "now", "rewording"} <= mutant.keys(), mutant["name"]
+
+
+# --- the committed results, in a project of two groups made for the test ----------------------
+
+PYPROJECT = """
+[tool.mutmut]
+source_paths = ["m"]
+
+[tool.runkeys.mutation.alpha]
+mutate = ["m/alpha.py"]
+tests = ["t/test_alpha.py"]
+
+[tool.runkeys.mutation.beta]
+mutate = ["m/beta.py"]
+tests = ["t/deep/test_beta.py"]
+
+[tool.pytest.ini_options]
+addopts = "-q"
+"""
+
+ALPHA = """
+def check(name):
+    if not name:
+        raise ValueError("a name cannot be empty")
+    return name == "octo"
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project of two groups, alpha and beta, with the script's paths pointed at it."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "t" / "deep").mkdir(parents=True)
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    (tmp_path / "m" / "alpha.py").write_text(ALPHA)
+    (tmp_path / "m" / "beta.py").write_text("def beta():\n    return 1\n")
+    (tmp_path / "t" / "test_alpha.py").write_text("def test_alpha(): ...\n")
+    (tmp_path / "t" / "deep" / "test_beta.py").write_text("def test_beta(): ...\n")
+    (tmp_path / "t" / "conftest.py").write_text("")
+    (tmp_path / "survivors.toml").write_text("")
+    monkeypatch.setattr(script, "ROOT", tmp_path)
+    monkeypatch.setattr(script, "WORK", tmp_path / "build" / "mutation")
+    monkeypatch.setattr(script, "RESULTS", tmp_path / "docs" / "mutation")
+    monkeypatch.setattr(script, "REPORT", tmp_path / "docs" / "mutation.md")
+    monkeypatch.setattr(script, "EXPLANATIONS", tmp_path / "survivors.toml")
+    return tmp_path
+
+
+CHECK_LINE = 'return name == "octo"'
+SURVIVOR = script.Mutant(
+    "m.alpha.x_check__mutmut_5",
+    "m/alpha.py",
+    "survived",
+    5,
+    CHECK_LINE,
+    'return name != "octo"',
+    "--- m/alpha.py\n+++ m/alpha.py\n-    " + CHECK_LINE,
+    False,
+)
+KILLED = script.Mutant("m.alpha.x_check__mutmut_1", "m/alpha.py", "killed", 3, "", "", "")
+REWORDED = script.Mutant(
+    "m.alpha.x_check__mutmut_3",
+    "m/alpha.py",
+    "survived",
+    4,
+    'raise ValueError("a name cannot be empty")',
+    'raise ValueError("XXa name cannot be emptyXX")',
+    "",
+)
+BETA = script.Mutant("m.beta.x_beta__mutmut_1", "m/beta.py", "killed", 2, "", "", "")
+
+
+def _run(project: Path, monkeypatch: pytest.MonkeyPatch, mutants: dict[str, list[Any]]) -> None:
+    """`run` as `make mutate MUTATE_GROUPS=…` calls it, with mutmut's part replaced: a finished
+    run of each group left in build/mutation/GROUP/ with these mutants."""
+
+    def run_group(group: Any, pyproject: Any, children: int) -> float:
+        group.directory.mkdir(parents=True, exist_ok=True)
+        ran = {"commit": "abc1234", "seconds": 42, **group.inputs()}
+        (group.directory / "elapsed.json").write_text(json.dumps(ran))
+        return 42.0
+
+    monkeypatch.setattr(script, "run_group", run_group)
+    monkeypatch.setattr(script, "read_group", lambda group: mutants[group.name])
+    script.run(list(mutants))
+
+
+def test_a_run_of_one_group_rewrites_its_results_only_and_the_report_keeps_the_others(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _run(project, monkeypatch, {"alpha": [KILLED, REWORDED], "beta": [BETA]})
+    alpha = (project / "docs" / "mutation" / "alpha.json").read_bytes()
+    assert script.report() == 0
+
+    # beta again, on a fresh clone: nothing of alpha's run is in build/ any more
+    shutil.rmtree(project / "build")
+    _run(project, monkeypatch, {"beta": [dataclasses.replace(BETA, status="timeout")]})
+    assert (project / "docs" / "mutation" / "alpha.json").read_bytes() == alpha
+    assert script.report() == 0
+    report = (project / "docs" / "mutation.md").read_text()
+    assert "| alpha | `m/alpha.py` | 2 | 1 | 0 | 1 | 0 | 0 | 0 | 42 s | `abc1234` |" in report
+    assert "| beta | `m/beta.py` | 1 | 0 | 1 | 0 | 0 | 0 | 0 | 42 s | `abc1234` |" in report
+    assert "not run" not in capsys.readouterr().out
+
+
+def test_a_group_never_run_is_reported_not_run_and_fails_the_report(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _run(project, monkeypatch, {"alpha": [KILLED]})
+    assert script.report() == 1
+    assert "not run: group beta" in capsys.readouterr().out
+    assert "| beta | `m/beta.py` | 0 |" in (project / "docs" / "mutation.md").read_text()
+
+
+def test_a_group_whose_code_or_tests_changed_since_its_run_is_stale_but_does_not_fail(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _run(project, monkeypatch, {"alpha": [KILLED], "beta": [BETA]})
+    capsys.readouterr()
+    assert script.report() == 0
+    assert "stale" not in capsys.readouterr().out
+
+    # a conftest.py the beta tests load changed: beta's results are of other tests
+    (project / "t" / "conftest.py").write_text("import os\n")
+    (project / "m" / "alpha.py").write_text(ALPHA.replace('"octo"', '"hubot"'))
+    assert script.report() == 0
+    out = capsys.readouterr().out
+    assert "stale: group alpha, m/alpha.py, t/conftest.py changed" in out
+    assert "stale: group beta, t/conftest.py changed (make mutate MUTATE_GROUPS=beta)" in out
+    report = (project / "docs" / "mutation.md").read_text()
+    assert "`abc1234` **stale**" in report
+    assert "- beta: `t/conftest.py` changed: `make mutate MUTATE_GROUPS=beta`" in report
+
+    # run again, beta is not stale any more; alpha still is
+    _run(project, monkeypatch, {"beta": [BETA]})
+    script.report()
+    out = capsys.readouterr().out
+    assert "stale: group alpha" in out
+    assert "stale: group beta" not in out
+
+
+def test_survivors_are_explained_from_the_committed_results_alone(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No build/ and the source changed since: the was/now saved in the results are what an
+    explanation is matched with, and a rewording is known from them too."""
+    _run(project, monkeypatch, {"alpha": [SURVIVOR, REWORDED], "beta": [BETA]})
+    shutil.rmtree(project / "build")
+    (project / "m" / "alpha.py").write_text("")
+    saved = json.loads((project / "docs" / "mutation" / "alpha.json").read_text())
+    assert {"name": SURVIVOR.name, "was": CHECK_LINE, "now": 'return name != "octo"'}.items() <= (
+        saved["mutants"][0].items()
+    )
+    assert saved["mutants"][1]["rewording"] is True
+
+    assert script.report() == 1  # the comparison turned around is not explained yet
+    assert f"unexplained: m/alpha.py:5 {SURVIVOR.name}" in capsys.readouterr().out
+
+    (project / "survivors.toml").write_text(
+        f"[[survivor]]\nmutant = {json.dumps(SURVIVOR.name)}\nwas = {json.dumps(CHECK_LINE)}\n"
+        'now = \'return name != "octo"\'\nwhy = "harmless, for this test\'s sake"\n'
+        '[[survivor]]\nmutant = "m.alpha.x_check__mutmut_9"\nwas = "gone"\nnow = "too"\n'
+        'why = "the code it was about is gone"\n'
+    )
+    assert script.report() == 0
+    out = capsys.readouterr().out
+    assert "unexplained" not in out
+    assert "not needed: explanation of m.alpha.x_check__mutmut_9" in out
+    report = (project / "docs" / "mutation.md").read_text()
+    assert "1 equivalent or harmless (explained below), 1 that only reword an error" in report
+    assert "harmless, for this test's sake" in report
+
+
+def test_a_pending_explanation_is_listed_before_anything_else_and_does_not_fail(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _run(project, monkeypatch, {"alpha": [SURVIVOR], "beta": [BETA]})
+    (project / "survivors.toml").write_text(
+        f"[[survivor]]\nmutant = {json.dumps(SURVIVOR.name)}\nwas = {json.dumps(CHECK_LINE)}\n"
+        'now = \'return name != "octo"\'\nwhy = "pending: a test of octo\'s name"\n'
+    )
+    assert script.report() == 0
+    report = (project / "docs" / "mutation.md").read_text()
+    assert "**1 pending**" in report
+    assert report.index("## Pending") < report.index("## Equivalent or harmless")
