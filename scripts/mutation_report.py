@@ -637,6 +637,7 @@ class Results:
     commit: str
     inputs: Mapping[str, str]  # path → hash, files mutated and test files alike
     mutants: list[Mutant]
+    profile: Mapping[str, Any] = field(default_factory=dict)
 
 
 def load_results(group: Group) -> Results | None:
@@ -658,7 +659,7 @@ def load_results(group: Group) -> Results | None:
         if group.in_scope(m["path"], m["name"])
     ]
     inputs = {**data["mutated"], **data["tests"]}
-    return Results(data["seconds"], data["commit"], inputs, mutants)
+    return Results(data["seconds"], data["commit"], inputs, mutants, data.get("profile", {}))
 
 
 def changed_since(group: Group, results: Results) -> list[str]:
@@ -714,6 +715,7 @@ def render(
         f"{len(verdicts.reworded)} that only reword an error, **{len(verdicts.pending)} "
         f"pending** (real gaps not killed yet), **{len(verdicts.unexplained)} unexplained**.",
     ]
+    out += _profiles(groups, results)
     if stale:
         out += ["", "## Stale groups", ""]
         out.append(
@@ -756,6 +758,36 @@ def render(
         out += ["", "## Explanations no mutant needs any more", ""]
         out += [f"- `{e.mutant}`: `{e.was}` → `{e.now}`" for e in unneeded]
     return "\n".join(out) + "\n"
+
+
+def _profiles(groups: list[Group], results: Mapping[str, Results | None]) -> list[str]:
+    """Where each group's time went (scripts/mutation_pytest.py's record of the run)."""
+    rows = []
+    for group in groups:
+        ran = results[group.name]
+        if ran is None or not ran.profile:
+            continue
+        profile = ran.profile
+        whole = profile["whole_suite_seconds"]
+        slowest = next(iter(profile["slowest_mutants"].items()), ("", 0))
+        rows.append(
+            f"| {group.name} | {round(whole.get('stats', 0))} s | "
+            f"{round(sum(v for k, v in whole.items() if k != 'stats'))} s | "
+            f"{profile['mutants_run']} | {profile['mutant_seconds']} s | "
+            f"`{slowest[0].rpartition('.')[2]}` {round(slowest[1])} s |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "Where the time went: mutmut's run of all the group's tests to learn which reach what "
+        "(stats), its other runs of them (a clean run before the mutants, one that must fail), "
+        "then the mutants, two at a time (their seconds added up).",
+        "",
+        "| group | stats | other whole runs | mutants run | mutants' seconds | slowest mutant |",
+        "|---|---:|---:|---:|---:|---|",
+        *rows,
+    ]
 
 
 def _column(mutant: Mutant) -> str:
