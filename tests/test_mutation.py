@@ -445,3 +445,67 @@ def test_a_pending_explanation_is_listed_before_anything_else_and_does_not_fail(
     report = (project / "docs" / "mutation.md").read_text()
     assert "**1 pending**" in report
     assert report.index("## Pending") < report.index("## Equivalent or harmless")
+
+
+# --- scripts/mutation_pytest.py, the plugin in every run of a group's tests ------------------
+
+pytest_plugins = ["pytester"]
+
+PLUGIN_TESTS = """
+import pytest
+
+def test_quick_and_passing(request):
+    print("LIMIT", getattr(request.node.get_closest_marker("timeout"), "args", None))
+
+def test_killer():
+    assert False
+
+@pytest.mark.timeout(3)
+def test_with_its_own_limit(request):
+    print("LIMIT", request.node.get_closest_marker("timeout").args)
+"""
+
+
+@pytest.fixture
+def plugin(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    timing = pytester.path / "group.timing.jsonl"
+    monkeypatch.setenv("RUNKEYS_MUTATION_TIMING", str(timing))
+    pytester.makepyfile(test_group=PLUGIN_TESTS)
+    # mutmut's stats: each test's time, in the directory the tests run from
+    took = {"test_quick_and_passing": 1.0, "test_with_its_own_limit": 1.5, "test_killer": 2.0}
+    stats = {"duration_by_test": {f"test_group.py::{name}": s for name, s in took.items()}}
+    (pytester.path / "mutmut-stats.json").write_text(json.dumps(stats))
+    return timing
+
+
+def test_a_mutants_tests_start_with_those_that_killed_its_functions_other_mutants(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, plugin: Path
+) -> None:
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "m.x_check__mutmut_1")
+    result = pytester.runpytest("-p", "mutation_pytest", "-x", "-s")
+    result.assert_outcomes(passed=2, failed=1)  # the quickest first
+    assert plugin.with_suffix(".kills").read_text() == "m.x_check\ttest_group.py::test_killer\n"
+
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "m.x_check__mutmut_2")
+    pytester.runpytest("-p", "mutation_pytest", "-x").assert_outcomes(failed=1)
+    took_order = ["test_quick_and_passing", "test_with_its_own_limit", "test_killer"]
+    runs = [json.loads(line) for line in plugin.read_text().splitlines()]
+    assert [list(run["tests"]) for run in runs] == [
+        [f"test_group.py::{name}" for name in took_order],
+        ["test_group.py::test_killer"],
+    ]
+    assert [run["mutant"] for run in runs] == ["m.x_check__mutmut_1", "m.x_check__mutmut_2"]
+
+
+def test_a_mutants_tests_get_a_hang_limit_of_twenty_times_their_time_unless_they_have_one(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, plugin: Path
+) -> None:
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "m.x_check__mutmut_1")
+    result = pytester.runpytest("-p", "mutation_pytest", "-s", "-k", "not killer")
+    result.stdout.fnmatch_lines(["*LIMIT (20.0,)*", "*LIMIT (3,)*"])  # 20 x 1 s; its own 3 s
+
+    # not a mutant (mutmut's stats and clean runs): no limit added, no order changed
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "stats")
+    result = pytester.runpytest("-p", "mutation_pytest", "-s", "-k", "not killer and not own")
+    result.stdout.fnmatch_lines(["*LIMIT None*"])
