@@ -40,7 +40,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -358,14 +358,20 @@ def save(names: list[str]) -> None:
             print(f"save {name}: the run recorded no hashes; taking today's files", flush=True)
             ran.update(group.inputs())
         trees = {path: ast.parse((ROOT / path).read_text()) for path in group.mutate}
-        mutants = [_saved(m, trees[m.path]) for m in read_group(group)]
+        read = read_group(group)
+        mutants = [_saved(m, trees[m.path]) for m in read]
+        durations: dict[str, float] = {}
+        for path in group.mutate:
+            meta = group.directory / "mutants" / (path + ".meta")
+            if meta.exists():
+                durations.update(json.loads(meta.read_text()).get("durations_by_key", {}))
         results = {
             "group": name,
             "seconds": ran["seconds"],
             "commit": ran.get("commit", "?"),
             "mutated": ran["mutated"],
             "tests": ran["tests"],
-            "profile": profile(WORK / f"{name}.timing.jsonl"),
+            "profile": profile(WORK / f"{name}.timing.jsonl", read, durations),
             "mutants": mutants,
         }
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -384,24 +390,31 @@ def _saved(mutant: Mutant, tree: ast.Module) -> dict[str, Any]:
     return entry
 
 
-def profile(timing: Path) -> dict[str, Any]:
-    """Where a run's time went, from scripts/mutation_pytest.py's lines: mutmut's runs of all
-    the tests (stats, clean), the mutants', and the slowest mutants and tests."""
-    if not timing.exists():
-        return {}
-    sessions = [json.loads(line) for line in timing.read_text().splitlines() if line.strip()]
-    whole = {s["mutant"] or "clean": s["seconds"] for s in sessions if not _is_mutant(s["mutant"])}
-    runs = [s for s in sessions if _is_mutant(s["mutant"])]
+def profile(timing: Path, mutants: list[Mutant], durations: Mapping[str, float]) -> dict[str, Any]:
+    """Where a run's time went: mutmut's runs of all the tests (stats, clean, forced failure;
+    scripts/mutation_pytest.py's lines), and each mutant's worker time by verdict (mutmut's
+    own record, which has the mutants stopped at a time limit too)."""
+    whole: Counter[str] = Counter()  # mutmut runs them once per `mutmut run`: added up
     tests: Counter[str] = Counter()
-    for run in runs:
-        tests.update(run["tests"])
-    slowest = sorted(runs, key=lambda s: -s["seconds"])[:5]
+    if timing.exists():
+        for line in timing.read_text().splitlines():
+            session = json.loads(line)
+            if _is_mutant(session["mutant"]):
+                tests.update(session["tests"])
+            else:
+                whole[session["mutant"] or "clean"] += session["seconds"]
+    by_verdict: defaultdict[str, float] = defaultdict(float)
+    for mutant in mutants:
+        by_verdict[mutant.status] += durations.get(mutant.name, 0.0)
+    ran = [m for m in mutants if m.name in durations]
+    slowest = sorted(ran, key=lambda m: -durations[m.name])[:5]
     return {
-        "whole_suite_seconds": whole,
-        "mutants_run": len(runs),
-        "mutant_seconds": round(sum(s["seconds"] for s in runs)),
-        "slowest_mutants": {s["mutant"]: s["seconds"] for s in slowest},
-        "slowest_tests_over_all_mutants": {t: round(x) for t, x in tests.most_common(5)},
+        "whole_suite_seconds": {kind: round(seconds, 1) for kind, seconds in whole.items()},
+        "mutants_run": len(ran),
+        "mutant_seconds": round(sum(by_verdict.values())),
+        "mutant_seconds_by_verdict": {k: round(v) for k, v in by_verdict.items() if v},
+        "slowest_mutants": {m.name: round(durations[m.name], 1) for m in slowest},
+        "slowest_tests_over_all_mutants": {t: round(x, 1) for t, x in tests.most_common(5)},
     }
 
 
@@ -774,6 +787,7 @@ def _profiles(groups: list[Group], results: Mapping[str, Results | None]) -> lis
             f"| {group.name} | {round(whole.get('stats', 0))} s | "
             f"{round(sum(v for k, v in whole.items() if k != 'stats'))} s | "
             f"{profile['mutants_run']} | {profile['mutant_seconds']} s | "
+            f"{_verdict_seconds(profile.get('mutant_seconds_by_verdict', {}))} | "
             f"`{slowest[0].rpartition('.')[2]}` {round(slowest[1])} s |"
         )
     if not rows:
@@ -784,10 +798,15 @@ def _profiles(groups: list[Group], results: Mapping[str, Results | None]) -> lis
         "(stats), its other runs of them (a clean run before the mutants, one that must fail), "
         "then the mutants, two at a time (their seconds added up).",
         "",
-        "| group | stats | other whole runs | mutants run | mutants' seconds | slowest mutant |",
-        "|---|---:|---:|---:|---:|---|",
+        "| group | stats | other whole runs | mutants run | mutants' seconds | of which | "
+        "slowest mutant |",
+        "|---|---:|---:|---:|---:|---|---|",
         *rows,
     ]
+
+
+def _verdict_seconds(seconds: Mapping[str, int]) -> str:
+    return ", ".join(f"{status} {value} s" for status, value in sorted(seconds.items()))
 
 
 def _column(mutant: Mutant) -> str:
@@ -838,6 +857,22 @@ warning naming the command to run it again, not a failure, since its results sti
 those tests did to that code. `make mutate` fails while any survivor is unexplained (a
 pending one counts as explained only by its plan) or any group has no results.
 `mutmut show NAME`, run in `build/mutation/GROUP/`, shows a mutant after a run.
+
+Where the time goes (measured with scripts/mutation_pytest.py, the plugin every run of a
+group's tests loads, and saved with the group's results; the table below the results): mutmut
+runs all of a group's tests once to learn which test reaches which function, once clean and
+once forced to fail, then every mutant, two at a time, against the tests that reach its
+function. Those whole-suite runs are a small part (masking: 37 s of 804 s); the mutants are
+the rest. A survivor runs every test that reaches its function (a masking survivor, 700-odd
+tests, 10 to 18 s on the loaded machine); a killed mutant stops at its first failing test, so
+the plugin runs first the tests that killed the function's other mutants, then the quickest
+(mutmut hands pytest a mutant's tests in no particular order). A mutant that makes a test hang
+used to wait for mutmut's limit, 15 times the time of all its tests (50 to 68 s per hanging
+scrub mutant, 541 of masking's 1379 worker-seconds): the plugin stops such a test at 20 times
+its own time (10 s at least) and records a timeout, the same verdict. `MUTATE_JOBS=2` runs two
+groups side by side, which keeps both cores busy while one group is in its single-process
+whole-suite runs. The wall-clock limits are not tightened further: on a machine shared with
+other work, a tighter limit would count a slow survivor as a timeout, that is as caught.
 """
 
 
