@@ -281,6 +281,17 @@ def test_a_jwks_uri_that_is_not_http_is_not_read(issuer: IssuerServer, tmp_path:
         verifier(issuer).verify(issuer.issuer.token_for(CLAIMS, AUDIENCE))
 
 
+def test_an_https_jwks_uri_is_read(issuer: IssuerServer) -> None:
+    """GitHub's own `jwks_uri` is https: followed, here to a port that answers in plain HTTP,
+    so the keys cannot be read from that URL, rather than the URL being refused unread."""
+    issuer.jwks_uri = issuer.server.url.replace("http://", "https://", 1) + "/.well-known/jwks"
+    with pytest.raises(OIDCUnavailableError) as refused:
+        verifier(issuer).verify(issuer.issuer.token_for(CLAIMS, AUDIENCE))
+    assert str(refused.value).startswith(
+        f"Could not read the OIDC issuer's keys from {issuer.jwks_uri} ("
+    )
+
+
 @pytest.mark.timeout(10)  # without its timeout, the request would hang until this one
 def test_an_issuer_that_never_answers_is_unavailable_after_the_timeout() -> None:
     with socket.socket() as silent:
