@@ -33,7 +33,9 @@ class IssuerServer:
 
     def __init__(self) -> None:
         self.jwks_reads = 0
+        self.discovery_reads = 0
         self.down = False
+        self.failing = 0  # how many discovery reads to answer 503 before answering again
         self.alg: str | None = None
         self.jwks_uri: str | None = None
         self.server = WsgiServer(self._app)
@@ -45,7 +47,10 @@ class IssuerServer:
             "/.well-known/openid-configuration",
             "/elsewhere/.well-known/openid-configuration",
         )
-        if self.down:
+        if request.path in discovery:
+            self.discovery_reads += 1
+        if self.down or (request.path in discovery and self.failing > 0):
+            self.failing -= request.path in discovery
             response = Response("down", status=503)
         elif request.path in discovery:
             document = self.issuer.discovery()
@@ -306,6 +311,21 @@ def test_an_unreachable_issuer_is_not_an_invalid_token(issuer: IssuerServer) -> 
     issuer.down = True
     with pytest.raises(OIDCUnavailableError):
         verifier(issuer).verify(issuer.issuer.token_for(CLAIMS, AUDIENCE))
+
+
+def test_a_discovery_read_that_fails_once_is_tried_once_more_and_no_more(
+    issuer: IssuerServer,
+) -> None:
+    """A 503 from the issuer once does not refuse a good token; an issuer that keeps failing
+    is asked twice per verification, not more (each try holds the client's request)."""
+    issuer.failing = 1
+    verifier(issuer).verify(issuer.issuer.token_for(CLAIMS, AUDIENCE))
+    assert issuer.discovery_reads == 2
+
+    issuer.failing = 100
+    with pytest.raises(OIDCUnavailableError):
+        verifier(issuer).verify(issuer.issuer.token_for(CLAIMS, AUDIENCE))
+    assert issuer.discovery_reads == 4
 
 
 def test_a_discovery_document_naming_another_issuer_is_refused(issuer: IssuerServer) -> None:
