@@ -21,7 +21,9 @@ from tests.service.test_oidc import IssuerServer, Seen
 CLAIMS = RunClaims(repository="octo/app", repository_id=1296269, run_id=4242, run_attempt=2)
 
 
-@pytest.fixture
+# One issuer for the module: no test here changes it, each verifies with a verifier (and key
+# set) of its own; an issuer per test was most of these tests' time (an RSA key, a server).
+@pytest.fixture(scope="module")
 def issuer() -> Iterator[IssuerServer]:
     server = IssuerServer()
     yield server
