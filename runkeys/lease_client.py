@@ -12,7 +12,7 @@ Lease ids are made by the action, so re-posting after a lost answer cannot lease
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import requests
@@ -31,6 +31,8 @@ from runkeys.leases import (
     RetireOutcome,
 )
 from runkeys.scrub import short
+
+Answer = TypeVar("Answer", bound=msgspec.Struct)
 
 RETRY_AFTER_CAP = 60.0  # seconds: longer than that, the step fails and says why
 
@@ -57,13 +59,12 @@ class LeaseClient:
     def register(self, leases: Sequence[LeaseRequest]) -> list[RegisteredLease]:
         """Register every lease; the answer must list each of them."""
         answer = self._post("/v1/leases", Registration(list(leases)), doing="registering leases")
-        try:
-            registered = msgspec.json.decode(answer, type=Registered).leases
-        except msgspec.DecodeError:
-            raise LeaseServiceError(
-                "the lease service answered without the registered leases",
-                fix="check that `service-url` points at a runkeys service of this version",
-            ) from None
+        registered = _decoded(
+            answer,
+            Registered,
+            "the lease service answered without the registered leases",
+            fix="check that `service-url` points at a runkeys service of this version",
+        ).leases
         missing = {lease.id for lease in leases} - {r.id for r in registered}
         if missing:
             raise LeaseServiceError(
@@ -83,13 +84,12 @@ class LeaseClient:
             for o in outcomes
         ]
         answer = self._post("/v1/leases/retire", Retirement(cut), doing="reporting retired leases")
-        try:
-            retired = msgspec.json.decode(answer, type=Retired).leases
-        except msgspec.DecodeError:
-            raise LeaseServiceError(
-                "the lease service answered the report without its leases",
-                fix="check that `service-url` points at a runkeys service",
-            ) from None
+        retired = _decoded(
+            answer,
+            Retired,
+            "the lease service answered the report without its leases",
+            fix="check that `service-url` points at a runkeys service",
+        ).leases
         return {r.id: r.secret_kept_for for r in retired if isinstance(r.secret_kept_for, str)}
 
     def _post(self, path: str, body: msgspec.Struct, *, doing: str) -> bytes:
@@ -126,6 +126,14 @@ class LeaseClient:
             except MaxRetryError:
                 return _answer(response, doing)
             retry.sleep(response.raw)
+
+
+def _decoded(answer: bytes, schema: type[Answer], refusal: str, *, fix: str) -> Answer:
+    """The service's answer read as `schema`, or `refusal` when it is not one."""
+    try:
+        return msgspec.json.decode(answer, type=schema)
+    except msgspec.DecodeError:
+        raise LeaseServiceError(refusal, fix=fix) from None
 
 
 def _answer(response: requests.Response, doing: str) -> bytes:
