@@ -11,13 +11,13 @@ called `..`.
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from runkeys_sandbox.server import bodies
 from runkeys_sandbox.server.auth import Caller
-from runkeys_sandbox.server.errors import DOCS
+from runkeys_sandbox.server.errors import DOCS, not_found
 from runkeys_sandbox.server.state import Account, Repository, World
 
 # Who may call a route: a credential with access to the repository or organization in the path
@@ -27,6 +27,9 @@ REPO, ORG, APP, SELF_TOKEN, PUBLIC, OIDC = "repo", "org", "app", "self-token", "
 
 DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 100
+
+
+Item = TypeVar("Item")
 
 
 @dataclass
@@ -59,6 +62,14 @@ class Call:
 
     def body(self, schema: bodies.Schema, *, optional: bool = False) -> Any:
         return bodies.parse(self.raw_body, schema, optional=optional)
+
+    def numbered(self, items: Mapping[int, Item], param: str) -> Item:
+        """The item whose id is the path's `param`: 404 for an unknown or non-numeric one."""
+        text = self.params[param]
+        item = items.get(int(text)) if text.isdigit() else None
+        if item is None:
+            raise not_found()
+        return item
 
     @property
     def repository(self) -> Repository:
