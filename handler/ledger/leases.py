@@ -18,6 +18,7 @@ from sqlalchemy import Connection, case, func, literal, or_, select, update
 from handler.ledger import tables
 from handler.ledger.engine import insert_for
 from handler.ledger.history import record
+from handler.ledger.queue import revoked_columns
 from handler.ledger.records import LeaseRecord
 from handler.ledger.secrets import newer_writer
 from runkeys.ids import parse as parse_id
@@ -260,17 +261,11 @@ def _post_step_revoked(
         update(leases)
         .where(leases.c.id == lease_id, leases.c.state != LeaseState.REVOKED.value)
         .values(
-            state=LeaseState.REVOKED.value,
-            retired_at=now,
+            **revoked_columns(now),
             retire_requested_at=func.coalesce(
                 leases.c.retire_requested_at, literal(now, tables.UTCDateTime())
             ),
             retire_reason=POST_STEP_REVOKED,
-            claim_token=None,
-            claimed_until=None,
-            next_attempt_at=None,
-            last_error=None,
-            updated_at=now,
         )
     )
     record(

@@ -273,6 +273,19 @@ def claim_due(conn: Connection, *, now: datetime, limit: int, hold: timedelta) -
     return Claim(token=token, leases=claimed)
 
 
+def revoked_columns(now: datetime) -> dict[str, Any]:
+    """A lease revoked at `now`, by the worker or the post step: no claim, nothing left to try."""
+    return {
+        "state": LeaseState.REVOKED.value,
+        "retired_at": now,
+        "claim_token": None,
+        "claimed_until": None,
+        "next_attempt_at": None,
+        "last_error": None,
+        "updated_at": now,
+    }
+
+
 def finish_revoked(
     conn: Connection, lease_id: str, token: str, *, now: datetime, detail: str
 ) -> bool:
@@ -280,15 +293,7 @@ def finish_revoked(
     done = conn.execute(
         update(leases)
         .where(leases.c.id == lease_id, leases.c.claim_token == token)
-        .values(
-            state=LeaseState.REVOKED.value,
-            retired_at=now,
-            claim_token=None,
-            claimed_until=None,
-            next_attempt_at=None,
-            last_error=None,
-            updated_at=now,
-        )
+        .values(**revoked_columns(now))
     ).rowcount
     if done:
         record(conn, [lease_id], actor="worker", action="revoked", detail=detail, now=now)
