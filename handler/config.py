@@ -89,6 +89,7 @@ class ServiceConfig:
             metrics_bind=metrics_bind(environ),
         )
 
+    # Repeated on purpose: a smaller set of the same readers than from_env, for the worker.
     @classmethod
     def for_worker(cls, environ: Mapping[str, str]) -> ServiceConfig:
         """What `runkeys worker` and `runkeys sweep` need: the ledger, GitHub, connections."""

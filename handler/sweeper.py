@@ -25,6 +25,7 @@ from handler.service import Service
 from handler.worker import RevocationWorker
 from runkeys.github.errors import github_message
 
+# Repeated on purpose: event() calls look alike, but each names its own fields to log.
 log = logger("sweeper")
 
 

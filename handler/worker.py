@@ -29,6 +29,7 @@ from runkeys.errors import ConfigError, GitHubError, ProviderError, RunkeysError
 from runkeys.retire import RetireRequest, retire
 from runkeys.scrub import described
 
+# Repeated on purpose: event() calls look alike, but each names its own fields to log.
 log = logger("worker")
 
 

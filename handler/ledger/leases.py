@@ -254,6 +254,7 @@ def apply_reports(
     return Reported(found, not_found, kept_for)
 
 
+# Repeated on purpose: record() calls, here and in the worker, each write their own event.
 def _post_step_revoked(
     conn: Connection, lease_id: str, now: datetime, *, kept_for: str | None
 ) -> None:

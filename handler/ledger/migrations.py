@@ -46,6 +46,7 @@ class Migration:
 # `leases` and `environments` as version 1 made them, frozen: version 2 added `label`, version 4
 # `connection_target` and the environments' `named_at`, `claimed` and `note`.
 _V1 = MetaData()
+# Repeated on purpose: tables.py as it was at version 1, frozen; a step must not follow today's.
 _LEASES_V1 = Table(
     "leases",
     _V1,

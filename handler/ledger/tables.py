@@ -48,6 +48,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+# Repeated on purpose: one Column line per column; a schema is declared, not generated.
 leases = Table(
     "leases",
     metadata,

@@ -28,6 +28,7 @@ from runkeys.leases import LeaseRequest, Registered, RegisteredLease, Retired, R
 from runkeys.oidc import OIDCUnavailableError, RunIdentity
 
 blueprint = Blueprint("leases", __name__)
+# Repeated on purpose: event() calls look alike, but each names its own fields to log.
 log = logger("api")
 
 

@@ -211,6 +211,7 @@ def connection_of(provider: str, request: MintRequest | RevokeRequest) -> Connec
     return request.connection
 
 
+# Repeated on purpose: the same guard as connection_of, for another dependency and message.
 def github_of(provider: str, deps: ProviderDeps) -> GitHubSession:
     """The GitHub session the action or service passed in; providers of GitHub credentials are
     never built without one, but a caller that forgets gets this clear error."""

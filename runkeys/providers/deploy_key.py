@@ -32,6 +32,7 @@ from github.Repository import Repository
 from runkeys.errors import GitHubError, ParamError, ProviderError
 from runkeys.github.errors import explain
 from runkeys.providers.base import (
+    # Repeated on purpose: each provider imports the base helpers it uses (a list, not logic).
     Minted,
     MintRequest,
     Provider,

@@ -23,6 +23,7 @@ from typing import Any
 from runkeys.errors import GitHubError, ParamError
 from runkeys.github.session import split_repository
 from runkeys.providers.base import (
+    # Repeated on purpose: each provider imports the base helpers it uses (a list, not logic).
     Minted,
     MintRequest,
     Provider,

@@ -34,6 +34,7 @@ from runkeys.connection_strings import PERCENT_DOCS, PERCENT_FIX
 from runkeys.connections import Connection, env_var
 from runkeys.errors import ParamError, ProviderError
 from runkeys.providers.base import (
+    # Repeated on purpose: each provider imports the base helpers it uses (a list, not logic).
     DatabaseAccount,
     Minted,
     MintRequest,
@@ -88,6 +89,7 @@ _TRANSIENT_CODES = {2002, 2003, 2006, 2013, 2055, 1040, 1226, 1053, 1205, 1213}
 _UNKNOWN_THREAD = 1094
 
 
+# Repeated on purpose: every provider declares the same Provider interface (name, params).
 class MysqlProvider(Provider):
     name = "mysql"
     needs_connection = True

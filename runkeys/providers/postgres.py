@@ -30,6 +30,7 @@ from runkeys.connection_strings import PERCENT_DOCS, PERCENT_FIX
 from runkeys.connections import Connection, env_var
 from runkeys.errors import ParamError, ProviderError
 from runkeys.providers.base import (
+    # Repeated on purpose: each provider imports the base helpers it uses (a list, not logic).
     DatabaseAccount,
     Minted,
     MintRequest,

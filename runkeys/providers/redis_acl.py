@@ -40,6 +40,7 @@ from runkeys.connection_strings import PERCENT_DOCS, PERCENT_FIX
 from runkeys.connections import Connection, env_var
 from runkeys.errors import ParamError, ProviderError
 from runkeys.providers.base import (
+    # Repeated on purpose: each provider imports the base helpers it uses (a list, not logic).
     DatabaseAccount,
     Minted,
     MintRequest,
@@ -98,6 +99,7 @@ CONNECT_TIMEOUT = 5.0  # seconds
 COMMAND_TIMEOUT = 15.0
 
 
+# Repeated on purpose: every provider declares the same Provider interface (name, params).
 class RedisAclProvider(Provider):
     name = "redis"
     needs_connection = True

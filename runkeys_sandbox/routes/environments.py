@@ -110,6 +110,7 @@ def delete_environment(call: Call) -> Reply:
 
 _ENV = "/repos/{owner}/{repo}/environments"
 
+# Repeated on purpose: a table, one Route per GitHub endpoint with its docs anchor.
 ROUTES = (
     Route("GET", _ENV, list_environments, REPO, f"{_DOCS}#list-environments"),
     Route(

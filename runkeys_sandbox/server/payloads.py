@@ -75,6 +75,7 @@ def workflow_run_completed(
         }
 
 
+# Repeated on purpose: alike only in layout (one parameter a line) with representations.py.
 def pull_request_closed(
     sandbox: Sandbox,
     repo: Repository,
