@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 
+from runkeys.connection_strings import PERCENT_DOCS, PERCENT_FIX
 from runkeys.connections import GRANTS, Connection, env_var
 from runkeys.errors import GitHubError, ParamError, ProviderError, RunkeysError
 from runkeys.labels import is_runkeys_name
@@ -212,6 +213,21 @@ def connection_of(provider: str, request: MintRequest | RevokeRequest) -> Connec
 
 
 # Repeated on purpose: the same guard as connection_of, for another dependency and message.
+def unparsed_url(
+    provider: str, connection: Connection, example: str, *, what: str = "URL", hint: str = ""
+) -> ProviderError:
+    """The client could not read the connection string; its own message may quote the password,
+    so only the variable is named, with the form it takes."""
+    variable = env_var(connection.name)
+    return ProviderError(
+        provider,
+        f"the {what} in {variable} could not be parsed",
+        retryable=False,
+        fix=f"set {variable} to {example} and {PERCENT_FIX}{hint}",
+        docs=PERCENT_DOCS,
+    )
+
+
 def github_of(provider: str, deps: ProviderDeps) -> GitHubSession:
     """The GitHub session the action or service passed in; providers of GitHub credentials are
     never built without one, but a caller that forgets gets this clear error."""

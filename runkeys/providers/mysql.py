@@ -30,8 +30,7 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
-from runkeys.connection_strings import PERCENT_DOCS, PERCENT_FIX
-from runkeys.connections import Connection, env_var
+from runkeys.connections import Connection
 from runkeys.errors import ParamError, ProviderError
 from runkeys.providers.base import (
     # Repeated on purpose: each provider imports the base helpers it uses (a list, not logic).
@@ -50,6 +49,7 @@ from runkeys.providers.base import (
     is_transient,
     new_password,
     runkeys_account,
+    unparsed_url,
 )
 
 PARAMS = {"grant", "host", "connection_limit"}
@@ -225,7 +225,9 @@ def _connect(connection: Connection) -> pymysql.connections.Connection[Any]:
     try:
         host, port = parts.hostname, parts.port
     except ValueError:  # its message quotes what it took for the port: a password's start
-        raise _unparsed(connection) from None
+        raise unparsed_url(
+            "mysql", connection, "mysql://user:password@host:3306/database"
+        ) from None
     options: dict[str, Any] = {
         "host": host or "127.0.0.1",
         "port": port or 3306,
@@ -240,17 +242,6 @@ def _connect(connection: Connection) -> pymysql.connections.Connection[Any]:
     for key, value in _url_settings(connection).items():
         options[key] = value.lower() in ("1", "true", "yes") if key in _URL_FLAGS else value
     return pymysql.connections.Connection(**options)
-
-
-def _unparsed(connection: Connection) -> ProviderError:
-    variable = env_var(connection.name)
-    return ProviderError(
-        "mysql",
-        f"the URL in {variable} could not be parsed",
-        retryable=False,
-        fix=f"set {variable} to mysql://user:password@host:3306/database and {PERCENT_FIX}",
-        docs=PERCENT_DOCS,
-    )
 
 
 def _url_settings(connection: Connection) -> dict[str, str]:

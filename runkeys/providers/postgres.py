@@ -26,9 +26,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from runkeys.connection_strings import PERCENT_DOCS, PERCENT_FIX
-from runkeys.connections import Connection, env_var
-from runkeys.errors import ParamError, ProviderError
+from runkeys.connections import Connection
+from runkeys.errors import ParamError
 from runkeys.providers.base import (
     # Repeated on purpose: each provider imports the base helpers it uses (a list, not logic).
     DatabaseAccount,
@@ -45,6 +44,7 @@ from runkeys.providers.base import (
     is_transient,
     new_password,
     runkeys_account,
+    unparsed_url,
     utc,
 )
 from runkeys.providers.postgres_grants import (
@@ -164,14 +164,12 @@ def _connect(connection: Connection) -> psycopg.Connection[Any]:
     except psycopg.ProgrammingError:
         # A malformed DSN: libpq's message quotes the part it could not read, which may be
         # the password, so it is not passed on.
-        variable = env_var(connection.name)
-        raise ProviderError(
+        raise unparsed_url(
             "postgres",
-            f"the URL or DSN in {variable} could not be parsed",
-            retryable=False,
-            fix=f"set {variable} to postgresql://user:password@host:5432/db and "
-            f"{PERCENT_FIX}; in a key=value DSN, quote a value with spaces in single quotes",
-            docs=PERCENT_DOCS,
+            connection,
+            "postgresql://user:password@host:5432/db",
+            what="URL or DSN",
+            hint="; in a key=value DSN, quote a value with spaces in single quotes",
         ) from None
 
 

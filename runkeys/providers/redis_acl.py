@@ -36,8 +36,7 @@ import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from runkeys.connection_strings import PERCENT_DOCS, PERCENT_FIX
-from runkeys.connections import Connection, env_var
+from runkeys.connections import Connection
 from runkeys.errors import ParamError, ProviderError
 from runkeys.providers.base import (
     # Repeated on purpose: each provider imports the base helpers it uses (a list, not logic).
@@ -53,6 +52,7 @@ from runkeys.providers.base import (
     is_transient,
     new_password,
     runkeys_account,
+    unparsed_url,
 )
 
 PARAMS = {"keys", "channels", "categories", "commands"}
@@ -223,14 +223,7 @@ def _checked_url(connection: Connection) -> urllib.parse.SplitResult:
     try:
         _ = parts.hostname, parts.port
     except ValueError:  # its message quotes what it took for the port: a password's start
-        variable = env_var(connection.name)
-        raise ProviderError(
-            "redis",
-            f"the URL in {variable} could not be parsed",
-            retryable=False,
-            fix=f"set {variable} to redis://user:password@host:6379/0 and {PERCENT_FIX}",
-            docs=PERCENT_DOCS,
-        ) from None
+        raise unparsed_url("redis", connection, "redis://user:password@host:6379/0") from None
     if parts.scheme not in _SCHEMES or (path and not path.isdigit()):
         raise ProviderError(
             "redis",
