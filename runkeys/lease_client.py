@@ -1,13 +1,8 @@
 """The action's client of the lease service: `POST /v1/leases` (register) and
-`POST /v1/leases/retire` (the post step's report), each with a fresh GitHub OIDC token from the
-runner (`runkeys.oidc.RunnerOIDC`).
+`POST /v1/leases/retire` (the post step's report), over `runkeys.http_session`.
 
-The service takes repository, run, attempt, environment and ref from the verified token, never
-from the body. A token is fetched for every attempt: the service keeps a `jti` replay guard, so a
-token it has seen once (even on a request that then failed) would be refused the second time.
-Lease ids are made by the action, so re-posting after a lost answer cannot lease twice. A 5xx or
-429 (from the service or a proxy in front of it) is tried again, after its `Retry-After` if any.
-"""
+Each attempt carries a fresh OIDC token (`runkeys.oidc.RunnerOIDC`): the service accepts a `jti`
+once, even from a request that then failed. The action makes lease ids: no retry leases twice."""
 
 from __future__ import annotations
 

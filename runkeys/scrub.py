@@ -1,12 +1,8 @@
-"""Remove known secret values from text before it reaches a log, an exception or a response.
+"""Remove known secret values from text before it reaches a log, an exception or a response
+(Vault's `dbplugin` error sanitizer is the model): a driver may echo back the password it got.
 
-Providers' errors pass through here (Vault's `dbplugin` error sanitizer is the model): a driver
-that echoes a statement back would otherwise print the password it was given.
-
-Everything here takes time linear in what it reads, and the one-line forms (`short`,
-`scrub_short`, `described`) read only as much of the text as their line shows: a request body
-or a driver's message of any size costs what its first few hundred characters cost.
-"""
+Linear time in what it reads; the one-line forms (`short`, `scrub_short`, `described`) read only
+as much of a text of any size as their line shows."""
 
 from __future__ import annotations
 

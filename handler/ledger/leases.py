@@ -1,10 +1,8 @@
 """Leases in the ledger: registering them for a verified run, what the post step reports, and
 finding them again (the CLI).
 
-Registration is idempotent by lease id: the action makes the ids, so a retried request finds its
-leases already there. An id that belongs to another run is a conflict, and so is a label that
-another lease holds (the unique index on `label`); either way nothing is written.
-"""
+Registration is idempotent by lease id (the action makes the ids); an id of another run, or a
+label another lease holds, is a conflict and nothing is written."""
 
 from __future__ import annotations
 

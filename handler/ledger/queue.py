@@ -1,12 +1,8 @@
 """Retirement work in the ledger: queue leases, claim what is due, record how it went.
 
-A queued lease is `revoking` with a `next_attempt_at`. A worker claims due leases by stamping a
-claim token and a deadline on them in one statement — on PostgreSQL the rows are picked
-`FOR UPDATE SKIP LOCKED`, so several workers never take the same lease; on SQLite the statement
-runs under `BEGIN IMMEDIATE`, which already excludes every other writer. A worker that dies
-leaves its claim to lapse at the deadline, and another worker takes the lease again. Results are
-written only by the holder of the current claim.
-"""
+A worker claims due leases by stamping a claim token and a deadline on them in one statement
+(`FOR UPDATE SKIP LOCKED` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite); a dead worker's claim
+lapses at its deadline, and only the current claim's holder writes a result."""
 
 from __future__ import annotations
 

@@ -1,13 +1,9 @@
-"""Actions secrets and the environments that hold them, for one repository.
+"""Actions secrets and the environments that hold them, for one repository
+(https://docs.github.com/rest/actions/secrets).
 
-The fewest calls GitHub allows: one public-key read per scope (cached), one PUT per secret,
-environments created only when missing (a PUT on an existing one would reset its protection
-rules). Every call goes through PyGithub's requester with a path built of checked segments
-(`runkeys.github.paths`): PyGithub reads the public key again for every secret, hides 201 from
-204, and puts names into paths with dot segments left in (`delete_environment("..")` sends
-`DELETE /repos/o/r/`).
-Docs: https://docs.github.com/rest/actions/secrets
-"""
+The fewest calls GitHub allows, each through PyGithub's requester with a path of checked segments
+(`runkeys.github.paths`): PyGithub's own methods read the public key once per secret, hide 201
+from 204, and leave dot segments in paths. An environment is PUT only when missing."""
 
 from __future__ import annotations
 

@@ -1,19 +1,8 @@
 """The provider interface, modelled on Vault's database plugins (`dbplugin/v5`): a few methods,
 each taking one frozen request and returning one frozen result, so fields can be added later.
 
-Rules every provider keeps (the conformance suite in `tests/providers/` checks them):
-- `check_params` runs before any side effect and raises `ParamError` naming the field;
-- `check_allowed` does the same against one connection's configuration (its allow list), in
-  the action before anything is minted, in `mint` again, and in the service at registration;
-- `mint` creates a credential with its own expiry where the backend has one; on failure it leaves
-  nothing behind and raises `ProviderError` (retryable when the backend is down);
-- `revoke` of something already gone is success; a backend that is down is a retryable error;
-- `revoke` acts on nothing runkeys did not make (an account not named `rk_…`, a deploy key
-  with another title), whatever reference it is given: a ledger row may be old or forged;
-- `reference_matches` says whether a reference is what `mint` makes for a label: the service
-  registers no lease whose reference names something else;
-- no value is ever logged, and every error passes through `scrub` with the values it knows.
-"""
+The rules every provider keeps are in docs/architecture.md ("Add a provider"); the conformance
+suite in `tests/providers/` checks them."""
 
 from __future__ import annotations
 

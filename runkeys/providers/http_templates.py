@@ -1,12 +1,8 @@
-"""The `http` provider's request templates and answer paths: checked, filled and read here,
-with no I/O, so the spec check refuses a bad template before anything is sent.
+"""The `http` provider's request templates and answer paths: checked, filled and read here, with
+no I/O, so the spec check refuses a bad template before anything is sent.
 
-Placeholders are `{name}` and nothing else (no format specs, no attribute access): a mint may
-use `{label}`, `{key_name}` and `{expires_at}`, a revoke `{reference}`, and headers also the
-connection's `{user}` and `{password}`, so a credential never has to be written in the spec.
-A value in the path is one segment and in the query one value (`http_paths`); the headers
-runkeys sets for itself, and the ones that decide where a request goes, are not the spec's.
-"""
+Placeholders are `{name}` and nothing else; headers may use the connection's `{user}` and
+`{password}`, so no credential is written in a spec (docs/providers.md#http)."""
 
 from __future__ import annotations
 

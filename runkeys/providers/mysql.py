@@ -1,23 +1,8 @@
 """`mysql`: a user per key on MariaDB or MySQL, with the grants the spec names.
 
-    DATABASE_URL:
-      provider: mysql
-      connection: ci_db
-      host: "%"
-      grant:
-        - {database: app, privileges: [SELECT, INSERT, UPDATE, DELETE]}
-        - {database: audit, table: events, privileges: [SELECT]}
-
-Neither server has an account expiry (MySQL's `PASSWORD EXPIRE INTERVAL` counts whole days and
-only forces a password change), so the TTL is kept by the service's sweeper.
-
-On MariaDB the password is sent as its `mysql_native_password` hash (`IDENTIFIED BY PASSWORD`),
-so the general log and binary log never hold it in clear; MySQL rewrites passwords out of its
-logs itself and gets `IDENTIFIED BY`, which its default plugin (caching_sha2_password) needs.
-
-Revoke drops the user first (no new login can start), then ends the sessions still open under
-its name: `DROP USER` alone leaves them running.
-"""
+Neither server can expire an account at a given time, so the service's sweeper keeps the TTL.
+Revoke drops the user first, then ends its sessions: `DROP USER` alone leaves them running.
+Grants refused, passwords kept out of logs, the admin account: docs/providers.md#mysql."""
 
 from __future__ import annotations
 

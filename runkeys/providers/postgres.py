@@ -1,21 +1,8 @@
 """`postgres`: a login role per key, with the server's own expiry (`VALID UNTIL`) and membership
-in the roles the spec grants.
+in the roles the spec grants (checked in `postgres_grants`, from the spec and on the server).
 
-    DATABASE_URL: {provider: postgres, connection: ci_db, grant: [app_rw], connection_limit: 5}
-
-The password never reaches the server in clear text: it is hashed on the client into the
-server's verifier format (libpq's `PQencryptPasswordConn`, as psql's `\\password` does), so no
-statement log or error report on the server can hold it.
-
-What a key may be granted is checked in `postgres_grants`: from the spec, and again on the
-server in the transaction that creates the role.
-
-Revoke locks the role (NOLOGIN), takes away a membership in the connection's account if someone
-gave it one, ends its sessions, hands what it owns in the connection's database to the
-connection's account, drops its remaining privileges and drops the role (its other memberships
-go with it). A role that is already gone is success. Needs PostgreSQL 14 or newer
-(`pg_terminate_backend` with a timeout, so the sessions are gone when revoke returns).
-"""
+The password reaches the server only as its verifier, hashed on the client as psql's
+`\\password` does. Needs PostgreSQL 14 or newer. Revoke: docs/providers.md#postgres."""
 
 from __future__ import annotations
 

@@ -1,27 +1,9 @@
 """`redis`: an ACL user per key (Redis 7.0 or newer), limited to the key patterns, channel
 patterns, command categories and commands the spec names.
 
-    CACHE_URL:
-      provider: redis
-      connection: ci_cache
-      keys: ["app:*"]
-      channels: ["app:events"]
-      categories: [read, write]
-      commands: [sort, -del]
-
-Every rule is its own argument of `ACL SETUSER`, and each is checked against an allow-list and a
-strict syntax first, so no parameter can smuggle in a rule of its own (`on`, `>password`,
-`+@all`, `allkeys`). After the categories come `-@admin -@dangerous`: a key pattern does not
-limit a command without keys (FLUSHALL, CONFIG SET), so those stay out unless named one by one
-in `commands`. Then `ACTS_ON_OTHERS` (FUNCTION DELETE, SCRIPT FLUSH, SCAN, …), which categories
-such as `write` and `slow` hold too. Those and the server-administration commands cannot be
-named at all. Needs Redis 7.0 or newer (taking a subcommand away, `-function|delete`, is 7.0's).
-
-The password is sent as its SHA-256 (`#<hex>`), so neither MONITOR nor the slow log can show it.
-Revoke ends the user's connections and deletes it in one MULTI/EXEC, so no client can log in
-between the two; a user that is already gone is success. Redis has no expiry of its own for a
-user: the TTL is kept by the service's sweeper.
-"""
+Every rule is its own argument of `ACL SETUSER`, checked against an allow list and a strict
+syntax first, so no parameter can smuggle in a rule of its own (`on`, `>password`, `+@all`).
+Redis has no expiry for a user: the sweeper keeps the TTL. Details: docs/providers.md#redis."""
 
 from __future__ import annotations
 
