@@ -1,11 +1,8 @@
-"""Request bodies checked as GitHub checks them, with GitHub's messages.
+"""Request bodies checked as GitHub checks them, with GitHub's messages: 422 `Invalid request.`
+and what is wrong (rest-api-description issues #419 and #1688).
 
-GitHub validates bodies against the JSON schema of the operation and answers 422
-`Invalid request.\n\n<what>` (e.g. `"key_id" wasn't supplied.`, `"foo" is not a permitted key.`,
-`<value> does not match /<pattern>/.`; rest-api-description issues #419 and #1688). The schemas
-below are the operations' request schemas from the REST description, written out by hand so the
-sandbox does not need the description at run time; `tests/openapi` checks them against it.
-"""
+The schemas are the operations' request schemas from GitHub's REST description, written out by
+hand so the sandbox does not need it at run time; `tests/openapi` checks them against it."""
 
 from __future__ import annotations
 
