@@ -143,9 +143,8 @@ class LeasedRuns:
             )
 
 
-# A keep-alive connection stays with the gunicorn worker that accepted it, so with several
-# workers every connection of a measurement may land on one of them; such a measurement says
-# where the connections landed, not what the server costs, and is taken again.
+# A keep-alive connection stays with the gunicorn worker that accepted it: a measurement whose
+# connections all landed on one of several workers says nothing of the server, and is taken again.
 LOPSIDED_SHARE = 0.8  # one worker did more than this share of the workers' CPU time
 MEASURE_ATTEMPTS = 5
 REMEASURED: list[float] = []  # the busiest worker's share in each measurement taken again

@@ -48,7 +48,9 @@ class WorkerSettings:
     failed_retry: timedelta = timedelta(hours=6)  # how often a `failed` lease is tried again
     sweep_interval: timedelta = timedelta(minutes=1)
     reconcile_interval: timedelta = timedelta(minutes=10)  # per run, asking GitHub its status
-    github_writes_per_minute: int = 80  # GitHub's secondary limit on content writes
+    # GitHub's secondary limit on content writes:
+    # https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api#about-secondary-rate-limits
+    github_writes_per_minute: int = 80
 
 
 @dataclass(frozen=True)
@@ -186,8 +188,8 @@ def private_key(environ: Mapping[str, str]) -> str:
             docs=DOCS,
         )
     try:
-        # Parsing is the check; validating the RSA numbers costs ~0.1 s and GitHub checks our
-        # signatures anyway.
+        # Parsing is the check: GitHub checks our signatures anyway, and validating the RSA
+        # numbers is slow.
         load_pem_private_key(
             pem.strip().encode(), password=None, unsafe_skip_rsa_key_validation=True
         )

@@ -37,9 +37,8 @@ def secret_name_problem(name: str) -> str | None:
     return None
 
 
-# Unicode categories no name needs: controls (C0, DEL, C1 such as U+0085), formatting marks
-# (zero-width, bidirectional overrides), surrogates, private use, unassigned; line and
-# paragraph separators. Each can hide or rewrite what a log line or a path shows.
+# Unicode categories no name needs (controls, formatting marks, surrogates, private use,
+# unassigned, line and paragraph separators): each can hide or rewrite what a log line shows.
 _INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 

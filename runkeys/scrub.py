@@ -18,8 +18,7 @@ MIN_FORM = 4  # masking a 1-3 character fragment would shred the message
 READ_AT_MOST = 64 * 1024
 
 # A URL's password: `scheme://user:password@`. Linear time: a scheme starts only where a run of
-# scheme characters starts (the look-behind), so no run is scanned from each of its characters,
-# and no quantifier gives back what it took (`*+`), so no run is scanned twice.
+# scheme characters starts (the look-behind), and no quantifier gives back what it took (`*+`).
 _SCHEME = r"(?<![a-zA-Z0-9+.-])(?P<scheme>[0-9+.-]*+[a-zA-Z][a-zA-Z0-9+.-]*+://)"
 _USERINFO = r"(?P<user>[^:/@\s]*+):[^@/\s]*+"
 _URL_PASSWORD = re.compile(_SCHEME + _USERINFO + "@")

@@ -129,7 +129,7 @@ def _where(selection: Selection) -> ColumnElement[bool]:  # noqa: PLR0911 (one c
 
 
 # A run's completion, one installation's: the webhook's common case, so its read is built once
-# and bound per delivery (building a Core expression costs several times what running it does).
+# and bound per delivery.
 _ACTIVE_IN_RUN = select(func.count()).where(
     leases.c.repository_id == bindparam("repository_id"),
     leases.c.run_id == bindparam("run_id"),

@@ -44,9 +44,8 @@ class Minted:
     value: str = field(repr=False)
     reference: str  # finds the credential again for revoke: a role name, a key id; never a value
     expires_at: datetime
-    # Extra parts exported into the job as `<KEY>_<PART>` (USER, PASSWORD, HOST, PORT, DATABASE).
-    # The action masks the secret ones (USER, PASSWORD); masking a port or a host name would
-    # blank every log line that mentions `5432` or `localhost`, and they are not secret.
+    # Extra parts exported into the job as `<KEY>_<PART>` (USER, PASSWORD, HOST, PORT, DATABASE);
+    # only USER and PASSWORD are masked (`runkeys.issuance` says why).
     parts: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 

@@ -29,6 +29,7 @@ from runkeys.providers.base import (
 from runkeys.providers.deploy_key import check_repository
 
 PARAMS = {"repositories", "permissions"}
+# https://docs.github.com/rest/apps/apps#create-an-installation-access-token-for-an-app
 MAX_REPOSITORIES = 500  # GitHub's limit per token
 # The permissions an installation token may be narrowed to, and their levels: GitHub's
 # `app-permissions` schema (POST /app/installations/{installation_id}/access_tokens).

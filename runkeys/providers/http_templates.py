@@ -28,9 +28,8 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _BRACED = re.compile(r"\{([^{}]*)\}")
 _PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/{}?-]*$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-# Runkeys-Label and Idempotency-Key are runkeys' own: a spec that set them could revoke another
-# lease's token or be answered with it. Host and the framing headers decide where and what is
-# sent. Compared as a server would: in any case, around whitespace.
+# runkeys' own headers (a spec setting them could revoke or receive another lease's token) and
+# those deciding where and what is sent; compared as a server would, in any case and trimmed.
 OWN_HEADERS = frozenset(
     {"runkeys-label", "idempotency-key", "host", "content-length", "transfer-encoding"}
 )

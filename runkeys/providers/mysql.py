@@ -56,10 +56,8 @@ DATABASE_PRIVILEGES = TABLE_PRIVILEGES | {
     "ALTER ROUTINE",
     "EVENT",
 }
-# The server's own schemas: its accounts and grants (`mysql`), what every session runs and ran
-# (`performance_schema`, `sys`), and metadata (`information_schema`). Compared without case, as
-# a server with lower_case_table_names does; `%` cannot be written and `_` is escaped in a grant,
-# so no other name reaches them as a wildcard.
+# The server's own schemas (accounts, every session's statements, metadata), compared without
+# case as under lower_case_table_names; `_` is escaped in a grant, so no wildcard reaches them.
 SYSTEM_SCHEMAS = frozenset({"mysql", "sys", "performance_schema", "information_schema"})
 # A user's host part: a name, an address, `%`/`_` wildcards, an address/netmask.
 _HOST = re.compile(r"^[A-Za-z0-9.%_:/-]{1,255}$")
@@ -67,9 +65,8 @@ _HOST = re.compile(r"^[A-Za-z0-9.%_:/-]{1,255}$")
 _URL_FLAGS = {"ssl_verify_cert", "ssl_verify_identity"}
 _URL_SETTINGS = {"ssl_ca", "ssl_cert", "ssl_key", "unix_socket"} | _URL_FLAGS
 _SCHEMES = ("mysql", "mariadb")
-# Client error codes (CR_*) and server errors worth retrying: cannot connect, server gone or
-# lost mid-query, too many connections (on the server, for the account), lock wait timeout,
-# deadlock, server shutting down.
+# Client (CR_*) and server errors worth retrying: cannot connect, server gone, too many
+# connections, lock wait timeout, deadlock, shutdown.
 _TRANSIENT_CODES = {2002, 2003, 2006, 2013, 2055, 1040, 1226, 1053, 1205, 1213}
 _UNKNOWN_THREAD = 1094
 

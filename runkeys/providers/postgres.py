@@ -48,8 +48,7 @@ TERMINATE_WAIT_MS = 5000
 # Connection settings that are the admin account's own, not the minted role's.
 _ACCOUNT_SETTINGS = {"user", "password", "passfile", "host", "hostaddr", "port", "dbname"}
 # SQLSTATE classes worth retrying: connection exception, insufficient resources, operator
-# intervention (shutdown, cannot connect now, query cancelled by timeout), transaction rollback
-# (serialization failure, deadlock), lock not available.
+# intervention, transaction rollback, lock not available.
 _TRANSIENT_STATES = ("08", "53", "57", "40", "55P03")
 # What a server says in its FATAL answer to a new connection when it will accept one later.
 _TRANSIENT_FATAL = (
@@ -120,9 +119,8 @@ class PostgresProvider(Provider):
         if isinstance(exc, psycopg.Error):
             if exc.sqlstate is not None:
                 return exc.sqlstate.startswith(_TRANSIENT_STATES)
-            # No SQLSTATE: libpq failed before or while talking to the server. A server that
-            # answered FATAL refused us (no such role or database, password wrong), except
-            # while it starts, stops or is full.
+            # No SQLSTATE: libpq failed before or while talking. A FATAL answer is a refusal,
+            # unless the server is starting, stopping or full.
             text = str(exc)
             if "FATAL:" in text:
                 return any(reason in text for reason in _TRANSIENT_FATAL)

@@ -54,12 +54,8 @@ REFUSED_COMMANDS = frozenset(
     | {"flushdb", "swapdb", "migrate", "restore", "restore-asking", "client|kill"}
     | {"client|list", "client|pause", "client|unpause", "client|no-evict", "client|unblock"}
 )
-# Commands in the categories runkeys grants (`write`, `slow`, `scripting`, `read`, `keyspace`)
-# that reach beyond the user's key patterns, taken away after every category and never granted
-# by name: they delete, replace or flush every user's functions and scripts (FUNCTION LOAD's
-# REPLACE overwrites another application's library, which then runs with that application's
-# rights), stop another client's script or block the server (SCRIPT DEBUG SYNC), or list every
-# key name in the database (SCAN, RANDOMKEY; KEYS is already @dangerous).
+# Commands of the granted categories that reach past the user's key patterns (other users'
+# functions and scripts, every key name): always taken away (docs/providers.md#redis says why).
 ACTS_ON_OTHERS = (
     "function|delete",
     "function|flush",

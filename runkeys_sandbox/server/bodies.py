@@ -118,9 +118,8 @@ def parse(raw: bytes, schema: Schema, *, optional: bool = False) -> Any:
     return value
 
 
-# No request body of the API nests deeper than a few levels. Refused before parsing: the
-# standard parser recurses once per level, and a collection that runs while it is thousands of
-# frames deep runs finalizers there, which fail at the recursion limit.
+# No request body of the API nests deeper than a few levels; deeper ones are refused before
+# parsing, as the standard parser recurses once per level.
 MAX_NESTING = 64
 
 

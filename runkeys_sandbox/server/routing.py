@@ -20,9 +20,8 @@ from runkeys_sandbox.server.auth import Caller
 from runkeys_sandbox.server.errors import DOCS, not_found
 from runkeys_sandbox.server.state import Account, Repository, World
 
-# Who may call a route: a credential with access to the repository or organization in the path
-# (checked against GitHub's permission table), only an App's JWT, only the token being
-# revoked, anyone, or — outside the REST API — the OIDC issuer's own callers.
+# Who may call a route: a credential reaching the path's repository or organization (GitHub's
+# permission table), an App's JWT, the token being revoked, anyone, or the OIDC issuer's callers.
 REPO, ORG, APP, SELF_TOKEN, PUBLIC, OIDC = "repo", "org", "app", "self-token", "public", "oidc"
 
 DEFAULT_PER_PAGE = 30
