@@ -1,12 +1,9 @@
 """Routes, the request a handler sees, and the reply it gives.
 
-Paths are matched segment by segment on the path *as sent* and each segment is then
-percent-decoded, so `environments/a%2Fb` names the environment `a/b` while `environments/a/b`
-matches nothing: GitHub's REST description asks for a `/` in an environment name as `%2F`.
-Dot segments are resolved first, as an HTTP server normalizes a path (RFC 3986 §5.2.4, with
-`%2E` taken as `.`, §6.2.2.2): `environments/..` is the repository itself, never an environment
-called `..`.
-"""
+Paths are matched segment by segment as sent, then each segment is percent-decoded, so
+`environments/a%2Fb` names `a/b` (https://docs.github.com/rest/deployments/environments). Dot
+segments are resolved first, as an HTTP server does (RFC 3986 §5.2.4 and §6.2.2.2):
+`environments/..` is the repository itself, never an environment called `..`."""
 
 from __future__ import annotations
 
