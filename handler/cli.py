@@ -1,5 +1,5 @@
 # ruff: noqa: PLC0415 (imports inside commands: `runkeys --help` must not load Flask or the ledger)
-"""`runkeys serve | worker | sweep | leases | revoke`: the service's commands.
+"""`runkeys serve | worker | sweep | leases | revoke | policy check`: the service's commands.
 
 Each reads only the settings it needs from the environment (`runkeys leases` needs a database,
 not the App's key) and imports the heavy parts only when run.
@@ -79,6 +79,24 @@ def register(subparsers: Any) -> None:
         help="who you are, for the history (default: RUNKEYS_OPERATOR, else your OS user)",
     )
     revoke.set_defaults(func=revoke_command)
+
+    policy = subparsers.add_parser("policy", help="the broker's policy (docs/policy.md)")
+    policy_commands = policy.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    check = policy_commands.add_parser(
+        "check", help="evaluate a policy offline: claims and keys → allow or deny, per key"
+    )
+    check.add_argument("--policy", required=True, metavar="FILE", help="the policy (YAML)")
+    check.add_argument(
+        "--claims", required=True, metavar="CLAIMS.json", help="a verified token's claims"
+    )
+    check.add_argument("--keys", required=True, metavar="KEYS.yml", help="the `keys` spec")
+    where = check.add_mutually_exclusive_group()
+    where.add_argument("--environment", metavar="NAME", help="the keys go to this environment")
+    where.add_argument(
+        "--repository-secrets", action="store_true", help="the keys go to repository secrets"
+    )
+    check.add_argument("--json", action="store_true", help="also print the decision record")
+    check.set_defaults(func=policy_check_command)
 
 
 def _number(what: str, maximum: int = ids.MAX_ID) -> Callable[[str], int]:
@@ -296,6 +314,53 @@ def revoke_command(args: argparse.Namespace) -> int:
         print("runkeys: no lease in this ledger matches; nothing was queued", file=sys.stderr)
         return 1
     return 0
+
+
+def policy_check_command(args: argparse.Namespace) -> int:
+    """Exit 0 when every key is allowed, 1 on any denial, 2 when an input is unusable."""
+    from handler import policy as rules
+    from runkeys.errors import RunkeysError
+    from runkeys.spec import SpecRules, parse_keys
+
+    try:
+        policy = rules.load_policy_file(args.policy)
+        claims = rules.claims_from(json.loads(_read(args.claims, "claims")))
+        pull_request = claims.event_name.startswith("pull_request")
+        spec = parse_keys(_read(args.keys, "keys"), SpecRules(pull_request=pull_request))
+    except RunkeysError as exc:
+        text = f"runkeys policy check: {exc.title}: {exc.explain()}"
+        print("\n".join(escaped(line) for line in text.splitlines()), file=sys.stderr)
+        return 2
+    except ValueError as exc:  # the claims file is not JSON
+        print(escaped(f"runkeys policy check: {args.claims}: not JSON: {exc}"), file=sys.stderr)
+        return 2
+    if args.environment:
+        destination = rules.Destination("environment", args.environment)
+    else:
+        destination = rules.Destination("repository" if args.repository_secrets else "job")
+    decision = rules.evaluate(policy, claims, spec, destination)
+    for key in decision.keys:
+        what = key.provider + (f" on {key.connection}" if key.connection else "")
+        line = f"{'allow' if key.allowed else 'deny '}  {key.key} ({what}): rule {key.rule!r}"
+        if not key.allowed:
+            line += f"; {key.field}: {key.reason}; fix: {key.fix}"
+        print(escaped(line))
+    denied = sum(not key.allowed for key in decision.keys)
+    print(f"{len(decision.keys) - denied} allowed, {denied} denied, to {destination.describe()}")
+    if args.json:
+        print(rules.record(decision, claims, destination).to_log())
+    return 1 if denied else 0
+
+
+def _read(path: str, what: str) -> str:
+    from runkeys.errors import ConfigError
+
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        cause = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"--{what}", f"cannot read {path}: {cause}") from None
 
 
 def _existing_ledger(url: str, *, migrate_older: bool = False, logged: bool = False) -> Ledger:
