@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from runkeys import ids
@@ -94,6 +95,11 @@ def register(subparsers: Any) -> None:
     where.add_argument("--environment", metavar="NAME", help="the keys go to this environment")
     where.add_argument(
         "--repository-secrets", action="store_true", help="the keys go to repository secrets"
+    )
+    check.add_argument(
+        "--max-ttl",
+        default="24h",
+        help="the service's RUNKEYS_MAX_TTL, which caps every key besides the policy",
     )
     check.add_argument("--json", action="store_true", help="also print the decision record")
     check.set_defaults(func=policy_check_command)
@@ -326,7 +332,8 @@ def policy_check_command(args: argparse.Namespace) -> int:
         policy = rules.load_policy_file(args.policy)
         claims = rules.claims_from(json.loads(_read(args.claims, "claims")))
         pull_request = claims.event_name.startswith("pull_request")
-        spec = parse_keys(_read(args.keys, "keys"), SpecRules(pull_request=pull_request))
+        checks = SpecRules(max_ttl=_max_ttl(args.max_ttl), pull_request=pull_request)
+        spec = parse_keys(_read(args.keys, "keys"), checks)
     except RunkeysError as exc:
         text = f"runkeys policy check: {exc.title}: {exc.explain()}"
         print("\n".join(escaped(line) for line in text.splitlines()), file=sys.stderr)
@@ -341,7 +348,8 @@ def policy_check_command(args: argparse.Namespace) -> int:
     decision = rules.evaluate(policy, claims, spec, destination)
     for key in decision.keys:
         what = key.provider + (f" on {key.connection}" if key.connection else "")
-        line = f"{'allow' if key.allowed else 'deny '}  {key.key} ({what}): rule {key.rule!r}"
+        rule = key.rule if key.rule == rules.NO_RULE else f"rule {key.rule!r}"
+        line = f"{'allow' if key.allowed else 'deny '}  {key.key} ({what}): {rule}"
         if not key.allowed:
             line += f"; {key.field}: {key.reason}; fix: {key.fix}"
         print(escaped(line))
@@ -350,6 +358,16 @@ def policy_check_command(args: argparse.Namespace) -> int:
     if args.json:
         print(rules.record(decision, claims, destination).to_log())
     return 1 if denied else 0
+
+
+def _max_ttl(text: str) -> timedelta:
+    from runkeys.durations import parse_duration
+    from runkeys.errors import ConfigError
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError("--max-ttl", str(exc)) from None
 
 
 def _read(path: str, what: str) -> str:
