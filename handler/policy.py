@@ -348,6 +348,12 @@ Allow = RandomAllow | PostgresAllow | MysqlAllow | RedisAllow | HttpAllow
 BINDING_CLAIMS = ("repository", "repository_owner", "repository_id")
 
 
+def _binds(claim: str, patterns: Sequence[str]) -> bool:
+    """Whether every pattern names its owner literally (a glob owner is anyone's)."""
+    owners = [p.split("/")[0] if claim == "repository" else p for p in patterns]
+    return bool(owners) and not any(c in owner for owner in owners for c in "*?")
+
+
 class Rule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     name: str
     match: Match
@@ -358,10 +364,11 @@ class Rule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True
     def __post_init__(self) -> None:
         if not self.name.strip():
             raise ValueError("`name` is empty")
-        if not any(getattr(self.match, claim) is not None for claim in BINDING_CLAIMS):
+        if not any(_binds(claim, self.match.patterns(claim)) for claim in BINDING_CLAIMS):
             raise ValueError(
-                "`match` must name repository, repository_owner or repository_id: "
-                "a rule for every repository on GitHub is never meant"
+                "`match` must name repository (its owner without a glob), repository_owner "
+                "(without a glob) or repository_id: a rule for every repository on GitHub "
+                "is never meant"
             )
         if not self.allow:
             raise ValueError("`allow` is empty: the rule would allow nothing")

@@ -40,6 +40,21 @@ rules:
             "repository",
         ),
         ("    match: {repository: acme/app}\n", "    match: {repo: acme/app}\n", 4, "`repo`"),
+        # a glob owner binds nothing: anyone can create that owner's name-alike
+        ("    match: {repository: acme/app}\n", "    match: {repository: '**'}\n", 4, "owner"),
+        ("    match: {repository: acme/app}\n", "    match: {repository: '*/app'}\n", 4, "owner"),
+        (
+            "    match: {repository: acme/app}\n",
+            "    match: {repository: [acme/app, 'ac?e/app']}\n",
+            4,
+            "owner",
+        ),
+        (
+            "    match: {repository: acme/app}\n",
+            "    match: {repository_owner: 'acme*'}\n",
+            4,
+            "owner",
+        ),
         ("    match: {repository: acme/app}\n", "    match: {repository: []}\n", 4, "empty list"),
         ("version: 1\n", "version: 2\n", 1, "version"),
         (
@@ -90,6 +105,21 @@ def test_each_providers_bounds_are_checked_at_load(section: str, says: str) -> N
         parse_policy(text, "p.yml")
     assert caught.value.line == 7
     assert says in caught.value.cause
+
+
+@pytest.mark.parametrize(
+    "match",
+    [
+        "{repository: 'acme/*'}",
+        "{repository_owner: acme}",
+        "{repository_id: 4242}",
+        "{repository_id: ['4242', 17]}",
+        "{repository: '**', repository_owner: acme}",  # one binding claim suffices
+    ],
+)
+def test_a_rule_bound_to_an_owner_or_an_id_loads(match: str) -> None:
+    text = GOOD.replace("    match: {repository: acme/app}\n", f"    match: {match}\n")
+    assert parse_policy(text).rules[0].name == "ci"
 
 
 def test_the_examples_policy_of_the_tests_loads() -> None:

@@ -354,3 +354,124 @@ def test_no_rules_at_all_deny_everything() -> None:
 
     key = only(decide(RANDOM, rules=policy("version: 1\n")))
     assert (key.allowed, key.rule, key.field) == (False, NO_RULE, "rules")
+
+
+# Each claim a rule can name, a value a token of the allowed run has, and an almost-right one.
+OPTIONAL_CLAIMS = (
+    "ref_type",
+    "environment",
+    "workflow_ref",
+    "job_workflow_ref",
+    "runner_environment",
+)
+CLAIM_CASES = [
+    ("repository", "acme/app", "acme/app2"),
+    ("repository_owner", "acme", "acme-corp"),
+    ("repository_id", "4242", "4243"),
+    ("ref", "refs/heads/main", "refs/heads/mai"),
+    ("ref_type", "branch", "tag"),
+    ("environment", "staging", "staging-2"),
+    ("event_name", "push", "pull_request_target"),
+    (
+        "workflow_ref",
+        "acme/app/.github/workflows/ci.yml@refs/heads/main",
+        "acme/app/.github/workflows/ci.yaml@refs/heads/main",
+    ),
+    ("job_workflow_ref", SHARED_WORKFLOW, SHARED_WORKFLOW + "2"),
+    ("runner_environment", "github-hosted", "self-hosted"),
+]
+
+
+@pytest.mark.parametrize(("claim", "value", "other"), CLAIM_CASES)
+def test_every_claim_a_rule_names_is_checked(claim: str, value: str, other: str) -> None:
+    from tests.policy.kit import policy
+
+    binding = "" if claim == "repository_owner" else "repository_owner: acme, "
+    text = (
+        "version: 1\nrules:\n  - name: one-claim\n    max_keys: 1\n"
+        f"    match: {{{binding}{claim}: '{value}'}}\n"
+        "    allow: [{provider: random, max_ttl: 1h}]\n"
+    )
+    rules = policy(text)
+    assert only(decide(RANDOM, given=claims(**{claim: value}), rules=rules)).allowed
+    key = only(decide(RANDOM, given=claims(**{claim: other}), rules=rules))
+    assert (key.allowed, key.rule, key.field) == (False, NO_RULE, claim)
+    if claim in OPTIONAL_CLAIMS:  # a token may lack these: then no rule naming one matches
+        absent = only(decide(RANDOM, given=claims(**{claim: None}), rules=rules))
+        assert (absent.allowed, absent.field) == (False, claim)
+
+
+def test_the_environment_claim_ignores_case_and_a_dot_is_a_dot() -> None:
+    from tests.policy.kit import policy
+
+    text = (
+        "version: 1\nrules:\n  - name: env\n    max_keys: 1\n"
+        "    match: {repository: acme/app.v2, environment: Staging}\n"
+        "    allow: [{provider: random, max_ttl: 1h}]\n"
+    )
+    app = {"repository": "acme/app.v2"}
+    assert only(
+        decide(RANDOM, given=claims(**app, environment="staging"), rules=policy(text))
+    ).allowed
+    dotless = claims(repository="acme/appxv2", environment="staging")
+    assert not only(decide(RANDOM, given=dotless, rules=policy(text))).allowed
+
+
+def test_keys_of_earlier_requests_of_the_run_count_toward_max_keys() -> None:
+    from handler.policy import evaluate
+    from runkeys.spec import parse_keys
+    from tests.policy.kit import policy
+
+    spec = parse_keys(RANDOM + "T2: {provider: random, ttl: 30m}\n")
+    assert evaluate(policy(), claims(), spec, Destination(), keys_before=2).allowed
+    over = evaluate(policy(), claims(), spec, Destination(), keys_before=3)
+    assert [(k.allowed, k.field) for k in over.keys] == [(False, "max_keys")] * 2
+    assert "5 keys in this run" in over.keys[0].reason
+
+
+SCOPED_DENY = """\
+version: 1
+rules:
+  - name: strict
+    match: {repository: acme/app}
+    max_keys: 5
+    allow:
+      - {provider: random, max_ttl: 10m}
+  - name: lenient
+    match: {repository: acme/app}
+    max_keys: 5
+    allow:
+      - {provider: random, max_ttl: 1h}
+      - {provider: postgres, connection: app_db, max_ttl: 1h}
+      - {provider: postgres, connection: other_db, max_ttl: 1h}
+deny:
+  - name: no-app-db-on-push
+    match: {event_name: push}
+    providers: [postgres]
+    connections: [App-DB]
+    reason: app_db keys only for pull requests
+"""
+
+
+def test_a_scoped_deny_rule_denies_only_the_keys_it_covers() -> None:
+    from tests.policy.kit import policy
+
+    decision = decide(
+        RANDOM
+        + "DB: {provider: postgres, connection: app_db}\n"
+        + "OTHER: {provider: postgres, connection: other_db}\n",
+        rules=policy(SCOPED_DENY),
+    )
+    assert [(k.key, k.allowed, k.rule) for k in decision.keys] == [
+        ("TOKEN", True, "lenient"),  # over `strict`'s 10m, within `lenient`'s hour
+        ("DB", False, "no-app-db-on-push"),  # connection names compare as normalized
+        ("OTHER", True, "lenient"),
+    ]
+
+
+def test_when_every_matching_rule_refuses_the_first_ones_reason_is_given() -> None:
+    from tests.policy.kit import policy
+
+    key = only(decide("TOKEN: {provider: random, ttl: 2h}\n", rules=policy(SCOPED_DENY)))
+    assert (key.allowed, key.rule, key.field) == (False, "strict", "ttl")
+    assert "max_ttl of 10m" in key.reason
