@@ -83,7 +83,8 @@ def compile_pattern(pattern: str, folded: int | None) -> re.Pattern[str]:
     segments = pattern.split("/")
     cut = len(segments) if folded is None else folded
     parts = [f"(?i:{_glob(s)})" if i < cut else _glob(s) for i, s in enumerate(segments)]
-    return re.compile("/".join(parts))
+    # ASCII: else `i` also matches U+0131 (dotless i) and `s` U+017F (long s), by Unicode folding.
+    return re.compile("/".join(parts), re.ASCII)
 
 
 def matches(claim: str, value: str | None, patterns: Sequence[str]) -> bool:

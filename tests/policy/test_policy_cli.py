@@ -242,3 +242,12 @@ def test_the_destination_options_exclude_each_other(capsys: pytest.CaptureFixtur
         main([*GOOD_ARGS, "--environment", "ci-pr-1", "--repository-secrets"])
     assert exited.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_the_denial_the_page_shows_is_what_the_command_prints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    shown = re.search(r"A denial reads:\n\n```\n(.*?)\n```", DOC.read_text(), re.S)
+    assert shown is not None
+    assert main(check("main-only-rotation", "claims-branch", "keys-rotate")) == 1
+    assert shown.group(1) in capsys.readouterr().out.splitlines()

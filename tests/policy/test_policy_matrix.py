@@ -227,6 +227,7 @@ def test_an_http_key_with_an_auth_of_its_own_is_denied() -> None:
         (Destination("environment", "CI-PR-12"), True),  # environment names ignore case
         (Destination("environment", "production"), False),
         (Destination("environment", "ci-pr-12/x"), False),
+        (Destination("environment", "c\u0131-pr-12"), False),  # U+0131, dotless i, is not i
         (Destination("environment", "ci-prod"), False),
         (Destination("repository"), False),
     ],
@@ -413,6 +414,8 @@ def test_the_environment_claim_ignores_case_and_a_dot_is_a_dot() -> None:
     assert only(
         decide(RANDOM, given=claims(**app, environment="staging"), rules=policy(text))
     ).allowed
+    long_s = claims(**app, environment="\u017ftaging")  # long s folds to s in Unicode only
+    assert not only(decide(RANDOM, given=long_s, rules=policy(text))).allowed
     dotless = claims(repository="acme/appxv2", environment="staging")
     assert not only(decide(RANDOM, given=dotless, rules=policy(text))).allowed
 
