@@ -22,6 +22,7 @@ from runkeys.connections import normalize_name
 from runkeys.durations import format_duration, parse_duration
 from runkeys.errors import ConfigError, ParamError, RunkeysError
 from runkeys.leases import Lifetime
+from runkeys.providers import PROVIDERS
 from runkeys.providers.http_issuer import HttpIssuerProvider
 from runkeys.providers.mysql import DATABASE_PRIVILEGES
 from runkeys.providers.redis_acl import CATEGORIES
@@ -387,6 +388,10 @@ class DenyRule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=
     def __post_init__(self) -> None:
         if not self.name.strip() or not self.reason.strip():
             raise ValueError("`name` and `reason` must not be empty")
+        for provider in self.providers or ():
+            if provider not in PROVIDERS:  # a typo would make the rule never deny
+                known = ", ".join(sorted(PROVIDERS))
+                raise ValueError(f"`providers` {provider!r} is no provider: use one of {known}")
 
     def covers(self, key: KeySpec) -> bool:
         if self.providers is not None and key.provider not in self.providers:

@@ -122,6 +122,16 @@ def test_a_rule_bound_to_an_owner_or_an_id_loads(match: str) -> None:
     assert parse_policy(text).rules[0].name == "ci"
 
 
+def test_a_deny_rule_naming_an_unknown_provider_is_refused() -> None:
+    """A typo (`postgresql`) would leave a deny rule that never denies."""
+    text = GOOD + "deny:\n  - name: d\n    reason: r\n    providers: [postgresql]\n"
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text, "p.yml")
+    assert caught.value.line == 12
+    assert "'postgresql' is no provider" in caught.value.cause
+    assert parse_policy(text.replace("postgresql", "postgres")).deny[0].providers == ["postgres"]
+
+
 def test_the_examples_policy_of_the_tests_loads() -> None:
     policy = parse_policy(POLICY)
     assert [r.name for r in policy.rules] == ["app-ci", "legacy"]
