@@ -83,3 +83,26 @@ def unseal(private_key: PrivateKey, sealed: str) -> Unsealed:
     """Raises `nacl.exceptions.CryptoError` when the box was not sealed to this key."""
     plain = SealedBox(private_key).decrypt(base64.b64decode(sealed, validate=True))
     return msgspec.json.decode(plain, type=Unsealed)
+
+
+class KeysRetirement(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """`POST /v1/keys/retire` (added for the action's post step; the service side is pending):
+    the runner holds no provider connection in broker mode, so it cannot revoke anything itself
+    and asks the service to. `scope` `job`: the request's `job` keys, as the job ends; `all`:
+    every key of the request, after a step that failed once the service had answered (or may
+    have). The service retires them as its worker does (revoke, delete their secrets); the
+    answer is `runkeys.leases.Retired`. The request and run are the token's: only the run that
+    made `request_id` may retire its keys."""
+
+    request_id: RequestId
+    scope: Literal["job", "all"]
+
+
+class KeysRefused(msgspec.Struct, frozen=True, kw_only=True):
+    """An error answer of `POST /v1/keys`, in the API's one error shape (`handler/errors.py`:
+    `error` and `message`), with the key it is about when there is one. Unknown fields are
+    allowed: the service may add a rule or a fix."""
+
+    error: str
+    message: str
+    key: str | None = None
