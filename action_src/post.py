@@ -64,9 +64,9 @@ def retire_brokered(text: str, environ: Mapping[str, str], workflow: Workflow) -
         )
     client = lease_client(service, workflow, read_retries(environ))
     retired = client.retire_keys(KeysRetirement(request_id=state.request_id, scope=state.retire))
-    which = "job" if state.retire == "job" else "every"
+    which = "`job` " if state.retire == "job" else ""
     workflow.progress(
-        f"runkeys post: the runkeys service retires {len(retired)} {which} key(s) of this step "
+        f"runkeys post: the runkeys service retires {len(retired)} {which}key(s) of this step "
         "and deletes their secrets."
     )
 

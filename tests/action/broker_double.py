@@ -47,6 +47,7 @@ Answer = Literal[
     "extra",  # one key more than the spec asks for
     "malformed",  # JSON, but no `KeysGranted`
     "unavailable",  # 503 `unavailable_times` times, then granted
+    "lost",  # minted, then every answer lost behind a 502 (as a proxy timing out)
 ]
 # What a database key's parts look like: USER and PASSWORD are secret, the rest is not.
 DATABASE_PROVIDERS = ("postgres", "mysql")
@@ -175,6 +176,8 @@ class BrokerDouble:
                 _mint(s.name, s.provider, s.lifetime.value) for s in specs
             ]
             self.environments[request.request_id] = environment
+        if self.answer == "lost":
+            return _error(502, "bad_gateway", "the upstream timed out")
         if self.answer == "malformed":
             return _json(200, {"request_id": request.request_id, "leases": []})
         return _json(200, self._granted(request, identity, environment))

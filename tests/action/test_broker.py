@@ -48,7 +48,7 @@ def broker(github: GitHub) -> Iterator[BrokerDouble]:
         served.stop()
 
 
-def run_seen(github: GitHub, inputs: dict[str, str], **kw: object) -> tuple[Run, dict[str, str]]:
+def run_seen(github: GitHub, inputs: dict[str, str]) -> tuple[Run, dict[str, str]]:
     """Run the main step and keep the environment it was started with."""
     seen: dict[str, str] = {}
 
@@ -56,7 +56,7 @@ def run_seen(github: GitHub, inputs: dict[str, str], **kw: object) -> tuple[Run,
         seen.update(env)
         return argv
 
-    return github.step.run(inputs, wrap=keep, **kw), seen  # type: ignore[arg-type]
+    return github.step.run(inputs, wrap=keep), seen
 
 
 def secret_values(double: BrokerDouble) -> list[str]:
@@ -152,7 +152,7 @@ def test_the_post_step_asks_the_service_to_retire_the_job_keys(
     assert [(r.request_id, r.scope) for r in broker.retired] == [(request_id, "job")]
     jtis = [c.identity.jti for c in broker.calls]
     assert len(set(jtis)) == len(jtis) == 2  # a fresh token for the post step's request
-    assert "retires 1 job key(s)" in " ".join(post.lines)
+    assert "retires 1 `job` key(s)" in " ".join(post.lines)
     assert github.calls() == []  # no GitHub credentials, no GitHub calls: the service deletes
 
 
@@ -220,6 +220,23 @@ def test_an_unreachable_service_leaves_the_post_step_to_retire_everything(
     assert "503" in run.annotations("error")[0][1]
     # The service may have minted: the post step asks it to retire all of the request.
     assert json.loads(run.state["broker"])["retire"] == "all"
+
+
+def test_an_answer_lost_after_the_service_minted_is_retired_by_the_post_step(
+    github: GitHub, broker: BrokerDouble
+) -> None:
+    broker.answer = "lost"
+    main = github.step.run({"keys": KEYS})
+    assert main.returncode == 1
+    assert "502" in main.annotations("error")[0][1]
+    ((request_id, minted),) = broker.minted.items()  # minted once over the four attempts
+    assert len([c for c in broker.calls if c.path == "/v1/keys"]) == 4
+    assert_no_value_anywhere(main, broker.values())
+    post = github.step.run({}, extra_env=github.step.post_env(main), post=True)
+    assert post.returncode == 0
+    assert [(r.request_id, r.scope) for r in broker.retired] == [(request_id, "all")]
+    assert f"retires {len(minted)} key(s) of this step" in " ".join(post.lines)
+    assert broker.problems == []
 
 
 def test_broker_mode_with_a_connection_left_in_the_env_is_refused_naming_it(
