@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
+import requests
 
 from runkeys.errors import SpecError
 from runkeys.spec import parse_keys
@@ -294,3 +295,30 @@ def test_the_spec_is_checked_locally_before_the_service_is_asked(
     assert run.returncode == 1
     assert "keys.DB" in run.annotations("error")[0][1]
     assert broker.paths == []
+
+
+def test_the_double_is_strict_about_audience_body_and_replay(
+    github: GitHub, broker: BrokerDouble
+) -> None:
+    """The positive control of the tests above: the double refuses what the real endpoint
+    would, so their clean exchanges mean something."""
+    url = github.step.base_env["INPUT_SERVICE-URL"]
+    del github.step.base_env["INPUT_AUDIENCE"]  # the audience defaults to the service URL
+    run = github.step.run({"keys": KEYS})
+    assert run.returncode == 1
+    assert "answered 401" in run.annotations("error")[0][1]
+    assert broker.problems == ["token refused: The token is for another audience"]
+    claims = github.sandbox.run_claims(github.repo, RUN_ID)
+    token = github.sandbox.oidc_token(claims, AUDIENCE)
+    body = {
+        "request_id": "r" * 20,
+        "keys": KEYS,
+        "destination": {"kind": "job"},
+        "public_key": "A" * 43 + "=",
+    }
+    headers = {"Authorization": f"Bearer {token}"}
+    extra = requests.post(f"{url}/v1/keys", json={**body, "pr": 1}, headers=headers, timeout=10)
+    assert extra.status_code == 400
+    replayed = requests.post(f"{url}/v1/keys", json=body, headers=headers, timeout=10)
+    assert replayed.status_code == 401  # the token was used by the request before
+    assert broker.minted == {}
