@@ -1,5 +1,6 @@
 # ruff: noqa: PLC0415 (imports inside commands: `runkeys --help` must not load Flask or the ledger)
-"""`runkeys serve | worker | sweep | leases | revoke | policy check`: the service's commands.
+"""`runkeys serve | worker | sweep | leases | revoke | audit | policy check`: the service's
+commands.
 
 Each reads only the settings it needs from the environment (`runkeys leases` needs a database,
 not the App's key) and imports the heavy parts only when run.
@@ -81,6 +82,8 @@ def register(subparsers: Any) -> None:
     )
     revoke.set_defaults(func=revoke_command)
 
+    _register_audit(subparsers)
+
     policy = subparsers.add_parser("policy", help="the broker's policy (docs/policy.md)")
     policy_commands = policy.add_subparsers(title="commands", metavar="COMMAND", required=True)
     check = policy_commands.add_parser(
@@ -103,6 +106,17 @@ def register(subparsers: Any) -> None:
     )
     check.add_argument("--json", action="store_true", help="also print the decision record")
     check.set_defaults(func=policy_check_command)
+
+
+def _register_audit(subparsers: Any) -> None:
+    audit = subparsers.add_parser(
+        "audit", help="the broker's policy decisions, newest first (no values are kept)"
+    )
+    audit.add_argument("--repository", type=_repository, help="owner/name or repository id")
+    audit.add_argument("--denied", action="store_true", help="denials only")
+    audit.add_argument("--limit", type=_number("limit", ids.MAX_NUMBER), default=100)
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit.set_defaults(func=audit_command)
 
 
 def _number(what: str, maximum: int = ids.MAX_ID) -> Callable[[str], int]:
@@ -256,6 +270,32 @@ def leases_command(args: argparse.Namespace) -> int:
         at = e.at.isoformat(timespec="seconds")
         actor, action, detail = escaped(e.actor), escaped(e.action), escaped(e.detail)
         print(f"  {at}  {actor:<10} {action:<15} {detail}")
+    return 0
+
+
+def audit_command(args: argparse.Namespace) -> int:
+    from handler.config import ServiceConfig
+    from handler.ledger.broker import list_decisions
+
+    ledger = _existing_ledger(ServiceConfig.for_ledger(os.environ).database_url)
+    with ledger.begin() as conn:
+        found = list_decisions(
+            conn, repository=args.repository, denied=args.denied, limit=args.limit
+        )
+    ledger.close()
+    if args.json:
+        for decision in found:
+            print(json.dumps(decision))
+        return 0
+    for d in found:
+        at = d["at"][:19]
+        who = f"{d['repository']} {d['ref']} run {d['run_id']}/{d['run_attempt']}"
+        print(escaped(f"{at}  {d['outcome'].upper():<5} {','.join(d['rules'])}  {who}"))
+        print(escaped(f"    actor {d['actor']}  workflow {d['workflow']}  to {d['destination']}"))
+        for key in d["keys"]:
+            why = f"  {key['field']}: {key['reason']}" if key["outcome"] == "deny" else ""
+            line = f"    {key['outcome']:<5} {key['name']} ({key['provider']}) by {key['rule']}"
+            print(escaped(line + why))
     return 0
 
 

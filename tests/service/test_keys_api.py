@@ -6,6 +6,7 @@ themselves and on the stand-in's secrets; the tests unseal with the key pair the
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import uuid
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from runkeys.broker import KeysGranted, Unsealed, new_key_pair, unseal
 from tests.encoded_forms import encoded_forms
 from tests.service.attack_kit import _postgres, _redis, connections
 from tests.service.conftest import GitHub
-from tests.service.kit import Clock, assert_documented, js
+from tests.service.kit import Clock, assert_documented, js, run_cli
 
 MISSING_ROLE = "rk_test_no_such_role"  # allowed by the policy, absent from the server
 
@@ -398,3 +399,59 @@ def test_no_value_leaves_but_sealed(
     value = opened[keys["token"]].value
     assert leaks(f"x {base64.b64encode(value.encode()).decode()} y", [value])
     assert leaks(str({"v": value}), [value])
+
+
+def test_every_decision_is_audited_in_the_ledger_a_log_line_and_a_counter(  # noqa: PLR0917
+    client: FlaskClient,
+    github: GitHub,
+    broker: Flask,
+    environ: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level(logging.INFO, logger="runkeys.service.audit")
+    private, public = new_key_pair()
+    keys = names()
+    owner = github.repo.account.login
+    sibling = github.sandbox.add_repository(f"{owner}/app-tools")
+    github.sandbox.update_installation(github.installation, repositories=[github.repo, sibling])
+    allowed = post(client, request_body(spec(keys), public), github.auth(github.claims()))
+    assert allowed.status_code == 201
+    denied_claims = github.claims(repo=sibling, actor="mallory")
+    denied = post(client, request_body(spec(names()), public), github.auth(denied_claims))
+    assert denied.status_code == 403
+    # One JSON line per decision, on the audit logger.
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name.endswith(".audit")]
+    assert [(x["outcome"], x["repository"]) for x in lines] == [
+        ("allow", github.repo.full_name),
+        ("deny", sibling.full_name),
+    ]
+    assert lines[1]["actor"] == "mallory"
+    assert lines[1]["rules"] == ["no rule matched"]
+    assert sorted(k["name"] for k in lines[0]["keys"]) == sorted(keys.values())
+    # The counter, by outcome and rule.
+    registry = broker.extensions["runkeys"].metrics.registry
+    sample = "runkeys_policy_decisions_total"
+    assert registry.get_sample_value(sample, {"outcome": "allow", "rule": "app-ci"}) == 1
+    assert registry.get_sample_value(sample, {"outcome": "deny", "rule": "no rule matched"}) == 1
+    # `runkeys audit` reads them from the ledger.
+    monkeypatch.setenv("RUNKEYS_DATABASE_URL", environ["RUNKEYS_DATABASE_URL"])
+    code, out, _ = run_cli(capsys, "audit", "--json")
+    assert code == 0
+    found = [json.loads(line) for line in out.splitlines()]
+    assert [(d["outcome"], d["repository"]) for d in found] == [
+        ("deny", sibling.full_name),
+        ("allow", github.repo.full_name),
+    ]
+    assert found[0]["run_id"] == denied_claims.run_id
+    code, out, _ = run_cli(capsys, "audit", "--json", "--denied")
+    assert [json.loads(line)["repository"] for line in out.splitlines()] == [sibling.full_name]
+    code, out, _ = run_cli(capsys, "audit", "--json", "--repository", github.repo.full_name.upper())
+    assert [json.loads(line)["outcome"] for line in out.splitlines()] == ["allow"]
+    code, table, _ = run_cli(capsys, "audit")
+    assert "DENY  no rule matched" in table
+    assert "actor mallory" in table
+    opened = unsealed(private, allowed)
+    values = [v for k in opened.values() for v in (k.value, k.parts.get("PASSWORD", k.value))]
+    assert leaks(table + out + "\n".join(r.getMessage() for r in caplog.records), values) == []
