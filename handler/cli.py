@@ -172,7 +172,12 @@ def _serve(args: argparse.Namespace) -> int:
     from handler import logs
     from handler.config import ServiceConfig
     from handler.ledger import Ledger
-    from handler.serve import ServiceApplication, default_options, serve_metrics_apart
+    from handler.serve import (
+        PolicySnapshot,
+        ServiceApplication,
+        default_options,
+        serve_metrics_apart,
+    )
 
     config = ServiceConfig.from_env(os.environ)  # refuse to start on a bad setting, here
     logs.configure(config.log_level)
@@ -186,7 +191,14 @@ def _serve(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         log_level=config.log_level,
     )
-    ServiceApplication(options).run()
+    policy = PolicySnapshot(config.policy_file) if config.policy_file else None
+    if policy is not None:
+        os.environ["RUNKEYS_POLICY_FILE"] = str(policy.path)  # what the workers load
+    try:
+        ServiceApplication(options, policy).run()
+    finally:
+        if policy is not None:
+            policy.remove()
     return 0
 
 
