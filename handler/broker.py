@@ -17,7 +17,13 @@ import msgspec
 from nacl.exceptions import CryptoError
 
 from handler.errors import ApiError
-from handler.ledger.broker import claim_request, grant_request, record_decision, release_request
+from handler.ledger.broker import (
+    claim_request,
+    grant_request,
+    granted_keys,
+    record_decision,
+    release_request,
+)
 from handler.ledger.leases import LabelTakenError, LeaseConflictError, RetireReport, apply_reports
 from handler.ledger.leases import register as register_leases
 from handler.logs import event, logger
@@ -299,22 +305,10 @@ def _repeated(
 
 
 def _keys_before(service: Service, identity: RunIdentity) -> int:
-    """Keys this run attempt holds from earlier requests: they count toward `max_keys`."""
-    from sqlalchemy import func, select  # noqa: PLC0415
-
-    from handler.ledger.tables import leases  # noqa: PLC0415
-
+    """Keys this run attempt was granted by earlier requests: they count toward `max_keys`.
+    A refused or rolled-back request left none (its row is gone)."""
     with service.ledger.begin() as conn:
-        return int(
-            conn.scalar(
-                select(func.count()).where(
-                    leases.c.repository_id == identity.repository_id,
-                    leases.c.run_id == identity.run_id,
-                    leases.c.run_attempt == identity.run_attempt,
-                )
-            )
-            or 0
-        )
+        return granted_keys(conn, identity)
 
 
 def _decide(

@@ -79,6 +79,19 @@ def grant_request(
     )
 
 
+def granted_keys(conn: Connection, identity: RunIdentity) -> int:
+    """How many keys the broker granted this run attempt so far."""
+    rows = conn.execute(
+        select(requests.c.lease_ids).where(
+            requests.c.repository_id == identity.repository_id,
+            requests.c.run_id == identity.run_id,
+            requests.c.run_attempt == identity.run_attempt,
+            requests.c.state == "granted",
+        )
+    )
+    return sum(len(row.lease_ids) for row in rows)
+
+
 def release_request(conn: Connection, identity: RunIdentity, request_id: str) -> None:
     """The request was refused or rolled back whole: the same id may be tried again."""
     conn.execute(

@@ -354,6 +354,7 @@ def test_no_value_leaves_but_sealed(
     environ: dict[str, str],
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    github.sandbox.clear_requests()
     private, public = new_key_pair()
     keys = names()
     claims = pr_claims(github, 9)
@@ -391,7 +392,10 @@ def test_no_value_leaves_but_sealed(
     names_of = {p for k in opened.values() for n, p in k.parts.items() if n in {"USER", "USERNAME"}}
     secret = [v for v in values if v not in names_of]
     assert len(secret) > len(opened)  # the values and their passwords at least
-    for where, text in {"answer": answer, "logs": logs}.items():
+    # GitHub sees each secret only as a sealed `encrypted_value`.
+    sent = "\n".join(f"{r.path} {r.request_body}" for r in github.sandbox.requests)
+    assert "encrypted_value" in sent
+    for where, text in {"answer": answer, "logs": logs, "github": sent}.items():
         assert leaks(text, values) == [], where
     for where, text in {"ledger": rows, "file": ledger_file}.items():
         assert leaks(text, secret) == [], where
@@ -455,3 +459,77 @@ def test_every_decision_is_audited_in_the_ledger_a_log_line_and_a_counter(  # no
     opened = unsealed(private, allowed)
     values = [v for k in opened.values() for v in (k.value, k.parts.get("PASSWORD", k.value))]
     assert leaks(table + out + "\n".join(r.getMessage() for r in caplog.records), values) == []
+
+
+def test_the_services_app_writes_with_a_token_narrowed_to_the_repository_and_the_write(
+    client: FlaskClient, github: GitHub
+) -> None:
+    github.sandbox.clear_requests()
+    _, public = new_key_pair()
+    data = request_body(
+        spec(names()), public, destination={"kind": "environment", "environment": "ci-run-{run_id}"}
+    )
+    assert post(client, data, github.auth(github.claims())).status_code == 201
+    asked = [
+        r.json()
+        for r in github.sandbox.requests
+        if r.method == "POST" and r.path.endswith("/access_tokens")
+    ]
+    # Environment secrets: GitHub's table asks for these, and the environment's creation for
+    # Administration (https://docs.github.com/rest/authentication/permissions-required-for-github-apps).
+    assert {
+        "repositories": ["app"],
+        "permissions": {
+            "secrets": "write",
+            "environments": "write",
+            "actions": "read",
+            "administration": "write",
+        },
+    } in asked
+    writes = [r for r in github.sandbox.requests if r.method == "PUT" and "/secrets/" in r.path]
+    assert len(writes) == 3
+    assert {r.caller for r in writes} == {"installation"}
+
+
+def test_a_secret_write_failing_rolls_back_every_key_and_the_environment(
+    client: FlaskClient, github: GitHub, broker: Flask
+) -> None:
+    _, public = new_key_pair()
+    keys = names()
+    # The second secret cannot be written (GitHub's 422, which is not retried).
+    github.sandbox.inject_fault("PUT", rf"/secrets/{keys['cache']}$", status=422, times=None)
+    claims = github.claims()
+    data = request_body(
+        spec(keys), public, destination={"kind": "environment", "environment": "ci-run-{run_id}"}
+    )
+    response = post(client, data, github.auth(claims))
+    assert response.status_code == 502, js(response)
+    assert js(response)["message"].startswith(f"{keys['cache']}: writing its secret failed")
+    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+    assert github.sandbox.environment_names(github.repo) == []  # created, then deleted
+    with broker.extensions["runkeys"].ledger.begin() as conn:
+        leases = list(conn.execute(select(tables.leases)))
+        assert list(conn.execute(select(tables.broker_requests))) == []
+    # Registered before the first write, then retired by the rollback itself.
+    assert sorted((r.key_name, r.state) for r in leases) == sorted(
+        (name, "revoked") for name in keys.values()
+    )
+    # The request id is free again: the retry mints (GitHub answers now).
+    github.sandbox.clear_faults()
+    again = post(client, data, github.auth(github.claims(claims.run_id)))
+    assert again.status_code == 201, js(again)
+
+
+def test_keys_granted_earlier_in_the_run_count_toward_max_keys(
+    client: FlaskClient, github: GitHub
+) -> None:
+    _, public = new_key_pair()
+    claims = github.claims()
+    assert post(client, request_body(spec(names()), public), github.auth(claims)).status_code == 201
+    one_more = f"TK{uuid.uuid4().hex[:8]}: {{provider: random, ttl: 5m}}\n"
+    again = post(client, request_body(one_more, public), github.auth(github.claims(claims.run_id)))
+    assert again.status_code == 403
+    assert "max_keys: 4 keys in this run" in js(again)["message"]
+    # The next attempt of the run starts afresh.
+    retry = github.claims(claims.run_id, run_attempt=2)
+    assert post(client, request_body(one_more, public), github.auth(retry)).status_code == 201
