@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,8 @@ from handler.app import create_app
 from handler.ledger import tables
 from runkeys.broker import KeysGranted, Unsealed, new_key_pair, unseal
 from tests.encoded_forms import encoded_forms
-from tests.service.attack_kit import _postgres, _redis, connections
+from tests.providers.harness_mysql import connect_url
+from tests.service.attack_kit import _postgres, _redis, connections, run_worker
 from tests.service.conftest import GitHub
 from tests.service.kit import Clock, assert_documented, js, run_cli
 
@@ -42,7 +44,7 @@ rules:
   - name: app-ci
     match:
       repository: {owner}/app
-    max_keys: 3
+    max_keys: 4
     destinations:
       job: true
       environments: ["ci-pr-*", "ci-run-*"]
@@ -56,6 +58,9 @@ rules:
         max_ttl: 1h
         categories: ["@read"]
         key_prefixes: ["app:"]
+      - provider: mysql
+        connection: ci_my
+        max_ttl: 1h
       - provider: random
         max_ttl: 1h
 """
@@ -69,6 +74,12 @@ def broker(
     path.write_text(policy(github.repo.account.login))
     made = create_app(environ | connections() | {"RUNKEYS_POLICY_FILE": str(path)}, clock=clock)
     yield made
+    # The run is over: the worker retires what the test minted, as after a real run.
+    service = made.extensions["runkeys"]
+    with service.ledger.begin() as conn:
+        live = [r.id for r in conn.execute(select(tables.leases)) if r.state == "active"]
+    if live:
+        run_worker(made, *live)
     made.extensions["runkeys"].close()
 
 
@@ -138,8 +149,12 @@ def test_keys_are_minted_with_the_services_connections_and_sealed_to_the_runner(
     private, public = new_key_pair()
     keys = names()
     claims = pr_claims(github, 7)
+    keys["my"] = f"MY{keys['pg'][2:]}"
+    mariadb = f"{keys['my']}: {{provider: mysql, connection: ci_my, ttl: 30m}}\n"
     data = request_body(
-        spec(keys), public, destination={"kind": "environment", "environment": "ci-pr-{pr}"}
+        spec(keys, extra=mariadb),
+        public,
+        destination={"kind": "environment", "environment": "ci-pr-{pr}"},
     )
     response = post(client, data, github.auth(claims))
     assert response.status_code == 201, response.json
@@ -149,6 +164,11 @@ def test_keys_are_minted_with_the_services_connections_and_sealed_to_the_runner(
     # The values work: the databases let the minted accounts in.
     with psycopg.connect(opened[keys["pg"]].value) as conn:
         assert conn.execute("SELECT current_user").fetchone() is not None
+    # A key with no grant may log in, not use the URL's database: log in without one.
+    login = urllib.parse.urlsplit(opened[keys["my"]].value)._replace(path="").geturl()
+    with connect_url(login) as mysql, mysql.cursor() as cursor:
+        cursor.execute("SELECT CURRENT_USER()")
+        assert cursor.fetchone() is not None
     cache = redis.Redis.from_url(opened[keys["cache"]].value)
     assert cache.get("app:absent") is None  # logged in, and may read under app:
     cache.close()
@@ -170,6 +190,10 @@ def test_keys_are_minted_with_the_services_connections_and_sealed_to_the_runner(
         ("allow", ["app-ci"], github.repo.full_name)
     ]
     assert sorted(k["name"] for k in decisions[0].keys) == sorted(keys.values())
+    # The run's end retires them as in local mode: accounts dropped, environment deleted.
+    run_worker(broker, *(r.id for r in rows))
+    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+    assert "ci-pr-7" not in github.sandbox.environment_names(github.repo)
 
 
 def test_without_a_policy_broker_mode_is_off(
@@ -190,12 +214,18 @@ def test_without_a_policy_broker_mode_is_off(
     assert minted_accounts(keys) == {"postgres": [], "redis": []}
 
 
-def test_a_token_of_a_sibling_repository_of_the_same_owner_is_denied(
-    client: FlaskClient, github: GitHub, broker: Flask
+@pytest.mark.parametrize("whose", ["same owner", "another owner"])
+def test_a_token_of_a_sibling_repository_is_denied(
+    client: FlaskClient, github: GitHub, broker: Flask, whose: str
 ) -> None:
-    owner = github.repo.account.login
-    sibling = github.sandbox.add_repository(f"{owner}/app-tools")
-    github.sandbox.update_installation(github.installation, repositories=[github.repo, sibling])
+    if whose == "same owner":  # `app-tools`: the policy's `owner/app` as a prefix
+        sibling = github.sandbox.add_repository(f"{github.repo.account.login}/app-tools")
+        repositories = [github.repo, sibling]
+        github.sandbox.update_installation(github.installation, repositories=repositories)
+    else:  # `<other owner>/app`, where the App is installed too
+        sibling = github.sandbox.add_repository(f"{github.other_repo.account.login}/app")
+        repositories = [github.other_repo, sibling]
+        github.sandbox.update_installation(github.other_installation, repositories=repositories)
     _, public = new_key_pair()
     keys = names()
     data = request_body(
@@ -244,7 +274,10 @@ def test_pr_placeholder_on_a_push_run_is_refused(client: FlaskClient, github: Gi
     ("change", "field"),
     [
         ({"pg_ttl": "2h"}, "ttl"),  # over the rule's max_ttl of 1h
-        ({"extra": "EXTRA1: {provider: random, ttl: 5m}\n"}, "max_keys"),  # 4 keys of 3
+        (  # 5 keys of 4
+            {"extra": "EXTRA1: {provider: random, ttl: 5m}\nEXTRA2: {provider: random, ttl: 5m}\n"},
+            "max_keys",
+        ),
         ({"destination": {"kind": "repository"}}, "destination"),
         ({"destination": {"kind": "environment", "environment": "prod"}}, "destination"),
     ],
@@ -526,10 +559,11 @@ def test_keys_granted_earlier_in_the_run_count_toward_max_keys(
     _, public = new_key_pair()
     claims = github.claims()
     assert post(client, request_body(spec(names()), public), github.auth(claims)).status_code == 201
-    one_more = f"TK{uuid.uuid4().hex[:8]}: {{provider: random, ttl: 5m}}\n"
+    tag = uuid.uuid4().hex[:8]
+    one_more = f"TK{tag}: {{provider: random, ttl: 5m}}\nTL{tag}: {{provider: random, ttl: 5m}}\n"
     again = post(client, request_body(one_more, public), github.auth(github.claims(claims.run_id)))
     assert again.status_code == 403
-    assert "max_keys: 4 keys in this run" in js(again)["message"]
+    assert "max_keys: 5 keys in this run" in js(again)["message"]
     # The next attempt of the run starts afresh.
     retry = github.claims(claims.run_id, run_attempt=2)
     assert post(client, request_body(one_more, public), github.auth(retry)).status_code == 201
