@@ -24,7 +24,7 @@ from handler.ledger.broker import (
     record_decision,
     release_request,
 )
-from handler.ledger.leases import LabelTakenError, LeaseConflictError, RetireReport, apply_reports
+from handler.ledger.leases import RetireReport, apply_reports
 from handler.ledger.leases import register as register_leases
 from handler.logs import event, logger
 from handler.policy import Claims, Decision, DecisionRecord, KeyDecision, evaluate, record
@@ -33,7 +33,7 @@ from handler.service import Service
 from runkeys.broker import KeysGranted, KeysRequest, SealedKey, Unsealed, seal
 from runkeys.errors import RunkeysError
 from runkeys.github.secrets import SecretStore
-from runkeys.issuance import Collaborators, IssuedKey, SecretScope, issue
+from runkeys.issuance import Collaborators, Issued, IssuedKey, SecretScope, issue
 from runkeys.leases import LeaseRequest, RetireOutcome, SecretTarget, new_lease_id
 from runkeys.names import environment_name_problem
 from runkeys.oidc import RunIdentity
@@ -268,11 +268,28 @@ def grant(
         decision = _decide(service, identity, specs, destination, body.request_id)
         if not decision.allowed:
             raise _denied(decision)
-        return _issue(service, identity, installation_id, body, specs, environment)
+        issued, job = _issue(service, identity, installation_id, body, specs, environment)
     except BaseException:
+        # Refused, or rolled back whole: nothing of this request is left, its id is free.
         with service.ledger.begin() as conn:
             release_request(conn, identity, body.request_id)
         raise
+    # Granted and committed: from here the id stays taken, whatever happens to the answer.
+    kind = body.destination.kind
+    sealed = [_sealed(body.public_key, key, job.delivered, kind, environment) for key in job.keys]
+    event(
+        log,
+        "keys granted",
+        repository=identity.repository,
+        run_id=identity.run_id,
+        run_attempt=identity.run_attempt,
+        request_id=body.request_id,
+        leases=[k.lease_id for k in sealed],
+        created_environment=issued.created_environment,
+    )
+    return KeysGranted(
+        request_id=body.request_id, keys=sealed, created_environment=issued.created_environment
+    )
 
 
 def _repeated(
@@ -368,7 +385,7 @@ def _issue(  # noqa: PLR0917 (one request's parts, each used once)
     body: KeysRequest,
     specs: Sequence[KeySpec],
     environment: str | None,
-) -> KeysGranted:
+) -> tuple[Issued, ServiceJob]:
     kind = body.destination.kind
     scope = None if kind == "job" else SecretScope(identity.repository, environment)
     job = ServiceJob(identity)
@@ -390,25 +407,10 @@ def _issue(  # noqa: PLR0917 (one request's parts, each used once)
         new_id=job.new_id,
     )
     try:
-        issued = issue(specs, scope, deps)
-    except (LabelTakenError, LeaseConflictError):
-        raise ApiError(409, "lease_conflict", "A lease id was taken; retry") from None
+        # Anything but a RunkeysError comes out as issuance's IssuanceError, rolled back.
+        return issue(specs, scope, deps), job
     except RunkeysError as exc:
         raise _not_issued(job, specs, exc.cause) from None
-    sealed = [_sealed(body.public_key, key, job.delivered, kind, environment) for key in job.keys]
-    event(
-        log,
-        "keys granted",
-        repository=identity.repository,
-        run_id=identity.run_id,
-        run_attempt=identity.run_attempt,
-        request_id=body.request_id,
-        leases=[k.lease_id for k in sealed],
-        created_environment=issued.created_environment,
-    )
-    return KeysGranted(
-        request_id=body.request_id, keys=sealed, created_environment=issued.created_environment
-    )
 
 
 def _not_issued(job: ServiceJob, specs: Sequence[KeySpec], cause: str) -> ApiError:

@@ -26,12 +26,13 @@ from werkzeug.test import TestResponse
 
 from handler.app import create_app
 from handler.ledger import tables
+from handler.ledger.broker import claim_request
 from runkeys.broker import KeysGranted, Unsealed, new_key_pair, unseal
 from tests.encoded_forms import encoded_forms
 from tests.providers.harness_mysql import connect_url
 from tests.service.attack_kit import _postgres, _redis, connections, run_worker
 from tests.service.conftest import GitHub
-from tests.service.kit import Clock, assert_documented, js, run_cli
+from tests.service.kit import Clock, assert_documented, identity, js, run_cli
 
 MISSING_ROLE = "rk_test_no_such_role"  # allowed by the policy, absent from the server
 
@@ -567,3 +568,20 @@ def test_keys_granted_earlier_in_the_run_count_toward_max_keys(
     # The next attempt of the run starts afresh.
     retry = github.claims(claims.run_id, run_attempt=2)
     assert post(client, request_body(one_more, public), github.auth(retry)).status_code == 201
+
+
+def test_a_request_still_being_served_is_not_served_twice(
+    client: FlaskClient, github: GitHub, broker: Flask
+) -> None:
+    """Two replicas receive the same request at once: the ledger's key lets one mint."""
+    _, public = new_key_pair()
+    keys = names()
+    data = request_body(spec(keys), public)
+    service = broker.extensions["runkeys"]
+    with service.ledger.begin() as conn:  # the other replica's claim, mid-mint
+        mine = identity(github.repo.full_name, github.repo.id, run_id=github.claims().run_id)
+        assert claim_request(conn, mine, data["request_id"], now=service.clock()) is None
+    response = post(client, data, github.auth(github.claims()))
+    assert response.status_code == 409
+    assert (js(response)["state"], js(response)["lease_ids"]) == ("minting", [])
+    assert minted_accounts(keys) == {"postgres": [], "redis": []}
