@@ -13,7 +13,7 @@ from handler.config import ServiceConfig
 from handler.errors import error_response
 from handler.logs import logger
 from handler.service import Clock, Service, utc_now
-from handler.views import keys, leases, ops, webhook
+from handler.views import keys, leases, ops, webhook  # noqa: F401 (keys: POST /v1/keys joins leases' blueprint on import)
 
 log = logger("app")
 
@@ -34,7 +34,7 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["runkeys"] = service
 
-    for blueprint in (webhook.blueprint, leases.blueprint, keys.blueprint, ops.blueprint):
+    for blueprint in (webhook.blueprint, leases.blueprint, ops.blueprint):
         app.register_blueprint(blueprint)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

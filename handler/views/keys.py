@@ -1,23 +1,16 @@
-"""`POST /v1/keys`: broker mode (handler.broker), behind the same checks as `/v1/leases`: a
-body within the API's limit, a verified OIDC token accepted once, the App installed on the
-token's repository."""
+"""`POST /v1/keys`: broker mode (handler.broker), on the `/v1` blueprint so that the same
+checks run first: a body within the API's limit, a verified OIDC token accepted once, the App
+installed on the token's repository. Imported by `handler.app` before it registers the
+blueprint."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Response
 
 from handler import broker
 from handler.errors import ApiError
 from handler.views import current_service
-from handler.views.leases import _answer, _caller, _json, caller
-
-blueprint = Blueprint("keys", __name__)
-blueprint.before_request(_caller)
-
-
-@blueprint.errorhandler(ApiError)
-def _api_error(exc: ApiError) -> Response:
-    return exc.response()
+from handler.views.leases import _answer, _json, blueprint, caller
 
 
 @blueprint.post("/v1/keys")
@@ -27,4 +20,6 @@ def grant_keys() -> Response:
         raise ApiError(404, "broker_off", broker.BROKER_OFF)
     found = caller()
     granted = broker.grant(service, found.identity, found.installation_id, _json())
-    return _answer(granted, 201)
+    answer = _answer(granted, 201)
+    answer.headers["Cache-Control"] = "no-store"  # sealed, yet no proxy need keep a copy
+    return answer

@@ -160,6 +160,7 @@ def test_keys_are_minted_with_the_services_connections_and_sealed_to_the_runner(
     response = post(client, data, github.auth(claims))
     assert response.status_code == 201, response.json
     assert js(response)["created_environment"] == "ci-pr-7"
+    assert response.headers["Cache-Control"] == "no-store"
     opened = unsealed(private, response)
     assert sorted(opened) == sorted(keys.values())
     # The values work: the databases let the minted accounts in.
