@@ -27,6 +27,7 @@ from werkzeug.test import TestResponse
 from handler.app import create_app
 from handler.ledger import tables
 from handler.ledger.broker import claim_request
+from handler.logs import JsonFormatter
 from runkeys.broker import KeysGranted, Unsealed, new_key_pair, unseal
 from tests.encoded_forms import encoded_forms
 from tests.providers.harness_mysql import connect_url
@@ -460,8 +461,11 @@ def test_every_decision_is_audited_in_the_ledger_a_log_line_and_a_counter(  # no
     denied_claims = github.claims(repo=sibling, actor="mallory")
     denied = post(client, request_body(spec(names()), public), github.auth(denied_claims))
     assert denied.status_code == 403
-    # One JSON line per decision, on the audit logger.
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name.endswith(".audit")]
+    # One JSON line per decision, on the audit logger, the record's fields in it.
+    lines = [
+        json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name.endswith(".audit")
+    ]
+    assert {x["message"] for x in lines} == {"policy decision"}
     assert [(x["outcome"], x["repository"]) for x in lines] == [
         ("allow", github.repo.full_name),
         ("deny", sibling.full_name),
@@ -493,7 +497,8 @@ def test_every_decision_is_audited_in_the_ledger_a_log_line_and_a_counter(  # no
     assert "actor mallory" in table
     opened = unsealed(private, allowed)
     values = [v for k in opened.values() for v in (k.value, k.parts.get("PASSWORD", k.value))]
-    assert leaks(table + out + "\n".join(r.getMessage() for r in caplog.records), values) == []
+    logged = "\n".join(JsonFormatter().format(r) for r in caplog.records)
+    assert leaks(table + out + logged, values) == []
 
 
 def test_the_services_app_writes_with_a_token_narrowed_to_the_repository_and_the_write(
