@@ -91,11 +91,15 @@ def fill_environment(template: str, identity: RunIdentity) -> str:
         "run_number": "" if identity.run_number is None else str(identity.run_number),
     }
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template)]
     except ValueError as exc:
         raise _invalid_destination(
             f"{short(template, 100)!r}: {exc}; write `{{{{` for a brace"
         ) from None
+    fields = [f for f, _, _ in parsed if f is not None]
+    if any(spec or conv for f, spec, conv in parsed if f is not None):
+        # `{run_id!r}` or `{pr:>9}` would let the body shape the name beyond the token's values.
+        raise _invalid_destination("a placeholder takes no conversion or format: write {run_id}")
     for name in fields:
         if name not in PLACEHOLDERS:
             allowed = ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)

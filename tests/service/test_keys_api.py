@@ -591,3 +591,53 @@ def test_a_request_still_being_served_is_not_served_twice(
     assert response.status_code == 409
     assert (js(response)["state"], js(response)["lease_ids"]) == ("minting", [])
     assert minted_accounts(keys) == {"postgres": [], "redis": []}
+
+
+def test_the_environments_placeholders_come_from_the_token(
+    client: FlaskClient, github: GitHub
+) -> None:
+    private, public = new_key_pair()
+    keys = names()
+    claims = github.claims(run_attempt=2, run_number=42)
+    data = request_body(
+        f"{keys['token']}: {{provider: random, ttl: 5m}}\n",
+        public,
+        destination={
+            "kind": "environment",
+            "environment": "ci-run-{run_id}-{run_attempt}-{run_number}",
+        },
+    )
+    response = post(client, data, github.auth(claims))
+    assert response.status_code == 201, js(response)
+    name = f"ci-run-{claims.run_id}-2-42"
+    assert js(response)["created_environment"] == name
+    assert [k["environment"] for k in js(response)["keys"]] == [name]
+    value = unsealed(private, response)[keys["token"]].value
+    assert github.sandbox.secret_value(github.repo, keys["token"], name) == value
+
+
+@pytest.mark.parametrize(
+    ("environment", "says"),
+    [
+        ("ci-run-{repository}", "unknown placeholder {repository}"),
+        # No conversion or format: `!r` would quote the number, `:>200` pad it out.
+        ("ci-run-{run_id!r}", "no conversion or format"),
+        ("ci-run-{run_id:x>20}", "no conversion or format"),
+        ("ci-run-{pr[0]}", "unknown placeholder {pr[0]}"),
+        ("ci-run-{run_id", "write `{{` for a brace"),
+        ("ci-run-{run_id}/..", "ci-run-"),  # a dot segment, refused by GitHub's naming rules
+    ],
+)
+def test_a_destination_the_token_cannot_fill_is_refused(
+    client: FlaskClient, github: GitHub, environment: str, says: str
+) -> None:
+    _, public = new_key_pair()
+    keys = names()
+    data = request_body(
+        spec(keys), public, destination={"kind": "environment", "environment": environment}
+    )
+    response = post(client, data, github.auth(github.claims()))
+    assert response.status_code == 422, js(response)
+    assert js(response)["error"] == "invalid_destination"
+    assert says in js(response)["message"]
+    assert minted_accounts(keys) == {"postgres": [], "redis": []}
