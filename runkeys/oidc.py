@@ -192,7 +192,8 @@ def _ref(value: Any) -> bool:
 # What the ledger keeps of a token, at most (handler/ledger/tables.py's columns).
 JTI_LONGEST, REPOSITORY_LONGEST, REF_LONGEST, ENVIRONMENT_LONGEST = 200, 200, 255, 255
 SHA_LONGEST, EVENT_LONGEST = 64, 64
-WORKFLOW_REF_LONGEST = 500  # owner/repo/.github/workflows/<path>@<ref>
+# As long as the audit's columns keep them (handler/ledger/tables.py, policy_decisions).
+WORKFLOW_REF_LONGEST, ACTOR_LONGEST = 500, 255  # owner/repo/.github/workflows/<path>@<ref>
 
 # Claim → check. A token missing one of these, or with a malformed one, is refused whole.
 CLAIM_CHECKS: Mapping[str, Callable[[Any], bool]] = {
@@ -214,8 +215,9 @@ OPTIONAL_CLAIM_CHECKS: Mapping[str, Callable[[Any], bool]] = {
     "run_number": lambda value: value is None or _attempt(value),
     **{
         name: (lambda value: value is None or _text(WORKFLOW_REF_LONGEST)(value))
-        for name in ("ref_type", "workflow_ref", "job_workflow_ref", "runner_environment", "actor")
+        for name in ("ref_type", "workflow_ref", "job_workflow_ref", "runner_environment")
     },
+    "actor": lambda value: value is None or _text(ACTOR_LONGEST)(value),
 }
 
 
