@@ -48,7 +48,9 @@ class WorkerSettings:
     failed_retry: timedelta = timedelta(hours=6)  # how often a `failed` lease is tried again
     sweep_interval: timedelta = timedelta(minutes=1)
     reconcile_interval: timedelta = timedelta(minutes=10)  # per run, asking GitHub its status
-    github_writes_per_minute: int = 80  # GitHub's secondary limit on content writes
+    # GitHub's secondary limit on content writes:
+    # https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api#about-secondary-rate-limits
+    github_writes_per_minute: int = 80
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class ServiceConfig:
     not_installed_ttl: timedelta = timedelta(seconds=60)
     log_level: str = "INFO"
     metrics_bind: tuple[str, int] | None = None  # `/metrics` there only (`runkeys serve`)
+    # Broker mode's policy (RUNKEYS_POLICY_FILE), checked here; None: `/v1/keys` mints nothing.
+    policy_file: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ServiceConfig:
@@ -87,8 +91,10 @@ class ServiceConfig:
             ),
             log_level=log_level(environ),
             metrics_bind=metrics_bind(environ),
+            policy_file=policy_file(environ),
         )
 
+    # Repeated on purpose: a smaller set of the same readers than from_env, for the worker.
     @classmethod
     def for_worker(cls, environ: Mapping[str, str]) -> ServiceConfig:
         """What `runkeys worker` and `runkeys sweep` need: the ledger, GitHub, connections."""
@@ -104,6 +110,14 @@ class ServiceConfig:
     def for_ledger(cls, environ: Mapping[str, str]) -> ServiceConfig:
         """What `runkeys leases` and `runkeys revoke` need: the ledger only."""
         return cls(database_url=database_url(environ), log_level=log_level(environ))
+
+
+def policy_file(environ: Mapping[str, str]) -> str | None:
+    """The policy's path, once it loaded: an invalid policy stops start-up naming its line."""
+    from handler.policy import PolicyStore  # noqa: PLC0415 (the policy loads YAML and msgspec)
+
+    store = PolicyStore.from_env(environ)
+    return None if store is None else str(store.path)
 
 
 def webhook_secret(environ: Mapping[str, str]) -> str:
@@ -185,8 +199,8 @@ def private_key(environ: Mapping[str, str]) -> str:
             docs=DOCS,
         )
     try:
-        # Parsing is the check; validating the RSA numbers costs ~0.1 s and GitHub checks our
-        # signatures anyway.
+        # Parsing is the check: GitHub checks our signatures anyway, and validating the RSA
+        # numbers is slow.
         load_pem_private_key(
             pem.strip().encode(), password=None, unsafe_skip_rsa_key_validation=True
         )

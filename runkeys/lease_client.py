@@ -1,18 +1,13 @@
 """The action's client of the lease service: `POST /v1/leases` (register) and
-`POST /v1/leases/retire` (the post step's report), each with a fresh GitHub OIDC token from the
-runner (`runkeys.oidc.RunnerOIDC`).
+`POST /v1/leases/retire` (the post step's report), over `runkeys.http_session`.
 
-The service takes repository, run, attempt, environment and ref from the verified token, never
-from the body. A token is fetched for every attempt: the service keeps a `jti` replay guard, so a
-token it has seen once (even on a request that then failed) would be refused the second time.
-Lease ids are made by the action, so re-posting after a lost answer cannot lease twice. A 5xx or
-429 (from the service or a proxy in front of it) is tried again, after its `Retry-After` if any.
-"""
+Each attempt carries a fresh OIDC token (`runkeys.oidc.RunnerOIDC`): the service accepts a `jti`
+once, even from a request that then failed. The action makes lease ids: no retry leases twice."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import requests
@@ -20,6 +15,7 @@ from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
 from runkeys import http_session
+from runkeys.broker import KeysGranted, KeysRequest, KeysRetirement
 from runkeys.errors import LeaseServiceError
 from runkeys.leases import (
     LeaseRequest,
@@ -32,6 +28,9 @@ from runkeys.leases import (
 )
 from runkeys.scrub import short
 
+Answer = TypeVar("Answer", bound=msgspec.Struct)
+
+MALFORMED_ANSWER = "malformed_answer"  # the code of a 2xx answer that is not the schema
 RETRY_AFTER_CAP = 60.0  # seconds: longer than that, the step fails and says why
 
 
@@ -57,13 +56,12 @@ class LeaseClient:
     def register(self, leases: Sequence[LeaseRequest]) -> list[RegisteredLease]:
         """Register every lease; the answer must list each of them."""
         answer = self._post("/v1/leases", Registration(list(leases)), doing="registering leases")
-        try:
-            registered = msgspec.json.decode(answer, type=Registered).leases
-        except msgspec.DecodeError:
-            raise LeaseServiceError(
-                "the lease service answered without the registered leases",
-                fix="check that `service-url` points at a runkeys service of this version",
-            ) from None
+        registered = _decoded(
+            answer,
+            Registered,
+            "the lease service answered without the registered leases",
+            fix="check that `service-url` points at a runkeys service of this version",
+        ).leases
         missing = {lease.id for lease in leases} - {r.id for r in registered}
         if missing:
             raise LeaseServiceError(
@@ -83,14 +81,40 @@ class LeaseClient:
             for o in outcomes
         ]
         answer = self._post("/v1/leases/retire", Retirement(cut), doing="reporting retired leases")
-        try:
-            retired = msgspec.json.decode(answer, type=Retired).leases
-        except msgspec.DecodeError:
-            raise LeaseServiceError(
-                "the lease service answered the report without its leases",
-                fix="check that `service-url` points at a runkeys service",
-            ) from None
+        retired = _decoded(
+            answer,
+            Retired,
+            "the lease service answered the report without its leases",
+            fix="check that `service-url` points at a runkeys service",
+        ).leases
         return {r.id: r.secret_kept_for for r in retired if isinstance(r.secret_kept_for, str)}
+
+    def request_keys(self, request: KeysRequest) -> KeysGranted:
+        """Broker mode: `POST /v1/keys`. Every attempt carries the same `request_id` (the
+        service mints once per id) and a fresh token. The answer is read as `KeysGranted`;
+        the caller checks it against the spec and unseals it."""
+        answer = self._post("/v1/keys", request, doing="asking for the keys")
+        try:
+            return msgspec.json.decode(answer, type=KeysGranted)
+        except msgspec.DecodeError:
+            # The service answered 2xx, so it may have minted: the caller asks it to retire.
+            raise LeaseServiceError(
+                "the runkeys service's answer to /v1/keys is not a list of sealed keys",
+                code=MALFORMED_ANSWER,
+                fix="check that `service-url` points at a runkeys service that serves broker mode",
+            ) from None
+
+    def retire_keys(self, retirement: KeysRetirement) -> list[str]:
+        """Broker mode: ask the service to retire a request's keys (`POST /v1/keys/retire`);
+        the ids of the leases its answer lists."""
+        answer = self._post("/v1/keys/retire", retirement, doing="asking to retire the keys")
+        retired = _decoded(
+            answer,
+            Retired,
+            "the runkeys service answered /v1/keys/retire without its leases",
+            fix="check that `service-url` points at a runkeys service that serves broker mode",
+        )
+        return [lease.id for lease in retired.leases]
 
     def _post(self, path: str, body: msgspec.Struct, *, doing: str) -> bytes:
         """POST with a fresh token per attempt, tried again as `retry` says (a retry inside
@@ -128,6 +152,14 @@ class LeaseClient:
             retry.sleep(response.raw)
 
 
+def _decoded(answer: bytes, schema: type[Answer], refusal: str, *, fix: str) -> Answer:
+    """The service's answer read as `schema`, or `refusal` when it is not one."""
+    try:
+        return msgspec.json.decode(answer, type=schema)
+    except msgspec.DecodeError:
+        raise LeaseServiceError(refusal, fix=fix) from None
+
+
 def _answer(response: requests.Response, doing: str) -> bytes:
     status = response.status_code
     if status in (200, 201):
@@ -138,6 +170,8 @@ def _answer(response: requests.Response, doing: str) -> bytes:
         data = None
     if isinstance(data, dict) and ("error" in data or "message" in data):
         said = short(f"{data.get('error', '')}: {data.get('message', '')}".strip(": "), 300)
+        if isinstance(data.get("key"), str):  # broker mode names the key a refusal is about
+            said = f"key {short(data['key'], 100)}: {said}"
     else:
         said = short(response.text or response.reason or "no message", 200)
     if status == 401:

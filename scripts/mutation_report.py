@@ -8,25 +8,12 @@
                                                         docs/mutation/GROUP.json; fails on a
                                                         survivor that nobody has explained
 
-Each group of `[tool.runkeys.mutation]` in pyproject.toml is mutated in its own directory under
-build/mutation/ (mutmut keeps one configuration and one `mutants/` per directory), against only
-the tests named for it, with the ledger on SQLite only (`RUNKEYS_TEST_LEDGERS`): the service
-tests would otherwise run every surviving mutant twice.
-
-A group's results are committed data, docs/mutation/GROUP.json: every mutant's name and status,
-for a survivor the line it changes (was/now) and its diff, the run's time and commit, and a hash
-of each file mutated and of each test file (with its conftest.py files) the run used. The report
-is built from those files alone, so a clone has every group's results, and a run of some groups
-rewrites only theirs. A group whose files hash differently now is reported **stale**: a warning
-that names the command to run it again, not a failure (its results are still what those tests
-did to that code; a change elsewhere should not have to wait for a mutation run to land).
-
-A surviving mutant is explained in scripts/mutation_survivors.toml, by its name and the line it
-changes: an explanation of another mutant of that name (the code moved) does not count. A mutant
-that only rewords an error (a message's text, its `fix` or `docs` advice) is explained by the
-`wording` rule below, which reads the source to tell so when the results are saved: no decision
-can depend on it.
-"""
+Each `[tool.runkeys.mutation]` group runs in its own directory under build/mutation/, against
+its own tests. Its results are committed, docs/mutation/GROUP.json (each mutant's status, a
+survivor's changed line, the run's time and commit, a hash of each file it mutated or tested),
+and the report is made from all of them; a group whose files changed since is **stale**, a
+warning. A survivor is explained in scripts/mutation_survivors.toml by its name and the text of
+the line it changes, or by the `wording` rule (it only rewords an error)."""
 
 from __future__ import annotations
 
