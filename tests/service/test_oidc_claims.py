@@ -203,3 +203,11 @@ def test_run_number_is_read_when_it_is_a_number_and_refused_otherwise(issuer: Is
         with pytest.raises(AuthError) as caught:
             verify(issuer, run_number=value)
         assert caught.value.cause == "The token's 'run_number' claim is malformed or out of range"
+
+
+def test_the_ref_type_is_the_tokens_and_none_without_one(issuer: IssuerServer) -> None:
+    """A policy can allow a branch's runs and not a tag's: the identity carries the claim
+    (the stand-in names one in every token; null is none)."""
+    assert verify(issuer, ref_type="tag").ref_type == "tag"
+    assert verify(issuer, ref_type="branch").ref_type == "branch"
+    assert verify(issuer, ref_type=None).ref_type is None
