@@ -23,18 +23,28 @@ from handler.ledger.broker import (
     granted_keys,
     record_decision,
     release_request,
+    request_of,
 )
-from handler.ledger.leases import RetireReport, apply_reports
+from handler.ledger.leases import RetireReport, apply_reports, get
 from handler.ledger.leases import register as register_leases
+from handler.ledger.queue import LeasesById, queue
 from handler.logs import event, logger
 from handler.policy import Claims, Decision, DecisionRecord, KeyDecision, evaluate, record
 from handler.policy import Destination as PolicyDestination
 from handler.service import Service
-from runkeys.broker import KeysGranted, KeysRequest, SealedKey, Unsealed, seal
+from runkeys.broker import KeysGranted, KeysRequest, KeysRetirement, SealedKey, Unsealed, seal
 from runkeys.errors import RunkeysError
 from runkeys.github.secrets import SecretStore
 from runkeys.issuance import Collaborators, Issued, IssuedKey, SecretScope, issue
-from runkeys.leases import LeaseRequest, RetireOutcome, SecretTarget, new_lease_id
+from runkeys.leases import (
+    LeaseRequest,
+    Lifetime,
+    Retired,
+    RetiredLease,
+    RetireOutcome,
+    SecretTarget,
+    new_lease_id,
+)
 from runkeys.names import environment_name_problem
 from runkeys.oidc import RunIdentity
 from runkeys.scrub import scrub_short, short
@@ -456,4 +466,76 @@ def _sealed(
         scope=kind,  # type: ignore[arg-type]
         environment=environment,
         sealed=seal(public_key, unsealed),
+    )
+
+
+# --- `POST /v1/keys/retire` ---------------------------------------------------------------
+
+
+def retire(service: Service, identity: RunIdentity, data: bytes) -> Retired:
+    """Queue a request's keys for the worker (`job`: its job-lifetime keys; `all`: every one),
+    which revokes them with the service's connections and deletes their secrets with its App,
+    as at a run's end. Only the run attempt that made the request may: the token's repository
+    (by id), run id and attempt must be the request's."""
+    try:
+        body = msgspec.json.decode(data, type=KeysRetirement)
+    except msgspec.ValidationError as exc:
+        raise ApiError(
+            400, "invalid_request", f"The body is malformed: {short(str(exc), 300)}"
+        ) from None
+    except msgspec.DecodeError:
+        raise ApiError(400, "invalid_request", "The body is not JSON") from None
+    now = service.clock()
+    with service.ledger.begin(durable=True) as conn:
+        found = request_of(conn, identity.repository_id, body.request_id)
+        # Another run's (or another attempt's) request is answered as an unknown one: whether
+        # it exists is not this token's business.
+        if found is None or (found.run_id, found.run_attempt) != (
+            identity.run_id,
+            identity.run_attempt,
+        ):
+            raise ApiError(
+                404,
+                "request_not_found",
+                f"No request {body.request_id} in this run attempt of {identity.repository}; "
+                "only the run attempt that asked for the keys may retire them",
+            )
+        if found.state != "granted":
+            raise ApiError(
+                409,
+                "request_in_progress",
+                f"Request {body.request_id} is still being served; ask again once it is "
+                "answered (the run's end retires its keys in any case)",
+            )
+        # The lease rows must be the token's run's too, whatever the request row says.
+        leases = [
+            lease
+            for lease in (get(conn, lease_id) for lease_id in found.lease_ids)
+            if lease is not None
+            and lease.repository_id == identity.repository_id
+            and lease.run_id == identity.run_id
+            and (body.scope == "all" or lease.lifetime is Lifetime.JOB)
+        ]
+        queued = queue(
+            conn,
+            LeasesById(tuple(lease.id for lease in leases)),
+            actor="broker",
+            reason=f"post step: retire {body.scope} keys of request {body.request_id}",
+            now=now,
+        )
+        states = {lease.id: get(conn, lease.id) for lease in leases}
+    event(
+        log,
+        "keys retirement asked",
+        repository=identity.repository,
+        run_id=identity.run_id,
+        run_attempt=identity.run_attempt,
+        request_id=body.request_id,
+        scope=body.scope,
+        queued=queued,
+    )
+    if queued:
+        service.wake_worker()
+    return Retired(
+        [RetiredLease(lease_id, row.state) for lease_id, row in states.items() if row is not None]
     )
