@@ -33,7 +33,7 @@ from handler.policy import Claims, Decision, DecisionRecord, KeyDecision, evalua
 from handler.policy import Destination as PolicyDestination
 from handler.service import Service
 from runkeys.broker import KeysGranted, KeysRequest, KeysRetirement, SealedKey, Unsealed, seal
-from runkeys.errors import RunkeysError
+from runkeys.errors import RunkeysError, SpecError
 from runkeys.github.secrets import SecretStore
 from runkeys.issuance import Collaborators, Issued, IssuedKey, SecretScope, issue
 from runkeys.leases import (
@@ -162,6 +162,15 @@ def parse_spec(text: str, service: Service, identity: RunIdentity) -> tuple[KeyS
     )
     try:
         return parse_keys(text, rules)
+    except SpecError as exc:
+        about = {p.key for p in exc.problems}
+        key = about.pop() if len(about) == 1 else None  # named when every problem is one key's
+        raise ApiError(
+            422,
+            "invalid_spec",
+            f"keys: {short(exc.cause, 2000)}",
+            extra={} if key is None else {"key": key},
+        ) from None
     except RunkeysError as exc:
         raise ApiError(422, "invalid_spec", f"keys: {short(exc.cause, 2000)}") from None
 
@@ -386,7 +395,9 @@ def _denied(decision: Decision) -> ApiError:
         "policy_denied",
         f"{_refusal(first)}. Nothing was minted"
         + (f" ({len(denied) - 1} more key(s) denied too)" if len(denied) > 1 else ""),
-        extra={"denied": [_refusal(k) for k in denied]},
+        # `key`: the first denied key's name, which the action's annotation names
+        # (`runkeys.broker.KeysRefused`).
+        extra={"key": first.key, "denied": [_refusal(k) for k in denied]},
     )
 
 
@@ -431,9 +442,12 @@ def _issue(  # noqa: PLR0917 (one request's parts, each used once)
 
 def _not_issued(job: ServiceJob, specs: Sequence[KeySpec], cause: str) -> ApiError:
     """One error naming the key that failed and why (issuance scrubbed the values out)."""
+    key = None
     if job.stage == "minting" and job.minted:
-        where = f"{specs[job.minted - 1].name}: minting failed"
+        key = specs[job.minted - 1].name
+        where = f"{key}: minting failed"
     elif job.stage == "writing" and job.writing:
+        key = _key_of(job.writing, specs)
         where = f"{job.writing}: writing its secret failed"
     else:
         where = f"{job.stage} failed"
@@ -441,7 +455,18 @@ def _not_issued(job: ServiceJob, specs: Sequence[KeySpec], cause: str) -> ApiErr
         502,
         "keys_not_issued",
         f"{where}: {scrub_short(cause, limit=500)}. Every key of the request was rolled back",
+        extra={} if key is None else {"key": key},
     )
+
+
+def _key_of(secret: str, specs: Sequence[KeySpec]) -> str | None:
+    """The key a secret belongs to: its own name, or `<KEY>_<PART>` (GitHub upper-cases)."""
+    by_length = sorted(specs, key=lambda spec: len(spec.name), reverse=True)
+    for spec in by_length:
+        name = spec.name.upper()
+        if secret.upper() == name or secret.upper().startswith(name + "_"):
+            return spec.name
+    return None
 
 
 def _sealed(
