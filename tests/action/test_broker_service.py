@@ -7,22 +7,31 @@ post step, the run's completion and the pull request's close say so."""
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import psycopg
 import pytest
+import redis
 
 from handler.ledger.queue import LeasesById, queue
 from handler.ledger.records import LeaseRecord
 from handler.worker import RevocationWorker
 from runkeys.leases import LeaseState
 from tests.action.conftest import RUN_ID, GitHub
-from tests.action.harness import Run
+from tests.action.harness import MASK, Run, unescape
 from tests.action.service import AUDIENCE, Service
 from tests.action.test_broker import (
+    LOCAL_ONLY,
     PUBLIC_PARTS,
+    assert_masked_before_anything_else,
+    run_seen,
 )
+from tests.encoded_forms import encoded_forms
+from tests.providers.harness_mysql import connect_url
+from tests.service import kit
 from tests.service.attack_kit import BACKENDS, connections
 
 PR = 23
@@ -119,6 +128,87 @@ def secret_values(run: Run) -> list[str]:
     ]
 
 
+def test_broker_mode_mints_into_the_pull_requests_environment_and_retires_by_lifetime(
+    github: GitHub, service: Service
+) -> None:
+    run, seen = run_seen(github, {"keys": KEYS, "environment": "ci-pr-{pr}"})
+    assert run.returncode == 0, [*run.lines, run.stderr]
+    # The env the action process saw: no App key, no token input, no connection URL.
+    assert not [name for name in seen if name in LOCAL_ONLY or "CONNECTION" in name.upper()]
+    assert not [name for name, value in seen.items() if "PRIVATE KEY" in value]
+    assert not [name for name, value in seen.items() if "://" in value and "@" in value]
+    leases = service.leases()
+    assert sorted(leases) == ["API_TOKEN", "CACHE_URL", "MY_URL", "PG_URL"]
+    assert {
+        (x.run_id, x.pr_number, x.secret.environment if x.secret else None) for x in leases.values()
+    } == {(RUN_ID, PR, ENVIRONMENT)}
+    assert_masked_before_anything_else(run, secret_values(run))
+    run.assert_nowhere(secret_values(run))
+    # The real clients log in with what the step exported, as the accounts the ledger names.
+    with psycopg.connect(run.env["PG_URL"]) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (leases["PG_URL"].label,)
+    # A key with no grant may log in, not use the URL's database: log in without one.
+    login = urllib.parse.urlsplit(run.env["MY_URL"])._replace(path="").geturl()
+    with connect_url(login) as mysql, mysql.cursor() as cursor:
+        cursor.execute("SELECT CURRENT_USER()")
+        assert cursor.fetchone() == (f"{leases['MY_URL'].label}@%",)
+    cache = redis.Redis.from_url(run.env["CACHE_URL"])
+    assert urllib.parse.urlsplit(run.env["CACHE_URL"]).username == leases["CACHE_URL"].label
+    assert cache.get("app:absent") is None  # logged in, and may read under app:
+    cache.close()
+    # The environment's secrets hold the same values, written by the service's App; every
+    # GitHub call was the App's (the step holds no credential to make one).
+    for name in leases:
+        assert github.secret(name, ENVIRONMENT) == run.env[name]
+    callers = {r.caller for r in github.sandbox.requests if not r.path.startswith("/_services/")}
+    assert callers == {"app", "installation"}
+    assert json.loads(run.state["broker"])["retire"] == "job"
+
+    # The post step: the service retires the `job` keys (its worker revokes, deletes secrets).
+    post = github.step.run({}, extra_env=github.step.post_env(run), post=True)
+    assert post.returncode == 0
+    assert post.annotations("warning") == []
+    assert service.faults.statuses("/v1/keys/retire") == [200]
+    drain(service)
+    assert states(service) == {
+        "PG_URL": "revoked",
+        "API_TOKEN": "revoked",
+        "MY_URL": "active",
+        "CACHE_URL": "active",
+    }
+    assert not exists(leases["PG_URL"])
+    assert exists(leases["MY_URL"])
+    assert exists(leases["CACHE_URL"])
+    assert sorted(github.sandbox.secret_names(github.repo, ENVIRONMENT)) == [
+        "CACHE_URL",
+        "MY_URL",
+    ]
+
+    # The run completes: its `run` key goes.
+    deliver(
+        github,
+        service,
+        "workflow_run",
+        kit.workflow_run_completed(
+            github.repo.id, github.repo.full_name, RUN_ID, 1, github.installation.id
+        ),
+    )
+    assert states(service)["MY_URL"] == "revoked"
+    assert states(service)["CACHE_URL"] == "active"
+    assert not exists(leases["MY_URL"])
+
+    # The pull request closes: its `pr` key goes, and the environment the service created.
+    deliver(
+        github,
+        service,
+        "pull_request",
+        kit.pull_request_closed(github.repo.id, github.repo.full_name, PR, github.installation.id),
+    )
+    assert set(states(service).values()) == {"revoked"}
+    assert not exists(leases["CACHE_URL"])
+    assert ENVIRONMENT not in github.sandbox.environment_names(github.repo)
+
+
 def states(service: Service) -> dict[str, str]:
     return {name: lease.state.value for name, lease in service.leases().items()}
 
@@ -159,4 +249,38 @@ def test_a_key_that_fails_to_mint_is_named_and_the_request_is_rolled_back(
     assert "key PG_URL: keys_not_issued: minting failed" in message, message
     assert {x.state for x in service.all_leases()} <= {LeaseState.REVOKED}
     assert not [x for x in service.all_leases() if exists(x)]
+    assert github.sandbox.environment_names(github.repo) == []
+
+
+def test_a_retried_step_whose_answer_was_lost_gets_409_and_the_keys_are_retired(
+    github: GitHub, service: Service
+) -> None:
+    """The service grants; a proxy loses the answer; the action's retry (same request id, a
+    fresh token) is told 409: no value can be sent again, so the step asks to retire them."""
+    service.faults.fail("/v1/keys", 502, after=True)
+    run = github.step.run({"keys": KEYS, "environment": "ci-pr-{pr}"})
+    assert run.returncode == 1
+    assert service.faults.statuses("/v1/keys") == [502, 409]
+    ((_, message),) = run.annotations("error")
+    assert "granted this step's request on an attempt whose answer was lost" in message
+    assert "request_repeated" in message
+    assert "re-run the job" in message
+    # The values the service wrote into the environment, which the step never got.
+    leases = service.leases()
+    values = [github.secret(name, ENVIRONMENT) for name in leases]
+    written = [v for v in values if v]
+    assert len(written) == 4
+    forms = [f for v in written for f in encoded_forms(v) if len(f) >= 6]
+    control = "x " + json.dumps(written[0]) + " y"
+    assert any(form in control for form in forms)  # the scan finds a value when it is there
+    texts = {"stdout": "\n".join(x for x in run.lines if not x.startswith(MASK)), **run.files}
+    texts["stderr"] = run.stderr
+    for where, text in texts.items():
+        assert not [f for f in forms if f in text or f in unescape(text)], where
+    # Asked at once (`all`), not left to the post step.
+    assert json.loads(run.state["broker"])["retire"] == "none"
+    assert service.faults.statuses("/v1/keys/retire") == [200]
+    drain(service)
+    assert set(states(service).values()) == {"revoked"}
+    assert not [x for x in leases.values() if exists(x)]
     assert github.sandbox.environment_names(github.repo) == []
