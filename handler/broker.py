@@ -9,7 +9,6 @@ no value: a retried request id is told the lease ids it got (409), never the key
 from __future__ import annotations
 
 import logging
-import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -45,7 +44,12 @@ from runkeys.leases import (
     SecretTarget,
     new_lease_id,
 )
-from runkeys.names import environment_name_problem
+from runkeys.names import (
+    PlaceholderError,
+    environment_name_problem,
+    fill_placeholders,
+    placeholders_of,
+)
 from runkeys.oidc import RunIdentity
 from runkeys.scrub import scrub_short, short
 from runkeys.spec import KeySpec, SpecRules, parse_keys
@@ -53,7 +57,6 @@ from runkeys.spec import KeySpec, SpecRules, parse_keys
 log = logger("broker")
 # The audit's own logger: one JSON line per decision, easy to route apart.
 audit_log = logger("audit")
-PLACEHOLDERS = ("pr", "run_id", "run_attempt", "run_number")
 BROKER_OFF = (
     "Broker mode is off: this service has no RUNKEYS_POLICY_FILE, so it mints nothing "
     "(deny by default; docs/policy.md)"
@@ -101,19 +104,10 @@ def fill_environment(template: str, identity: RunIdentity) -> str:
         "run_number": "" if identity.run_number is None else str(identity.run_number),
     }
     try:
-        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template)]
-    except ValueError as exc:
-        raise _invalid_destination(
-            f"{short(template, 100)!r}: {exc}; write `{{{{` for a brace"
-        ) from None
-    fields = [f for f, _, _ in parsed if f is not None]
-    if any(spec or conv for f, spec, conv in parsed if f is not None):
-        # `{run_id!r}` or `{pr:>9}` would let the body shape the name beyond the token's values.
-        raise _invalid_destination("a placeholder takes no conversion or format: write {run_id}")
+        fields = placeholders_of(template)
+    except PlaceholderError as exc:
+        raise _invalid_destination(f"{exc.message}; {exc.fix}") from None
     for name in fields:
-        if name not in PLACEHOLDERS:
-            allowed = ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
-            raise _invalid_destination(f"unknown placeholder {{{short(name, 40)}}}; use {allowed}")
         if not values[name]:
             why = (
                 f"a pull request's run; this run's ref is {identity.ref}"
@@ -121,7 +115,7 @@ def fill_environment(template: str, identity: RunIdentity) -> str:
                 else "a token with a run_number claim"
             )
             raise _invalid_destination(f"{{{name}}} needs {why}")
-    filled = template.format(**values)
+    filled = fill_placeholders(template, values)
     if problem := environment_name_problem(filled):
         raise _invalid_destination(f"{short(filled, 100)!r}: {problem}")
     return filled
