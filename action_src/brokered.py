@@ -27,6 +27,7 @@ from runkeys.spec import KeySpec
 
 STATE_NAME = "broker"  # the post step reads it as STATE_broker
 STATE_VERSION = 1
+REPEATED = "request_repeated"  # the service's 409 code for a request id it served before
 MALFORMED_FIX = (
     "the runkeys service answered something this action cannot use: check that `service-url` "
     "points at a runkeys service of this version, and report it to its operator"
@@ -71,6 +72,11 @@ def mint_brokered(plan: BrokerPlan, workflow: Workflow) -> int:
     try:
         granted = client.request_keys(request)
     except LeaseServiceError as exc:
+        if exc.code == REPEATED:
+            # An earlier attempt of this step's request was granted (or is being served) and
+            # its answer lost: the keys exist, and no one can have their values. Retire them.
+            _give_back(client, request_id, workflow, exc)
+            raise _repeated(exc) from None
         if exc.status is not None and 400 <= exc.status < 500:
             remember(workflow, request_id, "none")  # a refusal: the service minted nothing
         elif exc.code == MALFORMED_ANSWER:
@@ -97,6 +103,17 @@ def mint_brokered(plan: BrokerPlan, workflow: Workflow) -> int:
 
 def remember(workflow: Workflow, request_id: str, retire: Literal["job", "all", "none"]) -> None:
     workflow.save_state(STATE_NAME, BrokerState(request_id=request_id, retire=retire).to_text())
+
+
+def _repeated(exc: LeaseServiceError) -> LeaseServiceError:
+    return LeaseServiceError(
+        "the runkeys service granted this step's request on an attempt whose answer was lost; "
+        "it keeps no value to send again, so the keys it minted were asked to be retired "
+        f"({exc.cause})",
+        status=exc.status,
+        code=exc.code,
+        fix="re-run the job: a new step attempt sends a new request and gets new keys",
+    )
 
 
 def _refused(exc: LeaseServiceError) -> LeaseServiceError:

@@ -9,7 +9,6 @@ no value: a retried request id is told the lease ids it got (409), never the key
 from __future__ import annotations
 
 import logging
-import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -23,19 +22,34 @@ from handler.ledger.broker import (
     granted_keys,
     record_decision,
     release_request,
+    request_of,
 )
-from handler.ledger.leases import RetireReport, apply_reports
+from handler.ledger.leases import RetireReport, apply_reports, get
 from handler.ledger.leases import register as register_leases
+from handler.ledger.queue import LeasesById, queue
 from handler.logs import event, logger
 from handler.policy import Claims, Decision, DecisionRecord, KeyDecision, evaluate, record
 from handler.policy import Destination as PolicyDestination
 from handler.service import Service
-from runkeys.broker import KeysGranted, KeysRequest, SealedKey, Unsealed, seal
-from runkeys.errors import RunkeysError
+from runkeys.broker import KeysGranted, KeysRequest, KeysRetirement, SealedKey, Unsealed, seal
+from runkeys.errors import RunkeysError, SpecError
 from runkeys.github.secrets import SecretStore
 from runkeys.issuance import Collaborators, Issued, IssuedKey, SecretScope, issue
-from runkeys.leases import LeaseRequest, RetireOutcome, SecretTarget, new_lease_id
-from runkeys.names import environment_name_problem
+from runkeys.leases import (
+    LeaseRequest,
+    Lifetime,
+    Retired,
+    RetiredLease,
+    RetireOutcome,
+    SecretTarget,
+    new_lease_id,
+)
+from runkeys.names import (
+    PlaceholderError,
+    environment_name_problem,
+    fill_placeholders,
+    placeholders_of,
+)
 from runkeys.oidc import RunIdentity
 from runkeys.scrub import scrub_short, short
 from runkeys.spec import KeySpec, SpecRules, parse_keys
@@ -43,7 +57,6 @@ from runkeys.spec import KeySpec, SpecRules, parse_keys
 log = logger("broker")
 # The audit's own logger: one JSON line per decision, easy to route apart.
 audit_log = logger("audit")
-PLACEHOLDERS = ("pr", "run_id", "run_attempt", "run_number")
 BROKER_OFF = (
     "Broker mode is off: this service has no RUNKEYS_POLICY_FILE, so it mints nothing "
     "(deny by default; docs/policy.md)"
@@ -91,19 +104,10 @@ def fill_environment(template: str, identity: RunIdentity) -> str:
         "run_number": "" if identity.run_number is None else str(identity.run_number),
     }
     try:
-        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template)]
-    except ValueError as exc:
-        raise _invalid_destination(
-            f"{short(template, 100)!r}: {exc}; write `{{{{` for a brace"
-        ) from None
-    fields = [f for f, _, _ in parsed if f is not None]
-    if any(spec or conv for f, spec, conv in parsed if f is not None):
-        # `{run_id!r}` or `{pr:>9}` would let the body shape the name beyond the token's values.
-        raise _invalid_destination("a placeholder takes no conversion or format: write {run_id}")
+        fields = placeholders_of(template)
+    except PlaceholderError as exc:
+        raise _invalid_destination(f"{exc.message}; {exc.fix}") from None
     for name in fields:
-        if name not in PLACEHOLDERS:
-            allowed = ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
-            raise _invalid_destination(f"unknown placeholder {{{short(name, 40)}}}; use {allowed}")
         if not values[name]:
             why = (
                 f"a pull request's run; this run's ref is {identity.ref}"
@@ -111,7 +115,7 @@ def fill_environment(template: str, identity: RunIdentity) -> str:
                 else "a token with a run_number claim"
             )
             raise _invalid_destination(f"{{{name}}} needs {why}")
-    filled = template.format(**values)
+    filled = fill_placeholders(template, values)
     if problem := environment_name_problem(filled):
         raise _invalid_destination(f"{short(filled, 100)!r}: {problem}")
     return filled
@@ -152,6 +156,15 @@ def parse_spec(text: str, service: Service, identity: RunIdentity) -> tuple[KeyS
     )
     try:
         return parse_keys(text, rules)
+    except SpecError as exc:
+        about = {p.key for p in exc.problems}
+        key = about.pop() if len(about) == 1 else None  # named when every problem is one key's
+        raise ApiError(
+            422,
+            "invalid_spec",
+            f"keys: {short(exc.cause, 2000)}",
+            extra={} if key is None else {"key": key},
+        ) from None
     except RunkeysError as exc:
         raise ApiError(422, "invalid_spec", f"keys: {short(exc.cause, 2000)}") from None
 
@@ -376,7 +389,9 @@ def _denied(decision: Decision) -> ApiError:
         "policy_denied",
         f"{_refusal(first)}. Nothing was minted"
         + (f" ({len(denied) - 1} more key(s) denied too)" if len(denied) > 1 else ""),
-        extra={"denied": [_refusal(k) for k in denied]},
+        # `key`: the first denied key's name, which the action's annotation names
+        # (`runkeys.broker.KeysRefused`).
+        extra={"key": first.key, "denied": [_refusal(k) for k in denied]},
     )
 
 
@@ -421,9 +436,12 @@ def _issue(  # noqa: PLR0917 (one request's parts, each used once)
 
 def _not_issued(job: ServiceJob, specs: Sequence[KeySpec], cause: str) -> ApiError:
     """One error naming the key that failed and why (issuance scrubbed the values out)."""
+    key = None
     if job.stage == "minting" and job.minted:
-        where = f"{specs[job.minted - 1].name}: minting failed"
+        key = specs[job.minted - 1].name
+        where = f"{key}: minting failed"
     elif job.stage == "writing" and job.writing:
+        key = _key_of(job.writing, specs)
         where = f"{job.writing}: writing its secret failed"
     else:
         where = f"{job.stage} failed"
@@ -431,7 +449,18 @@ def _not_issued(job: ServiceJob, specs: Sequence[KeySpec], cause: str) -> ApiErr
         502,
         "keys_not_issued",
         f"{where}: {scrub_short(cause, limit=500)}. Every key of the request was rolled back",
+        extra={} if key is None else {"key": key},
     )
+
+
+def _key_of(secret: str, specs: Sequence[KeySpec]) -> str | None:
+    """The key a secret belongs to: its own name, or `<KEY>_<PART>` (GitHub upper-cases)."""
+    by_length = sorted(specs, key=lambda spec: len(spec.name), reverse=True)
+    for spec in by_length:
+        name = spec.name.upper()
+        if secret.upper() == name or secret.upper().startswith(name + "_"):
+            return spec.name
+    return None
 
 
 def _sealed(
@@ -456,4 +485,76 @@ def _sealed(
         scope=kind,  # type: ignore[arg-type]
         environment=environment,
         sealed=seal(public_key, unsealed),
+    )
+
+
+# --- `POST /v1/keys/retire` ---------------------------------------------------------------
+
+
+def retire(service: Service, identity: RunIdentity, data: bytes) -> Retired:
+    """Queue a request's keys for the worker (`job`: its job-lifetime keys; `all`: every one),
+    which revokes them with the service's connections and deletes their secrets with its App,
+    as at a run's end. Only the run attempt that made the request may: the token's repository
+    (by id), run id and attempt must be the request's."""
+    try:
+        body = msgspec.json.decode(data, type=KeysRetirement)
+    except msgspec.ValidationError as exc:
+        raise ApiError(
+            400, "invalid_request", f"The body is malformed: {short(str(exc), 300)}"
+        ) from None
+    except msgspec.DecodeError:
+        raise ApiError(400, "invalid_request", "The body is not JSON") from None
+    now = service.clock()
+    with service.ledger.begin(durable=True) as conn:
+        found = request_of(conn, identity.repository_id, body.request_id)
+        # Another run's (or another attempt's) request is answered as an unknown one: whether
+        # it exists is not this token's business.
+        if found is None or (found.run_id, found.run_attempt) != (
+            identity.run_id,
+            identity.run_attempt,
+        ):
+            raise ApiError(
+                404,
+                "request_not_found",
+                f"No request {body.request_id} in this run attempt of {identity.repository}; "
+                "only the run attempt that asked for the keys may retire them",
+            )
+        if found.state != "granted":
+            raise ApiError(
+                409,
+                "request_in_progress",
+                f"Request {body.request_id} is still being served; ask again once it is "
+                "answered (the run's end retires its keys in any case)",
+            )
+        # The lease rows must be the token's run's too, whatever the request row says.
+        leases = [
+            lease
+            for lease in (get(conn, lease_id) for lease_id in found.lease_ids)
+            if lease is not None
+            and lease.repository_id == identity.repository_id
+            and lease.run_id == identity.run_id
+            and (body.scope == "all" or lease.lifetime is Lifetime.JOB)
+        ]
+        queued = queue(
+            conn,
+            LeasesById(tuple(lease.id for lease in leases)),
+            actor="broker",
+            reason=f"post step: retire {body.scope} keys of request {body.request_id}",
+            now=now,
+        )
+        states = {lease.id: get(conn, lease.id) for lease in leases}
+    event(
+        log,
+        "keys retirement asked",
+        repository=identity.repository,
+        run_id=identity.run_id,
+        run_attempt=identity.run_attempt,
+        request_id=body.request_id,
+        scope=body.scope,
+        queued=queued,
+    )
+    if queued:
+        service.wake_worker()
+    return Retired(
+        [RetiredLease(lease_id, row.state) for lease_id, row in states.items() if row is not None]
     )

@@ -86,13 +86,13 @@ def unseal(private_key: PrivateKey, sealed: str) -> Unsealed:
 
 
 class KeysRetirement(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """`POST /v1/keys/retire` (added for the action's post step; the service side is pending):
-    the runner holds no provider connection in broker mode, so it cannot revoke anything itself
-    and asks the service to. `scope` `job`: the request's `job` keys, as the job ends; `all`:
+    """`POST /v1/keys/retire` (the action's post step; `handler.broker.retire`): the runner
+    holds no provider connection in broker mode, so it cannot revoke anything itself and asks
+    the service to. `scope` `job`: the request's `job` keys, as the job ends; `all`:
     every key of the request, after a step that failed once the service had answered (or may
-    have). The service retires them as its worker does (revoke, delete their secrets); the
-    answer is `runkeys.leases.Retired`. The request and run are the token's: only the run that
-    made `request_id` may retire its keys."""
+    have). The service queues them for its worker (revoke, delete their secrets); the answer is
+    `runkeys.leases.Retired`. Only the run attempt that made `request_id` (the token's
+    repository, run and attempt) may retire its keys."""
 
     request_id: RequestId
     scope: Literal["job", "all"]

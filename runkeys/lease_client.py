@@ -169,9 +169,13 @@ def _answer(response: requests.Response, doing: str) -> bytes:
     except ValueError:
         data = None
     if isinstance(data, dict) and ("error" in data or "message" in data):
-        said = short(f"{data.get('error', '')}: {data.get('message', '')}".strip(": "), 300)
-        if isinstance(data.get("key"), str):  # broker mode names the key a refusal is about
-            said = f"key {short(data['key'], 100)}: {said}"
+        message = str(data.get("message", ""))
+        key = data.get("key")
+        if isinstance(key, str):  # the service's message may start with the key's name too
+            message = message.removeprefix(f"{key}: ")
+        said = short(f"{data.get('error', '')}: {message}".strip(": "), 300)
+        if isinstance(key, str):  # broker mode names the key a refusal is about
+            said = f"key {short(key, 100)}: {said}"
     else:
         said = short(response.text or response.reason or "no message", 200)
     if status == 401:

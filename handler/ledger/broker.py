@@ -60,6 +60,18 @@ def claim_request(
     return EarlierRequest(row.state, row.run_id, row.run_attempt, tuple(row.lease_ids))
 
 
+def request_of(conn: Connection, repository_id: int, request_id: str) -> EarlierRequest | None:
+    """The request `request_id` of this repository (by id), if it has one."""
+    row = conn.execute(
+        select(requests).where(
+            requests.c.repository_id == repository_id, requests.c.request_id == request_id
+        )
+    ).first()
+    if row is None:
+        return None
+    return EarlierRequest(row.state, row.run_id, row.run_attempt, tuple(row.lease_ids))
+
+
 def grant_request(
     conn: Connection,
     identity: RunIdentity,

@@ -1,7 +1,7 @@
-"""`POST /v1/keys`: broker mode (handler.broker), on the `/v1` blueprint so that the same
-checks run first: a body within the API's limit, a verified OIDC token accepted once, the App
-installed on the token's repository. Imported by `handler.app` before it registers the
-blueprint."""
+"""`POST /v1/keys` and `POST /v1/keys/retire`: broker mode (handler.broker), on the `/v1`
+blueprint so that the same checks run first: a body within the API's limit, a verified OIDC
+token accepted once, the App installed on the token's repository. Imported by `handler.app`
+before it registers the blueprint."""
 
 from __future__ import annotations
 
@@ -23,3 +23,11 @@ def grant_keys() -> Response:
     answer = _answer(granted, 201)
     answer.headers["Cache-Control"] = "no-store"  # sealed, yet no proxy need keep a copy
     return answer
+
+
+@blueprint.post("/v1/keys/retire")
+def retire_keys() -> Response:
+    """The post step asks the service to retire its request's keys (it holds no connection)."""
+    # Served even with the policy gone since the keys were granted: retiring mints nothing.
+    found = caller()
+    return _answer(broker.retire(current_service(), found.identity, _json()))

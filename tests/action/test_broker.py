@@ -1,8 +1,9 @@
 """Broker mode (issue 15): the step holds no App key and no connection; the runkeys service
 mints and answers the values sealed to this step's one-request key.
 
-The service's `POST /v1/keys` is not on main yet: these tests run the action against a strict
-double (`tests.action.broker_double`); the end-to-end test against the real endpoint is pending.
+These tests run the action against a strict double (`tests.action.broker_double`), which can
+answer what the real service should never (a key sealed to another step, a missing key); the
+action against the real service is tests/action/test_broker_service.py.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from handler.app import create_app
 from handler.ledger import tables
 from handler.ledger.broker import claim_request
 from handler.logs import JsonFormatter
+from handler.worker import RevocationWorker
 from runkeys.broker import KeysGranted, Unsealed, new_key_pair, unseal
 from tests.encoded_forms import encoded_forms
 from tests.providers.harness_mysql import connect_url
@@ -641,3 +642,126 @@ def test_a_destination_the_token_cannot_fill_is_refused(
     assert js(response)["error"] == "invalid_destination"
     assert says in js(response)["message"]
     assert minted_accounts(keys) == {"postgres": [], "redis": []}
+
+
+# --- `POST /v1/keys/retire`: the post step asks the service to retire ---------------------
+
+
+def retire(client: FlaskClient, data: Any, headers: dict[str, str]) -> TestResponse:
+    response = client.post("/v1/keys/retire", json=data, headers=headers)
+    assert_documented("POST", "/v1/keys/retire", response.status_code, response.json)
+    return response
+
+
+def lease_states(broker: Flask) -> dict[str, str]:
+    with broker.extensions["runkeys"].ledger.begin() as conn:
+        return {r.key_name: r.state for r in conn.execute(select(tables.leases))}
+
+
+def granted_with_lifetimes(
+    client: FlaskClient, github: GitHub, claims: Any
+) -> tuple[dict[str, str], str]:
+    """A request whose PostgreSQL and random keys live for the job, its Redis key for the run,
+    all written into `ci-run-{run_id}`: its key names and request id."""
+    _, public = new_key_pair()
+    keys = names()
+    text = (
+        spec(keys)
+        .replace("ci_db, ttl: 30m", "ci_db, ttl: 30m, lifetime: job")
+        .replace("random, ttl: 30m", "random, ttl: 30m, lifetime: job")
+    )
+    data = request_body(
+        text, public, destination={"kind": "environment", "environment": "ci-run-{run_id}"}
+    )
+    response = post(client, data, github.auth(claims))
+    assert response.status_code == 201, js(response)
+    return keys, data["request_id"]
+
+
+def test_the_post_step_retires_its_job_keys_then_all_of_them(
+    client: FlaskClient, github: GitHub, broker: Flask
+) -> None:
+    claims = github.claims()
+    keys, request_id = granted_with_lifetimes(client, github, claims)
+    environment = f"ci-run-{claims.run_id}"
+    same_run = github.claims(claims.run_id)  # the post step: the same run attempt, a new token
+    job = retire(client, {"request_id": request_id, "scope": "job"}, github.auth(same_run))
+    assert job.status_code == 200, js(job)
+    assert sorted(x["state"] for x in js(job)["leases"]) == ["revoking", "revoking"]
+    assert lease_states(broker) == {
+        keys["pg"]: "revoking",
+        keys["token"]: "revoking",
+        keys["cache"]: "active",
+    }
+    assert RevocationWorker(broker.extensions["runkeys"]).drain() == 2
+    # The job's keys are gone from PostgreSQL and from the environment; the run's key stays.
+    assert minted_accounts(keys) == {"postgres": [], "redis": minted_accounts(keys)["redis"]}
+    assert len(minted_accounts(keys)["redis"]) == 1
+    assert github.sandbox.secret_names(github.repo, environment) == [keys["cache"].upper()]
+    # `all` after a failed step: the rest too (and the job keys again, already revoked).
+    again = github.claims(claims.run_id)
+    every = retire(client, {"request_id": request_id, "scope": "all"}, github.auth(again))
+    assert every.status_code == 200, js(every)
+    assert sorted(x["state"] for x in js(every)["leases"]) == ["revoked", "revoked", "revoking"]
+    assert RevocationWorker(broker.extensions["runkeys"]).drain() == 1
+    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+    assert environment not in github.sandbox.environment_names(github.repo)
+
+
+@pytest.mark.parametrize(
+    "who",
+    ["sibling repository", "another run", "another attempt", "unknown request", "replayed token"],
+)
+def test_only_the_run_attempt_that_asked_may_retire_its_keys(
+    client: FlaskClient, github: GitHub, broker: Flask, who: str
+) -> None:
+    claims = github.claims()
+    keys, request_id = granted_with_lifetimes(client, github, claims)
+    body = {"request_id": request_id, "scope": "all"}
+    if who == "sibling repository":  # same owner, same run id and attempt, App installed on both
+        sibling = github.sandbox.add_repository(f"{github.repo.account.login}/app-tools")
+        github.sandbox.update_installation(github.installation, repositories=[github.repo, sibling])
+        headers = github.auth(github.claims(claims.run_id, repo=sibling))
+    elif who == "another run":
+        headers = github.auth(github.claims())
+    elif who == "another attempt":
+        headers = github.auth(github.claims(claims.run_id, run_attempt=claims.run_attempt + 1))
+    elif who == "unknown request":
+        body["request_id"] = uuid.uuid4().hex
+        headers = github.auth(github.claims(claims.run_id))
+    else:  # the post step's own token, taken once already
+        headers = github.auth(github.claims(claims.run_id))
+        assert retire(client, {**body, "scope": "job"}, headers).status_code == 200
+        RevocationWorker(broker.extensions["runkeys"]).drain()
+        # Only the job keys went, by the first use; the replay must not take the rest.
+        assert lease_states(broker)[keys["cache"]] == "active"
+    before = lease_states(broker)
+    response = retire(client, body, headers)
+    if who == "replayed token":
+        assert response.status_code == 401
+    else:
+        assert response.status_code == 404, js(response)
+        assert js(response)["error"] == "request_not_found"
+        assert "sealed" not in response.data.decode()
+    assert RevocationWorker(broker.extensions["runkeys"]).drain() == 0
+    assert lease_states(broker) == before
+    assert len(minted_accounts(keys)["redis"]) == 1
+    if who != "replayed token":
+        assert len(minted_accounts(keys)["postgres"]) == 1
+        assert sorted(
+            github.sandbox.secret_names(github.repo, f"ci-run-{claims.run_id}")
+        ) == sorted(k.upper() for k in keys.values())
+
+
+def test_a_request_still_being_served_is_not_retired(
+    client: FlaskClient, github: GitHub, broker: Flask
+) -> None:
+    claims = github.claims()
+    request_id = uuid.uuid4().hex
+    service = broker.extensions["runkeys"]
+    with service.ledger.begin() as conn:
+        mine = identity(github.repo.full_name, github.repo.id, run_id=claims.run_id)
+        assert claim_request(conn, mine, request_id, now=service.clock()) is None
+    response = retire(client, {"request_id": request_id, "scope": "all"}, github.auth(claims))
+    assert response.status_code == 409, js(response)
+    assert js(response)["error"] == "request_in_progress"
