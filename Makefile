@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest test-unit test-integration test-e2e bench mutate lock clean
+.PHONY: demo test lint typecheck pytest test-unit test-integration test-e2e bench mutate mutate-why lock clean
 
 $(STAMP): pyproject.toml runkeys_sandbox/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "runkeys needs Python 3.11 or newer: set PYTHON=python3.11")'
@@ -49,6 +49,10 @@ bench: $(STAMP)
 mutate: $(STAMP)
 	$(BIN)/python scripts/mutation_report.py run $(MUTATE_GROUPS)
 	$(BIN)/python scripts/mutation_report.py report
+
+# The five mutations issue 13 found surviving, applied again: each must make its named test fail.
+mutate-why: $(STAMP)
+	$(BIN)/python scripts/why_mutations.py
 
 # The images' dependencies, pinned with the hashes of every file of each pinned version, resolved
 # for every Python from requires-python's floor up and every platform (markers say where each

@@ -1,14 +1,8 @@
 """`runkeys-action-post`: the post step, in a fresh container at the end of the job. Retires the
-keys the main step left for it (`job` lifetime, and any its rollback could not retire), and
-deletes the environment the main step created once nothing is left in it.
+keys the main step left for it and deletes the environment the main step created once empty.
 
-With a service, it revokes the keys first and reports them before it deletes any secret: the
-service's answer names the secrets a newer live lease wrote since (a concurrent run minting the
-same keys into the same environment), and those are kept. Without one, or if it cannot be
-reached, every secret is deleted by name.
-
-Cleanup never fails a job: every problem is a warning, and the exit status is always 0.
-"""
+With a service it reports the keys first and keeps the secrets its answer says a newer live lease
+wrote; without one every secret is deleted by name. Cleanup never fails a job (exit status 0)."""
 
 from __future__ import annotations
 

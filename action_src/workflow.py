@@ -1,12 +1,9 @@
-"""Workflow commands and files: the only place runkeys talks to the runner.
+"""Workflow commands and files: the only place runkeys talks to the runner
+(https://docs.github.com/actions/reference/workflows-and-actions/workflow-commands).
 
-Escaping follows the runner (actions/runner `ActionCommand.cs`; GitHub's workflow commands,
-https://docs.github.com/actions/reference/workflows-and-actions/workflow-commands): data escapes
-`%`, CR and LF; properties also `:` and `,`. A value is masked with its newlines escaped, so the
-runner masks it whole and line by line. `GITHUB_ENV`, `GITHUB_OUTPUT` and `GITHUB_STATE` entries use
-heredocs with a random delimiter (as actions/toolkit `file-command.ts` does), checked against
-the value so no value can end its own entry early.
-"""
+Escaping follows actions/runner `ActionCommand.cs`; `GITHUB_ENV`, `GITHUB_OUTPUT` and
+`GITHUB_STATE` entries are heredocs with a random delimiter (as actions/toolkit
+`file-command.ts`), checked against the value so no value can end its own entry early."""
 
 from __future__ import annotations
 

@@ -1,16 +1,10 @@
 """The action: wall time and GitHub API calls to put 1, 10 and 50 fresh keys into the secrets of
-a new environment — the real `runkeys-action` entry point as a subprocess, with the runner's
-environment, authenticated as the GitHub App, against the sandbox — and the same done by a naive
-PyGithub script (`bench.naive_action`, measured in the same run).
+a new environment — the real `runkeys-action` as a subprocess, as the GitHub App, against the
+sandbox — and the same done by a naive PyGithub script (`bench.naive_action`, same run).
 
     .venv/bin/python -m bench.action [--quick] [--keys 1,10,50] [--repeat N]
 
-The fewest calls possible for N keys into a new environment is N + 5: the App's installation
-on the repository (`GET /repos/{o}/{r}/installation`), an installation token, whether the
-environment exists (creating one that does would reset its protection rules), creating it, its
-public key, and one `PUT` per secret. N + 1 of them create content, against GitHub's secondary
-limit of 80 such requests a minute (`runkeys.github.secrets.WriteBudget` keeps to it).
-"""
+The fewest calls for N keys is N + 5 (docs/benchmarks.md#method says which)."""
 
 from __future__ import annotations
 

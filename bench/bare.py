@@ -1,16 +1,10 @@
-"""The webhook benchmark's baseline: a bare Flask endpoint that answers `POST /webhook` with
-200, under exactly the gunicorn settings `runkeys serve` uses (`handler.serve.default_options`:
-worker class, workers, threads, timeouts, keep-alive, the JSON access log). The difference
-between the two is what runkeys does with a delivery.
+"""The webhook benchmark's baseline: a bare Flask endpoint that answers `POST /webhook` with 200,
+under exactly the gunicorn settings `runkeys serve` uses (`handler.serve.default_options`).
 
-With `--ledger URL` the endpoint also does the one piece of work a run with leases cannot do
-without — the ledger's indexed read of the run's active leases and the commit of its completion
-row, with runkeys' own ledger code — for the run the load generator names in `X-Bench-Run`, and
-verifies, decodes and routes nothing: a second reference, the floor under a delivery that
-retires keys.
+With `--ledger URL` it also does the ledger read and completion write a run with leases needs,
+with runkeys' own ledger code, for the run named in `X-Bench-Run`: the floor under a delivery.
 
-    python -m bench.bare --bind 127.0.0.1:8081 --workers 2 --threads 4 [--ledger URL]
-"""
+    python -m bench.bare --bind 127.0.0.1:8081 --workers 2 --threads 4 [--ledger URL]"""
 
 from __future__ import annotations
 

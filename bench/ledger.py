@@ -1,20 +1,12 @@
-"""The ledger at 10,000, 100,000 and 1,000,000 leases, on SQLite and on PostgreSQL: how long
-a run's completion takes to find and queue the run's leases (the webhook's read and record, the
-worker's queueing), and the sweeper to queue
-10,000 expired ones, as the ledger grows (the baseline is the smallest ledger, measured in the
-same run: the ratios say how the times grow).
+"""The ledger at 10,000, 100,000 and 1,000,000 leases, on SQLite and on PostgreSQL: a run's
+completion (the webhook's read and record, the worker's queueing) and a sweep of 10,000 expired
+leases, as the ledger grows (the baseline is the smallest ledger, measured in the same run).
 
     .venv/bin/python -m bench.ledger [--quick] [--sizes 10000,100000,1000000]
                                      [--engines sqlite,postgres]
 
-The ledger is made by the service's own migrations and filled with a made-up but realistic
-history (`bench.history`: 90 days of runs, almost all retired). The code measured is the
-service's own: `handler.intake.apply_delivery` (a `workflow_run.completed` delivery) and the
-worker's applying of the run completion it records, `Sweeper.sweep` (TTL expiry and pruning;
-GitHub is not asked), the worker's claim when nothing is due, and the `/metrics` gauges. Every
-statement's plan is recorded once at the largest size; a plan that reads the whole leases table
-is flagged.
-"""
+The ledger is filled with a made-up history (`bench.history`) and the code timed is the
+service's own; every statement's plan is recorded. Method: docs/benchmarks.md#method."""
 
 from __future__ import annotations
 

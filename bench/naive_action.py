@@ -1,13 +1,10 @@
 """The action benchmark's baseline: what a naive script does with PyGithub to put N fresh keys
-into a new environment's secrets — as the GitHub App, `Environment.create_secret` per key (which
-reads the environment's public key again every time).
+into a new environment's secrets, `Environment.create_secret` per key, as the GitHub App.
 
     NAIVE_KEYS=10 NAIVE_ENVIRONMENT=ci-run-1 GITHUB_REPOSITORY=octo/app GITHUB_API_URL=… \\
     NAIVE_APP_ID=… NAIVE_PRIVATE_KEY=… python -m bench.naive_action
 
-PyGithub's own pacing (a second between writes by default) is switched off, as runkeys
-switches it off, so that the two differ only in the calls they make.
-"""
+PyGithub's pacing is off, as runkeys has it, so the two differ only in the calls they make."""
 
 from __future__ import annotations
 

@@ -1,15 +1,11 @@
 """Revocation latency: from a `workflow_run` `completed` delivery to every lease of a 10-key run
-retired — each key revoked at its provider and its secret deleted — by the service's embedded
-worker under `runkeys serve`, against the same 10 retirements done directly and serially (the
-floor, measured in the same run).
+retired by the embedded worker under `runkeys serve`, against the same 10 retirements done
+directly and serially (the floor, measured in the same run).
 
     .venv/bin/python -m bench.revocation [--quick] [--runs N]
 
-Everything is real: the sandbox GitHub over HTTP; `deploy-key` keys (revoking one is a
-`DELETE /repos/{owner}/{repo}/keys/{id}` at the sandbox) written as environment secrets of a
-`ci-run-<id>` environment runkeys created; leases registered through `POST /v1/leases` with the
-job's OIDC token; the service on SQLite with the embedded worker's default settings.
-"""
+Everything is real: the sandbox GitHub over HTTP, `deploy-key` keys, leases registered with the
+job's OIDC token. Method: docs/benchmarks.md#method."""
 
 from __future__ import annotations
 

@@ -3,21 +3,9 @@ bare Flask endpoint under the same gunicorn settings (the baseline, measured in 
 
     .venv/bin/python -m bench.webhook [--quick] [--pin] [--repeat N] [--seconds S]
 
-Each request is a signed `workflow_run` `completed` delivery (≈18 KB, as GitHub's are) with its
-own `X-GitHub-Delivery`, so the dedupe never short-circuits it. Two cases: a run the ledger has
-no lease for, and runs with 10 active leases each (every request names another such run, so each
-records that run's completion, one row; applied afterwards as the worker does, each row queues
-10 leases with an event each, which the check after each measurement does and counts). `wrk`
-keeps `connections` keep-alive connections busy (a closed loop) on loopback; server and load
-generator share the machine's cores (`--pin` puts the server on CPU 0 and wrk on CPU 1). The
-revocation worker is off (`RUNKEYS_WORKER=external`) so that only the intake is measured: the
-revocation benchmark measures the worker.
-
-A second reference, measured with the 10-lease case: the bare endpoint making the ledger read
-and write such a delivery needs (`bench.bare --ledger`: runkeys' own ledger code, for the run
-the request names in a header; no signature, JSON or routing) — the floor under a delivery that
-retires keys, and so what of the 10-lease case's cost is runkeys' and what is the write's.
-"""
+Signed `workflow_run` `completed` deliveries for runs with no lease and with 10 leases, driven by
+`wrk` on loopback with the revocation worker off; the 10-lease case also measures `bench.bare
+--ledger`, the floor under a delivery that retires keys. Method: docs/benchmarks.md#method."""
 
 from __future__ import annotations
 
@@ -156,9 +144,8 @@ class LeasedRuns:
             )
 
 
-# A keep-alive connection stays with the gunicorn worker that accepted it, so with several
-# workers every connection of a measurement may land on one of them; such a measurement says
-# where the connections landed, not what the server costs, and is taken again.
+# A keep-alive connection stays with the gunicorn worker that accepted it: a measurement whose
+# connections all landed on one of several workers says nothing of the server, and is taken again.
 LOPSIDED_SHARE = 0.8  # one worker did more than this share of the workers' CPU time
 MEASURE_ATTEMPTS = 5
 REMEASURED: list[float] = []  # the busiest worker's share in each measurement taken again

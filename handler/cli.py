@@ -110,9 +110,8 @@ def serve_command(args: argparse.Namespace) -> int:
     try:
         return _serve(args)
     finally:
-        # Workers are forked inside `run()` and leave through here as well (a restart, a
-        # reload): only the master, which made the directory, removes it — also when a bad
-        # setting stopped start-up.
+        # Forked workers leave through here too: only the master, which made the directory,
+        # removes it (also when a bad setting stopped start-up).
         if made_by == os.getpid() and metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)

@@ -48,7 +48,9 @@ class WorkerSettings:
     failed_retry: timedelta = timedelta(hours=6)  # how often a `failed` lease is tried again
     sweep_interval: timedelta = timedelta(minutes=1)
     reconcile_interval: timedelta = timedelta(minutes=10)  # per run, asking GitHub its status
-    github_writes_per_minute: int = 80  # GitHub's secondary limit on content writes
+    # GitHub's secondary limit on content writes:
+    # https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api#about-secondary-rate-limits
+    github_writes_per_minute: int = 80
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class ServiceConfig:
             metrics_bind=metrics_bind(environ),
         )
 
+    # Repeated on purpose: a smaller set of the same readers than from_env, for the worker.
     @classmethod
     def for_worker(cls, environ: Mapping[str, str]) -> ServiceConfig:
         """What `runkeys worker` and `runkeys sweep` need: the ledger, GitHub, connections."""
@@ -185,8 +188,8 @@ def private_key(environ: Mapping[str, str]) -> str:
             docs=DOCS,
         )
     try:
-        # Parsing is the check; validating the RSA numbers costs ~0.1 s and GitHub checks our
-        # signatures anyway.
+        # Parsing is the check: GitHub checks our signatures anyway, and validating the RSA
+        # numbers is slow.
         load_pem_private_key(
             pem.strip().encode(), password=None, unsafe_skip_rsa_key_validation=True
         )

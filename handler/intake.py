@@ -1,17 +1,9 @@
 """A verified delivery applied to the ledger, in one transaction.
 
-Redeliveries (GitHub repeats `X-GitHub-Delivery`) come in two kinds here. A run's completion is
-idempotent: it retires the `active` leases of that run attempt and those before it, and no lease
-can join a completed attempt (a re-run is a new attempt, which a redelivered completion of an
-earlier one never selects; a lease registered late is one to retire anyway). So it is taken each
-time it arrives and never deduplicated. Most of them — runs that hold no lease — are answered
-after one indexed read. A run with leases is recorded as one row for the worker to apply
-(`handler.ledger.completions`): the delivery costs the same for 1 key as for 50.
-A closed pull request can be reopened and an App reinstalled, and leases issued since must not
-be retired by a redelivery of the old event: those deliveries are recorded, in the same
-transaction as the queueing of their leases, and a redelivery is answered `duplicate`.
-Deliveries with nothing to retire (pings, events without a route) touch no table.
-"""
+A run's completion is idempotent and taken every time it arrives (a run with leases is recorded
+as one row for the worker, `handler.ledger.completions`); a closed pull request or an
+installation event is recorded, so its redelivery is answered `duplicate`. Why:
+docs/service.md#security-model ("Webhooks")."""
 
 from __future__ import annotations
 

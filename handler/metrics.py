@@ -1,11 +1,8 @@
 """Prometheus metrics.
 
-Counters and the latency histogram live in the process that counts them. Under gunicorn with
-several workers, `runkeys serve` sets `PROMETHEUS_MULTIPROC_DIR` before anything imports
-prometheus_client, and `/metrics` then adds up every process's files (prometheus_client's
-multiprocess mode); run elsewhere, the numbers are per process. Lease counts and the worker's
-backlog are read from the ledger when scraped, so every replica reports the same, true values.
-"""
+Counters and the latency histogram are per process; under several gunicorn workers `runkeys serve`
+sets `PROMETHEUS_MULTIPROC_DIR` first and `/metrics` adds them up. Lease counts and the worker's
+backlog are read from the ledger when scraped, so every replica reports the same values."""
 
 from __future__ import annotations
 
@@ -38,6 +35,7 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+# Repeated on purpose: one declaration per metric, each with its own name, help and labels.
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)

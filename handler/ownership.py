@@ -1,12 +1,8 @@
 """Whether a secret or an environment in GitHub is runkeys' own to delete, by GitHub's word.
 
-A lease's claims — the secret it names, that the action created an environment — come from a
-job that anyone who can push a workflow change can edit. The service deletes with its own App,
-so it acts on those claims only where GitHub's metadata agrees: the secret was last written
-after the lease was registered (by the service's clock), and the environment was created at or
-after the first registration that named it and carries no protection. Pure: the facts are
-read by the caller (`runkeys.github.secrets.SecretStore`).
-"""
+A lease's claims come from a job anyone who can push a workflow can edit, and the service deletes
+with its own App, so it acts on them only where GitHub's timestamps and protection rules agree.
+Pure: the caller reads the facts (`runkeys.github.secrets.SecretStore`)."""
 
 from __future__ import annotations
 

@@ -1,15 +1,9 @@
 """The bodies of `POST /v1/leases` and `POST /v1/leases/retire`, checked in full before the
 ledger is touched. Pure: the verified identity, the settings and the clock are passed in.
 
-A lease the service could not retire is refused here, while the action can still roll the key
-back: an unknown provider, a connection this service cannot see, a `pr` lifetime outside a pull
-request, a secret in another repository, an expiry beyond the service's maximum TTL.
-
-So is a lease whose reference is not what its provider mints under the lease's label. The
-label is made here from the lease's id and key name (`runkeys.labels`), never read from the
-body: the service revokes with its own credentials, so a workflow that could name any role,
-user or key would have the service destroy credentials its run never minted.
-"""
+A lease the service could not retire, or whose reference is not what its provider mints under
+the label made here (`runkeys.labels`, never read from the body), is refused while the action can
+still roll the key back: docs/service.md#security-model."""
 
 from __future__ import annotations
 

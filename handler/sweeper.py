@@ -1,14 +1,8 @@
-"""The sweeper: what no webhook will say.
-
-- TTL: every `active` lease past its expiry is queued ("sweeper: ttl").
-- Reconcile: for runs with `active` run/job leases, ask GitHub (`GET
-  /repos/{owner}/{repo}/actions/runs/{run_id}`); a completed run, a newer attempt, or a run that
-  no longer exists retires them. GitHub drops deliveries and never redelivers on its own.
-- Environments a lease said runkeys created, that no live lease uses, are deleted where GitHub
-  agrees they are runkeys' own (`handler.ownership`; one a crash left behind).
-- Delivery and token ids that can no longer repeat are forgotten.
-Every step is idempotent, so replicas may sweep at the same time.
-"""
+"""The sweeper: what no webhook will say. It queues leases past their TTL, asks GitHub about runs
+with live run or job leases (GitHub drops deliveries and never redelivers on its own:
+https://docs.github.com/webhooks/using-webhooks/handling-failed-webhook-deliveries), deletes
+environments no live lease uses where GitHub agrees they are runkeys' (`handler.ownership`), and
+forgets ids that can no longer repeat. Every step is idempotent, so replicas may sweep together."""
 
 from __future__ import annotations
 
@@ -25,6 +19,7 @@ from handler.service import Service
 from handler.worker import RevocationWorker
 from runkeys.github.errors import github_message
 
+# Repeated on purpose: event() calls look alike, but each names its own fields to log.
 log = logger("sweeper")
 
 

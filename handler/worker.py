@@ -1,13 +1,8 @@
-"""The revocation worker: claim due leases, retire each (provider revoke, then secret delete —
-`runkeys.retire`, idempotent; the secret is kept when a newer live lease wrote it since,
-`handler.ledger.secrets`, or when GitHub says it was written before the lease was registered,
-`handler.ownership`), delete the environment when a lease said runkeys created it, GitHub
-agrees, and no live lease uses it any more, and record the outcome.
+"""The revocation worker: claim due leases, retire each (`runkeys.retire`), delete the environments
+no live lease uses where GitHub agrees (`handler.ownership`), and record the outcome.
 
 Failures back off exponentially with jitter, capped (Vault's expiration manager is the model);
-after `max_attempts` the lease is marked `failed` with a short scrubbed reason, logged and
-counted, and still retried every `failed_retry` — a key is never given up on.
-"""
+after `max_attempts` a lease is `failed` (logged, counted), still retried every `failed_retry`."""
 
 from __future__ import annotations
 
@@ -29,6 +24,7 @@ from runkeys.errors import ConfigError, GitHubError, ProviderError, RunkeysError
 from runkeys.retire import RetireRequest, retire
 from runkeys.scrub import described
 
+# Repeated on purpose: event() calls look alike, but each names its own fields to log.
 log = logger("worker")
 
 

@@ -1,16 +1,9 @@
 """A connection string read as every client might read it: what in it is secret, and whether
-the clients would agree on where its password ends.
+the clients would agree on where its password ends (docs/providers.md, "Connections").
 
-Clients split a URL's user part differently: Python's `urlsplit` (PyMySQL, redis-py) ends the
-host part at the first `/`, `?` or `#` and takes the last `@` in it; libpq takes the first `@`
-before any `/`. A password written with a raw `@`, `/`, `?`, `#` or `%` is therefore read as a
-host name, a port or a database by one of them, which then puts it in its error message. So
-`secret_forms` also returns the pieces such a misreading can print, and `url_problem` says why a
-URL cannot be read one way only (RFC 3986, section 3.2.1: those characters are percent-encoded
-in a user part).
-
-Nothing here raises: the action masks these forms before it has checked anything.
-"""
+`secret_forms` also returns what a client misreading a raw `@`, `/`, `?` or `#` could print, and
+`url_problem` says why a URL cannot be read one way only. Nothing here raises: the action masks
+these forms before it has checked anything."""
 
 from __future__ import annotations
 

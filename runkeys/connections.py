@@ -1,13 +1,8 @@
 """Named provider connections: `RUNKEYS_CONNECTION_<NAME>` holds a DSN or URL.
 
-The action reads them from the step's `env:` (filled from secrets), the service from its own
-environment, by the same names, so a lease only ever records a connection's name. The URL carries
-the connection account's password: it is never printed (`repr` and `redacted` hide it).
-
-A URL may also carry runkeys' own settings as query parameters named `runkeys_…`, read and taken
-out of the URL before any driver sees it: `runkeys_grants=app_read,app_write` is the connection's
-allow list, what a key minted through it may be granted (docs/providers.md, "Allow lists").
-"""
+The action and the service read the same names, so a lease records only a connection's name; the
+URL's password is never printed. Its `runkeys_…` query parameters are runkeys' own settings, taken
+out before a driver sees the URL (docs/providers.md, "Allow lists")."""
 
 from __future__ import annotations
 

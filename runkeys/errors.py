@@ -1,10 +1,6 @@
 """One error tree. Every error runkeys raises on purpose says what happened, how to fix it, and
-where to read more, so the action and the service can show it to a person as it is.
-
-Modelled on pypa/gh-action-pypi-publish: the cause and the fix are written once, here or at the
-raise site, and one exit path (`action_src.workflow.die`, the service's error handlers)
-renders them.
-"""
+where to read more, written once (as pypa/gh-action-pypi-publish does) and rendered by one exit
+path: `action_src.workflow.die`, the service's error handlers."""
 
 from __future__ import annotations
 

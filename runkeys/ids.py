@@ -1,10 +1,8 @@
-"""GitHub's numeric ids and numbers, as the service's ledger holds them: an id (of a
-repository, account, run or installation) in a signed 64-bit column, a run's attempt and a
-pull request's number in a signed 32-bit one. GitHub's are positive.
+"""GitHub's numeric ids and numbers as the ledger holds them: ids in a signed 64-bit column, a
+run's attempt and a pull request's number in a signed 32-bit one.
 
-Whatever brings one in (a webhook, a token, an operator's command) checks it here, so that
-one out of range is refused with the field named instead of overflowing in the database.
-"""
+Whatever brings one in (a webhook, a token, a command) checks it here, so one out of range is
+refused with the field named instead of overflowing in the database."""
 
 from __future__ import annotations
 

@@ -1,11 +1,8 @@
 """Issuing a step's keys: check the secret scope → mint each key (masked at once) → register the
-leases → write the secrets → deliver into the job. Any failure after the first mint rolls back
-(revoke what was minted, delete what was written) before the error goes on: half-issued key sets
-do not exist.
+leases → write the secrets → deliver into the job. A failure after the first mint rolls back
+(revoke what was minted, delete what was written) before the error goes on.
 
-No workflow-command I/O here: the action passes in a `JobOutput` that masks, delivers into the
-job's files and remembers state for the post step. Every collaborator is an argument.
-"""
+No workflow-command I/O here: every collaborator, the action's `JobOutput` too, is passed in."""
 
 from __future__ import annotations
 

@@ -1,20 +1,9 @@
-"""A key's label: the name its credential carries at the backend (a PostgreSQL role, a MariaDB
-or Redis user, a deploy key's title), made from the lease's id and key name.
+"""A key's label, `rk_<16 hex digits>_<key name>`: the name its credential carries at the backend
+(a role, a user, a deploy key's title), made from the lease's id and key name.
 
-The action mints under it; the service makes it again from the lease it is asked to register
-and accepts only a provider reference that names it, never a name taken from the request body.
-The ledger keeps each label once, so a lease can only ever get retired what its own run minted.
-
-    rk_<16 hex digits>_<key name, lower-cased>        at most 32 characters, [a-z0-9_]
-
-The 16 hex digits are the first 64 bits of the SHA-256 of the lease id, not the id itself: the
-service takes lease ids from the request body, so an attacker picks them. Built from the id's
-own characters, a label could be aimed at any `rk_…` account that exists but is not (yet) in
-the ledger: a run that does not use the service, or one between its mint and its registration.
-Through the hash, aiming at one name costs a 2^64 search. Two honest leases share a label with
-a chance of about n²/2^65 (1 in 37 million at a million leases), and the ledger refuses the
-second one anyway. 32 characters: MySQL's limit for user names (PostgreSQL's is 63).
-"""
+The digits are a digest of the lease id, which a request body chooses, so a label cannot be aimed
+at an account that exists. The service makes labels itself and the ledger keeps each once:
+docs/service.md#security-model ("References are bound to their run")."""
 
 from __future__ import annotations
 

@@ -1,18 +1,13 @@
 """The action's client of the lease service: `POST /v1/leases` (register) and
-`POST /v1/leases/retire` (the post step's report), each with a fresh GitHub OIDC token from the
-runner (`runkeys.oidc.RunnerOIDC`).
+`POST /v1/leases/retire` (the post step's report), over `runkeys.http_session`.
 
-The service takes repository, run, attempt, environment and ref from the verified token, never
-from the body. A token is fetched for every attempt: the service keeps a `jti` replay guard, so a
-token it has seen once (even on a request that then failed) would be refused the second time.
-Lease ids are made by the action, so re-posting after a lost answer cannot lease twice. A 5xx or
-429 (from the service or a proxy in front of it) is tried again, after its `Retry-After` if any.
-"""
+Each attempt carries a fresh OIDC token (`runkeys.oidc.RunnerOIDC`): the service accepts a `jti`
+once, even from a request that then failed. The action makes lease ids: no retry leases twice."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import requests
@@ -31,6 +26,8 @@ from runkeys.leases import (
     RetireOutcome,
 )
 from runkeys.scrub import short
+
+Answer = TypeVar("Answer", bound=msgspec.Struct)
 
 RETRY_AFTER_CAP = 60.0  # seconds: longer than that, the step fails and says why
 
@@ -57,13 +54,12 @@ class LeaseClient:
     def register(self, leases: Sequence[LeaseRequest]) -> list[RegisteredLease]:
         """Register every lease; the answer must list each of them."""
         answer = self._post("/v1/leases", Registration(list(leases)), doing="registering leases")
-        try:
-            registered = msgspec.json.decode(answer, type=Registered).leases
-        except msgspec.DecodeError:
-            raise LeaseServiceError(
-                "the lease service answered without the registered leases",
-                fix="check that `service-url` points at a runkeys service of this version",
-            ) from None
+        registered = _decoded(
+            answer,
+            Registered,
+            "the lease service answered without the registered leases",
+            fix="check that `service-url` points at a runkeys service of this version",
+        ).leases
         missing = {lease.id for lease in leases} - {r.id for r in registered}
         if missing:
             raise LeaseServiceError(
@@ -83,13 +79,12 @@ class LeaseClient:
             for o in outcomes
         ]
         answer = self._post("/v1/leases/retire", Retirement(cut), doing="reporting retired leases")
-        try:
-            retired = msgspec.json.decode(answer, type=Retired).leases
-        except msgspec.DecodeError:
-            raise LeaseServiceError(
-                "the lease service answered the report without its leases",
-                fix="check that `service-url` points at a runkeys service",
-            ) from None
+        retired = _decoded(
+            answer,
+            Retired,
+            "the lease service answered the report without its leases",
+            fix="check that `service-url` points at a runkeys service",
+        ).leases
         return {r.id: r.secret_kept_for for r in retired if isinstance(r.secret_kept_for, str)}
 
     def _post(self, path: str, body: msgspec.Struct, *, doing: str) -> bytes:
@@ -126,6 +121,14 @@ class LeaseClient:
             except MaxRetryError:
                 return _answer(response, doing)
             retry.sleep(response.raw)
+
+
+def _decoded(answer: bytes, schema: type[Answer], refusal: str, *, fix: str) -> Answer:
+    """The service's answer read as `schema`, or `refusal` when it is not one."""
+    try:
+        return msgspec.json.decode(answer, type=schema)
+    except msgspec.DecodeError:
+        raise LeaseServiceError(refusal, fix=fix) from None
 
 
 def _answer(response: requests.Response, doing: str) -> bytes:

@@ -60,9 +60,8 @@ def new_lease_id() -> str:
     return uuid.uuid4().hex
 
 
-# The lease API's bodies (`POST /v1/leases`, `POST /v1/leases/retire`), one schema for the action
-# that sends them and the service that decodes them: a body that does not fit is refused with
-# msgspec's message, which names the field (`$.leases[0].id`).
+# The lease API's bodies, one schema for the action that sends them and the service that decodes
+# them: a body that does not fit is refused with msgspec's message, naming the field.
 LeaseId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
 MAX_LEASES_PER_REQUEST = 100  # a spec has at most 100 keys

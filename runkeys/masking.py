@@ -11,9 +11,8 @@ import base64
 import json
 import urllib.parse
 
-# A value inside a longer encoded blob (`user:password` in a Basic auth header) starts at any of
-# three byte offsets; the characters that also carry a neighbour's bits are dropped, as the
-# runner's own masker does (actions/runner `Base64ValueEncoder`).
+# A value inside a longer base64 blob (a Basic auth header) starts at any of three byte offsets;
+# characters that carry a neighbour's bits are dropped, as actions/runner `Base64ValueEncoder` does.
 _SHIFT_DROP = {0: 0, 1: 2, 2: 3}
 _MIN_SHIFTED = 8
 

@@ -1,16 +1,9 @@
-"""GitHub's naming rules for what runkeys writes: secret names and environment names.
+"""GitHub's naming rules for what runkeys writes: secret names
+(https://docs.github.com/actions/security-guides/using-secrets-in-github-actions, "Naming your
+secrets") and environment names (https://docs.github.com/rest/deployments/environments).
 
-Secret names: https://docs.github.com/actions/security-guides/using-secrets-in-github-actions
-("Naming your secrets"): only `[A-Za-z0-9_]`, not starting with a digit or `GITHUB_`,
-case-insensitive, unique per scope.
-
-Environment names: GitHub documents only "not case sensitive" and "may not exceed 255
-characters" (https://docs.github.com/actions/how-tos/deploy/configure-and-manage-deployments/manage-environments#creating-an-environment),
-and that a `/` in one is sent as `%2F` (https://docs.github.com/rest/deployments/environments).
-runkeys is stricter where a name would be ambiguous in a URL path or a log line: no `.` or
-`..` (as a whole or between slashes), no empty part between slashes, no percent-escape, no
-control or invisible formatting character, no space at either end.
-"""
+runkeys is stricter where a name would be ambiguous in a URL path or a log line: README.md,
+"Action inputs and outputs" lists what an environment name may not hold."""
 
 from __future__ import annotations
 
@@ -44,9 +37,8 @@ def secret_name_problem(name: str) -> str | None:
     return None
 
 
-# Unicode categories no name needs: controls (C0, DEL, C1 such as U+0085), formatting marks
-# (zero-width, bidirectional overrides), surrogates, private use, unassigned; line and
-# paragraph separators. Each can hide or rewrite what a log line or a path shows.
+# Unicode categories no name needs (controls, formatting marks, surrogates, private use,
+# unassigned, line and paragraph separators): each can hide or rewrite what a log line shows.
 _INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 

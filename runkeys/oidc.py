@@ -1,16 +1,9 @@
-"""GitHub Actions OIDC: the runner asks for a job's token; the service verifies it.
+"""GitHub Actions OIDC: the runner asks for a job's token (`RunnerOIDC`, as actions/toolkit
+`oidc-utils.ts` does); the service verifies it (`OIDCVerifier`, as PyPI's warehouse does).
 
-The runner's side (`RunnerOIDC`, the action's) follows actions/toolkit `oidc-utils.ts`: GET the
-runner's `ACTIONS_ID_TOKEN_REQUEST_URL` (it already has a query string) plus `&audience=…`, with
-`ACTIONS_ID_TOKEN_REQUEST_TOKEN` as a bearer token; the answer is `{"value": "<JWT>"}`.
-
-The verifying side follows warehouse (`warehouse/oidc/services.py`, `models/github.py`): every
-`jwt.decode` option spelled out, RS256 only, exact issuer, strict audience, small leeway, JWKS
-from the discovery document cached with a refresh cooldown (an unknown `kid` costs at most one
-refresh), a `jti` replay guard, and claim checks as a table of claim → check function. The
-repository is identified by its immutable id; names can be renamed and re-registered.
-Docs: https://docs.github.com/actions/security-for-github-actions/security-hardening-your-deployments/about-security-hardening-with-openid-connect
-"""
+Every `jwt.decode` option is spelled out, a `jti` is accepted once, and the repository is known by
+its immutable id:
+https://docs.github.com/actions/security-for-github-actions/security-hardening-your-deployments/about-security-hardening-with-openid-connect"""
 
 from __future__ import annotations
 

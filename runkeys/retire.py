@@ -1,10 +1,7 @@
 """Retiring a key: revoke it at its provider, then delete the secret that carried it.
 
-One path for everyone who retires keys — the action's rollback and post step, the service's
-worker, an operator's `runkeys revoke` — so each step is idempotent in one place: a credential
-already revoked and a secret already deleted are both success. Whether to delete an environment
-is the caller's decision (only the ledger knows whether a live lease still uses it).
-"""
+One path for the action's rollback and post step, the service's worker and `runkeys revoke`, so
+each step is idempotent in one place. Whether to delete an environment is the caller's decision."""
 
 from __future__ import annotations
 

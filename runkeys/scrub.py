@@ -1,12 +1,8 @@
-"""Remove known secret values from text before it reaches a log, an exception or a response.
+"""Remove known secret values from text before it reaches a log, an exception or a response
+(Vault's `dbplugin` error sanitizer is the model): a driver may echo back the password it got.
 
-Providers' errors pass through here (Vault's `dbplugin` error sanitizer is the model): a driver
-that echoes a statement back would otherwise print the password it was given.
-
-Everything here takes time linear in what it reads, and the one-line forms (`short`,
-`scrub_short`, `described`) read only as much of the text as their line shows: a request body
-or a driver's message of any size costs what its first few hundred characters cost.
-"""
+Linear time in what it reads; the one-line forms (`short`, `scrub_short`, `described`) read only
+as much of a text of any size as their line shows."""
 
 from __future__ import annotations
 
@@ -22,8 +18,7 @@ MIN_FORM = 4  # masking a 1-3 character fragment would shred the message
 READ_AT_MOST = 64 * 1024
 
 # A URL's password: `scheme://user:password@`. Linear time: a scheme starts only where a run of
-# scheme characters starts (the look-behind), so no run is scanned from each of its characters,
-# and no quantifier gives back what it took (`*+`), so no run is scanned twice.
+# scheme characters starts (the look-behind), and no quantifier gives back what it took (`*+`).
 _SCHEME = r"(?<![a-zA-Z0-9+.-])(?P<scheme>[0-9+.-]*+[a-zA-Z][a-zA-Z0-9+.-]*+://)"
 _USERINFO = r"(?P<user>[^:/@\s]*+):[^@/\s]*+"
 _URL_PASSWORD = re.compile(_SCHEME + _USERINFO + "@")

@@ -1,12 +1,8 @@
-"""The `keys` input: secret name → provider, parameters, TTL, lifetime and connection.
-
-    API_TOKEN: {provider: random, ttl: 30m, lifetime: run}
-    DATABASE_URL: {provider: postgres, connection: ci_db, grant: [app_rw], lifetime: pr}
-    DEPLOY_DATABASE_URL: {provider: postgres, connection: staging, ttl: 24h, lifetime: ttl}
+"""The `keys` input: secret name → provider, parameters, TTL, lifetime and connection
+(README.md, "The `keys` input").
 
 Parsed and checked in full before any side effect, every problem collected (not just the first),
-so one failed run shows everything to fix.
-"""
+so one failed run shows everything to fix."""
 
 from __future__ import annotations
 

@@ -32,6 +32,7 @@ value otherwise. No key value is ever printed: everything shown is masked as the
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+# Repeated on purpose: argparse declarations, one add_argument per option.
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sandbox = subparsers.add_parser(
         "sandbox",

@@ -5,16 +5,9 @@
     python scripts/mutation_report.py report            docs/mutation.md; fails on a survivor
                                                         that nobody has explained
 
-Each group of `[tool.runkeys.mutation]` in pyproject.toml is mutated in its own directory under
-build/mutation/ (mutmut keeps one configuration and one `mutants/` per directory), against only
-the tests named for it, with the ledger on SQLite only (`RUNKEYS_TEST_LEDGERS`): the service
-tests would otherwise run every surviving mutant twice.
-
-A surviving mutant is explained in scripts/mutation_survivors.toml, by its name and the line it
-changes: an explanation of another mutant of that name (the code moved) does not count. A mutant
-that only rewords an error (a message's text, its `fix` or `docs` advice) is explained by the
-`wording` rule below, which reads the source to tell so: no decision can depend on it.
-"""
+Each `[tool.runkeys.mutation]` group runs in its own directory under build/mutation/, against
+its own tests. A survivor is explained in scripts/mutation_survivors.toml by its name and the
+text of the line it changes, or by the `wording` rule (it only rewords an error)."""
 
 from __future__ import annotations
 

@@ -75,3 +75,27 @@ def test_readme_workflows_pass_actionlint(tmp_path: Path) -> None:
         (target / f"readme-{number}.yml").write_text(text.replace(USES, "uses: ./"))
     done = subprocess.run([ACTIONLINT], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+SOURCE_DIRS = ("runkeys", "handler", "action_src", "runkeys_sandbox", "tests", "bench", "scripts")
+
+
+def test_the_architecture_page_is_linked_and_names_only_what_exists() -> None:
+    """docs/architecture.md is the README's map of the tree: every file or folder it names in
+    backticks exists, and every command it mentions is one the README shows."""
+    assert "(docs/architecture.md)" in README
+    page = ARCHITECTURE.read_text()
+    files = [p.relative_to(ROOT).as_posix() for d in SOURCE_DIRS for p in (ROOT / d).rglob("*")]
+    files += [p.name for p in ROOT.iterdir()]
+    named = re.findall(r"`([\w./-]+(?:\.(?:py|toml|json|md)|/))`", page)
+    assert len(named) > 30
+    missing = [
+        name
+        for name in named
+        if not any(f == name.rstrip("/") or f.endswith("/" + name.rstrip("/")) for f in files)
+    ]
+    assert missing == []
+    commands = set(re.findall(r"`((?:runkeys|make) [a-z-]+)", page))
+    assert commands, "the page names the commands it refers to"
+    assert [c for c in sorted(commands) if c not in README] == []

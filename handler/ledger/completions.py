@@ -1,9 +1,8 @@
-"""Run completions: recorded by the webhook as one row, applied by the worker.
+"""Run completions: recorded by the webhook as one row, applied by the worker, which queues the
+run's leases and deletes the row in one transaction.
 
-A `workflow_run` `completed` delivery costs one short insert however many keys the run holds;
-the worker queues the run's leases (stamped with the delivery's receipt) and deletes the row in
-one transaction. Applying is idempotent (only `active` leases move), so two workers applying one
-row, or the sweeper queueing the run first, do no harm."""
+Applying is idempotent (only `active` leases move), so two workers applying one row, or the
+sweeper queueing the run first, do no harm."""
 
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
-"""Engines for the ledger: SQLite (a file, WAL, every transaction `BEGIN IMMEDIATE`) and
-PostgreSQL through psycopg 3.
+"""Engines for the ledger: SQLite (a file, WAL) and PostgreSQL through psycopg 3.
 
-SQLite: pysqlite's own transaction handling is switched off and each transaction starts with
-`BEGIN IMMEDIATE`, so it holds the write lock from its first statement: a claim can never read a
-row that another process is about to claim (SQLAlchemy docs, "Serializable isolation /
-Savepoints / Transactional DDL" for pysqlite). Every transaction writes or may, so a process
-keeps one connection and its threads queue for it; the busy timeout makes other processes wait.
-"""
+On SQLite every transaction starts with `BEGIN IMMEDIATE`, so it holds the write lock from its
+first statement and a claim never reads a row another process is about to claim:
+https://docs.sqlalchemy.org/en/20/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl"""
 
 from __future__ import annotations
 
@@ -34,6 +30,7 @@ def _sqlite_engine(url: str) -> Engine:
     if make_url(url).database in (None, "", ":memory:"):
         engine = create_engine(url, connect_args=connect_args)  # a database per connection
     else:
+        # Every transaction writes or may: one connection per process, its threads queue for it.
         engine = create_engine(
             url, connect_args=connect_args, pool_size=1, max_overflow=0, pool_timeout=timeout
         )

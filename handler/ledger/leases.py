@@ -1,10 +1,8 @@
 """Leases in the ledger: registering them for a verified run, what the post step reports, and
 finding them again (the CLI).
 
-Registration is idempotent by lease id: the action makes the ids, so a retried request finds its
-leases already there. An id that belongs to another run is a conflict, and so is a label that
-another lease holds (the unique index on `label`); either way nothing is written.
-"""
+Registration is idempotent by lease id (the action makes the ids); an id of another run, or a
+label another lease holds, is a conflict and nothing is written."""
 
 from __future__ import annotations
 
@@ -18,6 +16,7 @@ from sqlalchemy import Connection, case, func, literal, or_, select, update
 from handler.ledger import tables
 from handler.ledger.engine import insert_for
 from handler.ledger.history import record
+from handler.ledger.queue import revoked_columns
 from handler.ledger.records import LeaseRecord
 from handler.ledger.secrets import newer_writer
 from runkeys.ids import parse as parse_id
@@ -253,6 +252,7 @@ def apply_reports(
     return Reported(found, not_found, kept_for)
 
 
+# Repeated on purpose: record() calls, here and in the worker, each write their own event.
 def _post_step_revoked(
     conn: Connection, lease_id: str, now: datetime, *, kept_for: str | None
 ) -> None:
@@ -260,17 +260,11 @@ def _post_step_revoked(
         update(leases)
         .where(leases.c.id == lease_id, leases.c.state != LeaseState.REVOKED.value)
         .values(
-            state=LeaseState.REVOKED.value,
-            retired_at=now,
+            **revoked_columns(now),
             retire_requested_at=func.coalesce(
                 leases.c.retire_requested_at, literal(now, tables.UTCDateTime())
             ),
             retire_reason=POST_STEP_REVOKED,
-            claim_token=None,
-            claimed_until=None,
-            next_attempt_at=None,
-            last_error=None,
-            updated_at=now,
         )
     )
     record(

@@ -1,12 +1,8 @@
-"""Versioned migrations: ordered steps, each applied once and recorded in `schema_migrations`.
+"""Versioned migrations: ordered steps, each applied once and recorded in `schema_migrations`,
+under a lock (PostgreSQL: an advisory lock; SQLite: `BEGIN IMMEDIATE`) so replicas starting
+together apply each step once.
 
-Every process runs `migrate` at start; the steps run inside one transaction that first takes a
-lock (PostgreSQL: an advisory lock; SQLite: `BEGIN IMMEDIATE`), so replicas starting together
-apply each step exactly once. A new step is appended to `MIGRATIONS`, never edited in place.
-Version 1 creates the tables as `tables.py` defines them; when a later step changes a table,
-freeze that table's version-1 definition here first (the test that compares the migrated schema
-with `tables.metadata` on both engines catches a step that was forgotten).
-"""
+A new step is appended to `MIGRATIONS`, never edited in place (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -46,6 +42,7 @@ class Migration:
 # `leases` and `environments` as version 1 made them, frozen: version 2 added `label`, version 4
 # `connection_target` and the environments' `named_at`, `claimed` and `note`.
 _V1 = MetaData()
+# Repeated on purpose: tables.py as it was at version 1, frozen; a step must not follow today's.
 _LEASES_V1 = Table(
     "leases",
     _V1,

@@ -1,12 +1,8 @@
 """Retirement work in the ledger: queue leases, claim what is due, record how it went.
 
-A queued lease is `revoking` with a `next_attempt_at`. A worker claims due leases by stamping a
-claim token and a deadline on them in one statement — on PostgreSQL the rows are picked
-`FOR UPDATE SKIP LOCKED`, so several workers never take the same lease; on SQLite the statement
-runs under `BEGIN IMMEDIATE`, which already excludes every other writer. A worker that dies
-leaves its claim to lapse at the deadline, and another worker takes the lease again. Results are
-written only by the holder of the current claim.
-"""
+A worker claims due leases by stamping a claim token and a deadline on them in one statement
+(`FOR UPDATE SKIP LOCKED` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite); a dead worker's claim
+lapses at its deadline, and only the current claim's holder writes a result."""
 
 from __future__ import annotations
 
@@ -133,7 +129,7 @@ def _where(selection: Selection) -> ColumnElement[bool]:  # noqa: PLR0911 (one c
 
 
 # A run's completion, one installation's: the webhook's common case, so its read is built once
-# and bound per delivery (building a Core expression costs several times what running it does).
+# and bound per delivery.
 _ACTIVE_IN_RUN = select(func.count()).where(
     leases.c.repository_id == bindparam("repository_id"),
     leases.c.run_id == bindparam("run_id"),
@@ -273,6 +269,19 @@ def claim_due(conn: Connection, *, now: datetime, limit: int, hold: timedelta) -
     return Claim(token=token, leases=claimed)
 
 
+def revoked_columns(now: datetime) -> dict[str, Any]:
+    """A lease revoked at `now`, by the worker or the post step: no claim, nothing left to try."""
+    return {
+        "state": LeaseState.REVOKED.value,
+        "retired_at": now,
+        "claim_token": None,
+        "claimed_until": None,
+        "next_attempt_at": None,
+        "last_error": None,
+        "updated_at": now,
+    }
+
+
 def finish_revoked(
     conn: Connection, lease_id: str, token: str, *, now: datetime, detail: str
 ) -> bool:
@@ -280,15 +289,7 @@ def finish_revoked(
     done = conn.execute(
         update(leases)
         .where(leases.c.id == lease_id, leases.c.claim_token == token)
-        .values(
-            state=LeaseState.REVOKED.value,
-            retired_at=now,
-            claim_token=None,
-            claimed_until=None,
-            next_attempt_at=None,
-            last_error=None,
-            updated_at=now,
-        )
+        .values(**revoked_columns(now))
     ).rowcount
     if done:
         record(conn, [lease_id], actor="worker", action="revoked", detail=detail, now=now)

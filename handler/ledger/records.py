@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -64,38 +64,11 @@ class LeaseRecord:
                 environment=row["secret_environment"],
             )
         return cls(
-            id=row["id"],
-            installation_id=row["installation_id"],
-            repository_id=row["repository_id"],
-            repository=row["repository"],
-            owner_id=row["owner_id"],
-            run_id=row["run_id"],
-            run_attempt=row["run_attempt"],
-            pr_number=row["pr_number"],
-            job_environment=row["job_environment"],
-            ref=row["ref"],
-            sha=row["sha"],
-            event_name=row["event_name"],
-            key_name=row["key_name"],
-            provider=row["provider"],
-            connection=row["connection"],
-            connection_target=row["connection_target"],
-            reference=row["reference"],
-            label=row["label"],
-            fingerprint=row["fingerprint"],
+            **_same_named(cls, row),
             secret=secret,
             lifetime=Lifetime(row["lifetime"]),
-            issued_at=row["issued_at"],
-            expires_at=row["expires_at"],
             state=LeaseState(row["state"]),
-            retire_requested_at=row["retire_requested_at"],
-            retire_reason=row["retire_reason"],
             provider_only=bool(row["provider_only"]),
-            attempts=row["attempts"],
-            next_attempt_at=row["next_attempt_at"],
-            last_error=row["last_error"],
-            retired_at=row["retired_at"],
-            created_at=row["created_at"],
             params=dict(row["params"] or {}),
         )
 
@@ -146,10 +119,13 @@ class LeaseEvent:
 
     @classmethod
     def from_row(cls, row: RowMapping) -> LeaseEvent:
-        return cls(
-            lease_id=row["lease_id"],
-            at=row["at"],
-            actor=row["actor"],
-            action=row["action"],
-            detail=row["detail"],
-        )
+        return cls(**_same_named(cls, row))
+
+
+# Fields whose values a from_row converts itself; every other field is its column as it is.
+_CONVERTED = frozenset({"secret", "lifetime", "state", "provider_only", "params"})
+
+
+def _same_named(cls: type[LeaseRecord | LeaseEvent], row: RowMapping) -> dict[str, Any]:
+    """The record's fields read from the row's columns of the same name, as they are."""
+    return {f.name: row[f.name] for f in fields(cls) if f.name not in _CONVERTED}

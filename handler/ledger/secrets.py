@@ -1,11 +1,8 @@
 """Who last wrote a secret: a lease must not delete a secret that a newer live lease wrote.
 
-Two leases name the same secret when a re-run mints the same keys into the same environment, or a
-scheduled workflow rotates a repository secret: the newer run's write replaced the older value
-under the same name. Retiring the older lease revokes its credential, but deleting the secret by
-name would take the newer lease's value away from the jobs that still read it. The action
-registers a lease before it writes the secret, so the lease registered last is the last writer.
-"""
+A re-run into the same environment, or the next rotation of a repository secret, writes the same
+name; the action registers a lease before it writes, so the lease registered last is the last
+writer, and retiring an older one revokes its credential but keeps the secret."""
 
 from __future__ import annotations
 

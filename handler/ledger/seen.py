@@ -11,7 +11,8 @@ from sqlalchemy import Connection, delete
 from handler.ledger import tables
 from handler.ledger.engine import insert_for
 
-# GitHub lets a delivery be redelivered for 3 days (GHES: 7); keep ids a little longer.
+# GitHub lets a delivery be redelivered for 3 days (GHES: 7); keep ids a little longer:
+# https://docs.github.com/webhooks/testing-and-troubleshooting-webhooks/redelivering-webhooks
 DELIVERY_RETENTION = timedelta(days=8)
 # A token past `exp` is refused anyway, but the verifier allows some leeway: keep its id longer.
 TOKEN_ID_GRACE = timedelta(minutes=10)

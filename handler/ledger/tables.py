@@ -48,6 +48,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+# Repeated on purpose: one Column line per column; a schema is declared, not generated.
 leases = Table(
     "leases",
     metadata,
@@ -118,9 +119,8 @@ lease_events = Table(
 )
 Index("ix_lease_events_lease", lease_events.c.lease_id, lease_events.c.id)
 
-# Run completions received and not yet applied. A `workflow_run` delivery is recorded here as one
-# row however many leases the run holds, and answered; the worker then queues the run's leases
-# (`handler.ledger.completions`) and deletes the row, in one transaction.
+# Run completions received and not yet applied: one row per delivery however many leases the
+# run holds, so the webhook answers fast; the worker applies it (`handler.ledger.completions`).
 run_completions = Table(
     "run_completions",
     metadata,
@@ -133,9 +133,8 @@ run_completions = Table(
     Column("received_at", UTCDateTime, nullable=False),
 )
 
-# Environments leases named. One is deleted once no live lease uses it, and only if a lease said
-# runkeys created it and GitHub agrees: made at or after `named_at`, and unprotected
-# (`handler.ownership`). Otherwise it is `kept`, and `note` says why.
+# Environments leases named: deleted once no live lease uses it, if a lease said runkeys created
+# it and GitHub agrees (`handler.ownership`); otherwise `kept`, and `note` says why.
 environments = Table(
     "environments",
     metadata,

@@ -1,11 +1,8 @@
-"""`POST /v1/leases` (register) and `POST /v1/leases/retire` (the post step's report), both
-authenticated by the job's GitHub Actions OIDC token. Repository, run, attempt, environment,
-ref and PR number come from the verified token only.
+"""`POST /v1/leases` (register) and `POST /v1/leases/retire` (the post step's report).
 
-Every route of the blueprint (all of `/v1/…`) runs behind `_caller`: a body within the API's limit,
-then a verified token, then the App installed on the token's repository. A route reads who
-called from `caller()` and cannot be reached without all three.
-"""
+Every `/v1/…` route runs behind `_caller`: a body within the API's limit, a verified OIDC token,
+and the App installed on the token's repository. Repository, run, attempt, environment, ref and
+pull request come from that token only, through `caller()`."""
 
 from __future__ import annotations
 
@@ -28,6 +25,7 @@ from runkeys.leases import LeaseRequest, Registered, RegisteredLease, Retired, R
 from runkeys.oidc import OIDCUnavailableError, RunIdentity
 
 blueprint = Blueprint("leases", __name__)
+# Repeated on purpose: event() calls look alike, but each names its own fields to log.
 log = logger("api")
 
 

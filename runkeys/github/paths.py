@@ -1,16 +1,8 @@
 """The paths runkeys sends to GitHub, built one segment at a time.
 
-Every name that goes into a path (an environment, a secret, an owner, a repository) goes
-through `quote_path`: everything but RFC 3986's unreserved characters is percent-encoded, so
-`/` becomes `%2F` and `%` becomes `%25`, as GitHub asks of environment names ("any slashes in
-the name must be replaced with `%2F`", https://docs.github.com/rest/deployments/environments).
-
-A segment that is empty, `.` or `..` is refused, as given or percent-decoded: HTTP clients and
-servers resolve dot segments against the path around them (requests sends
-`/repos/o/r/environments/..` as `/repos/o/r/`, and decodes `%2E` to `.` before it does).
-So is one whose decoded text has a dot segment between slashes (`..%2F`, `a/../b`), for a
-server or proxy that decodes `%2F` before it routes.
-"""
+Every name goes into a path through `quote_path`, one percent-encoded segment (`/` as `%2F`, as
+https://docs.github.com/rest/deployments/environments asks); an empty or dot segment, as given or
+decoded, is refused: HTTP clients and servers resolve `..` against the path around it."""
 
 from __future__ import annotations
 

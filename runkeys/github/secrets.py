@@ -1,13 +1,9 @@
-"""Actions secrets and the environments that hold them, for one repository.
+"""Actions secrets and the environments that hold them, for one repository
+(https://docs.github.com/rest/actions/secrets).
 
-The fewest calls GitHub allows: one public-key read per scope (cached), one PUT per secret,
-environments created only when missing (a PUT on an existing one would reset its protection
-rules). Every call goes through PyGithub's requester with a path built of checked segments
-(`runkeys.github.paths`): PyGithub reads the public key again for every secret, hides 201 from
-204, and puts names into paths with dot segments left in (`delete_environment("..")` sends
-`DELETE /repos/o/r/`).
-Docs: https://docs.github.com/rest/actions/secrets
-"""
+The fewest calls GitHub allows, each through PyGithub's requester with a path of checked segments
+(`runkeys.github.paths`): PyGithub's own methods read the public key once per secret, hide 201
+from 204, and leave dot segments in paths. An environment is PUT only when missing."""
 
 from __future__ import annotations
 
@@ -147,13 +143,7 @@ class SecretStore:
         # Not PyGithub's lazy `get_environment(name)`: it reads `name` from its own URL, so no
         # attribute access is sure to make the GET (2.10 answers `.name` without a request).
         url = environment_path(self.repository, name)
-        try:
-            self._requester.requestJsonAndCheck("GET", url)
-        except UnknownObjectException:
-            return False
-        except GithubException as exc:
-            raise self._fail(exc, f"reading environment {name}", "GET", ENV_PATH) from None
-        return True
+        return self._on_environment("GET", url, doing=f"reading environment {name}")
 
     def create_environment(self, name: str) -> None:
         """Create `name`; only call it for an environment that does not exist."""
@@ -166,14 +156,18 @@ class SecretStore:
 
     def delete_environment(self, name: str) -> bool:
         """Delete `name`; False when it was already gone."""
-        url = environment_path(self.repository, name)
+        url = environment_path(self.repository, name)  # refuses a hostile name before spending
         self.budget.spend()
+        return self._on_environment("DELETE", url, doing=f"deleting environment {name}")
+
+    def _on_environment(self, method: str, url: str, *, doing: str) -> bool:
+        """`method` on an environment's `url`: False when GitHub answers 404, else True."""
         try:
-            self._requester.requestJsonAndCheck("DELETE", url)
+            self._requester.requestJsonAndCheck(method, url)
         except UnknownObjectException:
             return False
         except GithubException as exc:
-            raise self._fail(exc, f"deleting environment {name}", "DELETE", ENV_PATH) from None
+            raise self._fail(exc, doing, method, ENV_PATH) from None
         return True
 
     def environment_facts(self, name: str) -> EnvironmentFacts | None:

@@ -1,11 +1,8 @@
 """GitHub access for one process, through PyGithub: as a GitHub App (JWT → installation token
 narrowed to the repository and permissions at hand) or with a token given as it is.
 
-PyGithub's `GithubIntegration.get_access_token` cannot send `repositories`
-(https://docs.github.com/rest/apps/apps#create-an-installation-access-token-for-an-app), so narrowed
-tokens go through its requester. Its default pacing (a second between writes) is off: runkeys
-keeps its own budget of writes (`WriteBudget`), sized to GitHub's secondary limits.
-"""
+PyGithub cannot narrow a token to repositories, so that request goes through its requester
+(https://docs.github.com/rest/apps/apps#create-an-installation-access-token-for-an-app)."""
 
 from __future__ import annotations
 
@@ -119,6 +116,8 @@ class GitHubSession:
             "base_url": self.config.api_url.rstrip("/"),
             "timeout": self.config.timeout,
             "retry": self.config.retry(),
+            # PyGithub's own pacing is off: `WriteBudget` keeps GitHub's secondary limits
+            # (https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api).
             "seconds_between_requests": None,
             "seconds_between_writes": None,
             # Objects are fetched only when an attribute needs it: `get_repo` costs no request.

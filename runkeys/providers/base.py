@@ -1,19 +1,8 @@
 """The provider interface, modelled on Vault's database plugins (`dbplugin/v5`): a few methods,
 each taking one frozen request and returning one frozen result, so fields can be added later.
 
-Rules every provider keeps (the conformance suite in `tests/providers/` checks them):
-- `check_params` runs before any side effect and raises `ParamError` naming the field;
-- `check_allowed` does the same against one connection's configuration (its allow list), in
-  the action before anything is minted, in `mint` again, and in the service at registration;
-- `mint` creates a credential with its own expiry where the backend has one; on failure it leaves
-  nothing behind and raises `ProviderError` (retryable when the backend is down);
-- `revoke` of something already gone is success; a backend that is down is a retryable error;
-- `revoke` acts on nothing runkeys did not make (an account not named `rk_…`, a deploy key
-  with another title), whatever reference it is given: a ledger row may be old or forged;
-- `reference_matches` says whether a reference is what `mint` makes for a label: the service
-  registers no lease whose reference names something else;
-- no value is ever logged, and every error passes through `scrub` with the values it knows.
-"""
+The rules every provider keeps are in docs/architecture.md ("Add a provider"); the conformance
+suite in `tests/providers/` checks them."""
 
 from __future__ import annotations
 
@@ -31,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 
+from runkeys.connection_strings import PERCENT_DOCS, PERCENT_FIX
 from runkeys.connections import GRANTS, Connection, env_var
 from runkeys.errors import GitHubError, ParamError, ProviderError, RunkeysError
 from runkeys.labels import is_runkeys_name
@@ -54,9 +44,8 @@ class Minted:
     value: str = field(repr=False)
     reference: str  # finds the credential again for revoke: a role name, a key id; never a value
     expires_at: datetime
-    # Extra parts exported into the job as `<KEY>_<PART>` (USER, PASSWORD, HOST, PORT, DATABASE).
-    # The action masks the secret ones (USER, PASSWORD); masking a port or a host name would
-    # blank every log line that mentions `5432` or `localhost`, and they are not secret.
+    # Extra parts exported into the job as `<KEY>_<PART>` (USER, PASSWORD, HOST, PORT, DATABASE);
+    # only USER and PASSWORD are masked (`runkeys.issuance` says why).
     parts: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
@@ -209,6 +198,22 @@ def connection_of(provider: str, request: MintRequest | RevokeRequest) -> Connec
             fix="name one in the spec (`connection: <name>`) and set RUNKEYS_CONNECTION_<NAME>",
         )
     return request.connection
+
+
+# Repeated on purpose: the same guard as connection_of, for another dependency and message.
+def unparsed_url(
+    provider: str, connection: Connection, example: str, *, what: str = "URL", hint: str = ""
+) -> ProviderError:
+    """The client could not read the connection string; its own message may quote the password,
+    so only the variable is named, with the form it takes."""
+    variable = env_var(connection.name)
+    return ProviderError(
+        provider,
+        f"the {what} in {variable} could not be parsed",
+        retryable=False,
+        fix=f"set {variable} to {example} and {PERCENT_FIX}{hint}",
+        docs=PERCENT_DOCS,
+    )
 
 
 def github_of(provider: str, deps: ProviderDeps) -> GitHubSession:

@@ -1,21 +1,8 @@
-"""`deploy-key`: an ed25519 key pair per key; the public half is added to a repository as a
-deploy key (read-only unless the spec says otherwise), the private half is the key's value.
+"""`deploy-key`: an ed25519 key pair per key; the public half becomes a repository's deploy key
+(https://docs.github.com/rest/deploy-keys/deploy-keys), the private half is the key's value.
 
-    FIXTURES_SSH_KEY: {provider: deploy-key, repository: octo/fixtures}
-
-The value is the OpenSSH private key, several lines ending in a newline, as `ssh -i` and
-`webfactory/ssh-agent` take it. The reference is `owner/name:<key id>`. GitHub's deploy keys
-never expire: the TTL is kept by the service's sweeper. Needs the App's repository permission
-"Administration: write" (https://docs.github.com/rest/deploy-keys/deploy-keys).
-
-A key's title is `runkeys <label>`. A mint first deletes a key of the same title, left by an
-earlier attempt whose answer was lost: its private half is gone, so nobody can use it.
-
-A key id is GitHub's, so a reference cannot be bound to its lease by its name: revoke reads the
-key first and deletes it only if its title is `runkeys <the lease's label>`. Any other key is
-refused (not retryably, with an error that says why): a ledger row naming a key runkeys did not
-make for that lease is forged or damaged, and deleting it would lock someone out.
-"""
+GitHub chooses key ids, so a reference cannot carry the lease's label: revoke reads the key and
+deletes it only if its title is `runkeys <the lease's label>` (docs/providers.md#deploy-key)."""
 
 from __future__ import annotations
 
@@ -32,6 +19,7 @@ from github.Repository import Repository
 from runkeys.errors import GitHubError, ParamError, ProviderError
 from runkeys.github.errors import explain
 from runkeys.providers.base import (
+    # Repeated on purpose: each provider imports the base helpers it uses (a list, not logic).
     Minted,
     MintRequest,
     Provider,

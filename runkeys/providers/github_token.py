@@ -1,17 +1,8 @@
 """`github-token`: an installation token of the runkeys App, narrowed to the repositories and
-permissions the spec names.
+permissions the spec names (https://docs.github.com/rest/apps/installations).
 
-    FIXTURES_TOKEN:
-      provider: github-token
-      repositories: [octo/fixtures]
-      permissions: {contents: read}
-
-GitHub fixes the token's life at one hour (`max_ttl`); the key's expiry is GitHub's own.
-Revoking (`DELETE /installation/token`) needs the token itself, which only the runner has: the
-action's rollback and post step revoke it for real, while the service, which never sees a value,
-has nothing to call: the token then simply expires within the hour. `revoke` without a value is
-therefore a success that calls nobody. https://docs.github.com/rest/apps/installations
-"""
+GitHub ends the token after an hour. Revoking needs the token itself, which only the runner
+has, so the service's `revoke` (no value) calls nobody: docs/providers.md#github-token."""
 
 from __future__ import annotations
 
@@ -23,6 +14,7 @@ from typing import Any
 from runkeys.errors import GitHubError, ParamError
 from runkeys.github.session import split_repository
 from runkeys.providers.base import (
+    # Repeated on purpose: each provider imports the base helpers it uses (a list, not logic).
     Minted,
     MintRequest,
     Provider,
@@ -37,6 +29,7 @@ from runkeys.providers.base import (
 from runkeys.providers.deploy_key import check_repository
 
 PARAMS = {"repositories", "permissions"}
+# https://docs.github.com/rest/apps/apps#create-an-installation-access-token-for-an-app
 MAX_REPOSITORIES = 500  # GitHub's limit per token
 # The permissions an installation token may be narrowed to, and their levels: GitHub's
 # `app-permissions` schema (POST /app/installations/{installation_id}/access_tokens).

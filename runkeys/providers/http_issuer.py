@@ -1,37 +1,9 @@
 """`http`: a generic issuer, for in-house services that mint and revoke their own tokens over a
-JSON API. The connection is the service's base URL with its credentials; the spec says which
-requests to send and where the answer keeps the value, its reference and its expiry.
+JSON API; the spec says which requests to send and where the answer keeps the value.
 
-    API_TOKEN:
-      provider: http
-      connection: issuer          # RUNKEYS_CONNECTION_ISSUER=https://ci:TOKEN@issuer.internal/api/
-      auth: bearer                # basic | bearer | none; default from the URL (see `_auth`)
-      mint:
-        path: /v1/tokens          # POST, below the connection's URL; never another host
-        body: {name: "{label}", expires_at: "{expires_at}", purpose: "{key_name}"}
-      response: {value: data.token, reference: data.id, expires_at: data.expires_at}
-      revoke:
-        path: /v1/tokens/{reference}   # DELETE
-
-Every request is checked before it is sent, whatever the ledger row it comes from says: the
-template again, each value filled into the path as one segment (`..` or `a/b` as a reference
-is refused, not encoded), and the URL as the client will send it: on the connection's host and
-below its base path (`runkeys.providers.http_paths`). The spec sets no header runkeys sets
-itself (`Runkeys-Label`, `Idempotency-Key`, `Host`, framing), and runkeys sets its own last.
-
-Requests time out, and connection errors, 408, 429 and 5xx answers are retried
-(`runkeys.http_session`). A mint carries `Idempotency-Key: <label>` so that an issuer that
-honours it does not mint twice when a retry follows an answer that was lost. Revoke counts 404
-and 410 as "already gone". Redirects are not followed: the credentials go to the connection's
-host only.
-
-The issuer chooses its references, so runkeys cannot tell from a reference whether it names
-the credential minted under a lease's label, and the service accepts any. A revoke therefore
-carries `Runkeys-Label: <label>`, the label the mint sent as `Idempotency-Key`: an issuer that
-keeps the label with each token can refuse to revoke a token under another label. An issuer
-that does not must be given a connection whose account can manage only the tokens runkeys
-mints (docs/providers.md#http).
-"""
+Every request, a revoke from a ledger row included, is checked before it is sent (`http_templates`,
+`http_paths`): below the connection's URL, on its host only, redirects not followed. Retries,
+`Idempotency-Key`, `Runkeys-Label` and how references are bound: docs/providers.md#http."""
 
 from __future__ import annotations
 

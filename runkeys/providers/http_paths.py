@@ -1,12 +1,8 @@
 """Where the `http` provider's requests may go, checked with no I/O.
 
-A value filled into a path is one segment, percent-encoded whole; a value that a server could
-read as another path (empty, `.` or `..`, a slash or backslash, as it is or once decoded) is
-refused rather than encoded. The URL finally sent is then checked as the client will send it:
-the connection's scheme, host and port, below its base path segment by segment, and no dot
-segment (RFC 3986 §5.2.4) or encoded slash or dot below the base that a server could decode
-into another path.
-"""
+A value filled into a path is one segment, percent-encoded whole, or refused if a server could
+read it as another path; the URL finally sent must stay on the connection's host and below its
+base path, segment by segment, as the client will send it (docs/providers.md#http)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
-"""The `http` provider's request templates and answer paths: checked, filled and read here,
-with no I/O, so the spec check refuses a bad template before anything is sent.
+"""The `http` provider's request templates and answer paths: checked, filled and read here, with
+no I/O, so the spec check refuses a bad template before anything is sent.
 
-Placeholders are `{name}` and nothing else (no format specs, no attribute access): a mint may
-use `{label}`, `{key_name}` and `{expires_at}`, a revoke `{reference}`, and headers also the
-connection's `{user}` and `{password}`, so a credential never has to be written in the spec.
-A value in the path is one segment and in the query one value (`http_paths`); the headers
-runkeys sets for itself, and the ones that decide where a request goes, are not the spec's.
-"""
+Placeholders are `{name}` and nothing else; headers may use the connection's `{user}` and
+`{password}`, so no credential is written in a spec (docs/providers.md#http)."""
 
 from __future__ import annotations
 
@@ -32,9 +28,8 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _BRACED = re.compile(r"\{([^{}]*)\}")
 _PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/{}?-]*$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-# Runkeys-Label and Idempotency-Key are runkeys' own: a spec that set them could revoke another
-# lease's token or be answered with it. Host and the framing headers decide where and what is
-# sent. Compared as a server would: in any case, around whitespace.
+# runkeys' own headers (a spec setting them could revoke or receive another lease's token) and
+# those deciding where and what is sent; compared as a server would, in any case and trimmed.
 OWN_HEADERS = frozenset(
     {"runkeys-label", "idempotency-key", "host", "content-length", "transfer-encoding"}
 )

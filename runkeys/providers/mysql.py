@@ -1,23 +1,8 @@
 """`mysql`: a user per key on MariaDB or MySQL, with the grants the spec names.
 
-    DATABASE_URL:
-      provider: mysql
-      connection: ci_db
-      host: "%"
-      grant:
-        - {database: app, privileges: [SELECT, INSERT, UPDATE, DELETE]}
-        - {database: audit, table: events, privileges: [SELECT]}
-
-Neither server has an account expiry (MySQL's `PASSWORD EXPIRE INTERVAL` counts whole days and
-only forces a password change), so the TTL is kept by the service's sweeper.
-
-On MariaDB the password is sent as its `mysql_native_password` hash (`IDENTIFIED BY PASSWORD`),
-so the general log and binary log never hold it in clear; MySQL rewrites passwords out of its
-logs itself and gets `IDENTIFIED BY`, which its default plugin (caching_sha2_password) needs.
-
-Revoke drops the user first (no new login can start), then ends the sessions still open under
-its name: `DROP USER` alone leaves them running.
-"""
+Neither server can expire an account at a given time, so the service's sweeper keeps the TTL.
+Revoke drops the user first, then ends its sessions: `DROP USER` alone leaves them running.
+Grants refused, passwords kept out of logs, the admin account: docs/providers.md#mysql."""
 
 from __future__ import annotations
 
@@ -30,10 +15,10 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
-from runkeys.connection_strings import PERCENT_DOCS, PERCENT_FIX
-from runkeys.connections import Connection, env_var
+from runkeys.connections import Connection
 from runkeys.errors import ParamError, ProviderError
 from runkeys.providers.base import (
+    # Repeated on purpose: each provider imports the base helpers it uses (a list, not logic).
     DatabaseAccount,
     Minted,
     MintRequest,
@@ -49,6 +34,7 @@ from runkeys.providers.base import (
     is_transient,
     new_password,
     runkeys_account,
+    unparsed_url,
 )
 
 PARAMS = {"grant", "host", "connection_limit"}
@@ -70,10 +56,8 @@ DATABASE_PRIVILEGES = TABLE_PRIVILEGES | {
     "ALTER ROUTINE",
     "EVENT",
 }
-# The server's own schemas: its accounts and grants (`mysql`), what every session runs and ran
-# (`performance_schema`, `sys`), and metadata (`information_schema`). Compared without case, as
-# a server with lower_case_table_names does; `%` cannot be written and `_` is escaped in a grant,
-# so no other name reaches them as a wildcard.
+# The server's own schemas (accounts, every session's statements, metadata), compared without
+# case as under lower_case_table_names; `_` is escaped in a grant, so no wildcard reaches them.
 SYSTEM_SCHEMAS = frozenset({"mysql", "sys", "performance_schema", "information_schema"})
 # A user's host part: a name, an address, `%`/`_` wildcards, an address/netmask.
 _HOST = re.compile(r"^[A-Za-z0-9.%_:/-]{1,255}$")
@@ -81,13 +65,13 @@ _HOST = re.compile(r"^[A-Za-z0-9.%_:/-]{1,255}$")
 _URL_FLAGS = {"ssl_verify_cert", "ssl_verify_identity"}
 _URL_SETTINGS = {"ssl_ca", "ssl_cert", "ssl_key", "unix_socket"} | _URL_FLAGS
 _SCHEMES = ("mysql", "mariadb")
-# Client error codes (CR_*) and server errors worth retrying: cannot connect, server gone or
-# lost mid-query, too many connections (on the server, for the account), lock wait timeout,
-# deadlock, server shutting down.
+# Client (CR_*) and server errors worth retrying: cannot connect, server gone, too many
+# connections, lock wait timeout, deadlock, shutdown.
 _TRANSIENT_CODES = {2002, 2003, 2006, 2013, 2055, 1040, 1226, 1053, 1205, 1213}
 _UNKNOWN_THREAD = 1094
 
 
+# Repeated on purpose: every provider declares the same Provider interface (name, params).
 class MysqlProvider(Provider):
     name = "mysql"
     needs_connection = True
@@ -223,7 +207,9 @@ def _connect(connection: Connection) -> pymysql.connections.Connection[Any]:
     try:
         host, port = parts.hostname, parts.port
     except ValueError:  # its message quotes what it took for the port: a password's start
-        raise _unparsed(connection) from None
+        raise unparsed_url(
+            "mysql", connection, "mysql://user:password@host:3306/database"
+        ) from None
     options: dict[str, Any] = {
         "host": host or "127.0.0.1",
         "port": port or 3306,
@@ -238,17 +224,6 @@ def _connect(connection: Connection) -> pymysql.connections.Connection[Any]:
     for key, value in _url_settings(connection).items():
         options[key] = value.lower() in ("1", "true", "yes") if key in _URL_FLAGS else value
     return pymysql.connections.Connection(**options)
-
-
-def _unparsed(connection: Connection) -> ProviderError:
-    variable = env_var(connection.name)
-    return ProviderError(
-        "mysql",
-        f"the URL in {variable} could not be parsed",
-        retryable=False,
-        fix=f"set {variable} to mysql://user:password@host:3306/database and {PERCENT_FIX}",
-        docs=PERCENT_DOCS,
-    )
 
 
 def _url_settings(connection: Connection) -> dict[str, str]:

@@ -1,21 +1,8 @@
 """`postgres`: a login role per key, with the server's own expiry (`VALID UNTIL`) and membership
-in the roles the spec grants.
+in the roles the spec grants (checked in `postgres_grants`, from the spec and on the server).
 
-    DATABASE_URL: {provider: postgres, connection: ci_db, grant: [app_rw], connection_limit: 5}
-
-The password never reaches the server in clear text: it is hashed on the client into the
-server's verifier format (libpq's `PQencryptPasswordConn`, as psql's `\\password` does), so no
-statement log or error report on the server can hold it.
-
-What a key may be granted is checked in `postgres_grants`: from the spec, and again on the
-server in the transaction that creates the role.
-
-Revoke locks the role (NOLOGIN), takes away a membership in the connection's account if someone
-gave it one, ends its sessions, hands what it owns in the connection's database to the
-connection's account, drops its remaining privileges and drops the role (its other memberships
-go with it). A role that is already gone is success. Needs PostgreSQL 14 or newer
-(`pg_terminate_backend` with a timeout, so the sessions are gone when revoke returns).
-"""
+The password reaches the server only as its verifier, hashed on the client as psql's
+`\\password` does. Needs PostgreSQL 14 or newer. Revoke: docs/providers.md#postgres."""
 
 from __future__ import annotations
 
@@ -26,10 +13,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from runkeys.connection_strings import PERCENT_DOCS, PERCENT_FIX
-from runkeys.connections import Connection, env_var
-from runkeys.errors import ParamError, ProviderError
+from runkeys.connections import Connection
+from runkeys.errors import ParamError
 from runkeys.providers.base import (
+    # Repeated on purpose: each provider imports the base helpers it uses (a list, not logic).
     DatabaseAccount,
     Minted,
     MintRequest,
@@ -44,6 +31,7 @@ from runkeys.providers.base import (
     is_transient,
     new_password,
     runkeys_account,
+    unparsed_url,
     utc,
 )
 from runkeys.providers.postgres_grants import (
@@ -60,8 +48,7 @@ TERMINATE_WAIT_MS = 5000
 # Connection settings that are the admin account's own, not the minted role's.
 _ACCOUNT_SETTINGS = {"user", "password", "passfile", "host", "hostaddr", "port", "dbname"}
 # SQLSTATE classes worth retrying: connection exception, insufficient resources, operator
-# intervention (shutdown, cannot connect now, query cancelled by timeout), transaction rollback
-# (serialization failure, deadlock), lock not available.
+# intervention, transaction rollback, lock not available.
 _TRANSIENT_STATES = ("08", "53", "57", "40", "55P03")
 # What a server says in its FATAL answer to a new connection when it will accept one later.
 _TRANSIENT_FATAL = (
@@ -132,9 +119,8 @@ class PostgresProvider(Provider):
         if isinstance(exc, psycopg.Error):
             if exc.sqlstate is not None:
                 return exc.sqlstate.startswith(_TRANSIENT_STATES)
-            # No SQLSTATE: libpq failed before or while talking to the server. A server that
-            # answered FATAL refused us (no such role or database, password wrong), except
-            # while it starts, stops or is full.
+            # No SQLSTATE: libpq failed before or while talking. A FATAL answer is a refusal,
+            # unless the server is starting, stopping or full.
             text = str(exc)
             if "FATAL:" in text:
                 return any(reason in text for reason in _TRANSIENT_FATAL)
@@ -163,14 +149,12 @@ def _connect(connection: Connection) -> psycopg.Connection[Any]:
     except psycopg.ProgrammingError:
         # A malformed DSN: libpq's message quotes the part it could not read, which may be
         # the password, so it is not passed on.
-        variable = env_var(connection.name)
-        raise ProviderError(
+        raise unparsed_url(
             "postgres",
-            f"the URL or DSN in {variable} could not be parsed",
-            retryable=False,
-            fix=f"set {variable} to postgresql://user:password@host:5432/db and "
-            f"{PERCENT_FIX}; in a key=value DSN, quote a value with spaces in single quotes",
-            docs=PERCENT_DOCS,
+            connection,
+            "postgresql://user:password@host:5432/db",
+            what="URL or DSN",
+            hint="; in a key=value DSN, quote a value with spaces in single quotes",
         ) from None
 
 

@@ -1,12 +1,9 @@
 """What a `postgres` key may be granted, and the memberships its revoke must undo first.
 
-A key is a member of the roles its spec grants, and so holds everything those roles hold or can
-become: refused are superusers, roles with CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS,
-PostgreSQL's predefined roles (`pg_read_server_files`, `pg_execute_server_program`, …), the
-connection's own role, and any role that is a member of one of these (directly or through other
-roles). The names are checked from the spec alone (`check_role_name`); the rest needs the server
-and is checked in the transaction that creates the key (`refuse_forbidden_grants`).
-"""
+A key can become every role it is granted and every role those are members of, so the roles
+docs/providers.md#postgres lists ("Never granted") are refused: by name from the spec
+(`check_role_name`), and on the server in the transaction that creates the key
+(`refuse_forbidden_grants`)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """`random`: a value from the operating system's CSPRNG, in the format a test needs.
 
-Nothing exists outside the secret, so revoking means deleting the secret (which the retire path
-does) and the provider's own revoke has nothing to do. The `token` format is recognisable and
-verifiable offline, like GitHub's own tokens: a prefix, base62 randomness, and a CRC32 checksum in
-base62 that a secret scanner can check without calling anyone.
-"""
+Nothing exists outside the secret, so deleting the secret retires it. The `token` format carries
+a prefix and a CRC32 checksum a secret scanner can check offline, like GitHub's own tokens."""
 
 from __future__ import annotations
 

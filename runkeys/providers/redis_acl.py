@@ -1,27 +1,9 @@
 """`redis`: an ACL user per key (Redis 7.0 or newer), limited to the key patterns, channel
 patterns, command categories and commands the spec names.
 
-    CACHE_URL:
-      provider: redis
-      connection: ci_cache
-      keys: ["app:*"]
-      channels: ["app:events"]
-      categories: [read, write]
-      commands: [sort, -del]
-
-Every rule is its own argument of `ACL SETUSER`, and each is checked against an allow-list and a
-strict syntax first, so no parameter can smuggle in a rule of its own (`on`, `>password`,
-`+@all`, `allkeys`). After the categories come `-@admin -@dangerous`: a key pattern does not
-limit a command without keys (FLUSHALL, CONFIG SET), so those stay out unless named one by one
-in `commands`. Then `ACTS_ON_OTHERS` (FUNCTION DELETE, SCRIPT FLUSH, SCAN, …), which categories
-such as `write` and `slow` hold too. Those and the server-administration commands cannot be
-named at all. Needs Redis 7.0 or newer (taking a subcommand away, `-function|delete`, is 7.0's).
-
-The password is sent as its SHA-256 (`#<hex>`), so neither MONITOR nor the slow log can show it.
-Revoke ends the user's connections and deletes it in one MULTI/EXEC, so no client can log in
-between the two; a user that is already gone is success. Redis has no expiry of its own for a
-user: the TTL is kept by the service's sweeper.
-"""
+Every rule is its own argument of `ACL SETUSER`, checked against an allow list and a strict
+syntax first, so no parameter can smuggle in a rule of its own (`on`, `>password`, `+@all`).
+Redis has no expiry for a user: the sweeper keeps the TTL. Details: docs/providers.md#redis."""
 
 from __future__ import annotations
 
@@ -36,10 +18,10 @@ import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from runkeys.connection_strings import PERCENT_DOCS, PERCENT_FIX
-from runkeys.connections import Connection, env_var
+from runkeys.connections import Connection
 from runkeys.errors import ParamError, ProviderError
 from runkeys.providers.base import (
+    # Repeated on purpose: each provider imports the base helpers it uses (a list, not logic).
     DatabaseAccount,
     Minted,
     MintRequest,
@@ -52,6 +34,7 @@ from runkeys.providers.base import (
     is_transient,
     new_password,
     runkeys_account,
+    unparsed_url,
 )
 
 PARAMS = {"keys", "channels", "categories", "commands"}
@@ -71,12 +54,8 @@ REFUSED_COMMANDS = frozenset(
     | {"flushdb", "swapdb", "migrate", "restore", "restore-asking", "client|kill"}
     | {"client|list", "client|pause", "client|unpause", "client|no-evict", "client|unblock"}
 )
-# Commands in the categories runkeys grants (`write`, `slow`, `scripting`, `read`, `keyspace`)
-# that reach beyond the user's key patterns, taken away after every category and never granted
-# by name: they delete, replace or flush every user's functions and scripts (FUNCTION LOAD's
-# REPLACE overwrites another application's library, which then runs with that application's
-# rights), stop another client's script or block the server (SCRIPT DEBUG SYNC), or list every
-# key name in the database (SCAN, RANDOMKEY; KEYS is already @dangerous).
+# Commands of the granted categories that reach past the user's key patterns (other users'
+# functions and scripts, every key name): always taken away (docs/providers.md#redis says why).
 ACTS_ON_OTHERS = (
     "function|delete",
     "function|flush",
@@ -98,6 +77,7 @@ CONNECT_TIMEOUT = 5.0  # seconds
 COMMAND_TIMEOUT = 15.0
 
 
+# Repeated on purpose: every provider declares the same Provider interface (name, params).
 class RedisAclProvider(Provider):
     name = "redis"
     needs_connection = True
@@ -221,14 +201,7 @@ def _checked_url(connection: Connection) -> urllib.parse.SplitResult:
     try:
         _ = parts.hostname, parts.port
     except ValueError:  # its message quotes what it took for the port: a password's start
-        variable = env_var(connection.name)
-        raise ProviderError(
-            "redis",
-            f"the URL in {variable} could not be parsed",
-            retryable=False,
-            fix=f"set {variable} to redis://user:password@host:6379/0 and {PERCENT_FIX}",
-            docs=PERCENT_DOCS,
-        ) from None
+        raise unparsed_url("redis", connection, "redis://user:password@host:6379/0") from None
     if parts.scheme not in _SCHEMES or (path and not path.isdigit()):
         raise ProviderError(
             "redis",

@@ -1,12 +1,8 @@
 """`runkeys sandbox --keys FILE`: a dry run of a user's own `keys` spec, offline.
 
-The spec runs as it is, through the real action, against a seeded sandbox and a local runkeys
-service, as a step of a pull request's run. Providers that need a connection use the
-`RUNKEYS_CONNECTION_*` of the user's environment (a missing one is named before anything runs).
-It prints what was written where and the exact GitHub API calls made, then retires everything —
-the post step, the run completing, the pull request closing — and says how each key went.
-Exit status 1, with the action's own error, when the spec is refused or a key cannot be issued.
-"""
+The spec runs through the real action against a seeded sandbox and a local runkeys service, as a
+step of a pull request's run; it prints what was written where and the GitHub API calls made,
+then retires everything and says how each key went. Exit status 1 when a key cannot be issued."""
 
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
-"""A job of a workflow run, as the runner runs a container action's steps: the action's entry
-point in a subprocess with `INPUT_<NAME>` (hyphens kept), the `GITHUB_*` variables and files and
-`ACTIONS_ID_TOKEN_REQUEST_*`; its stdout read line by line, `::add-mask::` honoured (every later
-line shown with the masked forms replaced by `***`, as the runner's log does); the file commands
-read back as the runner reads them (`name<<DELIM` heredocs), and `STATE_*` plus the job's new
-environment handed to the post step.
-
-For the demo and `runkeys sandbox --keys`; never prints a value.
-"""
+"""A job of a workflow run, as the runner runs a container action's steps: the entry point in a
+subprocess with `INPUT_<NAME>`, the `GITHUB_*` variables and files and `ACTIONS_ID_TOKEN_REQUEST_*`;
+`::add-mask::` honoured on every later line, the file commands read back as the runner reads them,
+and `STATE_*` handed to the post step. For the demo and `runkeys sandbox --keys`; never prints a
+value."""
 
 from __future__ import annotations
 

@@ -32,9 +32,8 @@ def get_app(call: Call) -> Reply:
 
 def _installation(call: Call) -> Installation:
     app = require_app(call.caller)
-    text = call.params["installation_id"]
-    installation = call.world.installations.get(int(text)) if text.isdigit() else None
-    if installation is None or installation.app is not app:
+    installation = call.numbered(call.world.installations, "installation_id")
+    if installation.app is not app:
         raise not_found()
     return installation
 

@@ -1,11 +1,9 @@
 """Deployment environments (https://docs.github.com/rest/deployments/environments): create or
 update (PUT), get, list, delete. Names are case-insensitive and arrive URL-encoded (`%2F`).
 
-GitHub's documented rule for a name is its length, at most 255 characters
-(https://docs.github.com/actions/how-tos/deploy/configure-and-manage-deployments/manage-environments#creating-an-environment);
-a blank one is refused too. Nothing else is refused here: runkeys' stricter rules are its own,
-and a test that sends what they forbid sees GitHub accept it.
-"""
+GitHub's only documented rule for a name is its length, at most 255 characters (and not blank):
+https://docs.github.com/actions/how-tos/deploy/configure-and-manage-deployments/manage-environments#creating-an-environment
+runkeys' stricter rules are its own: a test sending what they forbid sees GitHub accept it."""
 
 from __future__ import annotations
 
@@ -110,6 +108,7 @@ def delete_environment(call: Call) -> Reply:
 
 _ENV = "/repos/{owner}/{repo}/environments"
 
+# Repeated on purpose: a table, one Route per GitHub endpoint with its docs anchor.
 ROUTES = (
     Route("GET", _ENV, list_environments, REPO, f"{_DOCS}#list-environments"),
     Route(

@@ -9,7 +9,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from runkeys_sandbox.server import bodies
-from runkeys_sandbox.server.errors import not_found, validation_failed
+from runkeys_sandbox.server.errors import validation_failed
 from runkeys_sandbox.server.representations import deploy_key_json
 from runkeys_sandbox.server.routing import REPO, Call, Reply, Route, paginate
 from runkeys_sandbox.server.state import DeployKey, World
@@ -55,11 +55,7 @@ def list_keys(call: Call) -> Reply:
 
 
 def _key(call: Call) -> DeployKey:
-    text = call.params["key_id"]
-    key = call.repository.deploy_keys.get(int(text)) if text.isdigit() else None
-    if key is None:
-        raise not_found()
-    return key
+    return call.numbered(call.repository.deploy_keys, "key_id")
 
 
 def get_key(call: Call) -> Reply:

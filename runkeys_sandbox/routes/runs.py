@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from runkeys_sandbox.server.errors import not_found
 from runkeys_sandbox.server.representations import workflow_run_json
 from runkeys_sandbox.server.routing import REPO, Call, Reply, Route, paginate
 from runkeys_sandbox.server.state import WorkflowRun
@@ -15,11 +14,7 @@ _DOCS = "https://docs.github.com/rest/actions/workflow-runs"
 
 
 def _run(call: Call) -> WorkflowRun:
-    text = call.params["run_id"]
-    run = call.repository.runs.get(int(text)) if text.isdigit() else None
-    if run is None:
-        raise not_found()
-    return run
+    return call.numbered(call.repository.runs, "run_id")
 
 
 def _with_pull_requests(call: Call) -> bool:
@@ -40,10 +35,7 @@ def get_run(call: Call) -> Reply:
 
 def get_attempt(call: Call) -> Reply:
     run = _run(call)
-    text = call.params["attempt_number"]
-    attempt = run.attempts.get(int(text)) if text.isdigit() else None
-    if attempt is None:
-        raise not_found()
+    attempt = call.numbered(run.attempts, "attempt_number")
     data = workflow_run_json(
         call.repository,
         run,

@@ -161,6 +161,7 @@ _REPO = "/repos/{owner}/{repo}/actions/secrets"
 _ENV = "/repos/{owner}/{repo}/environments/{environment_name}/secrets"
 _ORG = "/orgs/{org}/actions/secrets"
 
+# Repeated on purpose: a table, one Route per GitHub endpoint with its docs anchor.
 ROUTES = (
     Route(
         "GET", f"{_REPO}/public-key", repo_public_key, REPO, f"{_DOCS}#get-a-repository-public-key"

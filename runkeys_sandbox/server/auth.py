@@ -1,12 +1,9 @@
 """Who is calling, and may they: App JWTs, installation tokens, workflow tokens, PAT-like tokens.
 
-JWT rules and messages are GitHub's (docs "Generating a JSON Web Token (JWT) for a GitHub App";
-messages from PyGithub's recordings and issue reports): RS256, `iss` = the App id (string or
-number), `exp` at most ten minutes ahead, `iat` not in the future beyond a little skew. Refusals
-of repositories and permissions are GitHub's too: a repository the credential cannot reach is
-404 (GitHub hides it), a missing permission is 403, per GitHub's endpoint ↔ permission table
-(`runkeys_sandbox.server.permissions`).
-"""
+JWT rules are GitHub's, messages from PyGithub's recordings and issue reports: RS256, `iss` the
+App id (string or number), `exp` at most ten minutes ahead, `iat` not in the future beyond skew:
+https://docs.github.com/apps/creating-github-apps/authenticating-with-a-github-app/generating-a-json-web-token-jwt-for-a-github-app
+Refusals follow GitHub's endpoint ↔ permission table (`runkeys_sandbox.server.permissions`)."""
 
 from __future__ import annotations
 

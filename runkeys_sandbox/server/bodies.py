@@ -1,11 +1,8 @@
-"""Request bodies checked as GitHub checks them, with GitHub's messages.
+"""Request bodies checked as GitHub checks them, with GitHub's messages: 422 `Invalid request.`
+and what is wrong (rest-api-description issues #419 and #1688).
 
-GitHub validates bodies against the JSON schema of the operation and answers 422
-`Invalid request.\n\n<what>` (e.g. `"key_id" wasn't supplied.`, `"foo" is not a permitted key.`,
-`<value> does not match /<pattern>/.`; rest-api-description issues #419 and #1688). The schemas
-below are the operations' request schemas from the REST description, written out by hand so the
-sandbox does not need the description at run time; `tests/openapi` checks them against it.
-"""
+The schemas are the operations' request schemas from GitHub's REST description, written out by
+hand so the sandbox does not need it at run time; `tests/openapi` checks them against it."""
 
 from __future__ import annotations
 
@@ -121,9 +118,8 @@ def parse(raw: bytes, schema: Schema, *, optional: bool = False) -> Any:
     return value
 
 
-# No request body of the API nests deeper than a few levels. Refused before parsing: the
-# standard parser recurses once per level, and a collection that runs while it is thousands of
-# frames deep runs finalizers there, which fail at the recursion limit.
+# No request body of the API nests deeper than a few levels; deeper ones are refused before
+# parsing, as the standard parser recurses once per level.
 MAX_NESTING = 64
 
 

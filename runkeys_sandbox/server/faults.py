@@ -40,6 +40,8 @@ class Faults:
         times: int | None = 1,
         body: Any = None,
     ) -> Fault:
+        """Answer matching requests with `status` (None: only `delay`), `times` times (None:
+        always). 403 and 429 carry GitHub's secondary-rate-limit message."""
         if status is not None and not 400 <= status <= 599:
             raise ValueError(
                 f"a fault's status must be 4xx or 5xx (or None for a delay), not {status}"

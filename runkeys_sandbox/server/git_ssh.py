@@ -1,12 +1,10 @@
-"""Git over SSH as GitHub serves it, so a deploy key can be used for real:
-`git clone ssh://git@127.0.0.1:PORT/owner/repo.git` works while the key is a deploy key of that
-repository, and is refused once it is deleted. Read-only keys may fetch, not push.
+"""Git over SSH as GitHub serves it, so a deploy key can be used for real: `git clone
+ssh://git@127.0.0.1:PORT/owner/repo.git` works while the key is a deploy key of that repository.
 
-GitHub's behaviour followed here: the user is `git`; any key GitHub knows passes SSH
-authentication, and the repository is checked when the command arrives (`ERROR: Repository not
-found.` for a key that is not one of its deploy keys); a read-only key cannot push. The
-repositories are bare ones the sandbox creates, each with one commit, on first use.
-"""
+As GitHub does: the user is `git`, any known key passes SSH authentication, the repository is
+checked when the command arrives (`ERROR: Repository not found.`), and a read-only key cannot
+push. Deploy keys:
+https://docs.github.com/authentication/connecting-to-github-with-ssh/managing-deploy-keys"""
 
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
 """The webhook payloads GitHub sends an App when a sandbox run completes or a pull request
-closes, built from the sandbox's own state (the run's attempts, the repository, the
-installation) in the shape of GitHub's deliveries (the official webhook schemas
-`workflow-run-completed` and `pull-request-closed`; tests check both).
-
-The demo and `runkeys sandbox --keys` deliver them with `Sandbox.deliver`, signed with the App's
-webhook secret, as GitHub would.
-"""
+closes, built from the sandbox's own state in the shape of GitHub's deliveries (the official
+webhook schemas `workflow-run-completed` and `pull-request-closed`; tests check both).
+`Sandbox.deliver` signs them with the App's webhook secret, as GitHub would."""
 
 from __future__ import annotations
 
@@ -75,6 +71,7 @@ def workflow_run_completed(
         }
 
 
+# Repeated on purpose: alike only in layout (one parameter a line) with representations.py.
 def pull_request_closed(
     sandbox: Sandbox,
     repo: Repository,

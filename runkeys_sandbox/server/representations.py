@@ -177,6 +177,7 @@ def environment_json(repo: Repository, env: Environment, base: str) -> dict[str,
     # GitHub's `url` carries the name as it is (a `/` stays a `/`); `html_url` encodes it.
     quoted = urllib.parse.quote(env.name, safe="")
     rules: list[dict[str, Any]] = []
+    # Repeated on purpose: GitHub's protection rules, each its own JSON shape.
     if env.wait_timer:
         rules.append(
             {

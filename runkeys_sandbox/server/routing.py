@@ -1,32 +1,31 @@
 """Routes, the request a handler sees, and the reply it gives.
 
-Paths are matched segment by segment on the path *as sent* and each segment is then
-percent-decoded, so `environments/a%2Fb` names the environment `a/b` while `environments/a/b`
-matches nothing: GitHub's REST description asks for a `/` in an environment name as `%2F`.
-Dot segments are resolved first, as an HTTP server normalizes a path (RFC 3986 §5.2.4, with
-`%2E` taken as `.`, §6.2.2.2): `environments/..` is the repository itself, never an environment
-called `..`.
-"""
+Paths are matched segment by segment as sent, then each segment is percent-decoded, so
+`environments/a%2Fb` names `a/b` (https://docs.github.com/rest/deployments/environments). Dot
+segments are resolved first, as an HTTP server does (RFC 3986 §5.2.4 and §6.2.2.2):
+`environments/..` is the repository itself, never an environment called `..`."""
 
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from runkeys_sandbox.server import bodies
 from runkeys_sandbox.server.auth import Caller
-from runkeys_sandbox.server.errors import DOCS
+from runkeys_sandbox.server.errors import DOCS, not_found
 from runkeys_sandbox.server.state import Account, Repository, World
 
-# Who may call a route: a credential with access to the repository or organization in the path
-# (checked against GitHub's permission table), only an App's JWT, only the token being
-# revoked, anyone, or — outside the REST API — the OIDC issuer's own callers.
+# Who may call a route: a credential reaching the path's repository or organization (GitHub's
+# permission table), an App's JWT, the token being revoked, anyone, or the OIDC issuer's callers.
 REPO, ORG, APP, SELF_TOKEN, PUBLIC, OIDC = "repo", "org", "app", "self-token", "public", "oidc"
 
 DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 100
+
+
+Item = TypeVar("Item")
 
 
 @dataclass
@@ -59,6 +58,14 @@ class Call:
 
     def body(self, schema: bodies.Schema, *, optional: bool = False) -> Any:
         return bodies.parse(self.raw_body, schema, optional=optional)
+
+    def numbered(self, items: Mapping[int, Item], param: str) -> Item:
+        """The item whose id is the path's `param`: 404 for an unknown or non-numeric one."""
+        text = self.params[param]
+        item = items.get(int(text)) if text.isdigit() else None
+        if item is None:
+            raise not_found()
+        return item
 
     @property
     def repository(self) -> Repository:

@@ -51,6 +51,7 @@ class Sandbox(Seeding):
         self.clock = Clock(clock or time.time)
         self.world = World(self.clock)
         self._faults = Faults()
+        self.inject_fault = self._faults.add  # one signature, documented on `Faults.add`
         self._log = RequestLog()
         self._host, self._port = host, port
         self._server: ThreadServer | None = None
@@ -223,29 +224,6 @@ class Sandbox(Seeding):
             secret=secret if secret is not None else app.webhook_secret,
             delivery_id=delivery_id,
             app_id=app.id,
-        )
-
-    def inject_fault(
-        self,
-        method: str,
-        path_regex: str,
-        *,
-        status: int | None = 500,
-        retry_after: int | None = None,
-        delay: float = 0.0,
-        times: int | None = 1,
-        body: Any = None,
-    ) -> None:
-        """Answer matching requests with `status` (None: only `delay`), `times` times (None:
-        always). 403 and 429 carry GitHub's secondary-rate-limit message."""
-        self._faults.add(
-            method,
-            path_regex,
-            status=status,
-            retry_after=retry_after,
-            delay=delay,
-            times=times,
-            body=body,
         )
 
     def clear_faults(self) -> None:

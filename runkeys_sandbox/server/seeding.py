@@ -166,6 +166,7 @@ class Seeding(RunBook):
         with self.world.lock:
             installation.suspended_at = self.clock() if suspended else None
 
+    # Repeated on purpose: alike in layout (keyword parameters, the world's lock), not logic.
     def create_installation_token(
         self,
         installation: Installation,
