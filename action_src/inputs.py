@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import string
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,11 +15,15 @@ from typing import Any
 
 from runkeys.durations import format_duration, parse_duration
 from runkeys.errors import ConfigError
-from runkeys.names import environment_name_problem
+from runkeys.names import (
+    PlaceholderError,
+    environment_name_problem,
+    fill_placeholders,
+    placeholders_of,
+)
 
 DEFAULT_API_URL = "https://api.github.com"
 
-TEMPLATE_FIELDS = ("pr", "run_id", "run_attempt", "run_number")
 DEFAULT_TTL = "1h"
 DEFAULT_MAX_TTL = "24h"
 _TRUE = ("true", "True", "TRUE")
@@ -111,13 +114,10 @@ def environment_name(template: str, run: RunContext) -> str:
         "pr": "" if run.pull_request is None else str(run.pull_request),
     }
     try:
-        fields = [f for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
-    except ValueError as exc:
-        raise ConfigError(setting, f"{template!r}: {exc}", fix="write `{{` for a brace") from None
+        fields = placeholders_of(template)
+    except PlaceholderError as exc:
+        raise ConfigError(setting, exc.message, fix=exc.fix) from None
     for name in fields:
-        if name not in TEMPLATE_FIELDS:
-            allowed = ", ".join(f"{{{f}}}" for f in TEMPLATE_FIELDS)
-            raise ConfigError(setting, f"unknown placeholder {{{name}}}", fix=f"use {allowed}")
         if not values[name]:
             why = "a pull_request event" if name == "pr" else f"GITHUB_{name.upper()} to be set"
             raise ConfigError(
@@ -125,7 +125,7 @@ def environment_name(template: str, run: RunContext) -> str:
                 f"{{{name}}} needs {why}",
                 fix="run this step only on pull_request events, or use {run_id}",
             )
-    name = template.format(**values)
+    name = fill_placeholders(template, values)
     if problem := environment_name_problem(name):
         raise ConfigError(setting, f"{name!r}: {problem}")
     return name

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import TextIO
 
-from action_src.plan import plan_step
+from action_src.plan import is_broker_mode, plan_broker, plan_step
 from action_src.workflow import Workflow
 from runkeys.connections import connection_secrets
 from runkeys.errors import RunkeysError
@@ -24,6 +24,10 @@ def _interrupted(signum: int, frame: FrameType | None) -> None:
 
 
 def run(environ: Mapping[str, str], workflow: Workflow) -> int:
+    if is_broker_mode(environ):
+        from action_src.brokered import mint_brokered  # noqa: PLC0415
+
+        return mint_brokered(plan_broker(environ, workflow), workflow)
     plan = plan_step(environ, workflow)
     # PyGithub takes most of a second to import; a step that fails its checks never needs it.
     from action_src.mint import mint  # noqa: PLC0415

@@ -12,12 +12,17 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TextIO
 
+import msgspec
+
+from action_src.brokered import STATE_NAME as BROKER_STATE
+from action_src.brokered import BrokerState
 from action_src.collaborators import github_session, lease_client
 from action_src.inputs import read_github, read_retries, read_run, read_service
 from action_src.report import STATE_NAME, PostState
 from action_src.workflow import Workflow, describe
+from runkeys.broker import KeysRetirement
 from runkeys.connections import Connection, connection_secrets, load_connections
-from runkeys.errors import GitHubError, RunkeysError
+from runkeys.errors import ConfigError, GitHubError, RunkeysError
 from runkeys.github.secrets import SecretStore
 from runkeys.issuance import SecretScope
 from runkeys.lease_client import LeaseClient
@@ -36,7 +41,40 @@ def _scope_of(state: PostState, repository: str) -> SecretScope | None:
     return SecretScope(repository) if secrets else None
 
 
+def retire_brokered(text: str, environ: Mapping[str, str], workflow: Workflow) -> None:
+    """Broker mode: the runner holds no connection and no App key, so it cannot revoke or
+    delete anything itself; it asks the service to retire the request's keys."""
+    try:
+        state = msgspec.json.decode(text, type=BrokerState)
+    except msgspec.DecodeError as exc:
+        raise ConfigError(
+            f"STATE_{BROKER_STATE}",
+            f"the main step's state cannot be read ({exc})",
+            fix="use the same version of runkeys for the main and the post step",
+        ) from None
+    if state.retire == "none":
+        workflow.progress("runkeys post: nothing to retire.")
+        return
+    service = read_service(environ)
+    if service is None:
+        raise ConfigError(
+            "input `service-url`",
+            "is empty in the post step, but the main step's keys came from the runkeys service",
+            fix="keep the step's `with:` as it was; the service's TTL sweeper retires the keys",
+        )
+    client = lease_client(service, workflow, read_retries(environ))
+    retired = client.retire_keys(KeysRetirement(request_id=state.request_id, scope=state.retire))
+    which = "`job` " if state.retire == "job" else ""
+    workflow.progress(
+        f"runkeys post: the runkeys service retires {len(retired)} {which}key(s) of this step "
+        "and deletes their secrets."
+    )
+
+
 def retire_leases(environ: Mapping[str, str], workflow: Workflow) -> None:
+    if broker := environ.get(f"STATE_{BROKER_STATE}", ""):
+        retire_brokered(broker, environ, workflow)
+        return
     text = environ.get(f"STATE_{STATE_NAME}", "")
     state = PostState.from_text(text) if text else PostState(())
     if not state.leases and not state.created_environment:

@@ -4,13 +4,14 @@ and the step summary. None of them holds a value (tests scan them for the values
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
+from runkeys.broker import SealedKey
 from runkeys.errors import ConfigError
 from runkeys.issuance import Issued, IssuedKey
 from runkeys.leases import LeaseRequest
@@ -87,6 +88,24 @@ def keys_json(keys: Sequence[IssuedKey]) -> str:
     return json.dumps(items, separators=(",", ":"))
 
 
+def broker_keys_json(keys: Sequence[SealedKey], variables: Mapping[str, list[str]]) -> str:
+    """`keys-json` in broker mode: the same fields as `keys_json`, from the service's answer."""
+    items = [
+        {
+            "name": key.name,
+            "provider": key.provider,
+            "scope": key.scope,
+            "environment": key.environment,
+            "lifetime": key.lifetime.value,
+            "expires_at": _when(key.expires_at),
+            "lease_id": key.lease_id,
+            "variables": variables[key.name],
+        }
+        for key in keys
+    ]
+    return json.dumps(items, separators=(",", ":"))
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
 
@@ -119,4 +138,30 @@ def summary(issued: Issued, *, service_url: str | None) -> str:
             "TTL (and `ttl` keys only by the provider's own expiry, if it has one); `job` keys "
             "are retired by this step's post step."
         )
+    return "\n".join(lines) + "\n"
+
+
+def broker_summary(
+    keys: Sequence[SealedKey], created_environment: str | None, service_url: str
+) -> str:
+    """The step summary in broker mode: the same table as `summary`."""
+    lines = [
+        f"## runkeys: {len(keys)} key(s) issued by the runkeys service",
+        "",
+        "| Key | Provider | Scope | Lifetime | Expires (UTC) |",
+        "|---|---|---|---|---|",
+    ]
+    for key in keys:
+        where = {"job": "this job only", "repository": "repository secret"}.get(
+            key.scope, f"environment `{key.environment}`"
+        )
+        cells = [f"`{key.name}`", key.provider, where, key.lifetime.value, _when(key.expires_at)]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    lines.append("")
+    if created_environment:
+        lines.append(f"The runkeys service created the environment `{_cell(created_environment)}`.")
+    lines.append(
+        f"Minted, written and leased by the runkeys service at {_cell(service_url)}; this job "
+        "held no App key and no connection."
+    )
     return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ from handler.config import ServiceConfig
 from handler.errors import error_response
 from handler.logs import logger
 from handler.service import Clock, Service, utc_now
-from handler.views import leases, ops, webhook
+from handler.views import keys, leases, ops, webhook  # noqa: F401 (keys: POST /v1/keys joins leases' blueprint on import)
 
 log = logger("app")
 

@@ -1,5 +1,6 @@
 # ruff: noqa: PLC0415 (imports inside commands: `runkeys --help` must not load Flask or the ledger)
-"""`runkeys serve | worker | sweep | leases | revoke`: the service's commands.
+"""`runkeys serve | worker | sweep | leases | revoke | audit | policy check`: the service's
+commands.
 
 Each reads only the settings it needs from the environment (`runkeys leases` needs a database,
 not the App's key) and imports the heavy parts only when run.
@@ -14,6 +15,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from runkeys import ids
@@ -80,6 +82,42 @@ def register(subparsers: Any) -> None:
     )
     revoke.set_defaults(func=revoke_command)
 
+    _register_audit(subparsers)
+
+    policy = subparsers.add_parser("policy", help="the broker's policy (docs/policy.md)")
+    policy_commands = policy.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    check = policy_commands.add_parser(
+        "check", help="evaluate a policy offline: claims and keys → allow or deny, per key"
+    )
+    check.add_argument("--policy", required=True, metavar="FILE", help="the policy (YAML)")
+    check.add_argument(
+        "--claims", required=True, metavar="CLAIMS.json", help="a verified token's claims"
+    )
+    check.add_argument("--keys", required=True, metavar="KEYS.yml", help="the `keys` spec")
+    where = check.add_mutually_exclusive_group()
+    where.add_argument("--environment", metavar="NAME", help="the keys go to this environment")
+    where.add_argument(
+        "--repository-secrets", action="store_true", help="the keys go to repository secrets"
+    )
+    check.add_argument(
+        "--max-ttl",
+        default="24h",
+        help="the service's RUNKEYS_MAX_TTL, which caps every key besides the policy",
+    )
+    check.add_argument("--json", action="store_true", help="also print the decision record")
+    check.set_defaults(func=policy_check_command)
+
+
+def _register_audit(subparsers: Any) -> None:
+    audit = subparsers.add_parser(
+        "audit", help="the broker's policy decisions, newest first (no values are kept)"
+    )
+    audit.add_argument("--repository", type=_repository, help="owner/name or repository id")
+    audit.add_argument("--denied", action="store_true", help="denials only")
+    audit.add_argument("--limit", type=_number("limit", ids.MAX_NUMBER), default=100)
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit.set_defaults(func=audit_command)
+
 
 def _number(what: str, maximum: int = ids.MAX_ID) -> Callable[[str], int]:
     """An argument the ledger can compare with its columns: argparse says what is wrong with
@@ -134,7 +172,12 @@ def _serve(args: argparse.Namespace) -> int:
     from handler import logs
     from handler.config import ServiceConfig
     from handler.ledger import Ledger
-    from handler.serve import ServiceApplication, default_options, serve_metrics_apart
+    from handler.serve import (
+        PolicySnapshot,
+        ServiceApplication,
+        default_options,
+        serve_metrics_apart,
+    )
 
     config = ServiceConfig.from_env(os.environ)  # refuse to start on a bad setting, here
     logs.configure(config.log_level)
@@ -148,7 +191,14 @@ def _serve(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         log_level=config.log_level,
     )
-    ServiceApplication(options).run()
+    policy = PolicySnapshot(config.policy_file) if config.policy_file else None
+    if policy is not None:
+        os.environ["RUNKEYS_POLICY_FILE"] = str(policy.path)  # what the workers load
+    try:
+        ServiceApplication(options, policy).run()
+    finally:
+        if policy is not None:
+            policy.remove()
     return 0
 
 
@@ -235,6 +285,32 @@ def leases_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def audit_command(args: argparse.Namespace) -> int:
+    from handler.config import ServiceConfig
+    from handler.ledger.broker import list_decisions
+
+    ledger = _existing_ledger(ServiceConfig.for_ledger(os.environ).database_url)
+    with ledger.begin() as conn:
+        found = list_decisions(
+            conn, repository=args.repository, denied=args.denied, limit=args.limit
+        )
+    ledger.close()
+    if args.json:
+        for decision in found:
+            print(json.dumps(decision))
+        return 0
+    for d in found:
+        at = d["at"][:19]
+        who = f"{d['repository']} {d['ref']} run {d['run_id']}/{d['run_attempt']}"
+        print(escaped(f"{at}  {d['outcome'].upper():<5} {','.join(d['rules'])}  {who}"))
+        print(escaped(f"    actor {d['actor']}  workflow {d['workflow']}  to {d['destination']}"))
+        for key in d["keys"]:
+            why = f"  {key['field']}: {key['reason']}" if key["outcome"] == "deny" else ""
+            line = f"    {key['outcome']:<5} {key['name']} ({key['provider']}) by {key['rule']}"
+            print(escaped(line + why))
+    return 0
+
+
 def _print_table(leases: list[Any]) -> None:
     header = ("ID", "STATE", "LIFETIME", "KEY", "PROVIDER", "REPOSITORY", "RUN", "EXPIRES")
     rows = [
@@ -296,6 +372,65 @@ def revoke_command(args: argparse.Namespace) -> int:
         print("runkeys: no lease in this ledger matches; nothing was queued", file=sys.stderr)
         return 1
     return 0
+
+
+def policy_check_command(args: argparse.Namespace) -> int:
+    """Exit 0 when every key is allowed, 1 on any denial, 2 when an input is unusable."""
+    from handler import policy as rules
+    from runkeys.errors import RunkeysError
+    from runkeys.spec import SpecRules, parse_keys
+
+    try:
+        policy = rules.load_policy_file(args.policy)
+        claims = rules.claims_from(json.loads(_read(args.claims, "claims")))
+        pull_request = claims.event_name.startswith("pull_request")
+        checks = SpecRules(max_ttl=_max_ttl(args.max_ttl), pull_request=pull_request)
+        spec = parse_keys(_read(args.keys, "keys"), checks)
+    except RunkeysError as exc:
+        text = f"runkeys policy check: {exc.title}: {exc.explain()}"
+        print("\n".join(escaped(line) for line in text.splitlines()), file=sys.stderr)
+        return 2
+    except ValueError as exc:  # the claims file is not JSON
+        print(escaped(f"runkeys policy check: {args.claims}: not JSON: {exc}"), file=sys.stderr)
+        return 2
+    if args.environment:
+        destination = rules.Destination("environment", args.environment)
+    else:
+        destination = rules.Destination("repository" if args.repository_secrets else "job")
+    decision = rules.evaluate(policy, claims, spec, destination)
+    for key in decision.keys:
+        what = key.provider + (f" on {key.connection}" if key.connection else "")
+        rule = key.rule if key.rule == rules.NO_RULE else f"rule {key.rule!r}"
+        line = f"{'allow' if key.allowed else 'deny '}  {key.key} ({what}): {rule}"
+        if not key.allowed:
+            line += f"; {key.field}: {key.reason}; fix: {key.fix}"
+        print(escaped(line))
+    denied = sum(not key.allowed for key in decision.keys)
+    print(f"{len(decision.keys) - denied} allowed, {denied} denied, to {destination.describe()}")
+    if args.json:
+        print(rules.record(decision, claims, destination).to_log())
+    return 1 if denied else 0
+
+
+def _max_ttl(text: str) -> timedelta:
+    from runkeys.durations import parse_duration
+    from runkeys.errors import ConfigError
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError("--max-ttl", str(exc)) from None
+
+
+def _read(path: str, what: str) -> str:
+    from runkeys.errors import ConfigError
+
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        cause = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"--{what}", f"cannot read {path}: {cause}") from None
 
 
 def _existing_ledger(url: str, *, migrate_older: bool = False, logged: bool = False) -> Ledger:

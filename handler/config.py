@@ -69,6 +69,8 @@ class ServiceConfig:
     not_installed_ttl: timedelta = timedelta(seconds=60)
     log_level: str = "INFO"
     metrics_bind: tuple[str, int] | None = None  # `/metrics` there only (`runkeys serve`)
+    # Broker mode's policy (RUNKEYS_POLICY_FILE), checked here; None: `/v1/keys` mints nothing.
+    policy_file: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ServiceConfig:
@@ -89,6 +91,7 @@ class ServiceConfig:
             ),
             log_level=log_level(environ),
             metrics_bind=metrics_bind(environ),
+            policy_file=policy_file(environ),
         )
 
     # Repeated on purpose: a smaller set of the same readers than from_env, for the worker.
@@ -107,6 +110,14 @@ class ServiceConfig:
     def for_ledger(cls, environ: Mapping[str, str]) -> ServiceConfig:
         """What `runkeys leases` and `runkeys revoke` need: the ledger only."""
         return cls(database_url=database_url(environ), log_level=log_level(environ))
+
+
+def policy_file(environ: Mapping[str, str]) -> str | None:
+    """The policy's path, once it loaded: an invalid policy stops start-up naming its line."""
+    from handler.policy import PolicyStore  # noqa: PLC0415 (the policy loads YAML and msgspec)
+
+    store = PolicyStore.from_env(environ)
+    return None if store is None else str(store.path)
 
 
 def webhook_secret(environ: Mapping[str, str]) -> str:

@@ -50,6 +50,12 @@ class Metrics:
             "Webhook deliveries refused: missing, malformed or wrong signature.",
             registry=self.registry,
         )
+        self.policy_decisions = Counter(
+            "runkeys_policy_decisions",
+            "Broker requests decided by the policy, by outcome (allow, deny) and deciding rule.",
+            ["outcome", "rule"],
+            registry=self.registry,
+        )
         self.token_failures = Counter(
             "runkeys_oidc_token_failures",
             "API requests refused because their OIDC token was missing or invalid.",

@@ -6,11 +6,14 @@ delivery's event, outcome and leases queued) — never a body or a query string.
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import signal
 import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
@@ -18,8 +21,11 @@ from gunicorn.glogging import Logger  # type: ignore[import-untyped]
 from gunicorn.workers.base import Worker  # type: ignore[import-untyped]
 from gunicorn.workers.gthread import ThreadWorker  # type: ignore[import-untyped]
 
-from handler.logs import ACCESS_FIELDS, JsonFormatter
+from handler.logs import ACCESS_FIELDS, JsonFormatter, event, logger
+from handler.policy import PolicyError, parse_policy
 from runkeys.errors import ConfigError
+
+_log = logger("serve")
 
 
 class JsonLogger(Logger):  # type: ignore[misc]
@@ -137,10 +143,64 @@ def serve_metrics_apart(address: tuple[str, int], bind: str, database_url: str) 
         ) from None
 
 
+class PolicySnapshot:
+    """The policy the workers load: a copy of RUNKEYS_POLICY_FILE the master made once the
+    text parsed. On SIGHUP gunicorn replaces every worker; the master first reads the file
+    again, and an invalid one leaves the copy, the policy in force, as it was (a worker that
+    loaded a broken file would fail to boot and stop the whole service)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = Path(source)
+        self.directory = Path(tempfile.mkdtemp(prefix="runkeys-policy-"))
+        self.path = self.directory / "policy.yml"
+        self.owner = os.getpid()  # forked workers leave through the same code: not theirs
+        problem = self.refresh()
+        if problem is not None:
+            self.remove()
+            raise ConfigError("RUNKEYS_POLICY_FILE", problem.cause, fix=problem.fix)
+
+    def refresh(self) -> PolicyError | None:
+        """Copy the file if it parses (the text checked is the text copied); else its error."""
+        try:
+            text = self.source.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            return PolicyError(f"cannot read the policy {self.source}: {exc}")
+        try:
+            parse_policy(text, str(self.source))
+        except PolicyError as exc:
+            return exc
+        fresh = self.directory / ".policy.yml.new"
+        fresh.write_text(text, encoding="utf-8")
+        os.replace(fresh, self.path)  # atomic: a worker starting now reads one or the other
+        return None
+
+    def remove(self) -> None:
+        if os.getpid() == self.owner:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
 class ServiceApplication(BaseApplication):  # type: ignore[misc]
-    def __init__(self, options: Mapping[str, Any]) -> None:
+    def __init__(self, options: Mapping[str, Any], policy: PolicySnapshot | None = None) -> None:
         self.options = dict(options)
+        self.policy = policy
         super().__init__()
+
+    def reload(self) -> None:
+        """SIGHUP, in the master, before the new workers start: the policy is read again."""
+        if self.policy is not None:
+            problem = self.policy.refresh()
+            if problem is None:
+                event(_log, "policy reloaded", policy=str(self.policy.source))
+            else:
+                event(
+                    _log,
+                    "policy not reloaded; the policy in force is kept",
+                    level=logging.ERROR,
+                    policy=str(self.policy.source),
+                    line=problem.line,
+                    reason=problem.cause,
+                )
+        super().reload()
 
     def load_config(self) -> None:
         for key, value in self.options.items():

@@ -4,7 +4,7 @@ the ledger, GitHub, the providers, metrics and the clock. Built once per process
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from handler.config import ServiceConfig
@@ -12,6 +12,7 @@ from handler.installations import InstallationLookup
 from handler.ledger import Ledger
 from handler.ledger.seen import first_token_use
 from handler.metrics import Metrics
+from handler.policy import POLICY_SETTING, PolicyStore
 from runkeys.github.secrets import SecretStore, WriteBudget
 from runkeys.github.session import GitHubSession
 from runkeys.oidc import KeySet, OIDCVerifier
@@ -46,6 +47,9 @@ class Service:
             lambda: self.github, clock=clock, miss_ttl=config.not_installed_ttl
         )
         self.wake_worker: Callable[[], None] = lambda: None  # set by the embedded worker
+        # Broker mode's policy; None (no RUNKEYS_POLICY_FILE): `/v1/keys` mints nothing.
+        self.policy = PolicyStore.from_env({POLICY_SETTING: config.policy_file or ""})
+        self._broker_sessions: dict[frozenset[tuple[str, str]], GitHubSession] = {}
 
     @property
     def github(self) -> GitHubSession:
@@ -76,6 +80,19 @@ class Service:
                     first_use=self._first_token_use,
                 )
             return self._verifier
+
+    def broker_github(self, permissions: Mapping[str, str]) -> GitHubSession:
+        """The App for broker mode's writes: installation tokens narrowed to the one
+        repository (`GitHubSession.github_for`) and to `permissions`."""
+        key = frozenset(permissions.items())
+        with self._lock:
+            if key not in self._broker_sessions:
+                if self.config.github is None:
+                    raise RuntimeError("this command was configured without GitHub")
+                self._broker_sessions[key] = GitHubSession(
+                    self.config.github, permissions=dict(permissions), now=self.clock
+                )
+            return self._broker_sessions[key]
 
     def _first_token_use(self, jti: str, expires_at: datetime) -> bool:
         with self.ledger.begin() as conn:

@@ -15,6 +15,7 @@ from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
 from runkeys import http_session
+from runkeys.broker import KeysGranted, KeysRequest, KeysRetirement
 from runkeys.errors import LeaseServiceError
 from runkeys.leases import (
     LeaseRequest,
@@ -29,6 +30,7 @@ from runkeys.scrub import short
 
 Answer = TypeVar("Answer", bound=msgspec.Struct)
 
+MALFORMED_ANSWER = "malformed_answer"  # the code of a 2xx answer that is not the schema
 RETRY_AFTER_CAP = 60.0  # seconds: longer than that, the step fails and says why
 
 
@@ -87,6 +89,33 @@ class LeaseClient:
         ).leases
         return {r.id: r.secret_kept_for for r in retired if isinstance(r.secret_kept_for, str)}
 
+    def request_keys(self, request: KeysRequest) -> KeysGranted:
+        """Broker mode: `POST /v1/keys`. Every attempt carries the same `request_id` (the
+        service mints once per id) and a fresh token. The answer is read as `KeysGranted`;
+        the caller checks it against the spec and unseals it."""
+        answer = self._post("/v1/keys", request, doing="asking for the keys")
+        try:
+            return msgspec.json.decode(answer, type=KeysGranted)
+        except msgspec.DecodeError:
+            # The service answered 2xx, so it may have minted: the caller asks it to retire.
+            raise LeaseServiceError(
+                "the runkeys service's answer to /v1/keys is not a list of sealed keys",
+                code=MALFORMED_ANSWER,
+                fix="check that `service-url` points at a runkeys service that serves broker mode",
+            ) from None
+
+    def retire_keys(self, retirement: KeysRetirement) -> list[str]:
+        """Broker mode: ask the service to retire a request's keys (`POST /v1/keys/retire`);
+        the ids of the leases its answer lists."""
+        answer = self._post("/v1/keys/retire", retirement, doing="asking to retire the keys")
+        retired = _decoded(
+            answer,
+            Retired,
+            "the runkeys service answered /v1/keys/retire without its leases",
+            fix="check that `service-url` points at a runkeys service that serves broker mode",
+        )
+        return [lease.id for lease in retired.leases]
+
     def _post(self, path: str, body: msgspec.Struct, *, doing: str) -> bytes:
         """POST with a fresh token per attempt, tried again as `retry` says (a retry inside
         the session would resend a token the service may have seen)."""
@@ -140,7 +169,13 @@ def _answer(response: requests.Response, doing: str) -> bytes:
     except ValueError:
         data = None
     if isinstance(data, dict) and ("error" in data or "message" in data):
-        said = short(f"{data.get('error', '')}: {data.get('message', '')}".strip(": "), 300)
+        message = str(data.get("message", ""))
+        key = data.get("key")
+        if isinstance(key, str):  # the service's message may start with the key's name too
+            message = message.removeprefix(f"{key}: ")
+        said = short(f"{data.get('error', '')}: {message}".strip(": "), 300)
+        if isinstance(key, str):  # broker mode names the key a refusal is about
+            said = f"key {short(key, 100)}: {said}"
     else:
         said = short(response.text or response.reason or "no message", 200)
     if status == 401:

@@ -8,8 +8,9 @@ runkeys is stricter where a name would be ambiguous in a URL path or a log line:
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ENVIRONMENT_NAME_MAX = 255
@@ -76,3 +77,43 @@ def environment_name_problem(name: str) -> str | None:
             f"U+{ord(invisible):04X}"
         )
     return next((why for broken, why in _ENVIRONMENT_RULES if broken(name)), None)
+
+
+# The environment name's placeholders, filled from the run (the action) or the verified token
+# (the service): nothing else may shape the name.
+PLACEHOLDERS = ("pr", "run_id", "run_attempt", "run_number")
+
+
+class PlaceholderError(ValueError):
+    """An environment name template that cannot be filled: what is wrong, and the fix."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+
+def placeholders_of(template: str) -> list[str]:
+    """The placeholders `template` uses, in order. Raises `PlaceholderError` for a lone brace,
+    a conversion or format spec (`{run_id!r}` would quote the value, `{pr:x>9}` pad it), or a
+    name outside `PLACEHOLDERS` (`{pr[0]}`, `{pr.real}` included)."""
+    try:
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template)]
+    except ValueError as exc:
+        raise PlaceholderError(f"{template[:100]!r}: {exc}", "write `{{` for a brace") from None
+    fields = [(f, spec, conv) for f, spec, conv in parsed if f is not None]
+    if any(spec or conv for _, spec, conv in fields):
+        raise PlaceholderError(
+            "a placeholder takes no conversion or format", "write {run_id}, {pr}, … bare"
+        )
+    allowed = ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
+    for name, _, _ in fields:
+        if name not in PLACEHOLDERS:
+            raise PlaceholderError(f"unknown placeholder {{{name[:40]}}}", f"use {allowed}")
+    return [name for name, _, _ in fields]
+
+
+def fill_placeholders(template: str, values: Mapping[str, str]) -> str:
+    """`template` with its placeholders (checked by `placeholders_of`) replaced by `values`."""
+    placeholders_of(template)
+    return template.format_map({name: values[name] for name in PLACEHOLDERS})

@@ -142,6 +142,13 @@ class RunIdentity:
     subject: str
     jti: str
     expires_at: datetime
+    # Read by the broker's policy and audit (docs/policy.md); absent from older tests' tokens.
+    run_number: int | None = None
+    ref_type: str | None = None
+    workflow_ref: str | None = None
+    job_workflow_ref: str | None = None
+    runner_environment: str | None = None
+    actor: str | None = None
 
     @property
     def pull_request(self) -> int | None:
@@ -185,6 +192,8 @@ def _ref(value: Any) -> bool:
 # What the ledger keeps of a token, at most (handler/ledger/tables.py's columns).
 JTI_LONGEST, REPOSITORY_LONGEST, REF_LONGEST, ENVIRONMENT_LONGEST = 200, 200, 255, 255
 SHA_LONGEST, EVENT_LONGEST = 64, 64
+# As long as the audit's columns keep them (handler/ledger/tables.py, policy_decisions).
+WORKFLOW_REF_LONGEST, ACTOR_LONGEST = 500, 255  # owner/repo/.github/workflows/<path>@<ref>
 
 # Claim → check. A token missing one of these, or with a malformed one, is refused whole.
 CLAIM_CHECKS: Mapping[str, Callable[[Any], bool]] = {
@@ -203,6 +212,12 @@ CLAIM_CHECKS: Mapping[str, Callable[[Any], bool]] = {
 # Checked when present: a job without an environment has none.
 OPTIONAL_CLAIM_CHECKS: Mapping[str, Callable[[Any], bool]] = {
     "environment": lambda value: value in (None, "") or _text(ENVIRONMENT_LONGEST)(value),
+    "run_number": lambda value: value is None or _attempt(value),
+    **{
+        name: (lambda value: value is None or _text(WORKFLOW_REF_LONGEST)(value))
+        for name in ("ref_type", "workflow_ref", "job_workflow_ref", "runner_environment")
+    },
+    "actor": lambda value: value is None or _text(ACTOR_LONGEST)(value),
 }
 
 
@@ -381,4 +396,15 @@ def _identity(claims: Mapping[str, Any]) -> RunIdentity:
         subject=str(claims["sub"]),
         jti=str(claims["jti"]),
         expires_at=expires_at,
+        run_number=ids.parse(claims.get("run_number"), ids.MAX_NUMBER),
+        ref_type=_optional(claims, "ref_type"),
+        workflow_ref=_optional(claims, "workflow_ref"),
+        job_workflow_ref=_optional(claims, "job_workflow_ref"),
+        runner_environment=_optional(claims, "runner_environment"),
+        actor=_optional(claims, "actor"),
     )
+
+
+def _optional(claims: Mapping[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    return value if isinstance(value, str) and value else None

@@ -3,10 +3,13 @@ shows passes actionlint with every `with:` key checked against our own action.ym
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -99,3 +102,68 @@ def test_the_architecture_page_is_linked_and_names_only_what_exists() -> None:
     commands = set(re.findall(r"`((?:runkeys|make) [a-z-]+)", page))
     assert commands, "the page names the commands it refers to"
     assert [c for c in sorted(commands) if c not in README] == []
+
+
+def test_the_broker_policy_the_readme_shows_allows_its_workflow_and_nothing_near(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's policy, checked with the README's command against the broker example's
+    own `keys` and a pull request's claims; then the same command for claims and keys that
+    are almost right, each denied."""
+    from runkeys.cli import main
+
+    (policy,) = [b for b in re.findall(r"```yaml\n(.*?)```", README, re.S) if "\nrules:" in b]
+    (command,) = [
+        line
+        for block in re.findall(r"```sh\n(.*?)```", README, re.S)
+        for line in block.splitlines()
+        if line.startswith("runkeys policy check")
+    ]
+    example = (ROOT / "docs" / "examples" / "broker-mode.yml").read_text()
+    keys = re.search(r"keys: \|\n((?: {12}.*\n)+)", example)
+    assert keys is not None
+    claims = {
+        "iss": "https://token.actions.githubusercontent.com",
+        "aud": "https://runkeys.example.com",
+        "sub": "repo:octo-org/webshop:pull_request",
+        "repository": "octo-org/webshop",
+        "repository_id": "1296269",
+        "repository_owner": "octo-org",
+        "repository_owner_id": "583231",
+        "ref": "refs/pull/12/merge",
+        "ref_type": "branch",
+        "event_name": "pull_request",
+        "workflow_ref": "octo-org/webshop/.github/workflows/preview.yml@refs/pull/12/merge",
+        "job_workflow_ref": "octo-org/webshop/.github/workflows/preview.yml@refs/pull/12/merge",
+        "runner_environment": "github-hosted",
+        "run_id": "5001",
+        "run_attempt": "1",
+        "actor": "octocat",
+        "sha": "8d2a0b6e1c4f3a5b7d9e0f1a2b3c4d5e6f7a8b9c",
+    }
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "policy.yml").write_text(policy)
+
+    def check(claims_now: dict[str, str], keys_text: str) -> tuple[int, str]:
+        (tmp_path / "claims-pr.json").write_text(json.dumps(claims_now))
+        (tmp_path / "keys.yml").write_text(keys_text)
+        status = main(shlex.split(command)[1:])
+        out, err = capsys.readouterr()
+        return status, out + err
+
+    spec = textwrap.dedent(keys.group(1))
+    assert "DATABASE_URL" in spec
+    status, out = check(claims, spec)
+    assert status == 0, out
+    sibling = claims | {"repository": "octo-org/webshop-fork", "sub": "repo:octo-org/webshop-fork"}
+    target = claims | {"event_name": "pull_request_target"}  # runs with the base's secrets
+    for near in (sibling, target):
+        status, out = check(near, spec)
+        assert status == 1, out
+        assert "no rule matched" in out
+    status, out = check(claims, spec.replace("ttl: 2h", "ttl: 3h"))
+    assert status == 1, out
+    assert "webshop-previews" in out
+    status, out = check(claims, spec.replace("[app_rw]", "[app_admin]"))
+    assert status == 1, out
+    assert "app_admin" in out

@@ -139,11 +139,60 @@ def _checked_targets(conn: Connection) -> None:
     conn.exec_driver_sql("UPDATE environments SET named_at = created_at, claimed = TRUE")
 
 
+# Version 5's tables as it made them, frozen.
+_V5 = MetaData()
+# Repeated on purpose: tables.py's broker tables as version 5 made them, frozen.
+_BROKER_REQUESTS_V5 = Table(
+    "broker_requests",
+    _V5,
+    Column("repository_id", BigInteger, primary_key=True),
+    Column("request_id", String(64), primary_key=True),
+    Column("repository", String(200), nullable=False),
+    Column("run_id", BigInteger, nullable=False),
+    Column("run_attempt", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("lease_ids", JSON, nullable=False),
+    Column("created_at", tables.UTCDateTime, nullable=False),
+    Column("updated_at", tables.UTCDateTime, nullable=False),
+)
+_POLICY_DECISIONS_V5 = Table(
+    "policy_decisions",
+    _V5,
+    Column("id", tables.EventId, primary_key=True, autoincrement=True),
+    Column("at", tables.UTCDateTime, nullable=False),
+    Column("outcome", String(8), nullable=False),
+    Column("rules", JSON, nullable=False),
+    Column("repository", String(200), nullable=False),
+    Column("repository_id", BigInteger, nullable=False),
+    Column("ref", String(255), nullable=False),
+    Column("event_name", String(64), nullable=False),
+    Column("workflow", String(500), nullable=True),
+    Column("job_workflow_ref", String(500), nullable=True),
+    Column("run_id", BigInteger, nullable=False),
+    Column("run_attempt", Integer, nullable=False),
+    Column("actor", String(255), nullable=True),
+    Column("destination", String(300), nullable=False),
+    Column("request_id", String(64), nullable=True),
+    Column("keys", JSON, nullable=False),
+)
+Index(
+    "ix_policy_decisions_repository",
+    _POLICY_DECISIONS_V5.c.repository_id,
+    _POLICY_DECISIONS_V5.c.id,
+)
+
+
+def _broker(conn: Connection) -> None:
+    """Broker mode: its requests (a retry mints once) and its policy decisions (the audit)."""
+    _V5.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "leases, events, environments, seen ids", _initial),
     Migration(2, "lease labels, unique", _lease_labels),
     Migration(3, "run completions to apply", _run_completions),
     Migration(4, "connection targets; environments' first naming and claims", _checked_targets),
+    Migration(5, "broker requests and policy decisions", _broker),
 )
 HEAD = MIGRATIONS[-1].version
 

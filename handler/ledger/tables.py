@@ -171,6 +171,46 @@ token_ids = Table(
     Column("expires_at", UTCDateTime, nullable=False, index=True),
 )
 
+# Broker requests (`POST /v1/keys`) by the token's repository and the action's request id: a
+# retry never mints twice. Lease ids only, never a value (version 5).
+broker_requests = Table(
+    "broker_requests",
+    metadata,
+    Column("repository_id", BigInteger, primary_key=True),
+    Column("request_id", String(64), primary_key=True),
+    Column("repository", String(200), nullable=False),
+    Column("run_id", BigInteger, nullable=False),
+    Column("run_attempt", Integer, nullable=False),
+    Column("state", String(16), nullable=False),  # minting, granted
+    Column("lease_ids", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Append-only: every policy decision of the broker, with who asked and which keys (names,
+# providers, connections, the deciding rule and reason), never a value (version 5).
+policy_decisions = Table(
+    "policy_decisions",
+    metadata,
+    Column("id", EventId, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("outcome", String(8), nullable=False),  # allow, deny
+    Column("rules", JSON, nullable=False),
+    Column("repository", String(200), nullable=False),
+    Column("repository_id", BigInteger, nullable=False),
+    Column("ref", String(255), nullable=False),
+    Column("event_name", String(64), nullable=False),
+    Column("workflow", String(500), nullable=True),
+    Column("job_workflow_ref", String(500), nullable=True),
+    Column("run_id", BigInteger, nullable=False),
+    Column("run_attempt", Integer, nullable=False),
+    Column("actor", String(255), nullable=True),
+    Column("destination", String(300), nullable=False),
+    Column("request_id", String(64), nullable=True),
+    Column("keys", JSON, nullable=False),
+)
+Index("ix_policy_decisions_repository", policy_decisions.c.repository_id, policy_decisions.c.id)
+
 schema_migrations = Table(
     "schema_migrations",
     metadata,

@@ -66,6 +66,7 @@ def service(github: GitHub, tmp_path: Path) -> Iterator[Service]:
     github.step.base_env.update(github.sandbox.runner_oidc_env(claims))
     github.step.base_env["INPUT_SERVICE-URL"] = served.url
     github.step.base_env["INPUT_AUDIENCE"] = AUDIENCE
+    github.step.base_env["INPUT_MODE"] = "local"  # these tests are about local mode
     try:
         yield served
     finally:

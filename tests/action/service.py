@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,12 +101,20 @@ class Service:
     """The real service for one test, with `Faults` in front of it."""
 
     def __init__(
-        self, sandbox: Sandbox, app: App, directory: Path, *, host: str = "127.0.0.1"
+        self,
+        sandbox: Sandbox,
+        app: App,
+        directory: Path,
+        *,
+        host: str = "127.0.0.1",
+        settings: Mapping[str, str] | None = None,
     ) -> None:
+        """`settings`: more of the service's own environment (broker mode's policy file and
+        connections), never the step's."""
         directory.mkdir(parents=True, exist_ok=True)
         environ = make_environ(sandbox, app, f"sqlite:///{directory / 'ledger.sqlite3'}")
         environ["RUNKEYS_OIDC_AUDIENCE"] = AUDIENCE
-        self.app: Flask = create_app(environ)
+        self.app: Flask = create_app(environ | dict(settings or {}))
         self.faults = Faults(self.app)
         self._server: ThreadServer | None = ThreadServer(self.faults, host=host)
         self.url = self._server.url

@@ -109,6 +109,11 @@ BAD_SETTINGS = [
     ({"repository-secrets": "yes"}, "input `repository-secrets`"),
     ({"environment": "ci-pr-{pr}"}, "{pr} needs"),
     ({"environment": "ci-{branch}"}, "unknown placeholder {branch}"),
+    # As the service refuses them: str.format would give ci-'4242' and ci-xxxxxxxx4242.
+    ({"environment": "ci-{run_id!r}"}, "no conversion or format"),
+    ({"environment": "ci-{run_id:x>12}"}, "no conversion or format"),
+    ({"environment": "ci-{pr[0]}"}, "unknown placeholder {pr[0]}"),
+    ({"environment": "ci-{run_id.real}"}, "unknown placeholder {run_id.real}"),
     ({"environment": "ci-{"}, "input `environment`"),
     ({"environment": "x" * 300}, "at most 255"),
     ({"environment": "ci", "app-id": "", "private-key": ""}, "needs GitHub credentials"),

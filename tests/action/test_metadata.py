@@ -57,6 +57,7 @@ def test_every_input_and_output_is_documented_and_kebab_case() -> None:
         "keys",
         "environment",
         "repository-secrets",
+        "mode",
         "app-id",
         "private-key",
         "github-token",

@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from handler.app import create_app
+from runkeys.broker import new_key_pair
 from runkeys.leases import LeaseState, Lifetime
 from runkeys_sandbox.server import webhooks
 from tests.service import kit
@@ -47,6 +48,15 @@ def lookups(github: GitHub, repository: str) -> int:
 def some_body(github: GitHub, path: str, repository: str) -> dict[str, Any]:
     """A well-formed body for each /v1 route, for a lease of `repository`."""
     item = github.lease(repository=repository, lifetime=Lifetime.JOB)
+    if path == "/v1/keys":
+        return {
+            "request_id": item.id,
+            "keys": "TOKEN: {provider: random, ttl: 5m}\n",
+            "destination": {"kind": "job"},
+            "public_key": new_key_pair()[1],
+        }
+    if path == "/v1/keys/retire":
+        return {"request_id": item.id, "scope": "all"}
     if path == "/v1/leases/retire":
         return {"leases": [{"id": item.id, "outcome": "revoked"}]}
     return body(item)
@@ -57,7 +67,7 @@ def some_body(github: GitHub, path: str, repository: str) -> dict[str, Any]:
 
 def test_every_v1_route_is_behind_the_blueprints_checks(app: Flask) -> None:
     routes = v1_routes(app)
-    assert routes == ["/v1/leases", "/v1/leases/retire"]
+    assert routes == ["/v1/keys", "/v1/keys/retire", "/v1/leases", "/v1/leases/retire"]
     for rule in app.url_map.iter_rules():
         if rule.rule.startswith("/v1/"):
             assert rule.endpoint.startswith("leases."), rule  # the blueprint whose checks run
@@ -172,6 +182,10 @@ def padded(github: GitHub, path: str, size: int) -> dict[str, Any]:
     data = some_body(github, path, github.repo.full_name)
     if path == "/v1/leases/retire":
         data["leases"][0]["error"] = "e" * size
+    elif path == "/v1/keys":
+        data["keys"] += "# " + "p" * size + "\n"
+    elif path == "/v1/keys/retire":
+        data["padding"] = "p" * size  # an unknown field: refused, but only after the size
     else:
         data["leases"][0]["params"] = {"padding": "p" * size}
     return data
@@ -194,6 +208,8 @@ def test_a_v1_body_over_the_limit_is_refused_before_the_token_is_read(
         assert (response.status_code, js(response).get("error")) in (
             (201, None),  # registered
             (404, "lease_not_found"),  # a report of a lease this run does not have
+            (404, "broker_off"),  # keys, from a service without a policy
+            (404, "request_not_found"),  # a retirement of a request this run did not make
         ), path
 
 

@@ -10,6 +10,7 @@ Afterwards each credential is still there. Deploy keys: test_attacks_deploy_keys
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -236,6 +237,16 @@ def test_a_label_and_its_lease_id_agree_only_through_the_digest() -> None:
     assert not labels.is_runkeys_name("postgres")
     assert not labels.is_runkeys_name("app_owner")
     assert not labels.is_runkeys_name("rk_" + "x" * 30)  # longer than MySQL allows
+
+
+def test_a_label_cut_right_after_an_underscore_does_not_end_in_one() -> None:
+    """The key name is cut where the label reaches 32 characters: when the cut falls just
+    after an `_`, the label ends before it (`rk_<digest>_primary_key`, 31 characters), the
+    name the providers make and the service expects; never `…primary_key_`."""
+    lease_id = "0123456789abcdef0123"
+    digest = hashlib.sha256(lease_id.encode()).hexdigest()[:16]
+    assert labels.label(lease_id, "PRIMARY_KEY_URL") == f"rk_{digest}_primary_key"
+    assert labels.label(lease_id, "SHORT_") == f"rk_{digest}_short"
 
 
 def test_an_old_actions_label_is_refused(client: FlaskClient, github: GitHub) -> None:

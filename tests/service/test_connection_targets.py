@@ -161,6 +161,39 @@ def test_a_lease_that_does_not_say_where_it_was_minted_is_refused(
     assert (response.status_code, js(response)["error"]) == (422, "connection_mismatch")
 
 
+def test_a_connection_the_service_cannot_read_is_its_own_misconfiguration(
+    github: GitHub, tmp_path: Path, clock: Clock
+) -> None:
+    """The operator gave the service's RUNKEYS_CONNECTION_CI_BAD a scheme runkeys does not
+    know: the action's lease is fine, the service is not. 503 (the action retries), not 422
+    ("your lease is wrong"), and the message names the variable, quoting nothing of it."""
+    environ = make_environ(github.sandbox, github.app, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    broken = "memcached://ci:s3cr3t-pw@cache:11211"
+    service = create_app({**environ, "RUNKEYS_CONNECTION_CI_BAD": broken}, clock=clock)
+    try:
+        lease = github.lease(
+            key_name="CACHE_URL",
+            provider="redis",
+            connection="ci_bad",
+            connection_url=need("redis"),
+            secret=False,
+            params={"keys": ["ci:*"]},
+        )
+        lease = replace(lease, reference=lease.label)
+        response = register(service.test_client(), github, lease)
+        assert (response.status_code, js(response)) == (
+            503,
+            {
+                "error": "service_misconfigured",
+                "message": f"lease {lease.id} (CACHE_URL): the service's "
+                "RUNKEYS_CONNECTION_CI_BAD: has a URL scheme runkeys does not know",
+            },
+        )
+        assert "s3cr3t" not in response.get_data(as_text=True)
+    finally:
+        service.extensions["runkeys"].close()
+
+
 # --- revoking ------------------------------------------------------------------------------------
 
 

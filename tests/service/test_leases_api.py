@@ -3,7 +3,7 @@ engines, with tokens from the sandbox's OIDC issuer and its App installation loo
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -17,7 +17,7 @@ from handler.ledger import tables
 from handler.ledger.history import history
 from handler.ledger.leases import get
 from handler.worker import RevocationWorker
-from runkeys.leases import LeaseState, Lifetime
+from runkeys.leases import LeaseRequest, LeaseState, Lifetime, SecretTarget
 from tests.service.conftest import GitHub
 from tests.service.kit import HTTP_PARAMS, Clock, assert_documented, body, js, lease, stored
 from tests.services import unique
@@ -192,6 +192,7 @@ def test_the_body_must_be_json(client: FlaskClient, github: GitHub) -> None:
     for path in ("/v1/leases", "/v1/leases/retire"):
         headers = {**github.auth(github.claims()), "Content-Type": "application/json"}
         response = client.post(path, data='{"leases": [', headers=headers)
+        assert response.status_code == 400
         assert response.json == {"error": "invalid_request", "message": "The body is not JSON"}
         assert_documented("POST", path, 400, response.json)
 
@@ -232,6 +233,174 @@ def test_tokens_for_someone_else_are_refused(
         client, "/v1/leases", body(github.lease()), github.auth(github.claims(), **overrides)
     )
     assert (response.status_code, js(response)["error"]) == (401, "invalid_token")
+
+
+# --- the edges of what is accepted ------------------------------------------------------------
+
+
+def test_a_secret_not_named_after_its_key_is_refused(
+    client: FlaskClient, github: GitHub, app: Flask
+) -> None:
+    """A workflow leases API_TOKEN but names its deploy key's secret: the service deletes the
+    secret when the lease ends, so it may only ever be the one named after the key."""
+    item = msgspec.structs.replace(
+        github.lease(key_name="API_TOKEN"),
+        secret=SecretTarget(repository=github.repo.full_name, name="DEPLOY_KEY"),
+    )
+    response = post(client, "/v1/leases", body(item), github.auth(github.claims()))
+    assert (response.status_code, js(response)) == (
+        422,
+        {
+            "error": "invalid_lease",
+            "message": f"lease {item.id} (API_TOKEN): its secret must be named API_TOKEN, "
+            "after its key, not 'DEPLOY_KEY'",
+        },
+    )
+    assert record(app, item.id) is None
+    # A long name is quoted back cut to 100 characters (99 and an ellipsis).
+    long_name = "DEPLOY_" + "K" * 193
+    item = msgspec.structs.replace(
+        github.lease(key_name="API_TOKEN"),
+        secret=SecretTarget(repository=github.repo.full_name, name=long_name),
+    )
+    response = post(client, "/v1/leases", body(item), github.auth(github.claims()))
+    assert js(response)["message"] == (
+        f"lease {item.id} (API_TOKEN): its secret must be named API_TOKEN, after its key, "
+        f"not '{long_name[:99]}…'"
+    )
+
+
+def test_a_provider_that_needs_a_connection_is_refused_without_one(
+    client: FlaskClient, github: GitHub, app: Flask
+) -> None:
+    """A Redis user with no connection named: the service could never reach it to revoke."""
+    item = github.lease(key_name="CACHE_URL", provider="redis", params={"keys": ["ci:*"]})
+    item = msgspec.structs.replace(item, reference=item.label)
+    response = post(client, "/v1/leases", body(item), github.auth(github.claims()))
+    assert (response.status_code, js(response)) == (
+        422,
+        {
+            "error": "invalid_lease",
+            "message": f"lease {item.id} (CACHE_URL): provider redis needs a connection",
+        },
+    )
+    assert record(app, item.id) is None
+
+
+def test_a_reference_that_is_not_the_leases_own_is_quoted_cut_to_100_characters(
+    client: FlaskClient, github: GitHub
+) -> None:
+    """A reference of the longest length the API takes (500), naming something else: the
+    refusal quotes 99 characters and an ellipsis, not 500 of the caller's choosing."""
+    reference = "random:rk_" + "0" * 490
+    item = github.lease(reference=reference)
+    response = post(client, "/v1/leases", body(item), github.auth(github.claims()))
+    assert (response.status_code, js(response)["error"]) == (422, "reference_mismatch")
+    assert js(response)["message"].startswith(
+        f"lease {item.id} (API_TOKEN): reference '{reference[:99]}…' is not what random mints "
+    )
+
+
+def at(item: LeaseRequest, issued: datetime, expires: datetime) -> LeaseRequest:
+    return msgspec.structs.replace(item, issued_at=issued, expires_at=expires)
+
+
+def test_an_expiry_is_after_its_issue_time(
+    client: FlaskClient, github: GitHub, clock: Clock
+) -> None:
+    issued = clock.now - timedelta(minutes=1)
+    same = at(github.lease(), issued, issued)
+    response = post(client, "/v1/leases", body(same), github.auth(github.claims()))
+    assert (response.status_code, js(response)) == (
+        422,
+        {
+            "error": "invalid_expiry",
+            "message": f"lease {same.id} (API_TOKEN): expires_at is not after issued_at",
+        },
+    )
+    a_second_later = at(github.lease(), issued, issued + timedelta(seconds=1))
+    # expired by the service's clock (issued a minute ago), but no longer for the first reason
+    response = post(client, "/v1/leases", body(a_second_later), github.auth(github.claims()))
+    assert (response.status_code, js(response)["error"]) == (422, "invalid_expiry")
+    assert "has passed" in js(response)["message"]
+
+
+def test_a_lease_expiring_now_by_the_services_clock_is_refused(
+    client: FlaskClient, github: GitHub, clock: Clock, app: Flask
+) -> None:
+    """The runner's clock may lag: a lease it thinks live but the service sees expire this
+    second is refused (the action rolls it back); one second later is registered."""
+    issued = clock.now - timedelta(minutes=10)
+    now = at(github.lease(), issued, clock.now)
+    response = post(client, "/v1/leases", body(now), github.auth(github.claims()))
+    assert (response.status_code, js(response)) == (
+        422,
+        {
+            "error": "invalid_expiry",
+            "message": f"lease {now.id} (API_TOKEN): expires {clock.now.isoformat()}, "
+            "which has passed by this service's clock",
+        },
+    )
+    assert record(app, now.id) is None
+    live = at(github.lease(), issued, clock.now + timedelta(seconds=1))
+    assert post(client, "/v1/leases", body(live), github.auth(github.claims())).status_code == 201
+
+
+def test_the_maximum_ttl_allows_a_minute_of_clock_skew(
+    client: FlaskClient, github: GitHub, clock: Clock, app: Flask
+) -> None:
+    """RUNKEYS_MAX_TTL is 24 hours by default, from now by the service's clock, plus one
+    minute for a runner's clock that runs ahead: exactly that is registered, a second more
+    is refused."""
+    limit = clock.now + timedelta(hours=24, minutes=1)
+    longest = at(github.lease(key_name="LONGEST"), clock.now, limit)
+    assert (
+        post(client, "/v1/leases", body(longest), github.auth(github.claims())).status_code == 201
+    )
+    beyond = at(github.lease(key_name="BEYOND"), clock.now, limit + timedelta(seconds=1))
+    response = post(client, "/v1/leases", body(beyond), github.auth(github.claims()))
+    assert (response.status_code, js(response)) == (
+        422,
+        {
+            "error": "ttl_too_long",
+            "message": f"lease {beyond.id} (BEYOND): expires "
+            f"{(limit + timedelta(seconds=1)).isoformat()}, beyond this service's maximum TTL "
+            "of 1d from now",
+        },
+    )
+    assert record(app, beyond.id) is None
+
+
+def test_a_request_holds_at_most_100_leases(
+    client: FlaskClient, github: GitHub, app: Flask
+) -> None:
+    """A spec has at most 100 keys: 100 leases in one request are registered, 101 refused."""
+    claims = github.claims()
+    hundred = [github.lease(key_name=f"KEY_{i}") for i in range(100)]
+    response = post(client, "/v1/leases", body(*hundred), github.auth(claims))
+    assert response.status_code == 201
+    assert len(js(response)["leases"]) == 100
+    more = [*hundred, github.lease(key_name="KEY_100")]
+    response = post(client, "/v1/leases", body(*more), github.auth(claims))
+    assert (response.status_code, js(response)["error"]) == (400, "invalid_request")
+    assert "Expected `array` of length <= 100 - at `$.leases`" in js(response)["message"]
+    assert record(app, more[-1].id) is None
+
+
+def test_params_of_up_to_16_kib_reach_the_providers_own_check(
+    client: FlaskClient, github: GitHub
+) -> None:
+    """16384 bytes of params (as JSON) pass the size check and are refused by the provider
+    (no such format); one byte more is refused for its size, naming the lease's place."""
+    at_limit = github.lease(params={"format": "x" * (16_384 - len('{"format": ""}'))})
+    response = post(client, "/v1/leases", body(at_limit), github.auth(github.claims()))
+    assert (response.status_code, js(response)["error"]) == (422, "invalid_params")
+    over = github.lease(params={"format": "x" * (16_385 - len('{"format": ""}'))})
+    response = post(client, "/v1/leases", body(github.lease(), over), github.auth(github.claims()))
+    assert (response.status_code, js(response)) == (
+        400,
+        {"error": "invalid_lease", "message": "leases[1].params is larger than 16384 bytes"},
+    )
 
 
 # --- the post step's report -----------------------------------------------------------------
@@ -406,3 +575,33 @@ def test_a_malformed_secret_pending_is_refused(
     )
     assert (response.status_code, js(response)["error"]) == (400, "invalid_lease")
     assert fragment in js(response)["message"]
+
+
+def test_the_post_steps_reason_is_kept_cut_to_300_characters(
+    client: FlaskClient, github: GitHub, app: Flask
+) -> None:
+    """The reason the post step gives is what an operator reads on the lease: kept as sent,
+    none recorded as none, and a long one cut to 300 characters, marked as cut."""
+    claims = github.claims()
+    told, silent, long = (
+        github.lease(key_name="TOLD", lifetime=Lifetime.JOB),
+        github.lease(key_name="SILENT", lifetime=Lifetime.JOB),
+        github.lease(key_name="LONG", lifetime=Lifetime.JOB),
+    )
+    post(client, "/v1/leases", body(told, silent, long), github.auth(claims))
+    report = {
+        "leases": [
+            {"id": told.id, "outcome": "failed", "error": "issuer answered 503"},
+            {"id": silent.id, "outcome": "failed"},
+            {"id": long.id, "outcome": "failed", "error": "step " * 80},
+        ]
+    }
+    assert post(client, "/v1/leases/retire", report, github.auth(claims)).status_code == 200
+    ledger = app.extensions["runkeys"].ledger
+    assert stored(ledger, told.id).last_error == "issuer answered 503"
+    assert stored(ledger, silent.id).last_error is None
+    assert stored(ledger, long.id).last_error == ("step " * 80)[:299] + "…"
+    with ledger.begin() as conn:
+        assert (
+            history(conn, silent.id)[-1].detail == "post step could not retire it: no reason given"
+        )

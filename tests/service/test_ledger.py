@@ -138,7 +138,7 @@ def test_a_version_3_ledger_keeps_the_environments_it_recorded_as_claimed(empty_
             "created_at) VALUES (1296269, 'ci-pr-7', 'ci-pr-7', 'octo/app', 'present', "
             "'2026-11-01 10:00:00')"
         )
-    assert migrate(ledger.engine) == [4]
+    assert migrate(ledger.engine) == [4, 5]
     env = tables.environments
     with ledger.begin() as conn:
         (found,) = conn.execute(select(env.c.named_at, env.c.claimed, env.c.note)).all()
@@ -470,3 +470,24 @@ def test_deliveries_and_token_ids_are_seen_once_and_forgotten_later(ledger: Ledg
         assert first_token_use(conn, "jti-1", NOW + timedelta(days=1))
         assert prune(conn, now=NOW + timedelta(days=9)) == (1, 1)
         assert first_delivery(conn, "d-1", event="ping", action=None, outcome="pong", now=NOW)
+
+
+def test_a_version_4_ledger_gains_the_broker_tables_and_keeps_its_leases(empty_url: str) -> None:
+    ledger = Ledger.open(empty_url, migrate_schema=False)
+    old = lease(connection="ci_db")
+    with ledger.begin() as conn:
+        tables.schema_migrations.create(conn)
+        for step in MIGRATIONS[:4]:
+            step.apply(conn)
+            conn.execute(
+                tables.schema_migrations.insert().values(
+                    version=step.version, name=step.name, applied_at=NOW
+                )
+            )
+        conn.execute(tables.leases.insert().values(_row(identity(), old, 5, NOW)))
+    assert migrate(ledger.engine) == [5]
+    with ledger.begin() as conn:
+        assert [r.id for r in conn.execute(select(tables.leases))] == [old.id]
+        assert list(conn.execute(select(tables.broker_requests))) == []
+        assert list(conn.execute(select(tables.policy_decisions))) == []
+    ledger.close()

@@ -177,3 +177,27 @@ def test_the_replay_guard_is_told_when_the_token_expires(issuer: IssuerServer) -
     check = OIDCVerifier(issuer.issuer.issuer, AUDIENCE, first_use=guard)
     check.verify(issuer.issuer.token_for(CLAIMS, AUDIENCE, now=now, lifetime=300, jti="once-1"))
     assert told == [("once-1", datetime.fromtimestamp(now + 300, UTC))]
+
+
+@pytest.mark.parametrize(
+    ("claim", "longest"),
+    [("actor", 255), ("workflow_ref", 500), ("job_workflow_ref", 500), ("runner_environment", 500)],
+)
+def test_the_claims_the_audit_keeps_fit_its_columns(
+    issuer: IssuerServer, claim: str, longest: int
+) -> None:
+    """The broker's audit stores these (policy_decisions): one past its column is refused,
+    as are other types; the longest is read back whole."""
+    assert getattr(verify(issuer, CLAIMS, **{claim: "w" * longest}), claim) == "w" * longest
+    for value in ("w" * (longest + 1), 7):
+        with pytest.raises(AuthError) as caught:
+            verify(issuer, CLAIMS, **{claim: value})
+        assert caught.value.cause == f"The token's {claim!r} claim is malformed or out of range"
+
+
+def test_run_number_is_read_when_it_is_a_number_and_refused_otherwise(issuer: IssuerServer) -> None:
+    assert verify(issuer, run_number="42").run_number == 42
+    for value in ("forty-two", "0"):
+        with pytest.raises(AuthError) as caught:
+            verify(issuer, run_number=value)
+        assert caught.value.cause == "The token's 'run_number' claim is malformed or out of range"

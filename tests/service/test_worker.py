@@ -16,6 +16,7 @@ from handler.ledger.completions import pending, record_completion
 from handler.ledger.history import history
 from handler.ledger.queue import RunLeases
 from handler.ledger.records import LeaseRecord
+from handler.ledger.secrets import newer_writer
 from handler.service import Service
 from handler.worker import RevocationWorker, backoff
 from runkeys.leases import LeaseRequest, LeaseState
@@ -351,3 +352,39 @@ def test_draining_applies_every_recorded_run_completion(
     assert record(service, lease_id).state is LeaseState.REVOKED
     with service.ledger.begin() as conn:
         assert pending(conn) == 0
+
+
+def test_the_newer_writer_of_a_secret_is_registered_later_or_at_once_with_a_later_token(
+    service: Service, github: GitHub, clock: Clock
+) -> None:
+    """The lease that wrote the secret since `mine`: one registered after it, or at the same
+    moment with a later token (`issued_at`); never one registered before it, whatever its
+    token says, nor one of the same moment and token. Of several, the last registered is named,
+    and of those registered at one moment the lowest id (a stable name for the history)."""
+    start = clock.now
+
+    def registered(lease_id: str, *, at: float, issued: float) -> str:
+        item = github.lease(lease_id=lease_id, now=start + timedelta(seconds=issued))
+        put(service.ledger, who(github), item, now=start + timedelta(seconds=at))
+        return item.id
+
+    mine = registered("5" * 32, at=0, issued=0)
+
+    mine_record = record(service, mine)
+
+    def writer() -> str | None:
+        with service.ledger.begin() as conn:
+            return newer_writer(conn, mine_record)
+
+    assert writer() is None
+    registered("a" * 32, at=0, issued=0)  # the same moment, the same token: not newer
+    registered("b" * 32, at=-1, issued=30)  # registered before, its token later: not newer
+    registered("c" * 32, at=0, issued=-1)  # the same moment, an earlier token: not newer
+    assert writer() is None
+    same_moment = registered("d" * 32, at=0, issued=1)
+    assert writer() == same_moment
+    later = registered("e" * 32, at=1, issued=-5)  # registered later: newer, whatever its token
+    assert writer() == later
+    registered("f" * 32, at=2, issued=2)
+    last_lowest = registered("9" * 32, at=2, issued=2)
+    assert writer() == last_lowest

@@ -39,6 +39,7 @@ TRUST_CRITICAL = {
     "handler/ownership.py",  # keep or delete, by GitHub's word
     "handler/ledger/secrets.py",  # keep a secret a newer lease wrote
     "handler/worker.py",
+    "handler/policy.py",  # the broker's policy (issue 15): who may mint what
 }
 
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from runkeys.names import environment_name_problem
+from runkeys.names import (
+    PlaceholderError,
+    environment_name_problem,
+    fill_placeholders,
+    placeholders_of,
+)
 
 # name → the start of why it is refused (None: a name GitHub and runkeys both take)
 ENVIRONMENT_NAMES = [
@@ -51,3 +56,43 @@ def test_environment_names(name: str, why: str | None) -> None:
     else:
         assert problem is not None
         assert problem.startswith(why), problem
+
+
+VALUES = {"pr": "17", "run_id": "4242", "run_attempt": "2", "run_number": "7"}
+
+
+@pytest.mark.parametrize(
+    ("template", "filled"),
+    [
+        ("ci-pr-{pr}", "ci-pr-17"),
+        ("ci-{run_id}-{run_attempt}-{run_number}", "ci-4242-2-7"),
+        ("ci-{{run_id}}-{run_id}", "ci-{run_id}-4242"),  # a doubled brace is a brace
+        ("plain", "plain"),
+    ],
+)
+def test_placeholders_are_filled_with_the_values_only(template: str, filled: str) -> None:
+    assert fill_placeholders(template, VALUES) == filled
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        # What str.format would have made of these: ci-'4242', ci-xxxxxxxx4242, ci-4, ci-4242.
+        ("ci-{run_id!r}", "a placeholder takes no conversion or format"),
+        ("ci-{run_id:x>12}", "a placeholder takes no conversion or format"),
+        ("ci-{run_id!s:}", "a placeholder takes no conversion or format"),
+        ("ci-{run_id[0]}", "unknown placeholder {run_id[0]}"),
+        ("ci-{run_id.real}", "unknown placeholder {run_id.real}"),
+        ("ci-{}", "unknown placeholder {}"),
+        ("ci-{0}", "unknown placeholder {0}"),
+        ("ci-{repository}", "unknown placeholder {repository}"),
+        ("ci-{run_id", "'ci-{run_id': expected '}' before end of string"),
+        ("ci-}", "'ci-}': Single '}' encountered in format string"),
+    ],
+)
+def test_a_placeholder_beyond_a_bare_name_is_refused(template: str, message: str) -> None:
+    with pytest.raises(PlaceholderError) as raised:
+        placeholders_of(template)
+    assert raised.value.message == message
+    with pytest.raises(PlaceholderError):
+        fill_placeholders(template, VALUES)

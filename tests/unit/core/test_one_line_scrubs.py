@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from runkeys.scrub import REDACTED, scrub_short, short
+from runkeys.scrub import READ_AT_MOST, REDACTED, scrub_short, short
 
 VALUE = "Zq9Xw7Vt5Ry3Kp1M"  # its characters appear nowhere else in these texts
 
@@ -78,3 +78,25 @@ def test_a_line_stopped_at_the_read_ceiling_is_no_longer_than_the_limit() -> Non
     value = ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789" * 33)[:2000]
     text = (value + " ") * 100
     assert scrub_short(text, [value], 180) == f"{REDACTED} " * 44 + f"{REDACTED}…"
+
+
+def test_a_value_that_overlaps_itself_from_the_start_of_the_line_is_never_shown_in_part() -> None:
+    """`Zq9Xw7VtZq9` ends with its own start, so in `Zq9Xw7Vt` repeated it occurs every 8
+    characters, each occurrence crossing the next. Every cut falls inside one and moves back,
+    one occurrence at a time, to the first, at the very start of the line: nothing of the text
+    can be shown, and never the value's first 8 characters."""
+    value = "Zq9Xw7VtZq9"
+    text = "Zq9Xw7Vt" * 10_000 + "Zq9"
+    assert scrub_short(text, [value], 20) == "…"
+
+
+def test_a_value_one_character_before_the_last_cut_is_not_shown_by_its_first_character() -> None:
+    """Values of 1500 characters (their longest form, base64, is 2000) under a limit of 300:
+    the scrub wants 300 + 1 + 2000 = 2301 characters, then reads on, doubling, while the
+    redacted line stays short, and stops at 2301 * 32 = 73632, past 64 KiB. After 81 dashes
+    and a space, the 50th value starts at 82 + 49 * 1501 = 73631: one character before that
+    cut, which must move back to it, not leave its first character at the end of the line."""
+    assert READ_AT_MOST == 64 * 1024  # the arithmetic above
+    value = ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789" * 25)[:1500]
+    text = "-" * 81 + " " + (value + " ") * 54
+    assert scrub_short(text, [value], 300) == "-" * 81 + " " + f"{REDACTED} " * 49 + "…"

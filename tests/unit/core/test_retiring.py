@@ -6,7 +6,9 @@ secret store is a fake that records what it was asked."""
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import pytest
 
@@ -14,8 +16,9 @@ from runkeys.connections import load_connections
 from runkeys.errors import ProviderError
 from runkeys.github.secrets import SecretStore
 from runkeys.leases import SecretTarget
-from runkeys.providers import Registry
-from runkeys.retire import Retired, RetireRequest, retire
+from runkeys.providers import PROVIDERS, Registry, RevokeRequest
+from runkeys.providers.random_value import RandomProvider
+from runkeys.retire import Retired, RetireRequest, delete_secret, retire
 
 CONNECTIONS = load_connections({"RUNKEYS_CONNECTION_CI_DB": "postgresql://ci:pw@db/app"})
 SECRET = SecretTarget("octo/app", "API_TOKEN")
@@ -121,3 +124,78 @@ def test_a_reference_not_minted_under_the_leases_label_is_refused_for_good() -> 
     assert caught.value.cause.startswith("random: refusing to revoke 'random:rk_x'")
     assert "forged or damaged ledger row" in caught.value.fix
     retire(request(label="rk_x"), registry=Registry(), connections={}, secrets_for=None)
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    """A lease as `RetireRequest.of` reads one (the ledger's and the action's have these)."""
+
+    provider: str
+    reference: str
+    params: Mapping[str, Any]
+    connection: str | None
+    connection_target: str | None
+    label: str | None
+
+
+class Recording(RandomProvider):
+    """The random provider (nothing to revoke), remembering every revoke it was asked for."""
+
+    name = "recording"
+    asked: ClassVar[list[RevokeRequest]] = []
+
+    def revoke(self, request: RevokeRequest) -> None:
+        self.asked.append(request)
+
+
+@pytest.fixture
+def recording(monkeypatch: pytest.MonkeyPatch) -> list[RevokeRequest]:
+    monkeypatch.setitem(PROVIDERS, "recording", Recording)
+    monkeypatch.setattr(Recording, "asked", [])
+    return Recording.asked
+
+
+def test_the_leases_label_value_and_no_connection_reach_the_providers_revoke(
+    recording: list[RevokeRequest],
+) -> None:
+    """A provider that checks what it deletes (a deploy key's title) is told the lease's label;
+    one that needs the value to revoke (an installation token) is given it on the runner."""
+    row = LeaseRow("recording", "random:rk_a1", {"format": "hex"}, None, None, "rk_a1")
+    request = RetireRequest.of(row, secret=SECRET, value="the-minted-value")
+    retire(request, registry=Registry(), connections=CONNECTIONS, secrets_for=None)
+    (asked,) = recording
+    assert (asked.reference, asked.label, asked.value) == (
+        "random:rk_a1",
+        "rk_a1",
+        "the-minted-value",
+    )
+    assert asked.params == {"format": "hex"}
+    assert asked.connection is None  # none named: none given, not an empty one
+    older = replace(row, label=None)  # a ledger row older than labels
+    retire(
+        RetireRequest.of(older, secret=None), registry=Registry(), connections={}, secrets_for=None
+    )
+    assert (recording[1].label, recording[1].value) == (None, None)
+
+
+def test_the_connection_the_lease_names_reaches_the_providers_revoke(
+    recording: list[RevokeRequest],
+) -> None:
+    row = LeaseRow("recording", "random:rk_b2", {}, "CI-DB", None, "rk_b2")
+    retire(
+        RetireRequest.of(row, secret=None),
+        registry=Registry(),
+        connections=CONNECTIONS,
+        secrets_for=None,
+    )
+    (asked,) = recording
+    assert asked.connection is CONNECTIONS["CI_DB"]
+
+
+def test_deleting_the_secret_of_a_request_without_one_deletes_nothing_and_says_so() -> None:
+    """The worker's path calls `delete_secret` directly after asking many at once."""
+    store = Store()
+    assert delete_secret(request(), lambda r: store) is False
+    assert store.deleted == []
+    assert delete_secret(request(secret=SECRET), lambda r: store) is True
+    assert store.deleted == [SECRET]
