@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench mutate mutate-why lock clean
+.PHONY: demo test lint typecheck pytest test-unit test-integration test-e2e bench mutate mutate-why lock clean
 
 $(STAMP): pyproject.toml runkeys_sandbox/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "runkeys needs Python 3.11 or newer: set PYTHON=python3.11")'
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml runkeys_sandbox/pyproject.toml
 demo: $(STAMP)
 	$(BIN)/runkeys demo
 
-test: lint typecheck unit
+test: lint typecheck pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -25,8 +25,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+# Every test; then the three tiers it is made of, each alone: tests/unit (no network, no
+# services, no processes: seconds), the integration tests beside it (the services on localhost,
+# the app in this process) and end to end (pytest's `slow` marker: gunicorn, images, the demo).
+pytest: $(STAMP)
 	$(BIN)/pytest
+
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+test-integration: $(STAMP)
+	$(BIN)/pytest --ignore=tests/unit -m "not slow"
+
+test-e2e: $(STAMP)
+	$(BIN)/pytest -m slow
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -29,7 +29,7 @@ from bench.common import (
 )
 from bench.payloads import RunDeliveries, run_deliveries
 from bench.report import Result, Summary, Target, percentile
-from bench.servers import Server, serve_service
+from bench.servers import serve_service
 from handler.config import WorkerSettings
 from handler.ledger import tables
 from runkeys.github.secrets import SecretStore, WriteBudget
@@ -40,6 +40,7 @@ from runkeys.leases import LeaseRequest, LeaseState
 from runkeys.providers import ProviderDeps, Registry
 from runkeys.retire import RetireRequest, retire
 from runkeys.spec import KeySpec, SpecRules, parse_keys
+from runkeys_sandbox.launch import ServerProcess
 from runkeys_sandbox.server.sandbox import Sandbox
 from runkeys_sandbox.server.state import App, Repository
 from runkeys_sandbox.server.webhooks import delivery_headers, new_delivery_id
@@ -165,7 +166,9 @@ def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(POLL)
 
 
-def service_run(world: World, server: Server, ledger: Ledgered, http: requests.Session) -> Timing:
+def service_run(
+    world: World, server: ServerProcess, ledger: Ledgered, http: requests.Session
+) -> Timing:
     sb, repo = world.sandbox, world.repo
     run = sb.add_workflow_run(repo)
     claims = sb.run_claims(repo, run)

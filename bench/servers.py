@@ -6,29 +6,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bench.bare import Writes
+from runkeys_sandbox.launch import ServerProcess, free_port, runkeys_serve
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = 1  # `runkeys serve` defaults on a SQLite ledger (handler/cli.py): 1 process of 4 threads
 THREADS = 4
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def private_key_pem() -> str:
@@ -49,70 +39,6 @@ def pinned(command: list[str], cpus: Sequence[int] | None) -> list[str]:
     return ["taskset", "-c", ",".join(map(str, cpus)), *command]
 
 
-class Server:
-    """A gunicorn-served app in its own process group; `url` once ready."""
-
-    def __init__(
-        self,
-        command: list[str],
-        environ: Mapping[str, str],
-        log: Path,
-        *,
-        port: int,
-        ready_path: str = "/readyz",
-        wait: bool = True,
-    ) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        with log.open("ab") as sink:
-            self.process = subprocess.Popen(
-                command,
-                cwd=ROOT,  # `python -m bench.bare` finds the package from the checkout
-                env={**os.environ, **environ},
-                stdout=sink,
-                stderr=sink,
-                start_new_session=True,
-            )
-        self.ready_path = ready_path
-        if wait:
-            self.wait_ready()
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Until the app answers (servers started with `wait=False` start side by side)."""
-        path = self.ready_path
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{self.url}{path}", timeout=3).status_code == 200:
-                    return
-            except (requests.ConnectionError, requests.Timeout):
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"server did not get ready:\n{self.log.read_text()[-3000:]}")
-
-    def worker_pids(self) -> list[int]:
-        """gunicorn's worker processes (the master's children)."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        try:
-            return [int(pid) for pid in children.read_text().split()]
-        except OSError:
-            return []
-
-    def stop(self) -> None:
-        """gunicorn's quick shutdown (SIGINT), then SIGKILL if it lingers."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-
-
 def serve_service(
     environ: Mapping[str, str],
     log: Path,
@@ -121,15 +47,12 @@ def serve_service(
     threads: int = THREADS,
     cpus: Sequence[int] | None = None,
     wait: bool = True,
-) -> Server:
+) -> ServerProcess:
     """`runkeys serve`, exactly as an operator starts it."""
-    port = free_port()
-    command = [sys.executable, "-m", "runkeys.cli", "serve", "--bind", f"127.0.0.1:{port}"]
-    command += ["--workers", str(workers), "--threads", str(threads)]
-    metrics = log.parent / f"metrics-{port}"
-    metrics.mkdir()
-    env = {**environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
-    return Server(pinned(command, cpus), env, log, port=port, wait=wait)
+    env = {**os.environ, **environ}
+    return runkeys_serve(
+        env, log, workers=workers, threads=threads, prefix=pinned([], cpus), cwd=ROOT, wait=wait
+    )
 
 
 def serve_bare(
@@ -140,7 +63,7 @@ def serve_bare(
     cpus: Sequence[int] | None = None,
     wait: bool = True,
     writes: Writes | None = None,
-) -> Server:
+) -> ServerProcess:
     """The baseline: `bench.bare` under the same gunicorn options as `runkeys serve` (with
     `writes`, the one making a delivery's ledger read and write)."""
     port = free_port()
@@ -149,4 +72,8 @@ def serve_bare(
     if writes is not None:
         command += ["--ledger", writes.ledger_url, "--repository-id", str(writes.repository_id)]
         command += ["--installation-id", str(writes.installation_id)]
-    return Server(pinned(command, cpus), {}, log, port=port, wait=wait)
+    # `python -m bench.bare` finds the package from the checkout
+    server = ServerProcess(pinned(command, cpus), os.environ, log, port=port, cwd=ROOT)
+    if wait:
+        server.wait_ready()
+    return server

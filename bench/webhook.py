@@ -26,11 +26,12 @@ from bench.common import WEBHOOK_SECRET, parser, run_benchmark, service_environ
 from bench.payloads import RunDeliveries, run_deliveries
 from bench.report import Result, Spread, Summary, Target
 from bench.rows import lease_row, load
-from bench.servers import THREADS, WORKERS, Server, private_key_pem, serve_bare, serve_service
+from bench.servers import THREADS, WORKERS, private_key_pem, serve_bare, serve_service
 from bench.wrk import Load, run_wrk, wrk_version
 from handler.ledger import Ledger, tables
 from handler.ledger.completions import apply_completions
 from runkeys.leases import LeaseState
+from runkeys_sandbox.launch import ServerProcess
 
 # Of the bare endpoint's requests/s: a run without leases answers after one indexed read; a
 # run with leases also commits its completion before it answers.
@@ -150,7 +151,7 @@ MEASURE_ATTEMPTS = 5
 REMEASURED: list[float] = []  # the busiest worker's share in each measurement taken again
 
 
-def workers_cpu(server: Server) -> dict[int, int]:
+def workers_cpu(server: ServerProcess) -> dict[int, int]:
     """Each gunicorn worker's CPU time so far, in clock ticks (utime + stime)."""
     ticks = {}
     for pid in server.worker_pids():
@@ -170,7 +171,7 @@ def busiest_share(before: dict[int, int], after: dict[int, int]) -> float | None
 
 
 def measure(
-    server: Server,
+    server: ServerProcess,
     work: Workload,
     runs: Path | Callable[[], Path],
     s: Settings,
@@ -218,7 +219,7 @@ class Case:
 
 
 def _sweep(
-    bare: Server, service: Server, work: Workload, runs: Path, s: Settings
+    bare: ServerProcess, service: ServerProcess, work: Workload, runs: Path, s: Settings
 ) -> list[dict[str, Any]]:
     rows = []
     for connections in s.sweep:

@@ -666,8 +666,15 @@ def changed_since(group: Group, results: Results) -> list[str]:
     """The files of a group that differ from those its results were made with (or that it
     has gained or lost since): its results are stale."""
     now = {path: digest for table in group.inputs().values() for path, digest in table.items()}
+    changed = {p for p in now.keys() | results.inputs.keys() if now.get(p) != results.inputs.get(p)}
+    # A file moved unchanged (`git mv`) is the same input: only its path is new.
+    gone = Counter(results.inputs[p] for p in changed if p not in now)
+    came = Counter(now[p] for p in changed if p not in results.inputs)
+    moved = gone & came
     return sorted(
-        p for p in now.keys() | results.inputs.keys() if now.get(p) != results.inputs.get(p)
+        p
+        for p in changed
+        if not (p in now) ^ (p in results.inputs) or (now.get(p) or results.inputs[p]) not in moved
     )
 
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.locks import LOCKS, ROOT
-from tests.test_base_images import DOCKERFILES, EXACT, base_image
+from tests.unit.test_base_images import DOCKERFILES, EXACT, base_image
 
 CONFIG = ROOT / ".github" / "dependabot.yml"
 # How Dependabot finds and updates a base image: files whose name matches /dockerfile/i, FROM

@@ -19,7 +19,7 @@ OUTSIDE = [b"/work/" + b"shared", b"../" + b"shared", b"FACTS" + " §".encode(),
 # The tests that read the vendored data (the ledger on SQLite only, to stay fast).
 SUBSET = [
     "tests/openapi/test_validator.py",
-    "tests/service/test_webhook_sansio.py",
+    "tests/unit/service/test_webhook_sansio.py",
     "tests/service/test_webhook_view.py",
     "tests/sandbox/test_webhooks.py",
     "tests/action/test_metadata.py::test_action_yml_is_valid_against_the_official_schema",

@@ -10,14 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,23 +22,18 @@ from typing import Any
 import requests
 
 from runkeys.errors import RunkeysError
+from runkeys_sandbox import launch
 from runkeys_sandbox.demo.runner import Job, runner_environment
+from runkeys_sandbox.launch import LaunchError, ServerProcess, free_port, runkeys_serve
 from runkeys_sandbox.server.payloads import pull_request_closed, workflow_run_completed
 from runkeys_sandbox.server.seeded import Seeded, start_seeded
 from runkeys_sandbox.server.state import WorkflowRun
 
-READY_TIMEOUT = 60.0  # seconds for gunicorn to start on a slow, busy machine
 HEAD_BRANCH = "add-login-tests"
 
 
 class StackError(RunkeysError):
     title = "The local stack failed"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _clean_environ() -> dict[str, str]:
@@ -52,69 +44,6 @@ def _clean_environ() -> dict[str, str]:
         if not k.startswith(("RUNKEYS_", "GITHUB_", "ACTIONS_", "INPUT_", "STATE_"))
         and k != "PROMETHEUS_MULTIPROC_DIR"
     }
-
-
-@dataclass
-class ServiceProcess:
-    """`runkeys serve` in its own session (Ctrl-C in a terminal reaches only us; we stop it)."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @classmethod
-    def start(cls, settings: Mapping[str, str], workdir: Path) -> ServiceProcess:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        log = workdir / "service.log"
-        env = {**_clean_environ(), **settings, "RUNKEYS_OIDC_AUDIENCE": url}
-        command = [sys.executable, "-m", "runkeys.cli", "serve", "--bind", f"127.0.0.1:{port}"]
-        command += ["--workers", "1", "--threads", "4"]
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                command, env=env, stdout=sink, stderr=sink, start_new_session=True
-            )
-        service = cls(url, process, log)
-        try:
-            service._wait_ready()
-        except BaseException:
-            service.stop()
-            raise
-        return service
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise StackError(f"runkeys serve exited at start:\n{self.tail()}")
-            try:
-                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        raise StackError(
-            f"runkeys serve was not ready within {READY_TIMEOUT:.0f} s:\n{self.tail()}"
-        )
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        """gunicorn's quick shutdown (SIGINT to its process group), then SIGKILL if need be."""
-        if self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGINT)
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
-        except ProcessLookupError:
-            pass
 
 
 class Stack:
@@ -129,7 +58,7 @@ class Stack:
         self.pull_request = pull_request
         self._tmp: str | None = None
         self._seeded: Seeded | None = None
-        self._service: ServiceProcess | None = None
+        self._service: ServerProcess | None = None
         self._job: Job | None = None
         self._run: WorkflowRun | None = None
 
@@ -148,7 +77,7 @@ class Stack:
         return self._seeded
 
     @property
-    def service(self) -> ServiceProcess:
+    def service(self) -> ServerProcess:
         if self._service is None:
             raise RuntimeError("the service is not started")
         return self._service
@@ -196,7 +125,7 @@ class Stack:
         )
         self._job = self._new_job()
 
-    def start_service(self) -> ServiceProcess:
+    def start_service(self) -> ServerProcess:
         seeded = self.seeded
         env = seeded.environment()
         settings = {
@@ -210,7 +139,14 @@ class Stack:
             "RUNKEYS_WORKER_POLL_INTERVAL": "0.2",
             **self.connections,
         }
-        self._service = ServiceProcess.start(settings, self.workdir)
+        port = free_port()
+        env = {**_clean_environ(), **settings, "RUNKEYS_OIDC_AUDIENCE": f"http://127.0.0.1:{port}"}
+        try:
+            self._service = runkeys_serve(
+                env, self.workdir / "service.log", port=port, workers=1, threads=4, metrics=False
+            )
+        except LaunchError as exc:
+            raise StackError(str(exc)) from None
         return self._service
 
     def _new_job(self) -> Job:
@@ -295,11 +231,10 @@ class Stack:
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise StackError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
+    try:
+        launch.wait_until(check, timeout=timeout, what=what)
+    except TimeoutError as exc:
+        raise StackError(str(exc)) from None
 
 
 def retired_by(lease: Mapping[str, Any]) -> str:

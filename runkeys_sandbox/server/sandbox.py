@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from runkeys_sandbox.launch import ThreadServer
 from runkeys_sandbox.routes.oidc import API_VERSION, ISSUER_PATH, RUNNER_PATH
 from runkeys_sandbox.server import webhooks
 from runkeys_sandbox.server.app import SandboxApp
@@ -29,7 +30,6 @@ from runkeys_sandbox.server.oidc import OIDCIssuer, RunClaims
 from runkeys_sandbox.server.recording import RecordedRequest, RequestLog
 from runkeys_sandbox.server.representations import deploy_key_json
 from runkeys_sandbox.server.seeding import RepoRef, Seeding
-from runkeys_sandbox.server.server import BackgroundServer
 from runkeys_sandbox.server.state import (
     App,
     Clock,
@@ -54,7 +54,7 @@ class Sandbox(Seeding):
         self.inject_fault = self._faults.add  # one signature, documented on `Faults.add`
         self._log = RequestLog()
         self._host, self._port = host, port
-        self._server: BackgroundServer | None = None
+        self._server: ThreadServer | None = None
         self._url: str | None = None
         self._git_ssh: GitSSHServer | None = None
 
@@ -64,11 +64,10 @@ class Sandbox(Seeding):
         if self._server is not None:
             raise RuntimeError("this sandbox was started already")
         app = SandboxApp(self.world, self._faults, self._log, lambda: self.url)
-        self._server = BackgroundServer(app, self._host, self._port)
+        self._server = ThreadServer(app, self._host, self._port)
         self._url = f"http://{self._server.host}:{self._server.port}"
-        with self.world.lock:
+        with self.world.lock:  # nobody knows the port before this returns
             self.world.oidc_issuer_url = self.oidc_issuer_url
-        self._server.start()
         return self
 
     def stop(self) -> None:

@@ -35,8 +35,8 @@ from runkeys.errors import AuthError
 from runkeys.leases import LeaseState, Retired, RetiredLease, new_lease_id
 from runkeys.oidc import OIDCVerifier, RunIdentity
 from runkeys.spec import SpecRules, parse_keys
+from runkeys_sandbox.launch import ThreadServer
 from tests.action.service import AUDIENCE
-from tests.service.kit import WsgiServer
 
 Answer = Literal[
     "granted",  # every key, sealed to the request's key
@@ -260,7 +260,7 @@ class ServedDouble:
 
     def __init__(self, issuer: str) -> None:
         self.double = BrokerDouble(issuer)
-        self._server = WsgiServer(self.double)
+        self._server = ThreadServer(self.double)
         self.url = self._server.url
 
     def stop(self) -> None:

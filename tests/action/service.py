@@ -20,10 +20,10 @@ from flask import Flask
 from handler.app import create_app
 from handler.ledger.leases import LeaseFilter, find
 from handler.ledger.records import LeaseRecord
+from runkeys_sandbox.launch import ThreadServer
 from runkeys_sandbox.server.sandbox import Sandbox
 from runkeys_sandbox.server.state import App
 from tests.service.conftest import make_environ
-from tests.service.kit import WsgiServer
 
 AUDIENCE = "https://runkeys.test"
 
@@ -116,7 +116,7 @@ class Service:
         environ["RUNKEYS_OIDC_AUDIENCE"] = AUDIENCE
         self.app: Flask = create_app(environ | dict(settings or {}))
         self.faults = Faults(self.app)
-        self._server: WsgiServer | None = WsgiServer(self.faults, host=host)
+        self._server: ThreadServer | None = ThreadServer(self.faults, host=host)
         self.url = self._server.url
 
     def refuse_connections(self) -> None:

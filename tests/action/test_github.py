@@ -155,7 +155,7 @@ def test_a_provider_working_on_github_widens_the_token_by_what_it_declares(
     from action_src.collaborators import permissions_for
     from runkeys.issuance import SecretScope
     from runkeys.providers import PROVIDERS
-    from tests.action.test_issuance import Flaky
+    from tests.unit.action.test_issuance import Flaky
 
     class OnGitHub(Flaky):
         name = "on-github"

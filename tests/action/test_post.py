@@ -15,7 +15,7 @@ from runkeys.leases import LeaseState, RetireOutcome
 from tests.action.conftest import GitHub
 from tests.action.harness import Run, Step
 from tests.action.service import Service
-from tests.action.test_issuance import FakeRegistry, Flaky, lease_request
+from tests.unit.action.test_issuance import FakeRegistry, Flaky, lease_request
 
 JOB_KEYS = (
     "SESSION_KEY: {provider: random, lifetime: job}\n"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from runkeys_sandbox.launch import free_port
 from tests.e2e.commands import (
     Finished,
     assert_nothing_left,
@@ -17,7 +18,6 @@ from tests.e2e.commands import (
     leaked,
     run,
 )
-from tests.service.kit import free_port
 from tests.services import need
 
 pytestmark = pytest.mark.slow

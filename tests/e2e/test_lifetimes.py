@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -36,12 +36,18 @@ def tidy(world: World) -> Iterator[None]:
         wait_for(lambda: not world.postgres.members(), what="the leftovers revoked")
 
 
-def wait_past_expiry(world: World, repository: str, lease_ids: list[str]) -> None:
-    """Until every one of the leases has expired by the ledger's own stamp (`keys-json` rounds
-    it down to whole seconds), which the sweeper compares with the same clock."""
+def expiry(world: World, repository: str, lease_ids: list[str]) -> datetime:
+    """The latest of the leases' expiries by the ledger's own stamp (`keys-json` rounds it down
+    to whole seconds), which the sweeper compares with its clock."""
     rows = world.leases(repository)
     stamps = [datetime.fromisoformat(rows[lease_id]["expires_at"]) for lease_id in lease_ids]
-    latest = max(s if s.tzinfo else s.replace(tzinfo=UTC) for s in stamps)
+    return max(s if s.tzinfo else s.replace(tzinfo=UTC) for s in stamps)
+
+
+def wait_past_expiry(world: World, repository: str, lease_ids: list[str]) -> None:
+    """Until the real clock is past every one of the leases' expiries (the one test that lets a
+    TTL run out for real; the others sweep on a clock moved past it: `World.sweep_at`)."""
+    latest = expiry(world, repository, lease_ids)
     wait_for(lambda: datetime.now(UTC) > latest, timeout=60, what=f"the leases past {latest}")
 
 
@@ -199,19 +205,20 @@ def test_a_rotated_repository_secret_outlives_its_run_until_its_ttl(world: World
     end nor its post step retires the key; the sweeper does, at its TTL, and keeps the secret
     that the next run has written since; the last key's expiry takes the secret too."""
     schedule = Schedule.open(world, "rotate")
-    # TTLs in seconds: long enough for PostgreSQL's VALID UNTIL to let both keys log in at once.
-    yesterday = schedule.rotate(ttl="8s")
+    # Each TTL "runs out" on the sweeper's clock, moved past it: nothing waits for it.
+    yesterday = schedule.rotate(ttl="10m")
     post = schedule.post(yesterday)
     assert post.masks  # the connection's password, masked before anything else
     assert post.lines[len(post.masks) :] == ["runkeys post: nothing to retire."]
     assert schedule.complete(yesterday)["queued"] == 0  # the run is over; the key is not
     assert schedule.secret() == yesterday.key.value
     assert logs_in(yesterday.key)
-    today = schedule.rotate(ttl="20s")  # overwrites the repository secret
+    today = schedule.rotate(ttl="1h")  # overwrites the repository secret
     assert schedule.secret() == today.key.value
     assert logs_in(yesterday.key)  # the two keys overlap
-    wait_past_expiry(world, schedule.repo.full_name, [yesterday.key.lease_id])
-    assert world.sweep()["expired"] == 1
+    yesterdays_end = expiry(world, schedule.repo.full_name, [yesterday.key.lease_id])
+    assert world.sweep_at(yesterdays_end - timedelta(seconds=1))["expired"] == 0  # not yet
+    assert world.sweep_at(yesterdays_end + timedelta(seconds=1))["expired"] == 1
     role = yesterday.key.role or ""
     wait_for(lambda: not world.postgres.role_exists(role), what="yesterday's role dropped")
     wait_for(
@@ -229,8 +236,8 @@ def test_a_rotated_repository_secret_outlives_its_run_until_its_ttl(world: World
     ]
     assert schedule.complete(today)["queued"] == 0
     # Today's key expires too: nothing newer wrote the secret, so it goes with its key.
-    wait_past_expiry(world, schedule.repo.full_name, [today.key.lease_id])
-    assert world.sweep()["expired"] == 1
+    todays_end = expiry(world, schedule.repo.full_name, [today.key.lease_id])
+    assert world.sweep_at(todays_end + timedelta(seconds=1))["expired"] == 1
     wait_for(lambda: schedule.secret() is None, what="the repository secret deleted")
     wait_for(lambda: not world.postgres.role_exists(today.key.role or ""), what="role dropped")
     assert not logs_in(today.key)

@@ -12,7 +12,8 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from handler.config import ServiceConfig
+from handler.service import Service
+from handler.sweeper import Sweeper
 from runkeys_sandbox.server.sandbox import Sandbox
 from runkeys_sandbox.server.state import App
 from tests.e2e.leaks import Scanner, Secret
@@ -170,6 +174,20 @@ class World:
         done = self.command("sweep", RUNKEYS_RECONCILE_INTERVAL="0.5")
         report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
         return report
+
+    def sweep_at(self, moment: datetime) -> dict[str, Any]:
+        """One sweep, and the revocations it queues, in this process on a clock stopped at
+        `moment`: a TTL runs out without waiting for it. (The served worker, on the real clock,
+        sees what this queues as due only at `moment`; so the drain here does it.)"""
+        environ = self.service_environ(RUNKEYS_RECONCILE_INTERVAL="0.5")
+        service = Service(ServiceConfig.for_worker(environ), clock=lambda: moment)
+        try:
+            sweeper = Sweeper(service)
+            report = sweeper.sweep()
+            sweeper.worker.drain()
+        finally:
+            service.close()
+        return asdict(report)
 
     def leases(self, repository: str | None = None) -> dict[str, dict[str, Any]]:
         """`runkeys leases --json` (for one repository), by lease id."""

@@ -34,8 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
+
+from runkeys_sandbox.launch import ThreadServer
 
 ACCOUNT = ("ci", "issuer-admin-Secr3t")
 LABEL = "Runkeys-Label"
@@ -60,25 +61,17 @@ class Issuer:
         self.answer_override: dict[str, Any] | None = None
         self.users = {1: "alice", 2: "bob"}  # the issuer's own accounts, behind /admin
         self._lock = threading.Lock()
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadServer | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> str:
-        self._server = make_server("127.0.0.1", 0, self.wsgi, threaded=True)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
-        self._thread.start()
-        return f"http://127.0.0.1:{self._server.server_port}"
+        self._server = ThreadServer(self.wsgi)
+        return self._server.url
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._server.stop()
 
     def fail_next(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
         with self._lock:

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from werkzeug.wrappers import Request, Response
 
+from runkeys_sandbox.launch import ThreadServer
 from runkeys_sandbox.server.sandbox import Sandbox
-from runkeys_sandbox.server.server import BackgroundServer
 from runkeys_sandbox.server.webhooks import deliver, sign, sign_sha1
 from tests.github_data import DELIVERIES_SECRET, recorded_delivery
 
@@ -39,7 +39,7 @@ class Receiver:
     def __init__(self) -> None:
         self.received: list[tuple[dict[str, str], bytes]] = []
         self._lock = threading.Lock()
-        self.server = BackgroundServer(self)
+        self.server = ThreadServer(self)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
@@ -49,13 +49,12 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://{self.server.host}:{self.server.port}/webhook"
+        return f"{self.server.url}/webhook"
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     rec = Receiver()
-    rec.server.start()
     yield rec
     rec.server.stop()
 

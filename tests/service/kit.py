@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import secrets
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -16,7 +15,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from handler.ledger import Ledger
@@ -185,31 +183,6 @@ def ping() -> dict[str, Any]:
 # --- small real HTTP servers ----------------------------------------------------------------
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        return None
-
-
-class WsgiServer:
-    """A WSGI callable on a free loopback port (of `host`), in a daemon thread."""
-
-    def __init__(self, app: Callable[..., Any], *, host: str = "127.0.0.1") -> None:
-        self.server: BaseWSGIServer = make_server(
-            host, 0, app, threaded=True, request_handler=_Quiet
-        )
-        where = f"[{host}]" if ":" in host else host
-        self.url = f"http://{where}:{self.server.port}"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
-
-
 @dataclass
 class TokenIssuer:
     """An in-house token service as the `http` provider drives it: `POST /tokens` mints,
@@ -260,12 +233,6 @@ HTTP_PARAMS = {
     "retries": 0,
     "timeout": 5,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- the API's description --------------------------------------------------------------------

@@ -14,6 +14,7 @@ from flask import Flask
 from handler.ledger.leases import LeaseFilter, find
 from handler.worker import RevocationWorker
 from runkeys.leases import LeaseState
+from runkeys_sandbox.launch import ThreadServer
 from tests.action.harness import Step
 from tests.service import kit
 from tests.service.attack_kit import (
@@ -24,7 +25,7 @@ from tests.service.attack_kit import (
     ledger,
 )
 from tests.service.conftest import GitHub
-from tests.service.kit import AUDIENCE, Clock, WsgiServer, stored
+from tests.service.kit import AUDIENCE, Clock, stored
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def test_the_action_issues_through_the_service_and_the_run_retires_it(
     """The action's entry point mints with the labels it registers, the service accepts each
     reference, and when the run completes the worker retires every credential."""
     claims = github.claims()
-    server = WsgiServer(service)
+    server = ThreadServer(service)
     step = Step(tmp_path / "step", repository=github.repo.full_name, run_id=claims.run_id)
     step.base_env.update(github.sandbox.runner_oidc_env(claims))
     step.base_env["GITHUB_REPOSITORY_ID"] = str(github.repo.id)

@@ -48,7 +48,7 @@ def service(github: GitHub, tmp_path: Path, clock: Clock, issuer: Issuer) -> Ite
     """The service holding a connection to the issuer's API at /api/, with the admin account."""
     assert issuer._server is not None
     user, password = ACCOUNT
-    url = f"http://{user}:{password}@127.0.0.1:{issuer._server.server_port}/api/"
+    url = f"http://{user}:{password}@127.0.0.1:{issuer._server.port}/api/"
     environ = make_environ(github.sandbox, github.app, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
     made = create_app(environ | {"RUNKEYS_CONNECTION_ISSUER": url}, clock=clock)
     yield made

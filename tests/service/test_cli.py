@@ -14,8 +14,9 @@ import pytest
 from handler.cli import escaped
 from handler.ledger import Ledger
 from runkeys.leases import Lifetime
+from runkeys_sandbox.launch import free_port
 from tests.service.conftest import GitHub
-from tests.service.kit import free_port, identity, lease, put, run_cli, states
+from tests.service.kit import identity, lease, put, run_cli, states
 
 
 def test_leases_lists_and_filters(

@@ -17,10 +17,11 @@ from sqlalchemy.engine import make_url
 from handler.ledger import Ledger, tables
 from handler.ledger.existing import shown
 from handler.ledger.migrations import MIGRATIONS, current_version
+from runkeys_sandbox.launch import free_port
 from runkeys_sandbox.server.sandbox import Sandbox
 from runkeys_sandbox.server.state import App
 from tests.service.conftest import make_environ, postgres_database
-from tests.service.kit import free_port, run_cli
+from tests.service.kit import run_cli
 
 COMMANDS = [
     ["leases"],

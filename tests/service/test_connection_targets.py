@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import socket
 import subprocess
 import urllib.parse
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from runkeys.errors import ConfigError
 from runkeys.leases import LeaseState
 from runkeys.providers import MintRequest
 from runkeys.providers.redis_acl import RedisAclProvider
+from runkeys_sandbox.launch import free_port
 from tests.service.attack_kit import armed_service, ledger, register, run_worker
 from tests.service.conftest import GitHub, make_environ
 from tests.service.kit import Clock, identity, js, put, stored
@@ -197,13 +197,6 @@ def test_a_connection_the_service_cannot_read_is_its_own_misconfiguration(
 # --- revoking ------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def second_redis(tmp_path: Path) -> Iterator[str]:
     """Another Redis server on this host, as a misconfigured connection would reach."""
@@ -211,7 +204,7 @@ def second_redis(tmp_path: Path) -> Iterator[str]:
     if binary is None:
         skip_or_fail("redis-server is not installed")
         raise AssertionError  # unreachable: skip_or_fail raises
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         cwd=tmp_path,

@@ -29,20 +29,13 @@ from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
 from runkeys.lease_client import LeaseClient
 from runkeys.leases import Lifetime, RetireOutcome
 from runkeys.oidc import RunnerOIDC
+from runkeys_sandbox.launch import ThreadServer, free_port
 from runkeys_sandbox.server.sandbox import Sandbox
 from runkeys_sandbox.server.state import App
 from tests.github_data import DELIVERIES_SECRET, recorded_deliveries, recorded_delivery
 from tests.service import kit
 from tests.service.conftest import GitHub, make_environ
-from tests.service.kit import (
-    AUDIENCE,
-    HTTP_PARAMS,
-    TokenIssuer,
-    WsgiServer,
-    body,
-    free_port,
-    states,
-)
+from tests.service.kit import AUDIENCE, HTTP_PARAMS, TokenIssuer, body, states
 from tests.service.served import Served, wait_for
 
 pytestmark = pytest.mark.slow
@@ -51,7 +44,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def issuer() -> Iterator[tuple[TokenIssuer, str]]:
     tokens = TokenIssuer()
-    server = WsgiServer(tokens)
+    server = ThreadServer(tokens)
     yield tokens, server.url
     server.stop()
 
@@ -230,7 +223,7 @@ def test_killed_mid_revocation_every_lease_ends_revoked_once(
     sandbox: tuple[Sandbox, App], github: GitHub, tmp_path: Path
 ) -> None:
     tokens = HeldIssuer()
-    server = WsgiServer(tokens)
+    server = ThreadServer(tokens)
     url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
     env = service_env(
         *sandbox,

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from handler.webhooks import sign
+from runkeys_sandbox.launch import free_port
 from tests.images import (
     BASE_IMAGE,
     ROOT,
@@ -43,7 +44,6 @@ from tests.images import (
 from tests.locks import SERVICE, parse
 from tests.service import kit
 from tests.service.conftest import postgres_database
-from tests.service.kit import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 

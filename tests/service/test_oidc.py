@@ -20,9 +20,10 @@ from werkzeug.wrappers import Request, Response
 from runkeys.errors import AuthError, ConfigError, LeaseServiceError
 from runkeys.http_session import backoff
 from runkeys.oidc import KeySet, OIDCUnavailableError, OIDCVerifier, RunnerOIDC
+from runkeys_sandbox.launch import ThreadServer
 from runkeys_sandbox.server import OIDCIssuer, RunClaims
 from tests.service.conftest import GitHub
-from tests.service.kit import AUDIENCE, WsgiServer
+from tests.service.kit import AUDIENCE
 
 CLAIMS = RunClaims(repository="octo/app", repository_id=1296269, run_id=4242, run_attempt=2)
 
@@ -38,7 +39,7 @@ class IssuerServer:
         self.failing = 0  # how many discovery reads to answer 503 before answering again
         self.alg: str | None = None
         self.jwks_uri: str | None = None
-        self.server = WsgiServer(self._app)
+        self.server = ThreadServer(self._app)
         self.issuer = OIDCIssuer(self.server.url)
 
     def _app(self, environ: dict[str, Any], start: Callable[..., Any]) -> Any:

@@ -17,8 +17,9 @@ from werkzeug.wrappers import Request, Response
 
 from runkeys.errors import AuthError
 from runkeys.oidc import KeySet, OIDCUnavailableError, OIDCVerifier
+from runkeys_sandbox.launch import ThreadServer
 from runkeys_sandbox.server import OIDCIssuer, RunClaims
-from tests.service.kit import AUDIENCE, WsgiServer
+from tests.service.kit import AUDIENCE
 
 CLAIMS = RunClaims(repository="octo/app", repository_id=1296269, run_id=4242)
 START = 1000.0
@@ -33,7 +34,7 @@ class Issuer:
         self.before: list[Any] = []
         self.no_keys = False
         self.named_as: str | None = None
-        self.server = WsgiServer(self._app)
+        self.server = ThreadServer(self._app)
         self.oidc = OIDCIssuer(self.server.url)
 
     def _app(self, environ: dict[str, Any], start: Callable[..., Any]) -> Any:

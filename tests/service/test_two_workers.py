@@ -17,8 +17,9 @@ from werkzeug.wrappers import Response
 from handler.ledger import Ledger, tables
 from handler.ledger.leases import register
 from handler.ledger.queue import LeasesById, queue
+from runkeys_sandbox.launch import ThreadServer
 from tests.service.conftest import GitHub, empty, make_environ
-from tests.service.kit import HTTP_PARAMS, TokenIssuer, WsgiServer, identity
+from tests.service.kit import HTTP_PARAMS, TokenIssuer, identity
 from tests.service.served import worker_process
 
 pytestmark = pytest.mark.slow
@@ -49,7 +50,7 @@ class MeetingIssuer(TokenIssuer):
 @pytest.fixture
 def issuer() -> Iterator[tuple[MeetingIssuer, str]]:
     tokens = MeetingIssuer()
-    server = WsgiServer(tokens)
+    server = ThreadServer(tokens)
     yield tokens, server.url
     server.stop()
 

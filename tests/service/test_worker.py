@@ -21,8 +21,9 @@ from handler.service import Service
 from handler.worker import RevocationWorker, backoff
 from runkeys.leases import LeaseRequest, LeaseState
 from runkeys.oidc import RunIdentity
+from runkeys_sandbox.launch import ThreadServer
 from tests.service.conftest import GitHub
-from tests.service.kit import HTTP_PARAMS, Clock, TokenIssuer, WsgiServer, identity, put, stored
+from tests.service.kit import HTTP_PARAMS, Clock, TokenIssuer, identity, put, stored
 
 ISSUER_PASSWORD = "issuer-pass-8d1c"
 
@@ -30,7 +31,7 @@ ISSUER_PASSWORD = "issuer-pass-8d1c"
 @pytest.fixture
 def issuer() -> Iterator[tuple[TokenIssuer, str]]:
     tokens = TokenIssuer()
-    server = WsgiServer(tokens)
+    server = ThreadServer(tokens)
     yield tokens, server.url
     server.stop()
 

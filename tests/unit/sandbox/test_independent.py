@@ -11,7 +11,7 @@ import pytest
 
 from runkeys_sandbox.server.permissions import Requirement, required
 
-SANDBOX = Path(__file__).resolve().parents[2] / "runkeys_sandbox"
+SANDBOX = Path(__file__).resolve().parents[3] / "runkeys_sandbox"
 PRODUCT = ("runkeys", "handler", "action_src")
 # The demo and the commands drive the product on purpose: they are not the stand-in.
 NOT_THE_STAND_IN = ("demo", "cli.py", "build")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("runkeys", "handler", "action_src", "runkeys_sandbox")
 Graph = dict[str, set[str]]
 

@@ -1,5 +1,5 @@
 """`runkeys serve`'s gunicorn settings and its metrics directory (the process itself is run in
-test_gunicorn.py)."""
+tests/service/test_gunicorn.py)."""
 
 from __future__ import annotations
 

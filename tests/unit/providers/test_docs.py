@@ -13,7 +13,7 @@ from runkeys.errors import SpecError
 from runkeys.providers import PROVIDERS
 from runkeys.spec import SpecRules, parse_keys
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "providers.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "providers.md"
 EXAMPLES = re.findall(r"```yaml\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
 
 
