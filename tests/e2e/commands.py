@@ -19,6 +19,14 @@ import psycopg
 from runkeys.providers.random_value import find_tokens
 
 COMMAND = [sys.executable, "-m", "runkeys.cli"]
+# `runkeys` as a terminal starts it, Ctrl-C raising KeyboardInterrupt: a shell's background job
+# (`pytest &` in a script) starts its children with SIGINT ignored, and Python keeps it so.
+INTERACTIVE_COMMAND = [
+    sys.executable,
+    "-c",
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('runkeys.cli', run_name='__main__', alter_sys=True)",
+]
 # What a minted value looks like in any encoding: a long run of letters of both cases and
 # digits (tokens, passwords, base64). Nothing the commands print on purpose looks like that.
 RANDOM_RUN = re.compile(r"[A-Za-z0-9_+%=-]{16,}")  # no "/": paths are not values
@@ -62,7 +70,7 @@ def interrupt_after(
     (as `| head` does)."""
     started = time.monotonic()
     process = subprocess.Popen(
-        [*COMMAND, *args],
+        [*INTERACTIVE_COMMAND, *args],
         env=dict(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -6,13 +6,14 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import requests
 from github import Auth, GithubIntegration
 
-COMMAND = [sys.executable, "-m", "runkeys.cli", "sandbox"]
+from tests.e2e.commands import INTERACTIVE_COMMAND
+
+COMMAND = [*INTERACTIVE_COMMAND, "sandbox"]
 
 
 def read_environment(process: subprocess.Popen[str]) -> dict[str, str]:
