@@ -405,6 +405,23 @@ def test_a_group_whose_code_or_tests_changed_since_its_run_is_stale_but_does_not
     assert "stale: group beta" not in out
 
 
+def test_a_test_file_moved_unchanged_leaves_its_group_current_and_one_edited_on_the_way_does_not(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _run(project, monkeypatch, {"alpha": [KILLED], "beta": [BETA]})
+    capsys.readouterr()
+    (project / "t" / "unit").mkdir()
+    (project / "t" / "test_alpha.py").rename(project / "t" / "unit" / "test_alpha.py")
+    (project / "t" / "deep" / "test_beta.py").rename(project / "t" / "unit" / "test_beta.py")
+    (project / "t" / "unit" / "test_beta.py").write_text("def test_beta(): assert True\n")
+    moved = PYPROJECT.replace('"t/test_alpha.py"', '"t/unit/test_alpha.py"')
+    (project / "pyproject.toml").write_text(moved.replace('"t/deep/', '"t/unit/'))
+    assert script.report() == 0
+    out = capsys.readouterr().out
+    assert "stale: group alpha" not in out
+    assert "stale: group beta, t/deep/test_beta.py, t/unit/test_beta.py changed" in out
+
+
 def test_survivors_are_explained_from_the_committed_results_alone(
     project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
