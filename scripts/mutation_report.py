@@ -851,6 +851,10 @@ warning naming the command to run it again, not a failure, since its results sti
 those tests did to that code. `make mutate` fails while any survivor is unexplained (a
 pending one counts as explained only by its plan) or any group has no results.
 `mutmut show NAME`, run in `build/mutation/GROUP/`, shows a mutant after a run.
+`make mutate-why` applies again, one at a time, the five mutations an early spot check found
+surviving (a signature compared on 4 bytes, the foreign-repository check reduced to owners, the
+secret-name check at registration off, the discovery document's issuer unchecked, the
+`quote_plus` masking form gone) and fails unless each makes its named test fail.
 
 Where the time goes (measured with scripts/mutation_pytest.py, the plugin every run of a
 group's tests loads, and saved with the group's results; the table below the results): mutmut
