@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import msgspec
 from nacl.exceptions import CryptoError
@@ -54,7 +55,9 @@ from runkeys.oidc import RunIdentity
 from runkeys.scrub import scrub_short, short
 from runkeys.spec import KeySpec, SpecRules, parse_keys
 
+# Repeated on purpose: event() calls look alike, but each names its own fields to log.
 log = logger("broker")
+Body = TypeVar("Body", KeysRequest, KeysRetirement)
 # The audit's own logger: one JSON line per decision, easy to route apart.
 audit_log = logger("audit")
 BROKER_OFF = (
@@ -74,6 +77,7 @@ def permissions_for(scope: SecretScope | None) -> dict[str, str]:
     return needs
 
 
+# Repeated on purpose: field-by-field like policy's DecisionRecord, but from another type.
 def claims_of(identity: RunIdentity) -> Claims:
     """The policy's view of the verified token."""
     return Claims(
@@ -125,15 +129,20 @@ def _invalid_destination(message: str) -> ApiError:
     return ApiError(422, "invalid_destination", f"destination.environment: {message}")
 
 
-def decode(data: bytes) -> KeysRequest:
+def _decode_body(data: bytes, schema: type[Body]) -> Body:
+    """The body in the API's schema (`runkeys.broker`), or a 400 naming the field that is not."""
     try:
-        body = msgspec.json.decode(data, type=KeysRequest)
+        return msgspec.json.decode(data, type=schema)
     except msgspec.ValidationError as exc:
         raise ApiError(
             400, "invalid_request", f"The body is malformed: {short(str(exc), 300)}"
         ) from None
     except msgspec.DecodeError:
         raise ApiError(400, "invalid_request", "The body is not JSON") from None
+
+
+def decode(data: bytes) -> KeysRequest:
+    body = _decode_body(data, KeysRequest)
     kind, environment = body.destination.kind, body.destination.environment
     if (kind == "environment") != (environment is not None):
         raise ApiError(
@@ -297,16 +306,23 @@ def grant(
     event(
         log,
         "keys granted",
-        repository=identity.repository,
-        run_id=identity.run_id,
-        run_attempt=identity.run_attempt,
-        request_id=body.request_id,
+        **_request_fields(identity, body.request_id),
         leases=[k.lease_id for k in sealed],
         created_environment=issued.created_environment,
     )
     return KeysGranted(
         request_id=body.request_id, keys=sealed, created_environment=issued.created_environment
     )
+
+
+def _request_fields(identity: RunIdentity, request_id: str) -> dict[str, Any]:
+    """What a log line about one run attempt's request names it by."""
+    return {
+        "repository": identity.repository,
+        "run_id": identity.run_id,
+        "run_attempt": identity.run_attempt,
+        "request_id": request_id,
+    }
 
 
 def _repeated(
@@ -496,14 +512,7 @@ def retire(service: Service, identity: RunIdentity, data: bytes) -> Retired:
     which revokes them with the service's connections and deletes their secrets with its App,
     as at a run's end. Only the run attempt that made the request may: the token's repository
     (by id), run id and attempt must be the request's."""
-    try:
-        body = msgspec.json.decode(data, type=KeysRetirement)
-    except msgspec.ValidationError as exc:
-        raise ApiError(
-            400, "invalid_request", f"The body is malformed: {short(str(exc), 300)}"
-        ) from None
-    except msgspec.DecodeError:
-        raise ApiError(400, "invalid_request", "The body is not JSON") from None
+    body = _decode_body(data, KeysRetirement)
     now = service.clock()
     with service.ledger.begin(durable=True) as conn:
         found = request_of(conn, identity.repository_id, body.request_id)
@@ -546,10 +555,7 @@ def retire(service: Service, identity: RunIdentity, data: bytes) -> Retired:
     event(
         log,
         "keys retirement asked",
-        repository=identity.repository,
-        run_id=identity.run_id,
-        run_attempt=identity.run_attempt,
-        request_id=body.request_id,
+        **_request_fields(identity, body.request_id),
         scope=body.scope,
         queued=queued,
     )
