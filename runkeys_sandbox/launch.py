@@ -14,17 +14,25 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+T = TypeVar("T")
 READY_WITHIN = 60.0  # seconds for gunicorn to start on a slow, busy machine
 STOP_WITHIN = 15.0  # seconds for a quick shutdown before SIGKILL
 
 
 class LaunchError(RuntimeError):
     """A server exited at start, or did not get ready in time; with the end of its log."""
+
+
+def started(value: T | None, what: str, *, fix: str = "") -> T:
+    """`value` once `what` is started; before, a RuntimeError saying it is not (and `fix`)."""
+    if value is None:
+        raise RuntimeError(f"{what} is not started" + (f": {fix}" if fix else ""))
+    return value
 
 
 def free_port() -> int:

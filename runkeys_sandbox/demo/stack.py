@@ -16,7 +16,6 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import requests
@@ -24,7 +23,7 @@ import requests
 from runkeys.errors import RunkeysError
 from runkeys_sandbox import launch
 from runkeys_sandbox.demo.runner import Job, runner_environment
-from runkeys_sandbox.launch import LaunchError, ServerProcess, free_port, runkeys_serve
+from runkeys_sandbox.launch import LaunchError, ServerProcess, free_port, runkeys_serve, started
 from runkeys_sandbox.server.payloads import pull_request_closed, workflow_run_completed
 from runkeys_sandbox.server.seeded import Seeded, start_seeded
 from runkeys_sandbox.server.state import WorkflowRun
@@ -66,33 +65,23 @@ class Stack:
 
     @property
     def workdir(self) -> Path:
-        if self._tmp is None:
-            raise RuntimeError("the stack is not started")
-        return Path(self._tmp)
+        return Path(started(self._tmp, "the stack"))
 
     @property
     def seeded(self) -> Seeded:
-        if self._seeded is None:
-            raise RuntimeError("the stack is not started")
-        return self._seeded
+        return started(self._seeded, "the stack")
 
     @property
     def service(self) -> ServerProcess:
-        if self._service is None:
-            raise RuntimeError("the service is not started")
-        return self._service
+        return started(self._service, "the service")
 
     @property
     def job(self) -> Job:
-        if self._job is None:
-            raise RuntimeError("the stack is not started")
-        return self._job
+        return started(self._job, "the stack")
 
     @property
     def run(self) -> WorkflowRun:
-        if self._run is None:
-            raise RuntimeError("the stack is not started")
-        return self._run
+        return started(self._run, "the stack")
 
     @property
     def ledger_url(self) -> str:
@@ -109,12 +98,7 @@ class Stack:
             raise
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def start_sandbox(self) -> None:

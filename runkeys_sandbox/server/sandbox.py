@@ -16,12 +16,11 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import requests
 
-from runkeys_sandbox.launch import ThreadServer
+from runkeys_sandbox.launch import ThreadServer, started
 from runkeys_sandbox.routes.oidc import API_VERSION, ISSUER_PATH, RUNNER_PATH
 from runkeys_sandbox.server import webhooks
 from runkeys_sandbox.server.app import SandboxApp
@@ -93,20 +92,13 @@ class Sandbox(Seeding):
     def __enter__(self) -> Sandbox:
         return self if self._server is not None else self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     @property
     def url(self) -> str:
         """The API base URL (`GITHUB_API_URL`; PyGithub's `base_url`)."""
-        if self._url is None:
-            raise RuntimeError("the sandbox is not started: call start() first")
-        return self._url
+        return started(self._url, "the sandbox", fix="call start() first")
 
     @property
     def oidc_issuer_url(self) -> str:
