@@ -332,9 +332,7 @@ def _repeated(
         log,
         "keys request repeated",
         level=logging.WARNING,
-        repository=identity.repository,
-        run_id=identity.run_id,
-        request_id=request_id,
+        **_request_fields(identity, request_id),
         state=state,
         leases=list(lease_ids),
     )
