@@ -80,6 +80,7 @@ class LeaseRequest(msgspec.Struct, frozen=True, kw_only=True):
     lifetime: Lifetime
     issued_at: UtcTime
     expires_at: UtcTime
+    # Repeated on purpose: optional fields shaped like RunIdentity's, each its own wire schema.
     connection: str | None = None
     # `runkeys.connections.Target.fingerprint()` of the connection minted on: the service
     # registers the lease only if its own connection of that name reaches the same target.

@@ -114,6 +114,7 @@ def release_request(conn: Connection, identity: RunIdentity, request_id: str) ->
     )
 
 
+# Repeated on purpose: one column per DecisionRecord field; a row is declared, not generated.
 def record_decision(
     conn: Connection,
     made: DecisionRecord,

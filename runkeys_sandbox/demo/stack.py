@@ -62,6 +62,7 @@ class Stack:
         self._run: WorkflowRun | None = None
 
     # -- what a started stack offers ------------------------------------------------------------
+    # Repeated on purpose: one typed property per part, each a line through started().
 
     @property
     def workdir(self) -> Path:
