@@ -459,7 +459,13 @@ def _line_of(root: yaml.Node, path: str, message: str) -> int:
 
 def parse_policy(text: str, source: str = "policy") -> Policy:
     """The policy in `text`, checked in full; a PolicyError naming the line otherwise."""
-    loader = _UniqueKeyLoader(text)
+    try:
+        loader = _UniqueKeyLoader(text)  # checks every character before the first is parsed
+    except yaml.reader.ReaderError as exc:
+        at = text.count("\n", 0, exc.position) + 1
+        raise PolicyError(
+            f"{source}, line {at}: not valid YAML: {str(exc).splitlines()[0]}", line=at
+        ) from None
     try:
         root = loader.get_single_node()
         data = loader.construct_document(root) if root is not None else None
