@@ -469,11 +469,16 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
     try:
         root = loader.get_single_node()
         data = loader.construct_document(root) if root is not None else None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError, LookupError, AttributeError) as exc:
+        # SafeLoader's constructors raise plain ValueError, KeyError or AttributeError, with no
+        # mark, for a tagged scalar that is not of its type (`!!int x`, `!!bool x`).
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise PolicyError(f"{source}, line {line}: not valid YAML: {problem}", line=line) from None
+        problem = getattr(exc, "problem", None) or (
+            f"a `!!` tagged value is not of its type ({type(exc).__name__}: {exc})"
+        )
+        where = source if line is None else f"{source}, line {line}"
+        raise PolicyError(f"{where}: not valid YAML: {problem}", line=line) from None
     finally:
         loader.dispose()
     if root is None or not isinstance(data, dict):

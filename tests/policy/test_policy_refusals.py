@@ -5,6 +5,7 @@ that the matching, the bounds and the loader must tell apart. Oracles are writte
 
 from __future__ import annotations
 
+import locale
 from pathlib import Path
 
 import pytest
@@ -388,6 +389,8 @@ def test_a_bad_redis_entry_is_refused_naming_its_field(section: str, says: str) 
         ("{repository: ''}", "`repository` has an empty pattern"),
         ("{repository: [acme/app, ' ']}", "`repository` has an empty pattern"),
         ("{repository_id: '42a'}", "`repository_id` '42a' is not a repository id (digits)"),
+        # an owner has no `/`: this would match nobody, and `*` is a glob all the same
+        ("{repository_owner: 'acme/*'}", "`match` must name repository (its owner without a"),
     ],
 )
 def test_a_bad_match_pattern_is_refused(match: str, says: str) -> None:
@@ -459,11 +462,30 @@ def test_a_character_yaml_cannot_hold_is_refused_naming_its_line() -> None:
     """PyYAML checks the characters when its loader is made, before parsing: that error too
     is a PolicyError (a SIGHUP reload must keep the old policy, not crash)."""
     with pytest.raises(PolicyError) as caught:
-        parse_policy("version: 1\nrules: []\ndeny: [\x07]\n", "p.yml")
-    assert caught.value.line == 3
+        parse_policy("\nversion: 1\nrules: []\ndeny: [\x07]\n", "p.yml")
+    assert caught.value.line == 4
     assert caught.value.cause == (
-        "p.yml, line 3: not valid YAML: "
+        "p.yml, line 4: not valid YAML: "
         "unacceptable character #x0007: special characters are not allowed"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("!!int x", "ValueError: invalid literal for int() with base 10: 'x'"),
+        ("!!bool x", "KeyError: 'x'"),
+        ("!!timestamp x", "AttributeError: 'NoneType' object has no attribute 'groupdict'"),
+    ],
+)
+def test_a_tagged_value_not_of_its_type_is_a_policy_error(value: str, error: str) -> None:
+    """PyYAML raises these without a YAML error's mark: they too must be a PolicyError (a
+    SIGHUP reload keeps the old policy), not a traceback."""
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(f"version: 1\nrules: {value}\n", "p.yml")
+    assert (caught.value.line, caught.value.cause) == (
+        None,
+        f"p.yml: not valid YAML: a `!!` tagged value is not of its type ({error})",
     )
 
 
@@ -482,6 +504,19 @@ def test_a_policy_file_is_read_as_utf8(tmp_path: Path) -> None:
         load_policy_file(file)
     assert caught.value.cause.startswith(f"cannot read the policy {file}: ")
     assert (caught.value.fix, caught.value.docs) == ("", "docs/policy.md")
+
+
+def test_a_policy_file_is_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    """A container started without LANG may run in the C locale (ASCII): the policy a team
+    wrote in UTF-8 must still load."""
+    file = tmp_path / "policy.yml"
+    file.write_bytes("version: 1\ndeny: [{name: café, reason: gelé}]\n".encode())
+    was = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        assert load_policy_file(file).deny[0].reason == "gelé"
+    finally:
+        locale.setlocale(locale.LC_CTYPE, was)
 
 
 def test_an_error_inside_a_yaml_set_is_placed_on_the_set() -> None:
