@@ -72,10 +72,16 @@ def load_yaml(text: str) -> Any:
     """The spec's YAML, or a SpecError that says where it is broken."""
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError, LookupError, AttributeError) as exc:
+        # SafeLoader's constructors raise plain ValueError, KeyError or AttributeError, with no
+        # mark, for a tagged scalar that is not of its type (`!!int x`, `!!timestamp x`).
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or (
+            str(exc).splitlines()[0]
+            if isinstance(exc, yaml.YAMLError)
+            else "a `!!` tagged value is not of its type"
+        )
         raise SpecError(
             [SpecProblem(None, None, f"not valid YAML{where}: {problem}", "check the indentation")]
         ) from None

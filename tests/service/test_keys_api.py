@@ -260,6 +260,20 @@ def test_a_body_naming_a_repository_is_refused_before_anything(
     assert minted_accounts(keys) == {"postgres": [], "redis": []}
 
 
+@pytest.mark.parametrize("bad", ["bytes: !!int x", "ttl: !!timestamp x"])
+def test_a_spec_yaml_cannot_construct_is_refused_not_a_crash(
+    client: FlaskClient, github: GitHub, bad: str
+) -> None:
+    _, public = new_key_pair()
+    keys = names()
+    data = request_body(spec(keys, extra=f"TOO: {{provider: random, {bad}}}\n"), public)
+    response = post(client, data, github.auth(github.claims()))
+    assert response.status_code == 422
+    assert js(response)["error"] == "invalid_spec"
+    assert "not valid YAML" in js(response)["message"]
+    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+
+
 def test_pr_placeholder_on_a_push_run_is_refused(client: FlaskClient, github: GitHub) -> None:
     _, public = new_key_pair()
     keys = names()

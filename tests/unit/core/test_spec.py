@@ -59,6 +59,23 @@ def test_each_bad_spec_names_where(text: str, where: str) -> None:
     assert any(p.startswith(where + ":") for p in found), found
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "A: {provider: random, bytes: !!int x}\n",
+        "A: {provider: random, ttl: !!float x}\n",
+        "A: !!timestamp x\n",
+        "A: {provider: random, format: !!bool x}\n",
+        "A: {provider: random}\x07\n",
+    ],
+)
+def test_a_value_yaml_cannot_construct_is_a_spec_error_not_a_crash(text: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_keys(text)
+    (problem,) = caught.value.problems
+    assert problem.message.startswith("not valid YAML")
+
+
 def test_all_problems_are_reported_at_once() -> None:
     found = problems("A: {provider: random, ttl: nope}\nB: {provider: gone}\n")
     assert len(found) == 2
