@@ -74,25 +74,32 @@ def test_placeholders_are_filled_with_the_values_only(template: str, filled: str
     assert fill_placeholders(template, VALUES) == filled
 
 
+FORMAT = ("a placeholder takes no conversion or format", "write {run_id}, {pr}, … bare")
+UNKNOWN_FIX = "use {pr}, {run_id}, {run_attempt}, {run_number}"
+BRACE_FIX = "write `{{` for a brace"
+
+
 @pytest.mark.parametrize(
-    ("template", "message"),
+    ("template", "message", "fix"),
     [
         # What str.format would have made of these: ci-'4242', ci-xxxxxxxx4242, ci-4, ci-4242.
-        ("ci-{run_id!r}", "a placeholder takes no conversion or format"),
-        ("ci-{run_id:x>12}", "a placeholder takes no conversion or format"),
-        ("ci-{run_id!s:}", "a placeholder takes no conversion or format"),
-        ("ci-{run_id[0]}", "unknown placeholder {run_id[0]}"),
-        ("ci-{run_id.real}", "unknown placeholder {run_id.real}"),
-        ("ci-{}", "unknown placeholder {}"),
-        ("ci-{0}", "unknown placeholder {0}"),
-        ("ci-{repository}", "unknown placeholder {repository}"),
-        ("ci-{run_id", "'ci-{run_id': expected '}' before end of string"),
-        ("ci-}", "'ci-}': Single '}' encountered in format string"),
+        ("ci-{run_id!r}", *FORMAT),
+        ("ci-{run_id:x>12}", *FORMAT),
+        ("ci-{run_id!s:}", *FORMAT),
+        ("ci-{run_id[0]}", "unknown placeholder {run_id[0]}", UNKNOWN_FIX),
+        ("ci-{run_id.real}", "unknown placeholder {run_id.real}", UNKNOWN_FIX),
+        ("ci-{}", "unknown placeholder {}", UNKNOWN_FIX),
+        ("ci-{0}", "unknown placeholder {0}", UNKNOWN_FIX),
+        ("ci-{repository}", "unknown placeholder {repository}", UNKNOWN_FIX),
+        ("ci-{run_id", "'ci-{run_id': expected '}' before end of string", BRACE_FIX),
+        ("ci-}", "'ci-}': Single '}' encountered in format string", BRACE_FIX),
     ],
 )
-def test_a_placeholder_beyond_a_bare_name_is_refused(template: str, message: str) -> None:
+def test_a_placeholder_beyond_a_bare_name_is_refused(template: str, message: str, fix: str) -> None:
     with pytest.raises(PlaceholderError) as raised:
         placeholders_of(template)
     assert raised.value.message == message
+    assert str(raised.value) == message
+    assert raised.value.fix == fix
     with pytest.raises(PlaceholderError):
         fill_placeholders(template, VALUES)
