@@ -28,6 +28,7 @@ from handler.ledger.broker import (
 from handler.ledger.leases import RetireReport, apply_reports, get
 from handler.ledger.leases import register as register_leases
 from handler.ledger.queue import LeasesById, queue
+from handler.ledger.secrets import written_by_runkeys
 from handler.logs import event, logger
 from handler.policy import Claims, Decision, DecisionRecord, KeyDecision, evaluate, record
 from handler.policy import Destination as PolicyDestination
@@ -35,7 +36,14 @@ from handler.service import Service
 from runkeys.broker import KeysGranted, KeysRequest, KeysRetirement, SealedKey, Unsealed, seal
 from runkeys.errors import RunkeysError, SpecError
 from runkeys.github.secrets import SecretStore
-from runkeys.issuance import Collaborators, Issued, IssuedKey, SecretScope, issue
+from runkeys.issuance import (
+    Collaborators,
+    Issued,
+    IssuedKey,
+    SecretExistsError,
+    SecretScope,
+    issue,
+)
 from runkeys.leases import (
     LeaseRequest,
     Lifetime,
@@ -440,12 +448,21 @@ def _issue(  # noqa: PLR0917 (one request's parts, each used once)
         leases=LedgerRegistrar(service, identity, installation_id, body.request_id, job),
         now=service.clock,
         new_id=job.new_id,
+        ours=lambda target: _written_by_runkeys(service, identity, target),
     )
     try:
         # Anything but a RunkeysError comes out as issuance's IssuanceError, rolled back.
         return issue(specs, scope, deps), job
+    except SecretExistsError as exc:
+        raise ApiError(409, "secret_exists", exc.cause, extra={"key": exc.key}) from None
     except RunkeysError as exc:
         raise _not_issued(job, specs, exc.cause) from None
+
+
+def _written_by_runkeys(service: Service, identity: RunIdentity, target: SecretTarget) -> bool:
+    """A live lease of the token's repository names the secret: a rotation may replace it."""
+    with service.ledger.begin() as conn:
+        return written_by_runkeys(conn, identity.repository_id, target.environment, target.name)
 
 
 def _not_issued(job: ServiceJob, specs: Sequence[KeySpec], cause: str) -> ApiError:

@@ -44,6 +44,19 @@ class IssuanceError(RunkeysError):
     title = "Keys not issued"
 
 
+class SecretExistsError(IssuanceError):
+    """A key's secret exists and runkeys did not write it: writing would replace it, and
+    retiring the key would delete it. Nothing was minted."""
+
+    def __init__(self, key: str, scope: SecretScope) -> None:
+        self.key = key
+        super().__init__(
+            f"{key}: {scope.describe()} already holds a secret {key.upper()} that runkeys did "
+            "not write; it was left as it is and nothing was minted",
+            fix=f"rename the key {key}, or write it to another destination",
+        )
+
+
 @dataclass(frozen=True)
 class SecretScope:
     """Where the step's secrets go: an environment of the repository, or the repository."""
@@ -112,6 +125,9 @@ class Collaborators:
     leases: LeaseRegistrar | None = None  # None: no service; TTLs are the only bound
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     new_id: Callable[[], str] = new_lease_id
+    # Whether runkeys wrote an existing secret (a live lease names it), so it may be replaced;
+    # None: no ledger to ask (local mode), every existing secret may be replaced.
+    ours: Callable[[SecretTarget], bool] | None = None
 
 
 @dataclass
@@ -137,7 +153,7 @@ def issue(specs: Sequence[KeySpec], scope: SecretScope | None, deps: Collaborato
     """Issue every key of `specs` (already parsed and checked), or none of them."""
     if scope is not None and deps.secrets is None:
         raise ValueError("a secret scope needs a SecretStore")
-    create_environment = _check_scope(specs, scope, deps.secrets)
+    create_environment = _check_scope(specs, scope, deps.secrets, deps.ours)
     progress = _Progress()
     try:
         return _issue(specs, scope, deps, create_environment, progress)
@@ -193,15 +209,25 @@ def _issue(
 
 
 def _check_scope(
-    specs: Sequence[KeySpec], scope: SecretScope | None, store: SecretStore | None
+    specs: Sequence[KeySpec],
+    scope: SecretScope | None,
+    store: SecretStore | None,
+    ours: Callable[[SecretTarget], bool] | None = None,
 ) -> bool:
-    """Reads only, before anything is minted: whether the environment must be created, and
-    whether the scope has room (GitHub's cap of 100 secrets per scope). True: create it."""
+    """Reads only, before anything is minted: whether the environment must be created, whether
+    every existing secret the keys would replace is runkeys's own (`ours`), and whether the
+    scope has room (GitHub's cap of 100 secrets per scope). True: create it."""
     if scope is None or store is None:
         return False
     if scope.environment is not None and not store.environment_exists(scope.environment):
         return True  # a new environment holds no secrets yet
+    # One list call per scope, not a GET per key: the cap needs it anyway, so 0 calls added
+    # (https://docs.github.com/rest/actions/secrets#list-repository-secrets).
     existing = store.names(scope.environment)
+    if ours is not None:
+        for spec in specs:
+            if spec.name.upper() in existing and not ours(scope.target(spec.name)):
+                raise SecretExistsError(spec.name, scope)
     new = {spec.name.upper() for spec in specs} - existing
     if len(existing) + len(new) > MAX_SECRETS_PER_SCOPE:
         raise IssuanceError(

@@ -15,13 +15,16 @@ leases = tables.leases
 
 
 def _same_target(lease: LeaseRecord) -> ColumnElement[bool]:
+    assert lease.secret is not None
+    return _target(lease.repository_id, lease.secret.environment, lease.secret.name)
+
+
+def _target(repository_id: int, environment: str | None, name: str) -> ColumnElement[bool]:
     """The same secret in GitHub: same repository (by id: a rename keeps it), same scope, same
     name. GitHub treats secret and environment names case-insensitively."""
-    assert lease.secret is not None
-    environment = lease.secret.environment
     return and_(
-        leases.c.repository_id == lease.repository_id,
-        func.upper(leases.c.secret_name) == lease.secret.name.upper(),
+        leases.c.repository_id == repository_id,
+        func.upper(leases.c.secret_name) == name.upper(),
         leases.c.secret_environment.is_(None)
         if environment is None
         else func.lower(leases.c.secret_environment) == environment.lower(),
@@ -50,3 +53,19 @@ def newer_writer(conn: Connection, lease: LeaseRecord) -> str | None:
     )
     found: str | None = conn.scalar(query)
     return found
+
+
+def written_by_runkeys(
+    conn: Connection, repository_id: int, environment: str | None, name: str
+) -> bool:
+    """Whether a live lease names this secret: runkeys wrote it and still answers for it (a
+    rotation replaces it). A secret no live lease names was made by someone else."""
+    query = (
+        select(leases.c.id)
+        .where(
+            _target(repository_id, environment, name),
+            leases.c.state.in_([s.value for s in LIVE_STATES]),
+        )
+        .limit(1)
+    )
+    return conn.scalar(query) is not None
