@@ -8,14 +8,16 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
+from werkzeug.test import TestResponse
 
 from handler.app import create_app
 from handler.ledger import tables
-from runkeys.broker import new_key_pair
+from runkeys.broker import KeysGranted, new_key_pair
 from runkeys.leases import SecretTarget
 from tests.service.attack_kit import connections, run_worker
 from tests.service.conftest import GitHub
@@ -148,3 +150,57 @@ def test_a_repository_secret_a_live_lease_wrote_is_rotated(broker: Flask, github
         values.append(unsealed(private, response)[token].value)
         assert github.sandbox.secret_value(github.repo, token) == values[-1]
     assert values[0] != values[1]
+
+
+def _random_only(token: str, lifetime: str = "ttl") -> str:
+    return f"{token}: {{provider: random, ttl: 30m, lifetime: {lifetime}}}\n"
+
+
+def _lease_ids(response: TestResponse) -> list[str]:
+    granted = msgspec.json.decode(response.data, type=KeysGranted)
+    return [key.lease_id for key in granted.keys]
+
+
+def test_a_live_lease_of_the_repository_does_not_vouch_for_an_environment_secret_of_that_name(
+    broker: Flask, github: GitHub
+) -> None:
+    """Almost right: runkeys wrote repository secret T (a live lease); the team made T by hand
+    in environment ci-pr-7. That lease says nothing about the environment's T."""
+    client: FlaskClient = broker.test_client()
+    token = f"ENV{uuid.uuid4().hex[:8]}"
+    _, public = new_key_pair()
+    data = request_body(_random_only(token), public, destination={"kind": "repository"})
+    assert post(client, data, github.auth(github.claims())).status_code == 201
+    store = broker.extensions["runkeys"].secrets_for(github.repo.full_name)
+    store.create_environment("ci-pr-7")
+    store.put(SecretTarget(github.repo.full_name, token, "ci-pr-7"), HAND_MADE)
+
+    destination = {"kind": "environment", "environment": "ci-pr-7"}
+    data = request_body(_random_only(token), public, destination=destination)
+    response = post(client, data, github.auth(github.claims()))
+    assert response.status_code == 409, response.json
+    assert js(response)["key"] == token
+    assert github.sandbox.secret_value(github.repo, token, "ci-pr-7") == HAND_MADE
+
+
+def test_a_secret_remade_by_hand_after_its_lease_was_retired_is_not_runkeys_any_more(
+    broker: Flask, github: GitHub
+) -> None:
+    """runkeys wrote T, retired it (and deleted T); the team then made T by hand: the retired
+    lease vouches for nothing."""
+    client: FlaskClient = broker.test_client()
+    token = f"OLD{uuid.uuid4().hex[:8]}"
+    _, public = new_key_pair()
+    data = request_body(_random_only(token), public, destination={"kind": "repository"})
+    first = post(client, data, github.auth(github.claims()))
+    assert first.status_code == 201, first.json
+    run_worker(broker, *_lease_ids(first))
+    assert token not in github.sandbox.secret_names(github.repo, None)
+    store = broker.extensions["runkeys"].secrets_for(github.repo.full_name)
+    store.put(SecretTarget(github.repo.full_name, token, None), HAND_MADE)
+
+    data = request_body(_random_only(token), public, destination={"kind": "repository"})
+    response = post(client, data, github.auth(github.claims()))
+    assert response.status_code == 409, response.json
+    assert js(response)["key"] == token
+    assert github.sandbox.secret_value(github.repo, token) == HAND_MADE
