@@ -32,18 +32,24 @@ PUBLIC_PARTS = ("HOST", "PORT", "DATABASE")
 LOCAL_ONLY = ("INPUT_APP-ID", "INPUT_PRIVATE-KEY", "INPUT_GITHUB-TOKEN")
 
 
+def pull_request_job(github: GitHub, service_url: str, pr: int) -> None:
+    """The step: pull request `pr`'s job with `id-token: write`, `service-url` and nothing
+    else (no App input, no connection)."""
+    github.sandbox.add_workflow_run(github.repo, run_id=RUN_ID, event="pull_request")
+    claims = github.sandbox.run_claims(github.repo, RUN_ID)
+    claims = replace(claims, ref=f"refs/pull/{pr}/merge", event_name="pull_request")
+    github.step.pull_request_event(pr)
+    github.step.base_env.update(github.sandbox.runner_oidc_env(claims))
+    github.step.base_env["INPUT_SERVICE-URL"] = service_url
+    github.step.base_env["INPUT_AUDIENCE"] = AUDIENCE
+
+
 @pytest.fixture
 def broker(github: GitHub) -> Iterator[BrokerDouble]:
     """The double as `service-url`, the step a pull request's job with `id-token: write` and
     nothing else: no App input, no connection."""
     served = ServedDouble(github.sandbox.oidc_issuer_url)
-    github.sandbox.add_workflow_run(github.repo, run_id=RUN_ID, event="pull_request")
-    claims = github.sandbox.run_claims(github.repo, RUN_ID)
-    claims = replace(claims, ref=f"refs/pull/{PR}/merge", event_name="pull_request")
-    github.step.pull_request_event(PR)
-    github.step.base_env.update(github.sandbox.runner_oidc_env(claims))
-    github.step.base_env["INPUT_SERVICE-URL"] = served.url
-    github.step.base_env["INPUT_AUDIENCE"] = AUDIENCE
+    pull_request_job(github, served.url, PR)
     try:
         yield served.double
     finally:

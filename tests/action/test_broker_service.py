@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -22,11 +21,12 @@ from handler.worker import RevocationWorker
 from runkeys.leases import LeaseState
 from tests.action.conftest import RUN_ID, GitHub
 from tests.action.harness import MASK, Run, unescape
-from tests.action.service import AUDIENCE, Service
+from tests.action.service import Service
 from tests.action.test_broker import (
     LOCAL_ONLY,
     PUBLIC_PARTS,
     assert_masked_before_anything_else,
+    pull_request_job,
     run_seen,
 )
 from tests.encoded_forms import encoded_forms
@@ -81,13 +81,7 @@ def service(github: GitHub, tmp_path: Path) -> Iterator[Service]:
     policy.write_text(POLICY)
     settings = connections() | {"RUNKEYS_POLICY_FILE": str(policy)}
     served = Service(github.sandbox, github.app, tmp_path / "service", settings=settings)
-    github.sandbox.add_workflow_run(github.repo, run_id=RUN_ID, event="pull_request")
-    claims = github.sandbox.run_claims(github.repo, RUN_ID)
-    claims = replace(claims, ref=f"refs/pull/{PR}/merge", event_name="pull_request")
-    github.step.pull_request_event(PR)
-    github.step.base_env.update(github.sandbox.runner_oidc_env(claims))
-    github.step.base_env["INPUT_SERVICE-URL"] = served.url
-    github.step.base_env["INPUT_AUDIENCE"] = AUDIENCE
+    pull_request_job(github, served.url, PR)
     try:
         yield served
     finally:

@@ -69,21 +69,28 @@ rules:
 """
 
 
-@pytest.fixture
-def broker(
-    environ: dict[str, str], github: GitHub, tmp_path: Path, clock: Clock
+def app_with_policy(
+    text: str, environ: dict[str, str], tmp_path: Path, clock: Clock
 ) -> Iterator[Flask]:
+    """The service with its own connections and this policy; afterwards the worker retires
+    what the test minted, as after a real run."""
     path = tmp_path / "policy.yml"
-    path.write_text(policy(github.repo.account.login))
+    path.write_text(text)
     made = create_app(environ | connections() | {"RUNKEYS_POLICY_FILE": str(path)}, clock=clock)
     yield made
-    # The run is over: the worker retires what the test minted, as after a real run.
     service = made.extensions["runkeys"]
     with service.ledger.begin() as conn:
         live = [r.id for r in conn.execute(select(tables.leases)) if r.state == "active"]
     if live:
         run_worker(made, *live)
-    made.extensions["runkeys"].close()
+    service.close()
+
+
+@pytest.fixture
+def broker(
+    environ: dict[str, str], github: GitHub, tmp_path: Path, clock: Clock
+) -> Iterator[Flask]:
+    yield from app_with_policy(policy(github.repo.account.login), environ, tmp_path, clock)
 
 
 @pytest.fixture

@@ -15,15 +15,15 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from handler.app import create_app
 from handler.ledger import tables
 from runkeys.broker import KeysGranted, new_key_pair
 from runkeys.leases import SecretTarget
-from tests.service.attack_kit import connections, run_worker
+from tests.service.attack_kit import run_worker
 from tests.service.conftest import GitHub
 from tests.service.kit import Clock, js
 from tests.service.test_keys_api import (
     MISSING_ROLE,
+    app_with_policy,
     minted_accounts,
     names,
     post,
@@ -67,16 +67,7 @@ rules:
 def broker(
     environ: dict[str, str], github: GitHub, tmp_path: Path, clock: Clock
 ) -> Iterator[Flask]:
-    path = tmp_path / "policy.yml"
-    path.write_text(policy(github.repo.account.login))
-    made = create_app(environ | connections() | {"RUNKEYS_POLICY_FILE": str(path)}, clock=clock)
-    yield made
-    service = made.extensions["runkeys"]
-    with service.ledger.begin() as conn:
-        live = [r.id for r in conn.execute(select(tables.leases)) if r.state == "active"]
-    if live:
-        run_worker(made, *live)
-    service.close()
+    yield from app_with_policy(policy(github.repo.account.login), environ, tmp_path, clock)
 
 
 def spec(keys: dict[str, str], token: str, lifetime: str = "job") -> str:
