@@ -1,6 +1,6 @@
 # ruff: noqa: PLC0415 (imports inside commands: `runkeys --help` must not load Flask or the ledger)
-"""`runkeys serve | worker | sweep | leases | revoke | audit | policy check`: the service's
-commands.
+"""`runkeys serve | worker | sweep | leases | revoke | audit | status | policy check`: the
+service's commands.
 
 Each reads only the settings it needs from the environment (`runkeys leases` needs a database,
 not the App's key) and imports the heavy parts only when run.
@@ -15,7 +15,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from runkeys import ids
@@ -83,6 +83,12 @@ def register(subparsers: Any) -> None:
     revoke.set_defaults(func=revoke_command)
 
     _register_audit(subparsers)
+
+    status = subparsers.add_parser(
+        "status", help="the retirement backlog per installation; exit 1 when one is behind"
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.set_defaults(func=status_command)
 
     policy = subparsers.add_parser("policy", help="the broker's policy (docs/policy.md)")
     policy_commands = policy.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -309,6 +315,60 @@ def audit_command(args: argparse.Namespace) -> int:
             line = f"    {key['outcome']:<5} {key['name']} ({key['provider']}) by {key['rule']}"
             print(escaped(line + why))
     return 0
+
+
+def status_command(args: argparse.Namespace) -> int:
+    from handler.config import ServiceConfig, worker_settings
+    from handler.ledger.backlog import by_installation
+    from handler.ledger.completions import pending
+    from handler.ledger.queue import backlog, count_by_state
+
+    limit = worker_settings(os.environ).backlog_warn_after.total_seconds()
+    ledger = _existing_ledger(ServiceConfig.for_ledger(os.environ).database_url)
+    now = datetime.now(UTC)
+    with ledger.begin() as conn:
+        counts, due = count_by_state(conn), backlog(conn, now)
+        completions, installations = pending(conn), by_installation(conn)
+    ledger.close()
+    rows = [
+        {
+            "installation": b.installation_id,
+            "waiting": b.waiting,
+            "failed": b.failed,
+            "oldest_waiting_seconds": round(b.oldest_age(now)),
+            "behind": b.oldest_age(now) > limit,
+        }
+        for b in installations
+    ]
+    behind = any(row["behind"] for row in rows)
+    if args.json:
+        summary = {
+            "leases": {state.value: n for state, n in counts.items()},
+            "due_now": due,
+            "run_completions_pending": completions,
+            "backlog_warn_after_seconds": round(limit),
+            "installations": rows,
+        }
+        print(json.dumps(summary))
+        return 1 if behind else 0
+    print("leases: " + ", ".join(f"{state.value} {n}" for state, n in counts.items()))
+    print(f"due now: {due}; run completions not yet applied: {completions}")
+    if not rows:
+        print("retirement backlog: none")
+    else:
+        print(f"retirement backlog (behind: oldest waiting over {_age(limit)}):")
+        print(f"  {'INSTALLATION':<14}{'WAITING':>8}{'FAILED':>8}  OLDEST WAITING")
+        for b in installations:
+            who = "unknown" if b.installation_id is None else str(b.installation_id)
+            flag = "  BEHIND" if b.oldest_age(now) > limit else ""
+            print(f"  {who:<14}{b.waiting:>8}{b.failed:>8}  {_age(b.oldest_age(now))}{flag}")
+    return 1 if behind else 0
+
+
+def _age(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _print_table(leases: list[Any]) -> None:

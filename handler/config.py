@@ -48,6 +48,8 @@ class WorkerSettings:
     failed_retry: timedelta = timedelta(hours=6)  # how often a `failed` lease is tried again
     sweep_interval: timedelta = timedelta(minutes=1)
     reconcile_interval: timedelta = timedelta(minutes=10)  # per run, asking GitHub its status
+    # The sweeper logs a warning for an installation whose oldest queued retirement is older.
+    backlog_warn_after: timedelta = timedelta(minutes=15)
     # GitHub's secondary limit on content writes:
     # https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api#about-secondary-rate-limits
     github_writes_per_minute: int = 80
@@ -236,6 +238,9 @@ def worker_settings(environ: Mapping[str, str]) -> WorkerSettings:
         sweep_interval=_duration(environ, "RUNKEYS_SWEEP_INTERVAL", default.sweep_interval),
         reconcile_interval=_duration(
             environ, "RUNKEYS_RECONCILE_INTERVAL", default.reconcile_interval
+        ),
+        backlog_warn_after=_duration(
+            environ, "RUNKEYS_BACKLOG_WARN_AFTER", default.backlog_warn_after
         ),
         github_writes_per_minute=_int(
             environ, "RUNKEYS_GITHUB_WRITES_PER_MINUTE", default.github_writes_per_minute, 1

@@ -24,6 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from handler.ledger import Ledger
+from handler.ledger.backlog import by_installation
 from handler.ledger.completions import pending
 from handler.ledger.queue import backlog, count_by_state
 
@@ -143,10 +144,12 @@ class LedgerCollector(Collector):
         self.clock = clock
 
     def collect(self) -> Iterator[Metric]:
+        now = self.clock()
         with self.ledger.begin() as conn:
             counts = count_by_state(conn)
-            due = backlog(conn, self.clock())
+            due = backlog(conn, now)
             completions = pending(conn)
+            installations = by_installation(conn)
         leases = GaugeMetricFamily("runkeys_leases", "Leases by state.", labels=["state"])
         for state, count in sorted(counts.items()):
             leases.add_metric([state.value], count)
@@ -162,3 +165,25 @@ class LedgerCollector(Collector):
             "are still active. Growing means no worker is running.",
             value=completions,
         )
+        waiting = GaugeMetricFamily(
+            "runkeys_retirement_backlog",
+            "Leases of each installation queued for retirement (`waiting`) or given up on for "
+            "now (`failed`).",
+            labels=["installation", "state"],
+        )
+        oldest = GaugeMetricFamily(
+            "runkeys_retirement_oldest_waiting_seconds",
+            "How long each installation's oldest lease queued for retirement has waited.",
+            labels=["installation"],
+        )
+        for found in installations:
+            label = installation_label(found.installation_id)
+            waiting.add_metric([label, "waiting"], found.waiting)
+            waiting.add_metric([label, "failed"], found.failed)
+            oldest.add_metric([label], found.oldest_age(now))
+        yield waiting
+        yield oldest
+
+
+def installation_label(installation_id: int | None) -> str:
+    return "unknown" if installation_id is None else str(installation_id)

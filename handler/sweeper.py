@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from github import GithubException, UnknownObjectException
 
+from handler.ledger.backlog import by_installation
 from handler.ledger.queue import ExpiredLeases, RunLeases, queue
 from handler.ledger.runs import RunToCheck, mark_checked, runs_to_check
 from handler.ledger.seen import prune
@@ -31,6 +32,7 @@ class SweepReport:
     environments_deleted: int = 0
     deliveries_pruned: int = 0
     token_ids_pruned: int = 0
+    installations_behind: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -53,6 +55,7 @@ class Sweeper:
             report.environments_deleted = self.worker.delete_environments()
         if expired or report.reconciled:
             self.service.wake_worker()
+        report.installations_behind = self._warn_if_behind()
         event(
             log,
             "sweep done",
@@ -63,6 +66,25 @@ class Sweeper:
             errors=len(report.errors),
         )
         return report
+
+    def _warn_if_behind(self) -> int:
+        """One warning per installation whose oldest queued retirement has waited longer
+        than `backlog_warn_after`: workers down, too few, or GitHub holding them back."""
+        limit = self.service.config.worker.backlog_warn_after.total_seconds()
+        now = self.service.clock()
+        with self.service.ledger.begin() as conn:
+            behind = [b for b in by_installation(conn) if b.oldest_age(now) > limit]
+        for found in behind:
+            event(
+                log,
+                "retirement backlog is behind",
+                level=logging.WARNING,
+                installation=found.installation_id,
+                waiting=found.waiting,
+                oldest_waiting_seconds=round(found.oldest_age(now)),
+                threshold_seconds=round(limit),
+            )
+        return len(behind)
 
     def _reconcile(self, report: SweepReport) -> None:
         now = self.service.clock()

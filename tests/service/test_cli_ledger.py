@@ -30,6 +30,7 @@ COMMANDS = [
     ["revoke", "--all", "--repository", "octo/app"],
     ["sweep", "--no-reconcile"],
     ["worker", "--once"],
+    ["status"],
 ]
 IDS = [" ".join(c) for c in COMMANDS]
 FIX = "start `runkeys serve` once to create the ledger, or set RUNKEYS_DATABASE_URL"

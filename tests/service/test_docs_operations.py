@@ -26,7 +26,7 @@ def operations_commands() -> list[str]:
 
 def test_the_section_shows_every_operator_command() -> None:
     shown = {shlex.split(line)[1] for line in operations_commands()}
-    assert shown == {"leases", "revoke", "sweep", "worker", "audit"}
+    assert shown == {"leases", "revoke", "sweep", "worker", "audit", "status"}
 
 
 def test_each_command_the_operations_section_shows_runs(
