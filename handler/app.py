@@ -14,6 +14,7 @@ from handler.errors import error_response
 from handler.logs import logger
 from handler.service import Clock, Service, utc_now
 from handler.views import keys, leases, ops, webhook  # noqa: F401 (keys: POST /v1/keys joins leases' blueprint on import)
+from runkeys import __version__, versions
 
 log = logger("app")
 
@@ -36,6 +37,7 @@ def create_app(
 
     for blueprint in (webhook.blueprint, leases.blueprint, ops.blueprint):
         app.register_blueprint(blueprint)
+    app.after_request(_version_header)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
     if config.worker.embedded:
@@ -43,6 +45,11 @@ def create_app(
         app.extensions["runkeys.worker"] = background
         background.start()
     return app
+
+
+def _version_header(response: Response) -> Response:
+    response.headers[versions.HEADER] = __version__
+    return response
 
 
 def _http_error(exc: HTTPException) -> Response:

@@ -13,6 +13,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
+from runkeys import versions
+
 RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
 
 
@@ -65,8 +67,10 @@ def backoff(
 
 
 def session(retry: Retry) -> requests.Session:
-    """A `requests` session whose every request is tried again as `retry` says."""
+    """A `requests` session whose every request is tried again as `retry` says, and says
+    which runkeys sends it."""
     http = requests.Session()
+    http.headers["User-Agent"] = versions.USER_AGENT
     adapter = HTTPAdapter(max_retries=retry)
     http.mount("http://", adapter)
     http.mount("https://", adapter)

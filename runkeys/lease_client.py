@@ -14,7 +14,7 @@ import requests
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
-from runkeys import http_session
+from runkeys import __version__, http_session, versions
 from runkeys.broker import KeysGranted, KeysRequest, KeysRetirement
 from runkeys.errors import LeaseServiceError
 from runkeys.leases import (
@@ -30,6 +30,7 @@ from runkeys.scrub import short
 
 Answer = TypeVar("Answer", bound=msgspec.Struct)
 
+INCOMPATIBLE_VERSION = "incompatible_version"
 MALFORMED_ANSWER = "malformed_answer"  # the code of a 2xx answer that is not the schema
 RETRY_AFTER_CAP = 60.0  # seconds: longer than that, the step fails and says why
 
@@ -129,6 +130,8 @@ class LeaseClient:
                     headers={
                         "Authorization": f"Bearer {self._tokens()}",
                         "Content-Type": "application/json",
+                        "User-Agent": versions.USER_AGENT,
+                        versions.HEADER: __version__,
                     },
                     timeout=self._timeout,
                 )
@@ -160,10 +163,27 @@ def _decoded(answer: bytes, schema: type[Answer], refusal: str, *, fix: str) -> 
         raise LeaseServiceError(refusal, fix=fix) from None
 
 
+def _refuse_another_version(response: requests.Response, doing: str) -> None:
+    """A refusal from a service of another major version: say that, not its wording."""
+    said = response.headers.get(versions.HEADER)
+    why = None if said is None else versions.mismatch(said, they="the service", we="this action")
+    if said is not None and why is not None:
+        tag = versions.series(said)
+        raise LeaseServiceError(
+            f"the lease service answered {response.status_code} while {doing}, but {why}",
+            status=response.status_code,
+            code=INCOMPATIBLE_VERSION,
+            fix="use the action's tag of the service's major version"
+            + (f" (`uses: OWNER/runkeys@v{tag}`)" if tag else "")
+            + ", or ask the service's operator to upgrade it",
+        )
+
+
 def _answer(response: requests.Response, doing: str) -> bytes:
     status = response.status_code
     if status in (200, 201):
         return response.content
+    _refuse_another_version(response, doing)
     try:
         data: Any = response.json()
     except ValueError:

@@ -1,6 +1,7 @@
 """`POST /v1/leases` (register) and `POST /v1/leases/retire` (the post step's report).
 
-Every `/v1/…` route runs behind `_caller`: a body within the API's limit, a verified OIDC token,
+Every `/v1/…` route runs behind `_caller`: an action of the service's major version (when it
+says its version), a body within the API's limit, a verified OIDC token,
 and the App installed on the token's repository. Repository, run, attempt, environment, ref and
 pull request come from that token only, through `caller()`."""
 
@@ -20,6 +21,7 @@ from handler.logs import event, logger
 from handler.registration import parse_registration, parse_retire_reports
 from handler.service import Service
 from handler.views import current_service
+from runkeys import __version__, versions
 from runkeys.errors import AuthError, GitHubError
 from runkeys.leases import LeaseRequest, Registered, RegisteredLease, Retired, RetiredLease
 from runkeys.oidc import OIDCUnavailableError, RunIdentity
@@ -48,6 +50,7 @@ def _caller() -> None:
     """Before every route of the blueprint, in this order: the body's size, the token, the
     App's installation on the token's repository."""
     service = current_service()
+    _same_major_version()
     _limit_body(service.config.api_max_bytes)
     identity = _identity(service)
     g.runkeys_caller = Caller(identity, _installation(service, identity))
@@ -59,6 +62,20 @@ def caller() -> Caller:
     if not isinstance(found, Caller):
         raise RuntimeError("a /v1 route ran without the blueprint's checks")
     return found
+
+
+def _same_major_version() -> None:
+    """400 for an action of another major version, before its token is spent: the wire format
+    may differ. Callers that send no version (curl, a proxy's probe) are not refused."""
+    said = request.headers.get(versions.HEADER)
+    why = None if said is None else versions.mismatch(said, they="the action", we="this service")
+    if why is not None:
+        raise ApiError(
+            400,
+            "incompatible_version",
+            f"{why}. Use the action's tag of this major version "
+            f"(`uses: OWNER/runkeys@v{versions.series(__version__)}`) or upgrade the service",
+        )
 
 
 def _limit_body(limit: int) -> None:

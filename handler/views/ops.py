@@ -8,6 +8,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from handler.errors import error_response
 from handler.metrics import CONTENT_TYPE
 from handler.views import current_service
+from runkeys import __version__
 
 blueprint = Blueprint("ops", __name__)
 
@@ -15,7 +16,7 @@ blueprint = Blueprint("ops", __name__)
 @blueprint.get("/healthz")
 def healthz() -> Response:
     """The process answers: nothing else is checked (liveness)."""
-    return jsonify({"status": "ok"})
+    return jsonify({"status": "ok", "version": __version__})
 
 
 @blueprint.get("/readyz")

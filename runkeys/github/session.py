@@ -17,6 +17,7 @@ from github import Auth, Github, GithubException, GithubIntegration, GithubRetry
 from github.Repository import Repository
 from jwt.algorithms import RSAAlgorithm
 
+from runkeys import versions
 from runkeys.github.errors import explain
 from runkeys.github.paths import quote_path, repository_path, split_repository
 
@@ -122,6 +123,7 @@ class GitHubSession:
             "seconds_between_writes": None,
             # Objects are fetched only when an attribute needs it: `get_repo` costs no request.
             "lazy": True,
+            "user_agent": versions.USER_AGENT,
         }
 
     def integration(self) -> GithubIntegration:

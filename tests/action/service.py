@@ -35,6 +35,7 @@ class Fault:
     times: int
     retry_after: str | None
     after: bool  # the service handles the request, then its answer is replaced
+    version: str | None  # the runkeys version the answer says it comes from
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Faults:
 
     app: Callable[..., Any]
     answered: list[tuple[str, int]] = field(default_factory=list)
+    versions_said: list[str | None] = field(default_factory=list)  # each request's Runkeys-Version
     _pending: list[Fault] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -55,9 +57,10 @@ class Faults:
         times: int = 1,
         retry_after: str | None = None,
         after: bool = False,
+        version: str | None = None,
     ) -> None:
         with self._lock:
-            self._pending.append(Fault(path, status, times, retry_after, after))
+            self._pending.append(Fault(path, status, times, retry_after, after, version))
 
     def statuses(self, path: str) -> list[int]:
         return [status for seen, status in self.answered if seen == path]
@@ -74,6 +77,8 @@ class Faults:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         path = str(environ.get("PATH_INFO", ""))
+        with self._lock:
+            self.versions_said.append(environ.get("HTTP_RUNKEYS_VERSION"))
         fault = self._take(path)
         if fault is not None and fault.after:
             # The service acts on the request; the caller never hears of it.
@@ -86,6 +91,8 @@ class Faults:
             headers = [("Content-Type", "application/json")]
             if fault.retry_after is not None:
                 headers.append(("Retry-After", fault.retry_after))
+            if fault.version is not None:
+                headers.append(("Runkeys-Version", fault.version))
             start_response(f"{fault.status} Injected", headers)
             return [json.dumps({"error": "injected", "message": "a proxy's answer"}).encode()]
 

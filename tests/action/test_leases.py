@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from runkeys import __version__
 from runkeys.errors import ConfigError, LeaseServiceError
 from runkeys.http_session import backoff
 from runkeys.lease_client import LeaseClient
@@ -280,3 +281,33 @@ def test_a_key_in_another_accounts_repository_is_refused_clearly(
     assert (len(added), len(removed)) == (1, 1)
     assert github.sandbox.deploy_keys(other) == []  # rolled back
     assert github.secret("FIXTURES_SSH_KEY") is None
+
+
+def test_the_action_says_its_version_and_names_a_service_of_another(
+    github: GitHub, service: Service
+) -> None:
+    """The action sends its version on every call; a service of another major version that
+    refuses it is named as such, with the tag to use, whatever else its refusal says."""
+    run = github.step.run(github.app_inputs(keys=KEYS, environment="ci-run-{run_id}"))
+    assert run.returncode == 0, run.lines
+    assert service.faults.versions_said == [__version__]
+    service.faults.fail("/v1/leases", 401, version="9.1.0")
+    run = github.step.run(github.app_inputs(keys=KEYS, environment="ci-run-{run_id}"))
+    assert run.returncode == 1
+    (error,) = run.annotations("error")
+    assert "answered 401 while registering leases" in error[1]
+    assert f"the service runs runkeys 9.1.0 and this action runs runkeys {__version__}" in error[1]
+    assert "uses: OWNER/runkeys@v9" in error[1]
+    assert run.env == {}
+
+
+def test_a_refusal_from_a_service_of_the_same_series_is_its_own(
+    github: GitHub, service: Service
+) -> None:
+    """The almost-right case: a later patch of the same series is not "another version"."""
+    major, minor, _ = __version__.split(".", 2)
+    service.faults.fail("/v1/leases", 401, version=f"{major}.{minor}.99")
+    run = github.step.run(github.app_inputs(keys=KEYS, environment="ci-run-{run_id}"))
+    (error,) = run.annotations("error")
+    assert "answered 401 while registering leases: injected: a proxy's answer" in error[1]
+    assert "runs runkeys" not in error[1]

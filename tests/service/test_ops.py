@@ -12,13 +12,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from handler.app import create_app
 from handler.logs import JsonFormatter, configure
+from runkeys import __version__
 from tests.service.conftest import GitHub, postgres_database
 from tests.service.kit import Clock, assert_documented, body, identity, js, put
 
 
 def test_healthz(client: FlaskClient) -> None:
     response = client.get("/healthz")
-    assert (response.status_code, response.json) == (200, {"status": "ok"})
+    assert (response.status_code, response.json) == (200, {"status": "ok", "version": __version__})
     assert_documented("GET", "/healthz", 200, response.json)
 
 
