@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: demo test lint typecheck pytest test-unit test-integration test-e2e bench mutate mutate-why lock clean
 
@@ -13,7 +14,21 @@ $(STAMP): pyproject.toml runkeys_sandbox/pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ./runkeys_sandbox -e '.[dev]'
 	@touch $@
 
-demo: $(STAMP)
+# The demo needs the service and the stand-in, not the developer's tools (mypy, ruff, actionlint);
+# a .venv that `make test` set up has them already.
+$(DEMO_STAMP): pyproject.toml runkeys_sandbox/pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "runkeys needs Python 3.11 or newer: set PYTHON=python3.11")'
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ] && [ $(STAMP) -nt runkeys_sandbox/pyproject.toml ]; then \
+	    touch $@; exit 0; fi; \
+	echo "make demo: setting up $(VENV) (1/3: a virtual environment)"; \
+	$(PYTHON) -m venv $(VENV) && \
+	echo "make demo: setting up $(VENV) (2/3: pip)" && \
+	$(BIN)/python -m pip install --quiet --upgrade pip && \
+	echo "make demo: setting up $(VENV) (3/3: runkeys, its service and the stand-in; about a minute)" && \
+	$(BIN)/python -m pip install --quiet -e ./runkeys_sandbox -e . && \
+	touch $@
+
+demo: $(DEMO_STAMP)
 	$(BIN)/runkeys demo
 
 test: lint typecheck pytest

@@ -39,6 +39,25 @@ def test_ci_runs_the_readmes_test_command() -> None:
     assert re.search(r"^make test$", ci, re.M)
 
 
+def test_make_demo_installs_only_what_the_demo_needs() -> None:
+    """`make demo` on a fresh clone: the service and the stand-in, not mypy, ruff or
+    actionlint (the dev extra), saying what it is doing while it sets up."""
+    planned = subprocess.run(
+        ["make", "-n", "-B", ".venv/.installed-demo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    (install,) = [line for line in planned.splitlines() if "pip install" in line and " -e " in line]
+    assert shlex.split(install.rstrip(" &\\"))[-4:] == ["-e", "./runkeys_sandbox", "-e", "."]
+    assert "dev" not in install
+    assert len(re.findall(r"make demo: setting up \.venv \(\d/3: ", planned)) == 3
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^demo: \$\(DEMO_STAMP\)$", makefile, re.M)
+
+
 def test_no_placeholder_is_left() -> None:
     assert not re.search(r"^[A-Z][A-Z-]{5,}$", README, re.M)
 

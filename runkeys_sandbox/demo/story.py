@@ -195,6 +195,7 @@ class Demo:
             f"The ledger (`runkeys leases`) holds {len(leases)} leases, all {', '.join(states)}, "
             "each with who retired it and why; never a value, only a SHA-256 fingerprint."
         )
+        self.say.table(ledger_table(list(leases.values())))
 
     def conclude(self, rows: list[Row], workdir: Path) -> None:
         say = self.say
@@ -207,6 +208,8 @@ class Demo:
             f"Cleaned up: the service and the sandbox are stopped, {workdir} is removed"
             + (", and no role the demo minted is left in PostgreSQL." if self.server else ".")
         )
+        say.heading("What to try next:")
+        say.table(NEXT)
 
     def clean_up_after_failure(self) -> None:
         """Cut short: drop every role the ledger still holds live. (The action itself rolled
@@ -222,6 +225,34 @@ class Demo:
             drop_roles(self.server, [*live, *self.roles])
         except Exception as exc:  # the interruption is what gets reported
             self.say.line(f"Could not drop every role minted so far: {type(exc).__name__}")
+
+
+NEXT = (
+    "runkeys sandbox --keys keys.yml   # your own `keys` spec, dry-run against the stand-in",
+    "runkeys sandbox                   # the stand-in alone, printing the variables to export",
+    "README.md, 'Use it in a workflow' # broker mode: a workflow that holds no key at all",
+    "docs/service.md                   # deploy the service: App, ledger, policy, operations",
+)
+
+
+def ledger_table(leases: list[dict[str, Any]]) -> list[str]:
+    """The ledger's rows as `runkeys leases` keeps them: who retired each key and why."""
+    header = ("LEASE", "KEY", "PROVIDER", "STATE", "RETIRED BY", "FINGERPRINT")
+    rows = [
+        (
+            str(lease["id"])[:12],
+            str(lease["key_name"]),
+            str(lease["provider"]),
+            str(lease["state"]),
+            retired_by(lease) if lease.get("state") == "revoked" else "-",
+            str(lease["fingerprint"])[:12] + "…",
+        )
+        for lease in sorted(leases, key=lambda lease: str(lease["key_name"]))
+    ]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in (header, *rows)
+    ]
 
 
 def _workflow_step(specs: list[str]) -> list[str]:

@@ -43,9 +43,12 @@ def assert_story(out: str) -> None:
         "5. The run completes.",
         "answered 200 at once, with 1 lease queued",
         "6. The ledger (`runkeys leases`) holds 2 leases, all revoked",
+        "LEASE KEY PROVIDER STATE RETIRED BY FINGERPRINT",
         "7. In short:",
         "KEY PROVIDER LIFETIME MINTED RETIRED BY SECRET GONE CREDENTIAL WORKS?",
         "Cleaned up: the service and the sandbox are stopped",
+        "8. What to try next:",
+        "runkeys sandbox --keys keys.yml",
     ):
         assert expected in out, expected
         out = out[out.index(expected) :]
@@ -86,6 +89,11 @@ def test_the_demo_without_postgres_mints_a_random_value() -> None:
     assert rows[1].split()[:7] == ["SESSION_SECRET", "random", "run", "yes", "webhook",
                                    "workflow_run.completed", "yes"]  # fmt: skip
     assert "DATABASE_URL" not in done.stdout
+    ledger = done.stdout[done.stdout.index("   LEASE ") :].splitlines()[1:3]
+    assert [row.split()[1:6] for row in ledger] == [
+        ["API_TOKEN", "random", "revoked", "post", "step"],
+        ["SESSION_SECRET", "random", "revoked", "webhook", "workflow_run.completed"],
+    ]
     assert leaked(done.stdout + done.stderr) == []
     assert_nothing_left(done.stdout, None, set())
 
