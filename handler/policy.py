@@ -613,7 +613,7 @@ class KeyDecision(msgspec.Struct, frozen=True, kw_only=True):
     connection: str | None
     allowed: bool
     rule: str  # the rule that allowed or denied, or NO_RULE
-    field: str | None = None  # the claim or key field that failed
+    field: str | None = None  # the key field, or the claims (", "-joined), that failed
     reason: str = ""
     fix: str = ""
 
@@ -623,35 +623,35 @@ class Decision(msgspec.Struct, frozen=True):
     keys: tuple[KeyDecision, ...]
 
 
-def _mismatches(match: Match, claims: Claims) -> list[Refusal]:
+def _mismatches(match: Match, claims: Claims) -> list[tuple[str, str]]:
+    """Each claim the match names that the token fails, and why."""
     found = []
     for claim in match.named():
         value = getattr(claims, claim)
         wanted = match.patterns(claim)
         if not matches(claim, value, wanted):
             has = "has none" if value is None else f"is {value!r}"
-            found.append(
-                Refusal(
-                    claim,
-                    f"the token's {claim} {has}; the rule wants {' or '.join(map(repr, wanted))}",
-                    f"run from a {claim} the rule names, or add a rule for this one",
-                )
-            )
+            wants = " or ".join(map(repr, wanted))
+            found.append((claim, f"the token's {claim} {has}; the rule wants {wants}"))
     return found
 
 
 def _no_rule(policy: Policy, claims: Claims) -> Refusal:
-    """The rule that came closest (fewest claims failed, the first of equals) and why."""
+    """The rule that came closest (fewest claims failed, the first of equals) and every claim
+    it failed on: naming only the first, the fix would just meet the next."""
     if not policy.rules:
         return Refusal("rules", "the policy has no rules", "add a rule for this repository")
     failed = [
-        (len(found), index, found[0])
+        (len(found), index, found)
         for index, rule in enumerate(policy.rules)
         if (found := _mismatches(rule.match, claims))
     ]
-    _, index, first = min(failed)
+    _, index, found = min(failed)
+    named = [claim for claim, _ in found]
     return Refusal(
-        first.field, f"closest is rule {policy.rules[index].name!r}: {first.reason}", first.fix
+        ", ".join(named),
+        f"closest is rule {policy.rules[index].name!r}: {'; '.join(why for _, why in found)}",
+        f"run from a {' and '.join(named)} the rule names, or add a rule for this one",
     )
 
 

@@ -103,8 +103,11 @@ CASES = [
         check("main-only-rotation", "claims-branch", "keys-rotate", "--repository-secrets"),
         1,
         [
-            "no rule matched; ref: closest is rule 'rotate-on-main': the token's ref is "
-            "'refs/heads/rotate-fix'; the rule wants 'refs/heads/main'"
+            # Every claim the closest rule failed on: the workflow's ref is the branch too.
+            "no rule matched; ref, workflow_ref: closest is rule 'rotate-on-main': the token's "
+            "ref is 'refs/heads/rotate-fix'; the rule wants 'refs/heads/main'; the token's "
+            "workflow_ref is 'acme/api/.github/workflows/rotate.yml@refs/heads/rotate-fix'",
+            "fix: run from a ref and workflow_ref the rule names",
         ],
     ),
     (  # the rotation writes repository secrets only, never into the job

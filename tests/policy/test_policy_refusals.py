@@ -241,6 +241,33 @@ def test_no_rule_names_the_closest_rules_claim_and_every_pattern_it_wanted() -> 
     )
 
 
+def test_no_rule_names_every_claim_the_closest_rule_failed_on_not_only_the_first() -> None:
+    """A pull request's run fails a main-and-push rule on `ref` and `event_name` both: naming
+    only `ref`, the fix would meet `event_name` next. Rule `far` fails on three claims."""
+    text = (
+        "version: 1\nrules:\n"
+        "  - name: far\n"
+        "    match: {repository: acme/app, ref: refs/heads/x, event_name: push,"
+        " environment: prod}\n"
+        "    max_keys: 3\n"
+        "    allow: [{provider: random, max_ttl: 1h}]\n"
+        "  - name: main-push\n"
+        "    match: {repository: acme/app, ref: refs/heads/main, event_name: push}\n"
+        "    max_keys: 3\n"
+        "    allow: [{provider: random, max_ttl: 1h}]\n"
+    )
+    token = claims(ref="refs/pull/7/merge", event_name="pull_request")
+    key = only(decide(RANDOM, given=token, rules=policy(text)))
+    assert refused(key) == (
+        False,
+        NO_RULE,
+        "ref, event_name",
+        "closest is rule 'main-push': the token's ref is 'refs/pull/7/merge'; the rule wants "
+        "'refs/heads/main'; the token's event_name is 'pull_request'; the rule wants 'push'",
+        "run from a ref and event_name the rule names, or add a rule for this one",
+    )
+
+
 def test_a_policy_without_rules_says_so_and_the_fix() -> None:
     key = only(decide(RANDOM, rules=policy("version: 1\n")))
     assert refused(key) == (
