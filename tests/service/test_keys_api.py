@@ -32,7 +32,7 @@ from handler.worker import RevocationWorker
 from runkeys.broker import KeysGranted, Unsealed, new_key_pair, unseal
 from tests.encoded_forms import encoded_forms
 from tests.providers.harness_mysql import connect_url
-from tests.service.attack_kit import _postgres, _redis, connections, run_worker
+from tests.service.attack_kit import _mysql, _postgres, _redis, connections, run_worker
 from tests.service.conftest import GitHub
 from tests.service.kit import Clock, assert_documented, identity, js, run_cli
 
@@ -133,19 +133,28 @@ def pr_claims(github: GitHub, number: int = 7) -> Any:
     return github.claims(ref=f"refs/pull/{number}/merge", event_name="pull_request")
 
 
-def minted_accounts(keys: dict[str, str]) -> dict[str, list[Any]]:
-    """What the databases hold under these key names, asked with the admin connections."""
-    pg = [
-        row[0]
-        for row in _postgres("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", "rk\\_%")
-        if row[0].endswith("_" + keys["pg"].lower())
-    ]
-    users = [
-        u.decode() if isinstance(u, bytes) else u
-        for u in _redis("ACL", "USERS")
-        if (u.decode() if isinstance(u, bytes) else u).endswith("_" + keys["cache"].lower())
-    ]
-    return {"postgres": pg, "redis": users}
+NOTHING: dict[str, list[str]] = {"postgres": [], "mysql": [], "redis": []}
+
+
+def _text(name: str | bytes) -> str:
+    return name.decode() if isinstance(name, bytes) else name
+
+
+def minted_accounts(keys: dict[str, str]) -> dict[str, list[str]]:
+    """The accounts PostgreSQL (roles), MariaDB (`mysql.user`) and Redis (ACL users) hold for
+    these key names, whichever provider a key named, asked with the admin connections. Other
+    sessions mint on the same servers meanwhile, so a catalog is read for these names only:
+    every account runkeys makes for a key carries its name (`rk_<digest>_<name>`)."""
+    suffixes = tuple("_" + name.lower() for name in keys.values())
+    found = {
+        "postgres": [r[0] for r in _postgres("SELECT rolname FROM pg_roles")],
+        "mysql": [_text(r[0]) for r in _mysql("SELECT User FROM mysql.user")],
+        "redis": [_text(u) for u in _redis("ACL", "USERS")],
+    }
+    return {
+        server: sorted(a for a in accounts if a.startswith("rk_") and a.endswith(suffixes))
+        for server, accounts in found.items()
+    }
 
 
 def unsealed(private: PrivateKey, response: TestResponse) -> dict[str, Unsealed]:
@@ -203,7 +212,7 @@ def test_keys_are_minted_with_the_services_connections_and_sealed_to_the_runner(
     assert sorted(k["name"] for k in decisions[0].keys) == sorted(keys.values())
     # The run's end retires them as in local mode: accounts dropped, environment deleted.
     run_worker(broker, *(r.id for r in rows))
-    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+    assert minted_accounts(keys) == NOTHING
     assert "ci-pr-7" not in github.sandbox.environment_names(github.repo)
 
 
@@ -222,7 +231,7 @@ def test_without_a_policy_broker_mode_is_off(
     assert response.status_code == 404
     assert js(response)["error"] == "broker_off"
     assert "RUNKEYS_POLICY_FILE" in js(response)["message"]
-    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+    assert minted_accounts(keys) == NOTHING
 
 
 @pytest.mark.parametrize("whose", ["same owner", "another owner"])
@@ -247,7 +256,7 @@ def test_a_token_of_a_sibling_repository_is_denied(
     assert js(response)["error"] == "policy_denied"
     assert "no rule matched" in js(response)["message"]
     assert "repository" in js(response)["message"]
-    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+    assert minted_accounts(keys) == NOTHING
     assert github.sandbox.environment_names(sibling) == []
     with broker.extensions["runkeys"].ledger.begin() as conn:
         assert list(conn.execute(select(tables.leases))) == []
@@ -264,7 +273,7 @@ def test_a_body_naming_a_repository_is_refused_before_anything(
     response = post(client, data, github.auth(github.claims()))
     assert response.status_code == 400
     assert "repository" in js(response)["message"]
-    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+    assert minted_accounts(keys) == NOTHING
 
 
 @pytest.mark.parametrize("bad", ["bytes: !!int x", "ttl: !!timestamp x"])
@@ -278,7 +287,7 @@ def test_a_spec_yaml_cannot_construct_is_refused_not_a_crash(
     assert response.status_code == 422
     assert js(response)["error"] == "invalid_spec"
     assert "not valid YAML" in js(response)["message"]
-    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+    assert minted_accounts(keys) == NOTHING
 
 
 def test_pr_placeholder_on_a_push_run_is_refused(client: FlaskClient, github: GitHub) -> None:
@@ -291,7 +300,7 @@ def test_pr_placeholder_on_a_push_run_is_refused(client: FlaskClient, github: Gi
     assert response.status_code == 422
     assert js(response)["error"] == "invalid_destination"
     assert "{pr}" in js(response)["message"]
-    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+    assert minted_accounts(keys) == NOTHING
     assert github.sandbox.environment_names(github.repo) == []
 
 
@@ -318,7 +327,7 @@ def test_a_request_outside_the_policy_is_denied_and_mints_nothing(
     response = post(client, data, github.auth(github.claims()))
     assert response.status_code == 403, response.json
     assert f"denied by app-ci: {field}:" in js(response)["message"]
-    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+    assert minted_accounts(keys) == NOTHING
     assert github.sandbox.secret_names(github.repo) == []
     assert github.sandbox.environment_names(github.repo) == []
 
@@ -331,7 +340,7 @@ def test_a_grant_outside_the_list_is_denied(client: FlaskClient, github: GitHub)
     assert response.status_code == 403, response.json
     assert "grant" in js(response)["message"]
     assert "app_admin" in js(response)["message"]
-    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+    assert minted_accounts(keys) == NOTHING
 
 
 def test_minting_failing_at_the_third_key_leaves_nothing_behind(
@@ -354,7 +363,7 @@ def test_minting_failing_at_the_third_key_leaves_nothing_behind(
     assert response.status_code == 502, response.json
     assert js(response)["error"] == "keys_not_issued"
     assert js(response)["message"].startswith(f"{keys['token']}: minting failed")
-    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+    assert minted_accounts(keys) == NOTHING
     third = [
         row
         for row in _postgres("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", "rk\\_%")
@@ -380,7 +389,11 @@ def test_a_retried_request_mints_once(client: FlaskClient, github: GitHub, broke
     assert js(again)["error"] == "request_repeated"
     assert sorted(js(again)["lease_ids"]) == lease_ids
     assert "sealed" not in again.data.decode()
-    assert {k: len(v) for k, v in minted_accounts(keys).items()} == {"postgres": 1, "redis": 1}
+    assert {k: len(v) for k, v in minted_accounts(keys).items()} == {
+        "postgres": 1,
+        "mysql": 0,
+        "redis": 1,
+    }
     with broker.extensions["runkeys"].ledger.begin() as conn:
         assert len(list(conn.execute(select(tables.leases)))) == 3
     # The same request id from another repository is that repository's own.
@@ -397,19 +410,25 @@ def test_a_replayed_token_is_refused(client: FlaskClient, github: GitHub) -> Non
     assert post(client, request_body(spec(keys), public), headers).status_code == 201
     replay = post(client, request_body(spec(names()), public), headers)
     assert replay.status_code == 401
-    assert {k: len(v) for k, v in minted_accounts(keys).items()} == {"postgres": 1, "redis": 1}
+    assert {k: len(v) for k, v in minted_accounts(keys).items()} == {
+        "postgres": 1,
+        "mysql": 0,
+        "redis": 1,
+    }
 
 
 def leaks(text: str, values: list[str]) -> list[str]:
     return sorted({form for value in values for form in encoded_forms(value) if form in text})
 
 
-def test_no_value_leaves_but_sealed(
+def test_no_value_leaves_but_sealed(  # noqa: PLR0917
     client: FlaskClient,
     github: GitHub,
     broker: Flask,
     caplog: pytest.LogCaptureFixture,
     environ: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     github.sandbox.clear_requests()
@@ -453,7 +472,17 @@ def test_no_value_leaves_but_sealed(
     # GitHub sees each secret only as a sealed `encrypted_value`.
     sent = "\n".join(f"{r.path} {r.request_body}" for r in github.sandbox.requests)
     assert "encrypted_value" in sent
-    for where, text in {"answer": answer, "logs": logs, "github": sent}.items():
+    # The operator's view of the same ledger: `runkeys audit`, as a table and as JSON lines.
+    monkeypatch.setenv("RUNKEYS_DATABASE_URL", environ["RUNKEYS_DATABASE_URL"])
+    audit = {}
+    for where, argv in {"audit": ["audit"], "audit --json": ["audit", "--json"]}.items():
+        code, audit[where], _ = run_cli(capsys, *argv)
+        assert code == 0, where
+        # Control: the output is this request's decision (an empty one would scan clean).
+        assert github.repo.full_name in audit[where], where
+        assert all(name in audit[where] for name in opened), where
+    scanned = {"answer": answer, "logs": logs, "github": sent, **audit}
+    for where, text in scanned.items():
         assert leaks(text, values) == [], where
     for where, text in {"ledger": rows, "file": ledger_file}.items():
         assert leaks(text, secret) == [], where
@@ -567,7 +596,7 @@ def test_a_secret_write_failing_rolls_back_every_key_and_the_environment(
     response = post(client, data, github.auth(claims))
     assert response.status_code == 502, js(response)
     assert js(response)["message"].startswith(f"{keys['cache']}: writing its secret failed")
-    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+    assert minted_accounts(keys) == NOTHING
     assert github.sandbox.environment_names(github.repo) == []  # created, then deleted
     with broker.extensions["runkeys"].ledger.begin() as conn:
         leases = list(conn.execute(select(tables.leases)))
@@ -612,7 +641,7 @@ def test_a_request_still_being_served_is_not_served_twice(
     response = post(client, data, github.auth(github.claims()))
     assert response.status_code == 409
     assert (js(response)["state"], js(response)["lease_ids"]) == ("minting", [])
-    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+    assert minted_accounts(keys) == NOTHING
 
 
 def test_the_environments_placeholders_come_from_the_token(
@@ -662,7 +691,7 @@ def test_a_destination_the_token_cannot_fill_is_refused(
     assert response.status_code == 422, js(response)
     assert js(response)["error"] == "invalid_destination"
     assert says in js(response)["message"]
-    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+    assert minted_accounts(keys) == NOTHING
 
 
 # --- `POST /v1/keys/retire`: the post step asks the service to retire ---------------------
@@ -716,8 +745,8 @@ def test_the_post_step_retires_its_job_keys_then_all_of_them(
     }
     assert RevocationWorker(broker.extensions["runkeys"]).drain() == 2
     # The job's keys are gone from PostgreSQL and from the environment; the run's key stays.
-    assert minted_accounts(keys) == {"postgres": [], "redis": minted_accounts(keys)["redis"]}
-    assert len(minted_accounts(keys)["redis"]) == 1
+    left = minted_accounts(keys)
+    assert (left["postgres"], left["mysql"], len(left["redis"])) == ([], [], 1)
     assert github.sandbox.secret_names(github.repo, environment) == [keys["cache"].upper()]
     # `all` after a failed step: the rest too (and the job keys again, already revoked).
     again = github.claims(claims.run_id)
@@ -725,7 +754,7 @@ def test_the_post_step_retires_its_job_keys_then_all_of_them(
     assert every.status_code == 200, js(every)
     assert sorted(x["state"] for x in js(every)["leases"]) == ["revoked", "revoked", "revoking"]
     assert RevocationWorker(broker.extensions["runkeys"]).drain() == 1
-    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+    assert minted_accounts(keys) == NOTHING
     assert environment not in github.sandbox.environment_names(github.repo)
 
 

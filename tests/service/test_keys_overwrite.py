@@ -23,6 +23,7 @@ from tests.service.conftest import GitHub
 from tests.service.kit import Clock, js
 from tests.service.test_keys_api import (
     MISSING_ROLE,
+    NOTHING,
     app_with_policy,
     minted_accounts,
     names,
@@ -114,7 +115,7 @@ def test_a_key_named_like_a_hand_made_secret_is_refused_and_leaves_it_alone(
     assert body["key"] == token
     assert token in body["message"]
     assert HAND_MADE not in body["message"]
-    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+    assert minted_accounts(keys) == NOTHING
     assert lease_count(broker) == before
     assert github.sandbox.secret_names(github.repo, environment) == [token.upper()]
     assert github.sandbox.secret_value(github.repo, token, environment) == HAND_MADE
