@@ -186,3 +186,13 @@ def test_the_broker_policy_the_readme_shows_allows_its_workflow_and_nothing_near
     status, out = check(claims, spec.replace("[app_rw]", "[app_admin]"))
     assert status == 1, out
     assert "app_admin" in out
+
+
+def test_the_limitations_page_is_linked_and_its_contents_are_its_sections() -> None:
+    assert "(docs/limitations.md)" in README
+    page = (ROOT / "docs" / "limitations.md").read_text()
+    headings = re.findall(r"^## (.+)$", page, re.M)
+    anchors = re.findall(r"^\d+\. \[.+\]\(#([\w-]+)\)$", page, re.M)
+    slug = [re.sub(r"[^\w -]", "", h.lower()).replace(" ", "-") for h in headings[1:]]
+    assert anchors == slug
+    assert len(anchors) == 6  # forks, re-runs, Linux, network, secret limits, self-hosted

@@ -551,3 +551,17 @@ def test_the_compose_web_service_serves_its_probes(tmp_path: Path) -> None:
         worker_env = {**worker["environment"], "RUNKEYS_DATABASE_URL": ledger}
         worker_env["RUNKEYS_PRIVATE_KEY_FILE"] = local[worker_env["RUNKEYS_PRIVATE_KEY_FILE"]]
         ServiceConfig.for_worker(worker_env)
+
+
+# --- docs -----------------------------------------------------------------------------------
+
+
+def test_the_deployment_docs_show_each_file() -> None:
+    page = (ROOT / "docs" / "service.md").read_text()
+    section = page[page.index("\n## Deployment\n") : page.index("\n## Container image\n")]
+    assert "deploy/compose.yaml" in section
+    for path in sorted(BASE.iterdir()):
+        assert f"`{path.name}`" in section, path.name
+    for secret in ("runkeys-app", "runkeys-database", "runkeys-connections"):
+        assert f"`{secret}`" in section
+        assert secret in (BASE / "kustomization.yaml").read_text()
