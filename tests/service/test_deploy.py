@@ -4,7 +4,8 @@ checked against the code's own settings so that neither drifts from it: the imag
 workflow pushes, probes on the app's own routes, only settings handler/ reads, ports where
 those settings put them, the image's user, a read-only root with a writable temporary directory.
 Then the web container's environment, as rendered, starts the real app on PostgreSQL and answers
-its probes; the worker's passes the worker's own reader."""
+its probes; the worker's passes the worker's own reader; and `runkeys serve` and `runkeys worker`
+run with them on a read-only root with only /tmp writable, as the pods' securityContext has it."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -30,6 +32,7 @@ from handler.config import ServiceConfig, metrics_bind
 from handler.policy import parse_policy
 from runkeys.connections import PREFIX as CONNECTION_PREFIX
 from runkeys.errors import ConfigError
+from runkeys_sandbox.launch import free_port, runkeys_serve
 from tests.service.conftest import postgres_database
 from tests.services import skip_or_fail
 
@@ -438,6 +441,103 @@ def test_the_base_alone_refuses_to_start_until_an_overlay_names_the_app(base: li
     with pytest.raises(ConfigError) as raised:
         ServiceConfig.from_env({**env, "RUNKEYS_DATABASE_URL": "sqlite:///./x.sqlite3"})
     assert "RUNKEYS_APP_ID" in str(raised.value)
+
+
+READ_ONLY_ROOT = (
+    # A mount namespace of its own, as a container's: the root read-only, a fresh tmpfs on /tmp
+    # (the pod's emptyDir), then the image's user. The probe write proves the root is read-only.
+    "mount -o remount,bind,ro / && mount -t tmpfs -o mode=1777 tmpfs /tmp"
+    " && ! touch /.runkeys-read-only-probe 2>/dev/null"
+    ' && exec {user} "$@"'
+)
+
+
+def others_can_run_this_python() -> bool:
+    """Whether another user can run this interpreter: every directory down to it and to its
+    standard library searchable by others (a Python under /root, as pyenv's, is not)."""
+    paths = [Path(os.path.realpath(sys.executable)), Path(sys.base_prefix) / "lib"]
+    for path in paths:
+        for step in [path, *path.parents]:
+            mode = step.stat().st_mode
+            if not mode & (0o001 if step.is_dir() else 0o005):
+                return False
+    return True
+
+
+def read_only_root() -> list[str]:
+    """The command prefix that runs what follows as the pods do (root needed to set it up): as
+    the image's user, unless this machine's Python is closed to other users (then as root, which
+    still cannot write to the read-only root)."""
+    for tool in ("unshare", "setpriv"):
+        if shutil.which(tool) is None:
+            skip_or_fail(f"{tool} is not installed (util-linux)")
+    if os.geteuid() != 0:
+        skip_or_fail("a read-only root in a mount namespace of its own needs root")
+    uid, gid = image_user().split(":")
+    user = f"setpriv --reuid {uid} --regid {gid} --clear-groups"
+    if not others_can_run_this_python():
+        user = ""
+    script = READ_ONLY_ROOT.format(user=user)
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "read-only"]
+
+
+@pytest.mark.slow
+@pytest.mark.services
+def test_the_service_and_the_worker_run_on_a_read_only_root_with_only_tmp_writable(
+    overlaid: list[Doc], tmp_path: Path
+) -> None:
+    """`runkeys serve` (gunicorn, two workers, /metrics apart) and `runkeys worker`, with the
+    web and worker containers' environments, as uid 10001 on a read-only root with a tmpfs on
+    /tmp alone: they start, answer, and stop without writing anywhere else."""
+    prefix = read_only_root()
+    web = one(overlaid, "Deployment", "runkeys-web")
+    worker = one(overlaid, "Deployment", "runkeys-worker")
+    uid, gid = (int(n) for n in image_user().split(":"))
+    # The mounted files, outside /tmp (the tmpfs hides it), readable as the volumes make them.
+    files = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="runkeys-deploy-"))
+    try:
+        with postgres_database() as url:
+            values = {
+                ("runkeys-database", "url"): url,
+                ("runkeys-app", "webhook-secret"): secrets.token_hex(16),
+            }
+            key_pem = pem()
+            env = materialize(overlaid, web, environment(overlaid, web, values), files, key_pem)
+            worker_env = environment(overlaid, worker, values)
+            worker_env = materialize(overlaid, worker, worker_env, files, key_pem)
+            for path in files.iterdir():
+                os.chown(path, 0, gid)
+                path.chmod(0o440)  # the Secret volume's defaultMode, group the pod's fsGroup
+            files.chmod(0o755)
+            metrics_port = free_port()
+            env["PATH"] = os.environ["PATH"]
+            env["RUNKEYS_METRICS_BIND"] = f"127.0.0.1:{metrics_port}"  # a free port, not 9090
+            log = tmp_path / "serve.log"
+            served = runkeys_serve(env, log, workers=2, metrics=False, prefix=prefix, cwd=files)
+            try:
+                assert requests.get(served.url + "/healthz", timeout=5).status_code == 200
+                assert requests.get(served.url + "/metrics", timeout=5).status_code == 404
+                metrics = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+                assert metrics.status_code == 200
+                assert "runkeys_" in metrics.text
+                if others_can_run_this_python():
+                    status = Path(f"/proc/{served.process.pid}/status").read_text()
+                    assert re.search(rf"^Uid:\t{uid}\t", status, re.M), status
+            finally:
+                assert served.stop(), served.tail()
+            text = log.read_text()
+            assert "Read-only file system" not in text, text[-3000:]
+            assert "Traceback" not in text, text[-3000:]
+
+            done = subprocess.run(
+                [*prefix, sys.executable, "-m", "runkeys.cli", "worker", "--once"],
+                env={**worker_env, "PATH": os.environ["PATH"]}, cwd=files,
+                capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert '"retired_or_attempted": 0' in done.stdout
+    finally:
+        shutil.rmtree(files, ignore_errors=True)
 
 
 # --- compose --------------------------------------------------------------------------------
