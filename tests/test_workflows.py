@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from runkeys.masking import encodings
+from runkeys.providers import MintRequest, Registry
 from runkeys.spec import SpecRules, parse_keys
 from tests import services
 
@@ -343,10 +344,22 @@ def runner_mask(log: str, masks: list[str]) -> str:
     return log
 
 
-VALUES = {
-    "SELF_TEST_TOKEN": "rk_4Qm7ZkP0yTnB3sWc9LxAe2HdVu6GfRj1NpKo8Ii5Mb7Ts0_3k9X2a",
-    "SELF_TEST_HEX": "9f2c47a1e08b3d56c7f19a2e4b80d3c65a17e9f02b4c8d36",
-}
+def minted() -> dict[str, str]:
+    """Values as the self-test's step mints them: its spec, through runkeys' own providers."""
+    registry = Registry()
+    values = {}
+    for key in parse_keys(self_test_keys()["with"]["keys"], SpecRules()):
+        request = MintRequest(
+            key_name=key.name,
+            params=key.params,
+            expires_at=datetime.now(UTC) + key.ttl,
+            label=f"rk_selftest_{key.name.lower()}"[:32],
+        )
+        values[key.name] = registry.get(key.provider).mint(request).value
+    return values
+
+
+VALUES = minted()
 
 
 # The forms the print step writes and the checker requires, written here.
