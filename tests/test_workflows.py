@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from runkeys import __version__
 from runkeys.masking import encodings
 from runkeys.providers import MintRequest, Registry
 from runkeys.spec import SpecRules, parse_keys
@@ -261,6 +263,67 @@ def test_the_release_stops_when_the_versions_disagree(
     tmp_path: Path, tag: str, versions: tuple[str, str, str], why: str
 ) -> None:
     assert why in run_version_check(tmp_path, tag, versions)
+
+
+@pytest.mark.slow
+def test_the_release_builds_both_distributions_and_their_versions_pass_its_check(
+    tmp_path: Path,
+) -> None:
+    """The dist job's build step, run as written on a copy of the repository's files, makes
+    runkeys' and runkeys-sandbox's sdists and wheels; its version check passes them for the tag
+    v<runkeys.__version__> and stops the release for the next patch's tag."""
+    [build] = [s["run"] for s in steps("release.yml", "dist") if "build_sdist" in s.get("run", "")]
+    if shutil.which("git") is None:
+        services.skip_or_fail("git is not installed")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode()
+    checkout = tmp_path / "checkout"
+    for name in filter(None, listed.split("\0")):
+        if (ROOT / name).is_file():
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, checkout / name)
+    runner_temp = tmp_path / "runner-temp"
+    runner_temp.mkdir()
+    python = Path(sys.executable).parent  # `python` on PATH, as setup-python leaves it
+    done = subprocess.run(
+        ["bash", "-e", "-c", build], cwd=checkout,
+        env={"PATH": f"{python}:/usr/bin:/bin", "RUNNER_TEMP": str(runner_temp),
+             "HOME": str(tmp_path)},
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    made = sorted(p.name for p in (checkout / "dist").iterdir())
+    expected = [("runkeys", __version__), ("runkeys_sandbox", sandbox_pin())]
+    assert made == sorted(
+        f"{project}-{version}{ending}"
+        for project, version in expected
+        for ending in (".tar.gz", "-py3-none-any.whl")
+    )
+
+    def check(tag: str) -> subprocess.CompletedProcess[str]:
+        output = tmp_path / "output"
+        output.write_text("")
+        return subprocess.run(
+            [sys.executable, "-c", version_check()], cwd=checkout,
+            env={"TAG": tag, "GITHUB_OUTPUT": str(output)},
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+
+    assert check(f"v{__version__}").returncode == 0
+    assert (tmp_path / "output").read_text() == f"version={__version__}\n"
+    major, minor, patch = __version__.split(".")
+    refused = check(f"v{major}.{minor}.{int(patch) + 1}")
+    assert refused.returncode == 1
+    assert "is not the package's version" in refused.stderr
+
+
+def sandbox_pin() -> str:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    [pin] = extras["sandbox"]
+    return str(pin).removeprefix("runkeys-sandbox==")
 
 
 def test_the_release_pushes_both_images_multi_arch_with_provenance_and_an_sbom() -> None:
