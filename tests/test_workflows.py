@@ -25,6 +25,7 @@ from runkeys import __version__
 from runkeys.masking import encodings
 from runkeys.providers import MintRequest, Registry
 from runkeys.spec import SpecRules, parse_keys
+from runkeys.versions import series
 from tests import services
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -350,9 +351,29 @@ def test_pypi_is_published_by_trusted_publishing_after_everything_else() -> None
     )
     assert jobs["pypi"]["needs"] == ["dist", "images"]
     assert jobs["major-tag"]["needs"] == ["dist", "images", "pypi"]
-    [move] = [s["run"] for s in jobs["major-tag"]["steps"] if "run" in s]
-    assert 'major="v${VERSION%%.*}"' in move
-    assert 'git push --force origin "refs/tags/$major"' in move
+
+
+@pytest.mark.parametrize(
+    ("version", "moved"),
+    [("1.4.2", "v1"), ("12.0.0", "v12"), ("0.3.1", "v0.3"), ("0.10.0", "v0.10")],
+)
+def test_the_major_tag_that_moves_is_the_series_the_versions_accept(
+    tmp_path: Path, version: str, moved: str
+) -> None:
+    """The step run as written, with a `git` that records what it is asked: the tag it moves
+    is the series within which an action and a service accept each other (runkeys.versions)."""
+    [move] = [s["run"] for s in workflow("release.yml")["jobs"]["major-tag"]["steps"] if "run" in s]
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    (bin_dir / "git").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "git").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "VERSION": version, "GITHUB_SHA": "abc123"}
+    subprocess.run(["bash", "-e", "-c", move], env=env, check=True, timeout=30)
+    assert calls.read_text().splitlines() == [
+        f"tag --force {moved} abc123",
+        f"push --force origin refs/tags/{moved}",
+    ]
+    assert f"v{series(version)}" == moved
 
 
 # --- self-test ------------------------------------------------------------------------------
