@@ -41,7 +41,8 @@ class WorkerSettings:
     embedded: bool = True  # a worker thread inside each service process
     poll_interval: float = 1.0  # seconds between looks at the queue when it was empty
     batch_size: int = 20
-    claim_timeout: timedelta = timedelta(minutes=5)  # a crashed worker's claim lapses after this
+    # A live worker extends its claim every third of this (its heartbeat); a dead one's lapses.
+    claim_timeout: timedelta = timedelta(seconds=30)
     max_attempts: int = 8  # failures before a lease is marked `failed` (and retried slowly)
     backoff_base: timedelta = timedelta(seconds=10)
     backoff_max: timedelta = timedelta(minutes=30)

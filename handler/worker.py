@@ -11,6 +11,7 @@ import random
 import uuid
 from datetime import timedelta
 
+from handler.heartbeat import Heartbeat
 from handler.ledger.completions import apply_completions, pending
 from handler.ledger.environments import deletable, mark
 from handler.ledger.history import record
@@ -62,8 +63,15 @@ class RevocationWorker:
                 limit=self.settings.batch_size,
                 hold=self.settings.claim_timeout,
             )
-        for lease in claim.leases:  # each result committed on its own, as soon as known
-            self.retire(lease, claim.token)
+        if not claim.leases:
+            return 0
+        ids = [lease.id for lease in claim.leases]
+        with Heartbeat(self.service, claim.token, ids, hold=self.settings.claim_timeout) as beat:
+            for lease in claim.leases:  # each result committed on its own, as soon as known
+                if not beat.holds(lease.id):  # lapsed and re-taken: the other worker has it
+                    event(log, "claim lost", level=logging.WARNING, lease=lease.id)
+                    continue
+                self.retire(lease, claim.token)
         return len(claim.leases)
 
     def drain(self, *, max_batches: int = 1000) -> int:

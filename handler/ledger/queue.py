@@ -1,8 +1,10 @@
 """Retirement work in the ledger: queue leases, claim what is due, record how it went.
 
-A worker claims due leases by stamping a claim token and a deadline on them in one statement
-(`FOR UPDATE SKIP LOCKED` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite); a dead worker's claim
-lapses at its deadline, and only the current claim's holder writes a result."""
+A worker claims due leases by stamping a claim token and a deadline on them (`FOR UPDATE SKIP
+LOCKED` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite), taken round-robin across installations and
+across repositories within each, so that one installation's storm delays another's work by at
+most a batch. A live worker extends its claim as it works (`extend_claim`, its heartbeat); a dead
+worker's claim lapses at its deadline, and only the current claim's holder writes a result."""
 
 from __future__ import annotations
 
@@ -12,7 +14,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 
 from handler.ledger import tables
 from handler.ledger.history import record
@@ -240,23 +253,48 @@ def _due(now: datetime) -> ColumnElement[bool]:
     )
 
 
-def claim_due(conn: Connection, *, now: datetime, limit: int, hold: timedelta) -> Claim:
-    """Take up to `limit` due leases for `hold`; each attempt is counted as it is claimed."""
-    token = uuid.uuid4().hex
-    # A CTE, materialized: PostgreSQL may rescan a plain `IN (SELECT … LIMIT n)` subquery and
-    # then take more than n rows; a materialized CTE is evaluated exactly once.
-    picked = (
-        select(leases.c.id)
-        .where(_due(now))
-        .order_by(leases.c.next_attempt_at, leases.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .cte("picked")
-        .prefix_with("MATERIALIZED", dialect="postgresql")
+def _fair_pick(now: datetime, limit: int) -> Select[tuple[str]]:
+    """The ids of up to `limit` due leases in the order to work them: round k holds the k-th
+    oldest lease of each repository, interleaved within an installation; then the installations'
+    k-th turns interleaved, oldest first. Locked rows (another worker's claim in the making)
+    are skipped."""
+    by_repository = func.row_number().over(
+        partition_by=(leases.c.installation_id, leases.c.repository_id),
+        order_by=(leases.c.next_attempt_at, leases.c.id),
     )
+    due = (
+        select(leases.c.id, leases.c.installation_id, leases.c.next_attempt_at)
+        .add_columns(by_repository.label("round"))
+        .where(_due(now))
+        .cte("due_now")
+    )
+    turn = func.row_number().over(
+        partition_by=due.c.installation_id,
+        order_by=(due.c.round, due.c.next_attempt_at, due.c.id),
+    )
+    placed = select(due.c.id, due.c.next_attempt_at, turn.label("turn")).cte("placed")
+    # PostgreSQL refuses FOR UPDATE beside window functions: they rank in the CTEs, and only
+    # the ledger's rows are locked here.
+    return (
+        select(leases.c.id)
+        .join(placed, placed.c.id == leases.c.id)
+        .where(_due(now))
+        .order_by(placed.c.turn, placed.c.next_attempt_at, placed.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=leases)
+    )
+
+
+def claim_due(conn: Connection, *, now: datetime, limit: int, hold: timedelta) -> Claim:
+    """Take up to `limit` due leases for `hold`, in the order to work them (`_fair_pick`); each
+    attempt is counted as it is claimed."""
+    token = uuid.uuid4().hex
+    picked = list(conn.scalars(_fair_pick(now, limit)))
+    if not picked:
+        return Claim(token=token, leases=[])
     rows = conn.execute(
         update(leases)
-        .where(leases.c.id.in_(select(picked.c.id)), _due(now))
+        .where(leases.c.id.in_(picked), _due(now))
         .values(
             claim_token=token,
             claimed_until=now + hold,
@@ -265,8 +303,22 @@ def claim_due(conn: Connection, *, now: datetime, limit: int, hold: timedelta) -
         )
         .returning(*leases.c)
     ).mappings()
-    claimed = sorted((LeaseRecord.from_row(r) for r in rows), key=lambda r: r.id)
-    return Claim(token=token, leases=claimed)
+    claimed = {r["id"]: LeaseRecord.from_row(r) for r in rows}
+    return Claim(token=token, leases=[claimed[i] for i in picked if i in claimed])
+
+
+def extend_claim(conn: Connection, token: str, *, now: datetime, hold: timedelta) -> set[str]:
+    """Push the deadline of the claim's unfinished leases to `now + hold` (the heartbeat of a
+    live worker); the ids still held. A finished lease has no claim left to extend; a lapsed one
+    is still this claim's until another worker takes it (its token then differs)."""
+    return set(
+        conn.scalars(
+            update(leases)
+            .where(leases.c.claim_token == token)
+            .values(claimed_until=now + hold)
+            .returning(leases.c.id)
+        )
+    )
 
 
 def revoked_columns(now: datetime) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from handler.ledger.queue import (
     claim_due,
     count_by_state,
     count_to_queue,
+    extend_claim,
     finish_failed,
     finish_revoked,
     queue,
@@ -348,6 +349,67 @@ def test_a_claim_takes_due_leases_once_until_it_lapses(ledger: Ledger) -> None:
     assert nothing.leases == []
     assert {r.id for r in again.leases} == set(ids)  # a dead worker's claims lapsed
     assert all(r.attempts == 2 for r in again.leases if r.id in {x.id for x in first.leases})
+
+
+def _leases_of(
+    ledger: Ledger, repository_id: int, count: int, *, installation_id: int, queued_at: datetime
+) -> list[str]:
+    """`count` leases of one repository of one installation, queued at `queued_at`; their ids
+    in the order a claim takes them within their repository (oldest first, then by id)."""
+    name = f"octo/repo-{repository_id}"
+    who = identity(name, repository_id, run_id=repository_id)
+    items = [lease(repository=name, key_name=f"KEY_{i}") for i in range(count)]
+    ids = put(ledger, who, *items, installation_id=installation_id, now=NOW)
+    _queue_all(ledger, ids, now=queued_at)
+    return sorted(ids)
+
+
+def test_claims_take_installations_round_robin_and_repositories_within_each(
+    ledger: Ledger,
+) -> None:
+    """Round k holds each repository's k-th oldest lease; an installation's turns interleave
+    its repositories; the installations' turns interleave, the older lease first."""
+    a = _leases_of(ledger, 1, 4, installation_id=7, queued_at=NOW)
+    b = _leases_of(ledger, 2, 2, installation_id=7, queued_at=NOW + timedelta(seconds=1))
+    c = _leases_of(ledger, 3, 2, installation_id=8, queued_at=NOW + timedelta(seconds=2))
+    with ledger.begin() as conn:
+        claim = claim_due(conn, now=NOW + timedelta(minutes=1), limit=100, hold=HOLD)
+    # Turns: installation 7 goes a, b, a, b, a, a; installation 8 goes c, c.
+    expected = [a[0], c[0], b[0], c[1], a[1], b[1], a[2], a[3]]
+    assert [r.id for r in claim.leases] == expected
+
+
+def test_a_storm_in_one_installation_delays_another_by_one_batch_at_most(ledger: Ledger) -> None:
+    storm = _leases_of(ledger, 1, 30, installation_id=7, queued_at=NOW)
+    (quiet,) = _leases_of(ledger, 2, 1, installation_id=8, queued_at=NOW + timedelta(minutes=1))
+    with ledger.begin() as conn:
+        first = claim_due(conn, now=NOW + timedelta(minutes=2), limit=5, hold=HOLD)
+        second = claim_due(conn, now=NOW + timedelta(minutes=2), limit=5, hold=HOLD)
+    # Queued a minute after the storm, and still in the first batch (after the storm's oldest).
+    assert [r.id for r in first.leases] == [storm[0], quiet, *storm[1:4]]
+    assert [r.id for r in second.leases] == storm[4:9]
+
+
+def test_a_heartbeat_keeps_a_claim_and_a_claim_without_one_lapses(ledger: Ledger) -> None:
+    ids = put(ledger, identity(), *[lease(key_name=f"KEY_{i}") for i in range(3)], now=NOW)
+    _queue_all(ledger, ids)
+    hold = timedelta(seconds=30)
+    with ledger.begin() as conn:
+        claim = claim_due(conn, now=NOW, limit=10, hold=hold)
+        done = claim.leases[0].id
+        assert finish_revoked(conn, done, claim.token, now=NOW, detail="done")
+        # Beaten at 20 s: held until 50 s, not only until 30 s; the finished lease is not held.
+        held = extend_claim(conn, claim.token, now=NOW + timedelta(seconds=20), hold=hold)
+        assert held == set(ids) - {done}
+        assert claim_due(conn, now=NOW + timedelta(seconds=49), limit=10, hold=hold).leases == []
+        # No beat since (the worker died): lapsed one hold after the last beat, taken over.
+        late = NOW + timedelta(seconds=50, microseconds=1)
+        other = claim_due(conn, now=late, limit=10, hold=hold)
+        assert {r.id for r in other.leases} == set(ids) - {done}
+        # The first worker, back, holds nothing and may finish nothing.
+        assert extend_claim(conn, claim.token, now=late, hold=hold) == set()
+        assert extend_claim(conn, other.token, now=late, hold=hold) == set(ids) - {done}
+        assert not finish_revoked(conn, other.leases[0].id, claim.token, now=late, detail="x")
 
 
 def test_only_the_current_claim_may_finish_a_lease(ledger: Ledger) -> None:
