@@ -171,6 +171,11 @@ class RevocationWorker:
                 cap=self.settings.backoff_max,
                 rng=self.rng,
             )
+        asked = self._asked_to_wait(exc)
+        if asked is not None and asked > delay:
+            delay = asked
+            # First: the reason must survive `last_error`'s cut at 300 characters.
+            error = f"GitHub asked to wait {asked.total_seconds():g} s (Retry-After): {error}"
         with self.service.ledger.begin() as conn:
             finish_failed(
                 conn, lease.id, token, now=now, error=error, retry_at=now + delay, give_up=give_up
@@ -188,6 +193,15 @@ class RevocationWorker:
             error=error,
             retry_at=(now + delay).isoformat(),
         )
+
+    def _asked_to_wait(self, exc: Exception) -> timedelta | None:
+        """What GitHub's last answer asked (`Retry-After`), once the client's own retries were
+        spent: the next attempt comes no sooner. Capped at `failed_retry`, so that a wild
+        value cannot park a lease for good."""
+        seconds = exc.retry_after if isinstance(exc, GitHubError) else None
+        if seconds is None:
+            return None
+        return min(timedelta(seconds=seconds), self.settings.failed_retry)
 
     def _describe(self, exc: Exception) -> str:
         """A short reason with every connection password (and URL password) scrubbed out."""

@@ -108,10 +108,19 @@ class GitHubError(RunkeysError):
     title = "GitHub API error"
 
     def __init__(
-        self, cause: str, *, status: int | None = None, fix: str = "", docs: str = ""
+        self,
+        cause: str,
+        *,
+        status: int | None = None,
+        fix: str = "",
+        docs: str = "",
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(cause, fix=fix, docs=docs)
         self.status = status
+        # Seconds GitHub asked to wait (its last answer's `Retry-After`), carried to the worker
+        # so that its next attempt is not sooner.
+        self.retry_after = retry_after
 
     @property
     def retryable(self) -> bool:

@@ -33,6 +33,13 @@ def github_message(exc: GithubException) -> str:
     return short(str(data or "no message"), 200)
 
 
+def retry_after(exc: GithubException) -> float | None:
+    """GitHub's `Retry-After` in whole seconds (the form GitHub sends), or None: an HTTP date or
+    a malformed value is not GitHub's and is ignored rather than guessed at."""
+    value = str((exc.headers or {}).get("retry-after", "")).strip()
+    return float(value) if value.isascii() and value.isdigit() else None
+
+
 def explain(
     exc: GithubException,
     *,
@@ -70,4 +77,10 @@ def explain(
         fix = "GitHub is failing; re-run the job later (runkeys retried already)"
     else:
         fix = ""
-    return GitHubError(cause, status=status, fix=fix, docs=APP_PERMISSIONS_DOCS if needs else "")
+    return GitHubError(
+        cause,
+        status=status,
+        fix=fix,
+        docs=APP_PERMISSIONS_DOCS if needs else "",
+        retry_after=retry_after(exc),
+    )

@@ -231,6 +231,86 @@ def test_a_github_failure_is_retried(
     assert tokens.revoke_calls == {item.reference: 2}
 
 
+@pytest.mark.parametrize(
+    ("status", "retry_after", "waits"),
+    [(429, 5, 5.0), (403, 5, 5.0), (429, 30, 30.0), (429, None, None), (429, 0, None)],
+)
+def test_githubs_retry_after_holds_back_the_next_attempt(  # noqa: PLR0917 (fixtures)
+    service: Service,
+    github: GitHub,
+    issuer: tuple[TokenIssuer, str],
+    clock: Clock,
+    status: int,
+    retry_after: int | None,
+    waits: float | None,
+) -> None:
+    """The client's retries spent (none here), the last answer's Retry-After sets the next
+    attempt; shorter than the backoff (1 s or less here), or absent, it changes nothing."""
+    tokens, _ = issuer
+    item = http_lease(github, tokens)
+    assert item.secret is not None
+    service.secrets_for(github.repo.full_name).put(item.secret, "value")
+    (lease_id,) = put(service.ledger, who(github), item)
+    queue_all(service, [lease_id])
+    github.sandbox.inject_fault(
+        "DELETE", r"/actions/secrets/API_TOKEN$", status=status, retry_after=retry_after
+    )
+    worker = RevocationWorker(service, rng=random.Random(3))
+    worker.settings = replace(worker.settings, backoff_base=timedelta(seconds=1))
+    failed_at = clock.now
+    assert worker.run_once() == 1
+    first = record(service, lease_id)
+    assert first.state is LeaseState.REVOKING
+    assert first.next_attempt_at is not None
+    with service.ledger.begin() as conn:
+        (why,) = [e.detail for e in history(conn, lease_id) if e.action == "attempt_failed"]
+    if waits is None:
+        assert first.next_attempt_at - failed_at <= timedelta(seconds=1)
+        assert "Retry-After" not in why
+        return
+    assert first.next_attempt_at == failed_at + timedelta(seconds=waits)
+    assert why.startswith(
+        f"GitHub asked to wait {waits:g} s (Retry-After): GitHub answered {status}"
+    )
+    assert (first.last_error or "").startswith(f"GitHub asked to wait {waits:g} s (Retry-After)")
+    clock.now = first.next_attempt_at - timedelta(milliseconds=1)
+    assert worker.run_once() == 0  # a millisecond early: not yet
+    clock.now = first.next_attempt_at
+    assert worker.run_once() == 1
+    assert record(service, lease_id).state is LeaseState.REVOKED
+    assert github.sandbox.secret_names(github.repo) == []
+
+
+def test_retry_after_of_the_clients_last_retry_is_the_one_honoured(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str], clock: Clock
+) -> None:
+    """Through PyGithub's own retry (real time: it sleeps the first answer's 1 s): the header
+    survives to the worker, and it is the last answer's that counts."""
+    assert service.config.github is not None
+    patient = Service(
+        replace(service.config, github=replace(service.config.github, retries=1)), clock=clock
+    )
+    try:
+        tokens, _ = issuer
+        item = http_lease(github, tokens)
+        assert item.secret is not None
+        patient.secrets_for(github.repo.full_name).put(item.secret, "value")
+        (lease_id,) = put(patient.ledger, who(github), item)
+        queue_all(patient, [lease_id])
+        secret = r"/actions/secrets/API_TOKEN$"
+        github.sandbox.inject_fault("DELETE", secret, status=429, retry_after=1)
+        github.sandbox.inject_fault("DELETE", secret, status=429, retry_after=5)
+        worker = RevocationWorker(patient, rng=random.Random(3))
+        worker.settings = replace(worker.settings, backoff_base=timedelta(seconds=1))
+        github.sandbox.clear_requests()
+        worker.run_once()
+        deletes = [r for r in github.sandbox.requests if r.method == "DELETE"]
+        assert [r.status for r in deletes] == [429, 429]  # the client retried once, then gave up
+        assert record(patient, lease_id).next_attempt_at == clock.now + timedelta(seconds=5)
+    finally:
+        patient.close()
+
+
 def test_backoff_doubles_with_jitter_and_is_capped() -> None:
     rng = random.Random(1)
     base, cap = timedelta(seconds=10), timedelta(minutes=5)
