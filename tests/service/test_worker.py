@@ -14,7 +14,7 @@ import pytest
 from handler.config import ServiceConfig
 from handler.ledger.completions import pending, record_completion
 from handler.ledger.history import history
-from handler.ledger.queue import RunLeases
+from handler.ledger.queue import LeasesById, RunLeases, queue
 from handler.ledger.records import LeaseRecord
 from handler.ledger.secrets import newer_writer
 from handler.service import Service
@@ -24,6 +24,7 @@ from runkeys.oidc import RunIdentity
 from runkeys_sandbox.launch import ThreadServer
 from tests.service.conftest import GitHub
 from tests.service.kit import HTTP_PARAMS, Clock, TokenIssuer, identity, put, stored
+from tests.services import unique
 
 ISSUER_PASSWORD = "issuer-pass-8d1c"
 
@@ -70,8 +71,6 @@ def who(github: GitHub) -> RunIdentity:
 
 
 def queue_all(service: Service, ids: list[str]) -> None:
-    from handler.ledger.queue import LeasesById, queue
-
     with service.ledger.begin() as conn:
         queue(conn, LeasesById(tuple(ids)), actor="test", reason="test", now=service.clock())
 
@@ -309,6 +308,52 @@ def test_retry_after_of_the_clients_last_retry_is_the_one_honoured(
         assert record(patient, lease_id).next_attempt_at == clock.now + timedelta(seconds=5)
     finally:
         patient.close()
+
+
+def test_two_installations_under_a_storm_are_served_round_robin(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str], clock: Clock
+) -> None:
+    """Installation A's storm (6 leases in one repository, 2 in another) queued before
+    installation B's 2: GitHub's DELETEs alternate A's repositories within A's turns, and A's
+    turns with B's, batch after batch (4 a batch here)."""
+    tokens, _ = issuer
+    sandbox = github.sandbox
+    owner_a, owner_b = (unique(n).replace("_", "-") for n in ("storm", "quiet"))
+    a1, a2 = (sandbox.add_repository(f"{owner_a}/{n}") for n in ("one", "two"))
+    (b,) = [sandbox.add_repository(f"{owner_b}/app")]
+    storm, quiet = sandbox.install(github.app, [a1, a2]), sandbox.install(github.app, [b])
+    counts = [(a1, storm, 6, 0), (a2, storm, 2, 0), (b, quiet, 2, 1)]
+    for repo, installation, count, queued_late in counts:
+        items = [
+            http_lease(github, tokens, repository=repo.full_name, key_name=f"KEY_{i}")
+            for i in range(count)
+        ]
+        store = service.secrets_for(repo.full_name)
+        for item in items:
+            assert item.secret is not None
+            store.put(item.secret, "value")
+        ids = put(
+            service.ledger,
+            identity(repo.full_name, repo.id),
+            *items,
+            installation_id=installation.id,
+        )
+        with service.ledger.begin() as conn:
+            now = clock.now + timedelta(seconds=queued_late)
+            queue(conn, LeasesById(tuple(ids)), actor="test", reason="test", now=now)
+    clock.advance(seconds=5)
+    sandbox.clear_requests()
+    worker = RevocationWorker(service)
+    worker.settings = replace(worker.settings, batch_size=4)
+    assert worker.drain() == 10
+    deletes = [
+        r.path.split("/actions/secrets/")[0].removeprefix("/repos/")
+        for r in sandbox.requests
+        if r.method == "DELETE" and "/actions/secrets/" in r.path
+    ]
+    one, two, app = a1.full_name, a2.full_name, b.full_name
+    # Turns: A goes one, two, one, two, one, one, one, one; B goes app, app.
+    assert deletes == [one, app, two, app, one, two, one, one, one, one]
 
 
 def test_backoff_doubles_with_jitter_and_is_capped() -> None:
