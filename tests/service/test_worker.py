@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator
-from dataclasses import replace
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import pytest
+from werkzeug.wrappers import Response
 
 from handler.config import ServiceConfig
 from handler.ledger.completions import pending, record_completion
 from handler.ledger.history import history
-from handler.ledger.queue import LeasesById, RunLeases, queue
+from handler.ledger.queue import LeasesById, RunLeases, claim_due, queue
 from handler.ledger.records import LeaseRecord
 from handler.ledger.secrets import newer_writer
 from handler.service import Service
@@ -354,6 +356,62 @@ def test_two_installations_under_a_storm_are_served_round_robin(
     one, two, app = a1.full_name, a2.full_name, b.full_name
     # Turns: A goes one, two, one, two, one, one, one, one; B goes app, app.
     assert deletes == [one, app, two, app, one, two, one, one, one, one]
+
+
+@dataclass
+class TakenOverIssuer(TokenIssuer):
+    """Runs `meanwhile` on the first revocation, before answering it."""
+
+    meanwhile: Callable[[], None] = lambda: None
+
+    def _revoke(self, token_id: str) -> Response:
+        meanwhile, self.meanwhile = self.meanwhile, lambda: None
+        meanwhile()
+        return super()._revoke(token_id)
+
+
+def test_a_lease_whose_claim_was_taken_over_before_its_turn_is_left_alone(
+    environ: dict[str, str], github: GitHub, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the worker revokes its batch's first lease, its claim lapses (the clock jumps past
+    it) and another worker takes the batch; the heartbeat learns so, and the worker neither
+    records the first lease nor starts the second: the other worker has them."""
+    tokens = TakenOverIssuer()
+    server = ThreadServer(tokens)
+    try:
+        env = {
+            **environ,
+            "RUNKEYS_CONNECTION_ISSUER": server.url,
+            "RUNKEYS_WORKER_CLAIM_TIMEOUT": "0.3",
+        }
+        busy = Service(ServiceConfig.from_env(env), clock=clock)
+        references = tokens.mint(2)
+        items = [
+            github.lease(key_name=f"KEY_{i}", provider="http", connection="issuer",
+                         params=HTTP_PARAMS, reference=reference, secret=False)
+            for i, reference in enumerate(references)
+        ]  # fmt: skip
+        ids = put(busy.ledger, who(github), *items)
+        queue_all(busy, ids)
+        taken: list[str] = []
+
+        def take_over() -> None:
+            clock.advance(seconds=1)  # past the claim's 0.3 s: lapsed, as if the beat were late
+            with busy.ledger.begin() as conn:
+                other = claim_due(conn, now=clock.now, limit=10, hold=timedelta(minutes=5))
+            taken.extend(r.id for r in other.leases)
+            threading.Event().wait(0.5)  # the heartbeat (every 0.1 s) finds the claim gone
+
+        tokens.meanwhile = take_over
+        caplog.set_level(logging.WARNING, logger="runkeys.service")
+        assert RevocationWorker(busy).run_once() == 2
+        assert sorted(taken) == sorted(ids)
+        assert sum(tokens.revoke_calls.values()) == 1  # the second lease was never started
+        assert [r.getMessage() for r in caplog.records] == ["claim lost", "claim lost"]
+        assert {record(busy, i).state for i in ids} == {LeaseState.REVOKING}
+        busy.close()
+    finally:
+        server.stop()
 
 
 def test_backoff_doubles_with_jitter_and_is_capped() -> None:
