@@ -315,7 +315,7 @@ def test_retry_after_of_the_clients_last_retry_is_the_one_honoured(
 def test_two_installations_under_a_storm_are_served_round_robin(
     service: Service, github: GitHub, issuer: tuple[TokenIssuer, str], clock: Clock
 ) -> None:
-    """Installation A's storm (6 leases in one repository, 2 in another) queued before
+    """Installation A's storm (6 leases in one repository, then 2 in another) queued before
     installation B's 2: GitHub's DELETEs alternate A's repositories within A's turns, and A's
     turns with B's, batch after batch (4 a batch here)."""
     tokens, _ = issuer
@@ -324,7 +324,7 @@ def test_two_installations_under_a_storm_are_served_round_robin(
     a1, a2 = (sandbox.add_repository(f"{owner_a}/{n}") for n in ("one", "two"))
     (b,) = [sandbox.add_repository(f"{owner_b}/app")]
     storm, quiet = sandbox.install(github.app, [a1, a2]), sandbox.install(github.app, [b])
-    counts = [(a1, storm, 6, 0), (a2, storm, 2, 0), (b, quiet, 2, 1)]
+    counts = [(a1, storm, 6, 0.0), (a2, storm, 2, 0.5), (b, quiet, 2, 1.0)]
     for repo, installation, count, queued_late in counts:
         items = [
             http_lease(github, tokens, repository=repo.full_name, key_name=f"KEY_{i}")
