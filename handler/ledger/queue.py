@@ -272,13 +272,19 @@ def _fair_pick(now: datetime, limit: int) -> Select[tuple[str]]:
         partition_by=due.c.installation_id,
         order_by=(due.c.round, due.c.next_attempt_at, due.c.id),
     )
-    placed = select(due.c.id, due.c.next_attempt_at, turn.label("turn")).cte("placed")
+    # A lease's turn is at least its round, and its place at least its turn: what lies beyond
+    # `limit` in either cannot be taken, and is left out before the next ranking and the join.
+    placed = (
+        select(due.c.id, due.c.next_attempt_at, turn.label("turn"))
+        .where(due.c.round <= limit)
+        .cte("placed")
+    )
     # PostgreSQL refuses FOR UPDATE beside window functions: they rank in the CTEs, and only
     # the ledger's rows are locked here.
     return (
         select(leases.c.id)
         .join(placed, placed.c.id == leases.c.id)
-        .where(_due(now))
+        .where(placed.c.turn <= limit, _due(now))
         .order_by(placed.c.turn, placed.c.next_attempt_at, placed.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True, of=leases)
