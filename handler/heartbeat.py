@@ -46,8 +46,10 @@ class Heartbeat:
             return lease_id in self._held
 
     def beat(self) -> None:
+        with self._lock:
+            ids = sorted(self._held)
         with self.service.ledger.begin() as conn:
-            held = extend_claim(conn, self.token, now=self.service.clock(), hold=self.hold)
+            held = extend_claim(conn, self.token, ids, now=self.service.clock(), hold=self.hold)
         with self._lock:
             self._held &= held  # finished leases leave it, and so do lost ones
 

@@ -9,7 +9,7 @@ worker's claim lapses at its deadline, and only the current claim's holder write
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -313,14 +313,20 @@ def claim_due(conn: Connection, *, now: datetime, limit: int, hold: timedelta) -
     return Claim(token=token, leases=[claimed[i] for i in picked if i in claimed])
 
 
-def extend_claim(conn: Connection, token: str, *, now: datetime, hold: timedelta) -> set[str]:
-    """Push the deadline of the claim's unfinished leases to `now + hold` (the heartbeat of a
-    live worker); the ids still held. A finished lease has no claim left to extend; a lapsed one
-    is still this claim's until another worker takes it (its token then differs)."""
+def extend_claim(
+    conn: Connection, token: str, lease_ids: Iterable[str], *, now: datetime, hold: timedelta
+) -> set[str]:
+    """Push the deadline of the claim's unfinished leases among `lease_ids` to `now + hold`
+    (the heartbeat of a live worker; by id, so the primary key finds them); the ids still held.
+    A finished lease has no claim left to extend; a lapsed one is still this claim's until
+    another worker takes it (its token then differs)."""
+    ids = list(lease_ids)
+    if not ids:
+        return set()
     return set(
         conn.scalars(
             update(leases)
-            .where(leases.c.claim_token == token)
+            .where(leases.c.id.in_(ids), leases.c.claim_token == token)
             .values(claimed_until=now + hold)
             .returning(leases.c.id)
         )

@@ -399,7 +399,7 @@ def test_a_heartbeat_keeps_a_claim_and_a_claim_without_one_lapses(ledger: Ledger
         done = claim.leases[0].id
         assert finish_revoked(conn, done, claim.token, now=NOW, detail="done")
         # Beaten at 20 s: held until 50 s, not only until 30 s; the finished lease is not held.
-        held = extend_claim(conn, claim.token, now=NOW + timedelta(seconds=20), hold=hold)
+        held = extend_claim(conn, claim.token, ids, now=NOW + timedelta(seconds=20), hold=hold)
         assert held == set(ids) - {done}
         assert claim_due(conn, now=NOW + timedelta(seconds=49), limit=10, hold=hold).leases == []
         # No beat since (the worker died): lapsed one hold after the last beat, taken over.
@@ -407,8 +407,8 @@ def test_a_heartbeat_keeps_a_claim_and_a_claim_without_one_lapses(ledger: Ledger
         other = claim_due(conn, now=late, limit=10, hold=hold)
         assert {r.id for r in other.leases} == set(ids) - {done}
         # The first worker, back, holds nothing and may finish nothing.
-        assert extend_claim(conn, claim.token, now=late, hold=hold) == set()
-        assert extend_claim(conn, other.token, now=late, hold=hold) == set(ids) - {done}
+        assert extend_claim(conn, claim.token, ids, now=late, hold=hold) == set()
+        assert extend_claim(conn, other.token, ids, now=late, hold=hold) == set(ids) - {done}
         assert not finish_revoked(conn, other.leases[0].id, claim.token, now=late, detail="x")
 
 
