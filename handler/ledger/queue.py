@@ -253,6 +253,11 @@ def _due(now: datetime) -> ColumnElement[bool]:
     )
 
 
+# Workers whose claims may meet (on PostgreSQL) and still each fill a batch; one more finds too
+# few rows unlocked, takes a smaller batch (or none) and claims again at its next turn.
+CLAIMS_AT_ONCE = 4
+
+
 def _fair_pick(now: datetime, limit: int) -> Select[tuple[str]]:
     """The ids of up to `limit` due leases in the order to work them: round k holds the k-th
     oldest lease of each repository, interleaved within an installation; then the installations'
@@ -273,10 +278,12 @@ def _fair_pick(now: datetime, limit: int) -> Select[tuple[str]]:
         order_by=(due.c.round, due.c.next_attempt_at, due.c.id),
     )
     # A lease's turn is at least its round, and its place at least its turn: what lies beyond
-    # `limit` in either cannot be taken, and is left out before the next ranking and the join.
+    # the batch in either is left out before the next ranking and the join, but for spares,
+    # which claims made at the same moment take past the rows the others have locked.
+    reach = limit * CLAIMS_AT_ONCE
     placed = (
         select(due.c.id, due.c.next_attempt_at, turn.label("turn"))
-        .where(due.c.round <= limit)
+        .where(due.c.round <= reach)
         .cte("placed")
     )
     # PostgreSQL refuses FOR UPDATE beside window functions: they rank in the CTEs, and only
@@ -284,7 +291,7 @@ def _fair_pick(now: datetime, limit: int) -> Select[tuple[str]]:
     return (
         select(leases.c.id)
         .join(placed, placed.c.id == leases.c.id)
-        .where(placed.c.turn <= limit, _due(now))
+        .where(placed.c.turn <= reach, _due(now))
         .order_by(placed.c.turn, placed.c.next_attempt_at, placed.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True, of=leases)

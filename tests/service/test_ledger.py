@@ -35,7 +35,7 @@ from handler.ledger.queue import (
 from handler.ledger.seen import first_delivery, first_token_use, prune
 from runkeys import labels
 from runkeys.leases import LeaseState, Lifetime
-from tests.service.conftest import postgres_database
+from tests.service.conftest import empty, postgres_database
 from tests.service.kit import identity, lease, put, stored
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -388,6 +388,22 @@ def test_a_storm_in_one_installation_delays_another_by_one_batch_at_most(ledger:
     # Queued a minute after the storm, and still in the first batch (after the storm's oldest).
     assert [r.id for r in first.leases] == [storm[0], quiet, *storm[1:4]]
     assert [r.id for r in second.leases] == storm[4:9]
+
+
+def test_claims_made_at_the_same_moment_each_take_a_full_batch(postgres_ledger: str) -> None:
+    """PostgreSQL: a claim whose rows are locked by another claim still in its transaction
+    takes the next ones in turn, a full batch, not none (SQLite runs claims one at a time)."""
+    empty(postgres_ledger)
+    ledger = Ledger.open(postgres_ledger)
+    try:
+        ids = _leases_of(ledger, 1, 12, installation_id=7, queued_at=NOW)
+        with ledger.begin() as one, ledger.begin() as other:
+            first = claim_due(one, now=NOW, limit=4, hold=HOLD)
+            second = claim_due(other, now=NOW, limit=4, hold=HOLD)
+        assert [r.id for r in first.leases] == ids[:4]
+        assert [r.id for r in second.leases] == ids[4:8]
+    finally:
+        ledger.close()
 
 
 def test_a_heartbeat_keeps_a_claim_and_a_claim_without_one_lapses(ledger: Ledger) -> None:
