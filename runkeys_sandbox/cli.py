@@ -64,6 +64,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="TEMPLATE",
         help="with --keys: the action's `environment` input (default ci-pr-{pr}; '' for job only)",
     )
+    sandbox.add_argument(
+        "--secondary-limits",
+        action="store_true",
+        help="enforce GitHub's secondary rate limits too (80 writes a minute, 500 an hour, 900 "
+        "points a minute, 100 concurrent requests), answering 403 with Retry-After",
+    )
+    sandbox.add_argument(
+        "--time-factor",
+        type=float,
+        default=1.0,
+        metavar="N",
+        help="run GitHub's rate-limit time N times faster (60: a GitHub minute a second)",
+    )
     sandbox.set_defaults(func=sandbox_main)
 
     demo = subparsers.add_parser(
@@ -109,6 +122,8 @@ def sandbox_main(args: argparse.Namespace) -> int:
         return dry_run(args.keys, args.environment)
     names = args.repository or [DEFAULT_REPOSITORY]
     check_arguments(args.port, names)
+    if not args.time_factor > 0:
+        raise ConfigError("--time-factor", f"{args.time_factor} is not > 0", fix="e.g. 60")
     with tempfile.TemporaryDirectory(prefix="runkeys-sandbox-") as tmp:
         seeded = start_seeded(
             Path(tmp),
@@ -117,6 +132,12 @@ def sandbox_main(args: argparse.Namespace) -> int:
             app_id=args.app_id,
             webhook_secret=args.webhook_secret,
         )
+        if args.secondary_limits or args.time_factor != 1.0:
+            from runkeys_sandbox.server.ratelimit import SecondaryLimits  # noqa: PLC0415
+
+            seeded.sandbox.enforce_rate_limits(
+                SecondaryLimits() if args.secondary_limits else None, time_factor=args.time_factor
+            )
         try:
             print_environment(seeded, sys.stdout)
             threading.Event().wait()  # until Ctrl-C

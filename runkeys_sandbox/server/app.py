@@ -95,17 +95,57 @@ class SandboxApp:
         headers = {k.lower(): v for k, v in request.headers.items()}
         request_id = _request_id()
         exchange = Exchange(method, path, query, raw_body, headers, request_id)
-        fault = self.faults.take(method, path)
-        if fault is not None and fault.delay:
-            time.sleep(fault.delay)
-        if fault is not None and fault.status is not None:
-            exchange.reply = _fault_reply(fault, request_id)
-            exchange.injected = True
-        else:
-            self._dispatch(exchange)
+        rate_key = self._enter(exchange)
+        try:
+            if exchange.reply is None:
+                self._answer(exchange)
+        finally:
+            if rate_key is not None:
+                with self.world.lock:
+                    self.world.rates.leave(rate_key)
         response = _response(exchange)
         self._record(exchange, response)
         return response(environ, start_response)
+
+    def _answer(self, ex: Exchange) -> None:
+        fault = self.faults.take(ex.method, ex.path)
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        if fault is not None and fault.status is not None:
+            ex.reply = _fault_reply(fault, ex.request_id)
+            ex.injected = True
+        else:
+            self._dispatch(ex)
+
+    def _enter(self, ex: Exchange) -> str | None:
+        """Count the request among its credential's concurrent ones (when the secondary limits
+        are enforced): from its arrival, a slow answer included. The key to `leave` with, or
+        None; a request beyond the limit is answered here."""
+        world = self.world
+        with world.lock:
+            if world.rates.secondary is None:
+                return None
+            try:
+                key = authenticate(world, ex.headers.get("authorization")).rate_key
+            except ApiError:
+                return None  # answered as it would be without the limits
+            try:
+                world.rates.enter(key, ex.request_id)
+            except ApiError as refused:
+                ex.operation = self._operation(ex)
+                ex.reply = Reply(
+                    refused.status, refused.body(SECONDARY_RATE_LIMIT_DOCS), refused.headers
+                )
+                return None
+            return key
+
+    def _operation(self, ex: Exchange) -> str | None:
+        """The documented operation a request is for (callers hold the world lock)."""
+        try:
+            found = match(ROUTES, ex.method, self._resolve_alias(split_path(ex.path)))
+        except ApiError:
+            return None
+        return None if found is None else f"{found[0].method} {found[0].template}"
 
     def _dispatch(self, ex: Exchange) -> None:
         route: Route | None = None
@@ -145,7 +185,12 @@ class SandboxApp:
             ex.caller = caller.kind
             if route.access != PUBLIC:  # `GET /rate_limit` is free
                 budget = world.rates.charge(
-                    caller.kind, caller.rate_key, world.now(), refusal=caller.rate_refusal()
+                    caller.kind,
+                    caller.rate_key,
+                    world.now(),
+                    refusal=caller.rate_refusal(),
+                    method=ex.method,
+                    request_id=ex.request_id,
                 )
                 ex.extra_headers.update(budget.headers())
         call = Call(

@@ -26,6 +26,7 @@ from runkeys_sandbox.server import webhooks
 from runkeys_sandbox.server.app import SandboxApp
 from runkeys_sandbox.server.faults import Faults
 from runkeys_sandbox.server.oidc import OIDCIssuer, RunClaims
+from runkeys_sandbox.server.ratelimit import SecondaryLimits
 from runkeys_sandbox.server.recording import RecordedRequest, RequestLog
 from runkeys_sandbox.server.representations import deploy_key_json
 from runkeys_sandbox.server.seeding import RepoRef, Seeding
@@ -45,10 +46,17 @@ class Sandbox(Seeding):
     """A GitHub API stand-in on a free loopback port. Not started until `start()` (or `with`)."""
 
     def __init__(
-        self, *, host: str = "127.0.0.1", port: int = 0, clock: Callable[[], float] | None = None
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] | None = None,
+        secondary_limits: SecondaryLimits | None = None,
+        time_factor: float = 1.0,
     ) -> None:
         self.clock = Clock(clock or time.time)
         self.world = World(self.clock)
+        self.enforce_rate_limits(secondary_limits, time_factor=time_factor)
         self._faults = Faults()
         self.inject_fault = self._faults.add  # one signature, documented on `Faults.add`
         self._log = RequestLog()
@@ -111,6 +119,25 @@ class Sandbox(Seeding):
     def advance_clock(self, seconds: float) -> None:
         """Move the sandbox's time forward: tokens and JWTs expire without waiting."""
         self.clock.offset += seconds
+
+    def enforce_rate_limits(
+        self, secondary: SecondaryLimits | None = None, *, time_factor: float = 1.0
+    ) -> None:
+        """Enforce GitHub's secondary limits too (None: only the primary one, the default),
+        with GitHub's time running `time_factor` times faster than the clock for both (60:
+        a GitHub minute a second), as a benchmark of pacing under storms needs."""
+        if not time_factor > 0:
+            raise ValueError("time_factor must be > 0")
+        with self.world.lock:
+            self.world.rates.secondary = secondary
+            self.world.rates.time_factor = time_factor
+
+    def rate_limit_refusals(self) -> dict[tuple[str, str], int]:
+        """Rate-limit refusals drawn so far, by (credential, limit): `installation:<id>` or
+        `app:<id>`, and `primary`, `writes a minute`, `writes an hour`, `points a minute` or
+        `concurrent requests`."""
+        with self.world.lock:
+            return dict(self.world.rates.refusals)
 
     @property
     def rate_limits(self) -> dict[str, int]:
@@ -229,4 +256,4 @@ class Sandbox(Seeding):
         self._log.clear()
 
 
-__all__ = ["RunClaims", "Sandbox", "WorkflowRun"]
+__all__ = ["RunClaims", "Sandbox", "SecondaryLimits", "WorkflowRun"]

@@ -88,6 +88,7 @@ def test_bad_arguments_are_explained() -> None:
         ["--repository", "no-slash"],
         ["--port", "70000"],
         ["--repository", "a/b", "--repository", "A/B"],
+        ["--secondary-limits", "--time-factor", "0"],
     ):
         result = subprocess.run(
             [*COMMAND, *args],
