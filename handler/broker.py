@@ -437,7 +437,6 @@ def _issue(  # noqa: PLR0917 (one request's parts, each used once)
         secrets = WatchedSecrets(
             service.broker_github(permissions_for(scope)),
             identity.repository,
-            budget=service.budget,
         )
         secrets.watcher = job
     deps = Collaborators(

@@ -7,6 +7,7 @@ Each command reads only what it needs: `runkeys leases` needs a database, not th
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import urllib.parse
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from sqlalchemy.exc import ArgumentError
 from runkeys.connections import Connection, load_connections
 from runkeys.durations import parse_duration
 from runkeys.errors import ConfigError
+from runkeys.github.pacing import Limits
 from runkeys.github.session import DEFAULT_API_URL, AppCredentials, GitHubConfig
 from runkeys.oidc import GITHUB_ISSUER
 
@@ -54,6 +56,14 @@ class WorkerSettings:
     # GitHub's secondary limit on content writes:
     # https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api#about-secondary-rate-limits
     github_writes_per_minute: int = 80
+    # How much faster GitHub's rate-limit time runs than the clock: 1 on GitHub; a stand-in
+    # that compresses time (runkeys sandbox --time-factor) for benchmarks needs the same here.
+    github_time_factor: float = 1.0
+
+    def github_limits(self) -> Limits:
+        """The limits each installation's GitHub calls are paced to (`runkeys.github.pacing`)."""
+        limits = Limits(writes_per_minute=self.github_writes_per_minute)
+        return limits.compressed(self.github_time_factor)
 
 
 @dataclass(frozen=True)
@@ -246,6 +256,9 @@ def worker_settings(environ: Mapping[str, str]) -> WorkerSettings:
         github_writes_per_minute=_int(
             environ, "RUNKEYS_GITHUB_WRITES_PER_MINUTE", default.github_writes_per_minute, 1
         ),
+        github_time_factor=_factor(
+            environ, "RUNKEYS_GITHUB_TIME_FACTOR", default.github_time_factor
+        ),
     )
 
 
@@ -342,6 +355,19 @@ def _duration(environ: Mapping[str, str], name: str, default: timedelta) -> time
 
 def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
     return _duration(environ, name, timedelta(seconds=default)).total_seconds()
+
+
+def _factor(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(name, f"{raw!r} is not a number above zero", docs=DOCS)
+    return value
 
 
 def _int(environ: Mapping[str, str], name: str, default: int, low: int) -> int:

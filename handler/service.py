@@ -13,7 +13,8 @@ from handler.ledger import Ledger
 from handler.ledger.seen import first_token_use
 from handler.metrics import Metrics
 from handler.policy import POLICY_SETTING, PolicyStore
-from runkeys.github.secrets import SecretStore, WriteBudget
+from runkeys.github.pacing import Pacing
+from runkeys.github.secrets import SecretStore
 from runkeys.github.session import GitHubSession
 from runkeys.oidc import KeySet, OIDCVerifier
 from runkeys.providers import ProviderDeps, Registry
@@ -42,7 +43,8 @@ class Service:
         self._github: GitHubSession | None = None
         self._registry: Registry | None = None
         self._verifier: OIDCVerifier | None = None
-        self.budget = WriteBudget(limit=config.worker.github_writes_per_minute)
+        # GitHub's limits, per installation: every session of this process spends from it.
+        self.pacing = Pacing(config.worker.github_limits())
         self.installations = InstallationLookup(
             lambda: self.github, clock=clock, miss_ttl=config.not_installed_ttl
         )
@@ -57,7 +59,7 @@ class Service:
             if self._github is None:
                 if self.config.github is None:
                     raise RuntimeError("this command was configured without GitHub")
-                self._github = GitHubSession(self.config.github, now=self.clock)
+                self._github = GitHubSession(self.config.github, now=self.clock, pacing=self.pacing)
             return self._github
 
     @property
@@ -90,7 +92,10 @@ class Service:
                 if self.config.github is None:
                     raise RuntimeError("this command was configured without GitHub")
                 self._broker_sessions[key] = GitHubSession(
-                    self.config.github, permissions=dict(permissions), now=self.clock
+                    self.config.github,
+                    permissions=dict(permissions),
+                    now=self.clock,
+                    pacing=self.pacing,
                 )
             return self._broker_sessions[key]
 
@@ -99,7 +104,7 @@ class Service:
             return first_token_use(conn, jti, expires_at)
 
     def secrets_for(self, repository: str) -> SecretStore:
-        return SecretStore(self.github, repository, budget=self.budget)
+        return SecretStore(self.github, repository)
 
     def close(self) -> None:
         self.ledger.close()

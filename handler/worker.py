@@ -22,6 +22,7 @@ from handler.logs import event, logger
 from handler.ownership import environment_kept_because, secret_kept_because
 from handler.service import Service
 from runkeys.errors import ConfigError, GitHubError, ProviderError, RunkeysError
+from runkeys.github.pacing import PacingWait
 from runkeys.retire import RetireRequest, retire
 from runkeys.scrub import described
 
@@ -174,8 +175,9 @@ class RevocationWorker:
         asked = self._asked_to_wait(exc)
         if asked is not None and asked > delay:
             delay = asked
-            # First: the reason must survive `last_error`'s cut at 300 characters.
-            error = f"GitHub asked to wait {asked.total_seconds():g} s (Retry-After): {error}"
+            if not isinstance(exc, PacingWait):  # a pacing wait's own message says how long
+                # First: the reason must survive `last_error`'s cut at 300 characters.
+                error = f"GitHub asked to wait {asked.total_seconds():g} s (Retry-After): {error}"
         with self.service.ledger.begin() as conn:
             finish_failed(
                 conn, lease.id, token, now=now, error=error, retry_at=now + delay, give_up=give_up

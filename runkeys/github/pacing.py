@@ -112,6 +112,7 @@ class InstallationPace:
         self._waits = 0
         self._waited = 0.0
         self._refusals = 0
+        self._last_refusal: str | None = None
 
     @contextmanager
     def request(self, *, write: bool) -> Iterator[Callable[[int, Mapping[str, Any]], None]]:
@@ -202,6 +203,10 @@ class InstallationPace:
                     self._remaining = min(self._remaining, int(remaining))  # answers can cross
             if status not in (403, 429):
                 return
+            # The same answer can come twice: from the retry that gave up on it, then raised.
+            answer_id = lowered.get("x-github-request-id")
+            if answer_id is not None and answer_id == self._last_refusal:
+                return
             retry_after = _number(lowered.get("retry-after"))
             if retry_after is not None:
                 self._hold_until = max(self._hold_until, now + retry_after)
@@ -212,6 +217,7 @@ class InstallationPace:
             else:
                 return  # a refusal, not a rate limit
             self._refusals += 1
+            self._last_refusal = answer_id
 
     def state(self) -> PaceState:
         with self._lock:

@@ -11,7 +11,8 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,8 +23,9 @@ from github.Repository import Repository
 from github.Requester import Requester
 
 from runkeys.github.errors import explain
+from runkeys.github.pacing import InstallationPace
 from runkeys.github.paths import environment_path, quote_path, repository_path
-from runkeys.github.session import GitHubSession
+from runkeys.github.session import GitHubSession, Observer
 from runkeys.leases import SecretTarget
 
 # Per repository and per environment:
@@ -117,8 +119,9 @@ class SecretStore:
     ) -> None:
         self.session = session
         self.repository = repository
-        self.budget = budget or WriteBudget()
+        self.budget = budget or WriteBudget()  # when the session has no pacing
         self._keys: dict[str | None, PublicKey] = {}
+        self._pace_of: tuple[InstallationPace | None] | None = None
 
     @property
     def repo(self) -> Repository:
@@ -134,6 +137,39 @@ class SecretStore:
             return f"{repository_path(self.repository)}/actions/secrets"
         return f"{environment_path(self.repository, environment)}/secrets"
 
+    def _pace(self) -> InstallationPace | None:
+        if self._pace_of is None:
+            self._pace_of = (self.session.pace_for(self.repository),)
+        return self._pace_of[0]
+
+    @contextmanager
+    def _paced(self, method: str) -> Iterator[Observer]:
+        """Wait for the installation's pace (or, unpaced, the write budget) before a call;
+        the body reports GitHub's answer to it."""
+        write = method != "GET"
+        pace = self._pace()
+        if pace is None:
+            if write:
+                self.budget.spend()
+            yield lambda status, headers: None
+            return
+        with pace.request(write=write) as answer:
+            yield answer
+
+    def _checked(self, method: str, url: str, **kwargs: Any) -> tuple[dict[str, Any], Any]:
+        """PyGithub's `requestJsonAndCheck`, paced."""
+        with self._paced(method) as answer:
+            headers, data = self._requester.requestJsonAndCheck(method, url, **kwargs)
+            answer(200, headers)
+        return headers, data
+
+    def _unchecked(self, method: str, url: str, **kwargs: Any) -> tuple[int, dict[str, Any], str]:
+        """PyGithub's `requestJson` (the caller reads the status), paced."""
+        with self._paced(method) as answer:
+            status, headers, output = self._requester.requestJson(method, url, **kwargs)
+            answer(status, headers)
+        return status, headers, output
+
     def _fail(self, exc: GithubException, doing: str, method: str, path: str) -> Exception:
         return explain(exc, doing=doing, method=method, path=path, repository=self.repository)
 
@@ -148,22 +184,20 @@ class SecretStore:
     def create_environment(self, name: str) -> None:
         """Create `name`; only call it for an environment that does not exist."""
         url = environment_path(self.repository, name)
-        self.budget.spend()
         try:
-            self._requester.requestJsonAndCheck("PUT", url, input=_UNPROTECTED)
+            self._checked("PUT", url, input=_UNPROTECTED)
         except GithubException as exc:
             raise self._fail(exc, f"creating environment {name}", "PUT", ENV_PATH) from None
 
     def delete_environment(self, name: str) -> bool:
         """Delete `name`; False when it was already gone."""
         url = environment_path(self.repository, name)  # refuses a hostile name before spending
-        self.budget.spend()
         return self._on_environment("DELETE", url, doing=f"deleting environment {name}")
 
     def _on_environment(self, method: str, url: str, *, doing: str) -> bool:
         """`method` on an environment's `url`: False when GitHub answers 404, else True."""
         try:
-            self._requester.requestJsonAndCheck(method, url)
+            self._checked(method, url)
         except UnknownObjectException:
             return False
         except GithubException as exc:
@@ -176,10 +210,8 @@ class SecretStore:
         https://docs.github.com/rest/deployments/protection-rules"""
         url = environment_path(self.repository, name)
         try:
-            _, data = self._requester.requestJsonAndCheck("GET", url)
-            _, rules = self._requester.requestJsonAndCheck(
-                "GET", f"{url}/deployment_protection_rules"
-            )
+            _, data = self._checked("GET", url)
+            _, rules = self._checked("GET", f"{url}/deployment_protection_rules")
         except UnknownObjectException:
             return None
         except GithubException as exc:
@@ -205,7 +237,7 @@ class SecretStore:
         path = ENV_SECRET_PATH if target.environment else SECRET_SCOPE_PATH
         doing = f"reading secret {target.name}"
         try:
-            _, data = self._requester.requestJsonAndCheck("GET", url)
+            _, data = self._checked("GET", url)
         except UnknownObjectException:
             return None
         except GithubException as exc:
@@ -224,7 +256,7 @@ class SecretStore:
         if environment not in self._keys:
             url = f"{self._scope_url(environment)}/public-key"
             try:
-                headers, data = self._requester.requestJsonAndCheck("GET", url)
+                headers, data = self._checked("GET", url)
             except GithubException as exc:
                 path = (ENV_SECRET_PATH if environment else SECRET_SCOPE_PATH).replace(
                     "{secret_name}", "public-key"
@@ -238,9 +270,7 @@ class SecretStore:
         a scope holds at most 100."""
         url = self._scope_url(environment)
         try:
-            _, data = self._requester.requestJsonAndCheck(
-                "GET", url, parameters={"per_page": MAX_SECRETS_PER_SCOPE}
-            )
+            _, data = self._checked("GET", url, parameters={"per_page": MAX_SECRETS_PER_SCOPE})
         except GithubException as exc:
             path = (ENV_SECRET_PATH if environment else SECRET_SCOPE_PATH).rsplit("/", 1)[0]
             raise self._fail(exc, "listing secrets", "GET", path) from None
@@ -252,11 +282,10 @@ class SecretStore:
         key = self.public_key(target.environment)
         body = {"encrypted_value": key.encrypt(value), "key_id": str(key.key_id)}
         path = ENV_SECRET_PATH if target.environment else SECRET_SCOPE_PATH
-        self.budget.spend()
         doing = f"writing secret {target.name}"
         try:
             # PyGithub's retry raises a refusal (a 403 that is no rate limit) by itself.
-            status, headers, output = self._requester.requestJson("PUT", url, input=body)
+            status, headers, output = self._unchecked("PUT", url, input=body)
         except GithubException as exc:
             raise self._fail(exc, doing, "PUT", path) from None
         if status in (201, 204):
@@ -267,10 +296,9 @@ class SecretStore:
         """Delete a secret; False when it was already gone."""
         url = f"{self._scope_url(target.environment)}/{quote_path(target.name, what='secret')}"
         path = ENV_SECRET_PATH if target.environment else SECRET_SCOPE_PATH
-        self.budget.spend()
         doing = f"deleting secret {target.name}"
         try:
-            status, headers, output = self._requester.requestJson("DELETE", url)
+            status, headers, output = self._unchecked("DELETE", url)
         except GithubException as exc:
             raise self._fail(exc, doing, "DELETE", path) from None
         if status == 204:

@@ -10,15 +10,20 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import jwt
 from github import Auth, Github, GithubException, GithubIntegration, GithubRetry
 from github.Repository import Repository
 from jwt.algorithms import RSAAlgorithm
+from urllib3.connectionpool import ConnectionPool
+from urllib3.response import HTTPResponse
+from urllib3.util.retry import Retry
 
 from runkeys import versions
 from runkeys.github.errors import explain
+from runkeys.github.pacing import InstallationPace, Pacing
 from runkeys.github.paths import quote_path, repository_path, split_repository
 
 __all__ = [  # quote_path and split_repository live in runkeys.github.paths, and stay here too
@@ -54,8 +59,10 @@ class GitHubConfig:
     backoff_factor: float = 0.5  # urllib3: 0.5, 1, 2, 4 … seconds between 5xx retries
     secondary_rate_wait: float = 60.0  # when a secondary limit answer has no Retry-After
 
-    def retry(self) -> GithubRetry:
-        return GithubRetry(
+    def retry(self, observe: Observer | None = None) -> GithubRetry:
+        """PyGithub's retry; `observe` sees each rate-limit refusal it retries (or gives up on)."""
+        return ObservedRetry(
+            observe=observe,
             secondary_rate_wait=self.secondary_rate_wait,
             total=self.retries,
             backoff_factor=self.backoff_factor,
@@ -64,6 +71,36 @@ class GitHubConfig:
             # GithubException that `explain` can read, not urllib3's bare RetryError.
             raise_on_status=False,
         )
+
+
+Observer = Callable[[int, Mapping[str, Any]], None]
+
+
+class ObservedRetry(GithubRetry):
+    """`GithubRetry` telling an installation's pace of the 403/429 answers it retries inside
+    urllib3, which the caller never sees: their `Retry-After` holds the installation's other
+    calls too."""
+
+    def __init__(self, *, observe: Observer | None = None, **kwargs: Any) -> None:
+        self.observe = observe
+        super().__init__(**kwargs)
+
+    def new(self, **kw: Any) -> Self:
+        kw["observe"] = self.observe
+        return super().new(**kw)
+
+    def increment(  # type: ignore[override]  # as GithubRetry's own
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: HTTPResponse | None = None,  # type: ignore[override]
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> Retry:
+        if self.observe is not None and response is not None and response.status in (403, 429):
+            self.observe(response.status, dict(response.headers))
+        return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
 class AppJwtSigner:
@@ -99,10 +136,12 @@ class GitHubSession:
         *,
         permissions: Mapping[str, str] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        pacing: Pacing | None = None,
     ) -> None:
         if config.app is None and config.token is None:
             raise ValueError("GitHubConfig needs an App or a token")
         self.config = config
+        self.pacing = pacing
         self.permissions = dict(permissions) if permissions else None
         self._now = now
         self._lock = threading.Lock()
@@ -112,12 +151,12 @@ class GitHubSession:
 
     # -- clients ---------------------------------------------------------------------------
 
-    def _client_kwargs(self) -> dict[str, Any]:
+    def _client_kwargs(self, observe: Observer | None = None) -> dict[str, Any]:
         return {
             "base_url": self.config.api_url.rstrip("/"),
             "timeout": self.config.timeout,
-            "retry": self.config.retry(),
-            # PyGithub's own pacing is off: `WriteBudget` keeps GitHub's secondary limits
+            "retry": self.config.retry(observe),
+            # PyGithub's own pacing is off: `WriteBudget` or `pace_for` keeps GitHub's limits
             # (https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api).
             "seconds_between_requests": None,
             "seconds_between_writes": None,
@@ -142,7 +181,10 @@ class GitHubSession:
         narrowed to this repository and the session's permissions."""
         if self.config.app is None:
             assert self.config.token is not None
-            return self._cached("*", lambda: (self._token_client(self.config.token or ""), None))
+            pace = self.pace_for("*")
+            return self._cached(
+                "*", lambda: (self._token_client(self.config.token or "", pace), None)
+            )
         return self._cached(repository.lower(), lambda: self._installation_client(repository))
 
     def repository(self, full_name: str) -> Repository:
@@ -162,15 +204,27 @@ class GitHubSession:
             self._clients[key] = (client, expires)
         return client
 
-    def _token_client(self, token: str) -> Github:
-        return Github(auth=Auth.Token(token), **self._client_kwargs())
+    def pace_for(self, repository: str) -> InstallationPace | None:
+        """The pace of the installation that holds `repository` (None: the session is not
+        paced); a token given as it is has one pace of its own."""
+        if self.pacing is None:
+            return None
+        if self.config.app is None:
+            return self.pacing.of("token")
+        return self.pacing.of(self.installation_id(repository))
+
+    def _token_client(self, token: str, pace: InstallationPace | None = None) -> Github:
+        observe = pace.observe if pace is not None else None
+        return Github(auth=Auth.Token(token), **self._client_kwargs(observe))
 
     def _installation_client(self, repository: str) -> tuple[Github, datetime]:
         _, name = split_repository(repository)
+        installation = self.installation_id(repository)
         granted = self.create_installation_token(
-            self.installation_id(repository), repositories=[name], permissions=self.permissions
+            installation, repositories=[name], permissions=self.permissions
         )
-        return self._token_client(granted.token), granted.expires_at
+        pace = self.pacing.of(installation) if self.pacing is not None else None
+        return self._token_client(granted.token, pace), granted.expires_at
 
     # -- the App's calls ---------------------------------------------------------------------
 

@@ -178,3 +178,16 @@ def test_unanswered_calls_count_and_hold_at_the_concurrency_limit() -> None:
     with pace.request(write=False):
         pass
     assert len(slept) == 1
+
+
+def test_one_refusal_seen_twice_counts_once() -> None:
+    """urllib3's retry reports the answer it gives up on, then PyGithub raises it."""
+    clock = Clock()
+    pace = Pacing(clock=clock, sleep=clock.sleep).of(1)
+    headers = {"Retry-After": "3", "X-GitHub-Request-Id": "A:B"}
+    pace.observe(429, headers)
+    with pytest.raises(GithubException), pace.request(write=True):  # held 3 s first
+        raise GithubException(429, None, headers)
+    pace.observe(429, {**headers, "X-GitHub-Request-Id": "C:D"})
+    assert pace.state().refusals == 2
+    assert clock.slept == [3.0]

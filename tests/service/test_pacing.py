@@ -1,0 +1,211 @@
+"""Pacing per installation against a stand-in that enforces GitHub's secondary limits with time
+compressed (a GitHub minute in a fraction of a second): the worker retires hundreds of secrets
+across two installations without drawing one 403/429, honours a `Retry-After`, and revokes at
+the provider even when GitHub's budget makes the secret's deletion wait."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+import pytest
+
+from handler.config import ServiceConfig
+from handler.ledger.history import history
+from handler.ledger.queue import LeasesById, queue
+from handler.service import Service
+from handler.worker import RevocationWorker
+from runkeys.github.secrets import SecretStore, WriteBudget
+from runkeys.github.session import GitHubSession
+from runkeys.leases import LeaseRequest, LeaseState
+from runkeys_sandbox.launch import ThreadServer
+from runkeys_sandbox.server.sandbox import Sandbox, SecondaryLimits
+from runkeys_sandbox.server.state import App, Repository
+from tests.service.conftest import make_environ
+from tests.service.kit import (
+    HTTP_PARAMS,
+    Clock,
+    TokenIssuer,
+    identity,
+    lease,
+    put,
+    states,
+    stored,
+)
+from tests.services import unique
+
+FACTOR = 120.0  # GitHub's minute in half a second
+WRITES_PER_MINUTE = 10  # GitHub's is 80; fewer, so that a short test runs into it
+
+
+@dataclass
+class World:
+    sandbox: Sandbox
+    app: App
+    repos: list[Repository]
+    installations: list[int]
+    tokens: TokenIssuer
+    issuer_url: str
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    tokens = TokenIssuer()
+    issuer = ThreadServer(tokens)
+    with Sandbox() as sandbox:
+        app = sandbox.add_app()
+        repos = [sandbox.add_repository(f"{unique(o).replace('_', '-')}/app") for o in "ab"]
+        installations = [sandbox.install(app, [repo]).id for repo in repos]
+        yield World(sandbox, app, repos, installations, tokens, issuer.url)
+    issuer.stop()
+
+
+def make_service(world: World, database_url: str, clock: Clock, **settings: str) -> Service:
+    env = {
+        **make_environ(world.sandbox, world.app, database_url),
+        "RUNKEYS_CONNECTION_ISSUER": world.issuer_url,
+        **settings,
+    }
+    return Service(ServiceConfig.from_env(env), clock=clock)
+
+
+def leases_in(service: Service, world: World, repo: Repository, count: int) -> list[str]:
+    """`count` http leases whose secrets are in `repo`, written there unpaced (before the
+    stand-in enforces anything) and registered, queued."""
+    assert service.config.github is not None
+    store = SecretStore(
+        GitHubSession(service.config.github), repo.full_name, budget=WriteBudget(10**6)
+    )
+    items: list[LeaseRequest] = []
+    for i, reference in enumerate(world.tokens.mint(count)):
+        item = lease(
+            repository=repo.full_name,
+            key_name=f"KEY_{i}",
+            provider="http",
+            connection="issuer",
+            params=HTTP_PARAMS,
+            reference=reference,
+        )
+        assert item.secret is not None
+        store.put(item.secret, f"value-{i}")
+        items.append(item)
+    who = identity(repo.full_name, repo.id)
+    installation = world.installations[world.repos.index(repo)]
+    ids = put(service.ledger, who, *items, installation_id=installation)
+    with service.ledger.begin() as conn:
+        queue(conn, LeasesById(tuple(ids)), actor="test", reason="test", now=service.clock())
+    return ids
+
+
+def refusals_drawn(sandbox: Sandbox) -> list[tuple[int, str, str]]:
+    return [(r.status, r.method, r.path) for r in sandbox.requests if r.status in (403, 429)]
+
+
+def test_two_hundred_secrets_across_two_installations_draw_no_secondary_limit(
+    world: World, database_url: str, clock: Clock
+) -> None:
+    service = make_service(
+        world,
+        database_url,
+        clock,
+        RUNKEYS_GITHUB_WRITES_PER_MINUTE=str(WRITES_PER_MINUTE),
+        RUNKEYS_GITHUB_TIME_FACTOR=str(FACTOR),
+    )
+    ids = [i for repo in world.repos for i in leases_in(service, world, repo, 100)]
+    world.sandbox.enforce_rate_limits(
+        SecondaryLimits(writes_per_minute=WRITES_PER_MINUTE), time_factor=FACTOR
+    )
+    world.sandbox.clear_requests()
+    started = time.monotonic()
+    assert RevocationWorker(service).drain() == 200
+    took = time.monotonic() - started
+    service.close()
+
+    assert refusals_drawn(world.sandbox) == []
+    assert world.sandbox.rate_limit_refusals() == {}
+    assert set(states(service.ledger, ids).values()) == {LeaseState.REVOKED.value}
+    assert len(world.tokens.revoked) == 200
+    assert all(world.sandbox.secret_names(repo) == [] for repo in world.repos)
+    deletes = [r for r in world.sandbox.requests if r.method == "DELETE"]
+    assert len(deletes) == 200  # one DELETE a secret: no refusal retried
+    # 100 deletions an installation at 10 a (half-second) minute: at least 9.5 minutes each,
+    # the two installations' minutes running side by side.
+    minute = 60 / FACTOR
+    assert took >= (100 / WRITES_PER_MINUTE - 1) * minute
+    paces = {s.installation: s for s in service.pacing.states()}
+    assert set(paces) == set(world.installations)
+    for state in paces.values():
+        assert state.waits > 0  # the limit was reached, and waited for
+        assert state.refusals == 0
+        assert state.writes_last_minute <= WRITES_PER_MINUTE
+
+
+def test_unpaced_the_same_work_draws_refusals(
+    world: World, database_url: str, clock: Clock
+) -> None:
+    """The almost-right worker: without the pace's limit (a budget 1000 times GitHub's), the
+    stand-in refuses, so the test above would have seen it."""
+    service = make_service(
+        world,
+        database_url,
+        clock,
+        RUNKEYS_GITHUB_WRITES_PER_MINUTE="10000",
+        RUNKEYS_GITHUB_TIME_FACTOR=str(FACTOR),
+    )
+    assert service.config.github is not None
+    service.config = replace(service.config, github=replace(service.config.github, retries=0))
+    leases_in(service, world, world.repos[0], 30)
+    world.sandbox.enforce_rate_limits(
+        SecondaryLimits(writes_per_minute=WRITES_PER_MINUTE), time_factor=FACTOR
+    )
+    RevocationWorker(service).run_once()
+    service.close()
+    assert refusals_drawn(world.sandbox)
+    key = f"installation:{world.installations[0]}"
+    assert world.sandbox.rate_limit_refusals()[key, "writes a minute"] > 0
+
+
+def test_a_retry_after_holds_the_installations_next_call(
+    world: World, database_url: str, clock: Clock
+) -> None:
+    service = make_service(world, database_url, clock)
+    assert service.config.github is not None
+    service.config = replace(service.config, github=replace(service.config.github, retries=0))
+    first, second = leases_in(service, world, world.repos[0], 2)
+    world.sandbox.inject_fault("DELETE", r"/actions/secrets/KEY_0$", status=429, retry_after=2)
+    world.sandbox.clear_requests()
+    started = time.monotonic()
+    assert RevocationWorker(service).run_once() == 2
+    took = time.monotonic() - started
+    service.close()
+    calls = [(r.method, r.path.rsplit("/", 1)[-1], r.status) for r in world.sandbox.requests]
+    assert calls[-3:] == [("DELETE", "KEY_0", 429), ("GET", "KEY_1", 200), ("DELETE", "KEY_1", 204)]
+    assert took >= 2.0  # the GET of KEY_1 waited for the Retry-After
+    (state,) = service.pacing.states()
+    assert (state.refusals, state.waits) == (1, 1)
+    assert 1.5 < state.waited_seconds <= 2.0
+    assert states(service.ledger, [first, second]) == {
+        first: LeaseState.REVOKING.value,  # to be tried again
+        second: LeaseState.REVOKED.value,
+    }
+
+
+def test_a_spent_github_budget_does_not_hold_back_the_revoke(
+    world: World, database_url: str, clock: Clock
+) -> None:
+    service = make_service(world, database_url, clock)
+    (lease_id,) = leases_in(service, world, world.repos[0], 1)
+    world.sandbox.rate_limits["installation"] = 11  # 10 left after one call: the pace's reserve
+    assert RevocationWorker(service).run_once() == 1
+    service.close()
+    assert set(world.tokens.revoked.values()) == {1}  # dead at its provider
+    assert world.sandbox.secret_names(world.repos[0]) == ["KEY_0"]  # its deletion waits
+    assert not [r for r in world.sandbox.requests if r.method == "DELETE"]
+    with service.ledger.begin() as conn:
+        (failed,) = [h for h in history(conn, lease_id) if h.action == "attempt_failed"]
+    assert "primary rate limit" in (failed.detail or "")
+    retry_at = stored(service.ledger, lease_id).next_attempt_at
+    assert retry_at is not None
+    assert retry_at - clock() > timedelta(minutes=55)  # until Reset, not a backoff
