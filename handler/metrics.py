@@ -15,6 +15,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -81,6 +82,8 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.pacing = PaceMetrics(self.registry)
+
     def exposition(self, ledger: Ledger, clock: Callable[[], datetime]) -> bytes:
         if multiprocess_dir():
             registry = CollectorRegistry()
@@ -90,6 +93,60 @@ class Metrics:
             registry.register(_Forward(self.registry))
         registry.register(LedgerCollector(ledger, clock))
         return generate_latest(registry)
+
+
+# Repeated on purpose: one declaration per metric, each with its own name, help and labels.
+class PaceMetrics:
+    """GitHub's limits per installation, as the pace (`runkeys.github.pacing`) spends them:
+    counters (summed over processes), and the primary budget's last known remaining."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "runkeys_github_requests",
+            "GitHub calls paced, per installation and kind (read, write); rate(…[1m]) * 60 is "
+            "the writes a minute GitHub's secondary limit counts (80).",
+            ["installation", "kind"],
+            registry=registry,
+        )
+        self.waits = Counter(
+            "runkeys_github_pacing_waits",
+            "Calls that waited for one of GitHub's limits, per installation and limit.",
+            ["installation", "limit"],
+            registry=registry,
+        )
+        self.wait_seconds = Counter(
+            "runkeys_github_pacing_wait_seconds",
+            "Seconds calls waited for GitHub's limits, per installation and limit.",
+            ["installation", "limit"],
+            registry=registry,
+        )
+        self.refusals = Counter(
+            "runkeys_github_rate_limit_refusals",
+            "403/429 rate-limit answers GitHub gave all the same, per installation (pacing "
+            "should keep this at 0).",
+            ["installation"],
+            registry=registry,
+        )
+        self.primary_remaining = Gauge(
+            "runkeys_github_primary_remaining",
+            "Requests left in the installation's hourly budget, as GitHub last said.",
+            ["installation"],
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+
+    def called(self, installation: object, *, write: bool) -> None:
+        self.requests.labels(str(installation), "write" if write else "read").inc()
+
+    def waited(self, installation: object, seconds: float, limit: str) -> None:
+        self.waits.labels(str(installation), limit).inc()
+        self.wait_seconds.labels(str(installation), limit).inc(seconds)
+
+    def refused(self, installation: object) -> None:
+        self.refusals.labels(str(installation)).inc()
+
+    def remaining(self, installation: object, remaining: int) -> None:
+        self.primary_remaining.labels(str(installation)).set(remaining)
 
 
 def serve_apart(address: tuple[str, int], ledger: Ledger, clock: Callable[[], datetime]) -> None:

@@ -44,7 +44,7 @@ class Service:
         self._registry: Registry | None = None
         self._verifier: OIDCVerifier | None = None
         # GitHub's limits, per installation: every session of this process spends from it.
-        self.pacing = Pacing(config.worker.github_limits())
+        self.pacing = Pacing(config.worker.github_limits(), events=self.metrics.pacing)
         self.installations = InstallationLookup(
             lambda: self.github, clock=clock, miss_ttl=config.not_installed_ttl
         )

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from github import GithubException
 
@@ -70,6 +70,15 @@ class PacingWait(GitHubError):
         self.retry_after = wait
 
 
+class PaceEvents(Protocol):
+    """What a pace reports as it happens (metrics, which add processes up, count these)."""
+
+    def called(self, installation: object, *, write: bool) -> None: ...
+    def waited(self, installation: object, seconds: float, limit: str) -> None: ...
+    def refused(self, installation: object) -> None: ...
+    def remaining(self, installation: object, remaining: int) -> None: ...
+
+
 @dataclass(frozen=True)
 class PaceState:
     """What a pace knows and did, for metrics and `runkeys status`."""
@@ -100,9 +109,11 @@ class InstallationPace:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        events: PaceEvents | None = None,
     ) -> None:
         self.installation = installation
         self.limits = limits
+        self.events = events
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
         self._entries: list[_Entry] = []
@@ -139,12 +150,17 @@ class InstallationPace:
                     self._entries.append(entry)
                     if self._remaining is not None:
                         self._remaining -= 1  # until GitHub's answer says exactly
-                    return entry
+                    break
                 if wait > self.limits.max_wait:
                     raise PacingWait(self.installation, wait, why)
                 self._waits += 1
                 self._waited += wait
+            if self.events is not None:
+                self.events.waited(self.installation, wait, why)
             self._sleep(wait)
+        if self.events is not None:
+            self.events.called(self.installation, write=write)
+        return entry
 
     def _forget(self, now: float) -> None:
         horizon = now - self.limits.hour
@@ -192,32 +208,44 @@ class InstallationPace:
         """Take in one of GitHub's answers: its primary budget, and a rate-limit refusal's
         `Retry-After` (or `secondary_wait` when a secondary refusal names no time)."""
         lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+        refused = self._observe(status, lowered, _message(data))
+        if self.events is not None:
+            with self._lock:
+                remaining = self._remaining
+            if remaining is not None:
+                self.events.remaining(self.installation, remaining)
+            if refused:
+                self.events.refused(self.installation)
+
+    def _observe(self, status: int, lowered: Mapping[str, str], message: str) -> bool:
+        """Take the answer in; whether it was a rate-limit refusal not seen before."""
         now = self._clock()
         with self._lock:
             remaining = _number(lowered.get("x-ratelimit-remaining"))
             reset = _number(lowered.get("x-ratelimit-reset"))
-            if remaining is not None and reset is not None:
-                if self._reset is None or reset > self._reset:
-                    self._remaining, self._reset = int(remaining), reset
-                elif reset == self._reset and self._remaining is not None:
-                    self._remaining = min(self._remaining, int(remaining))  # answers can cross
+            # Not an answer of an old hour: GitHub's word, less the other calls sent and not yet
+            # answered (this one is among the unanswered: it is still in its `request`).
+            if remaining is not None and reset is not None and reset >= (self._reset or reset):
+                others = sum(1 for e in self._entries if e.at == INFLIGHT) - 1
+                self._remaining, self._reset = int(remaining) - max(others, 0), reset
             if status not in (403, 429):
-                return
+                return False
             # The same answer can come twice: from the retry that gave up on it, then raised.
             answer_id = lowered.get("x-github-request-id")
             if answer_id is not None and answer_id == self._last_refusal:
-                return
+                return False
             retry_after = _number(lowered.get("retry-after"))
             if retry_after is not None:
                 self._hold_until = max(self._hold_until, now + retry_after)
             elif remaining == 0:
                 pass  # the primary limit: `_wait` holds calls until Reset
-            elif status == 429 or "secondary rate limit" in _message(data):
+            elif status == 429 or "secondary rate limit" in message:
                 self._hold_until = max(self._hold_until, now + self.limits.secondary_wait)
             else:
-                return  # a refusal, not a rate limit
+                return False  # a refusal, not a rate limit
             self._refusals += 1
             self._last_refusal = answer_id
+            return True
 
     def state(self) -> PaceState:
         with self._lock:
@@ -251,9 +279,11 @@ class Pacing:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        events: PaceEvents | None = None,
     ) -> None:
         self.limits = limits or Limits()
         self._clock, self._sleep = clock, sleep
+        self.events = events
         self._lock = threading.Lock()
         self._paces: dict[object, InstallationPace] = {}
 
@@ -262,7 +292,11 @@ class Pacing:
             pace = self._paces.get(installation)
             if pace is None:
                 pace = InstallationPace(
-                    installation, self.limits, clock=self._clock, sleep=self._sleep
+                    installation,
+                    self.limits,
+                    clock=self._clock,
+                    sleep=self._sleep,
+                    events=self.events,
                 )
                 self._paces[installation] = pace
             return pace

@@ -1,5 +1,5 @@
 """Pacing per installation against a stand-in that enforces GitHub's secondary limits with time
-compressed (a GitHub minute in a fraction of a second): the worker retires hundreds of secrets
+compressed (a GitHub minute in a second): the worker retires hundreds of secrets
 across two installations without drawing one 403/429, honours a `Retry-After`, and revokes at
 the provider even when GitHub's budget makes the secret's deletion wait."""
 
@@ -36,7 +36,7 @@ from tests.service.kit import (
 )
 from tests.services import unique
 
-FACTOR = 120.0  # GitHub's minute in half a second
+FACTOR = 60.0  # GitHub's minute in a second
 WRITES_PER_MINUTE = 10  # GitHub's is 80; fewer, so that a short test runs into it
 
 
@@ -130,7 +130,7 @@ def test_two_hundred_secrets_across_two_installations_draw_no_secondary_limit(
     assert all(world.sandbox.secret_names(repo) == [] for repo in world.repos)
     deletes = [r for r in world.sandbox.requests if r.method == "DELETE"]
     assert len(deletes) == 200  # one DELETE a secret: no refusal retried
-    # 100 deletions an installation at 10 a (half-second) minute: at least 9.5 minutes each,
+    # 100 deletions an installation at 10 a (one-second) minute: at least 9 minutes each,
     # the two installations' minutes running side by side.
     minute = 60 / FACTOR
     assert took >= (100 / WRITES_PER_MINUTE - 1) * minute
@@ -140,6 +140,13 @@ def test_two_hundred_secrets_across_two_installations_draw_no_secondary_limit(
         assert state.waits > 0  # the limit was reached, and waited for
         assert state.refusals == 0
         assert state.writes_last_minute <= WRITES_PER_MINUTE
+    text = service.metrics.exposition(service.ledger, service.clock).decode()
+    assert "runkeys_github_rate_limit_refusals_total{" not in text
+    for installation in world.installations:
+        writes = f'runkeys_github_requests_total{{installation="{installation}",kind="write"}}'
+        assert f"{writes} 100.0" in text
+        limit = 'limit="writes a minute"'
+        assert f'runkeys_github_pacing_waits_total{{installation="{installation}",{limit}}}' in text
 
 
 def test_unpaced_the_same_work_draws_refusals(
@@ -173,22 +180,31 @@ def test_a_retry_after_holds_the_installations_next_call(
     service = make_service(world, database_url, clock)
     assert service.config.github is not None
     service.config = replace(service.config, github=replace(service.config.github, retries=0))
-    first, second = leases_in(service, world, world.repos[0], 2)
-    world.sandbox.inject_fault("DELETE", r"/actions/secrets/KEY_0$", status=429, retry_after=2)
+    ids = leases_in(service, world, world.repos[0], 2)
+    # The first DELETE, whichever lease the worker takes first.
+    world.sandbox.inject_fault("DELETE", r"/actions/secrets/KEY_\d$", status=429, retry_after=2)
     world.sandbox.clear_requests()
     started = time.monotonic()
     assert RevocationWorker(service).run_once() == 2
     took = time.monotonic() - started
     service.close()
     calls = [(r.method, r.path.rsplit("/", 1)[-1], r.status) for r in world.sandbox.requests]
-    assert calls[-3:] == [("DELETE", "KEY_0", 429), ("GET", "KEY_1", 200), ("DELETE", "KEY_1", 204)]
-    assert took >= 2.0  # the GET of KEY_1 waited for the Retry-After
+    refused = calls[-3][1]
+    other = "KEY_1" if refused == "KEY_0" else "KEY_0"
+    assert calls[-3:] == [("DELETE", refused, 429), ("GET", other, 200), ("DELETE", other, 204)]
+    assert took >= 2.0  # the GET after the refusal waited for its Retry-After
     (state,) = service.pacing.states()
     assert (state.refusals, state.waits) == (1, 1)
     assert 1.5 < state.waited_seconds <= 2.0
-    assert states(service.ledger, [first, second]) == {
-        first: LeaseState.REVOKING.value,  # to be tried again
-        second: LeaseState.REVOKED.value,
+    text = service.metrics.exposition(service.ledger, service.clock).decode()
+    installation = world.installations[0]
+    assert f'runkeys_github_rate_limit_refusals_total{{installation="{installation}"}} 1.0' in text
+    left = world.sandbox.requests[-1].response_headers["X-RateLimit-Remaining"]  # GitHub's word
+    assert f'runkeys_github_primary_remaining{{installation="{installation}"}} {left}.0' in text
+    by_key = {stored(service.ledger, i).secret.name: i for i in ids}  # type: ignore[union-attr]
+    assert states(service.ledger, ids) == {
+        by_key[refused]: LeaseState.REVOKING.value,  # to be tried again
+        by_key[other]: LeaseState.REVOKED.value,
     }
 
 

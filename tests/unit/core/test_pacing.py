@@ -191,3 +191,19 @@ def test_one_refusal_seen_twice_counts_once() -> None:
     pace.observe(429, {**headers, "X-GitHub-Request-Id": "C:D"})
     assert pace.state().refusals == 2
     assert clock.slept == [3.0]
+
+
+def test_githubs_remaining_replaces_the_own_count_less_the_calls_unanswered() -> None:
+    clock = Clock()
+    pace = Pacing(clock=clock, sleep=clock.sleep).of(1)
+    reset = str(clock.now + 600)
+    with pace.request(write=True) as answer:
+        answer(200, {"X-RateLimit-Remaining": "100", "X-RateLimit-Reset": reset})
+    calls(pace, 3, write=True)  # refused before GitHub counted them, say: 97 by its own count
+    assert pace.state().primary_remaining == 97
+    with pace.request(write=False) as first, pace.request(write=False):
+        first(200, {"X-RateLimit-Remaining": "99", "X-RateLimit-Reset": reset})
+        assert pace.state().primary_remaining == 98  # 99, less the second still unanswered
+    with pace.request(write=False) as late:
+        late(200, {"X-RateLimit-Remaining": "5000", "X-RateLimit-Reset": str(clock.now - 1)})
+    assert pace.state().primary_remaining == 97  # an answer of the hour before: ignored
