@@ -225,3 +225,24 @@ def test_a_spent_github_budget_does_not_hold_back_the_revoke(
     retry_at = stored(service.ledger, lease_id).next_attempt_at
     assert retry_at is not None
     assert retry_at - clock() > timedelta(minutes=55)  # until Reset, not a backoff
+
+
+def test_refusals_retried_inside_pygithub_reach_the_pace(
+    world: World, database_url: str, clock: Clock
+) -> None:
+    """PyGithub's retry (urllib3's) sleeps a Retry-After and tries again before the worker
+    sees anything; `ObservedRetry` tells the pace all the same, every time."""
+    service = make_service(world, database_url, clock)  # PyGithub's retries left on
+    (lease_id,) = leases_in(service, world, world.repos[0], 1)
+    world.sandbox.inject_fault(
+        "DELETE", r"/actions/secrets/KEY_0$", status=429, retry_after=1, times=2
+    )
+    world.sandbox.clear_requests()
+    assert RevocationWorker(service).run_once() == 1
+    service.close()
+    deletes = [r.status for r in world.sandbox.requests if r.method == "DELETE"]
+    assert deletes == [429, 429, 204]
+    assert states(service.ledger, [lease_id]) == {lease_id: LeaseState.REVOKED.value}
+    (state,) = service.pacing.states()
+    assert state.refusals == 2
+    assert state.hold_until > 0
