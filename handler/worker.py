@@ -163,7 +163,12 @@ class RevocationWorker:
         error = self._describe(exc)
         now = self.service.clock()
         give_up = lease.attempts >= self.settings.max_attempts or not retryable(exc)
-        if give_up:
+        if isinstance(exc, PacingWait):
+            # GitHub's budget, not a failure: never given up on, tried again once it allows
+            # (spread a little, so the leases that waited together do not all start at once).
+            give_up = False
+            delay = timedelta(seconds=exc.retry_after * self.rng.uniform(1.0, 1.1))
+        elif give_up:
             delay = self.settings.failed_retry * self.rng.uniform(0.9, 1.1)
         else:
             delay = backoff(
@@ -172,12 +177,11 @@ class RevocationWorker:
                 cap=self.settings.backoff_max,
                 rng=self.rng,
             )
-        asked = self._asked_to_wait(exc)
+        asked = None if isinstance(exc, PacingWait) else self._asked_to_wait(exc)
         if asked is not None and asked > delay:
             delay = asked
-            if not isinstance(exc, PacingWait):  # a pacing wait's own message says how long
-                # First: the reason must survive `last_error`'s cut at 300 characters.
-                error = f"GitHub asked to wait {asked.total_seconds():g} s (Retry-After): {error}"
+            # First: the reason must survive `last_error`'s cut at 300 characters.
+            error = f"GitHub asked to wait {asked.total_seconds():g} s (Retry-After): {error}"
         with self.service.ledger.begin() as conn:
             finish_failed(
                 conn, lease.id, token, now=now, error=error, retry_at=now + delay, give_up=give_up

@@ -211,7 +211,8 @@ def test_a_retry_after_holds_the_installations_next_call(
 def test_a_spent_github_budget_does_not_hold_back_the_revoke(
     world: World, database_url: str, clock: Clock
 ) -> None:
-    service = make_service(world, database_url, clock)
+    # One attempt before a failure is given up on: waiting for GitHub's budget is no failure.
+    service = make_service(world, database_url, clock, RUNKEYS_WORKER_MAX_ATTEMPTS="1")
     (lease_id,) = leases_in(service, world, world.repos[0], 1)
     world.sandbox.rate_limits["installation"] = 11  # 10 left after one call: the pace's reserve
     assert RevocationWorker(service).run_once() == 1
@@ -224,7 +225,8 @@ def test_a_spent_github_budget_does_not_hold_back_the_revoke(
     assert "primary rate limit" in (failed.detail or "")
     retry_at = stored(service.ledger, lease_id).next_attempt_at
     assert retry_at is not None
-    assert retry_at - clock() > timedelta(minutes=55)  # until Reset, not a backoff
+    assert timedelta(minutes=55) < retry_at - clock() < timedelta(minutes=67)  # Reset, spread
+    assert states(service.ledger, [lease_id]) == {lease_id: LeaseState.REVOKING.value}
 
 
 def test_refusals_retried_inside_pygithub_reach_the_pace(
