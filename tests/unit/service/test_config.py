@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from handler import create_app
 from handler.config import DEFAULT_DATABASE_URL, ServiceConfig
 from runkeys.errors import ConfigError
+from runkeys.github.pacing import Limits
 from runkeys.oidc import GITHUB_ISSUER
 
 PEM = (
@@ -39,6 +40,7 @@ def test_defaults() -> None:
     assert config.github is not None
     assert config.github.api_url == "https://api.github.com"
     assert config.worker.embedded
+    assert config.worker.github_limits() == Limits()  # GitHub's documented limits, real time
     assert "a webhook secret" not in repr(config)
     assert "PRIVATE KEY" not in repr(config)
 
@@ -57,6 +59,8 @@ def test_everything_can_be_set() -> None:
             "RUNKEYS_WORKER_MAX_ATTEMPTS": "4",
             "RUNKEYS_WORKER_BACKOFF_MAX": "10m",
             "RUNKEYS_LOG_LEVEL": "debug",
+            "RUNKEYS_GITHUB_WRITES_PER_MINUTE": "40",
+            "RUNKEYS_GITHUB_TIME_FACTOR": "60",
         }
     )
     assert config.database_url == "postgresql+psycopg://runkeys:pw@db.internal/ledger"
@@ -68,6 +72,9 @@ def test_everything_can_be_set() -> None:
     assert config.worker.max_attempts == 4
     assert config.worker.backoff_max == timedelta(minutes=10)
     assert config.log_level == "DEBUG"
+    limits = config.worker.github_limits()
+    assert (limits.writes_per_minute, limits.writes_per_hour) == (40, 500)
+    assert (limits.minute, limits.hour, limits.secondary_wait) == (1.0, 60.0, 1.0)
 
 
 def test_the_private_key_may_come_from_a_file_or_on_one_line(tmp_path: Path) -> None:
@@ -119,6 +126,9 @@ def test_the_private_key_may_come_from_a_file_or_on_one_line(tmp_path: Path) -> 
         ({"RUNKEYS_NOT_INSTALLED_TTL": "0"}, "RUNKEYS_NOT_INSTALLED_TTL"),
         ({"RUNKEYS_NOT_INSTALLED_TTL": "soon"}, "RUNKEYS_NOT_INSTALLED_TTL"),
         ({"RUNKEYS_GITHUB_WRITES_PER_MINUTE": "-1"}, "RUNKEYS_GITHUB_WRITES_PER_MINUTE"),
+        ({"RUNKEYS_GITHUB_TIME_FACTOR": "0"}, "RUNKEYS_GITHUB_TIME_FACTOR"),
+        ({"RUNKEYS_GITHUB_TIME_FACTOR": "inf"}, "RUNKEYS_GITHUB_TIME_FACTOR"),
+        ({"RUNKEYS_GITHUB_TIME_FACTOR": "fast"}, "RUNKEYS_GITHUB_TIME_FACTOR"),
         ({"RUNKEYS_LOG_LEVEL": "chatty"}, "RUNKEYS_LOG_LEVEL"),
     ],
 )
