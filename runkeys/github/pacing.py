@@ -139,6 +139,14 @@ class InstallationPace:
             with self._lock:
                 entry.at = self._clock()
 
+    def ready_in(self, *, write: bool) -> float:
+        """Seconds before a call could go (0: now), without waiting or counting one: for a
+        worker to take another installation's work meanwhile rather than sleep."""
+        with self._lock:
+            now = self._clock()
+            self._forget(now)
+            return max(self._wait(now, write)[0], 0.0)
+
     def _admit(self, write: bool) -> _Entry:
         while True:
             with self._lock:

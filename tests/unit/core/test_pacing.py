@@ -207,3 +207,15 @@ def test_githubs_remaining_replaces_the_own_count_less_the_calls_unanswered() ->
     with pace.request(write=False) as late:
         late(200, {"X-RateLimit-Remaining": "5000", "X-RateLimit-Reset": str(clock.now - 1)})
     assert pace.state().primary_remaining == 97  # an answer of the hour before: ignored
+
+
+def test_ready_in_tells_the_wait_without_waiting_or_counting() -> None:
+    clock = Clock()
+    pace = Pacing(Limits(writes_per_minute=2), clock=clock, sleep=clock.sleep).of(1)
+    assert pace.ready_in(write=True) == 0.0
+    calls(pace, 2, write=True)
+    clock.now += 10
+    assert pace.ready_in(write=True) == 50.0
+    assert pace.ready_in(write=False) == 0.0  # reads are not held by writes a minute
+    assert pace.ready_in(write=True) == 50.0  # asking spent nothing
+    assert (clock.slept, pace.state().writes_last_minute) == ([], 2)
