@@ -167,7 +167,7 @@ class RevocationWorker:
             # GitHub's budget, not a failure: never given up on, tried again once it allows
             # (spread a little, so the leases that waited together do not all start at once).
             give_up = False
-            delay = timedelta(seconds=exc.retry_after * self.rng.uniform(1.0, 1.1))
+            delay = timedelta(seconds=exc.wait * self.rng.uniform(1.0, 1.1))
         elif give_up:
             delay = self.settings.failed_retry * self.rng.uniform(0.9, 1.1)
         else:

@@ -66,8 +66,9 @@ class PacingWait(GitHubError):
             "not waiting that long in one call",
             status=429,
             fix="nothing to do: the call is tried again once the budget allows it",
+            retry_after=wait,
         )
-        self.retry_after = wait
+        self.wait = wait
 
 
 class PaceEvents(Protocol):
