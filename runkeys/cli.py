@@ -15,6 +15,7 @@ from runkeys.errors import RunkeysError
 COMMAND_MODULES = (
     "runkeys_sandbox.cli",  # sandbox, demo (the `sandbox` extra)
     "handler.cli",  # serve, worker, sweep, leases, revoke
+    "handler.app_manifest",  # app create, app exchange
 )
 SANDBOX_COMMANDS = ("sandbox", "demo")
 SANDBOX_MISSING = (

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 import threading
+import urllib.parse
 from pathlib import Path
 
 from runkeys.errors import ConfigError
@@ -15,9 +17,13 @@ from runkeys_sandbox.server.seeded import DEFAULT_REPOSITORY
 
 SANDBOX = """\
 `runkeys sandbox`: the GitHub stand-in in the foreground, seeded with repositories, a GitHub
-App installed on them and a running workflow run, printing the environment a user needs to
-point runkeys (or PyGithub, or curl) at it. Serves until Ctrl-C. With `--keys FILE`, a dry
-run of that `keys` spec instead.
+App installed on them and a pull request's workflow run in progress, printing the environment
+(`export` lines; `--env-file` writes them to a file instead) a user needs to point runkeys (or
+PyGithub, or curl) at it. Serves until Ctrl-C. With `--webhook-url`, ending the run
+(`runkeys sandbox complete-run`) or closing the pull request (`close-pr`) sends the service the
+signed delivery GitHub would send. With `--keys FILE`, a dry run of that `keys` spec instead;
+with `--keys FILE --service-url URL`, the action's step against a running stand-in and service
+(from the exported environment).
 """
 
 DEMO = """\
@@ -52,6 +58,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sandbox.add_argument("--app-id", type=int, help="the GitHub App's id (default: generated)")
     sandbox.add_argument("--webhook-secret", help="the App's webhook secret (default: random)")
     sandbox.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        help="the service's webhook URL (e.g. http://127.0.0.1:8080/webhook): complete-run and "
+        "close-pr deliver there, signed; its origin is the service's URL and OIDC audience",
+    )
+    sandbox.add_argument(
+        "--env-file",
+        metavar="FILE",
+        type=Path,
+        help="write the export lines to FILE (mode 0600) for another shell's `. FILE`; "
+        "secret values are then not printed",
+    )
+    sandbox.add_argument(
+        "--pull-request",
+        type=int,
+        default=1,
+        metavar="NUMBER",
+        help="the pull request whose run is seeded (default 1)",
+    )
+    sandbox.add_argument(
         "--keys",
         metavar="FILE",
         help="dry-run this `keys` spec (- for stdin): mint, deliver and retire it through the "
@@ -77,7 +103,36 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="run GitHub's rate-limit time N times faster (60: a GitHub minute a second)",
     )
+    sandbox.add_argument(
+        "--service-url",
+        metavar="URL",
+        help="with --keys: run the action's main step against this running service and the "
+        "stand-in of your environment (GITHUB_API_URL…, from `. FILE`), and leave its keys "
+        "for complete-run and close-pr to retire",
+    )
     sandbox.set_defaults(func=sandbox_main)
+    control = sandbox.add_subparsers(dest="sandbox_command", metavar="COMMAND")
+    complete = control.add_parser(
+        "complete-run",
+        help="end a run in the running stand-in; it delivers workflow_run completed",
+        description="End a workflow run in the running stand-in (GITHUB_API_URL); with "
+        "--webhook-url, the stand-in sends the service `workflow_run` `completed`, signed.",
+    )
+    complete.add_argument("--run", type=int, metavar="ID", help="default: $GITHUB_RUN_ID")
+    complete.add_argument(
+        "--conclusion", default="success", help="the run's conclusion (default success)"
+    )
+    complete.set_defaults(func=complete_run_main)
+    close = control.add_parser(
+        "close-pr",
+        help="close a pull request in the running stand-in; it delivers pull_request closed",
+        description="Close a pull request in the running stand-in (GITHUB_API_URL); with "
+        "--webhook-url, the stand-in sends the service `pull_request` `closed`, signed.",
+    )
+    close.add_argument("number", type=int, metavar="NUMBER", help="the pull request's number")
+    close.add_argument("--merged", action="store_true", help="closed by merging it")
+    close.add_argument("--repository", metavar="OWNER/NAME", help="default: the one its run is in")
+    close.set_defaults(func=close_pr_main)
 
     demo = subparsers.add_parser(
         "demo",
@@ -116,6 +171,10 @@ def sandbox_main(args: argparse.Namespace) -> int:
         start_seeded,
     )
 
+    if args.keys is not None and args.service_url is not None:
+        from runkeys_sandbox.demo.step import run_step  # noqa: PLC0415
+
+        return run_step(args.keys, args.environment, args.service_url, os.environ, sys.stdout)
     if args.keys is not None:
         from runkeys_sandbox.demo.dryrun import dry_run  # noqa: PLC0415
 
@@ -124,6 +183,10 @@ def sandbox_main(args: argparse.Namespace) -> int:
     check_arguments(args.port, names)
     if not args.time_factor > 0:
         raise ConfigError("--time-factor", f"{args.time_factor} is not > 0", fix="e.g. 60")
+    check_webhook_url(args.webhook_url)
+    # `kill PID` (a background job's end) stops it as Ctrl-C does: the temporary directory, which
+    # holds the App's private key, goes with it.
+    signal.signal(signal.SIGTERM, _interrupt)
     with tempfile.TemporaryDirectory(prefix="runkeys-sandbox-") as tmp:
         seeded = start_seeded(
             Path(tmp),
@@ -131,6 +194,8 @@ def sandbox_main(args: argparse.Namespace) -> int:
             repositories=names,
             app_id=args.app_id,
             webhook_secret=args.webhook_secret,
+            webhook_url=args.webhook_url,
+            pull_request=args.pull_request,
         )
         if args.secondary_limits or args.time_factor != 1.0:
             from runkeys_sandbox.server.ratelimit import SecondaryLimits  # noqa: PLC0415
@@ -139,7 +204,7 @@ def sandbox_main(args: argparse.Namespace) -> int:
                 SecondaryLimits() if args.secondary_limits else None, time_factor=args.time_factor
             )
         try:
-            print_environment(seeded, sys.stdout)
+            print_environment(seeded, sys.stdout, args.env_file)
             threading.Event().wait()  # until Ctrl-C
         except KeyboardInterrupt:
             print("runkeys sandbox: stopped. It held:", file=sys.stderr)
@@ -147,6 +212,34 @@ def sandbox_main(args: argparse.Namespace) -> int:
         finally:
             seeded.sandbox.stop()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def check_webhook_url(url: str | None) -> None:
+    if url is None:
+        return
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            "--webhook-url",
+            f"{url!r} is not an http(s) URL",
+            fix="e.g. http://127.0.0.1:8080/webhook",
+        )
+
+
+def complete_run_main(args: argparse.Namespace) -> int:
+    from runkeys_sandbox.demo.control import complete_run  # noqa: PLC0415 (see sandbox_main)
+
+    return complete_run(os.environ, args.run, args.conclusion, sys.stdout)
+
+
+def close_pr_main(args: argparse.Namespace) -> int:
+    from runkeys_sandbox.demo.control import close_pull_request  # noqa: PLC0415
+
+    return close_pull_request(os.environ, args.number, args.merged, args.repository, sys.stdout)
 
 
 def demo_main(args: argparse.Namespace) -> int:

@@ -1,17 +1,21 @@
 """GitHub App endpoints (https://docs.github.com/rest/apps/apps): the App itself, its
 installations, installation tokens (one hour, optionally narrowed to repositories and
-permissions), and revoking a token with itself."""
+permissions), revoking a token with itself, and creating an App from a manifest's code."""
 
 from __future__ import annotations
 
+import re
+import secrets
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from runkeys_sandbox.server import bodies
 from runkeys_sandbox.server.auth import exceeds, installation_token_value, require_app
 from runkeys_sandbox.server.errors import ApiError, not_found
 from runkeys_sandbox.server.representations import app_json, installation_json, repository_json
-from runkeys_sandbox.server.routing import APP, SELF_TOKEN, Call, Reply, Route, paginate
-from runkeys_sandbox.server.state import Installation, Repository, Token, World, iso
+from runkeys_sandbox.server.routing import APP, PUBLIC, SELF_TOKEN, Call, Reply, Route, paginate
+from runkeys_sandbox.server.state import App, Installation, Repository, Token, World, iso
 
 TOKEN_LIFETIME = 3600
 NOT_ACCESSIBLE_REPOSITORIES = (
@@ -20,6 +24,8 @@ NOT_ACCESSIBLE_REPOSITORIES = (
 )
 PERMISSIONS_NOT_GRANTED = "The permissions requested are not granted to this installation."
 SUSPENDED = "This installation has been suspended"  # UNVERIFIED wording
+# GitHub: "You must complete this step within one hour" of the redirect, and a code works once.
+MANIFEST_CODE_LIFETIME = 3600
 
 _DOCS = "https://docs.github.com/rest/apps/apps"
 
@@ -160,6 +166,41 @@ def _narrowed_repositories(
     return sorted(chosen.values(), key=lambda r: r.id)
 
 
+def create_from_manifest(call: Call) -> Reply:
+    """The App a manifest's owner created in the browser, with its secrets, once per code
+    (https://docs.github.com/apps/sharing-github-apps/registering-a-github-app-from-a-manifest)."""
+    world = call.world
+    found = world.manifest_codes.pop(call.params["code"], None)
+    if found is None or call.now - found[2] > MANIFEST_CODE_LIFETIME:
+        raise not_found()
+    manifest, owner, _ = found
+    ident = world.next_id("app")
+    name = str(manifest.get("name") or f"runkeys-{ident}")
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or f"app-{ident}"
+    if any(a.slug == slug for a in world.apps.values()):
+        slug = f"{slug}-{ident}"
+    app = App(
+        id=ident,
+        slug=slug,
+        name=name,
+        owner=world.account(owner),
+        webhook_secret=secrets.token_hex(20),
+        created_at=call.now,
+        private_key=rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        permissions={"metadata": "read", **dict(manifest.get("default_permissions") or {})},
+        events=list(manifest.get("default_events") or []),
+        client_secret=secrets.token_hex(20),
+    )
+    world.apps[ident] = app
+    body = {
+        **app_json(app, call.base_url, 0),
+        "client_secret": app.client_secret,
+        "webhook_secret": app.webhook_secret,
+        "pem": app.private_key_pem,
+    }
+    return Reply(201, body)
+
+
 def revoke_token(call: Call) -> Reply:
     assert call.caller.token is not None
     call.caller.token.revoked = True
@@ -168,6 +209,13 @@ def revoke_token(call: Call) -> Reply:
 
 ROUTES = (
     Route("GET", "/app", get_app, APP, f"{_DOCS}#get-the-authenticated-app"),
+    Route(
+        "POST",
+        "/app-manifests/{code}/conversions",
+        create_from_manifest,
+        PUBLIC,
+        f"{_DOCS}#create-a-github-app-from-a-manifest",
+    ),
     Route(
         "GET",
         "/app/installations",

@@ -79,12 +79,24 @@ SANDBOX_BUG = "Internal error in the runkeys sandbox (a bug; the traceback is in
 StartResponse = Callable[..., Any]
 
 
+Control = Callable[[str, str, bytes], Reply]
+CONTROL_PREFIX = "/_sandbox/"  # the stand-in's own API (server/control.py), not GitHub's
+
+
 class SandboxApp:
-    def __init__(self, world: World, faults: Faults, log_: RequestLog, base_url: Callable[[], str]):
+    def __init__(
+        self,
+        world: World,
+        faults: Faults,
+        log_: RequestLog,
+        base_url: Callable[[], str],
+        control: Control | None = None,
+    ):
         self.world = world
         self.faults = faults
         self.log = log_
         self.base_url = base_url
+        self.control = control
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
@@ -114,6 +126,8 @@ class SandboxApp:
         if fault is not None and fault.status is not None:
             ex.reply = _fault_reply(fault, ex.request_id)
             ex.injected = True
+        elif self.control is not None and ex.path.startswith(CONTROL_PREFIX):
+            ex.reply = self.control(ex.method, ex.path, ex.raw_body)
         else:
             self._dispatch(ex)
 

@@ -289,8 +289,8 @@ def app_json(app: App, base: str, installations: int) -> dict[str, Any]:
         "html_url": f"{base}/apps/{app.slug}",
         "created_at": iso(app.created_at),
         "updated_at": iso(app.created_at),
-        "permissions": {"metadata": "read"},
-        "events": ["pull_request", "workflow_run"],
+        "permissions": dict(app.permissions),
+        "events": list(app.events),
         "installations_count": installations,
     }
 

@@ -24,6 +24,7 @@ from runkeys_sandbox.launch import ThreadServer, started
 from runkeys_sandbox.routes.oidc import API_VERSION, ISSUER_PATH, RUNNER_PATH
 from runkeys_sandbox.server import webhooks
 from runkeys_sandbox.server.app import SandboxApp
+from runkeys_sandbox.server.control import Control
 from runkeys_sandbox.server.faults import Faults
 from runkeys_sandbox.server.oidc import OIDCIssuer, RunClaims
 from runkeys_sandbox.server.ratelimit import SecondaryLimits
@@ -53,6 +54,7 @@ class Sandbox(Seeding):
         clock: Callable[[], float] | None = None,
         secondary_limits: SecondaryLimits | None = None,
         time_factor: float = 1.0,
+        webhook_url: str | None = None,
     ) -> None:
         self.clock = Clock(clock or time.time)
         self.world = World(self.clock)
@@ -64,13 +66,15 @@ class Sandbox(Seeding):
         self._server: ThreadServer | None = None
         self._url: str | None = None
         self._git_ssh: GitSSHServer | None = None
+        # Where the control API (`/_sandbox/`) sends the App's deliveries; None: nowhere.
+        self.webhook_url = webhook_url
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> Sandbox:
         if self._server is not None:
             raise RuntimeError("this sandbox was started already")
-        app = SandboxApp(self.world, self._faults, self._log, lambda: self.url)
+        app = SandboxApp(self.world, self._faults, self._log, lambda: self.url, Control(self))
         self._server = ThreadServer(app, self._host, self._port)
         self._url = f"http://{self._server.host}:{self._server.port}"
         with self.world.lock:  # nobody knows the port before this returns
@@ -244,6 +248,14 @@ class Sandbox(Seeding):
             delivery_id=delivery_id,
             app_id=app.id,
         )
+
+    def manifest_code(self, manifest: dict[str, Any], owner: str = "runkeys-sandbox") -> str:
+        """The code GitHub's redirect carries once `owner` created an App from `manifest` in the
+        browser: `POST /app-manifests/{code}/conversions` turns it into the App, once."""
+        with self.world.lock:
+            code = secrets.token_hex(10)
+            self.world.manifest_codes[code] = (dict(manifest), owner, self.clock())
+            return code
 
     def clear_faults(self) -> None:
         self._faults.clear()

@@ -176,6 +176,11 @@ class App:
             serialization.NoEncryption(),
         ).decode()
 
+    # What GitHub shows of an App made from a manifest; seeded Apps keep the defaults.
+    permissions: dict[str, str] = field(default_factory=lambda: {"metadata": "read"})
+    events: list[str] = field(default_factory=lambda: ["pull_request", "workflow_run"])
+    client_secret: str = field(default="", repr=False)
+
     @property
     def client_id(self) -> str:
         return f"Iv23li{self.id:014x}"
@@ -234,6 +239,8 @@ class World:
         self.apps: dict[int, App] = {}
         self.installations: dict[int, Installation] = {}
         self.tokens: dict[str, Token] = {}
+        # App-manifest code → (manifest, owner login, when made): what GitHub's redirect carries.
+        self.manifest_codes: dict[str, tuple[dict[str, Any], str, float]] = {}
         # Realistic magnitudes (run ids are large); sequential, so runs are reproducible.
         self._ids: dict[str, Iterator[int]] = {
             name: itertools.count(start, step)

@@ -51,8 +51,9 @@ EXTRA_OPERATIONS = {
         ),
     ),
 }
-# Not the REST API: the Actions OIDC issuer and the runner's token endpoint.
-NOT_REST = ("/_services/",)
+# Not the REST API: the Actions OIDC issuer and the runner's token endpoint, and the stand-in's
+# own control API (runkeys_sandbox/server/control.py).
+NOT_REST = ("/_services/", "/_sandbox/")
 
 
 @dataclass(frozen=True)
