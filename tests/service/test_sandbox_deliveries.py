@@ -6,6 +6,7 @@ own."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -185,3 +186,18 @@ def test_without_the_sandbox_environment_the_commands_say_what_to_do(
     assert code == 1
     assert "GITHUB_API_URL: is not set" in err
     assert ". ./FILE" in err
+
+
+def test_a_step_needs_the_sandbox_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = tmp_path / "keys.yml"
+    keys.write_text("TOKEN:\n  provider: random\n  lifetime: run\n")
+    for name in ("GITHUB_API_URL", "ACTIONS_ID_TOKEN_REQUEST_URL", "RUNKEYS_APP_ID"):
+        monkeypatch.delenv(name, raising=False)
+    argv = ("sandbox", "--keys", str(keys), "--service-url", "http://127.0.0.1:9")
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 1
+    assert "GITHUB_API_URL: is not set" in err
+    assert "source it (. ./FILE) first" in err
+    assert out == ""
