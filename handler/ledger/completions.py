@@ -15,6 +15,7 @@ from handler.ledger.queue import RunLeases, queue
 
 completions = tables.run_completions
 ACTOR = "webhook"  # the queueing is the webhook's, whoever applies it
+_RECORD = completions.insert()  # built once: the webhook records one per run with leases
 
 
 def record_completion(
@@ -31,7 +32,7 @@ def record_completion(
         "reason": reason[:300],
         "received_at": now,
     }
-    conn.execute(completions.insert(), row)
+    conn.execute(_RECORD, row)
 
 
 def apply_completions(conn: Connection, *, limit: int = 100) -> list[str]:

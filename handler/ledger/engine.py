@@ -47,7 +47,11 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # On the driver: `exec_driver_sql` would take a BEGIN through SQLAlchemy's whole
+        # statement path (its events and result), once per transaction.
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        driver.execute("BEGIN IMMEDIATE")
 
     return engine
 

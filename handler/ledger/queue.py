@@ -147,7 +147,8 @@ _ACTIVE_IN_RUN = select(func.count()).where(
     leases.c.repository_id == bindparam("repository_id"),
     leases.c.run_id == bindparam("run_id"),
     leases.c.run_attempt <= bindparam("up_to_attempt"),
-    leases.c.lifetime.in_([lifetime.value for lifetime in RunLeases.lifetimes]),
+    # Not `in_`: a list is an "expanding" parameter, rewritten into the SQL on every call.
+    or_(*(leases.c.lifetime == lifetime.value for lifetime in RunLeases.lifetimes)),
     or_(
         leases.c.installation_id == bindparam("installation_id"),
         leases.c.installation_id.is_(None),

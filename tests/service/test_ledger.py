@@ -3,6 +3,7 @@ environments runkeys created, and the ids it has seen."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from sqlalchemy import inspect, select, update
+from sqlalchemy import func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 
 from handler.ledger import Ledger, tables
@@ -190,6 +191,45 @@ def test_sqlite_syncs_a_durable_transaction_and_only_that(tmp_path: Path) -> Non
     ledger.close()
     assert levels == {True: 2, False: 1}  # FULL, NORMAL
     assert after == 1
+
+
+def _write_lock_free(path: Path) -> bool:
+    """Whether another connection can take SQLite's write lock at once."""
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        return "locked" not in str(exc)  # any other error fails the caller's assertion
+    finally:
+        other.close()  # rolls back what it began
+    return True
+
+
+def test_sqlite_transactions_hold_the_write_lock_from_their_first_read(tmp_path: Path) -> None:
+    """Every transaction is `BEGIN IMMEDIATE`: a read at its start already keeps other writers
+    out (a claim never reads a row another process is claiming), until it commits or rolls
+    back; a plain `BEGIN`, or none, would let the other writer in."""
+    path = tmp_path / "ledger.sqlite3"
+    ledger = Ledger.open(f"sqlite:///{path}")
+    with ledger.begin() as conn:
+        assert conn.scalar(select(func.count()).select_from(tables.leases)) == 0
+        held_while_reading = not _write_lock_free(path)
+    freed_by_commit = _write_lock_free(path)
+    held_again = False
+
+    def read_then_fail() -> None:
+        nonlocal held_again
+        with ledger.begin() as conn:
+            conn.scalar(select(func.count()).select_from(tables.leases))
+            held_again = not _write_lock_free(path)
+            raise RuntimeError("roll back")
+
+    with pytest.raises(RuntimeError, match="roll back"):
+        read_then_fail()
+    freed_by_rollback = _write_lock_free(path)
+    ledger.close()
+    assert (held_while_reading, freed_by_commit) == (True, True)
+    assert (held_again, freed_by_rollback) == (True, True)
 
 
 def test_replicas_starting_together_migrate_once() -> None:
