@@ -36,7 +36,8 @@ RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /opt/whe
 # Stage 2: the base and the venv; no source, no pip, no build tools.
 FROM ${BASE_IMAGE}
 ARG BASE_IMAGE
-ARG VERSION=0.1.0
+# runkeys.__version__, passed by whoever builds (the release workflow, the tests).
+ARG VERSION=unknown
 LABEL org.opencontainers.image.title="runkeys service" \
       org.opencontainers.image.description="The runkeys GitHub App: keeps the lease ledger and retires each key when its job, run or pull request is over." \
       org.opencontainers.image.version="${VERSION}" \

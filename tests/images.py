@@ -24,6 +24,7 @@ from typing import Any
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from runkeys import __version__
 from tests.locks import Locked
 from tests.services import skip_or_fail
 
@@ -88,7 +89,8 @@ def built(dockerfile: str, name: str) -> Iterator[tuple[str, dict[str, Any]]]:
     tag = f"localhost/{name}:test-{uuid.uuid4().hex[:8]}"
     buildah(
         "bud", "--isolation", "chroot", "--quiet", "--format", "docker",
-        "--build-arg", f"BASE_IMAGE={base}", "-f", str(ROOT / dockerfile), "-t", tag, str(ROOT),
+        "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"VERSION={__version__}",
+        "-f", str(ROOT / dockerfile), "-t", tag, str(ROOT),
     )  # fmt: skip
     try:
         config = json.loads(buildah("inspect", "--type", "image", tag))["Docker"]["config"]

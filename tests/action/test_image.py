@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from runkeys import __version__
 from runkeys.providers.random_value import verify_token
 from runkeys_sandbox.server.sandbox import Sandbox
 from tests.action.harness import Step
 from tests.images import (
-    ROOT,
     buildah,
     built,
     installed,
@@ -31,7 +30,6 @@ from tests.images import (
 from tests.locks import ACTION, parse
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
-PYPROJECT = ROOT / "pyproject.toml"
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +82,7 @@ def test_the_image_holds_its_lock_and_runkeys_and_nothing_else(
     (no pip, no build tools), none missing."""
     working, _, _ = container
     found = installed(working)
-    assert found.versions["runkeys"] == tomllib.loads(PYPROJECT.read_text())["project"]["version"]
+    assert found.versions["runkeys"] == __version__
     assert {"pip", "setuptools", "wheel"}.isdisjoint(found.versions)
     assert found.lock_problems(parse(ACTION.text()), "runkeys") == []
 

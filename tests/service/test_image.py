@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import time
-import tomllib
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,10 +28,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from handler.webhooks import sign
+from runkeys import __version__
 from runkeys_sandbox.launch import free_port
 from tests.images import (
     BASE_IMAGE,
-    ROOT,
     built,
     codename,
     installed,
@@ -207,7 +206,7 @@ def service(
 
 def test_the_image_is_configured_as_documented(image: Image) -> None:
     config = image.config
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    version = __version__
     assert config["Entrypoint"] == ["runkeys"]
     assert config["Cmd"] == ["serve"]
     assert config["User"] == f"{UID}:{UID}"
@@ -253,8 +252,7 @@ def test_the_image_holds_its_lock_and_runkeys_and_nothing_else(image: Image) -> 
     """By hash from requirements/service.txt; every distribution needed by runkeys[postgres]
     by its own metadata, none missing."""
     found = installed(image.working)
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    assert found.versions["runkeys"] == version
+    assert found.versions["runkeys"] == __version__
     assert found.lock_problems(parse(SERVICE.text()), "runkeys", ("postgres",)) == []
 
 
