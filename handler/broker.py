@@ -434,10 +434,11 @@ def _issue(  # noqa: PLR0917 (one request's parts, each used once)
     job = ServiceJob(identity)
     secrets = None
     if scope is not None:
-        secrets = WatchedSecrets(
-            service.broker_github(permissions_for(scope)),
-            identity.repository,
-        )
+        github = service.broker_github(permissions_for(scope))
+        # The caller's check found the installation already: a narrowed session asking again
+        # would cost every fresh service's first request one more GitHub call than local mode.
+        github.remember_installation(identity.repository, installation_id)
+        secrets = WatchedSecrets(github, identity.repository)
         secrets.watcher = job
     deps = Collaborators(
         registry=service.registry,

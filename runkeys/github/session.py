@@ -251,6 +251,12 @@ class GitHubSession:
             self._installations[key] = installation_id
         return installation_id
 
+    def remember_installation(self, repository: str, installation_id: int) -> None:
+        """The App's installation on `repository`, as another session of the same App found it:
+        this one then never asks GitHub for it again."""
+        with self._lock:
+            self._installations[repository.lower()] = installation_id
+
     def create_installation_token(
         self,
         installation_id: int,

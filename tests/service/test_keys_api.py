@@ -582,6 +582,50 @@ def test_the_services_app_writes_with_a_token_narrowed_to_the_repository_and_the
     assert {r.caller for r in writes} == {"installation"}
 
 
+def github_calls(github: GitHub) -> list[str]:
+    """The GitHub API calls the stand-in answered (not the OIDC issuer's keys), by operation."""
+    return [
+        r.operation or f"{r.method} {r.path}"
+        for r in github.sandbox.requests
+        if not r.path.startswith("/_services/")
+    ]
+
+
+def test_a_new_environment_costs_the_fewest_github_calls_as_in_local_mode(
+    client: FlaskClient, github: GitHub
+) -> None:
+    """A fresh service's first request makes local mode's minimum for N keys into a new
+    environment, N + 5 calls (the installation is looked up once, not again by the session
+    narrowed to the write); a later request reuses both, N + 3."""
+    environment = [
+        "GET /repos/{owner}/{repo}/environments/{environment_name}",
+        "PUT /repos/{owner}/{repo}/environments/{environment_name}",
+        "GET /repos/{owner}/{repo}/environments/{environment_name}/secrets/public-key",
+        *["PUT /repos/{owner}/{repo}/environments/{environment_name}/secrets/{secret_name}"] * 3,
+    ]
+    keys = "".join(f"TOKEN_{i}: {{provider: random, ttl: 30m}}\n" for i in range(3))
+    for pr, expected in (
+        (
+            31,
+            [
+                "GET /repos/{owner}/{repo}/installation",
+                "POST /app/installations/{installation_id}/access_tokens",
+                *environment,
+            ],
+        ),
+        (32, environment),
+    ):
+        github.sandbox.clear_requests()
+        _, public = new_key_pair()
+        data = request_body(
+            keys, public, destination={"kind": "environment", "environment": "ci-pr-{pr}"}
+        )
+        response = post(client, data, github.auth(pr_claims(github, pr)))
+        assert response.status_code == 201, response.json
+        assert github_calls(github) == expected
+        assert len(github.sandbox.secret_names(github.repo, f"ci-pr-{pr}")) == 3
+
+
 def test_a_secret_write_failing_rolls_back_every_key_and_the_environment(
     client: FlaskClient, github: GitHub, broker: Flask
 ) -> None:
