@@ -1,7 +1,7 @@
 """Every benchmark, one after the other, then the table of all of them (`summary.md` beside
 their results): `make bench`, or
 
-    .venv/bin/python -m bench [--quick] [--out DIR] [--only webhook,revocation,action,ledger]
+    .venv/bin/python -m bench [--quick] [--out DIR] [--only webhook,revocation,action,broker,ledger]
 
 A benchmark that cannot run here (no `wrk`, no PostgreSQL) says why; the others still run.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from bench.machine import one_line
 from bench.report import DEFAULT_OUT, SUMMARY_HEADER
 
-BENCHMARKS = ("webhook", "revocation", "action", "ledger")
+BENCHMARKS = ("webhook", "revocation", "action", "broker", "ledger")
 
 
 def summary(out: Path, names: Sequence[str]) -> str:

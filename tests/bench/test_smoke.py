@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bench import __main__ as everything
-from bench import ledger, revocation, webhook
+from bench import broker, ledger, revocation, webhook
 from tests.services import need, skip_or_fail
 
 pytestmark = pytest.mark.slow
@@ -73,6 +73,37 @@ def test_the_action_and_the_summary_of_all(tmp_path: Path) -> None:
     table = (tmp_path / "summary.md").read_text()
     assert "| Action, 10 keys into a new environment |" in table
     assert "Machine: " in table
+
+
+def test_broker_mode_against_local_mode(tmp_path: Path) -> None:
+    assert broker.main(["--quick", "--out", str(tmp_path)]) == 0
+    data = results(tmp_path, "broker")
+    environment = [
+        "GET /repos/{owner}/{repo}/environments/{environment_name}",
+        "PUT /repos/{owner}/{repo}/environments/{environment_name}",
+        "GET /repos/{owner}/{repo}/environments/{environment_name}/secrets/public-key",
+        *["PUT /repos/{owner}/{repo}/environments/{environment_name}/secrets/{secret_name}"] * 10,
+    ]
+    app = [
+        "GET /repos/{owner}/{repo}/installation",
+        "POST /app/installations/{installation_id}/access_tokens",
+    ]
+    # A fresh service's first broker request: the installation once, its token, the
+    # environment's calls; local mode's step makes the same 15, and its service looks the
+    # installation up once more for the lease registration.
+    cold = data["raw"]["cold"]
+    assert cold["broker"] == app + environment
+    assert sorted(cold["local"]) == sorted([*app, app[0], *environment])
+    mints = data["raw"]["mints"]
+    assert [m["calls"] for m in mints["broker"]] == [environment]  # warm: both kept
+    assert [m["calls"] for m in mints["local"]] == [app + environment]
+    assert all(m["service_ms"] > 0 for m in mints["broker"] + mints["local"])
+    assert [m["service_ms"] for m in mints["local-alone"]] == [0]
+    bursts = data["raw"]["bursts"]
+    assert sorted(bursts) == ["environment", "job"]
+    for answers in bursts.values():
+        assert [(a["status"], a["error"]) for a in answers] == [(201, None)] * 4
+    assert any(line["what"].startswith("Broker mode, 10 keys") for line in data["summary"])
 
 
 def test_the_ledger(tmp_path: Path) -> None:
