@@ -80,12 +80,16 @@ def register(
         f"attempt {identity.run_attempt} ({identity.event_name} {identity.ref})",
         now=now,
     )
+    # One upsert per environment, not per lease: a 10-key run names its environment 10 times,
+    # and the upserts in a row end as this one does (the first naming kept, `claimed` or-ed).
+    named: dict[str, tuple[str, bool]] = {}
     for request in requests:
         environment = request.secret.environment if request.secret else None
         if request.id in inserted and environment:
-            name_environment(
-                conn, identity, environment, claimed=request.environment_created, now=now
-            )
+            first, claimed = named.get(environment.lower(), (environment, False))
+            named[environment.lower()] = (first, claimed or request.environment_created)
+    for environment, claimed in named.values():
+        name_environment(conn, identity, environment, claimed=claimed, now=now)
     return Registered(leases=[found[r.id] for r in requests], created=len(inserted))
 
 

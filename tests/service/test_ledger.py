@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from sqlalchemy import func, inspect, select, update
+from sqlalchemy import event, func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 
 from handler.ledger import Ledger, tables
@@ -573,6 +573,33 @@ def test_an_environment_runkeys_created_is_deletable_once_no_live_lease_uses_it(
         assert (env.name, env.repository) == ("ci-run-7", "octo/app")
         mark(conn, env.repository_id, env.name, state="deleted", now=NOW)
         assert deletable(conn) == []
+
+
+def test_a_runs_leases_name_their_environment_in_one_statement(ledger: Ledger) -> None:
+    """Ten leases of one environment (GitHub ignores case) and one of another: two upserts,
+    not eleven, ending as eleven would: the first spelling kept, claimed if any lease says
+    it created the environment."""
+    who = identity()
+    keys = [
+        lease(key_name=f"KEY_{i}", environment="ci-pr-7" if i % 2 else "CI-PR-7") for i in range(10)
+    ]
+    keys[4] = lease(key_name="KEY_4", environment="CI-PR-7", environment_created=True)
+    other = lease(key_name="OTHER", environment="staging")
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        statements.append(statement)
+
+    event.listen(ledger.engine, "before_cursor_execute", seen)
+    try:
+        put(ledger, who, *keys, other, now=NOW)
+    finally:
+        event.remove(ledger.engine, "before_cursor_execute", seen)
+    assert len([s for s in statements if "INSERT INTO environments" in s]) == 2
+    env = tables.environments
+    with ledger.begin() as conn:
+        rows = conn.execute(select(env.c.name, env.c.claimed).order_by(env.c.name)).all()
+    assert [tuple(r) for r in rows] == [("CI-PR-7", True), ("staging", False)]
 
 
 # --- seen ids -----------------------------------------------------------------------------------
