@@ -316,6 +316,7 @@ class Settings:
     warmup: int = 1
     concurrent: int = 20
     bursts: int = 3
+    alone: int = 10  # requests one at a time: the bursts' baseline
 
 
 @dataclass
@@ -323,6 +324,7 @@ class Measured:
     cold: dict[str, list[str]] = field(default_factory=dict)  # mode → calls on a fresh service
     mints: dict[str, list[Mint]] = field(default_factory=dict)
     bursts: dict[str, list[Answer]] = field(default_factory=dict)
+    alone: dict[str, list[Answer]] = field(default_factory=dict)  # one request at a time
 
 
 MODES = ("broker", "local", "local-alone")
@@ -345,6 +347,7 @@ def run(s: Settings, tmp: Path) -> Result:
                 measured.mints[mode].append(world.mint(mode))
         for kind in ("environment", "job"):
             world.burst(2, kind)  # warm: the narrowed token of this destination is cached
+            measured.alone[kind] = [a for _ in range(s.alone) for a in world.burst(1, kind)]
             measured.bursts[kind] = [
                 a for _ in range(s.bursts) for a in world.burst(s.concurrent, kind)
             ]
@@ -419,12 +422,16 @@ def _result(s: Settings, m: Measured) -> Result:
         seconds = [a.seconds for a in answers]
         failed = [a for a in answers if a.error is not None]
         p50, p99 = percentile(seconds, 50), percentile(seconds, 99)
+        alone = m.alone[kind]
+        failed += [a for a in alone if a.error is not None]
+        single = percentile([a.seconds for a in alone], 50)
         met = p99 <= TARGET_P99_S and not failed
         where = "a new environment each" if kind == "environment" else "job only (no secrets)"
         burst_rows[kind] = {
             "p50": p50,
             "p99": p99,
             "max": max(seconds),
+            "alone_p50": single,
             "failed": len(failed),
             "errors": sorted({f"{a.status} {a.error}" for a in failed})[:5],
         }
@@ -440,15 +447,16 @@ def _result(s: Settings, m: Measured) -> Result:
             Summary(
                 f"Broker mode, {s.concurrent} requests at once ({s.keys} keys, {where})",
                 f"p50 {p50:.2f} s, p99 {p99:.2f} s, {len(failed)} of {len(answers)} failed",
-                "-",
-                "-",
+                f"one at a time: p50 {single:.2f} s",
+                f"{p50 / single:.1f} (p50), {p99 / single:.1f} (p99)",
                 f"p99 <= {TARGET_P99_S:g} s, none fails",
                 met,
             )
         )
         headline.append(
             f"{s.concurrent} at once ({where}): p50 {p50:.2f} s, p99 {p99:.2f} s, "
-            f"max {max(seconds):.2f} s, {len(failed)} failed of {len(answers)}"
+            f"max {max(seconds):.2f} s, {len(failed)} failed of {len(answers)}; one at a time "
+            f"p50 {single:.2f} s"
         )
     return Result(
         name="broker",
@@ -458,7 +466,8 @@ def _result(s: Settings, m: Measured) -> Result:
         f"{s.warmup} warm-up; wall time from spawning the step to its exit. One "
         "`runkeys serve` (gunicorn, 1 worker of 4 threads, SQLite ledger) serves both "
         f"modes. Then {s.bursts} bursts of {s.concurrent} `POST /v1/keys` sent at once "
-        "(each its own run and token, no retry), per destination.",
+        "(each its own run and token, no retry), per destination, against "
+        f"{s.alone} such requests one at a time.",
         columns=[
             ("who", "who"),
             ("seconds", "wall s (min-max)"),
@@ -500,6 +509,7 @@ def _result(s: Settings, m: Measured) -> Result:
             "cold": m.cold,
             "mints": {k: [x.__dict__ for x in v] for k, v in m.mints.items()},
             "bursts": {k: [a.__dict__ for a in v] for k, v in m.bursts.items()},
+            "alone": {k: [a.__dict__ for a in v] for k, v in m.alone.items()},
             "burst_stats": burst_rows,
         },
     )
@@ -510,13 +520,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--concurrent", type=int, help="requests at once (default 20)")
     p.add_argument("--bursts", type=int, help="bursts of them per destination (default 3)")
     args = p.parse_args(argv)
-    s = Settings(repeat=1, warmup=1, concurrent=4, bursts=1) if args.quick else Settings()
+    quick = Settings(repeat=1, warmup=1, concurrent=4, bursts=1, alone=2)
+    s = quick if args.quick else Settings()
     if args.repeat:
-        s = Settings(s.keys, args.repeat, s.warmup, s.concurrent, s.bursts)
+        s = replace(s, repeat=args.repeat)
     if args.concurrent:
-        s = Settings(s.keys, s.repeat, s.warmup, args.concurrent, s.bursts)
+        s = replace(s, concurrent=args.concurrent)
     if args.bursts:
-        s = Settings(s.keys, s.repeat, s.warmup, s.concurrent, args.bursts)
+        s = replace(s, bursts=args.bursts)
     return run_benchmark("broker", run, s, args.out)
 
 
