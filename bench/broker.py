@@ -16,6 +16,7 @@ own work (docs/benchmarks.md#broker-mode-vs-local-mode)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import subprocess
@@ -284,6 +285,24 @@ class World:
             return Answer(seconds, answer.status_code, f"{len(opened)} keys, not {self.keys}")
         return Answer(seconds, answer.status_code, None)
 
+    def service_cpu(self) -> float:
+        """CPU seconds the service's processes (gunicorn's master and workers) have used: what
+        its requests cost whatever else the machine is running. NaN without Linux's /proc."""
+        assert self.server is not None
+        master = self.server.process.pid
+        total = 0.0
+        try:
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                try:
+                    fields = stat.read_text().rsplit(")", 1)[1].split()
+                except OSError:  # a process that ended meanwhile
+                    continue
+                if int(stat.parent.name) == master or int(fields[1]) == master:
+                    total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError):
+            return math.nan
+        return total
+
     def burst(self, concurrent: int, kind: str) -> list[Answer]:
         """`concurrent` requests sent at once, each its own pull request's run and token."""
         tokens = []
@@ -325,6 +344,7 @@ class Measured:
     mints: dict[str, list[Mint]] = field(default_factory=dict)
     bursts: dict[str, list[Answer]] = field(default_factory=dict)
     alone: dict[str, list[Answer]] = field(default_factory=dict)  # one request at a time
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # the service's CPU per burst request
 
 
 MODES = ("broker", "local", "local-alone")
@@ -348,9 +368,12 @@ def run(s: Settings, tmp: Path) -> Result:
         for kind in ("environment", "job"):
             world.burst(2, kind)  # warm: the narrowed token of this destination is cached
             measured.alone[kind] = [a for _ in range(s.alone) for a in world.burst(1, kind)]
+            before = world.service_cpu()
             measured.bursts[kind] = [
                 a for _ in range(s.bursts) for a in world.burst(s.concurrent, kind)
             ]
+            used = world.service_cpu() - before
+            measured.cpu_ms[kind] = used * 1000 / len(measured.bursts[kind])
     finally:
         world.close()
     return _result(s, measured)
@@ -432,6 +455,7 @@ def _result(s: Settings, m: Measured) -> Result:
             "p99": p99,
             "max": max(seconds),
             "alone_p50": single,
+            "service_cpu_ms_per_request": m.cpu_ms[kind],
             "failed": len(failed),
             "errors": sorted({f"{a.status} {a.error}" for a in failed})[:5],
         }
@@ -456,7 +480,7 @@ def _result(s: Settings, m: Measured) -> Result:
         headline.append(
             f"{s.concurrent} at once ({where}): p50 {p50:.2f} s, p99 {p99:.2f} s, "
             f"max {max(seconds):.2f} s, {len(failed)} failed of {len(answers)}; one at a time "
-            f"p50 {single:.2f} s"
+            f"p50 {single:.2f} s; the service's CPU {m.cpu_ms[kind]:.0f} ms a request"
         )
     return Result(
         name="broker",
@@ -500,6 +524,11 @@ def _result(s: Settings, m: Measured) -> Result:
             "GitHub requests, more than GitHub's 80 a minute (the service's default budget), "
             "which would pace them over minutes: that is GitHub's limit, not the service's "
             "latency. The job-only burst writes nothing to GitHub.",
+            "The service's CPU (gunicorn's processes, from /proc, over the bursts) a request: "
+            + ", ".join(f"{k} {v:.0f} ms" for k, v in m.cpu_ms.items())
+            + f"; a burst of {s.concurrent} needs {s.concurrent} times that of one worker, "
+            "which shares its cores with whatever else runs (the load average in the machine "
+            "line).",
             "The sandbox runs in the benchmark's process and answers on loopback: GitHub's own "
             "latency (tens of ms a call) is not in these figures.",
         ],

@@ -105,6 +105,8 @@ def test_broker_mode_against_local_mode(tmp_path: Path) -> None:
         assert [(a["status"], a["error"]) for a in answers] == [(201, None)] * 4
     for answers in data["raw"]["alone"].values():  # the bursts' baseline
         assert [(a["status"], a["error"]) for a in answers] == [(201, None)] * 2
+    for stats in data["raw"]["burst_stats"].values():
+        assert stats["service_cpu_ms_per_request"] > 0
     assert any(line["what"].startswith("Broker mode, 10 keys") for line in data["summary"])
 
 
