@@ -46,7 +46,9 @@ ACTION = str(BIN / "runkeys-action")
 KEYS = 10
 TARGET_RATIO = 1.5
 TARGET_P99_S = 2.0
-UNPACED = 1_000_000  # writes a minute: see the note on the write budget
+UNPACED = 1_000_000  # writes a minute: see the note on GitHub's limits
+# GitHub's time runs this much faster for the service's pacing (its minute: 6 ms): see the note.
+TIME_FACTOR = 10_000
 RUNNER_PATHS = "/_services/"  # the runner's OIDC endpoint and the issuer's keys: not GitHub's API
 POLICY = """\
 version: 1
@@ -149,6 +151,7 @@ class World:
                 "RUNKEYS_POLICY_FILE": str(self.policy),
                 "RUNKEYS_OIDC_AUDIENCE": AUDIENCE,
                 "RUNKEYS_GITHUB_WRITES_PER_MINUTE": str(UNPACED),
+                "RUNKEYS_GITHUB_TIME_FACTOR": str(TIME_FACTOR),
             },
         )
         self.log = self.tmp / f"service-{self.servers}.log"
@@ -519,11 +522,14 @@ def _result(s: Settings, m: Measured) -> Result:
             "the imports and the planning, up to the step's first request (the runner's OIDC "
             "endpoint or GitHub). Broker mode's step imports PyGithub and the database "
             "drivers too (through `runkeys.issuance`) although it calls neither.",
-            f"Write budget raised to {UNPACED}/min: a burst of {s.concurrent} 10-key requests "
-            f"into new environments makes {s.concurrent * (s.keys + 1)} content-creating "
-            "GitHub requests, more than GitHub's 80 a minute (the service's default budget), "
-            "which would pace them over minutes: that is GitHub's limit, not the service's "
-            "latency. The job-only burst writes nothing to GitHub.",
+            f"GitHub's limits lifted for the service (`RUNKEYS_GITHUB_WRITES_PER_MINUTE` "
+            f"{UNPACED}, `RUNKEYS_GITHUB_TIME_FACTOR` {TIME_FACTOR:,}): a burst of "
+            f"{s.concurrent} 10-key requests into new environments makes "
+            f"{s.concurrent * (s.keys + 1)} content-creating GitHub requests, more than "
+            "GitHub's 80 a minute and 900 points a minute per installation, which the "
+            "service's pacing would spread over minutes (and this run's, over its 500 writes "
+            "an hour): that is GitHub's limit, not the service's latency. The job-only burst "
+            "writes nothing to GitHub.",
             "The service's CPU (gunicorn's processes, from /proc, over the bursts) a request: "
             + ", ".join(f"{k} {v:.0f} ms" for k, v in m.cpu_ms.items())
             + f"; a burst of {s.concurrent} needs {s.concurrent} times that of one worker, "
