@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import random
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from handler.heartbeat import Heartbeat
 from handler.ledger.completions import apply_completions, pending
-from handler.ledger.environments import deletable, mark
+from handler.ledger.environments import EnvironmentRecord, deletable, mark
 from handler.ledger.history import record
 from handler.ledger.queue import claim_due, finish_failed, finish_revoked
 from handler.ledger.records import LeaseRecord
@@ -23,7 +24,8 @@ from handler.ownership import environment_kept_because, secret_kept_because
 from handler.service import Service
 from runkeys.errors import ConfigError, GitHubError, ProviderError, RunkeysError
 from runkeys.github.pacing import PacingWait
-from runkeys.retire import RetireRequest, retire
+from runkeys.github.secrets import EnvironmentFacts
+from runkeys.retire import RetireRequest, delete_secret, retire, revoke
 from runkeys.scrub import described
 
 # Repeated on purpose: event() calls look alike, but each names its own fields to log.
@@ -68,11 +70,8 @@ class RevocationWorker:
             return 0
         ids = [lease.id for lease in claim.leases]
         with Heartbeat(self.service, claim.token, ids, hold=self.settings.claim_timeout) as beat:
-            for lease in claim.leases:  # each result committed on its own, as soon as known
-                if not beat.holds(lease.id):  # lapsed and re-taken: the other worker has it
-                    event(log, "claim lost", level=logging.WARNING, lease=lease.id)
-                    continue
-                self.retire(lease, claim.token)
+            # each result committed on its own, as soon as known
+            self.retire_all(claim.leases, claim.token, holds=beat.holds)
         return len(claim.leases)
 
     def drain(self, *, max_batches: int = 1000) -> int:
@@ -113,7 +112,122 @@ class RevocationWorker:
             )
         return kept
 
+    def retire_all(
+        self,
+        leases: Sequence[LeaseRecord],
+        token: str,
+        *,
+        holds: Callable[[str], bool] = lambda _lease_id: True,
+    ) -> None:
+        """Retire a claimed batch. The leases of an environment runkeys created that no other
+        live lease uses retire together: revoked at their providers, then the environment is
+        deleted once, its secrets with it, instead of each secret first (GitHub's write budget
+        is what bounds retiring, issue 16). Every other lease retires on its own. `holds`:
+        whether the claim on a lease still holds (the heartbeat's word), asked before it."""
+
+        def held(lease: LeaseRecord) -> bool:
+            if holds(lease.id):
+                return True
+            # lapsed and re-taken: the other worker has it
+            event(log, "claim lost", level=logging.WARNING, lease=lease.id)
+            return False
+
+        together: dict[tuple[int, str], list[LeaseRecord]] = {}
+        for lease in leases:
+            environment = lease.secret.environment if lease.secret is not None else None
+            if environment is None or lease.provider_only:
+                if held(lease):
+                    self.retire(lease, token)
+            else:
+                together.setdefault((lease.repository_id, environment.lower()), []).append(lease)
+        for (repository_id, name), claimed in together.items():
+            group = [lease for lease in claimed if held(lease)]
+            env = self._deletable_after(repository_id, name, group) if group else None
+            if env is None:
+                for lease in group:
+                    self.retire(lease, token)
+            else:
+                self._retire_with_environment(env, group, token)
+
+    def _deletable_after(
+        self, repository_id: int, name: str, group: Sequence[LeaseRecord]
+    ) -> EnvironmentRecord | None:
+        """The environment, if runkeys created it and no live lease but `group` uses it."""
+        with self.service.ledger.begin() as conn:
+            found = deletable(
+                conn, repository_id=repository_id, name=name, retiring=[g.id for g in group]
+            )
+        return found[0] if found else None
+
+    def _retire_with_environment(
+        self, env: EnvironmentRecord, group: Sequence[LeaseRecord], token: str
+    ) -> None:
+        revoked: list[LeaseRecord] = []
+        for lease in group:
+            try:
+                revoke(
+                    RetireRequest.of(lease, secret=lease.secret),
+                    registry=self.service.registry,
+                    connections=self.service.config.connections,
+                )
+            except Exception as exc:
+                self._failed(lease, token, exc)
+            else:
+                revoked.append(lease)
+        # A lease not revoked still lives in the environment: it stays, so each secret goes.
+        went = self._delete_environment(env, group) if len(revoked) == len(group) else None
+        for lease in revoked:
+            if went is None:
+                self._delete_secret(lease, token)
+            else:
+                self._finish(lease, token, detail=f"revoked at the provider, {went}")
+
+    def _delete_environment(
+        self, env: EnvironmentRecord, group: Sequence[LeaseRecord]
+    ) -> str | None:
+        """Delete the environment of `group`'s revoked leases, asked again now (a lease may
+        have come to use it since) and with GitHub's word on it; what became of it, or None
+        when it stays (then each secret is deleted on its own). A failed DELETE is left to the
+        sweeper's pass, as the environment stays a candidate."""
+        if self._deletable_after(env.repository_id, env.name, group) is None:
+            return None
+        store = self.service.secrets_for(env.repository)
+        try:
+            facts = store.environment_facts(env.name)
+        except Exception as exc:
+            self._environment_failed(env, exc)
+            return None
+        kept = None if facts is None else environment_kept_because(facts, env.named_at)
+        if kept is None:
+            try:
+                if facts is not None:
+                    store.delete_environment(env.name)
+            except Exception as exc:
+                self._environment_failed(env, exc)
+                return f"its secret goes with environment {env.name} (its deletion failed; retried)"
+        self._mark_environment(env, facts, kept)
+        if kept is not None:
+            return None
+        if facts is None:
+            return f"its secret went with environment {env.name} (already deleted)"
+        return f"secret deleted with environment {env.name}"
+
+    def _delete_secret(self, lease: LeaseRecord, token: str) -> None:
+        """The second half of retiring a revoked lease whose environment stays."""
+        try:
+            kept_for = self._keep_secret(lease)
+            if kept_for is None:
+                request = RetireRequest.of(lease, secret=lease.secret)
+                delete_secret(request, self.service.secrets_for)
+        except Exception as exc:
+            self._failed(lease, token, exc)
+            return
+        deleted = ", secret deleted" if kept_for is None else ""
+        self._finish(lease, token, detail=f"revoked at the provider{deleted}", kept_for=kept_for)
+
     def retire(self, lease: LeaseRecord, token: str) -> None:
+        """Retire one lease: revoke, delete its secret, then its environment if that was the
+        last live lease in one runkeys created."""
         request = RetireRequest.of(lease, secret=None if lease.provider_only else lease.secret)
         try:
             retired = retire(
@@ -127,10 +241,19 @@ class RevocationWorker:
             self._failed(lease, token, exc)
             return
         kept_for = retired.kept_for
+        deleted = not lease.provider_only and kept_for is None
+        detail = "revoked at the provider" + (", secret deleted" if deleted else "")
+        if not self._finish(lease, token, detail=detail, kept_for=kept_for):
+            return
+        if lease.secret and lease.secret.environment and not lease.provider_only:
+            self.delete_environments(lease.repository_id, lease.secret.environment)
+
+    def _finish(
+        self, lease: LeaseRecord, token: str, *, detail: str, kept_for: str | None = None
+    ) -> bool:
+        """Record the lease revoked; False when the claim was lost."""
         now = self.service.clock()
         with self.service.ledger.begin() as conn:
-            deleted = not lease.provider_only and kept_for is None
-            detail = "revoked at the provider" + (", secret deleted" if deleted else "")
             done = finish_revoked(conn, lease.id, token, now=now, detail=detail)
             if done and kept_for is not None:
                 record(
@@ -143,7 +266,7 @@ class RevocationWorker:
                 )
         if not done:  # our claim lapsed and another worker took the lease: it records the end
             event(log, "claim lost", level=logging.WARNING, lease=lease.id)
-            return
+            return False
         self.service.metrics.revocations.labels(outcome="revoked").inc()
         if lease.retire_requested_at is not None:
             latency = (now - lease.retire_requested_at).total_seconds()
@@ -156,8 +279,7 @@ class RevocationWorker:
             attempts=lease.attempts,
             secret_kept_for=kept_for,
         )
-        if lease.secret and lease.secret.environment and not lease.provider_only:
-            self.delete_environments(lease.repository_id, lease.secret.environment)
+        return True
 
     def _failed(self, lease: LeaseRecord, token: str, exc: Exception) -> None:
         error = self._describe(exc)
@@ -229,30 +351,39 @@ class RevocationWorker:
                 if facts is not None and kept is None:
                     store.delete_environment(env.name)
             except Exception as exc:
-                event(
-                    log,
-                    "environment not deleted",
-                    level=logging.WARNING,
-                    repository=env.repository,
-                    environment=env.name,
-                    error=self._describe(exc),
-                )
+                self._environment_failed(env, exc)
                 continue
-            now = self.service.clock()
-            with self.service.ledger.begin() as conn:
-                state = "kept" if kept is not None else "deleted"
-                mark(conn, env.repository_id, env.name, state=state, now=now, note=kept)
-            if kept is not None:
-                event(
-                    log,
-                    "environment kept: GitHub says it is not runkeys' to delete",
-                    level=logging.WARNING,
-                    repository=env.repository,
-                    environment=env.name,
-                    reason=kept,
-                )
-                continue
-            if facts is not None:
+            self._mark_environment(env, facts, kept)
+            if facts is not None and kept is None:
                 deleted += 1
-                event(log, "environment deleted", repository=env.repository, environment=env.name)
         return deleted
+
+    def _environment_failed(self, env: EnvironmentRecord, exc: Exception) -> None:
+        event(
+            log,
+            "environment not deleted",
+            level=logging.WARNING,
+            repository=env.repository,
+            environment=env.name,
+            error=self._describe(exc),
+        )
+
+    def _mark_environment(
+        self, env: EnvironmentRecord, facts: EnvironmentFacts | None, kept: str | None
+    ) -> None:
+        """Record what GitHub said and did: `kept` (with why), else `deleted` (or gone)."""
+        now = self.service.clock()
+        with self.service.ledger.begin() as conn:
+            state = "kept" if kept is not None else "deleted"
+            mark(conn, env.repository_id, env.name, state=state, now=now, note=kept)
+        if kept is not None:
+            event(
+                log,
+                "environment kept: GitHub says it is not runkeys' to delete",
+                level=logging.WARNING,
+                repository=env.repository,
+                environment=env.name,
+                reason=kept,
+            )
+        elif facts is not None:
+            event(log, "environment deleted", repository=env.repository, environment=env.name)

@@ -4,6 +4,7 @@ created it and no live lease uses it any more. Whether it is deleted is GitHub's
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,20 +26,28 @@ class EnvironmentRecord:
     named_at: datetime | None  # None: rows of an older ledger that never said
 
 
-def _in_use() -> ColumnElement[bool]:
-    return exists().where(
+def _in_use(retiring: Collection[str]) -> ColumnElement[bool]:
+    live = [
         leases.c.repository_id == environments.c.repository_id,
         func.lower(leases.c.secret_environment) == environments.c.name_key,
         leases.c.state.in_([s.value for s in LIVE_STATES]),
-    )
+    ]
+    if retiring:
+        live.append(leases.c.id.not_in(list(retiring)))
+    return exists().where(*live)
 
 
 def deletable(
-    conn: Connection, *, repository_id: int | None = None, name: str | None = None
+    conn: Connection,
+    *,
+    repository_id: int | None = None,
+    name: str | None = None,
+    retiring: Collection[str] = (),
 ) -> list[EnvironmentRecord]:
-    """Environments a lease claimed to have created, still there, that no live lease uses."""
+    """Environments a lease claimed to have created, still there, that no live lease uses but
+    those in `retiring` (leases being retired now, whose secrets may go with it)."""
     query = select(environments).where(
-        environments.c.state == "present", environments.c.claimed, ~_in_use()
+        environments.c.state == "present", environments.c.claimed, ~_in_use(retiring)
     )
     if repository_id is not None:
         query = query.where(environments.c.repository_id == repository_id)

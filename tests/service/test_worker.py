@@ -473,13 +473,14 @@ def test_a_secret_a_newer_live_lease_wrote_is_kept(
         ("worker", "revoked", "revoked at the provider"),
         ("worker", "secret_kept", kept),
     ]
-    # The newer lease retires: its secret is its own to delete, and the environment goes too.
+    # The newer lease retires: the last in the environment, which goes with its secret.
     queue_all(service, [newer.id])
     assert RevocationWorker(service).drain() == 1
     assert "ci-pr-9" not in github.sandbox.environment_names(github.repo)
     with service.ledger.begin() as conn:
         last = history(conn, newer.id)[-1]
-    assert (last.action, last.detail) == ("revoked", "revoked at the provider, secret deleted")
+    detail = "revoked at the provider, secret deleted with environment ci-pr-9"
+    assert (last.action, last.detail) == ("revoked", detail)
 
 
 def test_only_a_newer_live_lease_of_the_same_secret_keeps_it(

@@ -1,0 +1,261 @@
+"""GitHub's write budget bounds retiring (issue 16): the leases of an environment runkeys created
+that retire together cost one provider revoke each and one environment DELETE, after the two
+reads of GitHub's word on the environment (`handler.ownership`); a secret is deleted on its own
+only where its environment stays. Counted from the sandbox's request log, on both ledgers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+import msgspec
+import pytest
+from sqlalchemy import select
+
+from handler.config import ServiceConfig
+from handler.ledger import tables
+from handler.ledger.completions import record_completion
+from handler.ledger.history import history
+from handler.ledger.queue import RunLeases
+from handler.service import Service
+from handler.worker import RevocationWorker
+from runkeys.leases import LeaseRequest, LeaseState
+from runkeys.oidc import RunIdentity
+from runkeys_sandbox.launch import ThreadServer
+from tests.service.conftest import GitHub
+from tests.service.kit import HTTP_PARAMS, Clock, TokenIssuer, identity, put, stored
+
+KEYS = 10
+
+
+@pytest.fixture
+def issuer() -> Iterator[tuple[TokenIssuer, str]]:
+    tokens = TokenIssuer()
+    server = ThreadServer(tokens)
+    yield tokens, server.url
+    server.stop()
+
+
+@pytest.fixture
+def service(
+    environ: dict[str, str], issuer: tuple[TokenIssuer, str], clock: Clock
+) -> Iterator[Service]:
+    _, url = issuer
+    config = ServiceConfig.from_env({**environ, "RUNKEYS_CONNECTION_ISSUER": url})
+    assert config.github is not None
+    # A GitHub failure fails the attempt at once, so each call the test counts is made once.
+    made = Service(replace(config, github=replace(config.github, retries=0)), clock=clock)
+    yield made
+    made.close()
+
+
+def run_of(github: GitHub, run_id: int) -> RunIdentity:
+    return replace(identity(github.repo.full_name, github.repo.id), run_id=run_id)
+
+
+def keys(
+    github: GitHub, tokens: TokenIssuer, environment: str, *, created: bool, prefix: str = "KEY"
+) -> list[LeaseRequest]:
+    """`KEYS` leases of the `http` provider whose secrets are in `environment`."""
+    return [
+        github.lease(
+            key_name=f"{prefix}_{i}",
+            provider="http",
+            connection="issuer",
+            params=HTTP_PARAMS,
+            reference=reference,
+            environment=environment,
+            environment_created=created,
+        )
+        for i, reference in enumerate(tokens.mint(KEYS))
+    ]
+
+
+def written(service: Service, github: GitHub, items: list[LeaseRequest], run_id: int) -> None:
+    """Registered for run `run_id` and their secrets written, as the action does."""
+    who = run_of(github, run_id)
+    put(service.ledger, who, *items, installation_id=github.installation.id, now=service.clock())
+    store = service.secrets_for(github.repo.full_name)
+    for item in items:
+        assert item.secret is not None
+        store.put(item.secret, f"value-of-{item.key_name}")
+
+
+def complete(service: Service, github: GitHub, run_id: int) -> int:
+    """The run's `completed` delivery, then the worker's drain; how many leases it retired.
+    GitHub's request log holds only what the worker asked."""
+    with service.ledger.begin() as conn:
+        run = RunLeases(github.repo.id, run_id, 1, github.installation.id)
+        record_completion(conn, run, reason="run completed", now=service.clock())
+    github.sandbox.clear_requests()
+    return RevocationWorker(service).drain()
+
+
+def calls(github: GitHub) -> list[tuple[str, str]]:
+    return [(r.method, r.path) for r in github.sandbox.requests]
+
+
+def environment_calls(github: GitHub, name: str) -> list[tuple[str, str]]:
+    """Reading GitHub's word on the environment (`environment_facts`), then deleting it."""
+    url = f"/repos/{github.repo.full_name}/environments/{name}"
+    return [("GET", url), ("GET", f"{url}/deployment_protection_rules"), ("DELETE", url)]
+
+
+def secret_calls(github: GitHub, name: str, items: list[LeaseRequest]) -> list[tuple[str, str]]:
+    """Each secret alone: when GitHub says it was written (`secret_written_at`), then DELETE,
+    in the order the worker claims the leases (by id)."""
+    url = f"/repos/{github.repo.full_name}/environments/{name}/secrets"
+    return [
+        (method, f"{url}/{item.key_name}")
+        for item in sorted(items, key=lambda i: i.id)
+        for method in ("GET", "DELETE")
+    ]
+
+
+def environment_row(service: Service, github: GitHub, name: str) -> tuple[str, str | None]:
+    env = tables.environments
+    with service.ledger.begin() as conn:
+        found = conn.execute(
+            select(env.c.state, env.c.note).where(
+                env.c.repository_id == github.repo.id, env.c.name_key == name
+            )
+        ).one()
+    return found.state, found.note
+
+
+def last_detail(service: Service, lease_id: str) -> tuple[str, str]:
+    with service.ledger.begin() as conn:
+        last = history(conn, lease_id)[-1]
+    return last.action, last.detail
+
+
+def test_a_run_s_environment_goes_in_one_delete_after_its_keys_are_revoked(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    """10 keys of a run in the environment it created: 10 revokes at the provider, GitHub's
+    two reads of the environment, one DELETE; no secret is asked about or deleted alone."""
+    tokens, _ = issuer
+    service.secrets_for(github.repo.full_name).create_environment("ci-run-71")
+    items = keys(github, tokens, "ci-run-71", created=True)
+    written(service, github, items, 71)
+    assert complete(service, github, 71) == KEYS
+    assert tokens.revoke_calls == {item.reference: 1 for item in items}
+    assert calls(github) == environment_calls(github, "ci-run-71")
+    assert "ci-run-71" not in github.sandbox.environment_names(github.repo)
+    assert environment_row(service, github, "ci-run-71") == ("deleted", None)
+    detail = "revoked at the provider, secret deleted with environment ci-run-71"
+    for item in items:
+        assert stored(service.ledger, item.id).state is LeaseState.REVOKED
+        assert last_detail(service, item.id) == ("revoked", detail)
+
+
+def test_an_environment_another_live_lease_uses_stays_and_only_the_retired_secrets_go(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    """A second run's key lives in the same environment: the first run's 10 secrets are
+    deleted one by one, GitHub is not asked about the environment, and it stays."""
+    tokens, _ = issuer
+    service.secrets_for(github.repo.full_name).create_environment("ci-shared")
+    items = keys(github, tokens, "ci-shared", created=True)
+    written(service, github, items, 72)
+    (other,) = keys(github, tokens, "ci-shared", created=True, prefix="OTHER")[:1]
+    written(service, github, [other], 73)
+    assert complete(service, github, 72) == KEYS
+    assert tokens.revoke_calls == {item.reference: 1 for item in items}
+    assert calls(github) == secret_calls(github, "ci-shared", items)
+    assert github.sandbox.secret_names(github.repo, "ci-shared") == ["OTHER_0"]
+    assert environment_row(service, github, "ci-shared") == ("present", None)
+    for item in items:
+        assert last_detail(service, item.id) == (
+            "revoked",
+            "revoked at the provider, secret deleted",
+        )
+    # The other run's end is the environment's: now it goes, in one DELETE.
+    assert complete(service, github, 73) == 1
+    assert calls(github) == environment_calls(github, "ci-shared")
+    assert "ci-shared" not in github.sandbox.environment_names(github.repo)
+
+
+def test_a_hand_made_environment_gets_each_secret_deleted_and_stays(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    """No lease says runkeys created it: its secrets go one by one, and it is never asked
+    about nor deleted."""
+    tokens, _ = issuer
+    service.secrets_for(github.repo.full_name).create_environment("staging")
+    items = keys(github, tokens, "staging", created=False)
+    written(service, github, items, 74)
+    assert complete(service, github, 74) == KEYS
+    assert tokens.revoke_calls == {item.reference: 1 for item in items}
+    assert calls(github) == secret_calls(github, "staging", items)
+    assert "staging" in github.sandbox.environment_names(github.repo)
+    assert github.sandbox.secret_names(github.repo, "staging") == []
+
+
+def test_an_environment_github_says_is_not_runkeys_gets_each_secret_deleted_and_stays(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    """The leases claim they created it, but GitHub made it 10 minutes before they were
+    registered: after the two reads, each secret alone, and the environment is kept."""
+    tokens, _ = issuer
+    service.secrets_for(github.repo.full_name).create_environment("ci-claimed")
+    with github.sandbox.world.lock:
+        github.repo.environments["ci-claimed"].created_at -= 600
+    items = keys(github, tokens, "ci-claimed", created=True)
+    written(service, github, items, 75)
+    assert complete(service, github, 75) == KEYS
+    assert tokens.revoke_calls == {item.reference: 1 for item in items}
+    reads = environment_calls(github, "ci-claimed")[:2]
+    assert calls(github) == reads + secret_calls(github, "ci-claimed", items)
+    assert "ci-claimed" in github.sandbox.environment_names(github.repo)
+    assert github.sandbox.secret_names(github.repo, "ci-claimed") == []
+    state, note = environment_row(service, github, "ci-claimed")
+    assert state == "kept"
+    assert note is not None
+    assert "runkeys did not create it" in note
+
+
+def test_a_failing_environment_delete_is_retried_later_and_the_leases_are_revoked(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    tokens, _ = issuer
+    service.secrets_for(github.repo.full_name).create_environment("ci-run-76")
+    items = keys(github, tokens, "ci-run-76", created=True)
+    written(service, github, items, 76)
+    github.sandbox.inject_fault("DELETE", r"/environments/ci-run-76$", status=502, times=None)
+    assert complete(service, github, 76) == KEYS
+    assert tokens.revoke_calls == {item.reference: 1 for item in items}
+    assert calls(github) == environment_calls(github, "ci-run-76")  # no secret DELETE after it
+    detail = (
+        "revoked at the provider, its secret goes with environment ci-run-76 "
+        "(its deletion failed; retried)"
+    )
+    for item in items:
+        assert stored(service.ledger, item.id).state is LeaseState.REVOKED
+        assert last_detail(service, item.id) == ("revoked", detail)
+    assert environment_row(service, github, "ci-run-76") == ("present", None)
+    # The sweeper's pass: the environment is still a candidate, and goes now.
+    github.sandbox.clear_faults()
+    github.sandbox.clear_requests()
+    assert RevocationWorker(service).delete_environments() == 1
+    assert calls(github) == environment_calls(github, "ci-run-76")
+    assert "ci-run-76" not in github.sandbox.environment_names(github.repo)
+    assert environment_row(service, github, "ci-run-76") == ("deleted", None)
+
+
+def test_a_key_not_revoked_keeps_the_environment_and_the_others_secrets_go_alone(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    """One key of ten names a connection the worker lacks: its secret still carries a live
+    credential, so the environment stays and the nine others' secrets are deleted one by one."""
+    tokens, _ = issuer
+    service.secrets_for(github.repo.full_name).create_environment("ci-run-77")
+    items = keys(github, tokens, "ci-run-77", created=True)
+    stuck = msgspec.structs.replace(items[0], connection="absent")
+    written(service, github, [stuck, *items[1:]], 77)
+    assert complete(service, github, 77) == KEYS
+    assert tokens.revoke_calls == {item.reference: 1 for item in items[1:]}
+    assert calls(github) == secret_calls(github, "ci-run-77", items[1:])
+    assert github.sandbox.secret_names(github.repo, "ci-run-77") == [stuck.key_name]
+    assert environment_row(service, github, "ci-run-77") == ("present", None)
+    assert stored(service.ledger, stuck.id).state is LeaseState.FAILED
