@@ -115,15 +115,59 @@ def retire_leases(environ: Mapping[str, str], workflow: Workflow) -> None:
         revoked.append((lease, request))
         outcomes.append(RetireOutcome(lease.id, "revoked", secret_pending=lease.secret is not None))
     kept_for = _report(client, outcomes, workflow) if client is not None else {}
+    environment = state.created_environment
+    went, held = set[str](), False
+    if environment and not any(o.outcome == "failed" for o in outcomes):
+        went, held = _environment_at_once(environment, revoked, kept_for, store, workflow)
     not_deleted = [
         _finish_one(lease, request, kept_for.get(lease.id), store, workflow)
         for lease, request in revoked
+        if lease.id not in went
     ]
     failed = [outcome for outcome in not_deleted if outcome is not None]
     if client is not None and failed:
         _report(client, failed, workflow)  # the worker deletes those secrets instead
-    if state.created_environment:
-        _delete_environment(state.created_environment, store, workflow, outcomes + failed)
+    if held:
+        workflow.progress(f"Environment {environment} still holds secrets; it is kept.")
+    elif environment and not went:
+        _delete_environment(environment, store, workflow, outcomes + failed)
+
+
+def _environment_at_once(
+    environment: str,
+    revoked: list[tuple[LeaseRequest, RetireRequest]],
+    kept_for: Mapping[str, str],
+    store: SecretStore | None,
+    workflow: Workflow,
+) -> tuple[set[str], bool]:
+    """Delete the environment the main step created, its secrets with it, when it holds only
+    the secrets of the keys just revoked: one DELETE instead of one per secret (GitHub's
+    write budget, issue 16). The leases whose secret went with it; and whether it holds
+    another secret (so it stays). Neither, when the read or the DELETE failed: each secret is
+    then deleted alone and the environment tried again after."""
+    if store is None:
+        return set(), False
+    inside = [
+        lease
+        for lease, _ in revoked
+        if lease.secret is not None
+        and lease.secret.environment is not None
+        and lease.secret.environment.lower() == environment.lower()
+    ]
+    ours = {
+        lease.secret.name.upper() for lease in inside if lease.secret and lease.id not in kept_for
+    }
+    try:
+        if not store.names(environment) <= ours:
+            return set(), True
+        store.delete_environment(environment)
+    except Exception as exc:
+        workflow.warning(f"Could not delete environment {environment}: {described(exc)}")
+        return set(), False
+    for lease in inside:
+        workflow.progress(f"{lease.key_name}: revoked; its secret went with the environment.")
+    workflow.progress(f"Deleted environment {environment}, which runkeys had created.")
+    return {lease.id for lease in inside}, False
 
 
 def _report(

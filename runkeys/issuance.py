@@ -25,7 +25,7 @@ from runkeys.leases import (
 )
 from runkeys.masking import encodings
 from runkeys.providers import MintRequest, Registry
-from runkeys.retire import RetireRequest, retire
+from runkeys.retire import RetireRequest, delete_secret, revoke
 from runkeys.scrub import described
 from runkeys.spec import KeySpec
 
@@ -329,25 +329,35 @@ def _rollback(progress: _Progress, deps: Collaborators, *, cause: str) -> None:
     outcomes: list[RetireOutcome] = []
     unretired: list[LeaseRequest] = []
     store = deps.secrets
+    secrets_for = (lambda _repository: store) if store is not None else None
+    failures: dict[str, str] = {}
     for held in reversed(progress.held):
-        lease = held.lease
-        request = RetireRequest.of(
-            lease, secret=lease.secret if held.written else None, value=held.value
-        )
         try:
-            retire(
-                request,
+            revoke(
+                RetireRequest.of(held.lease, secret=None, value=held.value),
                 registry=deps.registry,
                 connections=deps.connections,
-                secrets_for=(lambda _repository: store) if store is not None else None,
             )
-            outcomes.append(RetireOutcome(lease.id, "revoked"))
         except Exception as exc:
-            reason = described(exc, [held.value, *secret_parts(held.parts)])
-            job.warning(f"Rollback could not retire {lease.key_name}: {reason}")
-            outcomes.append(RetireOutcome(lease.id, "failed", reason))
-            unretired.append(lease)
+            failures[held.lease.id] = described(exc, [held.value, *secret_parts(held.parts)])
+    # The environment this step created holds only this step's secrets, and deleting it
+    # deletes them: one DELETE instead of one per secret (GitHub's write budget, issue 16).
     environment_left = _delete_created_environment(progress, store, job)
+    alone = progress.created_environment is None or environment_left is not None
+    for held in reversed(progress.held):
+        lease = held.lease
+        if lease.id not in failures and held.written and alone and secrets_for is not None:
+            request = RetireRequest.of(lease, secret=lease.secret)
+            try:
+                delete_secret(request, secrets_for)
+            except Exception as exc:
+                failures[lease.id] = described(exc, [held.value, *secret_parts(held.parts)])
+        if lease.id in failures:
+            job.warning(f"Rollback could not retire {lease.key_name}: {failures[lease.id]}")
+            outcomes.append(RetireOutcome(lease.id, "failed", failures[lease.id]))
+            unretired.append(lease)
+        else:
+            outcomes.append(RetireOutcome(lease.id, "revoked"))
     if progress.delivering:
         _warn_on_failure(job, "remove the delivered variables", job.withdraw)
     if progress.registering and deps.leases is not None:

@@ -42,13 +42,11 @@ def test_job_keys_are_retired_and_the_created_environment_removed(
     assert github.calls() == [
         "GET /repos/octo/app/installation",
         f"POST /app/installations/{github.installation.id}/access_tokens",
-        f"DELETE {ENV}/secrets/SESSION_KEY",
-        f"DELETE {ENV}/secrets/SIGNING_SECRET",
-        f"GET {ENV}/secrets",
+        f"GET {ENV}/secrets",  # only this step's secrets: they go with the environment
         f"DELETE {ENV}",
     ]
     assert github.sandbox.environment_names(github.repo) == []
-    assert "SESSION_KEY: revoked and deleted its secret." in post.lines
+    assert "SESSION_KEY: revoked; its secret went with the environment." in post.lines
     assert "Deleted environment ci-run-4242, which runkeys had created." in post.lines
     assert service.faults.statuses("/v1/leases/retire") == [200]
     stored = service.leases()
@@ -112,8 +110,9 @@ def test_expired_keys_are_still_retired_without_a_service(github: GitHub) -> Non
 def test_failures_only_warn_and_are_reported(github: GitHub, service: Service) -> None:
     """No newer run wrote these secrets, so the service lets the post step delete both. One
     delete fails after the report: a second report says so, and the service takes that
-    secret over."""
-    inputs = github.app_inputs(keys=JOB_KEYS, environment="ci-run-{run_id}")
+    secret over. (Repository secrets: in an environment the step created, they would go with
+    it, not one by one.)"""
+    inputs = github.app_inputs(keys=JOB_KEYS, **{"repository-secrets": "true"})
     main = github.step.run(inputs)
     github.sandbox.inject_fault("DELETE", r"/secrets/SESSION_KEY$", status=500, times=None)
     post = github.step.run(inputs, extra_env=github.step.post_env(main), post=True)
@@ -122,8 +121,7 @@ def test_failures_only_warn_and_are_reported(github: GitHub, service: Service) -
     assert "Could not retire SESSION_KEY: it is revoked, but" in warning[1]
     assert "500 while deleting secret SESSION_KEY" in warning[1]
     assert "SIGNING_SECRET: revoked and deleted its secret." in post.lines
-    # The environment is kept: a key in it could not be retired.
-    assert github.sandbox.environment_names(github.repo) == ["ci-run-4242"]
+    assert github.sandbox.secret_names(github.repo) == ["SESSION_KEY"]
     assert service.faults.statuses("/v1/leases/retire") == [200, 200]
     stored = service.leases()
     assert stored["SIGNING_SECRET"].state is LeaseState.REVOKED
@@ -147,7 +145,7 @@ def test_a_service_that_is_down_only_warns(github: GitHub, service: Service) -> 
     (warning,) = post.annotations("warning")
     assert "Could not tell the runkeys service" in warning[1]
     assert "Its secrets are deleted by name" in warning[1]
-    assert "SESSION_KEY: revoked and deleted its secret." in post.lines
+    assert "SESSION_KEY: revoked; its secret went with the environment." in post.lines
     assert github.sandbox.environment_names(github.repo) == []
     # Never told, the service still holds them live: its worker retires them when the run ends.
     assert {lease.state for lease in service.leases().values()} == {LeaseState.ACTIVE}
