@@ -259,3 +259,49 @@ def test_a_key_not_revoked_keeps_the_environment_and_the_others_secrets_go_alone
     assert github.sandbox.secret_names(github.repo, "ci-run-77") == [stuck.key_name]
     assert environment_row(service, github, "ci-run-77") == ("present", None)
     assert stored(service.ledger, stuck.id).state is LeaseState.FAILED
+
+
+def test_an_environment_already_gone_costs_one_read(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    """Someone deleted it (its secrets with it) before the run ended: GitHub's 404 to the
+    first read ends it; the leases are revoked and the environment recorded deleted."""
+    tokens, _ = issuer
+    store = service.secrets_for(github.repo.full_name)
+    store.create_environment("ci-run-78")
+    items = keys(github, tokens, "ci-run-78", created=True)
+    written(service, github, items, 78)
+    store.delete_environment("ci-run-78")
+    assert complete(service, github, 78) == KEYS
+    assert tokens.revoke_calls == {item.reference: 1 for item in items}
+    assert calls(github) == environment_calls(github, "ci-run-78")[:1]
+    assert environment_row(service, github, "ci-run-78") == ("deleted", None)
+    detail = "revoked at the provider, its secret went with environment ci-run-78 (already deleted)"
+    for item in items:
+        assert last_detail(service, item.id) == ("revoked", detail)
+
+
+def test_github_failing_to_say_whose_the_environment_is_gets_each_secret_deleted(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    """Without GitHub's word the environment is not deleted: each secret goes alone (asked
+    about as always), the environment stays a candidate, and the sweeper's pass takes it."""
+    tokens, _ = issuer
+    service.secrets_for(github.repo.full_name).create_environment("ci-run-79")
+    items = keys(github, tokens, "ci-run-79", created=True)
+    written(service, github, items, 79)
+    github.sandbox.inject_fault("GET", r"/environments/ci-run-79$", status=502, times=1)
+    assert complete(service, github, 79) == KEYS
+    assert tokens.revoke_calls == {item.reference: 1 for item in items}
+    reads = environment_calls(github, "ci-run-79")[:1]
+    assert calls(github) == reads + secret_calls(github, "ci-run-79", items)
+    assert github.sandbox.secret_names(github.repo, "ci-run-79") == []
+    assert environment_row(service, github, "ci-run-79") == ("present", None)
+    for item in items:
+        assert last_detail(service, item.id) == (
+            "revoked",
+            "revoked at the provider, secret deleted",
+        )
+    github.sandbox.clear_requests()
+    assert RevocationWorker(service).delete_environments() == 1
+    assert calls(github) == environment_calls(github, "ci-run-79")
