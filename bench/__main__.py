@@ -1,9 +1,10 @@
 """Every benchmark, one after the other, then the table of all of them (`summary.md` beside
 their results): `make bench`, or
 
-    .venv/bin/python -m bench [--quick] [--out DIR] [--only webhook,revocation,action,broker,ledger]
+    .venv/bin/python -m bench [--quick] [--out DIR] [--only NAME,…]   (BENCHMARKS below)
 
-A benchmark that cannot run here (no `wrk`, no PostgreSQL) says why; the others still run.
+A benchmark that cannot run here (no `wrk`, no PostgreSQL, no buildah or root) says why; the
+others still run.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from bench.machine import one_line
 from bench.report import DEFAULT_OUT, SUMMARY_HEADER
 
-BENCHMARKS = ("webhook", "revocation", "action", "broker", "ledger")
+BENCHMARKS = ("webhook", "revocation", "action", "broker", "ledger", "image")
 
 
 def summary(out: Path, names: Sequence[str]) -> str:

@@ -12,8 +12,6 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from psycopg.conninfo import conninfo_to_dict
-
 from runkeys.connection_strings import PERCENT_DOCS, PERCENT_FIX, secret_forms, url_problem
 from runkeys.errors import ConfigError
 
@@ -110,6 +108,9 @@ def target_of(connection: Connection) -> Target:
         raise ConfigError(env_var(connection.name), "has a URL scheme runkeys does not know")
     try:
         if family == "postgresql":  # libpq's rules: a key=value DSN, or a URL with ?host=
+            # Imported here: psycopg loads libpq, half a second of a step that names no database.
+            from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
             info = conninfo_to_dict(url)
             host, port, database = info.get("host"), info.get("port"), info.get("dbname")
         else:

@@ -11,14 +11,24 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bench.image import (
+    KEYS,
+    MIB,
+    TARGET_ADDED_MIB,
+    TARGET_START_S,
+    layer_sizes,
+    start_times,
+)
 from runkeys import __version__
 from runkeys.providers.random_value import verify_token
 from runkeys_sandbox.server.sandbox import Sandbox
 from tests.action.harness import Step
 from tests.images import (
+    base_image,
     buildah,
     built,
     installed,
@@ -33,13 +43,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")
-def container() -> Iterator[tuple[str, list[str], list[str]]]:
-    """A working container of a freshly built action image: (id, entrypoint, post-entrypoint)."""
-    with built("Dockerfile", "runkeys-action") as (tag, config):
-        assert "User" not in config or config["User"] in ("", "root", "0")
-        post = ["/opt/runkeys/bin/runkeys-action-post"]  # action.yml's post-entrypoint
-        with working_container(tag) as working:
-            yield working, config["Entrypoint"], post
+def image() -> Iterator[tuple[str, dict[str, Any]]]:
+    """A freshly built action image: (tag, configuration)."""
+    with built("Dockerfile", "runkeys-action") as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def container(
+    image: tuple[str, dict[str, Any]],
+) -> Iterator[tuple[str, list[str], list[str]]]:
+    """A working container of the action image: (id, entrypoint, post-entrypoint)."""
+    tag, config = image
+    assert "User" not in config or config["User"] in ("", "root", "0")
+    post = ["/opt/runkeys/bin/runkeys-action-post"]  # action.yml's post-entrypoint
+    with working_container(tag) as working:
+        yield working, config["Entrypoint"], post
 
 
 def in_container(working: str, argv: list[str], tmp: Path):  # type: ignore[no-untyped-def]
@@ -164,3 +183,44 @@ def test_the_image_writes_environment_secrets_to_github_on_loopback(
         )
         assert run.returncode == 0, [*run.lines, run.stderr]
         assert sandbox.secret_value(repo, "API_TOKEN", "ci-run-4242") == run.env["API_TOKEN"]
+
+
+# --- the targets of issue 17: size and start (bench/image.py measures them for the README) ---
+
+
+def test_the_layers_runkeys_adds_are_at_most_30_mib_compressed(
+    image: tuple[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Pushed gzip-compressed to an OCI layout, as a registry stores it: the layers after the
+    base's. The split is checked, not assumed: the base's layers come first and are the
+    base's own, and runkeys' venv is in what is counted."""
+    tag, _ = image
+    sizes = layer_sizes(tag, base_image(), tmp_path)
+    assert sizes.base
+    assert sizes.added
+    # The venv (PyGithub, psycopg's libpq, …) is several MiB even compressed: a split that put
+    # it in the base, or a count of empty layers, would come out far below.
+    assert sizes.added_compressed > 5 * MIB
+    assert sizes.added_compressed < sizes.added_uncompressed  # really compressed
+    assert sizes.added_compressed <= TARGET_ADDED_MIB * MIB, (
+        f"{sizes.added_compressed / MIB:.1f} MiB added"
+    )
+
+
+def test_the_container_delivers_10_job_only_keys_within_1_5_s_of_its_start(
+    container: tuple[str, list[str], list[str]],
+) -> None:
+    """Timed inside the container (bench/image.py's wrapper): spawn of the entry point to its
+    exit with the 10 keys in GITHUB_ENV, import time included, `buildah run`'s setup not. The
+    median of 5: one run slowed by a busy moment of a shared machine is not the step's cost."""
+    working, entrypoint, _ = container
+    assert entrypoint == ["/opt/runkeys/bin/runkeys-action"]  # what the wrapper spawns
+    starts = start_times(working, repeat=5)
+    for start in starts:
+        assert start.returncode == 0, start.stderr
+        assert start.delivered == sorted(f"BENCH_KEY_{i}" for i in range(KEYS))
+        assert start.valid == KEYS  # real tokens, not empty lines under the right names
+        assert start.cpu > 0
+        assert start.seconds < start.outer  # the inside time is part of the outside one
+    median = sorted(start.seconds for start in starts)[len(starts) // 2]
+    assert median <= TARGET_START_S, [round(s.seconds, 2) for s in starts]
