@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,30 @@ def test_the_cause_is_in_the_summary_and_the_annotation_alike(step: Step) -> Non
     assert "keys.A.bytes: must be between 16 and 1024, not 8" in error[1]
     assert "keys.A.bytes: must be between 16 and 1024, not 8" in run.summary
     assert error[0] == "runkeys: Invalid key spec"
+
+
+# Run as the entry point runs, then names the heavy modules the process had imported.
+IMPORTS_PROBE = """
+import os, sys
+from action_src.main import main
+code = main(os.environ)
+print("IMPORTED " + ",".join(sorted(m for m in sys.argv[1:] if m in sys.modules)), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_random_job_only_keys_load_no_database_driver(step: Step) -> None:
+    """The container's start is mostly imports (bench/image.py): a step that names no database
+    must not pay for libpq, PyMySQL or redis-py. PyYAML, which every step needs, shows that the
+    probe sees what was imported."""
+
+    def probe(_argv: list[str], _env: dict[str, str]) -> list[str]:
+        return [sys.executable, "-c", IMPORTS_PROBE, "psycopg", "pymysql", "redis", "yaml"]
+
+    run = step.run(
+        {"keys": "A: {provider: random, lifetime: job}"},
+        extra_env={"RUNKEYS_CONNECTION_MAIN": "postgresql://runkeys@127.0.0.1:5432/test"},
+        wrap=probe,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "IMPORTED yaml\n" in run.stderr
