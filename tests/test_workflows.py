@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml
 
@@ -27,6 +28,7 @@ from runkeys.providers import MintRequest, Registry
 from runkeys.spec import SpecRules, parse_keys
 from runkeys.versions import series
 from tests import services
+from tests.github_data import action_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -146,6 +148,7 @@ PERMISSIONS = {
             "attestations": "write",
         },
         "pypi": {"id-token": "write"},
+        "release-commit": {"contents": "write"},
         "major-tag": {"contents": "write"},
     },
 }
@@ -341,6 +344,27 @@ def test_the_release_pushes_both_images_multi_arch_with_provenance_and_an_sbom()
     assert attest["with"]["subject-digest"] == "${{ steps.build.outputs.digest }}"
 
 
+def test_the_release_commit_gets_the_action_images_digest_from_the_images_job() -> None:
+    """The action leg's digest, not the service's: a file handed over as an artifact (a matrix
+    job's outputs would be the last leg's)."""
+    jobs = workflow("release.yml")["jobs"]
+    images = jobs["images"]["steps"]
+    [keep] = [s for s in images if s.get("name") == "Keep the action image's digest"]
+    assert keep["if"] == "matrix.image == 'runkeys-action'"
+    assert keep["env"] == {"DIGEST": "${{ steps.build.outputs.digest }}"}
+    [upload] = [s for s in images if "upload-artifact@" in s.get("uses", "")]
+    assert upload["if"] == keep["if"]
+    assert upload["with"]["name"] == "action-digest"
+    release = jobs["release-commit"]
+    assert release["needs"] == ["dist", "images"]
+    [download] = [s for s in release["steps"] if "download-artifact@" in s.get("uses", "")]
+    assert download["with"]["name"] == upload["with"]["name"]
+    assert "$RUNNER_TEMP/action-digest" in rewrite_step()
+    major = jobs["major-tag"]
+    assert major["steps"][-1]["env"]["COMMIT"] == "${{ needs.release-commit.outputs.commit }}"
+    assert release["outputs"]["commit"] == "${{ steps.commit.outputs.commit }}"
+
+
 def test_pypi_is_published_by_trusted_publishing_after_everything_else() -> None:
     jobs = workflow("release.yml")["jobs"]
     [publish] = jobs["pypi"]["steps"][-1:]
@@ -350,7 +374,7 @@ def test_pypi_is_published_by_trusted_publishing_after_everything_else() -> None
         "secrets.GITHUB_TOKEN", ""
     )
     assert jobs["pypi"]["needs"] == ["dist", "images"]
-    assert jobs["major-tag"]["needs"] == ["dist", "images", "pypi"]
+    assert jobs["major-tag"]["needs"] == ["dist", "images", "pypi", "release-commit"]
 
 
 @pytest.mark.parametrize(
@@ -367,13 +391,97 @@ def test_the_major_tag_that_moves_is_the_series_the_versions_accept(
     bin_dir.mkdir()
     (bin_dir / "git").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     (bin_dir / "git").chmod(0o755)
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "VERSION": version, "GITHUB_SHA": "abc123"}
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "VERSION": version, "COMMIT": "abc123"}
     subprocess.run(["bash", "-e", "-c", move], env=env, check=True, timeout=30)
     assert calls.read_text().splitlines() == [
         f"tag --force {moved} abc123",
         f"push --force origin refs/tags/{moved}",
     ]
     assert f"v{series(version)}" == moved
+
+
+FAKE_DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def rewrite_step() -> str:
+    [step] = [
+        s["run"]
+        for s in steps("release.yml", "release-commit")
+        if s.get("name") == "Point action.yml at the pushed image"
+    ]
+    script: str = step
+    return script
+
+
+def run_rewrite(tmp_path: Path, digest: str, action_yml: str) -> subprocess.CompletedProcess[str]:
+    """The release-commit job's rewrite step, run as written in a checkout holding only
+    `action_yml`, with the images job's digest file and a `git` that does nothing."""
+    checkout, runner_temp, bin_dir = tmp_path / "checkout", tmp_path / "temp", tmp_path / "bin"
+    for path in (checkout, runner_temp, bin_dir):
+        path.mkdir()
+    (checkout / "action.yml").write_text(action_yml)
+    (runner_temp / "action-digest").write_text(digest + "\n")
+    (bin_dir / "git").write_text("#!/bin/sh\n")
+    (bin_dir / "git").chmod(0o755)
+    python = Path(sys.executable).parent
+    return subprocess.run(
+        ["bash", "-e", "-c", rewrite_step()], cwd=checkout,
+        env={"PATH": f"{bin_dir}:{python}:/usr/bin:/bin", "RUNNER_TEMP": str(runner_temp),
+             "GITHUB_REPOSITORY_OWNER": "Octo-Org"},
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
+def test_the_release_commit_names_the_pushed_action_image_by_digest(tmp_path: Path) -> None:
+    """On a copy of action.yml with a made-up digest: `runs.image` becomes the image the
+    images job pushed (its owner in lower case, as GHCR names it), pinned by that digest, and
+    nothing else changes; the result passes the checks tests/action/test_metadata.py makes."""
+    original = (ROOT / "action.yml").read_text()
+    done = run_rewrite(tmp_path, FAKE_DIGEST, original)
+    assert done.returncode == 0, done.stderr
+    rewritten = (tmp_path / "checkout" / "action.yml").read_text()
+    data = yaml.safe_load(rewritten)
+    jsonschema.validate(data, action_schema())
+    image = f"docker://ghcr.io/octo-org/runkeys-action@{FAKE_DIGEST}"
+    assert data["runs"] == {
+        "using": "docker",
+        "image": image,
+        "post-entrypoint": "/opt/runkeys/bin/runkeys-action-post",
+    }
+    before = yaml.safe_load(original)
+    assert before["runs"]["image"] == "Dockerfile"  # main keeps building it
+    assert {**data, "runs": before["runs"]} == before
+    # One line changed, the comments and layout kept (users read the tagged action.yml).
+    lines = zip(original.splitlines(), rewritten.splitlines(), strict=True)
+    assert [(a, b) for a, b in lines if a != b] == [("  image: Dockerfile", f"  image: {image}")]
+
+
+@pytest.mark.parametrize(
+    ("digest", "why"),
+    [
+        ("", "not an image digest"),
+        ("sha256:" + "0" * 63, "not an image digest"),
+        ("sha256:" + "0123456789ABCDEF" * 4, "not an image digest"),
+        ("sha512:" + "0" * 64, "not an image digest"),
+        ("ghcr.io/octo-org/runkeys-action:1.0.0", "not an image digest"),
+    ],
+)
+def test_the_release_commit_refuses_what_is_not_a_digest(
+    tmp_path: Path, digest: str, why: str
+) -> None:
+    done = run_rewrite(tmp_path, digest, (ROOT / "action.yml").read_text())
+    assert done.returncode == 1
+    assert why in done.stderr
+    assert (tmp_path / "checkout" / "action.yml").read_text() == (ROOT / "action.yml").read_text()
+
+
+def test_the_release_commit_stops_when_action_yml_has_no_dockerfile_image(tmp_path: Path) -> None:
+    """Already rewritten, or its runs: changed shape: nothing to rewrite is an error, never a
+    release commit that still builds the Dockerfile."""
+    text = (ROOT / "action.yml").read_text().replace("  image: Dockerfile", "  image: Dockerfile2")
+    done = run_rewrite(tmp_path, FAKE_DIGEST, text)
+    assert done.returncode == 1
+    assert "no `  image: Dockerfile` line" in done.stderr
 
 
 # --- self-test ------------------------------------------------------------------------------
