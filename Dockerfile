@@ -28,7 +28,12 @@ RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /opt/whe
  && /opt/runkeys/bin/pip install --no-deps /opt/wheel/runkeys-*.whl \
  && /opt/runkeys/bin/pip check \
  && /opt/runkeys/bin/python -c "import runkeys.issuance, action_src.main, psycopg, pymysql, redis" \
- && /opt/runkeys/bin/python -m pip uninstall --yes --quiet pip setuptools
+ && /opt/runkeys/bin/python -m pip uninstall --yes --quiet pip setuptools \
+ && /opt/runkeys/bin/python -m compileall -q -f -j 0 --invalidation-mode unchecked-hash \
+        /opt/runkeys/lib
+# Bytecode checked by hash, not by the sources' mtimes: COPY --from gives the sources new ones,
+# so most of pip's .pyc files went stale and, with PYTHONDONTWRITEBYTECODE, every start
+# compiled those modules again. The image never changes its sources: nothing to check.
 
 # Stage 2: the base and the venv; no source, no pip, no build tools.
 FROM ${BASE_IMAGE}

@@ -147,8 +147,10 @@ def entries(text):
 runs = []
 for _ in range(repeat):
     step = tempfile.mkdtemp()
+    # The image's own environment (PYTHONDONTWRITEBYTECODE, …) as `docker run` gives it, and
+    # the runner's variables on top.
     env = {
-        "PATH": os.environ["PATH"], "GITHUB_ACTIONS": "true", "CI": "true",
+        **os.environ, "GITHUB_ACTIONS": "true", "CI": "true",
         "GITHUB_REPOSITORY": "octo/app", "GITHUB_REPOSITORY_ID": "1296269",
         "GITHUB_RUN_ID": "4242", "GITHUB_RUN_ATTEMPT": "1", "GITHUB_RUN_NUMBER": "7",
         "GITHUB_EVENT_NAME": "push", "GITHUB_API_URL": "http://127.0.0.1:9",
