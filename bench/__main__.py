@@ -26,19 +26,25 @@ BENCHMARKS = ("webhook", "revocation", "action", "broker", "ledger", "image")
 
 def summary(out: Path, names: Sequence[str]) -> str:
     lines = [SUMMARY_HEADER.rstrip("\n")]
-    machine = None
+    # The host (CPU, OS, versions) and commit → its first benchmark's full line and the
+    # benchmarks of that run: one `make bench` is one; one retaken alone (`--only`) may not be.
+    machines: dict[tuple[str, str], tuple[str, list[str]]] = {}
     for name in names:
         path = out / f"{name}.json"
         if not path.exists():
             continue
         data = json.loads(path.read_text())
-        machine = machine or data["machine"]
+        line = one_line(data["machine"])
+        host = (line.split("; ")[0], data["machine"]["commit"])
+        machines.setdefault(host, (line, []))[1].append(name)
         for s in data["summary"]:
             met = "-" if s["met"] is None else ("yes" if s["met"] else "**no**")
             cells = [s["what"], s["measured"], s["baseline"], s["ratio"], s["target"], met]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    if machine:
-        lines += ["", f"Machine: {one_line(machine)}."]
+    if len(machines) == 1:
+        lines += ["", f"Machine: {next(iter(machines.values()))[0]}."]
+    for line, measured in machines.values() if len(machines) > 1 else ():
+        lines += ["", f"Machine ({', '.join(measured)}): {line}."]
     return "\n".join(lines) + "\n"
 
 
