@@ -43,6 +43,9 @@ TRUST_CRITICAL = {
     "handler/ledger/secrets.py",  # keep a secret a newer lease wrote
     "handler/worker.py",
     "handler/policy.py",  # the broker's policy (issue 15): who may mint what
+    "handler/broker.py",  # broker mode: the request decided, minted, sealed, retired
+    "handler/views/keys.py",
+    "handler/ledger/broker.py",  # a request id mints once; the keys counted; the audit row
 }
 
 
