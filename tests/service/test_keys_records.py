@@ -22,6 +22,7 @@ from tests.service.attack_kit import run_worker
 from tests.service.conftest import GitHub
 from tests.service.kit import Clock, identity, js
 from tests.service.test_keys_api import (
+    NOTHING,
     app_with_policy,
     granted_with_lifetimes,
     minted_accounts,
@@ -112,7 +113,7 @@ def test_a_rollback_leaves_a_failed_revoke_to_the_worker_and_wakes_it(
     github.sandbox.clear_faults()
     run_worker(broker, rows[keys["pg"]].id)
     assert leases_by_name(broker)[keys["pg"]].state == "revoked"
-    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+    assert minted_accounts(keys) == NOTHING
 
 
 def test_the_post_steps_retirement_is_recorded_as_the_brokers_and_wakes_the_worker(
@@ -156,7 +157,7 @@ def test_a_failure_before_any_key_was_minted_names_no_key(
     assert response.status_code == 502, js(response)
     assert js(response)["error"] == "keys_not_issued"
     assert "key" not in js(response)
-    assert minted_accounts(keys) == {"postgres": [], "redis": []}
+    assert minted_accounts(keys) == NOTHING
     assert github.sandbox.environment_names(github.repo) == []
 
 
