@@ -94,7 +94,8 @@ def test_a_rollback_leaves_a_failed_revoke_to_the_worker_and_wakes_it(
     keys = names()
     # The second secret cannot be written: the first key, written already, is rolled back.
     github.sandbox.inject_fault("PUT", rf"/secrets/{keys['cache']}$", status=422, times=None)
-    if revoke == "fails":  # ... and its secret cannot be deleted
+    if revoke == "fails":  # ... and neither its environment nor then its secret can be deleted
+        github.sandbox.inject_fault("DELETE", r"/environments/ci-run-\d+$", status=422, times=None)
         github.sandbox.inject_fault("DELETE", rf"/secrets/{keys['pg']}$", status=422, times=None)
     data = request_body(spec(keys), public)
     data["destination"] = {"kind": "environment", "environment": "ci-run-{run_id}"}
