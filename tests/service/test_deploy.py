@@ -13,6 +13,7 @@ import copy
 import os
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+import runkeys
 from handler.app import create_app
 from handler.config import ServiceConfig, metrics_bind
 from handler.policy import parse_policy
@@ -446,10 +448,32 @@ def test_the_base_alone_refuses_to_start_until_an_overlay_names_the_app(base: li
 READ_ONLY_ROOT = (
     # A mount namespace of its own, as a container's: the root read-only, a fresh tmpfs on /tmp
     # (the pod's emptyDir), then the image's user. The probe write proves the root is read-only.
-    "mount -o remount,bind,ro / && mount -t tmpfs -o mode=1777 tmpfs /tmp"
+    "mount -o remount,bind,ro / && mount --bind /tmp /mnt && mount -t tmpfs -o mode=1777 tmpfs /tmp"
+    "{keep} && umount -l /mnt"
     " && ! touch /.runkeys-read-only-probe 2>/dev/null"
     ' && exec {user} "$@"'
 )
+
+
+def kept_from_tmp() -> str:
+    """The tmpfs hides what /tmp held: a checkout (and its .venv) cloned under /tmp, as CI's
+    may be, is bound back in, read-only, so that the code under test is still there."""
+    tmp = Path("/tmp")
+    code = Path(runkeys.__file__).resolve().parents[1]  # where the service's code is imported from
+    needed = {ROOT, code, Path(sys.prefix), Path(os.path.realpath(sys.executable)).parent}
+    under = sorted(p for p in needed if p.is_relative_to(tmp) and p != tmp)
+    outermost = [p for p in under if not any(p != q and p.is_relative_to(q) for q in under)]
+    steps = ""
+    for path in outermost:
+        inside, saved = (
+            shlex.quote(str(path)),
+            shlex.quote(str(Path("/mnt") / path.relative_to(tmp))),
+        )
+        steps += (
+            f" && mkdir -p {inside} && mount --bind {saved} {inside}"
+            f" && mount -o remount,bind,ro {inside}"
+        )
+    return steps
 
 
 def others_can_run_this_python() -> bool:
@@ -477,7 +501,7 @@ def read_only_root() -> list[str]:
     user = f"setpriv --reuid {uid} --regid {gid} --clear-groups"
     if not others_can_run_this_python():
         user = ""
-    script = READ_ONLY_ROOT.format(user=user)
+    script = READ_ONLY_ROOT.format(user=user, keep=kept_from_tmp())
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "read-only"]
 
 
