@@ -84,11 +84,7 @@ def register(subparsers: Any) -> None:
 
     _register_audit(subparsers)
 
-    status = subparsers.add_parser(
-        "status", help="the retirement backlog per installation; exit 1 when one is behind"
-    )
-    status.add_argument("--json", action="store_true", help="one JSON object")
-    status.set_defaults(func=status_command)
+    _register_status(subparsers)
 
     policy = subparsers.add_parser("policy", help="the broker's policy (docs/policy.md)")
     policy_commands = policy.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -112,6 +108,19 @@ def register(subparsers: Any) -> None:
     )
     check.add_argument("--json", action="store_true", help="also print the decision record")
     check.set_defaults(func=policy_check_command)
+
+
+def _register_status(subparsers: Any) -> None:
+    status = subparsers.add_parser(
+        "status", help="the retirement backlog per installation; exit 1 when one is behind"
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.add_argument(
+        "--metrics",
+        metavar="URL",
+        help="also GitHub's limits per installation, from the service's /metrics at URL",
+    )
+    status.set_defaults(func=status_command)
 
 
 def _register_audit(subparsers: Any) -> None:
@@ -319,56 +328,15 @@ def audit_command(args: argparse.Namespace) -> int:
 
 def status_command(args: argparse.Namespace) -> int:
     from handler.config import ServiceConfig, worker_settings
-    from handler.ledger.backlog import by_installation
-    from handler.ledger.completions import pending
-    from handler.ledger.queue import backlog, count_by_state
+    from handler.status import as_json, as_text, github_limits, read_status
 
-    limit = worker_settings(os.environ).backlog_warn_after.total_seconds()
+    warn_after = worker_settings(os.environ).backlog_warn_after.total_seconds()
+    limits = github_limits(args.metrics) if args.metrics else None
     ledger = _existing_ledger(ServiceConfig.for_ledger(os.environ).database_url)
-    now = datetime.now(UTC)
-    with ledger.begin() as conn:
-        counts, due = count_by_state(conn), backlog(conn, now)
-        completions, installations = pending(conn), by_installation(conn)
+    status = read_status(ledger, datetime.now(UTC), warn_after)
     ledger.close()
-    rows = [
-        {
-            "installation": b.installation_id,
-            "waiting": b.waiting,
-            "failed": b.failed,
-            "oldest_waiting_seconds": round(b.oldest_age(now)),
-            "behind": b.oldest_age(now) > limit,
-        }
-        for b in installations
-    ]
-    behind = any(row["behind"] for row in rows)
-    if args.json:
-        summary = {
-            "leases": {state.value: n for state, n in counts.items()},
-            "due_now": due,
-            "run_completions_pending": completions,
-            "backlog_warn_after_seconds": round(limit),
-            "installations": rows,
-        }
-        print(json.dumps(summary))
-        return 1 if behind else 0
-    print("leases: " + ", ".join(f"{state.value} {n}" for state, n in counts.items()))
-    print(f"due now: {due}; run completions not yet applied: {completions}")
-    if not rows:
-        print("retirement backlog: none")
-    else:
-        print(f"retirement backlog (behind: oldest waiting over {_age(limit)}):")
-        print(f"  {'INSTALLATION':<14}{'WAITING':>8}{'FAILED':>8}  OLDEST WAITING")
-        for b in installations:
-            who = "unknown" if b.installation_id is None else str(b.installation_id)
-            flag = "  BEHIND" if b.oldest_age(now) > limit else ""
-            print(f"  {who:<14}{b.waiting:>8}{b.failed:>8}  {_age(b.oldest_age(now))}{flag}")
-    return 1 if behind else 0
-
-
-def _age(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+    print(as_json(status, limits) if args.json else "\n".join(as_text(status, limits)))
+    return 1 if any(status.behind(b) for b in status.installations) else 0
 
 
 def _print_table(leases: list[Any]) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
+from werkzeug.serving import make_server
 
 from handler.ledger import Ledger
 from handler.ledger.queue import LeasesById, claim_due, finish_failed, queue
@@ -153,3 +156,52 @@ def test_the_sweeper_warns_of_an_installation_behind_and_only_of_it(
     assert [r.__dict__["fields"]["installation"] for r in warned] == [FIRST]
     fields = warned[0].__dict__["fields"]
     assert (fields["waiting"], fields["oldest_waiting_seconds"]) == (2, 15 * 60 + 1)
+
+
+@pytest.fixture
+def metrics_url(app: Flask) -> Iterator[str]:
+    """The service's own app over HTTP, for `runkeys status --metrics` to read."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/metrics"
+    server.shutdown()
+    thread.join(5)
+
+
+def test_status_adds_githubs_limits_per_installation_from_the_services_metrics(
+    env: dict[str, str], app: Flask, metrics_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pace = app.extensions["runkeys"].metrics.pacing  # what the service's paces report
+    for write in (True, True, False):
+        pace.called(42, write=write)
+    pace.waited(42, 2.5, "writes_per_minute")
+    pace.waited(42, 1.0, "points_per_minute")
+    pace.refused(42)
+    pace.remaining(42, 4990)
+    pace.called(7, write=False)
+    code, out, _ = run_cli(capsys, "status", "--json", "--metrics", metrics_url)
+    assert code == 0
+    assert json.loads(out)["github"] == {
+        "42": {
+            "requests": 3.0,
+            "waits": 2.0,
+            "waited_seconds": 3.5,
+            "refusals": 1.0,
+            "primary_remaining": 4990.0,
+        },
+        "7": {"requests": 1.0},
+    }
+    code, out, _ = run_cli(capsys, "status", "--metrics", metrics_url)
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[-2:]}
+    assert rows == {"42": ["3", "2", "0m03s", "1", "4990"], "7": ["1", "0", "0m00s", "0", "-"]}
+
+
+@pytest.mark.parametrize("path", ["/nowhere", "/healthz"])
+def test_status_names_a_metrics_url_that_is_not_the_services(
+    env: dict[str, str], metrics_url: str, capsys: pytest.CaptureFixture[str], path: str
+) -> None:
+    url = metrics_url.replace("/metrics", path)
+    code, out, err = run_cli(capsys, "status", "--metrics", url)
+    assert (code, out) == (1, "")
+    assert url in err
