@@ -5,6 +5,7 @@ only where its environment stays. Counted from the sandbox's request log, on bot
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -129,6 +130,17 @@ def last_detail(service: Service, lease_id: str) -> tuple[str, str]:
     return last.action, last.detail
 
 
+def not_deleted(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The environments of the "environment not deleted" warnings, each checked to carry
+    GitHub's answer (502) as its error."""
+    found = [
+        r.__dict__["fields"] for r in caplog.records if r.getMessage() == "environment not deleted"
+    ]
+    for fields in found:
+        assert "502" in fields["error"], fields
+    return [fields["environment"] for fields in found]
+
+
 def test_a_run_s_environment_goes_in_one_delete_after_its_keys_are_revoked(
     service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
 ) -> None:
@@ -216,9 +228,13 @@ def test_an_environment_github_says_is_not_runkeys_gets_each_secret_deleted_and_
 
 
 def test_a_failing_environment_delete_is_retried_later_and_the_leases_are_revoked(
-    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+    service: Service,
+    github: GitHub,
+    issuer: tuple[TokenIssuer, str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     tokens, _ = issuer
+    caplog.set_level(logging.WARNING, logger="runkeys.service")
     service.secrets_for(github.repo.full_name).create_environment("ci-run-76")
     items = keys(github, tokens, "ci-run-76", created=True)
     written(service, github, items, 76)
@@ -233,6 +249,13 @@ def test_a_failing_environment_delete_is_retried_later_and_the_leases_are_revoke
     for item in items:
         assert stored(service.ledger, item.id).state is LeaseState.REVOKED
         assert last_detail(service, item.id) == ("revoked", detail)
+    assert environment_row(service, github, "ci-run-76") == ("present", None)
+    # The operator's one clue: the warning says what GitHub answered.
+    assert not_deleted(caplog) == ["ci-run-76"]
+    # The sweeper's pass while GitHub still fails: the same warning, and nothing marked.
+    caplog.clear()
+    assert RevocationWorker(service).delete_environments() == 0
+    assert not_deleted(caplog) == ["ci-run-76"]
     assert environment_row(service, github, "ci-run-76") == ("present", None)
     # The sweeper's pass: the environment is still a candidate, and goes now.
     github.sandbox.clear_faults()
@@ -282,11 +305,15 @@ def test_an_environment_already_gone_costs_one_read(
 
 
 def test_github_failing_to_say_whose_the_environment_is_gets_each_secret_deleted(
-    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+    service: Service,
+    github: GitHub,
+    issuer: tuple[TokenIssuer, str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Without GitHub's word the environment is not deleted: each secret goes alone (asked
     about as always), the environment stays a candidate, and the sweeper's pass takes it."""
     tokens, _ = issuer
+    caplog.set_level(logging.WARNING, logger="runkeys.service")
     service.secrets_for(github.repo.full_name).create_environment("ci-run-79")
     items = keys(github, tokens, "ci-run-79", created=True)
     written(service, github, items, 79)
@@ -297,6 +324,7 @@ def test_github_failing_to_say_whose_the_environment_is_gets_each_secret_deleted
     assert calls(github) == reads + secret_calls(github, "ci-run-79", items)
     assert github.sandbox.secret_names(github.repo, "ci-run-79") == []
     assert environment_row(service, github, "ci-run-79") == ("present", None)
+    assert not_deleted(caplog) == ["ci-run-79"]
     for item in items:
         assert last_detail(service, item.id) == (
             "revoked",
@@ -305,3 +333,84 @@ def test_github_failing_to_say_whose_the_environment_is_gets_each_secret_deleted
     github.sandbox.clear_requests()
     assert RevocationWorker(service).delete_environments() == 1
     assert calls(github) == environment_calls(github, "ci-run-79")
+
+
+def test_the_environment_is_asked_about_again_by_its_own_name_before_it_goes(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    """A lease came to use the group's environment after the group was found deletable, while
+    another environment of the repository is still a candidate (its DELETE failed): the
+    second asking, by this environment's name, says no, and GitHub is not asked anything."""
+    tokens, _ = issuer
+    store = service.secrets_for(github.repo.full_name)
+    store.create_environment("ci-left")
+    left = keys(github, tokens, "ci-left", created=True, prefix="LEFT")[:1]
+    written(service, github, left, 80)
+    github.sandbox.inject_fault("DELETE", r"/environments/ci-left$", status=502, times=None)
+    assert complete(service, github, 80) == 1
+    github.sandbox.clear_faults()
+    assert environment_row(service, github, "ci-left") == ("present", None)
+
+    store.create_environment("ci-run-81")
+    items = keys(github, tokens, "ci-run-81", created=True)[:2]
+    written(service, github, items, 81)
+    worker = RevocationWorker(service)
+    group = [stored(service.ledger, item.id) for item in items]
+    env = worker._deletable_after(github.repo.id, "ci-run-81", group)
+    assert env is not None
+    newcomer = keys(github, tokens, "ci-run-81", created=True, prefix="NEW")[:1]
+    written(service, github, newcomer, 82)
+    github.sandbox.clear_requests()
+    assert worker._delete_environment(env, group) is None
+    assert calls(github) == []
+    assert "ci-run-81" in github.sandbox.environment_names(github.repo)
+    assert "NEW_0" in github.sandbox.secret_names(github.repo, "ci-run-81")
+    assert environment_row(service, github, "ci-run-81") == ("present", None)
+
+
+def test_in_an_environment_that_stays_each_secret_is_judged_and_fails_on_its_own(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    """GitHub says runkeys did not create the environment, so each secret goes alone: one
+    GitHub says was written before its lease is kept (and recorded so), one whose DELETE
+    fails is tried again later with the failure recorded, the third is deleted."""
+    tokens, _ = issuer
+    store = service.secrets_for(github.repo.full_name)
+    store.create_environment("ci-mixed")
+    items = keys(github, tokens, "ci-mixed", created=True)[:3]
+    written(service, github, items, 83)
+    team, failing, plain = sorted(items, key=lambda i: i.id)
+    with github.sandbox.world.lock:
+        env = github.repo.environments["ci-mixed"]
+        env.created_at -= 600
+        env.secrets.secrets[team.key_name].updated_at -= 600
+    github.sandbox.inject_fault(
+        "DELETE", rf"/environments/ci-mixed/secrets/{failing.key_name}$", status=502, times=None
+    )
+    assert complete(service, github, 83) == 3
+    assert tokens.revoke_calls == {item.reference: 1 for item in items}
+    # the kept secret is only asked about; the failing one's DELETE is made once (no retries)
+    reads = environment_calls(github, "ci-mixed")[:2]
+    (ask_team, _) = secret_calls(github, "ci-mixed", [team])
+    assert calls(github) == [*reads, ask_team, *secret_calls(github, "ci-mixed", [failing, plain])]
+    assert github.sandbox.secret_names(github.repo, "ci-mixed") == sorted(
+        [team.key_name, failing.key_name]
+    )
+    assert environment_row(service, github, "ci-mixed")[0] == "kept"
+
+    assert stored(service.ledger, team.id).state is LeaseState.REVOKED
+    with service.ledger.begin() as conn:
+        team_events = [(e.action, e.detail) for e in history(conn, team.id)][-2:]
+    assert team_events[0] == ("revoked", "revoked at the provider")
+    assert team_events[1][0] == "secret_kept"
+    assert team_events[1][1].endswith(": not a value runkeys wrote")
+
+    held = stored(service.ledger, failing.id)
+    assert held.state is LeaseState.REVOKING
+    assert held.attempts == 1
+    assert held.last_error is not None
+    assert "502" in held.last_error
+    assert last_detail(service, failing.id)[0] != "revoked"
+
+    assert stored(service.ledger, plain.id).state is LeaseState.REVOKED
+    assert last_detail(service, plain.id) == ("revoked", "revoked at the provider, secret deleted")
