@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import replace
+from urllib.parse import quote
 
 import msgspec
 import pytest
@@ -15,9 +16,9 @@ from sqlalchemy import select
 
 from handler.config import ServiceConfig
 from handler.ledger import tables
-from handler.ledger.completions import record_completion
+from handler.ledger.completions import apply_completions, record_completion
 from handler.ledger.history import history
-from handler.ledger.queue import RunLeases
+from handler.ledger.queue import RunLeases, claim_due
 from handler.service import Service
 from handler.worker import RevocationWorker
 from runkeys.leases import LeaseRequest, LeaseState
@@ -335,6 +336,50 @@ def test_github_failing_to_say_whose_the_environment_is_gets_each_secret_deleted
     assert calls(github) == environment_calls(github, "ci-run-79")
 
 
+def left_over(
+    service: Service, github: GitHub, tokens: TokenIssuer, name: str, run_id: int
+) -> None:
+    """An environment still a candidate: its run's lease is revoked but its DELETE failed."""
+    service.secrets_for(github.repo.full_name).create_environment(name)
+    written(service, github, keys(github, tokens, name, created=True, prefix="LEFT")[:1], run_id)
+    github.sandbox.inject_fault("DELETE", rf"/environments/{name}$", status=502, times=None)
+    assert complete(service, github, run_id) == 1
+    github.sandbox.clear_faults()
+    assert environment_row(service, github, name) == ("present", None)
+
+
+def left_over_elsewhere(
+    service: Service, github: GitHub, tokens: TokenIssuer, name: str, run_id: int
+) -> None:
+    """`left_over` in the installation's second repository, under the same name."""
+    other = github.other_repo
+    service.secrets_for(other.full_name).create_environment(name)
+    item = github.lease(
+        key_name="ELSEWHERE_0",
+        provider="http",
+        connection="issuer",
+        params=HTTP_PARAMS,
+        reference=tokens.mint(1)[0],
+        environment=name,
+        environment_created=True,
+        repository=other.full_name,
+    )
+    who = replace(identity(other.full_name, other.id), run_id=run_id)
+    put(
+        service.ledger, who, item, installation_id=github.other_installation.id, now=service.clock()
+    )
+    assert item.secret is not None
+    service.secrets_for(other.full_name).put(item.secret, "value-elsewhere")
+    github.sandbox.inject_fault("DELETE", rf"{other.full_name}/environments/{name}$", status=502)
+    with service.ledger.begin() as conn:
+        run = RunLeases(other.id, run_id, 1, github.other_installation.id)
+        record_completion(conn, run, reason="run completed", now=service.clock())
+    assert RevocationWorker(service).drain() == 1
+    github.sandbox.clear_faults()
+    assert name in github.sandbox.environment_names(other)
+    assert stored(service.ledger, item.id).state is LeaseState.REVOKED
+
+
 def test_the_environment_is_asked_about_again_by_its_own_name_before_it_goes(
     service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
 ) -> None:
@@ -343,13 +388,8 @@ def test_the_environment_is_asked_about_again_by_its_own_name_before_it_goes(
     second asking, by this environment's name, says no, and GitHub is not asked anything."""
     tokens, _ = issuer
     store = service.secrets_for(github.repo.full_name)
-    store.create_environment("ci-left")
-    left = keys(github, tokens, "ci-left", created=True, prefix="LEFT")[:1]
-    written(service, github, left, 80)
-    github.sandbox.inject_fault("DELETE", r"/environments/ci-left$", status=502, times=None)
-    assert complete(service, github, 80) == 1
-    github.sandbox.clear_faults()
-    assert environment_row(service, github, "ci-left") == ("present", None)
+    left_over(service, github, tokens, "ci-left", 80)
+    left_over_elsewhere(service, github, tokens, "ci-run-81", 86)
 
     store.create_environment("ci-run-81")
     items = keys(github, tokens, "ci-run-81", created=True)[:2]
@@ -414,3 +454,88 @@ def test_in_an_environment_that_stays_each_secret_is_judged_and_fails_on_its_own
 
     assert stored(service.ledger, plain.id).state is LeaseState.REVOKED
     assert last_detail(service, plain.id) == ("revoked", "revoked at the provider, secret deleted")
+
+
+def test_a_lease_retired_on_its_own_takes_its_environment_and_only_that_one(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    """`retire`, the path of a lease whose environment another live lease used when its batch
+    was grouped (another worker's, retiring at the same time): once it is revoked and its
+    secret deleted, the environment goes if it was the last lease in it; the repository's
+    other candidate is left to the sweeper's pass."""
+    tokens, _ = issuer
+    left_over(service, github, tokens, "ci-left", 84)
+    left_over_elsewhere(service, github, tokens, "ci-run-85", 87)
+    service.secrets_for(github.repo.full_name).create_environment("ci-run-85")
+    (item,) = keys(github, tokens, "ci-run-85", created=True)[:1]
+    written(service, github, [item], 85)
+    with service.ledger.begin() as conn:
+        run = RunLeases(github.repo.id, 85, 1, github.installation.id)
+        record_completion(conn, run, reason="run completed", now=service.clock())
+        apply_completions(conn, limit=10)
+        claim = claim_due(
+            conn, now=service.clock(), limit=10, hold=service.config.worker.claim_timeout
+        )
+    (lease,) = claim.leases
+    github.sandbox.clear_requests()
+    RevocationWorker(service).retire(lease, claim.token)
+    assert tokens.revoke_calls[item.reference] == 1
+    secret = secret_calls(github, "ci-run-85", [item])
+    assert calls(github) == secret + environment_calls(github, "ci-run-85")
+    assert github.sandbox.environment_names(github.repo).count("ci-run-85") == 0
+    assert "ci-left" in github.sandbox.environment_names(github.repo)
+    assert environment_row(service, github, "ci-run-85") == ("deleted", None)
+    assert environment_row(service, github, "ci-left") == ("present", None)
+    assert "ci-run-85" in github.sandbox.environment_names(github.other_repo)
+    assert stored(service.ledger, item.id).state is LeaseState.REVOKED
+    assert last_detail(service, item.id) == ("revoked", "revoked at the provider, secret deleted")
+
+
+def test_a_same_named_environment_in_another_repository_is_not_the_group_s(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    """The second repository has a candidate of the same name; this repository's is still
+    used by a live lease: the run's secrets are deleted one by one, and neither environment
+    is asked about nor deleted."""
+    tokens, _ = issuer
+    left_over_elsewhere(service, github, tokens, "ci-pr-5", 88)
+    service.secrets_for(github.repo.full_name).create_environment("ci-pr-5")
+    items = keys(github, tokens, "ci-pr-5", created=True)[:2]
+    written(service, github, items, 89)
+    live = keys(github, tokens, "ci-pr-5", created=True, prefix="LIVE")[:1]
+    written(service, github, live, 90)
+    before = dict(tokens.revoke_calls)
+    assert complete(service, github, 89) == 2
+    assert tokens.revoke_calls == {**before, **{item.reference: 1 for item in items}}
+    assert calls(github) == secret_calls(github, "ci-pr-5", items)
+    assert github.sandbox.secret_names(github.repo, "ci-pr-5") == ["LIVE_0"]
+    assert github.sandbox.secret_names(github.other_repo, "ci-pr-5") == ["ELSEWHERE_0"]
+    for item in items:
+        assert last_detail(service, item.id) == (
+            "revoked",
+            "revoked at the provider, secret deleted",
+        )
+
+
+def test_environments_whose_names_differ_but_in_upper_case_retire_each_with_its_own(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    """`ci-straße` and `ci-strasse` are two environments (their lower cases differ, their
+    upper cases do not): a run with a key in each deletes both, each in its own DELETE, and
+    each lease is recorded with its own environment."""
+    tokens, _ = issuer
+    store = service.secrets_for(github.repo.full_name)
+    names = ["ci-straße", "ci-strasse"]
+    items = []
+    for n, name in enumerate(names):
+        store.create_environment(name)
+        items += keys(github, tokens, name, created=True, prefix=f"KEY{n}")[:1]
+    written(service, github, items, 91)
+    assert complete(service, github, 91) == 2
+    assert sorted(calls(github)) == sorted(
+        call for name in names for call in environment_calls(github, quote(name))
+    )
+    assert set(names).isdisjoint(github.sandbox.environment_names(github.repo))
+    for item, name in zip(items, names, strict=True):
+        detail = f"revoked at the provider, secret deleted with environment {name}"
+        assert last_detail(service, item.id) == ("revoked", detail)
