@@ -70,8 +70,14 @@ class RevocationWorker:
             return 0
         ids = [lease.id for lease in claim.leases]
         with Heartbeat(self.service, claim.token, ids, hold=self.settings.claim_timeout) as beat:
+            # Every key dies at its provider first: GitHub's budget holds back only deletions.
+            revoked = [
+                lease
+                for lease in claim.leases
+                if beat.holds(lease.id) and self._revoke(lease, claim.token)
+            ]
             # each result committed on its own, as soon as known
-            self.retire_all(claim.leases, claim.token, holds=beat.holds)
+            self.retire_all(revoked, claim.token, holds=beat.holds, revoked=True)
         return len(claim.leases)
 
     def drain(self, *, max_batches: int = 1000) -> int:
@@ -118,12 +124,17 @@ class RevocationWorker:
         token: str,
         *,
         holds: Callable[[str], bool] = lambda _lease_id: True,
+        revoked: bool = False,
     ) -> None:
         """Retire a claimed batch. The leases of an environment runkeys created that no other
         live lease uses retire together: revoked at their providers, then the environment is
         deleted once, its secrets with it, instead of each secret first (GitHub's write budget
         is what bounds retiring, issue 16). Every other lease retires on its own. `holds`:
-        whether the claim on a lease still holds (the heartbeat's word), asked before it."""
+        whether the claim on a lease still holds (the heartbeat's word), asked before it;
+        `revoked`: every lease is revoked at its provider already.
+
+        The installation whose budget allows a write soonest goes first, so that one
+        installation's pace does not keep the others' claimed leases waiting behind it."""
 
         def held(lease: LeaseRecord) -> bool:
             if holds(lease.id):
@@ -132,22 +143,56 @@ class RevocationWorker:
             event(log, "claim lost", level=logging.WARNING, lease=lease.id)
             return False
 
+        units: list[list[LeaseRecord]] = []  # a lease alone, or an environment's together
         together: dict[tuple[int, str], list[LeaseRecord]] = {}
         for lease in leases:
             environment = lease.secret.environment if lease.secret is not None else None
             if environment is None or lease.provider_only:
-                if held(lease):
-                    self.retire(lease, token)
+                units.append([lease])
             else:
-                together.setdefault((lease.repository_id, environment.lower()), []).append(lease)
-        for (repository_id, name), claimed in together.items():
-            group = [lease for lease in claimed if held(lease)]
-            env = self._deletable_after(repository_id, name, group) if group else None
+                key = (lease.repository_id, environment.lower())
+                if key not in together:
+                    together[key] = []
+                    units.append(together[key])
+                together[key].append(lease)
+        while units:
+            unit = min(units, key=lambda u: self._ready_in(u[0]))
+            units.remove(unit)
+            group = [lease for lease in unit if held(lease)]
+            environment = group[0].secret.environment if group and group[0].secret else None
+            if not group or environment is None or group[0].provider_only:
+                for lease in group:
+                    self.retire(lease, token, revoked=revoked)
+                continue
+            env = self._deletable_after(group[0].repository_id, environment.lower(), group)
             if env is None:
                 for lease in group:
-                    self.retire(lease, token)
+                    self.retire(lease, token, revoked=revoked)
             else:
-                self._retire_with_environment(env, group, token)
+                self._retire_with_environment(env, group, token, revoked=revoked)
+
+    def _revoke(self, lease: LeaseRecord, token: str) -> bool:
+        """Revoke at the provider (no GitHub write is paced here); False: the attempt failed."""
+        try:
+            revoke(
+                RetireRequest.of(lease, secret=None),
+                registry=self.service.registry,
+                connections=self.service.config.connections,
+            )
+        except Exception as exc:
+            self._failed(lease, token, exc)
+            return False
+        return True
+
+    def _ready_in(self, lease: LeaseRecord) -> float:
+        """Seconds before the lease's installation may write to GitHub (0: now, or no write)."""
+        if lease.provider_only or lease.secret is None:
+            return 0.0
+        try:
+            pace = self.service.github.pace_for(lease.repository)
+        except Exception:  # the installation unknown yet: its deletion finds out, in order
+            return 0.0
+        return pace.ready_in(write=True) if pace is not None else 0.0
 
     def _deletable_after(
         self, repository_id: int, name: str, group: Sequence[LeaseRecord]
@@ -160,9 +205,17 @@ class RevocationWorker:
         return found[0] if found else None
 
     def _retire_with_environment(
-        self, env: EnvironmentRecord, group: Sequence[LeaseRecord], token: str
+        self,
+        env: EnvironmentRecord,
+        group: Sequence[LeaseRecord],
+        token: str,
+        *,
+        revoked: bool = False,
     ) -> None:
-        revoked: list[LeaseRecord] = []
+        if revoked:
+            self._delete_with_environment(env, group, list(group), token)
+            return
+        done: list[LeaseRecord] = []
         for lease in group:
             try:
                 revoke(
@@ -173,7 +226,16 @@ class RevocationWorker:
             except Exception as exc:
                 self._failed(lease, token, exc)
             else:
-                revoked.append(lease)
+                done.append(lease)
+        self._delete_with_environment(env, group, done, token)
+
+    def _delete_with_environment(
+        self,
+        env: EnvironmentRecord,
+        group: Sequence[LeaseRecord],
+        revoked: Sequence[LeaseRecord],
+        token: str,
+    ) -> None:
         # A lease not revoked still lives in the environment: it stays, so each secret goes.
         went = self._delete_environment(env, group) if len(revoked) == len(group) else None
         for lease in revoked:
@@ -225,9 +287,9 @@ class RevocationWorker:
         deleted = ", secret deleted" if kept_for is None else ""
         self._finish(lease, token, detail=f"revoked at the provider{deleted}", kept_for=kept_for)
 
-    def retire(self, lease: LeaseRecord, token: str) -> None:
-        """Retire one lease: revoke, delete its secret, then its environment if that was the
-        last live lease in one runkeys created."""
+    def retire(self, lease: LeaseRecord, token: str, *, revoked: bool = False) -> None:
+        """Retire one lease: revoke (unless `revoked` already), delete its secret, then its
+        environment if that was the last live lease in one runkeys created."""
         request = RetireRequest.of(lease, secret=None if lease.provider_only else lease.secret)
         try:
             retired = retire(
@@ -236,6 +298,7 @@ class RevocationWorker:
                 connections=self.service.config.connections,
                 secrets_for=None if lease.provider_only else self.service.secrets_for,
                 keep_secret=lambda: self._keep_secret(lease),
+                revoked=revoked,
             )
         except Exception as exc:
             self._failed(lease, token, exc)

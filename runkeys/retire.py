@@ -74,13 +74,16 @@ def retire(
     connections: Mapping[str, Connection],  # by normalized name, as `load_connections` has them
     secrets_for: Callable[[str], SecretStore] | None,
     keep_secret: Callable[[], str | None] | None = None,
+    revoked: bool = False,
 ) -> Retired:
     """Revoke, then delete the secret. Raises `ProviderError`/`GitHubError` (retryable or not)
     or `ConfigError` (a connection this process cannot see); safe to call again after any.
 
     `keep_secret` is asked after the revoke, right before the delete (so as late as it can be):
-    a reason to leave the secret, such as a newer lease having written it since, or None."""
-    revoke(request, registry=registry, connections=connections)
+    a reason to leave the secret, such as a newer lease having written it since, or None.
+    `revoked`: the caller revoked it already (`revoke`), so only the secret is left to do."""
+    if not revoked:
+        revoke(request, registry=registry, connections=connections)
     if request.secret is None or secrets_for is None:
         return Retired(secret_deleted=False)
     kept_for = keep_secret() if keep_secret is not None else None

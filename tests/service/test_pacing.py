@@ -248,3 +248,49 @@ def test_refusals_retried_inside_pygithub_reach_the_pace(
     (state,) = service.pacing.states()
     assert state.refusals == 2
     assert state.hold_until > 0
+
+
+def delete_order(sandbox: Sandbox, repos: list[Repository]) -> list[int]:
+    """Which repository (its index) each secret DELETE the stand-in answered was for."""
+    return [
+        i
+        for r in sandbox.requests
+        if r.method == "DELETE" and r.status == 204
+        for i, repo in enumerate(repos)
+        if f"/repos/{repo.full_name}/" in r.path
+    ]
+
+
+def test_a_paced_installation_does_not_hold_back_another(
+    world: World, database_url: str, clock: Clock
+) -> None:
+    """One claim, two installations: the first's minute is spent, so its leases wait; the
+    other's, claimed in the same batch and ready, go first instead of waiting behind them."""
+    service = make_service(
+        world,
+        database_url,
+        clock,
+        RUNKEYS_GITHUB_WRITES_PER_MINUTE=str(WRITES_PER_MINUTE),
+        RUNKEYS_GITHUB_TIME_FACTOR=str(FACTOR),
+    )
+    busy, quiet = world.repos
+    ids = leases_in(service, world, busy, 6) + leases_in(service, world, quiet, 4)
+    pace = service.github.pace_for(busy.full_name)
+    assert pace is not None
+    for _ in range(WRITES_PER_MINUTE):  # the busy installation's other writes this minute
+        with pace.request(write=True):
+            pass
+    assert pace.ready_in(write=True) > 0.5 * 60 / FACTOR
+    world.sandbox.enforce_rate_limits(
+        SecondaryLimits(writes_per_minute=WRITES_PER_MINUTE), time_factor=FACTOR
+    )
+    world.sandbox.clear_requests()
+    assert RevocationWorker(service).run_once() == 10  # one batch holds both
+    service.close()
+
+    # Claimed interleaved (busy first), worked quiet first: all 4 before the busy's first.
+    assert delete_order(world.sandbox, world.repos) == [1] * 4 + [0] * 6
+    assert len(world.tokens.revoked) == 10
+    assert set(world.tokens.revoked.values()) == {1}  # revoked first, and not again with the rest
+    assert world.sandbox.rate_limit_refusals() == {}
+    assert set(states(service.ledger, ids).values()) == {LeaseState.REVOKED.value}
