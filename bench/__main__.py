@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.machine import one_line
 from bench.report import DEFAULT_OUT, SUMMARY_HEADER
 
-BENCHMARKS = ("webhook", "revocation", "action", "broker", "ledger", "image")
+BENCHMARKS = ("webhook", "revocation", "action", "broker", "ledger", "image", "storm")
 
 
 def summary(out: Path, names: Sequence[str]) -> str:
