@@ -11,6 +11,7 @@ retirement latency before the storm (idle). Method: docs/benchmarks.md#method.""
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 import sys
@@ -27,12 +28,13 @@ from sqlalchemy import select
 
 from bench.common import parser, run_benchmark, service_environ
 from bench.report import Result, Summary, Target, percentile
+from handler.background import WorkLoop
 from handler.config import ServiceConfig
 from handler.ledger import tables
 from handler.ledger.leases import register
 from handler.ledger.queue import PullRequestLeases, RunLeases, queue
+from handler.logs import logger
 from handler.service import Service
-from handler.worker import RevocationWorker
 from runkeys.github.secrets import SecretStore, WriteBudget
 from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
 from runkeys.labels import label
@@ -157,6 +159,8 @@ def run(s: Settings, tmp: Path) -> Result:  # noqa: PLR0915 (one scenario, in or
         extra={
             "RUNKEYS_GITHUB_WRITES_PER_MINUTE": str(WRITES_PER_MINUTE),
             "RUNKEYS_GITHUB_TIME_FACTOR": str(s.factor),
+            # The sweeper (which retries an environment DELETE put off) every GitHub minute.
+            "RUNKEYS_SWEEP_INTERVAL": str(60 / s.factor),
         },
     )
     service = Service(ServiceConfig.from_env(environ))
@@ -185,15 +189,10 @@ def run(s: Settings, tmp: Path) -> Result:  # noqa: PLR0915 (one scenario, in or
     sandbox.enforce_rate_limits(SecondaryLimits(), time_factor=s.factor)
     sandbox.clear_requests()
 
-    stop = threading.Event()
-    worker = RevocationWorker(service)
-
-    def work() -> None:
-        while not stop.is_set():
-            if not worker.run_once():
-                stop.wait(0.005)
-
-    thread = threading.Thread(target=work, name="storm-worker", daemon=True)
+    # Each wait for GitHub's hourly budget is logged as an attempt put off: thousands of lines.
+    logger("worker").setLevel(logging.ERROR)
+    loop = WorkLoop(service)  # the worker and sweeper loop `runkeys serve` runs in each process
+    thread = threading.Thread(target=loop.run, name="storm-worker", daemon=True)
     thread.start()
     used_runs = [0] * QUIET
 
@@ -212,6 +211,7 @@ def run(s: Settings, tmp: Path) -> Result:  # noqa: PLR0915 (one scenario, in or
                         reason="workflow run completed",
                         now=datetime.now(UTC),
                     )
+            service.wake_worker()  # as the webhook that queued them does
             time.sleep(s.quiet_interval)
 
     try:
@@ -227,12 +227,13 @@ def run(s: Settings, tmp: Path) -> Result:  # noqa: PLR0915 (one scenario, in or
                     reason="pull request closed",
                     now=storm_started,
                 )
+        service.wake_worker()
         storm_queued = time.time()
         while not storm_over(service, storm_repo, s.prs):
             complete_quiet(1)
         storm_ended = time.time()
     finally:
-        stop.set()
+        loop.stop()
         thread.join()
     rows = lease_rows(service)
     requests = list(sandbox.requests)
