@@ -118,10 +118,11 @@ class Stage:
 
     def __init__(self, sandbox: Sandbox, service: Service, session: GitHubSession) -> None:
         self.sandbox, self.service, self.session = sandbox, service, session
-        self.run_ids = iter(range(10_000_000, 20_000_000))
 
     def issue(self, repo: Repository, installation: int, *, pr: int | None = None) -> int:
-        run_id = next(self.run_ids)
+        # A run GitHub knows, in progress: the sweeper's reconciling asks about it, and would
+        # retire the leases of a run GitHub does not know (deleted: nothing uses their keys).
+        run_id = self.sandbox.add_workflow_run(repo, status="in_progress").id
         environment = f"ci-pr-{pr}" if pr is not None else f"ci-run-{run_id}"
         ref = f"refs/pull/{pr}/merge" if pr is not None else "refs/heads/main"
         lifetime = Lifetime.PR if pr is not None else Lifetime.RUN
@@ -204,6 +205,7 @@ def run(s: Settings, tmp: Path) -> Result:  # noqa: PLR0915 (one scenario, in or
                         continue  # all staged runs completed: the storm outlasted them
                     run_id = quiet_runs[q][used_runs[q]]
                     used_runs[q] += 1
+                    sandbox.set_run_status(repo, run_id, "completed", "success")
                     queue(
                         conn,
                         RunLeases(repo.id, run_id, 1, installations[1 + q]),
