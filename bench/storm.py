@@ -35,6 +35,7 @@ from handler.ledger.leases import register
 from handler.ledger.queue import PullRequestLeases, RunLeases, queue
 from handler.logs import logger
 from handler.service import Service
+from handler.sweeper import Sweeper
 from runkeys.github.secrets import SecretStore, WriteBudget
 from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
 from runkeys.labels import label
@@ -193,6 +194,9 @@ def run(s: Settings, tmp: Path) -> Result:  # noqa: PLR0915 (one scenario, in or
     # Each wait for GitHub's hourly budget is logged as an attempt put off: thousands of lines.
     logger("worker").setLevel(logging.ERROR)
     loop = WorkLoop(service)  # the worker and sweeper loop `runkeys serve` runs in each process
+    # Its first sweep asks GitHub about every staged run (hundreds of reads): done here, before
+    # the idle runs, so that it is not in their latency; the loop's next is 10 minutes away.
+    Sweeper(service, loop.worker).sweep()
     thread = threading.Thread(target=loop.run, name="storm-worker", daemon=True)
     thread.start()
     used_runs = [0] * QUIET
