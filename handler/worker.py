@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 
 from handler.heartbeat import Heartbeat
@@ -71,13 +71,15 @@ class RevocationWorker:
         ids = [lease.id for lease in claim.leases]
         with Heartbeat(self.service, claim.token, ids, hold=self.settings.claim_timeout) as beat:
             # Every key dies at its provider first: GitHub's budget holds back only deletions.
-            revoked = [
-                lease
-                for lease in claim.leases
-                if beat.holds(lease.id) and self._revoke(lease, claim.token)
-            ]
+            held: list[LeaseRecord] = []
+            revoked: set[str] = set()
+            for lease in claim.leases:  # asked one by one: a lease re-taken meanwhile is theirs
+                if self._held(lease, beat.holds):
+                    held.append(lease)
+                    if self._revoke(lease, claim.token):
+                        revoked.add(lease.id)
             # each result committed on its own, as soon as known
-            self.retire_all(revoked, claim.token, holds=beat.holds, revoked=True)
+            self.retire_all(held, claim.token, holds=beat.holds, revoked=revoked)
         return len(claim.leases)
 
     def drain(self, *, max_batches: int = 1000) -> int:
@@ -124,14 +126,15 @@ class RevocationWorker:
         token: str,
         *,
         holds: Callable[[str], bool] = lambda _lease_id: True,
-        revoked: bool = False,
+        revoked: Collection[str] | None = None,
     ) -> None:
         """Retire a claimed batch. The leases of an environment runkeys created that no other
         live lease uses retire together: revoked at their providers, then the environment is
         deleted once, its secrets with it, instead of each secret first (GitHub's write budget
         is what bounds retiring, issue 16). Every other lease retires on its own. `holds`:
         whether the claim on a lease still holds (the heartbeat's word), asked before it;
-        `revoked`: every lease is revoked at its provider already.
+        `revoked`: the leases revoked at their providers already (the others' revoke failed and
+        is recorded; None: none revoked yet, each is revoked here).
 
         The installation whose budget allows a write soonest goes first, so that one
         installation's pace does not keep the others' claimed leases waiting behind it."""
@@ -142,6 +145,9 @@ class RevocationWorker:
             # lapsed and re-taken: the other worker has it
             event(log, "claim lost", level=logging.WARNING, lease=lease.id)
             return False
+
+        def started(lease: LeaseRecord) -> bool:  # to retire here (not failed at its revoke)
+            return revoked is None or lease.id in revoked
 
         units: list[list[LeaseRecord]] = []  # a lease alone, or an environment's together
         together: dict[tuple[int, str], list[LeaseRecord]] = {}
@@ -158,18 +164,22 @@ class RevocationWorker:
         while units:
             unit = min(units, key=lambda u: self._ready_in(u[0]))
             units.remove(unit)
-            group = [lease for lease in unit if held(lease)]
+            # A lease whose revoke failed stays in its group: its secret keeps the environment.
+            group = [lease for lease in unit if not started(lease) or held(lease)]
             environment = group[0].secret.environment if group and group[0].secret else None
-            if not group or environment is None or group[0].provider_only:
-                for lease in group:
-                    self.retire(lease, token, revoked=revoked)
-                continue
-            env = self._deletable_after(group[0].repository_id, environment.lower(), group)
-            if env is None:
-                for lease in group:
-                    self.retire(lease, token, revoked=revoked)
-            else:
-                self._retire_with_environment(env, group, token, revoked=revoked)
+            if environment is not None and not group[0].provider_only:
+                env = self._deletable_after(group[0].repository_id, environment.lower(), group)
+                if env is not None:
+                    self._retire_with_environment(env, group, token, revoked=revoked)
+                    continue
+            for lease in filter(started, group):
+                self.retire(lease, token, revoked=revoked is not None)
+
+    def _held(self, lease: LeaseRecord, holds: Callable[[str], bool]) -> bool:
+        if holds(lease.id):
+            return True
+        event(log, "claim lost", level=logging.WARNING, lease=lease.id)  # re-taken: theirs now
+        return False
 
     def _revoke(self, lease: LeaseRecord, token: str) -> bool:
         """Revoke at the provider (no GitHub write is paced here); False: the attempt failed."""
@@ -210,12 +220,13 @@ class RevocationWorker:
         group: Sequence[LeaseRecord],
         token: str,
         *,
-        revoked: bool = False,
+        revoked: Collection[str] | None = None,
     ) -> None:
-        if revoked:
-            self._delete_with_environment(env, group, list(group), token)
+        if revoked is not None:
+            done = [lease for lease in group if lease.id in revoked]
+            self._delete_with_environment(env, group, done, token)
             return
-        done: list[LeaseRecord] = []
+        done = []
         for lease in group:
             try:
                 revoke(
