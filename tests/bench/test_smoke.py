@@ -126,10 +126,13 @@ def test_the_storm(tmp_path: Path) -> None:
     assert storm.main(["--quick", "--out", str(tmp_path)]) == 0
     data = results(tmp_path, "storm")
     raw = data["raw"]
-    # Today's code: 10 secret DELETEs and 1 environment DELETE per pull request (item 1 of
-    # issue 16 brings it to 1); the stand-in's log, not the worker's, says so.
-    assert (raw["secret_deletes"], raw["environment_deletes"]) == (40, 4)
-    assert raw["writes"] == 44
+    # Every environment deleted once; a secret deleted alone only when its environment's
+    # leases were not claimed together (the stand-in's log, not the worker's, says so).
+    assert raw["environment_deletes"] == 4
+    assert 0 <= raw["secret_deletes"] <= 40
+    assert raw["writes"] == raw["secret_deletes"] + raw["environment_deletes"]
+    (used,) = [t for t in data["targets"] if t["name"] == "GitHub writes used / minimum"]
+    assert used["measured"] == f"{raw['writes'] / 4:.2f}"
     assert raw["refusals"] == {}
     assert len(raw["revoke_delay"]) == len(raw["deleted_delay"]) == 40
     assert max(raw["revoke_delay"]) <= max(raw["deleted_delay"])
