@@ -49,8 +49,10 @@ def test_the_manifest_asks_for_exactly_these_permissions_and_events() -> None:
 def _life_of_a_lease(
     sandbox: Sandbox, app: App, permissions: dict[str, str], tmp_path: Path
 ) -> dict[str, bool]:
-    """Register a lease whose secret sits in an environment runkeys created, retire it with
-    the worker, and let the sweeper reconcile a completed run. Which steps worked."""
+    """Register two leases whose secrets sit in an environment runkeys created and retire them
+    with the worker one after the other (the first's secret is deleted on its own, as the other
+    still uses the environment; then the environment goes whole), and let the sweeper reconcile
+    a completed run. Which steps worked."""
     repo = sandbox.add_repository(f"{unique('perm').replace('_', '-')}/app")
     sandbox.install(app, [repo], permissions=permissions)
     full = sandbox.add_token(
@@ -61,6 +63,14 @@ def _life_of_a_lease(
     item = lease(repository=repo.full_name, environment="ci-run-1", environment_created=True)
     assert item.secret is not None
     store.put(item.secret, "value")
+    keeper = lease(
+        repository=repo.full_name,
+        key_name="KEEPER",
+        environment="ci-run-1",
+        environment_created=True,
+    )
+    assert keeper.secret is not None
+    store.put(keeper.secret, "value")
     url = f"sqlite:///{tmp_path / unique('ledger')}.sqlite3"
     clock = Clock()
     flask_app = create_app(make_environ(sandbox, app, url), clock=clock)
@@ -70,7 +80,7 @@ def _life_of_a_lease(
     token = sandbox.oidc_token(claims, AUDIENCE)
     other = lease(repository=repo.full_name, key_name="OTHER", secret=False)
     response = flask_app.test_client().post(
-        "/v1/leases", json=body(item, other), headers={"Authorization": f"Bearer {token}"}
+        "/v1/leases", json=body(item, keeper, other), headers={"Authorization": f"Bearer {token}"}
     )
     worked = {"register": response.status_code == 201}
     assert worked["register"], js(response)
@@ -78,6 +88,9 @@ def _life_of_a_lease(
         queue(conn, LeasesById((item.id,)), actor="t", reason="t", now=clock())
     RevocationWorker(service).drain()
     worked["delete secret"] = stored(service.ledger, item.id).state.value == "revoked"
+    with service.ledger.begin() as conn:
+        queue(conn, LeasesById((keeper.id,)), actor="t", reason="t", now=clock())
+    RevocationWorker(service).drain()
     worked["delete environment"] = "ci-run-1" not in sandbox.environment_names(repo)
     clock.advance(minutes=2)
     report = Sweeper(service).sweep()
