@@ -25,6 +25,8 @@ from runkeys.errors import GitHubError
 INFLIGHT = math.inf  # an entry's time while its request is unanswered: it never ages out
 
 
+# Repeated on purpose: the stand-in states the same numbers (runkeys_sandbox/server/ratelimit.py)
+# without importing these, so a wrong one here is caught against it.
 @dataclass(frozen=True)
 class Limits:
     """GitHub's documented limits, per installation; `minute` is the length of GitHub's minute

@@ -35,6 +35,8 @@ DEFAULT_LIMITS = {
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+# Repeated on purpose: the product's pace (runkeys/github/pacing.py) states the same numbers;
+# the stand-in never imports the product's rules.
 @dataclass(frozen=True)
 class SecondaryLimits:
     """GitHub's documented secondary limits (its defaults); `status` is how it refuses."""
