@@ -192,55 +192,60 @@ def run(s: Settings, tmp: Path) -> Result:  # noqa: PLR0915 (one scenario, in or
     sandbox.clear_requests()
 
     # Each wait for GitHub's hourly budget is logged as an attempt put off: thousands of lines.
-    logger("worker").setLevel(logging.ERROR)
-    loop = WorkLoop(service)  # the worker and sweeper loop `runkeys serve` runs in each process
-    # Its first sweep asks GitHub about every staged run (hundreds of reads): done here, before
-    # the idle runs, so that it is not in their latency; the loop's next is 10 minutes away.
-    Sweeper(service, loop.worker).sweep()
-    thread = threading.Thread(target=loop.run, name="storm-worker", daemon=True)
-    thread.start()
-    used_runs = [0] * QUIET
+    worker_log = logger("worker")
+    level = worker_log.level
+    worker_log.setLevel(logging.ERROR)
+    try:
+        loop = WorkLoop(service)  # the worker and sweeper loop `runkeys serve` runs in each process
+        # Its first sweep asks GitHub about every staged run (hundreds of reads): done here, before
+        # the idle runs, so that it is not in their latency; the loop's next is 10 minutes away.
+        Sweeper(service, loop.worker).sweep()
+        thread = threading.Thread(target=loop.run, name="storm-worker", daemon=True)
+        thread.start()
+        used_runs = [0] * QUIET
 
-    def complete_quiet(count: int) -> None:
-        for _ in range(count):
+        def complete_quiet(count: int) -> None:
+            for _ in range(count):
+                with service.ledger.begin() as conn:
+                    for q, repo in enumerate(quiet_repos):
+                        if used_runs[q] == len(quiet_runs[q]):
+                            continue  # all staged runs completed: the storm outlasted them
+                        run_id = quiet_runs[q][used_runs[q]]
+                        used_runs[q] += 1
+                        sandbox.set_run_status(repo, run_id, "completed", "success")
+                        queue(
+                            conn,
+                            RunLeases(repo.id, run_id, 1, installations[1 + q]),
+                            actor="bench",
+                            reason="workflow run completed",
+                            now=datetime.now(UTC),
+                        )
+                service.wake_worker()  # as the webhook that queued them does
+                time.sleep(s.quiet_interval)
+
+        try:
+            complete_quiet(s.idle_runs)
+            idle_done = datetime.now(UTC)
+            storm_started = datetime.now(UTC)
             with service.ledger.begin() as conn:
-                for q, repo in enumerate(quiet_repos):
-                    if used_runs[q] == len(quiet_runs[q]):
-                        continue  # all staged runs completed: the storm outlasted them
-                    run_id = quiet_runs[q][used_runs[q]]
-                    used_runs[q] += 1
-                    sandbox.set_run_status(repo, run_id, "completed", "success")
+                for pr in range(1, s.prs + 1):
                     queue(
                         conn,
-                        RunLeases(repo.id, run_id, 1, installations[1 + q]),
+                        PullRequestLeases(storm_repo.id, pr, storm_started + timedelta(seconds=1)),
                         actor="bench",
-                        reason="workflow run completed",
-                        now=datetime.now(UTC),
+                        reason="pull request closed",
+                        now=storm_started,
                     )
-            service.wake_worker()  # as the webhook that queued them does
-            time.sleep(s.quiet_interval)
-
-    try:
-        complete_quiet(s.idle_runs)
-        idle_done = datetime.now(UTC)
-        storm_started = datetime.now(UTC)
-        with service.ledger.begin() as conn:
-            for pr in range(1, s.prs + 1):
-                queue(
-                    conn,
-                    PullRequestLeases(storm_repo.id, pr, storm_started + timedelta(seconds=1)),
-                    actor="bench",
-                    reason="pull request closed",
-                    now=storm_started,
-                )
-        service.wake_worker()
-        storm_queued = time.time()
-        while not storm_over(service, storm_repo, s.prs):
-            complete_quiet(1)
-        storm_ended = time.time()
-    finally:
-        loop.stop()
-        thread.join()
+            service.wake_worker()
+            storm_queued = time.time()
+            while not storm_over(service, storm_repo, s.prs):
+                complete_quiet(1)
+            storm_ended = time.time()
+        finally:
+            loop.stop()
+            thread.join()
+    finally:  # the process goes on (a test, `make bench`): its logging as it was
+        worker_log.setLevel(level)
     rows = lease_rows(service)
     requests = list(sandbox.requests)
     refusals = sandbox.rate_limit_refusals()
