@@ -195,14 +195,12 @@ class RevocationWorker:
         return True
 
     def _ready_in(self, lease: LeaseRecord) -> float:
-        """Seconds before the lease's installation may write to GitHub (0: now, or no write)."""
-        if lease.provider_only or lease.secret is None:
+        """Seconds before the lease's installation may write to GitHub (0: now, or no write).
+        By the installation the ledger holds (from the verified token): ordering asks GitHub
+        nothing, least of all about a row the worker will refuse to send."""
+        if lease.provider_only or lease.secret is None or lease.installation_id is None:
             return 0.0
-        try:
-            pace = self.service.github.pace_for(lease.repository)
-        except Exception:  # the installation unknown yet: its deletion finds out, in order
-            return 0.0
-        return pace.ready_in(write=True) if pace is not None else 0.0
+        return self.service.pacing.of(lease.installation_id).ready_in(write=True)
 
     def _deletable_after(
         self, repository_id: int, name: str, group: Sequence[LeaseRecord]
