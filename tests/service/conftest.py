@@ -24,10 +24,11 @@ from sqlalchemy.engine import make_url
 from handler.app import create_app
 from handler.ledger import Ledger, tables
 from runkeys.leases import LeaseRequest
+from runkeys_sandbox.launch import ThreadServer
 from runkeys_sandbox.server import RunClaims
 from runkeys_sandbox.server.sandbox import Sandbox
 from runkeys_sandbox.server.state import App, Installation, Repository
-from tests.service.kit import AUDIENCE, HTTP_PARAMS, Clock, lease
+from tests.service.kit import AUDIENCE, HTTP_PARAMS, Clock, TokenIssuer, lease
 from tests.services import need, unique
 
 
@@ -213,6 +214,15 @@ def env(environ: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, s
     for key, value in environ.items():
         monkeypatch.setenv(key, value)
     return environ
+
+
+@pytest.fixture
+def issuer() -> Iterator[tuple[TokenIssuer, str]]:
+    """The `http` provider's issuer on loopback (connection `issuer`): its tokens, its URL."""
+    tokens = TokenIssuer()
+    server = ThreadServer(tokens)
+    yield tokens, server.url
+    server.stop()
 
 
 @pytest.fixture

@@ -23,19 +23,10 @@ from handler.service import Service
 from handler.worker import RevocationWorker
 from runkeys.leases import LeaseRequest, LeaseState
 from runkeys.oidc import RunIdentity
-from runkeys_sandbox.launch import ThreadServer
 from tests.service.conftest import GitHub
 from tests.service.kit import HTTP_PARAMS, Clock, TokenIssuer, identity, put, stored
 
 KEYS = 10
-
-
-@pytest.fixture
-def issuer() -> Iterator[tuple[TokenIssuer, str]]:
-    tokens = TokenIssuer()
-    server = ThreadServer(tokens)
-    yield tokens, server.url
-    server.stop()
 
 
 @pytest.fixture

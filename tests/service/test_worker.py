@@ -32,14 +32,6 @@ ISSUER_PASSWORD = "issuer-pass-8d1c"
 
 
 @pytest.fixture
-def issuer() -> Iterator[tuple[TokenIssuer, str]]:
-    tokens = TokenIssuer()
-    server = ThreadServer(tokens)
-    yield tokens, server.url
-    server.stop()
-
-
-@pytest.fixture
 def service(
     environ: dict[str, str], issuer: tuple[TokenIssuer, str], clock: Clock
 ) -> Iterator[Service]:
