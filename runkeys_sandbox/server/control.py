@@ -15,17 +15,38 @@ or 409."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import requests
 
+from runkeys_sandbox.server import payloads
 from runkeys_sandbox.server.payloads import pull_request_closed, workflow_run_completed
 from runkeys_sandbox.server.routing import Reply, split_path
 from runkeys_sandbox.server.runs import CONCLUSIONS
 from runkeys_sandbox.server.state import App, Installation, Repository, WorkflowRun
 
-if TYPE_CHECKING:
-    from runkeys_sandbox.server.sandbox import Sandbox
+
+class Stand(payloads.Stand, Protocol):
+    """What the control API uses of the stand-in (a `Sandbox`, which imports this module)."""
+
+    @property
+    def webhook_url(self) -> str | None: ...
+
+    def deliver(
+        self, url: str, event: str, payload: Any, *, app: App | None = None
+    ) -> requests.Response: ...
+
+    def manifest_code(self, manifest: dict[str, Any], owner: str = ...) -> str: ...
+
+    def set_run_status(
+        self,
+        repo: Repository | str,
+        run_id: int,
+        status: str,
+        conclusion: str | None = None,
+        run_attempt: int | None = None,
+    ) -> None: ...
+
 
 PREFIX = "/_sandbox/"
 DOCS = "runkeys_sandbox/server/control.py"
@@ -63,7 +84,7 @@ class Control:
     """Answers `/_sandbox/…` for `sandbox`; deliveries are sent without the world's lock held,
     since the service may call the stand-in back while it answers."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: Stand) -> None:
         self.sandbox = sandbox
 
     def __call__(self, method: str, path: str, raw_body: bytes) -> Reply:

@@ -6,17 +6,36 @@ webhook schemas `workflow-run-completed` and `pull-request-closed`; tests check 
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from runkeys_sandbox.server.representations import (
     account_json,
     repository_json,
     workflow_run_json,
 )
-from runkeys_sandbox.server.state import Account, Installation, Repository, iso, legacy_node_id
+from runkeys_sandbox.server.state import (
+    Account,
+    Installation,
+    Repository,
+    World,
+    iso,
+    legacy_node_id,
+)
 
-if TYPE_CHECKING:
-    from runkeys_sandbox.server.sandbox import Sandbox
+
+class Stand(Protocol):
+    """What a payload reads of the running stand-in (a `Sandbox`, which imports this module)."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def world(self) -> World: ...
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
 
 SENDER = Account("octocat", 583231, "User")
 
@@ -30,7 +49,7 @@ def _installation(installation: Installation) -> dict[str, Any]:
 
 
 def workflow_run_completed(
-    sandbox: Sandbox,
+    sandbox: Stand,
     repo: Repository,
     run_id: int,
     installation: Installation,
@@ -73,7 +92,7 @@ def workflow_run_completed(
 
 # Repeated on purpose: alike only in layout (one parameter a line) with representations.py.
 def pull_request_closed(
-    sandbox: Sandbox,
+    sandbox: Stand,
     repo: Repository,
     number: int,
     installation: Installation,

@@ -28,29 +28,12 @@ def modules(root: Path, packages: Iterable[str]) -> dict[str, Path]:
     return found
 
 
-def _type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def _imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
-    """Every import statement, in functions too; not those under `if TYPE_CHECKING:`, which
-    never run (they are how a type names a module without importing it)."""
-    for node in ast.iter_child_nodes(tree):
+    """Every import statement, in functions and under `if TYPE_CHECKING:` too: a type that
+    names a module is a dependency on it as much as a call is."""
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import | ast.ImportFrom):
             yield node
-        if isinstance(node, ast.If) and _type_checking(node):
-            yield from (i for n in node.orelse for i in _imports_in(n))
-            continue
-        yield from _imports(node)
-
-
-def _imports_in(node: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
-    if isinstance(node, ast.Import | ast.ImportFrom):
-        yield node
-    yield from _imports(node)
 
 
 def graph(found: dict[str, Path]) -> Graph:
@@ -178,15 +161,15 @@ def write(root: Path, files: dict[str, str]) -> None:
             },
             [["p.b", "p.q.a", "p.b"]],
         ),
-        (  # type-only imports never run: no cycle
+        (  # a type-only import is a dependency too: a cycle
             {
                 "p/__init__.py": "",
                 "p/a.py": "import typing\nif typing.TYPE_CHECKING:\n    from p.b import B\n",
                 "p/b.py": "from p.a import A\n",
             },
-            [],
+            [["p.a", "p.b", "p.a"]],
         ),
-        (  # but the else of such an `if` does run
+        (  # and so is the else of such an `if`
             {
                 "p/__init__.py": "",
                 "p/a.py": "if TYPE_CHECKING:\n    pass\nelse:\n    import p.b\n",
