@@ -13,7 +13,13 @@ from handler.config import ServiceConfig
 from handler.errors import error_response
 from handler.logs import logger
 from handler.service import Clock, Service, utc_now
-from handler.views import keys, leases, ops, webhook  # noqa: F401 (keys: POST /v1/keys joins leases' blueprint on import)
+from handler.views import (  # noqa: F401 (keys, check: their routes join leases' blueprint on import)
+    check,
+    keys,
+    leases,
+    ops,
+    webhook,
+)
 from runkeys import __version__, versions
 
 log = logger("app")

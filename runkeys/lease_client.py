@@ -1,5 +1,6 @@
-"""The action's client of the lease service: `POST /v1/leases` (register) and
-`POST /v1/leases/retire` (the post step's report), over `runkeys.http_session`.
+"""The action's client of the lease service: `POST /v1/leases` (register),
+`POST /v1/leases/retire` (the post step's report) and `POST /v1/leases/check` (the `check`
+sub-action), over `runkeys.http_session`.
 
 Each attempt carries a fresh OIDC token (`runkeys.oidc.RunnerOIDC`): the service accepts a `jti`
 once, even from a request that then failed. The action makes lease ids: no retry leases twice."""
@@ -26,6 +27,7 @@ from runkeys.leases import (
     Retirement,
     RetireOutcome,
 )
+from runkeys.preflight import CheckAnswer, CheckRequest
 from runkeys.scrub import short
 
 Answer = TypeVar("Answer", bound=msgspec.Struct)
@@ -116,6 +118,16 @@ class LeaseClient:
             fix="check that `service-url` points at a runkeys service that serves broker mode",
         )
         return [lease.id for lease in retired.leases]
+
+    def check(self, request: CheckRequest) -> CheckAnswer:
+        """The `check` sub-action: `POST /v1/leases/check`, what the ledger says of each key."""
+        answer = self._post("/v1/leases/check", request, doing="checking the keys")
+        return _decoded(
+            answer,
+            CheckAnswer,
+            "the runkeys service answered /v1/leases/check without the keys' states",
+            fix="check that `service-url` points at a runkeys service of this version",
+        )
 
     def _post(self, path: str, body: msgspec.Struct, *, doing: str) -> bytes:
         """POST with a fresh token per attempt, tried again as `retry` says (a retry inside

@@ -21,6 +21,7 @@ from tests.encoded_forms import encoded_forms
 BIN = Path(sys.executable).parent
 MAIN = str(BIN / "runkeys-action")
 POST = str(BIN / "runkeys-action-post")
+CHECK = str(BIN / "runkeys-check")  # the `check` sub-action's entry point
 MASK = "::add-mask::"
 
 
@@ -176,14 +177,16 @@ class Step:
         post: bool = False,
         timeout: float = 60,
         wrap: Callable[[list[str], dict[str, str]], list[str]] | None = None,
+        entry: str | None = None,
     ) -> Run:
-        """Run the main (or post) entry point; `wrap` turns (argv, env) into another command
-        line that runs it elsewhere (inside the action's image)."""
+        """Run the main (or post) entry point, or `entry` (a sub-action's); `wrap` turns
+        (argv, env) into another command line that runs it elsewhere (inside the action's
+        image)."""
         env = dict(self.base_env)
         env.update({f"INPUT_{name.upper()}": value for name, value in inputs.items()})
         env.update(extra_env or {})
         before = {name: _read(path) for name, path in self.files.items()}
-        argv = [POST if post else MAIN]
+        argv = [entry or (POST if post else MAIN)]
         if wrap is not None:
             argv = wrap(argv, env)
         done = subprocess.run(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from bench.image import (
     KEYS,
@@ -38,6 +39,8 @@ from tests.images import (
     working_container,
 )
 from tests.locks import ACTION, parse
+
+CHECK_ACTION = Path(__file__).resolve().parents[2] / "check" / "action.yml"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -138,6 +141,24 @@ def test_the_image_fails_a_bad_spec_with_an_annotation(
             "- keys.A.bytes: must be between 16 and 1024, not 8\n\nNothing was minted.",
         )
     ]
+
+
+def test_the_image_runs_the_check_sub_actions_entry_point(
+    container: tuple[str, list[str], list[str]], tmp_path: Path
+) -> None:
+    """check/action.yml's entrypoint exists in the image and reads its inputs: a named key
+    missing from the step's env is named before anything is asked."""
+    working, _, _ = container
+    entrypoint = [yaml.safe_load(CHECK_ACTION.read_text())["runs"]["entrypoint"]]
+    step = Step(tmp_path)
+    run = step.run(
+        {"keys": "API_TOKEN", "service-url": "https://runkeys.example"},
+        wrap=in_container(working, entrypoint, tmp_path),
+    )
+    assert run.returncode == 1, [*run.lines, run.stderr]
+    ((title, message),) = run.annotations("error")
+    assert title == "runkeys: Invalid configuration"
+    assert message.startswith("key API_TOKEN: is not set (or empty) in this step's environment")
 
 
 def test_the_image_mints_a_random_key_and_its_post_step_retires_it(

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,14 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.yml"))
 ACTIONLINT = shutil.which("actionlint", path=str(Path(sys.executable).parent))
 USES = "uses: OWNER/runkeys@v1"
+CHECK_USES = "uses: OWNER/runkeys/check@v1"
+# Sub-actions: their action.yml and the one module whose inputs they declare.
+SUB_ACTIONS = {"check": "check.py"}
+
+
+def sub_action(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / name / "action.yml").read_text())
+    return data
 
 
 def action() -> dict[str, Any]:
@@ -73,10 +82,33 @@ def test_every_input_and_output_is_documented_and_kebab_case() -> None:
     assert "keys-json" in meta["outputs"]
 
 
+def inputs_read(*names: str) -> set[str]:
+    sources = "".join((ROOT / "action_src" / name).read_text() for name in names)
+    return set(re.findall(r'get_(?:input|bool|duration)\(environ, "([a-z-]+)"', sources))
+
+
 def test_the_inputs_the_entry_points_read_are_the_declared_ones() -> None:
-    sources = "".join(path.read_text() for path in sorted((ROOT / "action_src").glob("*.py")))
-    read = set(re.findall(r'get_(?:input|bool|duration)\(environ, "([a-z-]+)"', sources))
-    assert read == set(action()["inputs"])
+    own = set(SUB_ACTIONS.values())
+    main = [p.name for p in sorted((ROOT / "action_src").glob("*.py")) if p.name not in own]
+    assert inputs_read(*main) == set(action()["inputs"])
+
+
+@pytest.mark.parametrize("name", sorted(SUB_ACTIONS))
+def test_a_sub_action_is_valid_runs_on_the_same_image_and_declares_what_it_reads(
+    name: str,
+) -> None:
+    meta = sub_action(name)
+    jsonschema.validate(meta, action_schema())
+    runs = meta["runs"]
+    assert (runs["using"], runs["image"]) == ("docker", "../Dockerfile")
+    script = runs["entrypoint"].removeprefix("/opt/runkeys/bin/")
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts[script] == f"action_src.{SUB_ACTIONS[name].removesuffix('.py')}:entry_point"
+    # Its own module's inputs, and the service settings it reads through inputs.py.
+    read = inputs_read(SUB_ACTIONS[name]) | {"service-url", "audience"}
+    assert read == set(meta["inputs"])
+    for spec in meta["inputs"].values():
+        assert len(spec["description"]) > 20
 
 
 def test_the_dockerfile_follows_the_runners_rules() -> None:
@@ -115,10 +147,12 @@ def test_examples_use_only_inputs_action_yml_declares(actionlint: str, tmp_path:
     workflows = tmp_path / ".github" / "workflows"
     workflows.mkdir(parents=True)
     (tmp_path / ".git").mkdir()
-    for name in ("action.yml", "Dockerfile"):
+    for name in ("action.yml", "Dockerfile", *(f"{sub}/action.yml" for sub in SUB_ACTIONS)):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         shutil.copy(ROOT / name, tmp_path / name)
     for example in EXAMPLES:
-        (workflows / example.name).write_text(example.read_text().replace(USES, "uses: ./"))
+        text = example.read_text().replace(USES, "uses: ./").replace(CHECK_USES, "uses: ./check")
+        (workflows / example.name).write_text(text)
     done = subprocess.run([actionlint], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     # …and the check does bite:
@@ -127,6 +161,12 @@ def test_examples_use_only_inputs_action_yml_declares(actionlint: str, tmp_path:
     done = subprocess.run([actionlint], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert done.returncode == 1
     assert 'input "kees" is not defined' in done.stdout
+    # …for the sub-actions' inputs too.
+    checked = next(e for e in EXAMPLES if CHECK_USES in e.read_text())
+    broken = workflows / checked.name
+    broken.write_text(broken.read_text().replace("min-remaining:", "min-remainder:"))
+    done = subprocess.run([actionlint], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert 'input "min-remainder" is not defined' in done.stdout
 
 
 def runkeys_steps(example: Path) -> list[dict[str, Any]]:
