@@ -8,6 +8,7 @@ from the test's clock, retirements by signed webhooks, the sweeper and the post 
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,6 +24,7 @@ from handler.ledger.queue import LeasesById, queue
 from handler.sweeper import Sweeper
 from runkeys.leases import LeaseRequest, Lifetime
 from runkeys_sandbox.server import RunClaims
+from tests.encoded_forms import encoded_forms
 from tests.service import kit
 from tests.service.conftest import GitHub
 from tests.service.kit import Clock, body, js
@@ -229,11 +231,19 @@ def test_a_body_that_is_not_json_is_400_or_415(client: FlaskClient, github: GitH
 
 
 def test_a_live_key_is_answered_with_its_expiry_and_remaining_time(
-    client: FlaskClient, github: GitHub, clock: Clock
+    client: FlaskClient, github: GitHub, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     minted = mint(client, github, clock, run_id=777010, ttl=timedelta(hours=1))
     clock.advance(minutes=50)
     response = ask(client, github, consumer(github, 777010), {"API_TOKEN": minted.value})
+    # One log line says who asked and what they heard; nothing of the value, not even its print.
+    (logged,) = [r for r in caplog.records if r.getMessage() == "keys checked"]
+    assert getattr(logged, "fields", {})["keys"] == {"API_TOKEN": "live"}
+    logs = "\n".join(r.getMessage() + str(getattr(r, "fields", "")) for r in caplog.records)
+    for form in [*encoded_forms(minted.value), sha256(minted.value)]:
+        assert form not in logs
+        assert form not in response.get_data(as_text=True)
     assert js(response)["now"] == iso(clock.now)
     assert answers(response)["API_TOKEN"] == {
         "name": "API_TOKEN",
