@@ -34,7 +34,7 @@ def test_every_fragment_is_loaded() -> None:
     ops = operations()
     assert SECRET_PUT in ops
     assert "POST /app/installations/{installation_id}/access_tokens" in ops
-    assert len(ops) == 38  # 33 fragments + 5 operations checked with the description's schemas
+    assert len(ops) == 41  # 36 fragments + 5 operations checked with the description's schemas
 
 
 def test_faithful_exchanges_pass() -> None:
@@ -59,6 +59,24 @@ def test_accepting_a_body_the_description_rejects_is_caught() -> None:
     # Refusing it is what GitHub does.
     refusal = {"message": "Invalid request.", "documentation_url": "x"}
     assert problems(exchange(SECRET_PUT, 422, refusal, '{"encrypted_value": "x"}')) == []
+
+
+ALERT = "GET /repos/{owner}/{repo}/secret-scanning/alerts/{alert_number}"
+ALERT_UPDATE = "PATCH /repos/{owner}/{repo}/secret-scanning/alerts/{alert_number}"
+
+
+def test_a_nullable_enum_takes_null_and_nothing_else_outside_it() -> None:
+    """GitHub answers `"resolution": null` for an open alert, though its description lists no
+    null in the enum it marks nullable; any other value outside the enum is still caught."""
+    assert problems(exchange(ALERT, 200, {"number": 1, "resolution": None})) == []
+    assert problems(exchange(ALERT, 200, {"number": 1, "resolution": "revoked"})) == []
+    assert problems(exchange(ALERT, 200, {"number": 1, "resolution": "revokeD"}))
+
+
+def test_an_error_documented_without_a_body_may_carry_githubs_error() -> None:
+    refusal = {"message": "Resource not accessible by integration", "documentation_url": "x"}
+    assert problems(exchange(ALERT_UPDATE, 403, refusal, '{"state": "open"}')) == []
+    assert problems(exchange(ALERT_UPDATE, 403, {"error": "no"}, '{"state": "open"}'))
 
 
 def test_unfaithful_answers_are_caught() -> None:
