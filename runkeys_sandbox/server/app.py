@@ -22,6 +22,7 @@ from runkeys_sandbox.routes import keys as routes_keys
 from runkeys_sandbox.routes import misc as routes_misc
 from runkeys_sandbox.routes import oidc as routes_oidc
 from runkeys_sandbox.routes import runs as routes_runs
+from runkeys_sandbox.routes import secret_scanning as routes_secret_scanning
 from runkeys_sandbox.routes import secrets as routes_secrets
 from runkeys_sandbox.server.auth import (
     ANONYMOUS,
@@ -71,6 +72,7 @@ ROUTES: tuple[Route, ...] = (
     *routes_runs.ROUTES,
     *routes_apps.ROUTES,
     *routes_oidc.ROUTES,
+    *routes_secret_scanning.ROUTES,
 )
 
 API_VERSION = "2022-11-28"

@@ -86,6 +86,21 @@ ACCESS_TOKEN: Schema = {
     },
 }
 
+SECRET_SCANNING_ALERT_UPDATE: Schema = {
+    "type": "object",
+    "properties": {
+        "state": {"type": "string", "enum": ["open", "resolved"]},
+        "resolution": {
+            "type": "string",
+            "nullable": True,
+            "enum": ["false_positive", "wont_fix", "revoked", "used_in_tests"],
+        },
+        "resolution_comment": {"type": "string", "nullable": True},
+        "assignee": {"type": "string", "nullable": True},
+        "validity": {"type": "string", "nullable": True, "enum": ["active", "inactive"]},
+    },
+}
+
 # Where GitHub's messages place the body itself (its schemas are JSON hyper-schema links).
 ROOT = "links/0/schema"
 

@@ -7,10 +7,12 @@ and `close-pr` call it; the stand-in listens on loopback only.
     POST /_sandbox/runs/{run_id}/complete  {"conclusion": "success"}
     POST /_sandbox/pulls/{number}/close    {"merged": false, "repository": "octo/app"}
     POST /_sandbox/app-manifests           {"manifest": {...}, "owner": "octo"} → {"code": …}
+    POST /_sandbox/repos/{owner}/{repo}/secret-scanning/alerts  {"secret": "rk_…"}
+                                           → {"number": …, "delivery": …}
 
-Each answers JSON; the first two say what was delivered (`delivery`: the URL, the status and
-body the service answered, or why nothing was sent). Errors are `{"message": …}` with 400, 404
-or 409."""
+Each answers JSON; the first two and the alert say what was delivered (`delivery`: the URL,
+the status and body the service answered, or why nothing was sent). Errors are
+`{"message": …}` with 400, 404 or 409."""
 
 from __future__ import annotations
 
@@ -20,10 +22,20 @@ from typing import Any, Protocol
 import requests
 
 from runkeys_sandbox.server import payloads
-from runkeys_sandbox.server.payloads import pull_request_closed, workflow_run_completed
+from runkeys_sandbox.server.payloads import (
+    pull_request_closed,
+    secret_scanning_alert,
+    workflow_run_completed,
+)
 from runkeys_sandbox.server.routing import Reply, split_path
 from runkeys_sandbox.server.runs import CONCLUSIONS
-from runkeys_sandbox.server.state import App, Installation, Repository, WorkflowRun
+from runkeys_sandbox.server.state import (
+    App,
+    Installation,
+    Repository,
+    SecretScanningAlert,
+    WorkflowRun,
+)
 
 
 class Stand(payloads.Stand, Protocol):
@@ -46,6 +58,10 @@ class Stand(payloads.Stand, Protocol):
         conclusion: str | None = None,
         run_attempt: int | None = None,
     ) -> None: ...
+
+    def raise_secret_alert(
+        self, repo: Repository | str, secret: str, *, publicly_leaked: bool = ...
+    ) -> SecretScanningAlert: ...
 
 
 PREFIX = "/_sandbox/"
@@ -97,6 +113,9 @@ class Control:
                 return self.close_pull_request(_number(segments[1], "pull request"), body)
             if method == "POST" and segments == ["app-manifests"]:
                 return self.manifest_code(body)
+            alerts = len(segments) == 5 and segments[::3] == ["repos", "secret-scanning"]
+            if method == "POST" and alerts and segments[4] == "alerts":
+                return self.raise_alert(segments[1], segments[2], body)
         except ControlError as error:
             return _error(error.status, error.message)
         return _error(404, f"the stand-in's control API has no {method} {path}")
@@ -165,6 +184,33 @@ class Control:
                 f"pull request #{number}: {where}; say which repository",
             )
         return having[0]
+
+    # -- secret scanning finds a secret --------------------------------------------------------
+
+    def raise_alert(self, owner: str, name: str, body: dict[str, Any]) -> Reply:
+        """An alert on `secret` in the repository, and its `secret_scanning_alert` delivery
+        (`created`; `publicly_leaked` when the body says so). The answer never repeats it."""
+        secret, leaked = body.get("secret"), body.get("publicly_leaked", False)
+        if not isinstance(secret, str) or not secret:
+            raise ControlError(400, "secret must be a non-empty string")
+        if not isinstance(leaked, bool):
+            raise ControlError(400, "publicly_leaked must be true or false")
+        sandbox = self.sandbox
+        with sandbox.world.lock:
+            repo = sandbox.world.repository(owner, name)
+            if repo is None:
+                raise ControlError(404, f"no repository {owner}/{name} in the stand-in")
+            alert = sandbox.raise_secret_alert(repo, secret, publicly_leaked=leaked)
+            installation = self._installation(repo)
+            action = "publicly_leaked" if leaked else "created"
+            payload = (
+                None
+                if installation is None
+                else secret_scanning_alert(sandbox, repo, alert, installation, action=action)
+            )
+        answer: dict[str, Any] = {"number": alert.number, "repository": repo.full_name}
+        answer["delivery"] = self._deliver("secret_scanning_alert", payload, installation)
+        return Reply(201, answer)
 
     # -- an App from a manifest ---------------------------------------------------------------
 

@@ -1,6 +1,7 @@
-"""The webhook payloads GitHub sends an App when a sandbox run completes or a pull request
-closes, built from the sandbox's own state in the shape of GitHub's deliveries (the official
-webhook schemas `workflow-run-completed` and `pull-request-closed`; tests check both).
+"""The webhook payloads GitHub sends an App when a sandbox run completes, a pull request
+closes or secret scanning raises an alert, built from the sandbox's own state in the shape of
+GitHub's deliveries (the official webhook schemas `workflow-run-completed`,
+`pull-request-closed` and `secret-scanning-alert-created`; tests check them).
 `Sandbox.deliver` signs them with the App's webhook secret, as GitHub would."""
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from typing import Any, Protocol
 from runkeys_sandbox.server.representations import (
     account_json,
     repository_json,
+    secret_alert_webhook_json,
     workflow_run_json,
 )
 from runkeys_sandbox.server.state import (
     Account,
     Installation,
     Repository,
+    SecretScanningAlert,
     World,
     iso,
     legacy_node_id,
@@ -119,6 +122,27 @@ def pull_request_closed(
                 times=(created, closed),
                 merged=merged,
             ),
+            "repository": repository_json(repo, base),
+            "sender": account_json(SENDER, base),
+            "installation": _installation(installation),
+        }
+
+
+def secret_scanning_alert(
+    sandbox: Stand,
+    repo: Repository,
+    alert: SecretScanningAlert,
+    installation: Installation,
+    *,
+    action: str = "created",
+) -> dict[str, Any]:
+    """`secret_scanning_alert` (`created`, `publicly_leaked`, `reopened`, …) for `alert`: like
+    GitHub's, it carries no secret; an App fetches the alert to read it."""
+    base = sandbox.url
+    with sandbox.world.lock:
+        return {
+            "action": action,
+            "alert": secret_alert_webhook_json(repo, alert, base),
             "repository": repository_json(repo, base),
             "sender": account_json(SENDER, base),
             "installation": _installation(installation),

@@ -1,6 +1,7 @@
 """The JSON GitHub answers with, built from the sandbox's state. Field sets follow the REST
 description's schemas (`repository`, `minimal-repository`, `simple-user`, `installation`,
-`integration`, `environment`, `deploy-key`, `workflow-run`); URLs point back at the sandbox."""
+`integration`, `environment`, `deploy-key`, `workflow-run`, `secret-scanning-alert-with-metadata`);
+URLs point back at the sandbox."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from runkeys_sandbox.server.state import (
     Repository,
     RunAttempt,
     Secret,
+    SecretScanningAlert,
     WorkflowRun,
     iso,
     legacy_node_id,
@@ -273,6 +275,50 @@ def deploy_key_json(repo: Repository, key: DeployKey, base: str) -> dict[str, An
         "added_by": key.added_by,
         "last_used": iso(key.last_used) if key.last_used is not None else None,
         "enabled": True,
+    }
+
+
+def secret_alert_json(
+    repo: Repository, alert: SecretScanningAlert, base: str, *, secret: bool = True
+) -> dict[str, Any]:
+    """`secret-scanning-alert-with-metadata` (the REST answer), with `secret` unless the
+    caller said `hide_secret=true`; `secret_alert_webhook_json` is what a delivery carries."""
+    data = secret_alert_webhook_json(repo, alert, base)
+    data["state"] = alert.state
+    if secret:
+        data["secret"] = alert.secret
+    return data
+
+
+def secret_alert_webhook_json(
+    repo: Repository, alert: SecretScanningAlert, base: str
+) -> dict[str, Any]:
+    """`secret-scanning-alert-webhook`: a delivery never carries the secret."""
+    url = f"{base}/repos/{repo.full_name}/secret-scanning/alerts/{alert.number}"
+    return {
+        "number": alert.number,
+        "created_at": iso(alert.created_at),
+        "updated_at": iso(alert.updated_at),
+        "url": url,
+        "html_url": f"{base}/{repo.full_name}/security/secret-scanning/{alert.number}",
+        "locations_url": f"{url}/locations",
+        "resolution": alert.resolution,
+        "resolved_at": iso(alert.resolved_at) if alert.resolved_at is not None else None,
+        "resolved_by": None if alert.resolved_by is None else account_json(alert.resolved_by, base),
+        "resolution_comment": alert.resolution_comment,
+        "secret_type": alert.secret_type,
+        "secret_type_display_name": alert.secret_type_display_name,
+        "validity": "unknown",
+        "push_protection_bypassed": False,
+        "push_protection_bypassed_by": None,
+        "push_protection_bypassed_at": None,
+        "push_protection_bypass_request_reviewer": None,
+        "push_protection_bypass_request_reviewer_comment": None,
+        "push_protection_bypass_request_comment": None,
+        "push_protection_bypass_request_html_url": None,
+        "publicly_leaked": alert.publicly_leaked,
+        "multi_repo": False,
+        "assigned_to": None,
     }
 
 

@@ -13,7 +13,15 @@ from runkeys_sandbox.routes.apps import mint_installation_token
 from runkeys_sandbox.server.auth import WORKFLOW_TOKEN_PERMISSIONS, pat_value
 from runkeys_sandbox.server.errors import ApiError
 from runkeys_sandbox.server.runs import RunBook
-from runkeys_sandbox.server.state import App, Clock, Installation, Repository, Token, World
+from runkeys_sandbox.server.state import (
+    App,
+    Clock,
+    Installation,
+    Repository,
+    SecretScanningAlert,
+    Token,
+    World,
+)
 
 DEFAULT_INSTALLATION_PERMISSIONS = {
     "secrets": "write",
@@ -69,6 +77,35 @@ class Seeding(RunBook):
 
     def _repo(self, repo: RepoRef) -> Repository:
         return self.repository(repo) if isinstance(repo, str) else repo
+
+    def raise_secret_alert(
+        self,
+        repo: RepoRef,
+        secret: str,
+        *,
+        secret_type: str = "runkeys_token",  # noqa: S107 (a kind of secret, not one)
+        display_name: str = "runkeys token",
+        publicly_leaked: bool = False,
+    ) -> SecretScanningAlert:
+        """Secret scanning found `secret` in `repo`: a new alert, numbered after the last one,
+        or the open alert that already holds this secret (GitHub raises one per secret)."""
+        target = self._repo(repo)
+        with self.world.lock:
+            for alert in target.secret_alerts.values():
+                if alert.secret == secret and alert.state == "open":
+                    return alert
+            now = self.clock()
+            alert = SecretScanningAlert(
+                number=max(target.secret_alerts, default=0) + 1,
+                secret=secret,
+                secret_type=secret_type,
+                secret_type_display_name=display_name,
+                created_at=now,
+                updated_at=now,
+                publicly_leaked=publicly_leaked,
+            )
+            target.secret_alerts[alert.number] = alert
+            return alert
 
     def add_app(
         self,

@@ -133,6 +133,25 @@ class WorkflowRun:
 
 
 @dataclass
+class SecretScanningAlert:
+    """A secret scanning alert: what GitHub found (`secret`), where it stands, who resolved it.
+    https://docs.github.com/rest/secret-scanning/secret-scanning"""
+
+    number: int
+    secret: str = field(repr=False)
+    secret_type: str
+    secret_type_display_name: str
+    created_at: float
+    updated_at: float
+    state: str = "open"  # open | resolved
+    resolution: str | None = None
+    resolution_comment: str | None = None
+    resolved_at: float | None = None
+    resolved_by: Account | None = None
+    publicly_leaked: bool = False
+
+
+@dataclass
 class Repository:
     id: int
     account: Account
@@ -144,6 +163,7 @@ class Repository:
     deploy_keys: dict[int, DeployKey] = field(default_factory=dict)
     runs: dict[int, WorkflowRun] = field(default_factory=dict)
     oidc_claim_keys: list[str] | None = None  # the OIDC `sub` customization; None: the default
+    secret_alerts: dict[int, SecretScanningAlert] = field(default_factory=dict)  # by number
 
     @property
     def owner(self) -> str:
