@@ -1,7 +1,10 @@
-"""A seeded sandbox (a repository, an App installed on it) and clients for it."""
+"""A seeded sandbox (a repository, an App installed on it), clients for it, and a webhook
+endpoint that keeps what it is sent."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +13,9 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from github import Auth, Github
+from werkzeug.wrappers import Request, Response
 
+from runkeys_sandbox.launch import ThreadServer
 from runkeys_sandbox.server.sandbox import Sandbox
 from runkeys_sandbox.server.state import App, Installation, Repository
 
@@ -70,3 +75,29 @@ def seeded(sandbox: Sandbox, app_key: str) -> Seeded:
     repo = sandbox.add_repository("octo/app")
     app = sandbox.add_app(private_key_pem=app_key)
     return Seeded(sandbox, repo, app, sandbox.install(app, [repo]))
+
+
+class Receiver:
+    """A webhook endpoint on a loopback port that keeps what it was sent."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self._lock = threading.Lock()
+        self.server = ThreadServer(self)
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        request = Request(environ)
+        with self._lock:
+            self.received.append((dict(request.headers.items()), request.get_data()))
+        return Response(b"", status=202)(environ, start_response)
+
+    @property
+    def url(self) -> str:
+        return f"{self.server.url}/webhook"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver()
+    yield rec
+    rec.server.stop()

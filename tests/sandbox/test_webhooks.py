@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from collections.abc import Iterable, Iterator
-from typing import Any
 
 import pytest
-from werkzeug.wrappers import Request, Response
 
-from runkeys_sandbox.launch import ThreadServer
 from runkeys_sandbox.server.sandbox import Sandbox
 from runkeys_sandbox.server.webhooks import deliver, sign, sign_sha1
 from tests.github_data import DELIVERIES_SECRET, recorded_delivery
+from tests.sandbox.conftest import Receiver
 
 
 def test_official_vector() -> None:
@@ -31,32 +27,6 @@ def test_real_deliveries(name: str) -> None:
     assert sign(body, DELIVERIES_SECRET) == headers["x-hub-signature-256"]
     assert sign_sha1(body, DELIVERIES_SECRET) == headers["x-hub-signature"]
     assert sign(body, DELIVERIES_SECRET + "x") != headers["x-hub-signature-256"]
-
-
-class Receiver:
-    """A webhook endpoint on a loopback port that keeps what it was sent."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self._lock = threading.Lock()
-        self.server = ThreadServer(self)
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        request = Request(environ)
-        with self._lock:
-            self.received.append((dict(request.headers.items()), request.get_data()))
-        return Response(b"", status=202)(environ, start_response)
-
-    @property
-    def url(self) -> str:
-        return f"{self.server.url}/webhook"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver()
-    yield rec
-    rec.server.stop()
 
 
 def test_deliver_posts_signed_bytes_with_githubs_headers(
