@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from handler.ledger.alerts import AlertCheck
 from handler.ledger.queue import (
     InstallationLeases,
     PullRequestLeases,
@@ -21,6 +22,7 @@ from handler.ledger.queue import (
     Selection,
 )
 from handler.webhooks import BadDeliveryError, Delivery, as_id
+from runkeys.github.paths import UnsafePathSegment, repository_path
 from runkeys.github.secrets import github_time
 from runkeys.ids import MAX_ID, MAX_NUMBER, describe
 
@@ -44,9 +46,12 @@ class Retirement:
 class Decision:
     outcome: Outcome
     retirements: tuple[Retirement, ...] = field(default_factory=tuple)
+    # Secret scanning alerts for the worker to fetch and match (`handler.leaks`).
+    alerts: tuple[AlertCheck, ...] = field(default_factory=tuple)
 
 
 Route = Callable[[Delivery], Decision]
+MAX_FULL_NAME = 200  # the ledger's column
 
 
 class Router:
@@ -104,6 +109,20 @@ def _installation_id(delivery: Delivery) -> int | None:
     if "installation" not in delivery.data:
         return None
     return _id(_object(delivery.data, "installation"), "id", "installation")
+
+
+def _full_name(repository: Mapping[str, Any]) -> str:
+    """The repository's `owner/name`, one that makes a path to ask GitHub at (no dot segment)."""
+    full_name = repository.get("full_name")
+    try:
+        if not isinstance(full_name, str) or len(full_name) > MAX_FULL_NAME:
+            raise ValueError(full_name)
+        repository_path(full_name)
+    except (ValueError, UnsafePathSegment):
+        raise BadDeliveryError(
+            "The payload's repository.full_name is missing or not owner/name"
+        ) from None
+    return full_name
 
 
 def _repository_ids(data: Mapping[str, Any], key: str) -> tuple[int, ...]:
@@ -183,3 +202,26 @@ def installation_repositories_removed(delivery: Delivery) -> Decision:
         return Decision(Outcome.QUEUED)
     selection = RepositoryLeases(repositories, installation_id)
     return Decision(Outcome.QUEUED, (Retirement(selection, provider_only=True),))
+
+
+# GitHub found a secret in a repository, or found it again: the worker fetches the alert (the
+# payload has no value) and retires the repository's lease whose fingerprint it is.
+ALERT_ACTIONS = ("created", "publicly_leaked", "reopened")
+
+
+def secret_scanning_alert(delivery: Delivery) -> Decision:
+    """The alert to look at, in the repository the signed delivery names (by id: the
+    repository's name is only where to ask GitHub). What the payload says of the secret
+    (`secret_type`, `validity`) decides nothing: the fingerprint of GitHub's answer does."""
+    repository = _object(delivery.data, "repository")
+    check = AlertCheck(
+        repository_id=_id(repository, "id", "repository"),
+        repository=_full_name(repository),
+        number=_id(_object(delivery.data, "alert"), "number", "alert", MAX_NUMBER),
+        installation_id=_installation_id(delivery),
+    )
+    return Decision(Outcome.QUEUED, alerts=(check,))
+
+
+for _action in ALERT_ACTIONS:
+    router.register("secret_scanning_alert", action=_action)(secret_scanning_alert)

@@ -2,7 +2,8 @@
 
 A run's completion is idempotent and taken every time it arrives (a run with leases is recorded
 as one row for the worker, `handler.ledger.completions`); a closed pull request or an
-installation event is recorded, so its redelivery is answered `duplicate`. Why:
+installation event or a secret scanning alert is recorded, so its redelivery is answered
+`duplicate`; an alert is one row for the worker (`handler.ledger.alerts`). Why:
 docs/service.md#security-model ("Webhooks")."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from sqlalchemy import Connection, select
 
 from handler.events import Decision, Outcome, Retirement
 from handler.ledger import Ledger, tables
+from handler.ledger.alerts import record_alert
 from handler.ledger.completions import record_completion
 from handler.ledger.environments import mark_repositories_unreachable
 from handler.ledger.queue import (
@@ -29,9 +31,10 @@ from handler.webhooks import Delivery
 def apply_delivery(
     ledger: Ledger, delivery: Delivery, decision: Decision, *, now: datetime
 ) -> tuple[Outcome, int]:
-    """The outcome (`duplicate` for a recorded delivery's redelivery) and how many leases it
-    retires: queued now, or for a run's completion, when the worker applies it."""
-    if not decision.retirements:
+    """The outcome (`duplicate` for a recorded delivery's redelivery) and how much work it
+    queued: the leases it retires (queued now, or for a run's completion, when the worker
+    applies it), and the alerts the worker is to look at."""
+    if not decision.retirements and not decision.alerts:
         return decision.outcome, 0
     if _idempotent(decision):
         with ledger.begin() as conn:
@@ -51,12 +54,16 @@ def apply_delivery(
             now=now,
         ):
             return Outcome.DUPLICATE, 0
-        return decision.outcome, len(_queue_all(conn, delivery, decision, now))
+        for alert in decision.alerts:
+            record_alert(conn, alert, reason=_reason(delivery), now=now)
+        return decision.outcome, len(_queue_all(conn, delivery, decision, now)) + len(
+            decision.alerts
+        )
 
 
 def _idempotent(decision: Decision) -> bool:
     """Whether applying the decision again later can only do what applying it now does."""
-    return all(
+    return not decision.alerts and all(
         isinstance(r.selection, RunLeases) and not r.provider_only for r in decision.retirements
     )
 

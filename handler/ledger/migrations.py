@@ -187,12 +187,18 @@ def _broker(conn: Connection) -> None:
     _V5.create_all(conn)
 
 
+def _secret_alerts(conn: Connection) -> None:
+    """Secret scanning alerts recorded by the webhook, worked by the worker."""
+    tables.secret_alerts.create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "leases, events, environments, seen ids", _initial),
     Migration(2, "lease labels, unique", _lease_labels),
     Migration(3, "run completions to apply", _run_completions),
     Migration(4, "connection targets; environments' first naming and claims", _checked_targets),
     Migration(5, "broker requests and policy decisions", _broker),
+    Migration(6, "secret scanning alerts to work", _secret_alerts),
 )
 HEAD = MIGRATIONS[-1].version
 

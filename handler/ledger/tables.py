@@ -211,6 +211,32 @@ policy_decisions = Table(
 )
 Index("ix_policy_decisions_repository", policy_decisions.c.repository_id, policy_decisions.c.id)
 
+# Secret scanning alerts the webhook recorded (repository and installation from the signed
+# delivery), worked by the worker: fetched, matched to leases by fingerprint, resolved. Never
+# the alert's secret (version 6; `handler.ledger.alerts`).
+secret_alerts = Table(
+    "secret_alerts",
+    metadata,
+    Column("repository_id", BigInteger, primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("repository", String(200), nullable=False),
+    Column("installation_id", BigInteger, nullable=True),
+    Column("state", String(16), nullable=False),  # pending, matched, done, failed
+    # What came of it: retired, no_match, retired_already (a lease already retired).
+    Column("outcome", String(32), nullable=True),
+    Column("lease_ids", JSON, nullable=False),  # the leases it retires (matched)
+    Column("html_url", String(500), nullable=True),  # from GitHub's answer
+    Column("reason", String(300), nullable=False),  # "webhook secret_scanning_alert.created …"
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", String(300), nullable=True),
+    Column("claim_token", String(32), nullable=True),
+    Column("claimed_until", UTCDateTime, nullable=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+Index("ix_secret_alerts_due", secret_alerts.c.state, secret_alerts.c.next_attempt_at)
+
 schema_migrations = Table(
     "schema_migrations",
     metadata,

@@ -176,6 +176,44 @@ def installation_repositories_removed(
     return data
 
 
+NODE_ID = "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uMQ=="
+
+
+def secret_scanning_alert(
+    repo_id: int, full_name: str, number: int, installation_id: int, *, action: str = "created"
+) -> dict[str, Any]:
+    """`secret_scanning_alert` as GitHub delivers it: the alert without its value (GitHub
+    publishes no example; the repository is the one of its `workflow_run` example)."""
+    data = webhook_example("workflow_run/completed.payload.json")
+    _repository(data["repository"], repo_id, full_name)
+    html = f"https://github.com/{full_name}/security/secret-scanning/{number}"
+    api = f"https://api.github.com/repos/{full_name}/secret-scanning/alerts/{number}"
+    alert = {
+        "number": number,
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+        "url": api,
+        "html_url": html,
+        "locations_url": f"{api}/locations",
+        "resolution": None,
+        "resolved_at": None,
+        "resolved_by": None,
+        "resolution_comment": None,
+        "secret_type": "runkeys_token",
+        "secret_type_display_name": "runkeys token",
+        "validity": "unknown",
+        "publicly_leaked": action == "publicly_leaked",
+        "multi_repo": False,
+    }
+    return {
+        "action": action,
+        "alert": alert,
+        "repository": data["repository"],
+        "sender": data["sender"],
+        "installation": {"id": installation_id, "node_id": NODE_ID},
+    }
+
+
 def ping() -> dict[str, Any]:
     return webhook_example("ping/with-app_id.payload.json")
 

@@ -15,6 +15,7 @@ from sqlalchemy import event, func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 
 from handler.ledger import Ledger, tables
+from handler.ledger.alerts import AlertCheck, get_alert, record_alert
 from handler.ledger.completions import apply_completions, pending, record_completion
 from handler.ledger.environments import deletable, mark
 from handler.ledger.history import history
@@ -140,7 +141,7 @@ def test_a_version_3_ledger_keeps_the_environments_it_recorded_as_claimed(empty_
             "created_at) VALUES (1296269, 'ci-pr-7', 'ci-pr-7', 'octo/app', 'present', "
             "'2026-11-01 10:00:00')"
         )
-    assert migrate(ledger.engine) == [4, 5]
+    assert migrate(ledger.engine) == [m.version for m in MIGRATIONS[3:]]  # 4 on
     env = tables.environments
     with ledger.begin() as conn:
         (found,) = conn.execute(select(env.c.named_at, env.c.claimed, env.c.note)).all()
@@ -630,9 +631,30 @@ def test_a_version_4_ledger_gains_the_broker_tables_and_keeps_its_leases(empty_u
                 )
             )
         conn.execute(tables.leases.insert().values(_row(identity(), old, 5, NOW)))
-    assert migrate(ledger.engine) == [5]
+    assert migrate(ledger.engine) == [m.version for m in MIGRATIONS[4:]]  # 5 on
     with ledger.begin() as conn:
         assert [r.id for r in conn.execute(select(tables.leases))] == [old.id]
         assert list(conn.execute(select(tables.broker_requests))) == []
         assert list(conn.execute(select(tables.policy_decisions))) == []
+    ledger.close()
+
+
+def test_a_version_5_ledger_gains_the_alerts_table_and_keeps_its_leases(empty_url: str) -> None:
+    ledger = Ledger.open(empty_url, migrate_schema=False)
+    old = lease(connection="ci_db")
+    with ledger.begin() as conn:
+        tables.schema_migrations.create(conn)
+        for step in MIGRATIONS[:5]:
+            step.apply(conn)
+            conn.execute(
+                tables.schema_migrations.insert().values(
+                    version=step.version, name=step.name, applied_at=NOW
+                )
+            )
+        conn.execute(tables.leases.insert().values(_row(identity(), old, 5, NOW)))
+    assert migrate(ledger.engine) == [6]
+    assert stored(ledger, old.id).state.value == "active"
+    with ledger.begin() as conn:
+        record_alert(conn, AlertCheck(1296269, "octo/app", 1, 5), reason="t", now=NOW)
+        assert get_alert(conn, 1296269, 1) is not None
     ledger.close()

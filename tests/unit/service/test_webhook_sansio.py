@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from handler.events import Decision, Outcome, Retirement, Router, router
+from handler.events import ALERT_ACTIONS, Decision, Outcome, Retirement, Router, router
+from handler.ledger.alerts import AlertCheck
 from handler.ledger.queue import InstallationLeases, PullRequestLeases, RepositoryLeases, RunLeases
 from handler.webhooks import BadDeliveryError, Delivery, sign, validate_signature
 from runkeys.errors import AuthError
@@ -145,6 +146,11 @@ def _delivery(event: str, payload: dict[str, Any]) -> Delivery:
             kit.installation_repositories_removed(5, 9, "octo", [(7, "octo/app"), (8, "octo/b")]),
         ),
         ("ping", kit.ping()),
+        *(
+            (f"secret-scanning-alert-{action.replace('_', '-')}", payload)
+            for action in ALERT_ACTIONS
+            for payload in [kit.secret_scanning_alert(7, "octo/app", 3, 5, action=action)]
+        ),
     ],
 )
 def test_built_payloads_match_the_official_schemas(schema: str, payload: dict[str, Any]) -> None:
@@ -200,6 +206,45 @@ def test_removed_repositories_retire_at_the_provider_only() -> None:
     assert decision.retirements == (
         Retirement(RepositoryLeases((8,), installation_id=5), provider_only=True),
     )
+
+
+@pytest.mark.parametrize("action", ALERT_ACTIONS)
+def test_a_secret_scanning_alert_is_one_to_look_at_in_its_repository(action: str) -> None:
+    payload = kit.secret_scanning_alert(7, "octo/app", 3, 5, action=action)
+    decision = router.dispatch(_delivery("secret_scanning_alert", payload))
+    assert decision == Decision(Outcome.QUEUED, alerts=(AlertCheck(7, "octo/app", 3, 5),))
+
+
+@pytest.mark.parametrize("action", ["resolved", "assigned", "validated", "location_created"])
+def test_other_secret_scanning_actions_are_ignored(action: str) -> None:
+    payload = kit.secret_scanning_alert(7, "octo/app", 3, 5, action=action)
+    assert router.dispatch(_delivery("secret_scanning_alert", payload)) == Decision(Outcome.IGNORED)
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("number", 0),
+        ("number", 2**31),
+        ("number", "3"),
+        ("number", None),
+        ("full_name", "octo"),
+        ("full_name", "octo/.."),
+        ("full_name", "octo/app/x"),
+        ("full_name", None),
+        ("full_name", "o/" + "a" * 199),
+    ],
+)
+def test_an_alert_without_a_usable_number_or_repository_is_a_bad_delivery(
+    where: str, value: Any
+) -> None:
+    """The number must be one GitHub could have made; the name one that makes a path to ask
+    GitHub at, nothing that climbs out of `/repos/{owner}/{repo}`."""
+    payload = kit.secret_scanning_alert(7, "octo/app", 3, 5)
+    target = payload["alert"] if where == "number" else payload["repository"]
+    target[where] = value
+    with pytest.raises(BadDeliveryError, match=rf"\.{where}"):
+        router.dispatch(_delivery("secret_scanning_alert", payload))
 
 
 @pytest.mark.parametrize(
