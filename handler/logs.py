@@ -41,6 +41,9 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # PyGithub logs whole answers at DEBUG: a secret scanning alert's value, a new installation
+    # token. Its logger never goes below INFO, whatever the service's level.
+    logging.getLogger("github").setLevel(max(root.level, logging.INFO))
 
 
 def logger(name: str = "") -> logging.Logger:

@@ -75,6 +75,13 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.secret_alerts = Counter(
+            "runkeys_secret_alerts",
+            "Secret scanning alerts worked, by outcome: retired (leases retired, alert resolved), "
+            "no_match, retired_already (the alert left open), retry, failed.",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.revocation_latency = Histogram(
             "runkeys_revocation_latency_seconds",
             "From the moment a lease was queued for retirement to its revocation.",

@@ -13,6 +13,8 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 
 from handler.heartbeat import Heartbeat
+from handler.leaks import AlertResponder
+from handler.ledger.alerts import due_alerts
 from handler.ledger.completions import apply_completions, pending
 from handler.ledger.environments import EnvironmentRecord, deletable, mark
 from handler.ledger.history import record
@@ -54,10 +56,29 @@ class RevocationWorker:
         self.settings = service.config.worker
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
         self.name = f"worker-{uuid.uuid4().hex[:8]}"
+        self.alerts = AlertResponder(
+            service,
+            delay=lambda attempts: backoff(
+                attempts,
+                base=self.settings.backoff_base,
+                cap=self.settings.backoff_max,
+                rng=self.rng,
+            ),
+            retryable=retryable,
+            describe=self._describe,
+        )
 
     def run_once(self) -> int:
-        """Apply the run completions the webhook recorded (their leases are then due), claim
-        one batch of due leases and retire them; how many were claimed."""
+        """Apply the run completions the webhook recorded (their leases are then due), match
+        the secret scanning alerts it recorded (their leases are then due too), claim one batch
+        of due leases and retire them, then resolve the alerts whose leases are retired; how
+        many leases were claimed."""
+        self.alerts.check()
+        claimed = self._retire_due()
+        self.alerts.resolve()
+        return claimed
+
+    def _retire_due(self) -> int:
         with self.service.ledger.begin() as conn:
             apply_completions(conn, limit=self.settings.batch_size)
             claim = claim_due(
@@ -94,9 +115,10 @@ class RevocationWorker:
 
     def completions_pending(self) -> bool:
         """Recorded run completions are left: a batch of them can queue nothing (their leases
-        were retired since), and the next batch may still hold some with live leases."""
+        were retired since), and the next batch may still hold some with live leases. So are
+        secret scanning alerts due to be looked at or resolved."""
         with self.service.ledger.begin() as conn:
-            return pending(conn) > 0
+            return pending(conn) > 0 or due_alerts(conn, now=self.service.clock()) > 0
 
     def _keep_secret(self, lease: LeaseRecord) -> str | None:
         """Why the lease's secret stays (asked after the revoke), or None to delete it."""

@@ -240,3 +240,15 @@ def app(environ: dict[str, str], clock: Clock) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def served(app: Flask, github: GitHub) -> Iterator[str]:
+    """The service's app on a loopback port, and the stand-in delivering to its webhook."""
+    server = ThreadServer(app)
+    github.sandbox.webhook_url = f"{server.url}/webhook"
+    try:
+        yield server.url
+    finally:
+        github.sandbox.webhook_url = None
+        server.stop()

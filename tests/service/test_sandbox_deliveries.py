@@ -5,12 +5,10 @@ own."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from flask import Flask
 
 from handler.app import create_app
 from handler.ledger import Ledger
@@ -19,18 +17,6 @@ from runkeys.leases import Lifetime
 from runkeys_sandbox.launch import ThreadServer
 from tests.service.conftest import GitHub
 from tests.service.kit import Clock, identity, put, run_cli, states
-
-
-@pytest.fixture
-def served(app: Flask, github: GitHub) -> Iterator[str]:
-    """The service's app on a loopback port, and the stand-in delivering to its webhook."""
-    server = ThreadServer(app)
-    github.sandbox.webhook_url = f"{server.url}/webhook"
-    try:
-        yield server.url
-    finally:
-        github.sandbox.webhook_url = None
-        server.stop()
 
 
 def _pr_run(github: GitHub, number: int) -> int:
