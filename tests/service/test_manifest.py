@@ -5,9 +5,12 @@ any one of them something breaks."""
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 
+import msgspec
 import pytest
+from flask import Flask
 
 from handler.app import create_app
 from handler.ledger.queue import LeasesById, queue
@@ -16,8 +19,11 @@ from handler.sweeper import Sweeper
 from handler.worker import RevocationWorker
 from runkeys.github.secrets import SecretStore
 from runkeys.github.session import GitHubConfig, GitHubSession
+from runkeys.leases import fingerprint
+from runkeys.providers.random_value import make_token
+from runkeys_sandbox.server import payloads, webhooks
 from runkeys_sandbox.server.sandbox import Sandbox
-from runkeys_sandbox.server.state import App
+from runkeys_sandbox.server.state import App, Repository, SecretScanningAlert
 from tests.service.conftest import make_environ
 from tests.service.kit import AUDIENCE, Clock, body, js, lease, stored
 from tests.services import unique
@@ -26,7 +32,11 @@ MANIFEST = json.loads((Path(__file__).resolve().parents[2] / "app-manifest.json"
 PERMISSIONS = MANIFEST["default_permissions"]
 # An App receives an event only with the permission it needs (each event's "Availability" in
 # https://docs.github.com/webhooks/webhook-events-and-payloads).
-EVENT_NEEDS = {"workflow_run": ("actions", "read"), "pull_request": ("pull_requests", "read")}
+EVENT_NEEDS = {
+    "workflow_run": ("actions", "read"),
+    "pull_request": ("pull_requests", "read"),
+    "secret_scanning_alert": ("secret_scanning_alerts", "read"),
+}
 
 
 def test_the_manifest_asks_for_exactly_these_permissions_and_events() -> None:
@@ -36,9 +46,15 @@ def test_the_manifest_asks_for_exactly_these_permissions_and_events() -> None:
         "administration": "write",  # delete the environments runkeys created
         "actions": "read",  # workflow_run events; a run's status for the sweeper
         "pull_requests": "read",  # pull_request events
+        # secret_scanning_alert events; read an alert's value, resolve it once retired
+        "secret_scanning_alerts": "write",
         "metadata": "read",  # every App has it
     }
-    assert sorted(MANIFEST["default_events"]) == ["pull_request", "workflow_run"]
+    assert sorted(MANIFEST["default_events"]) == [
+        "pull_request",
+        "secret_scanning_alert",
+        "workflow_run",
+    ]
     for event in MANIFEST["default_events"]:
         permission, access = EVENT_NEEDS[event]
         assert PERMISSIONS[permission] in (access, "write")
@@ -79,8 +95,15 @@ def _life_of_a_lease(
     claims = sandbox.run_claims(repo, run.id)
     token = sandbox.oidc_token(claims, AUDIENCE)
     other = lease(repository=repo.full_name, key_name="OTHER", secret=False)
+    value = make_token(secrets.token_hex(16))
+    leaked = msgspec.structs.replace(
+        lease(repository=repo.full_name, key_name="LEAKED", secret=False),
+        fingerprint=fingerprint(value),
+    )
     response = flask_app.test_client().post(
-        "/v1/leases", json=body(item, keeper, other), headers={"Authorization": f"Bearer {token}"}
+        "/v1/leases",
+        json=body(item, keeper, other, leaked),
+        headers={"Authorization": f"Bearer {token}"},
     )
     worked = {"register": response.status_code == 201}
     assert worked["register"], js(response)
@@ -92,6 +115,12 @@ def _life_of_a_lease(
         queue(conn, LeasesById((keeper.id,)), actor="t", reason="t", now=clock())
     RevocationWorker(service).drain()
     worked["delete environment"] = "ci-run-1" not in sandbox.environment_names(repo)
+    alert = sandbox.raise_secret_alert(repo, value)
+    delivered = deliver(flask_app, sandbox, app, repo, alert)
+    assert delivered == 200
+    RevocationWorker(service).drain()
+    worked["retire leaked"] = stored(service.ledger, leaked.id).state.value == "revoked"
+    worked["resolve alert"] = alert.resolution == "revoked"
     clock.advance(minutes=2)
     report = Sweeper(service).sweep()
     worked["read run"] = report.errors == [] and report.reconciled == 1
@@ -99,11 +128,39 @@ def _life_of_a_lease(
     return worked
 
 
+def deliver(
+    flask_app: Flask, sandbox: Sandbox, app: App, repo: Repository, alert: SecretScanningAlert
+) -> int:
+    """The signed `secret_scanning_alert` delivery the stand-in builds, to the service."""
+    installation = sandbox.world.installation_for(app, repo)
+    assert installation is not None
+    data = webhooks.encode(payloads.secret_scanning_alert(sandbox, repo, alert, installation))
+    headers = webhooks.delivery_headers(
+        "secret_scanning_alert",
+        data,
+        secret=app.webhook_secret,
+        delivery_id=webhooks.new_delivery_id(),
+    )
+    return flask_app.test_client().post("/webhook", data=data, headers=headers).status_code
+
+
+STEPS = ["register", "delete secret", "delete environment", "retire leaked", "resolve alert"]
+
+
 def test_the_manifest_permissions_are_enough(sandbox: tuple[Sandbox, App], tmp_path: Path) -> None:
     worked = _life_of_a_lease(*sandbox, dict(PERMISSIONS), tmp_path)
-    assert worked == dict.fromkeys(
-        ["register", "delete secret", "delete environment", "read run"], True
-    )
+    assert worked == dict.fromkeys([*STEPS, "read run"], True)
+
+
+def test_reading_alerts_is_not_enough_to_resolve_them(
+    sandbox: tuple[Sandbox, App], tmp_path: Path
+) -> None:
+    """With Secret scanning alerts: read, the leaked key is retired all the same; only
+    resolving the alert needs write."""
+    permissions = {**PERMISSIONS, "secret_scanning_alerts": "read"}
+    worked = _life_of_a_lease(*sandbox, permissions, tmp_path)
+    assert worked["retire leaked"] is True
+    assert worked["resolve alert"] is False
 
 
 @pytest.mark.parametrize(
@@ -113,6 +170,7 @@ def test_the_manifest_permissions_are_enough(sandbox: tuple[Sandbox, App], tmp_p
         ("environments", "delete secret"),
         ("administration", "delete environment"),
         ("actions", "read run"),
+        ("secret_scanning_alerts", "retire leaked"),
     ],
 )
 def test_each_permission_is_needed(
