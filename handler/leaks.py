@@ -26,7 +26,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from github import GithubException
 from github.Repository import Repository
@@ -52,6 +53,7 @@ from runkeys.github.errors import explain
 from runkeys.leases import fingerprint
 
 log = logger("leaks")
+Answer = TypeVar("Answer")
 ACTOR = "secret-scanning"
 ALERT_PATH = "/repos/{owner}/{repo}/secret-scanning/alerts/{alert_number}"
 # GitHub shows it on the resolved alert; lease ids say which keys, never a value.
@@ -98,17 +100,10 @@ class AlertResponder:
         return len(claimed)
 
     def _check(self, alert: AlertRecord, token: str) -> None:
-        repo = self._repository(alert)
-        try:
-            found = repo.get_secret_scanning_alert(alert.number)
-            prints, html_url = self._fingerprints(found.secret), str(found.html_url)
-        except GithubException as exc:
-            self._failed(alert, token, self._explain(exc, alert, "reading", "GET"))
+        read = self._ask_github(alert, token, "reading", "GET", partial(self._read, alert))
+        if read is None:
             return
-        except Exception as exc:
-            self._failed(alert, token, exc)
-            return
-        del found  # it holds the value
+        prints, html_url = read
         now = self.service.clock()
         reason = f"leaked: secret scanning alert {html_url}"
         with self.service.ledger.begin() as conn:
@@ -157,11 +152,14 @@ class AlertResponder:
         if retiring:
             self.service.wake_worker()
 
-    def _fingerprints(self, value: object) -> list[str]:
-        """The fingerprints to look for: the value's own (and only that, so far)."""
+    def _read(self, alert: AlertRecord) -> tuple[list[str], str]:
+        """The fingerprints to look for (the value's own, so far) and the alert's address;
+        the value goes with this frame."""
+        found = self._repository(alert).get_secret_scanning_alert(alert.number)
+        value = found.secret
         if not isinstance(value, str) or not value:
             raise GitHubError("GitHub's alert has no secret to match (was it hidden?)")
-        return [fingerprint(value)]
+        return [fingerprint(value)], str(found.html_url)
 
     # -- resolve -----------------------------------------------------------------------------
 
@@ -176,13 +174,8 @@ class AlertResponder:
             if not ready:  # still retiring (or failing): look again soon, not counted
                 retry_alert(conn, alert, token, now=now, retry_at=now + self.settings.backoff_base)
                 return
-        try:
-            self._resolve_on_github(alert)
-        except GithubException as exc:
-            self._failed(alert, token, self._explain(exc, alert, "resolving", "PATCH"))
-            return
-        except Exception as exc:
-            self._failed(alert, token, exc)
+        resolve = partial(self._resolve_on_github, alert)
+        if not self._ask_github(alert, token, "resolving", "PATCH", resolve):
             return
         with self.service.ledger.begin() as conn:
             held = finish_alert(
@@ -198,12 +191,12 @@ class AlertResponder:
             self.service.metrics.secret_alerts.labels(outcome=Outcome.RETIRED.value).inc()
             event(log, "secret scanning alert resolved", **self._fields(alert))
 
-    def _resolve_on_github(self, alert: AlertRecord) -> None:
+    def _resolve_on_github(self, alert: AlertRecord) -> bool:
         """Resolve the alert as revoked, unless someone resolved it meanwhile (however they
         did: theirs stands). Asked for without its value."""
         repo = self._repository(alert)
         if repo.get_secret_scanning_alert(alert.number, hide_secret=True).state == "resolved":
-            return
+            return True
         body = {
             "state": "resolved",
             "resolution": "revoked",
@@ -211,8 +204,26 @@ class AlertResponder:
         }
         path = f"{repo.url}/secret-scanning/alerts/{alert.number}"
         repo.requester.requestJsonAndCheck("PATCH", path, input=body)
+        return True
 
     # -- shared ------------------------------------------------------------------------------
+
+    def _ask_github(
+        self,
+        alert: AlertRecord,
+        token: str,
+        doing: str,
+        method: str,
+        call: Callable[[], Answer],
+    ) -> Answer | None:
+        """What `call` answers, or None when it failed (recorded, to be tried again)."""
+        try:
+            return call()
+        except GithubException as exc:
+            self._failed(alert, token, self._explain(exc, alert, doing, method))
+        except Exception as exc:
+            self._failed(alert, token, exc)
+        return None
 
     def _repository(self, alert: AlertRecord) -> Repository:
         github = self.service.github

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from sqlalchemy import event, func, inspect, select, update
+from sqlalchemy import Connection, event, func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 
 from handler.ledger import Ledger, tables
@@ -622,14 +622,7 @@ def test_a_version_4_ledger_gains_the_broker_tables_and_keeps_its_leases(empty_u
     ledger = Ledger.open(empty_url, migrate_schema=False)
     old = lease(connection="ci_db")
     with ledger.begin() as conn:
-        tables.schema_migrations.create(conn)
-        for step in MIGRATIONS[:4]:
-            step.apply(conn)
-            conn.execute(
-                tables.schema_migrations.insert().values(
-                    version=step.version, name=step.name, applied_at=NOW
-                )
-            )
+        _migrated_to(conn, 4)
         conn.execute(tables.leases.insert().values(_row(identity(), old, 5, NOW)))
     assert migrate(ledger.engine) == [m.version for m in MIGRATIONS[4:]]  # 5 on
     with ledger.begin() as conn:
@@ -643,14 +636,7 @@ def test_a_version_5_ledger_gains_the_alerts_table_and_keeps_its_leases(empty_ur
     ledger = Ledger.open(empty_url, migrate_schema=False)
     old = lease(connection="ci_db")
     with ledger.begin() as conn:
-        tables.schema_migrations.create(conn)
-        for step in MIGRATIONS[:5]:
-            step.apply(conn)
-            conn.execute(
-                tables.schema_migrations.insert().values(
-                    version=step.version, name=step.name, applied_at=NOW
-                )
-            )
+        _migrated_to(conn, 5)
         conn.execute(tables.leases.insert().values(_row(identity(), old, 5, NOW)))
     assert migrate(ledger.engine) == [6]
     assert stored(ledger, old.id).state.value == "active"
@@ -658,3 +644,15 @@ def test_a_version_5_ledger_gains_the_alerts_table_and_keeps_its_leases(empty_ur
         record_alert(conn, AlertCheck(1296269, "octo/app", 1, 5), reason="t", now=NOW)
         assert get_alert(conn, 1296269, 1) is not None
     ledger.close()
+
+
+def _migrated_to(conn: Connection, version: int) -> None:
+    """The schema as the first `version` steps made it, recorded as applied."""
+    tables.schema_migrations.create(conn)
+    for step in MIGRATIONS[:version]:
+        step.apply(conn)
+        conn.execute(
+            tables.schema_migrations.insert().values(
+                version=step.version, name=step.name, applied_at=NOW
+            )
+        )

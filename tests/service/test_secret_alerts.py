@@ -276,6 +276,13 @@ def test_an_alert_on_a_key_retired_already_leaves_it_and_the_alert_alone(
     assert_no_value(service, logs.getvalue(), value)
 
 
+def leased_and_found(github: GitHub, service: Service) -> tuple[str, SecretScanningAlert]:
+    """A live lease and an alert raised on its value (nothing delivered yet)."""
+    value = mint()
+    lease_id = lease_with(github, service, value)
+    return lease_id, github.sandbox.raise_secret_alert(github.repo, value)
+
+
 def _delivery(github: GitHub, alert: SecretScanningAlert, **changes: Any) -> dict[str, Any]:
     payload = payloads.secret_scanning_alert(
         github.sandbox, github.repo, alert, github.installation
@@ -300,9 +307,7 @@ def _alert_rows(service: Service) -> int:
 def test_forged_and_unsigned_deliveries_record_nothing(
     app: Flask, github: GitHub, service: Service
 ) -> None:
-    value = mint()
-    lease_id = lease_with(github, service, value)
-    alert = github.sandbox.raise_secret_alert(github.repo, value)
+    lease_id, alert = leased_and_found(github, service)
     secret = github.app.webhook_secret
     forged = secret[:-1] + ("x" if secret[-1] != "x" else "y")
     for key in (forged, None):
@@ -404,9 +409,7 @@ def test_an_alert_resolved_by_someone_else_meanwhile_is_done(
 def test_a_redelivery_is_a_duplicate_and_a_reopened_alert_is_looked_at_again(
     app: Flask, github: GitHub, service: Service
 ) -> None:
-    value = mint()
-    lease_id = lease_with(github, service, value)
-    alert = github.sandbox.raise_secret_alert(github.repo, value)
+    lease_id, alert = leased_and_found(github, service)
     data = webhooks.encode(_delivery(github, alert))
     headers = webhooks.delivery_headers(
         "secret_scanning_alert", data, secret=github.app.webhook_secret, delivery_id="d-1"
