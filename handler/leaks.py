@@ -251,6 +251,9 @@ class AlertResponder:
         not_found = isinstance(exc, GitHubError) and exc.status == 404
         give_up = attempts >= self.settings.max_attempts or not (self.retryable(exc) or not_found)
         delay = self.settings.failed_retry if give_up else self.delay(attempts)
+        asked = exc.retry_after if isinstance(exc, GitHubError) else None
+        if asked is not None:  # GitHub's Retry-After: no sooner (capped, as for a lease)
+            delay = max(delay, min(timedelta(seconds=asked), self.settings.failed_retry))
         now = self.service.clock()
         with self.service.ledger.begin() as conn:
             retry_alert(

@@ -389,6 +389,20 @@ def test_github_failing_then_answering(
     assert_no_value(service, logs.getvalue(), value)
 
 
+def test_githubs_retry_after_holds_back_the_next_look(
+    app: Flask, github: GitHub, service: Service, clock: Clock
+) -> None:
+    _, alert = leased_and_found(github, service)
+    github.sandbox.inject_fault("GET", r"/secret-scanning/alerts/\d+$", status=429, retry_after=600)
+    assert _post(app, _delivery(github, alert), github.app.webhook_secret).status_code == 200
+    failed_at = clock()
+    RevocationWorker(service).run_once()
+    with service.ledger.begin() as conn:
+        (due,) = conn.execute(select(tables.secret_alerts.c.next_attempt_at)).one()
+    assert due == failed_at + timedelta(seconds=600)
+    assert alert_row(service, github.repo, alert.number).state is AlertState.PENDING
+
+
 def test_an_alert_resolved_by_someone_else_meanwhile_is_done(
     served: str, github: GitHub, service: Service
 ) -> None:
