@@ -37,9 +37,11 @@ from handler.ledger.alerts import (
 from handler.ledger.history import history
 from handler.ledger.queue import LeasesById, queue
 from handler.logs import configure
+from handler.preflight import cause_of
 from handler.service import Service
 from handler.worker import RevocationWorker
 from runkeys.leases import fingerprint
+from runkeys.preflight import Cause
 from runkeys.providers.base import MintRequest
 from runkeys.providers.random_value import RandomProvider
 from runkeys_sandbox.server import payloads, webhooks
@@ -191,6 +193,7 @@ def test_an_alert_on_a_live_token_retires_it_within_one_cycle_and_resolves_it(
     assert retired.state.value == "revoked"
     html_url = f"{github.sandbox.url}/{github.repo.full_name}/security/secret-scanning/1"
     assert retired.retire_reason == f"leaked: secret scanning alert {html_url}"
+    assert cause_of(retired.retire_reason) is Cause.LEAKED  # what the check sub-action says
     assert ("secret-scanning", "queued", f"leaked: secret scanning alert {html_url}") in events(
         service, leaked
     )
