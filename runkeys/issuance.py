@@ -23,19 +23,11 @@ from runkeys.leases import (
     fingerprint,
     new_lease_id,
 )
-from runkeys.masking import encodings
+from runkeys.masking import encodings, secret_parts
 from runkeys.providers import MintRequest, Registry
 from runkeys.retire import RetireRequest, delete_secret, revoke
 from runkeys.scrub import described
 from runkeys.spec import KeySpec
-
-# Parts of a key that say where it logs in, not how: not masked, since masking `5432` or
-# `localhost` would blank every log line that names them (the value, a URL, is masked whole).
-PUBLIC_PARTS = frozenset({"HOST", "PORT", "DATABASE"})
-
-
-def secret_parts(parts: Mapping[str, str]) -> list[str]:
-    return [value for name, value in parts.items() if name.upper() not in PUBLIC_PARTS]
 
 
 class IssuanceError(RunkeysError):

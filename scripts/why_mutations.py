@@ -59,7 +59,7 @@ MUTATIONS = (
     Mutation(
         "the quote_plus masking form removed",
         "runkeys/masking.py",
-        'forms.add(urllib.parse.quote_plus(value, safe=""))',
+        'forms.setdefault(urllib.parse.quote_plus(value, safe=""), "URL-encoded (form)")',
         "pass",
         ("test_the_forms_of_a_value_with_a_space_plus_slash_percent_and_newline",),
     ),
