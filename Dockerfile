@@ -27,7 +27,7 @@ COPY . /opt/runkeys-src
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /opt/wheel /opt/runkeys-src \
  && /opt/runkeys/bin/pip install --no-deps /opt/wheel/runkeys-*.whl \
  && /opt/runkeys/bin/pip check \
- && /opt/runkeys/bin/python -c "import runkeys.issuance, action_src.main, psycopg, pymysql, redis" \
+ && /opt/runkeys/bin/python -c "import runkeys.issuance, action_src.main, action_src.check, action_src.scan, psycopg, pymysql, redis" \
  && /opt/runkeys/bin/python -m pip uninstall --yes --quiet pip setuptools \
  && /opt/runkeys/bin/python -m compileall -q -f -j 0 --invalidation-mode unchecked-hash \
         /opt/runkeys/lib

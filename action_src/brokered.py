@@ -16,13 +16,14 @@ from nacl.public import PrivateKey
 
 from action_src.collaborators import lease_client
 from action_src.plan import BrokerPlan
-from action_src.report import broker_keys_json, broker_summary
+from action_src.report import broker_keys_json, broker_summary, scan_manifest
 from action_src.workflow import Workflow
 from runkeys.broker import KeysGranted, KeysRequest, KeysRetirement, SealedKey, new_key_pair, unseal
 from runkeys.errors import LeaseServiceError, RunkeysError
-from runkeys.issuance import IssuanceError, secret_parts
+from runkeys.issuance import IssuanceError
 from runkeys.lease_client import MALFORMED_ANSWER, LeaseClient
 from runkeys.leases import Lifetime
+from runkeys.masking import secret_parts
 from runkeys.spec import KeySpec
 
 STATE_NAME = "broker"  # the post step reads it as STATE_broker
@@ -88,6 +89,7 @@ def mint_brokered(plan: BrokerPlan, workflow: Workflow) -> int:
         variables, names = job_variables(keys, opened)
         outputs = {**variables, "keys-json": broker_keys_json(keys, names)}
         workflow.deliver_files(variables, outputs)
+        workflow.leave_for_scan(scan_manifest(names, variables))
     except BaseException as exc:
         workflow.withdraw()
         _give_back(client, request_id, workflow, exc)

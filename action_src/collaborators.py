@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from action_src.inputs import GitHubSettings, Retries, ServiceSettings
-from action_src.report import STATE_NAME, PostState, keys_json
+from action_src.report import STATE_NAME, PostState, keys_json, scan_manifest
 from action_src.workflow import Workflow
 from runkeys import http_session
 from runkeys.github.session import AppCredentials, GitHubConfig, GitHubSession
@@ -90,6 +90,8 @@ class ActionJob:
     def deliver(self, variables: Mapping[str, str], keys: Sequence[IssuedKey]) -> None:
         outputs = {**variables, "keys-json": keys_json(keys)}
         self.workflow.deliver_files(variables, outputs)
+        names = {key.lease.key_name: key.variables for key in keys}
+        self.workflow.leave_for_scan(scan_manifest(names, variables))
 
     def withdraw(self) -> None:
         self.workflow.withdraw()

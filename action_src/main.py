@@ -12,10 +12,9 @@ from types import FrameType
 from typing import TextIO
 
 from action_src.plan import is_broker_mode, plan_broker, plan_step
-from action_src.workflow import Workflow
+from action_src.workflow import Workflow, unexpected
 from runkeys.connections import connection_secrets
 from runkeys.errors import RunkeysError
-from runkeys.scrub import short
 
 
 def _interrupted(signum: int, frame: FrameType | None) -> None:
@@ -49,12 +48,7 @@ def main(environ: Mapping[str, str] | None = None, stdout: TextIO | None = None)
     except KeyboardInterrupt:
         return workflow.die(RunkeysError("the step was cancelled; minted keys were rolled back"))
     except Exception as exc:  # a bug; values were scrubbed by issuance if any existed
-        return workflow.die(
-            RunkeysError(
-                f"runkeys failed unexpectedly: {short(f'{type(exc).__name__}: {exc}', 300)}",
-                fix="re-run the job; if it fails again, report it with this message",
-            )
-        )
+        return workflow.die(unexpected(exc))
 
 
 def entry_point() -> None:

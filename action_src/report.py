@@ -13,6 +13,7 @@ import msgspec
 
 from runkeys.broker import SealedKey
 from runkeys.errors import ConfigError
+from runkeys.filescan import MANIFEST_VERSION, Manifest, watch
 from runkeys.issuance import Issued, IssuedKey
 from runkeys.leases import LeaseRequest
 
@@ -104,6 +105,13 @@ def broker_keys_json(keys: Sequence[SealedKey], variables: Mapping[str, list[str
         for key in keys
     ]
     return json.dumps(items, separators=(",", ":"))
+
+
+def scan_manifest(names: Mapping[str, Sequence[str]], variables: Mapping[str, str]) -> str:
+    """What the scan sub-action looks for: each key's variables (the value's and its secret
+    parts') and their fingerprints, from key name → its variables and variable → value."""
+    watched = [w for key, listed in names.items() for w in watch(key, listed, variables)]
+    return Manifest(MANIFEST_VERSION, tuple(watched)).to_text()
 
 
 def _cell(text: str) -> str:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from collections.abc import Iterable, Mapping
 from typing import TextIO
 
 from runkeys.errors import ConfigError, RunkeysError, SpecError
+from runkeys.filescan import MANIFESTS_VARIABLE
 from runkeys.masking import encodings
-from runkeys.scrub import REDACTED
+from runkeys.scrub import REDACTED, short
 
 TITLE = "runkeys"
 
@@ -45,12 +47,21 @@ def describe(error: RunkeysError) -> str:
     return error.explain()
 
 
+def unexpected(exc: Exception) -> RunkeysError:
+    """A bug, as the step reports it: its type and a short message (values already scrubbed)."""
+    return RunkeysError(
+        f"runkeys failed unexpectedly: {short(f'{type(exc).__name__}: {exc}', 300)}",
+        fix="re-run the job; if it fails again, report it with this message",
+    )
+
+
 class Workflow:
     """Commands on stdout and the job's files, as one step sees them."""
 
-    def __init__(self, environ: Mapping[str, str], stdout: TextIO) -> None:
+    def __init__(self, environ: Mapping[str, str], stdout: TextIO, *, title: str = TITLE) -> None:
         self.environ = environ
         self.stdout = stdout
+        self.title = title
         self._delivered: dict[str, int] = {}  # file → its size before `deliver` wrote to it
         self._hidden: list[str] = []  # forms `hide` masked, kept out of what this step writes
 
@@ -71,6 +82,14 @@ class Workflow:
         forms = {form for value in values for form in encodings(value)}
         for form in sorted(forms, key=lambda f: (-len(f), f)):
             self.mask(form)
+        self._keep_out(forms)
+
+    def redact(self, values: Iterable[str]) -> None:
+        """Replace every encoding of every value in what this step writes from now on, without
+        masking it again (the step that minted it did)."""
+        self._keep_out({form for value in values for form in encodings(value)})
+
+    def _keep_out(self, forms: set[str]) -> None:
         # Short forms stay in the text, as `runkeys.scrub` leaves them: they would shred it.
         kept = {*self._hidden, *(form for form in forms if len(form) >= 4)}
         self._hidden = sorted(kept, key=lambda f: (-len(f), f))
@@ -85,21 +104,27 @@ class Workflow:
         line = " ".join(self._clean(message).split())
         self.command(f" {line}" if line.startswith("::") else line)
 
-    def annotation(self, kind: str, title: str, message: str) -> None:
-        """`::error`, `::warning` or `::notice`: no file, a title, the message escaped."""
-        title, message = self._clean(title), self._clean(message)
-        self.command(f"::{kind} title={escape_property(title)}::{escape_data(message)}")
+    def annotation(
+        self, kind: str, title: str, message: str, *, file: str = "", line: int | None = None
+    ) -> None:
+        """`::error`, `::warning` or `::notice`: the file and line it is about, if any, a
+        title, the message escaped."""
+        props = [f"file={escape_property(self._clean(file))}"] if file else []
+        props += [f"line={line}"] if file and line is not None else []
+        props.append(f"title={escape_property(self._clean(title))}")
+        message = escape_data(self._clean(message))
+        self.command(f"::{kind} {','.join(props)}::{message}")
 
     def warning(self, message: str) -> None:
-        self.annotation("warning", TITLE, message)
+        self.annotation("warning", self.title, message)
 
     def die(self, error: RunkeysError) -> int:
         """The one exit path of a failed step: an `::error` annotation and the same text in the
         step summary. Returns the exit status."""
         text = describe(error)
-        self.annotation("error", f"{TITLE}: {error.title}", text)
+        self.annotation("error", f"{self.title}: {error.title}", text)
         try:
-            self.summary(f"## runkeys: {error.title}\n\n{_markdown_text(text)}\n")
+            self.summary(f"## {self.title}: {error.title}\n\n{_markdown_text(text)}\n")
         except RunkeysError as exc:
             self.warning(exc.explain())
         return 1
@@ -145,6 +170,28 @@ class Workflow:
             path = self.path(variable)
             self._delivered.setdefault(path, _size(path))
             self.append(variable, "".join(heredoc(n, v) for n, v in entries.items()))
+
+    def leave_for_scan(self, manifest: str) -> None:
+        """The scan sub-action's list of this step's keys (no values): a 0600 file under HOME,
+        which every container action of the job shares (/github/home; RUNNER_TEMP is not
+        mounted into container actions: https://github.com/actions/runner/issues/1984), its
+        path appended to a job variable. A step that cannot leave it warns: the keys are out,
+        only a scan would not see them."""
+        home = self.environ.get("HOME", "")
+        try:
+            if not home:
+                raise OSError("HOME is not set")
+            folder = os.path.join(home, ".runkeys")
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            handle, path = tempfile.mkstemp(prefix="keys-", suffix=".json", dir=folder)
+            with os.fdopen(handle, "w", encoding="utf-8") as file:  # mkstemp makes it 0600
+                file.write(manifest)
+        except OSError as exc:
+            self.warning(f"The scan sub-action will not see these keys: {exc}")
+            return
+        earlier = self.environ.get(MANIFESTS_VARIABLE, "")
+        listed = f"{earlier}\n{path}" if earlier else path
+        self.append("GITHUB_ENV", heredoc(MANIFESTS_VARIABLE, listed))
 
     def withdraw(self) -> None:
         """Cut the delivered entries off (the runner reads the files only after the step)."""

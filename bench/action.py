@@ -102,6 +102,7 @@ class Bench:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "GITHUB_ACTIONS": "true",
             "CI": "true",
+            "HOME": str(step / "home"),  # the runner always sets it; the scan's list goes there
             "GITHUB_REPOSITORY": self.repo.full_name,
             "GITHUB_REPOSITORY_ID": str(self.repo.id),
             "GITHUB_RUN_ID": str(run_id),

@@ -213,6 +213,7 @@ class World:
             "GITHUB_EVENT_PATH": str(event),
             "GITHUB_REF": f"refs/pull/{pr}/merge",
             "GITHUB_API_URL": self.sandbox.url,
+            "HOME": str(step / "home"),  # the runner always sets it; the scan's list goes there
             "INPUT_KEYS": spec(self.keys),
             "INPUT_ENVIRONMENT": "ci-pr-{pr}",
             "INPUT_AUDIENCE": AUDIENCE,

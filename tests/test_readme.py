@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.local_actions import as_local, copy_actions
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 ACTIONLINT = shutil.which("actionlint", path=str(Path(sys.executable).parent))
@@ -89,12 +91,11 @@ def test_readme_workflows_pass_actionlint(tmp_path: Path) -> None:
     target = tmp_path / ".github" / "workflows"
     target.mkdir(parents=True)
     (tmp_path / ".git").mkdir()
-    for name in ("action.yml", "Dockerfile"):
-        shutil.copy(ROOT / name, tmp_path / name)
+    copy_actions(tmp_path)
     for number, text in enumerate(found):
         assert USES in text
-        # As a local action, actionlint checks every `with:` input against action.yml.
-        (target / f"readme-{number}.yml").write_text(text.replace(USES, "uses: ./"))
+        # As local actions, actionlint checks every `with:` input against their action.yml.
+        (target / f"readme-{number}.yml").write_text(as_local(text))
     done = subprocess.run([ACTIONLINT], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runkeys.filescan import MANIFESTS_VARIABLE
 from tests.encoded_forms import encoded_forms
 
 BIN = Path(sys.executable).parent
 MAIN = str(BIN / "runkeys-action")
 POST = str(BIN / "runkeys-action-post")
 CHECK = str(BIN / "runkeys-check")  # the `check` sub-action's entry point
+SCAN = str(BIN / "runkeys-scan")
 MASK = "::add-mask::"
 
 
@@ -77,6 +79,14 @@ class Run:
     state: dict[str, str]
     summary: str
     files: dict[str, str] = field(default_factory=dict)  # raw text of each file
+    # The scan sub-action's manifest list, which GITHUB_ENV also carries (kept out of `env`,
+    # which holds the keys' variables): `job_env` puts it back.
+    manifests: str | None = None
+
+    def job_env(self) -> dict[str, str]:
+        """What GITHUB_ENV added to the job's environment, as later steps get it."""
+        extra = {} if self.manifests is None else {MANIFESTS_VARIABLE: self.manifests}
+        return {**self.env, **extra}
 
     @property
     def masks(self) -> list[str]:
@@ -149,6 +159,7 @@ class Step:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "GITHUB_ACTIONS": "true",
             "CI": "true",
+            "HOME": str(tmp / "home"),  # /github/home in a container action
             "GITHUB_REPOSITORY": repository,
             "GITHUB_REPOSITORY_ID": "1296269",
             "GITHUB_RUN_ID": str(run_id),
@@ -178,6 +189,7 @@ class Step:
         timeout: float = 60,
         wrap: Callable[[list[str], dict[str, str]], list[str]] | None = None,
         entry: str | None = None,
+        cwd: Path | None = None,
     ) -> Run:
         """Run the main (or post) entry point, or `entry` (a sub-action's); `wrap` turns
         (argv, env) into another command line that runs it elsewhere (inside the action's
@@ -196,25 +208,29 @@ class Step:
             text=True,
             timeout=timeout,
             check=False,
+            cwd=cwd,
         )
         after = {name: _read(path) for name, path in self.files.items()}
         written = {name: after[name][len(before[name]) :] for name in after}
+        exported = parse_file_commands(written["GITHUB_ENV"])
+        manifests = exported.pop(MANIFESTS_VARIABLE, None)
         return Run(
             returncode=done.returncode,
             lines=done.stdout.splitlines(),
             stderr=done.stderr,
-            env=parse_file_commands(written["GITHUB_ENV"]),
+            env=exported,
             outputs=parse_file_commands(written["GITHUB_OUTPUT"]),
             state=parse_file_commands(written["GITHUB_STATE"]),
             summary=written["GITHUB_STEP_SUMMARY"],
             files=written,
+            manifests=manifests,
         )
 
     def post_env(self, main: Run) -> dict[str, str]:
         """What the runner gives the post step: STATE_* from the main step's state, and the
         job's environment with what GITHUB_ENV added."""
         env = {f"STATE_{name}": value for name, value in main.state.items()}
-        env.update(main.env)
+        env.update(main.job_env())
         return env
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import requests
@@ -19,7 +20,7 @@ from runkeys.errors import SpecError
 from runkeys.spec import parse_keys
 from tests.action.broker_double import BrokerDouble, ServedDouble
 from tests.action.conftest import RUN_ID, GitHub
-from tests.action.harness import MASK, Run, unescape
+from tests.action.harness import MASK, SCAN, Run, unescape
 from tests.action.service import AUDIENCE
 from tests.encoded_forms import encoded_forms
 
@@ -145,6 +146,26 @@ def test_broker_mode_exports_the_unsealed_keys_and_the_job_holds_no_app_key_or_c
         "request_id": call.request_id,
         "retire": "job",
     }
+
+
+def test_the_scan_sub_action_finds_a_brokered_keys_secret_part_and_not_its_host(
+    github: GitHub, broker: BrokerDouble, tmp_path: Path
+) -> None:
+    """Broker mode leaves the scan its list too: the values came from the service, the names
+    and fingerprints are the step's."""
+    main = github.step.run({"keys": KEYS, "environment": "ci-pr-{pr}"})
+    assert main.returncode == 0, main.lines
+    folder = tmp_path / "artifacts"
+    folder.mkdir()
+    (folder / "db.env").write_text(f"DB_HOST={main.env['DB_HOST']}\n")
+    scan = github.step.run({"path": str(folder)}, extra_env=main.job_env(), entry=SCAN)
+    assert scan.returncode == 0, scan.lines
+    (folder / "db.env").write_text(f"DB_HOST={main.env['DB_HOST']}\npw={main.env['DB_PASSWORD']}")
+    scan = github.step.run({"path": str(folder)}, extra_env=main.job_env(), entry=SCAN)
+    assert scan.returncode == 1
+    (error,) = scan.annotations("error")
+    assert f"{folder}/db.env, line 2: the value of DB_PASSWORD (raw)" in error[1]
+    assert_no_value_anywhere(scan, secret_values(broker))
 
 
 def test_the_post_step_asks_the_service_to_retire_the_job_keys(

@@ -40,7 +40,8 @@ from tests.images import (
 )
 from tests.locks import ACTION, parse
 
-CHECK_ACTION = Path(__file__).resolve().parents[2] / "check" / "action.yml"
+ROOT = Path(__file__).resolve().parents[2]
+CHECK_ACTION = ROOT / "check" / "action.yml"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -180,6 +181,31 @@ def test_the_image_mints_a_random_key_and_its_post_step_retires_it(
     )
     assert done.returncode == 0
     assert "API_TOKEN: revoked." in done.lines
+
+
+def test_the_image_scans_with_the_scan_sub_actions_entry_point(
+    container: tuple[str, list[str], list[str]], tmp_path: Path
+) -> None:
+    """scan/action.yml's entrypoint, in the image: after the main step in the same job it
+    finds the key in a file and names file and line, not the value."""
+    working, entrypoint, _ = container
+    scan = [yaml.safe_load((ROOT / "scan" / "action.yml").read_text())["runs"]["entrypoint"]]
+    step = Step(tmp_path)
+    run = step.run(
+        {"keys": "API_TOKEN: {provider: random, lifetime: job}"},
+        wrap=in_container(working, entrypoint, tmp_path),
+    )
+    assert run.returncode == 0, [*run.lines, run.stderr]
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "out.log").write_text(f"ok\ntoken={run.env['API_TOKEN']}\n")
+    found = step.run(
+        {"path": str(reports)}, extra_env=run.job_env(), wrap=in_container(working, scan, tmp_path)
+    )
+    assert found.returncode == 1, [*found.lines, found.stderr]
+    (error,) = found.annotations("error")
+    assert error[1] == f"{reports}/out.log, line 2: the value of API_TOKEN (raw)"
+    found.assert_nowhere([run.env["API_TOKEN"]])
 
 
 def test_the_image_writes_environment_secrets_to_github_on_loopback(

@@ -21,14 +21,17 @@ import yaml
 from runkeys.durations import parse_duration
 from runkeys.spec import SpecRules, parse_keys
 from tests.github_data import action_schema
+from tests.local_actions import SUB_ACTIONS as FOUND_SUB_ACTIONS
+from tests.local_actions import USES, as_local, copy_actions
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.yml"))
 ACTIONLINT = shutil.which("actionlint", path=str(Path(sys.executable).parent))
-USES = "uses: OWNER/runkeys@v1"
 CHECK_USES = "uses: OWNER/runkeys/check@v1"
-# Sub-actions: their action.yml and the one module whose inputs they declare.
-SUB_ACTIONS = {"check": "check.py"}
+# Sub-actions: their action.yml and the one module whose inputs they declare, and what else
+# they read through inputs.py (the check's service settings).
+SUB_ACTIONS = {"check": "check.py", "scan": "scan.py"}
+THROUGH_INPUTS = {"check": {"service-url", "audience"}, "scan": set()}
 
 
 def sub_action(name: str) -> dict[str, Any]:
@@ -104,11 +107,16 @@ def test_a_sub_action_is_valid_runs_on_the_same_image_and_declares_what_it_reads
     script = runs["entrypoint"].removeprefix("/opt/runkeys/bin/")
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts[script] == f"action_src.{SUB_ACTIONS[name].removesuffix('.py')}:entry_point"
-    # Its own module's inputs, and the service settings it reads through inputs.py.
-    read = inputs_read(SUB_ACTIONS[name]) | {"service-url", "audience"}
+    # Its own module's inputs, and what it reads through inputs.py.
+    read = inputs_read(SUB_ACTIONS[name]) | THROUGH_INPUTS[name]
     assert read == set(meta["inputs"])
-    for spec in meta["inputs"].values():
+    for input_name, spec in {**meta["inputs"], **meta.get("outputs", {})}.items():
+        assert re.fullmatch(r"[a-z]+(-[a-z]+)*", input_name)
         assert len(spec["description"]) > 20
+
+
+def test_every_sub_action_of_the_repository_is_checked_here() -> None:
+    assert sorted(SUB_ACTIONS) == FOUND_SUB_ACTIONS == sorted(THROUGH_INPUTS)
 
 
 def test_the_dockerfile_follows_the_runners_rules() -> None:
@@ -147,12 +155,9 @@ def test_examples_use_only_inputs_action_yml_declares(actionlint: str, tmp_path:
     workflows = tmp_path / ".github" / "workflows"
     workflows.mkdir(parents=True)
     (tmp_path / ".git").mkdir()
-    for name in ("action.yml", "Dockerfile", *(f"{sub}/action.yml" for sub in SUB_ACTIONS)):
-        (tmp_path / name).parent.mkdir(exist_ok=True)
-        shutil.copy(ROOT / name, tmp_path / name)
+    copy_actions(tmp_path)
     for example in EXAMPLES:
-        text = example.read_text().replace(USES, "uses: ./").replace(CHECK_USES, "uses: ./check")
-        (workflows / example.name).write_text(text)
+        (workflows / example.name).write_text(as_local(example.read_text()))
     done = subprocess.run([actionlint], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     # …and the check does bite:
@@ -167,6 +172,10 @@ def test_examples_use_only_inputs_action_yml_declares(actionlint: str, tmp_path:
     broken.write_text(broken.read_text().replace("min-remaining:", "min-remainder:"))
     done = subprocess.run([actionlint], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert 'input "min-remainder" is not defined' in done.stdout
+    scan = workflows / "scan-before-upload.yml"
+    scan.write_text(scan.read_text().replace("          path: |", "          paths: |", 1))
+    done = subprocess.run([actionlint], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert 'input "paths" is not defined in action "runkeys scan"' in done.stdout
 
 
 def runkeys_steps(example: Path) -> list[dict[str, Any]]:
