@@ -29,6 +29,7 @@ from runkeys.spec import SpecRules, parse_keys
 from runkeys.versions import series
 from tests import services
 from tests.github_data import action_schema
+from tests.local_actions import SUB_ACTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -413,13 +414,19 @@ def rewrite_step() -> str:
     return script
 
 
-def run_rewrite(tmp_path: Path, digest: str, action_yml: str) -> subprocess.CompletedProcess[str]:
+def run_rewrite(
+    tmp_path: Path, digest: str, action_yml: str, subs: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """The release-commit job's rewrite step, run as written in a checkout holding only
-    `action_yml`, with the images job's digest file and a `git` that does nothing."""
+    `action_yml` (and the sub-actions' `subs`: folder → action.yml), with the images job's
+    digest file and a `git` that does nothing."""
     checkout, runner_temp, bin_dir = tmp_path / "checkout", tmp_path / "temp", tmp_path / "bin"
     for path in (checkout, runner_temp, bin_dir):
         path.mkdir()
     (checkout / "action.yml").write_text(action_yml)
+    for sub, text in (subs or {}).items():
+        (checkout / sub).mkdir()
+        (checkout / sub / "action.yml").write_text(text)
     (runner_temp / "action-digest").write_text(digest + "\n")
     (bin_dir / "git").write_text("#!/bin/sh\n")
     (bin_dir / "git").chmod(0o755)
@@ -473,6 +480,40 @@ def test_the_release_commit_refuses_what_is_not_a_digest(
     assert done.returncode == 1
     assert why in done.stderr
     assert (tmp_path / "checkout" / "action.yml").read_text() == (ROOT / "action.yml").read_text()
+
+
+def test_the_release_commit_points_every_sub_action_at_the_same_image(tmp_path: Path) -> None:
+    """scan/action.yml (and any other sub-action) builds `../Dockerfile` on main; the release
+    commit names the one pushed image by digest there too, changing nothing else."""
+    assert "scan" in SUB_ACTIONS
+    subs = {sub: (ROOT / sub / "action.yml").read_text() for sub in SUB_ACTIONS}
+    done = run_rewrite(tmp_path, FAKE_DIGEST, (ROOT / "action.yml").read_text(), subs)
+    assert done.returncode == 0, done.stderr
+    image = f"docker://ghcr.io/octo-org/runkeys-action@{FAKE_DIGEST}"
+    for sub, original in subs.items():
+        rewritten = (tmp_path / "checkout" / sub / "action.yml").read_text()
+        data = yaml.safe_load(rewritten)
+        jsonschema.validate(data, action_schema())
+        assert data["runs"] == {
+            "using": "docker",
+            "image": image,
+            "entrypoint": f"/opt/runkeys/bin/runkeys-{sub}",
+        }
+        lines = zip(original.splitlines(), rewritten.splitlines(), strict=True)
+        assert [(a, b) for a, b in lines if a != b] == [
+            ("  image: ../Dockerfile", f"  image: {image}")
+        ]
+    main = yaml.safe_load((tmp_path / "checkout" / "action.yml").read_text())
+    assert main["runs"]["image"] == image
+
+
+def test_a_sub_action_without_the_dockerfile_line_stops_the_rewrite_of_all(tmp_path: Path) -> None:
+    original = (ROOT / "action.yml").read_text()
+    sub = (ROOT / "scan" / "action.yml").read_text().replace("../Dockerfile", "../Dockerfile.x")
+    done = run_rewrite(tmp_path, FAKE_DIGEST, original, {"scan": sub})
+    assert done.returncode == 1
+    assert "scan/action.yml has no `  image: Dockerfile` line" in done.stderr
+    assert (tmp_path / "checkout" / "action.yml").read_text() == original  # nothing written
 
 
 def test_the_release_commit_stops_when_action_yml_has_no_dockerfile_image(tmp_path: Path) -> None:
