@@ -23,8 +23,12 @@ MANIFEST_VERSION = 1
 MANIFESTS_VARIABLE = "RUNKEYS_SCAN_MANIFESTS"
 # A shorter form would match unrelated text (the shortest base64 piece masking keeps).
 MIN_FORM = 8
-# PEM armour (`-----BEGIN OPENSSH PRIVATE KEY-----`) is a line of a key but names no secret.
-_ARMOUR = re.compile(r"-----(BEGIN|END) [A-Z0-9 ]+-----")
+# Lines of a key that every key of its kind has, naming no secret: PEM armour
+# (`-----BEGIN OPENSSH PRIVATE KEY-----`) and the first base64 line of an OpenSSH key, which
+# encodes only its fixed header (`openssh-key-v1`, no cipher, no KDF, one key, its type).
+_SHARED_LINES = re.compile(
+    r"-----(BEGIN|END) [A-Z0-9 ]+-----|b3BlbnNzaC1rZXktdjEAAAAABG5vbmUA[A-Za-z0-9+/]*"
+)
 # Like git: a NUL byte in the first 8000 bytes makes a file binary; line numbers mean nothing.
 BINARY_SNIFF = 8000
 
@@ -77,7 +81,7 @@ def needles(values: Mapping[str, str]) -> list[Needle]:
     found = []
     for variable, value in values.items():
         for form, encoding in named_encodings(value).items():
-            if len(form) >= MIN_FORM and not _ARMOUR.fullmatch(form):
+            if len(form) >= MIN_FORM and not _SHARED_LINES.fullmatch(form):
                 found.append(Needle(variable, encoding, form.encode()))
     return sorted(found, key=lambda n: -len(n.form))
 

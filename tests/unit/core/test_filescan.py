@@ -114,3 +114,29 @@ def test_binary_is_a_nul_in_the_first_8000_bytes() -> None:
     assert is_binary(b"abc\0")
     assert not is_binary(b"a" * 8000 + b"\0")
     assert not is_binary("é\n".encode())
+
+
+def _openssh_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return (
+        Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+
+
+def test_another_openssh_key_is_not_a_finding_but_any_line_of_this_one_is() -> None:
+    # Every unencrypted ed25519 key begins with the same base64 line (its fixed header): a file
+    # holding some other key (a test fixture, a known_hosts helper) must not fail the scan.
+    mine, other = _openssh_key(), _openssh_key()
+    matcher = Matcher(needles({"DEPLOY_KEY": mine}))
+    assert list(matcher.scan([other.encode()])) == []
+    for number, line in enumerate(mine.splitlines()[2:-1], start=1):
+        (hit,) = matcher.scan([b"log:\n" + line.encode() + b"\n"])
+        assert (hit.line, hit.needle.encoding) == (2, "a line of it"), number
