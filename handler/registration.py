@@ -72,6 +72,9 @@ def _check_size_and_name(index: int, lease: LeaseRequest) -> None:
     problem = secret_name_problem(lease.key_name)
     if problem:
         raise ApiError(400, "invalid_lease", f"{where}.key_name: {problem}")
+    names = [part.name for part in lease.parts]
+    if len(set(names)) != len(names):
+        raise ApiError(400, "invalid_lease", f"{where}.parts names a part twice")
 
 
 def _check(

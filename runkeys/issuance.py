@@ -18,6 +18,7 @@ from runkeys.github.secrets import MAX_SECRETS_PER_SCOPE, SecretStore
 from runkeys.leases import (
     LeaseRequest,
     Lifetime,
+    PartFingerprint,
     RetireOutcome,
     SecretTarget,
     fingerprint,
@@ -28,6 +29,16 @@ from runkeys.providers import MintRequest, Registry
 from runkeys.retire import RetireRequest, delete_secret, revoke
 from runkeys.scrub import described
 from runkeys.spec import KeySpec
+
+
+def part_fingerprints(parts: Mapping[str, str]) -> tuple[PartFingerprint, ...]:
+    """What the lease keeps of the secret parts: their names and fingerprints. Not the user:
+    it is the lease's label, which the ledger holds anyway (finding it tells of no leak)."""
+    return tuple(
+        PartFingerprint(name.upper(), fingerprint(value))
+        for name, value in parts.items()
+        if name.upper() not in PUBLIC_PARTS | {"USER"} and value
+    )
 
 
 class IssuanceError(RunkeysError):
@@ -265,6 +276,7 @@ def _mint(
         secret=None if scope is None else scope.target(spec.name),
         environment_created=create_environment,
         params=spec.params,
+        parts=part_fingerprints(minted.parts),
     )
     deps.job.progress(
         f"{spec.name}: minted by {spec.provider}, lifetime {spec.lifetime.value}, "

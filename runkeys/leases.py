@@ -64,7 +64,16 @@ def new_lease_id() -> str:
 # them: a body that does not fit is refused with msgspec's message, naming the field.
 LeaseId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
+Fingerprint = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 MAX_LEASES_PER_REQUEST = 100  # a spec has at most 100 keys
+MAX_PARTS = 8  # a database key has one secret part (PASSWORD); room to spare, not to abuse
+
+
+class PartFingerprint(msgspec.Struct, frozen=True):
+    """The fingerprint of one secret part of a key (`runkeys.issuance.secret_parts`)."""
+
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Z][A-Z0-9_]{0,31}$")]
+    fingerprint: Fingerprint
 
 
 class LeaseRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,7 +85,7 @@ class LeaseRequest(msgspec.Struct, frozen=True, kw_only=True):
     provider: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     # How the provider finds the credential again: a role name, a key id.
     reference: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
-    fingerprint: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+    fingerprint: Fingerprint
     lifetime: Lifetime
     issued_at: UtcTime
     expires_at: UtcTime
@@ -90,6 +99,8 @@ class LeaseRequest(msgspec.Struct, frozen=True, kw_only=True):
     # `created_at` and protection settings before it ever deletes the environment.
     environment_created: bool = False
     params: Mapping[str, Any] = {}  # the provider's spec parameters
+    # The key's secret parts, printed alone, are found by the service's log scan by these.
+    parts: Annotated[tuple[PartFingerprint, ...], msgspec.Meta(max_length=MAX_PARTS)] = ()
 
     @property
     def label(self) -> str:

@@ -71,6 +71,14 @@ def register(
             raise LabelTakenError(request.id, request.label)
         if not _same(found[request.id], identity, request):
             raise LeaseConflictError(request.id)
+    parts = [
+        {"lease_id": r.id, "name": part.name, "fingerprint": part.fingerprint}
+        for r in requests
+        if r.id in inserted
+        for part in r.parts
+    ]
+    if parts:
+        conn.execute(tables.lease_parts.insert(), parts)
     record(
         conn,
         [r.id for r in requests if r.id in inserted],

@@ -192,6 +192,11 @@ def _secret_alerts(conn: Connection) -> None:
     tables.secret_alerts.create(conn)
 
 
+def _log_scans(conn: Connection) -> None:
+    """The log scan: the fingerprints of leases' secret parts, and the scans to do."""
+    tables.metadata.create_all(conn, tables=[tables.lease_parts, tables.log_scans])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "leases, events, environments, seen ids", _initial),
     Migration(2, "lease labels, unique", _lease_labels),
@@ -199,6 +204,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "connection targets; environments' first naming and claims", _checked_targets),
     Migration(5, "broker requests and policy decisions", _broker),
     Migration(6, "secret scanning alerts to work", _secret_alerts),
+    Migration(7, "lease parts' fingerprints and log scans", _log_scans),
 )
 HEAD = MIGRATIONS[-1].version
 

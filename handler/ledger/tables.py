@@ -237,6 +237,36 @@ secret_alerts = Table(
 )
 Index("ix_secret_alerts_due", secret_alerts.c.state, secret_alerts.c.next_attempt_at)
 
+# The fingerprints of a lease's secret parts (a database key's PASSWORD), besides its value's:
+# what the log scan looks for (version 7). Never a value.
+lease_parts = Table(
+    "lease_parts",
+    metadata,
+    Column("lease_id", String(64), primary_key=True),
+    Column("name", String(32), primary_key=True),  # the part: PASSWORD, USER…
+    Column("fingerprint", String(64), nullable=False),
+)
+
+# Log scans to do: one per run attempt that completed with leases, claimed by a worker, retried
+# with backoff while GitHub has no logs yet (`handler.logscan`, version 7).
+log_scans = Table(
+    "log_scans",
+    metadata,
+    Column("repository_id", BigInteger, primary_key=True),
+    Column("run_id", BigInteger, primary_key=True),
+    Column("run_attempt", Integer, primary_key=True),
+    Column("installation_id", BigInteger, nullable=True),  # from the signed delivery
+    Column("state", String(16), nullable=False),  # queued, done, failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("claimed_until", UTCDateTime, nullable=True),
+    Column("findings", Integer, nullable=False, default=0),
+    Column("note", String(300), nullable=True),  # how it went: bytes scanned, truncated, why not
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+Index("ix_log_scans_due", log_scans.c.state, log_scans.c.next_attempt_at)
+
 schema_migrations = Table(
     "schema_migrations",
     metadata,
