@@ -1,13 +1,15 @@
 """Workflow runs (https://docs.github.com/rest/actions/workflow-runs): get a run, get one attempt,
-list with GitHub's filters. Their state is what a test set (`Sandbox.add_workflow_run`,
-`Sandbox.set_run_status`)."""
+list with GitHub's filters, download and delete its logs. Their state is what a test set
+(`Sandbox.add_workflow_run`, `Sandbox.set_run_status`, `Sandbox.set_run_logs`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from runkeys_sandbox.server.errors import ApiError, not_found
 from runkeys_sandbox.server.representations import workflow_run_json
 from runkeys_sandbox.server.routing import REPO, Call, Reply, Route, paginate
+from runkeys_sandbox.server.runlogs import DOWNLOAD_PATH, download_token
 from runkeys_sandbox.server.state import WorkflowRun
 
 _DOCS = "https://docs.github.com/rest/actions/workflow-runs"
@@ -75,6 +77,30 @@ def list_runs(call: Call) -> Reply:
     return paginate(call, items, key="workflow_runs")
 
 
+def _logs(call: Call) -> WorkflowRun:
+    """The run, if it has logs: 404 when it never had any, 410 once they were deleted."""
+    run = _run(call)
+    if run.logs is None:
+        raise not_found()
+    if run.logs.deleted:
+        raise ApiError(410, "Gone")
+    return run
+
+
+def download_logs(call: Call) -> Reply:
+    """302 to a short-lived URL of the archive, as GitHub answers."""
+    run = _logs(call)
+    token = download_token(call.world, call.repository.id, run.id)
+    return Reply(302, None, {"Location": f"{call.base_url}{DOWNLOAD_PATH}{token}"})
+
+
+def delete_logs(call: Call) -> Reply:
+    run = _logs(call)
+    assert run.logs is not None
+    run.logs.deleted = True
+    return Reply(204)
+
+
 _RUNS = "/repos/{owner}/{repo}/actions/runs"
 
 ROUTES = (
@@ -86,5 +112,15 @@ ROUTES = (
         get_attempt,
         REPO,
         f"{_DOCS}#get-a-workflow-run-attempt",
+    ),
+    Route(
+        "GET",
+        f"{_RUNS}/{{run_id}}/logs",
+        download_logs,
+        REPO,
+        f"{_DOCS}#download-workflow-run-logs",
+    ),
+    Route(
+        "DELETE", f"{_RUNS}/{{run_id}}/logs", delete_logs, REPO, f"{_DOCS}#delete-workflow-run-logs"
     ),
 )

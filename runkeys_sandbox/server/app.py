@@ -253,7 +253,7 @@ class SandboxApp:
             status=reply.status,
             request_body=ex.raw_body.decode("utf-8", "replace") if ex.raw_body else None,
             # What was sent, parsed again: a test cannot reach into the sandbox's state through it.
-            response_body=json.loads(response.get_data()) if reply.body is not None else None,
+            response_body=_recorded_body(reply, response),
             operation=ex.operation,
             caller=ex.caller,
             injected=ex.injected,
@@ -315,6 +315,15 @@ def _raw_path(environ: dict[str, Any]) -> str:
     return urllib.parse.quote(environ.get("PATH_INFO", "/"))
 
 
+def _recorded_body(reply: Reply, response: Response) -> Any:
+    """The JSON sent, parsed again; a file only by its size (a log archive may hold anything)."""
+    if reply.body is None:
+        return None
+    if isinstance(reply.body, bytes):
+        return f"<{len(reply.body)} bytes>"
+    return json.loads(response.get_data())
+
+
 def _request_id() -> str:
     parts = (
         secrets.token_hex(2),
@@ -351,6 +360,8 @@ def _response(ex: Exchange) -> Response:
     }
     if reply.body is None:
         return Response(b"", status=reply.status, headers=headers)
+    if isinstance(reply.body, bytes):  # a file (a run's log archive), not JSON
+        return Response(reply.body, status=reply.status, headers=headers)
     data = json.dumps(reply.body, separators=(",", ":")).encode()
     return Response(
         data, status=reply.status, headers=headers, content_type="application/json; charset=utf-8"

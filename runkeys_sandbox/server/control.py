@@ -5,18 +5,21 @@ the signed delivery GitHub would send (`Sandbox.webhook_url`). `runkeys sandbox 
 and `close-pr` call it; the stand-in listens on loopback only.
 
     POST /_sandbox/runs/{run_id}/complete  {"conclusion": "success"}
+    POST /_sandbox/runs/{run_id}/logs      {"jobs": {"ci": [{"step": "Test", "log": "…"}]}}
+    GET  /_sandbox/run-logs/{token}        the archive GET …/runs/{run_id}/logs redirects to
     POST /_sandbox/pulls/{number}/close    {"merged": false, "repository": "octo/app"}
     POST /_sandbox/app-manifests           {"manifest": {...}, "owner": "octo"} → {"code": …}
     POST /_sandbox/repos/{owner}/{repo}/secret-scanning/alerts  {"secret": "rk_…"}
                                            → {"number": …, "delivery": …}
 
-Each answers JSON; the first two and the alert say what was delivered (`delivery`: the URL,
-the status and body the service answered, or why nothing was sent). Errors are
-`{"message": …}` with 400, 404 or 409."""
+Each answers JSON but the archive; `complete`, `close` and the alert say what was delivered
+(`delivery`: the URL, the status and body the service answered, or why nothing was sent).
+Errors are `{"message": …}` with 400, 404 or 409."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import requests
@@ -28,6 +31,7 @@ from runkeys_sandbox.server.payloads import (
     workflow_run_completed,
 )
 from runkeys_sandbox.server.routing import Reply, split_path
+from runkeys_sandbox.server.runlogs import downloaded
 from runkeys_sandbox.server.runs import CONCLUSIONS
 from runkeys_sandbox.server.state import (
     App,
@@ -49,6 +53,13 @@ class Stand(payloads.Stand, Protocol):
     ) -> requests.Response: ...
 
     def manifest_code(self, manifest: dict[str, Any], owner: str = ...) -> str: ...
+
+    def set_run_logs(
+        self,
+        repo: Repository | str,
+        run_id: int,
+        jobs: Mapping[str, Sequence[tuple[str, str]]],
+    ) -> None: ...
 
     def set_run_status(
         self,
@@ -103,12 +114,16 @@ class Control:
     def __init__(self, sandbox: Stand) -> None:
         self.sandbox = sandbox
 
-    def __call__(self, method: str, path: str, raw_body: bytes) -> Reply:
+    def __call__(self, method: str, path: str, raw_body: bytes) -> Reply:  # noqa: PLR0911 (a call each)
         segments = split_path(path)[1:]
+        if method == "GET" and len(segments) == 2 and segments[0] == "run-logs":
+            return self.download(segments[1])
         try:
             body = _body(raw_body)
             if method == "POST" and len(segments) == 3 and segments[::2] == ["runs", "complete"]:
                 return self.complete_run(_number(segments[1], "run"), body)
+            if method == "POST" and len(segments) == 3 and segments[::2] == ["runs", "logs"]:
+                return self.set_logs(_number(segments[1], "run"), body)
             if method == "POST" and len(segments) == 3 and segments[::2] == ["pulls", "close"]:
                 return self.close_pull_request(_number(segments[1], "pull request"), body)
             if method == "POST" and segments == ["app-manifests"]:
@@ -141,6 +156,36 @@ class Control:
         answer = {"run_id": run_id, "conclusion": conclusion, "repository": repo.full_name}
         answer["delivery"] = self._deliver("workflow_run", payload, installation)
         return Reply(200, answer)
+
+    def download(self, token: str) -> Reply:
+        """The archive behind the short-lived URL GitHub's GET of a run's logs points to."""
+        data = downloaded(self.sandbox.world, token)
+        if data is None:
+            return _error(404, "no such download, or it expired")
+        return Reply(200, data, {"Content-Type": "application/zip"})
+
+    def set_logs(self, run_id: int, body: dict[str, Any]) -> Reply:
+        jobs = body.get("jobs")
+        if not isinstance(jobs, dict) or not jobs:
+            raise ControlError(400, "jobs must be an object: job name → its steps")
+        made: dict[str, list[tuple[str, str]]] = {}
+        for job, steps in jobs.items():
+            if not isinstance(steps, list) or not all(
+                isinstance(s, dict)
+                and isinstance(s.get("step"), str)
+                and isinstance(s.get("log"), str)
+                for s in steps
+            ):
+                raise ControlError(400, f"job {job!r}: each step is {{'step': name, 'log': text}}")
+            made[job] = [(s["step"], s["log"]) for s in steps]
+        with self.sandbox.world.lock:
+            repo, _ = self._run(run_id)
+            try:
+                self.sandbox.set_run_logs(repo, run_id, made)
+            except ValueError as exc:
+                raise ControlError(400, str(exc)) from None
+        steps = sum(len(s) for s in made.values())
+        return Reply(200, {"run_id": run_id, "jobs": len(made), "steps": steps})
 
     def _run(self, run_id: int) -> tuple[Repository, WorkflowRun]:
         for repo in self.sandbox.world.repositories.values():

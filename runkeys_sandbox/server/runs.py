@@ -4,11 +4,18 @@ new attempts of the same run id), and the OIDC claims of a job of such a run."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from runkeys_sandbox.server.oidc import RunClaims
-from runkeys_sandbox.server.state import Clock, Repository, RunAttempt, WorkflowRun, World
+from runkeys_sandbox.server.state import (
+    Clock,
+    Repository,
+    RunAttempt,
+    RunLogs,
+    WorkflowRun,
+    World,
+)
 
 STATUSES = ("requested", "queued", "pending", "waiting", "in_progress", "completed")
 CONCLUSIONS = (
@@ -108,6 +115,23 @@ class RunBook:
                 run.attempts[number] = RunAttempt(number, status, conclusion, now, now)
                 return
             attempt.status, attempt.conclusion, attempt.updated_at = status, conclusion, now
+
+    def set_run_logs(
+        self,
+        repo: Repository | str,
+        run_id: int,
+        jobs: Mapping[str, Sequence[tuple[str, str]]],
+    ) -> None:
+        """What the run's jobs printed, job → [(step name, text)], in order: the logs GitHub
+        serves for it from now on (replacing any, deleted or not)."""
+        checked: dict[str, list[tuple[str, str]]] = {}
+        for job, steps in jobs.items():
+            if not job or not all(step and isinstance(text, str) for step, text in steps):
+                raise ValueError("each job needs a name, and each step a name and a text")
+            checked[job] = [(step, text) for step, text in steps]
+        with self.world.lock:
+            run = self._repo(repo).runs[run_id]
+            run.logs = RunLogs(checked, self.clock())
 
     def run_claims(
         self,

@@ -114,6 +114,16 @@ class RunAttempt:
 
 
 @dataclass
+class RunLogs:
+    """A run's logs: each job's steps, in order, as (step name, what it printed); every line
+    stamped with the time it was set at, as GitHub stamps each line it keeps."""
+
+    jobs: dict[str, list[tuple[str, str]]]
+    at: float
+    deleted: bool = False
+
+
+@dataclass
 class WorkflowRun:
     id: int
     run_number: int
@@ -126,6 +136,8 @@ class WorkflowRun:
     name: str = "CI"
     path: str = ".github/workflows/ci.yml"
     actor: str = "octocat"
+    # What its jobs printed (`Sandbox.set_run_logs`): the archive GitHub serves, made on request.
+    logs: RunLogs | None = None
 
     @property
     def latest(self) -> RunAttempt:
@@ -261,6 +273,8 @@ class World:
         self.tokens: dict[str, Token] = {}
         # App-manifest code → (manifest, owner login, when made): what GitHub's redirect carries.
         self.manifest_codes: dict[str, tuple[dict[str, Any], str, float]] = {}
+        # Log download token → (repository id, run id, expiry): GitHub's signed, short-lived URL.
+        self.log_downloads: dict[str, tuple[int, int, float]] = {}
         # Realistic magnitudes (run ids are large); sequential, so runs are reproducible.
         self._ids: dict[str, Iterator[int]] = {
             name: itertools.count(start, step)

@@ -111,6 +111,20 @@ class Run:
         data: list[dict[str, Any]] = json.loads(self.outputs["keys-json"])
         return data
 
+    def logged(self) -> str:
+        """The step's log as the runner keeps it: `::add-mask::` commands not shown, every
+        masked string shown as `***`, stderr after stdout."""
+        masks = sorted((m for m in self.masks if m), key=len, reverse=True)
+        kept = []
+        for line in [*self.lines, *self.stderr.splitlines()]:
+            if line.startswith(MASK):
+                continue
+            shown = line
+            for mask in masks:
+                shown = shown.replace(mask, "***")
+            kept.append(shown)
+        return "\n".join(kept)
+
     def assert_masked_first(self, values: Mapping[str, str]) -> None:
         """Every form of every value (key name → value) is masked; no other stdout line
         carries any form; a key's masks come before the line that reports it minted."""
