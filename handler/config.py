@@ -67,6 +67,18 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class LogScanSettings:
+    """The scan of a completed run's logs for its keys (`handler.logscan`)."""
+
+    enabled: bool = True  # RUNKEYS_LOG_SCAN
+    # The archive is refused above this; its text is scanned up to this much, the rest is not.
+    max_bytes: int = 100 * 1024 * 1024  # RUNKEYS_LOG_SCAN_MAX_BYTES
+    delete_leaked: bool = False  # RUNKEYS_DELETE_LEAKED_LOGS: delete a run's logs on a finding
+    # GitHub may answer 404 for a while after the run completed: how long to keep asking.
+    give_up_after: int = 6  # attempts, backed off like revocations (RUNKEYS_LOG_SCAN_ATTEMPTS)
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     database_url: str = DEFAULT_DATABASE_URL
     webhook_secret: str = field(default="", repr=False)
@@ -84,6 +96,7 @@ class ServiceConfig:
     metrics_bind: tuple[str, int] | None = None  # `/metrics` there only (`runkeys serve`)
     # Broker mode's policy (RUNKEYS_POLICY_FILE), checked here; None: `/v1/keys` mints nothing.
     policy_file: str | None = None
+    log_scan: LogScanSettings = field(default_factory=LogScanSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ServiceConfig:
@@ -105,6 +118,7 @@ class ServiceConfig:
             log_level=log_level(environ),
             metrics_bind=metrics_bind(environ),
             policy_file=policy_file(environ),
+            log_scan=log_scan_settings(environ),
         )
 
     # Repeated on purpose: a smaller set of the same readers than from_env, for the worker.
@@ -117,6 +131,7 @@ class ServiceConfig:
             connections=load_connections(environ),
             worker=worker_settings(environ),
             log_level=log_level(environ),
+            log_scan=log_scan_settings(environ),
         )
 
     @classmethod
@@ -262,6 +277,16 @@ def worker_settings(environ: Mapping[str, str]) -> WorkerSettings:
     )
 
 
+def log_scan_settings(environ: Mapping[str, str]) -> LogScanSettings:
+    default = LogScanSettings()
+    return LogScanSettings(
+        enabled=_bool(environ, "RUNKEYS_LOG_SCAN", default.enabled),
+        max_bytes=_int(environ, "RUNKEYS_LOG_SCAN_MAX_BYTES", default.max_bytes, 1024),
+        delete_leaked=_bool(environ, "RUNKEYS_DELETE_LEAKED_LOGS", default.delete_leaked),
+        give_up_after=_int(environ, "RUNKEYS_LOG_SCAN_ATTEMPTS", default.give_up_after, 1),
+    )
+
+
 def metrics_bind(environ: Mapping[str, str]) -> tuple[str, int] | None:
     """RUNKEYS_METRICS_BIND, `HOST:PORT` (`[::1]:9090` for IPv6): where `runkeys serve`
     answers `/metrics`, so that it need not be on the public address."""
@@ -377,3 +402,12 @@ def _int(environ: Mapping[str, str], name: str, default: int, low: int) -> int:
     if not raw.isdigit() or int(raw) < low:
         raise ConfigError(name, f"{raw!r} is not a whole number of at least {low}", docs=DOCS)
     return int(raw)
+
+
+def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false"):
+        raise ConfigError(name, f"{raw!r} is not true or false", docs=DOCS)
+    return raw == "true"

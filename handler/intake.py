@@ -17,6 +17,7 @@ from handler.ledger import Ledger, tables
 from handler.ledger.alerts import record_alert
 from handler.ledger.completions import record_completion
 from handler.ledger.environments import mark_repositories_unreachable
+from handler.ledger.logscans import queue_scan
 from handler.ledger.queue import (
     InstallationLeases,
     RepositoryLeases,
@@ -39,10 +40,20 @@ def apply_delivery(
     if _idempotent(decision):
         with ledger.begin() as conn:
             active = sum(count_to_queue(conn, r.selection) for r in decision.retirements)
-            if active:
-                for retirement in decision.retirements:
-                    assert isinstance(retirement.selection, RunLeases)  # _idempotent says so
-                    record_completion(conn, retirement.selection, reason=_reason(delivery), now=now)
+            for retirement in decision.retirements:
+                selection = retirement.selection
+                assert isinstance(selection, RunLeases)  # _idempotent says so
+                if active:
+                    record_completion(conn, selection, reason=_reason(delivery), now=now)
+                # Every run with leases, even all retired: a dead key in a log is still a leak.
+                queue_scan(
+                    conn,
+                    repository_id=selection.repository_id,
+                    run_id=selection.run_id,
+                    run_attempt=selection.up_to_attempt,
+                    installation_id=selection.installation_id,
+                    now=now,
+                )
         return decision.outcome, active
     with ledger.begin() as conn:
         if not first_delivery(

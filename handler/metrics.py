@@ -88,6 +88,20 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.log_scans = Counter(
+            "runkeys_log_scans",
+            "Run log scans by outcome: clean, leaked (a key found), no_logs, too_large, "
+            "truncated, retry, failed.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.leaks_in_logs = Counter(
+            "runkeys_leaks_in_logs",
+            "Keys found in a run's logs by the log scan, by form (as is, base64, hex, in a "
+            "URL, URL-encoded, JSON-escaped); alert on any.",
+            ["form"],
+            registry=self.registry,
+        )
 
         self.pacing = PaceMetrics(self.registry)
 

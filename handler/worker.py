@@ -22,6 +22,7 @@ from handler.ledger.queue import claim_due, finish_failed, finish_revoked
 from handler.ledger.records import LeaseRecord
 from handler.ledger.secrets import newer_writer
 from handler.logs import event, logger
+from handler.logscan import LogScanner
 from handler.ownership import environment_kept_because, secret_kept_because
 from handler.service import Service
 from runkeys.errors import ConfigError, GitHubError, ProviderError, RunkeysError
@@ -56,23 +57,26 @@ class RevocationWorker:
         self.settings = service.config.worker
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
         self.name = f"worker-{uuid.uuid4().hex[:8]}"
+        self.log_scanner = LogScanner(service, delay=self._delay)
         self.alerts = AlertResponder(
             service,
-            delay=lambda attempts: backoff(
-                attempts,
-                base=self.settings.backoff_base,
-                cap=self.settings.backoff_max,
-                rng=self.rng,
-            ),
+            delay=self._delay,
             retryable=retryable,
             describe=self._describe,
         )
 
+    def _delay(self, attempts: int) -> timedelta:
+        """Before the next attempt of work that failed `attempts` times (alerts, log scans)."""
+        return backoff(
+            attempts, base=self.settings.backoff_base, cap=self.settings.backoff_max, rng=self.rng
+        )
+
     def run_once(self) -> int:
-        """Apply the run completions the webhook recorded (their leases are then due), match
-        the secret scanning alerts it recorded (their leases are then due too), claim one batch
-        of due leases and retire them, then resolve the alerts whose leases are retired; how
-        many leases were claimed."""
+        """Scan the logs of completed runs for their keys (issue 18), apply the run completions
+        the webhook recorded (their leases are then due), match the secret scanning alerts it
+        recorded (their leases are then due too), claim one batch of due leases and retire
+        them, then resolve the alerts whose leases are retired; how many leases were claimed."""
+        self.log_scanner.run_once()
         self.alerts.check()
         claimed = self._retire_due()
         self.alerts.resolve()

@@ -111,8 +111,9 @@ class WriteBudget:
             self._times.append(now)
 
 
-class SecretStore:
-    """Secrets of one repository, in its repository scope or its environments."""
+class RepositoryCalls:
+    """Calls about one repository through PyGithub's requester, each paced by its
+    installation (or, unpaced, by the write budget)."""
 
     def __init__(
         self, session: GitHubSession, repository: str, *, budget: WriteBudget | None = None
@@ -131,11 +132,6 @@ class SecretStore:
     @property
     def _requester(self) -> Requester:
         return self.session.github_for(self.repository).requester
-
-    def _scope_url(self, environment: str | None) -> str:
-        if environment is None:
-            return f"{repository_path(self.repository)}/actions/secrets"
-        return f"{environment_path(self.repository, environment)}/secrets"
 
     def _pace(self) -> InstallationPace | None:
         if self._pace_of is None:
@@ -172,6 +168,15 @@ class SecretStore:
 
     def _fail(self, exc: GithubException, doing: str, method: str, path: str) -> Exception:
         return explain(exc, doing=doing, method=method, path=path, repository=self.repository)
+
+
+class SecretStore(RepositoryCalls):
+    """Secrets of one repository, in its repository scope or its environments."""
+
+    def _scope_url(self, environment: str | None) -> str:
+        if environment is None:
+            return f"{repository_path(self.repository)}/actions/secrets"
+        return f"{environment_path(self.repository, environment)}/secrets"
 
     # -- environments ----------------------------------------------------------------------
 

@@ -1,0 +1,93 @@
+"""A workflow run's logs, for one repository
+(https://docs.github.com/rest/actions/workflow-runs#download-workflow-run-logs): GitHub answers
+the GET with a 302 to a short-lived download URL of a zip archive, which is fetched without the
+App's token (it is signed itself), up to a size cap; and the logs can be deleted (Actions: write,
+https://docs.github.com/rest/actions/workflow-runs#delete-workflow-run-logs)."""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+from github import GithubException
+
+from runkeys.github.paths import repository_path
+from runkeys.github.secrets import RepositoryCalls
+from runkeys.http_session import backoff, session
+
+RUN_LOGS_PATH = "/repos/{owner}/{repo}/actions/runs/{run_id}/logs"
+CHUNK = 1 << 16
+_GONE = (404, 410)  # no logs (yet, or any more), or no such run
+
+
+class ArchiveTooLargeError(Exception):
+    """The archive is larger than the cap: nothing of it was kept."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the log archive is larger than {limit} bytes")
+        self.limit = limit
+
+
+class RunLogs(RepositoryCalls):
+    def _path(self, run_id: int) -> str:
+        return f"{repository_path(self.repository)}/actions/runs/{int(run_id)}/logs"
+
+    def _call(self, method: str, run_id: int, doing: str) -> tuple[int, dict[str, Any], str]:
+        try:
+            return self._unchecked(method, self._path(run_id))
+        except GithubException as exc:  # PyGithub's retry raises some refusals itself
+            if exc.status in _GONE:
+                return exc.status, dict(exc.headers or {}), ""
+            raise self._fail(exc, doing, method, RUN_LOGS_PATH) from None
+
+    def archive_url(self, run_id: int) -> str | None:
+        """Where to download the run's log archive; None when GitHub has none (404, 410)."""
+        status, headers, output = self._call("GET", run_id, "asking for the run's logs")
+        location = {k.lower(): v for k, v in headers.items()}.get("location")
+        if status == 302 and location:
+            return str(location)
+        if status in _GONE:
+            return None
+        raise self._fail(
+            GithubException(status, output, headers),
+            "asking for the run's logs",
+            "GET",
+            RUN_LOGS_PATH,
+        )
+
+    def delete(self, run_id: int) -> bool:
+        """Delete the run's logs; False when there were none."""
+        status, headers, output = self._call("DELETE", run_id, "deleting the run's logs")
+        if status == 204:
+            return True
+        if status in _GONE:
+            return False
+        raise self._fail(
+            GithubException(status, output, headers),
+            "deleting the run's logs",
+            "DELETE",
+            RUN_LOGS_PATH,
+        )
+
+    def download(self, url: str, *, max_bytes: int, timeout: float = 60.0) -> bytes:
+        """The archive at `url` (from `archive_url`), refused past `max_bytes`. Over HTTPS, or
+        over HTTP only from the host the API is on (a stand-in on loopback)."""
+        target = urllib.parse.urlsplit(url)
+        api = urllib.parse.urlsplit(self.session.config.api_url)
+        if target.scheme != "https" and (target.scheme, target.hostname) != (
+            "http",
+            api.hostname,
+        ):
+            raise ValueError("GitHub's download URL for the logs is not an HTTPS URL")
+        http = session(backoff(3, factor=1.0, cap=10.0))
+        with http, http.get(url, stream=True, timeout=timeout) as answer:
+            answer.raise_for_status()
+            declared = answer.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise ArchiveTooLargeError(max_bytes)
+            data = bytearray()
+            for chunk in answer.iter_content(CHUNK):
+                data += chunk
+                if len(data) > max_bytes:
+                    raise ArchiveTooLargeError(max_bytes)
+        return bytes(data)
