@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.machine import one_line
 from bench.report import DEFAULT_OUT, SUMMARY_HEADER
 
-BENCHMARKS = ("webhook", "revocation", "action", "broker", "ledger", "image", "storm")
+BENCHMARKS = ("webhook", "revocation", "action", "broker", "ledger", "image", "storm", "logscan")
 
 
 def summary(out: Path, names: Sequence[str]) -> str:

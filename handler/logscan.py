@@ -43,6 +43,7 @@ from runkeys.leakscan import Found, scan_text
 from runkeys.leases import LeaseState
 from runkeys.scrub import described
 
+# Repeated on purpose: event() calls look alike, but each names its own fields to log.
 log = logger("logscan")
 ACTOR = "log-scan"
 REASON = "leaked_in_logs"

@@ -13,9 +13,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import string
 import urllib.parse
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import compress
 
 from runkeys.leases import fingerprint
 
@@ -23,11 +25,15 @@ from runkeys.leases import fingerprint
 # characters; minted passwords are 32), and nothing it mints is longer than the cap.
 MIN_LENGTH = 16
 MAX_LENGTH = 4096
-# A run of base64's characters (both alphabets), starting where a run starts (the look-behind:
-# a short run is passed over once). Cut at "+" and "/", it gives the runs of the characters
-# hex, base64url, base62, `rk_` tokens and minted passwords are made of; whole, the blob a
-# value's base64 or hex is. One pass of one pattern over the text finds them all.
-_BLOB = re.compile(rf"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{{{MIN_LENGTH},}}={{0,2}}")
+# A run of base64's characters (both alphabets). Cut at "+" and "/", it gives the runs of the
+# characters hex, base64url, base62, `rk_` tokens and minted passwords are made of; whole, the
+# blob a value's base64 or hex is. Found by turning every other ASCII character into a space
+# and splitting (`str.translate` and `split` run in C: a regular expression is slower here).
+_BASE64_CHARACTERS = frozenset(string.ascii_letters + string.digits + "+/_-")
+_APART = str.maketrans({chr(c): " " for c in range(128) if chr(c) not in _BASE64_CHARACTERS})
+_BLOB = re.compile(rf"[A-Za-z0-9+/_-]{{{MIN_LENGTH},}}")  # within a piece with non-ASCII in it
+_LONG_ENOUGH = MIN_LENGTH.__le__
+_CHUNK = 1 << 20  # characters of text split at once, so that the pieces of a large log are few
 _NOT_RUN = re.compile(r"[+/]")
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 _MIN_BASE64 = MIN_LENGTH * 4 // 3  # an encoded value is a third longer than the value
@@ -35,8 +41,12 @@ _MIN_BASE64 = MIN_LENGTH * 4 // 3  # an encoded value is a third longer than the
 # value; what stops it is what never appears unescaped in one.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://rk_[a-z0-9_]+:[^\s@/\"'<>]+@[^\s\"'<>`]+")
 _URL_TAIL = ".,;:)]}!?"  # punctuation a sentence puts after a URL, not part of it
-# What makes a line worth reading again URL-decoded or JSON-unescaped.
-_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}|\\(?:u[0-9A-Fa-f]{4}|[\"\\/bfnrt])")
+# What makes a line worth reading again URL-decoded or JSON-unescaped: two patterns, each
+# starting with its one character (searched for fast), rather than one alternation.
+_ESCAPES = (
+    re.compile(r"%[0-9A-Fa-f]{2}"),
+    re.compile(r"\\(?:u[0-9A-Fa-f]{4}|[\"\\/bfnrt])"),
+)
 _JSON_ESCAPE = re.compile(r"\\(u[0-9A-Fa-f]{4}|[\"\\/bfnrt])")
 _JSON_SIMPLE = {
     '"': '"',
@@ -104,24 +114,26 @@ def _decoded_base64(blob: str) -> str | None:
 
 
 def _decoded(blob: str) -> Iterator[tuple[str, str]]:
-    """What a blob decodes to, as text, and how: base64 (either alphabet), and hex."""
+    """What a blob decodes to, as text, and how: hex, or else base64 (either alphabet). Not a
+    hex blob as base64: text in base64 uses letters past `f`."""
+    if _HEX.fullmatch(blob):
+        if len(blob) >= 2 * MIN_LENGTH and len(blob) % 2 == 0:
+            try:
+                yield bytes.fromhex(blob).decode(), "hex"
+            except ValueError:
+                return
+        return
     if len(blob) >= _MIN_BASE64:
         text = _decoded_base64(blob)
         if text:
             yield text, "base64"
-    if len(blob) >= 2 * MIN_LENGTH and len(blob) % 2 == 0 and _HEX.fullmatch(blob):
-        try:
-            text = bytes.fromhex(blob).decode()
-        except ValueError:
-            return
-        yield text, "hex"
 
 
 def _cut(text: str, form: str, *, decode: bool = True) -> Iterator[tuple[str, str, str]]:
     """The candidates in `text`: (the blob or URL of `text` it came from, the candidate, its
     form); with `decode`, in the blobs' decoded text too (one level deep). A blob repeated in
     the text is cut once: logs repeat themselves."""
-    for blob in dict.fromkeys(_BLOB.findall(text)):
+    for blob in _blobs(text):
         runs = _NOT_RUN.split(blob) if "+" in blob or "/" in blob else [blob]
         for piece in runs:
             run = piece.rstrip("=")
@@ -135,15 +147,39 @@ def _cut(text: str, form: str, *, decode: bool = True) -> Iterator[tuple[str, st
         yield from _urls(text, form)
 
 
+def _blobs(text: str) -> Iterator[str]:
+    """The runs of base64's characters in `text` at least MIN_LENGTH long, each once."""
+    seen: set[str] = set()
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + _CHUNK)
+        end = len(text) if end < 0 else end
+        pieces = set(text[start:end].translate(_APART).split()) - seen  # logs repeat themselves
+        seen |= pieces
+        unique = list(pieces)
+        for piece in compress(unique, map(_LONG_ENOUGH, map(len, unique))):  # all in C
+            if piece.isascii():
+                yield piece
+            else:  # a letter of another script, or a space of another kind, in the run
+                yield from (blob for blob in _BLOB.findall(piece) if blob not in seen)
+        start = end
+
+
 def _escaped_lines(text: str) -> Iterator[str]:
     """The lines of `text` with a URL escape or a JSON escape in them, each once."""
-    done = -1
-    for match in _ESCAPE.finditer(text):
-        start = text.rfind("\n", 0, match.start()) + 1
-        if start != done:
-            done = start
-            end = text.find("\n", match.start())
-            yield text[start : None if end < 0 else end]
+    starts: set[int] = set()
+    for pattern in _ESCAPES:
+        after = -1  # the end of the line last taken: its other escapes need no look
+        for match in pattern.finditer(text):
+            if match.start() < after:
+                continue
+            starts.add(text.rfind("\n", 0, match.start()) + 1)
+            after = text.find("\n", match.start())
+            if after < 0:
+                break
+    for start in sorted(starts):
+        end = text.find("\n", start)
+        yield text[start : None if end < 0 else end]
 
 
 def candidates(text: str) -> Iterator[tuple[str, str, str]]:
@@ -151,7 +187,7 @@ def candidates(text: str) -> Iterator[tuple[str, str, str]]:
     it is in, the candidate, the form it was written in). The patterns run over the whole text
     at once; only lines with escapes are read one by one, URL-decoded and JSON-unescaped."""
     yield from _cut(text, "as is")
-    for line in dict.fromkeys(_escaped_lines(text)):
+    for line in dict.fromkeys(_escaped_lines(text)):  # a line repeated is read once
         if "%" in line:
             for _, candidate, form in _cut(urllib.parse.unquote(line), "URL-encoded"):
                 yield line, candidate, form

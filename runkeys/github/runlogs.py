@@ -32,42 +32,35 @@ class RunLogs(RepositoryCalls):
     def _path(self, run_id: int) -> str:
         return f"{repository_path(self.repository)}/actions/runs/{int(run_id)}/logs"
 
-    def _call(self, method: str, run_id: int, doing: str) -> tuple[int, dict[str, Any], str]:
+    def _call(self, method: str, run_id: int, doing: str, *, expect: int) -> dict[str, Any] | None:
+        """The headers of GitHub's answer when it is `expect`; None for 404 or 410 (no logs, or
+        no such run); an explained `GitHubError` for anything else."""
         try:
-            return self._unchecked(method, self._path(run_id))
+            status, headers, output = self._unchecked(method, self._path(run_id))
         except GithubException as exc:  # PyGithub's retry raises some refusals itself
             if exc.status in _GONE:
-                return exc.status, dict(exc.headers or {}), ""
+                return None
             raise self._fail(exc, doing, method, RUN_LOGS_PATH) from None
+        if status == expect:
+            return headers
+        if status in _GONE:
+            return None
+        answer = GithubException(status, output, headers)
+        raise self._fail(answer, doing, method, RUN_LOGS_PATH)
 
     def archive_url(self, run_id: int) -> str | None:
         """Where to download the run's log archive; None when GitHub has none (404, 410)."""
-        status, headers, output = self._call("GET", run_id, "asking for the run's logs")
-        location = {k.lower(): v for k, v in headers.items()}.get("location")
-        if status == 302 and location:
-            return str(location)
-        if status in _GONE:
+        headers = self._call("GET", run_id, "asking for the run's logs", expect=302)
+        if headers is None:
             return None
-        raise self._fail(
-            GithubException(status, output, headers),
-            "asking for the run's logs",
-            "GET",
-            RUN_LOGS_PATH,
-        )
+        location = {k.lower(): v for k, v in headers.items()}.get("location")
+        if not location:
+            raise ValueError("GitHub's redirect to the run's logs names no location")
+        return str(location)
 
     def delete(self, run_id: int) -> bool:
         """Delete the run's logs; False when there were none."""
-        status, headers, output = self._call("DELETE", run_id, "deleting the run's logs")
-        if status == 204:
-            return True
-        if status in _GONE:
-            return False
-        raise self._fail(
-            GithubException(status, output, headers),
-            "deleting the run's logs",
-            "DELETE",
-            RUN_LOGS_PATH,
-        )
+        return self._call("DELETE", run_id, "deleting the run's logs", expect=204) is not None
 
     def download(self, url: str, *, max_bytes: int, timeout: float = 60.0) -> bytes:
         """The archive at `url` (from `archive_url`), refused past `max_bytes`. Over HTTPS, or

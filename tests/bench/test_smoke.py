@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bench import __main__ as everything
-from bench import broker, ledger, revocation, storm, webhook
+from bench import broker, ledger, logscan, revocation, storm, webhook
 from tests.services import need, skip_or_fail
 
 pytestmark = pytest.mark.slow
@@ -153,3 +153,12 @@ def test_the_storms_bound() -> None:
     assert storm.least_time(500, 60, 80, 500) == 6 * 60
     assert storm.least_time(501, 60, 80, 500) == 3600
     assert storm.least_time(0, 60, 80, 500) == 0
+
+
+def test_the_log_scan(tmp_path: Path) -> None:
+    """The scan finds every key planted in the made-up archive, and nothing else."""
+    assert logscan.main(["--quick", "--out", str(tmp_path)]) == 0
+    data = results(tmp_path, "logscan")
+    assert {t["name"]: t["met"] for t in data["targets"]}["every planted key found, nothing else"]
+    assert len(data["raw"]["scans"]) == len(data["raw"]["cpu"]) == 2
+    assert data["raw"]["text_bytes"] >= 2_000_000

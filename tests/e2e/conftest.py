@@ -29,6 +29,7 @@ def world(
         made.service = Served(made.service_environ(), tmp / "service.log")
         try:
             yield made
+            made.assert_log_scans()
         finally:
             made.service.stop()
         made.scan()

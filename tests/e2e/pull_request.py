@@ -15,7 +15,7 @@ from runkeys_sandbox.server.payloads import pull_request_closed, workflow_run_co
 from runkeys_sandbox.server.state import Installation, Repository, WorkflowRun
 from tests.action.harness import Run, Step
 from tests.e2e.leaks import Secret
-from tests.e2e.world import AUDIENCE, Output, World
+from tests.e2e.world import AUDIENCE, PERMISSIONS, Output, World
 from tests.service.served import wait_for
 from tests.services import unique
 
@@ -88,12 +88,16 @@ class PullRequest:
     number: int
     run: WorkflowRun
     steps: dict[int, Step] = field(default_factory=dict)  # a job per attempt
+    # What each attempt's job printed, step by step: the run's logs (World.publish_logs).
+    printed: dict[int, list[tuple[str, Run]]] = field(default_factory=dict)
+    # Lines a test has its tests step print, where masking does not reach (the log scan's).
+    tests_print: list[str] = field(default_factory=list)
 
     @classmethod
     def open(cls, world: World, name: str, number: int = 7) -> PullRequest:
         sandbox = world.sandbox
         repo = sandbox.add_repository(f"{unique('octo').replace('_', '-')}/{name}")
-        installation = sandbox.install(world.app, [repo])
+        installation = sandbox.install(world.app, [repo], permissions=PERMISSIONS)
         run = sandbox.add_workflow_run(
             repo, event="pull_request", head_branch=name, pull_requests=[number]
         )
@@ -161,6 +165,7 @@ class PullRequest:
         run = self.steps[attempt].run(self.inputs(keys))
         self.world.outputs.append(Output("runkeys-action", "\n".join(run.lines), run.stderr))
         assert run.returncode == 0, run.annotations("error")
+        self.printed.setdefault(attempt, []).append(("Run runkeys", run))
         issued = Issued(run, self.environment, [key_of(item, run.env) for item in run.keys_json()])
         for key in issued.keys:
             self.world.secrets += key.secrets(self.repo.full_name)
@@ -174,6 +179,7 @@ class PullRequest:
         run = step.run(self.inputs(keys), post=True, extra_env=step.post_env(issued.run))
         self.world.outputs.append(Output("runkeys-action-post", "\n".join(run.lines), run.stderr))
         assert run.returncode == 0
+        self.printed.setdefault(attempt, []).append(("Post Run runkeys", run))
         return run
 
     def complete(self, conclusion: str = "success", attempt: int | None = None) -> dict[str, Any]:
@@ -183,10 +189,24 @@ class PullRequest:
         return self.deliver_completed(attempt)
 
     def deliver_completed(self, attempt: int | None = None) -> dict[str, Any]:
+        self.publish_logs(attempt)
         payload = workflow_run_completed(
             self.world.sandbox, self.repo, self.run.id, self.installation, attempt=attempt
         )
         return self._deliver("workflow_run", payload)
+
+    def publish_logs(self, attempt: int | None = None) -> None:
+        """The run's logs as GitHub keeps them (up to `attempt`): each attempt's steps, and
+        what the test had its tests step print."""
+        steps = [
+            (f"{name} (attempt {number})", run)
+            for number, printed in sorted(self.printed.items())
+            if attempt is None or number <= attempt
+            for name, run in printed
+        ]
+        tests = [("Run tests", "\n".join(self.tests_print))] if self.tests_print else []
+        if steps or tests:
+            self.world.publish_logs(self.repo, self.run.id, steps, tests)
 
     def close(self) -> dict[str, Any]:
         payload = pull_request_closed(self.world.sandbox, self.repo, self.number, self.installation)

@@ -11,7 +11,7 @@ from runkeys_sandbox.server.payloads import workflow_run_completed
 from runkeys_sandbox.server.state import Installation, Repository, WorkflowRun
 from tests.action.harness import Run, Step
 from tests.e2e.pull_request import CONNECTION, Key, key_of
-from tests.e2e.world import AUDIENCE, Output, World
+from tests.e2e.world import AUDIENCE, PERMISSIONS, Output, World
 from tests.services import unique
 
 SECRET_NAME = "DEPLOY_DATABASE_URL"
@@ -37,7 +37,7 @@ class Schedule:
     @classmethod
     def open(cls, world: World, name: str) -> Schedule:
         repo = world.sandbox.add_repository(f"{unique('octo').replace('_', '-')}/{name}")
-        installation = world.sandbox.install(world.app, [repo])
+        installation = world.sandbox.install(world.app, [repo], permissions=PERMISSIONS)
         world.opened.append(repo.full_name)
         return cls(world, repo, installation)
 
@@ -98,6 +98,7 @@ class Schedule:
         """The run ends; GitHub delivers `workflow_run` `completed`."""
         sandbox = self.world.sandbox
         sandbox.set_run_status(self.repo, rotation.run.id, "completed", "success")
+        self.world.publish_logs(self.repo, rotation.run.id, [("Run runkeys", rotation.main)])
         payload = workflow_run_completed(sandbox, self.repo, rotation.run.id, self.installation)
         assert self.world.service is not None
         url = f"{self.world.service.url}/webhook"

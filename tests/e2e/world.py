@@ -19,18 +19,24 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from handler.config import ServiceConfig
+from handler.ledger import Ledger, tables
 from handler.service import Service
 from handler.sweeper import Sweeper
 from runkeys_sandbox.server.sandbox import Sandbox
-from runkeys_sandbox.server.state import App
+from runkeys_sandbox.server.state import App, Repository
+from tests.action.harness import Run
 from tests.e2e.leaks import Scanner, Secret
-from tests.service.served import Served
+from tests.service.served import Served, wait_for
 from tests.services import need, unique
 
 AUDIENCE = "https://runkeys.e2e.example/service"
+# What the App asks for, as a user installs it: the e2e installations have exactly that.
+MANIFEST = json.loads((Path(__file__).resolve().parents[2] / "app-manifest.json").read_text())
+PERMISSIONS: dict[str, str] = MANIFEST["default_permissions"]
 
 
 @dataclass
@@ -136,6 +142,7 @@ class World:
     secrets: list[Secret] = field(default_factory=list)
     job_dirs: list[Path] = field(default_factory=list)
     opened: list[str] = field(default_factory=list)  # repositories of the tests' pull requests
+    planted: set[int] = field(default_factory=set)  # runs whose logs a test put a key in
 
     def service_environ(self, **more: str) -> dict[str, str]:
         return {
@@ -153,6 +160,8 @@ class World:
             "RUNKEYS_SWEEP_INTERVAL": "1h",
             "RUNKEYS_CONNECTION_CI_DB": self.postgres.connection_url,
             "RUNKEYS_LOG_LEVEL": "DEBUG",  # the most a service ever logs: scanned for values
+            # Every run's logs are scanned; a clean run's are kept (World.assert_log_scans).
+            "RUNKEYS_DELETE_LEAKED_LOGS": "true",
             **more,
         }
 
@@ -218,6 +227,41 @@ class World:
                 with conn.cursor().copy(query) as copy:
                     dump += b"".join(bytes(chunk) for chunk in copy)
         return dump
+
+    def publish_logs(
+        self,
+        repo: Repository,
+        run_id: int,
+        steps: list[tuple[str, Run]],
+        more: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """What the run's job printed, as the runner keeps it (masked), as the run's logs in
+        the stand-in: the service's log scan reads every e2e run's."""
+        jobs = {"keys": [(name, run.logged()) for name, run in steps] + list(more or [])}
+        self.sandbox.set_run_logs(repo, run_id, jobs)
+
+    def log_scans(self) -> list[dict[str, Any]]:
+        """The ledger's log scans, one dict per run attempt."""
+        ledger = Ledger.open(self.ledger_url, migrate_schema=False)
+        try:
+            with ledger.begin() as conn:
+                return [dict(row) for row in conn.execute(select(tables.log_scans)).mappings()]
+        finally:
+            ledger.close()
+
+    def assert_log_scans(self) -> None:
+        """Every run's logs were scanned, and found clean but where a test planted a key."""
+
+        def finished() -> bool:
+            return all(scan["state"] != "queued" for scan in self.log_scans())
+
+        wait_for(finished, what="the log scans")
+        scans = self.log_scans()
+        for scan in scans:
+            assert scan["state"] == "done", scan
+            if scan["run_id"] not in self.planted:
+                assert scan["findings"] == 0, scan  # false positives: none
+        print(f"{len(scans)} runs' logs scanned: no finding but the {len(self.planted)} planted")
 
     def scan(self) -> Scanner:
         """Every byte so far against every value so far; asserts that none leaked."""

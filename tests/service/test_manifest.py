@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -17,6 +18,8 @@ from handler.ledger.queue import LeasesById, queue
 from handler.service import Service
 from handler.sweeper import Sweeper
 from handler.worker import RevocationWorker
+from runkeys.errors import GitHubError
+from runkeys.github.runlogs import RunLogs
 from runkeys.github.secrets import SecretStore
 from runkeys.github.session import GitHubConfig, GitHubSession
 from runkeys.leases import fingerprint
@@ -44,7 +47,8 @@ def test_the_manifest_asks_for_exactly_these_permissions_and_events() -> None:
         "secrets": "write",  # delete the secrets runkeys wrote
         "environments": "write",  # environment secrets live under both permissions
         "administration": "write",  # delete the environments runkeys created
-        "actions": "read",  # workflow_run events; a run's status for the sweeper
+        # workflow_run events; a run's status for the sweeper; its logs, read and deleted
+        "actions": "write",
         "pull_requests": "read",  # pull_request events
         # secret_scanning_alert events; read an alert's value, resolve it once retired
         "secret_scanning_alerts": "write",
@@ -124,6 +128,17 @@ def _life_of_a_lease(
     clock.advance(minutes=2)
     report = Sweeper(service).sweep()
     worked["read run"] = report.errors == [] and report.reconciled == 1
+    sandbox.set_run_logs(repo, run.id, {"ci": [("Test", "ok")]})
+    logs = RunLogs(service.github, repo.full_name)
+    calls: dict[str, Callable[[], bool]] = {
+        "read logs": lambda: logs.archive_url(run.id) is not None,
+        "delete logs": lambda: logs.delete(run.id),
+    }
+    for step, call in calls.items():
+        try:
+            worked[step] = call()
+        except GitHubError:
+            worked[step] = False
     service.close()
     return worked
 
@@ -149,7 +164,7 @@ STEPS = ["register", "delete secret", "delete environment", "retire leaked", "re
 
 def test_the_manifest_permissions_are_enough(sandbox: tuple[Sandbox, App], tmp_path: Path) -> None:
     worked = _life_of_a_lease(*sandbox, dict(PERMISSIONS), tmp_path)
-    assert worked == dict.fromkeys([*STEPS, "read run"], True)
+    assert worked == dict.fromkeys([*STEPS, "read run", "read logs", "delete logs"], True)
 
 
 def test_reading_alerts_is_not_enough_to_resolve_them(
@@ -171,6 +186,7 @@ def test_reading_alerts_is_not_enough_to_resolve_them(
         ("administration", "delete environment"),
         ("actions", "read run"),
         ("secret_scanning_alerts", "retire leaked"),
+        ("actions", "read logs"),
     ],
 )
 def test_each_permission_is_needed(
@@ -179,3 +195,12 @@ def test_each_permission_is_needed(
     permissions = {k: v for k, v in PERMISSIONS.items() if k != dropped}
     worked = _life_of_a_lease(*sandbox, permissions, tmp_path)
     assert worked[breaks] is False
+
+
+def test_deleting_a_runs_logs_needs_actions_write(
+    sandbox: tuple[Sandbox, App], tmp_path: Path
+) -> None:
+    """RUNKEYS_DELETE_LEAKED_LOGS: GitHub refuses the DELETE with Actions: read alone."""
+    worked = _life_of_a_lease(*sandbox, {**PERMISSIONS, "actions": "read"}, tmp_path)
+    assert worked["read logs"] is True
+    assert worked["delete logs"] is False

@@ -130,6 +130,11 @@ def test_the_private_key_may_come_from_a_file_or_on_one_line(tmp_path: Path) -> 
         ({"RUNKEYS_GITHUB_TIME_FACTOR": "inf"}, "RUNKEYS_GITHUB_TIME_FACTOR"),
         ({"RUNKEYS_GITHUB_TIME_FACTOR": "fast"}, "RUNKEYS_GITHUB_TIME_FACTOR"),
         ({"RUNKEYS_LOG_LEVEL": "chatty"}, "RUNKEYS_LOG_LEVEL"),
+        ({"RUNKEYS_LOG_SCAN": "yes"}, "RUNKEYS_LOG_SCAN"),
+        ({"RUNKEYS_LOG_SCAN_MAX_BYTES": "1023"}, "RUNKEYS_LOG_SCAN_MAX_BYTES"),
+        ({"RUNKEYS_LOG_SCAN_MAX_BYTES": "50MB"}, "RUNKEYS_LOG_SCAN_MAX_BYTES"),
+        ({"RUNKEYS_LOG_SCAN_ATTEMPTS": "0"}, "RUNKEYS_LOG_SCAN_ATTEMPTS"),
+        ({"RUNKEYS_DELETE_LEAKED_LOGS": "truee"}, "RUNKEYS_DELETE_LEAKED_LOGS"),
     ],
 )
 def test_a_bad_setting_stops_start_up_and_is_named(
@@ -199,3 +204,19 @@ def test_a_bad_metrics_bind_stops_start_up_and_is_named(value: str) -> None:
         create_app({**VALID, "RUNKEYS_METRICS_BIND": value})
     assert caught.value.setting == "RUNKEYS_METRICS_BIND"
     assert f"{value!r} is not HOST:PORT" in caught.value.explain()
+
+
+def test_the_log_scan_settings_are_read() -> None:
+    environ = {
+        **VALID,
+        "RUNKEYS_LOG_SCAN": "false",
+        "RUNKEYS_LOG_SCAN_MAX_BYTES": "2048",
+        "RUNKEYS_DELETE_LEAKED_LOGS": "TRUE",
+        "RUNKEYS_LOG_SCAN_ATTEMPTS": "3",
+    }
+    settings = ServiceConfig.from_env(environ).log_scan
+    assert (settings.enabled, settings.max_bytes) == (False, 2048)
+    assert (settings.delete_leaked, settings.give_up_after) == (True, 3)
+    defaults = ServiceConfig.from_env(VALID).log_scan
+    assert (defaults.enabled, defaults.delete_leaked) == (True, False)
+    assert defaults.max_bytes == 100 * 1024 * 1024
