@@ -8,7 +8,9 @@ ledger or the service's log."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,3 +244,58 @@ def test_a_run_without_logs_is_tried_again_then_given_up(
     assert state == "done"
     assert note is not None
     assert note.startswith("given up")
+
+
+def test_the_action_registers_the_fingerprint_of_a_password_part_only(
+    github: GitHub, deleting: Flask, tmp_path: Path
+) -> None:
+    minted = mint(github, deleting, tmp_path)
+    with ledger(deleting).begin() as conn:
+        rows = conn.execute(select(tables.lease_parts)).all()
+    password = minted.values["DATABASE_URL_PASSWORD"]
+    assert [(r.lease_id, r.name, r.fingerprint) for r in rows] == [
+        (minted.leases["DATABASE_URL"], "PASSWORD", hashlib.sha256(password.encode()).hexdigest())
+    ]
+
+
+@pytest.mark.parametrize(
+    ("parts", "says"),
+    [
+        ([{"name": "PASSWORD", "fingerprint": "a" * 64}] * 2, "names a part twice"),
+        ([{"name": f"P{i}", "fingerprint": "a" * 64} for i in range(9)], "parts"),
+        ([{"name": "PASSWORD", "fingerprint": "a" * 63 + "g"}], "fingerprint"),
+        ([{"name": "password", "fingerprint": "a" * 64}], "name"),
+    ],
+)
+def test_a_bad_parts_list_is_refused_with_a_clear_error(
+    github: GitHub, deleting: Flask, parts: list[dict[str, str]], says: str
+) -> None:
+    lease = github.lease()
+    payload = kit.body(lease)
+    payload["leases"][0]["parts"] = parts
+    claims = github.claims()
+    answer = deleting.test_client().post("/v1/leases", json=payload, headers=github.auth(claims))
+    assert answer.status_code == 400, answer.json
+    assert says in str(answer.json)
+    with ledger(deleting).begin() as conn:
+        assert conn.execute(select(tables.leases)).all() == []
+
+
+def test_an_archive_over_the_cap_is_not_downloaded_whole_and_says_so(
+    github: GitHub, tmp_path: Path, clock: Clock
+) -> None:
+    service = service_with(github, tmp_path, clock, RUNKEYS_LOG_SCAN_MAX_BYTES="1024")
+    try:
+        minted = mint(github, service, tmp_path)
+        noise = secrets.token_hex(4000)  # incompressible: the zip itself is over the cap
+        github.sandbox.set_run_logs(
+            github.repo,
+            minted.run_id,
+            {"e2e": [("Test", f"{noise}\n{minted.values['API_TOKEN']}")]},
+        )
+        complete(github, service, minted)
+        ((state, findings, note),) = scans(service)
+        assert (state, findings) == ("done", 0)
+        assert note == "not scanned: the log archive is larger than 1024 bytes"
+    finally:
+        service.extensions["runkeys"].close()

@@ -1,0 +1,116 @@
+"""A run's logs in the stand-in, as GitHub serves them
+(https://docs.github.com/rest/actions/workflow-runs#download-workflow-run-logs): a 302 to a
+short-lived URL of a zip of step and job logs, every line stamped; 404 without logs, 410 once
+deleted; DELETE needs Actions: write. Set by a test (`Sandbox.set_run_logs`) or over the
+control API (`POST /_sandbox/runs/{id}/logs`)."""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+
+import requests
+
+from tests.sandbox.conftest import Seeded
+
+STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z ")
+
+
+def logs_path(run_id: int) -> str:
+    return f"/repos/octo/app/actions/runs/{run_id}/logs"
+
+
+def test_the_logs_are_a_redirect_to_a_zip_laid_out_as_githubs(seeded: Seeded) -> None:
+    run = seeded.sb.add_workflow_run(seeded.repo, status="completed", conclusion="success")
+    seeded.sb.set_run_logs(
+        seeded.repo,
+        run.id,
+        {"build": [("Set up job", "one\ntwo"), ("Run make", "three")], "test/unit": [("Run", "x")]},
+    )
+    token = seeded.token(permissions={"actions": "read"})
+    answer = seeded.api("GET", logs_path(run.id), token, allow_redirects=False)
+    assert answer.status_code == 302
+    location = answer.headers["Location"]
+    # Signed by itself: fetched with no credential, as GitHub's download URL is.
+    archive = zipfile.ZipFile(io.BytesIO(requests.get(location, timeout=10).content))
+    assert sorted(archive.namelist()) == [
+        "1_build.txt",
+        "2_test_unit.txt",
+        "build/1_Set up job.txt",
+        "build/2_Run make.txt",
+        "test_unit/1_Run.txt",
+    ]
+    step = archive.read("build/1_Set up job.txt").decode().splitlines()
+    assert [STAMPED.sub("", line) for line in step] == ["one", "two"]
+    assert all(STAMPED.match(line) for line in step)
+    job = archive.read("1_build.txt").decode().splitlines()
+    assert [STAMPED.sub("", line) for line in job] == ["one", "two", "three"]
+    downloads = [r for r in seeded.sb.requests if r.path.startswith("/_sandbox/run-logs/")]
+    assert [r.caller for r in downloads] == ["anonymous"]
+    assert (
+        downloads[0].response_body == f"<{len(requests.get(location, timeout=10).content)} bytes>"
+    )
+
+
+def test_no_logs_is_404_deleted_is_410_and_deleting_needs_actions_write(seeded: Seeded) -> None:
+    run = seeded.sb.add_workflow_run(seeded.repo, status="completed", conclusion="success")
+    reader = seeded.token(permissions={"actions": "read"})
+    assert seeded.api("GET", logs_path(run.id), reader).status_code == 404
+    seeded.sb.set_run_logs(seeded.repo, run.id, {"build": [("Run", "ok")]})
+    refused = seeded.api("DELETE", logs_path(run.id), reader)
+    assert refused.status_code == 403
+    assert refused.json()["message"] == "Resource not accessible by integration"
+    granted = {**seeded.installation.permissions, "actions": "write"}
+    seeded.sb.update_installation(seeded.installation, permissions=granted)
+    writer = seeded.token(permissions={"actions": "write"})
+    answer = seeded.api("GET", logs_path(run.id), reader, allow_redirects=False)
+    location = answer.headers["Location"]
+    assert seeded.api("DELETE", logs_path(run.id), writer).status_code == 204
+    assert seeded.api("GET", logs_path(run.id), reader).status_code == 410
+    assert seeded.api("DELETE", logs_path(run.id), writer).status_code == 410
+    assert requests.get(location, timeout=10).status_code == 404  # the archive went too
+
+
+def test_a_download_url_expires_after_a_minute_and_is_not_guessable(seeded: Seeded) -> None:
+    run = seeded.sb.add_workflow_run(seeded.repo, status="completed", conclusion="success")
+    seeded.sb.set_run_logs(seeded.repo, run.id, {"build": [("Run", "ok")]})
+    token = seeded.token(permissions={"actions": "read"})
+    location = seeded.api("GET", logs_path(run.id), token, allow_redirects=False).headers[
+        "Location"
+    ]
+    assert requests.get(location, timeout=10).status_code == 200
+    assert requests.get(location[:-1] + "x", timeout=10).status_code == 404
+    seeded.sb.clock.offset += 61
+    assert requests.get(location, timeout=10).status_code == 404
+
+
+def test_another_repositorys_token_gets_no_logs(seeded: Seeded) -> None:
+    other = seeded.sb.add_repository("octo/other")
+    run = seeded.sb.add_workflow_run(seeded.repo, status="completed", conclusion="success")
+    seeded.sb.set_run_logs(seeded.repo, run.id, {"build": [("Run", "ok")]})
+    elsewhere = seeded.sb.add_token([other], {"actions": "write"})
+    assert seeded.api("GET", logs_path(run.id), elsewhere).status_code == 404
+    assert seeded.api("DELETE", logs_path(run.id), elsewhere).status_code == 404
+
+
+def test_the_control_api_sets_logs_and_refuses_a_bad_body(seeded: Seeded) -> None:
+    run = seeded.sb.add_workflow_run(seeded.repo)
+    url = f"{seeded.sb.url}/_sandbox/runs/{run.id}/logs"
+    body = {"jobs": {"build": [{"step": "Run", "log": "hello"}]}}
+    answer = requests.post(url, json=body, timeout=10)
+    assert answer.json() == {"run_id": run.id, "jobs": 1, "steps": 1}
+    assert run.logs is not None
+    assert run.logs.jobs == {"build": [("Run", "hello")]}
+    for bad in (
+        {},
+        {"jobs": []},
+        {"jobs": {"build": [{"step": "Run"}]}},
+        {"jobs": {"build": [{"step": "", "log": "x"}]}},
+        {"jobs": {"build": "x"}},
+    ):
+        refused = requests.post(url, json=bad, timeout=10)
+        assert refused.status_code == 400, bad
+        assert refused.json()["message"]
+    missing = requests.post(f"{seeded.sb.url}/_sandbox/runs/99/logs", json=body, timeout=10)
+    assert missing.status_code == 404
