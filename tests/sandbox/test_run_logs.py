@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+from typing import Any
 
 import requests
 
@@ -102,13 +103,14 @@ def test_the_control_api_sets_logs_and_refuses_a_bad_body(seeded: Seeded) -> Non
     assert answer.json() == {"run_id": run.id, "jobs": 1, "steps": 1}
     assert run.logs is not None
     assert run.logs.jobs == {"build": [("Run", "hello")]}
-    for bad in (
+    bad_bodies: list[dict[str, Any]] = [
         {},
         {"jobs": []},
         {"jobs": {"build": [{"step": "Run"}]}},
         {"jobs": {"build": [{"step": "", "log": "x"}]}},
         {"jobs": {"build": "x"}},
-    ):
+    ]
+    for bad in bad_bodies:
         refused = requests.post(url, json=bad, timeout=10)
         assert refused.status_code == 400, bad
         assert refused.json()["message"]
