@@ -22,7 +22,7 @@ from handler.ledger.queue import (
     InstallationLeases,
     RepositoryLeases,
     RunLeases,
-    count_to_queue,
+    count_in_run,
     queue,
 )
 from handler.ledger.seen import first_delivery
@@ -38,22 +38,24 @@ def apply_delivery(
     if not decision.retirements and not decision.alerts:
         return decision.outcome, 0
     if _idempotent(decision):
+        active = 0
         with ledger.begin() as conn:
-            active = sum(count_to_queue(conn, r.selection) for r in decision.retirements)
             for retirement in decision.retirements:
                 selection = retirement.selection
                 assert isinstance(selection, RunLeases)  # _idempotent says so
-                if active:
+                live, held = count_in_run(conn, selection)
+                active += live
+                if live:
                     record_completion(conn, selection, reason=_reason(delivery), now=now)
-                # Every run with leases, even all retired: a dead key in a log is still a leak.
-                queue_scan(
-                    conn,
-                    repository_id=selection.repository_id,
-                    run_id=selection.run_id,
-                    run_attempt=selection.up_to_attempt,
-                    installation_id=selection.installation_id,
-                    now=now,
-                )
+                if held:  # every run with leases, even all retired: a dead key in a log leaked
+                    queue_scan(
+                        conn,
+                        repository_id=selection.repository_id,
+                        run_id=selection.run_id,
+                        run_attempt=selection.up_to_attempt,
+                        installation_id=selection.installation_id,
+                        now=now,
+                    )
         return decision.outcome, active
     with ledger.begin() as conn:
         if not first_delivery(

@@ -151,8 +151,11 @@ class LogScanner:
             return
         try:
             result = scan_archive(data, looked_for.keys(), max_bytes=self.settings.max_bytes)
-        except zipfile.BadZipFile:
-            self._finish(scan, FAILED, "the log archive is not a zip file", outcome="failed")
+        except Exception as exc:  # not a zip, or one zipfile cannot read: trying again won't help
+            why = "not a zip file" if isinstance(exc, zipfile.BadZipFile) else type(exc).__name__
+            self._finish(
+                scan, FAILED, f"the log archive could not be read: {why}", outcome="failed"
+            )
             return
         self._found(scan, repository, result, looked_for, logs)
 

@@ -58,15 +58,8 @@ def queue_scan(
     installation_id: int | None,
     now: datetime,
 ) -> bool:
-    """Queue a scan of the attempt's logs if the run holds leases (of any lifetime or state)
-    up to it; a redelivery queues nothing more. Whether one was queued now."""
-    held = conn.scalar(
-        select(func.count())
-        .select_from(leases)
-        .where(_run_leases(repository_id, run_id, run_attempt))
-    )
-    if not held:
-        return False
+    """Queue a scan of the attempt's logs (the caller knows the run holds leases up to it); a
+    redelivery queues nothing more. Whether one was queued now."""
     row = {
         "repository_id": repository_id,
         "run_id": run_id,

@@ -157,6 +157,46 @@ _ACTIVE_IN_RUN = select(func.count()).where(
 )
 
 
+# The same read, also counting every lease of the run up to the attempt, whatever its lifetime
+# or state: a run with any is one whose logs are scanned (`handler.ledger.logscans`).
+_IN_RUN = select(
+    func.count().filter(
+        or_(*(leases.c.lifetime == lifetime.value for lifetime in RunLeases.lifetimes)),
+        leases.c.state == LeaseState.ACTIVE.value,
+    ),
+    func.count(),
+).where(
+    leases.c.repository_id == bindparam("repository_id"),
+    leases.c.run_id == bindparam("run_id"),
+    leases.c.run_attempt <= bindparam("up_to_attempt"),
+    or_(
+        leases.c.installation_id == bindparam("installation_id"),
+        leases.c.installation_id.is_(None),
+    ),
+)
+
+
+def count_in_run(conn: Connection, selection: RunLeases) -> tuple[int, int]:
+    """How many `active` leases `queue` would move now, and how many leases the run holds up
+    to the attempt at all: one indexed read."""
+    if selection.installation_id is None or selection.lifetimes != RunLeases.lifetimes:
+        every = select(func.count()).where(
+            leases.c.repository_id == selection.repository_id,
+            leases.c.run_id == selection.run_id,
+            leases.c.run_attempt <= selection.up_to_attempt,
+            _installation(selection.installation_id),
+        )
+        return count_to_queue(conn, selection), int(conn.scalar(every) or 0)
+    values = {
+        "repository_id": selection.repository_id,
+        "run_id": selection.run_id,
+        "up_to_attempt": selection.up_to_attempt,
+        "installation_id": selection.installation_id,
+    }
+    row = conn.execute(_IN_RUN, values).one()
+    return int(row[0] or 0), int(row[1] or 0)
+
+
 def count_to_queue(conn: Connection, selection: Selection) -> int:
     """How many `active` leases `queue` would move now: one indexed read, no write."""
     if (

@@ -299,3 +299,25 @@ def test_an_archive_over_the_cap_is_not_downloaded_whole_and_says_so(
         assert note == "not scanned: the log archive is larger than 1024 bytes"
     finally:
         service.extensions["runkeys"].close()
+
+
+def test_a_failed_download_is_tried_again_and_its_signed_url_is_nowhere(
+    github: GitHub, deleting: Flask, tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    minted = mint(github, deleting, tmp_path)
+    github.sandbox.set_run_logs(
+        github.repo, minted.run_id, {"e2e": [("Test", minted.values["API_TOKEN"])]}
+    )
+    github.sandbox.inject_fault("GET", r"^/_sandbox/run-logs/", status=500, times=3)
+    complete(github, deleting, minted)
+    ((state, findings, note),) = scans(deleting)
+    assert (state, findings, note) == ("queued", 0, "HTTPError")
+    # The download URL is signed: runkeys never logs it (PyGithub and urllib3 do, at DEBUG).
+    ours = [r for r in caplog.records if r.name.startswith("runkeys")]
+    assert ours
+    assert not [r for r in ours if "run-logs" in f"{r.getMessage()} {getattr(r, 'fields', '')}"]
+    clock.advance(hours=1)
+    RevocationWorker(deleting.extensions["runkeys"]).drain()
+    ((state, findings, _),) = scans(deleting)
+    assert (state, findings) == ("done", 1)
