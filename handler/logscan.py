@@ -124,7 +124,17 @@ class LogScanner:
         with self.service.ledger.begin() as conn:
             claimed = claim_scans(conn, now=self.service.clock(), limit=BATCH, hold=CLAIM)
         for scan in claimed:
-            self.scan(scan)
+            try:
+                self.scan(scan)
+            except Exception as exc:  # a scan's failure never holds the revocations back
+                event(
+                    log,
+                    "log scan failed",
+                    level=logging.ERROR,
+                    run_id=scan.run_id,
+                    run_attempt=scan.run_attempt,
+                    error=self._describe(exc),
+                )
         return len(claimed)
 
     def scan(self, scan: LogScan) -> None:
