@@ -1,6 +1,7 @@
-"""The scan of a completed run's logs for its keys (issue 18): masking hides a value in the live
-log, not its base64, nor a password printed apart from its URL. When a run with leases completes
-the webhook queues a scan of that attempt (`handler.ledger.logscans`); the worker downloads the
+"""The scan of a completed run's logs for its keys (issue 18): masking hides only the forms it
+was told of, not a key's hex, nor a password printed in a job that reads only its URL. When a
+run with leases completes the webhook queues a scan of that attempt
+(`handler.ledger.logscans`); the worker downloads the
 run's log archive, looks in each step's log for the fingerprints of the run's keys and their
 secret parts (`runkeys.leakscan`), and for each one found records `leaked_in_logs` with the job,
 the step and the line, retires the key if it is still live, counts it, and, when configured,

@@ -16,6 +16,7 @@ from runkeys_sandbox.server.state import Installation, Repository, WorkflowRun
 from tests.action.harness import Run, Step
 from tests.e2e.leaks import Secret
 from tests.e2e.world import AUDIENCE, PERMISSIONS, Output, World
+from tests.encoded_forms import encoded_forms
 from tests.service.served import wait_for
 from tests.services import unique
 
@@ -90,8 +91,11 @@ class PullRequest:
     steps: dict[int, Step] = field(default_factory=dict)  # a job per attempt
     # What each attempt's job printed, step by step: the run's logs (World.publish_logs).
     printed: dict[int, list[tuple[str, Run]]] = field(default_factory=dict)
-    # Lines a test has its tests step print, where masking does not reach (the log scan's).
+    # Lines a test has the `e2e` job's tests step print (the log scan's): that job reads the
+    # keys as secrets, so the runner masks their values in every encoding it knows of, and
+    # nothing else (not a part of a key, which is no secret there).
     tests_print: list[str] = field(default_factory=list)
+    secret_values: list[str] = field(default_factory=list, repr=False)
 
     @classmethod
     def open(cls, world: World, name: str, number: int = 7) -> PullRequest:
@@ -169,6 +173,7 @@ class PullRequest:
         issued = Issued(run, self.environment, [key_of(item, run.env) for item in run.keys_json()])
         for key in issued.keys:
             self.world.secrets += key.secrets(self.repo.full_name)
+            self.secret_values.append(key.value)
         run.assert_masked_first({key.name: key.value for key in issued.keys})
         return issued
 
@@ -204,7 +209,11 @@ class PullRequest:
             if attempt is None or number <= attempt
             for name, run in printed
         ]
-        tests = [("Run tests", "\n".join(self.tests_print))] if self.tests_print else []
+        forms = sorted({f for v in self.secret_values for f in encoded_forms(v)}, key=len)[::-1]
+        printed = "\n".join(self.tests_print)
+        for form in forms:
+            printed = printed.replace(form, "***")
+        tests = [("Run tests", printed)] if self.tests_print else []
         if steps or tests:
             self.world.publish_logs(self.repo, self.run.id, steps, tests)
 

@@ -1,5 +1,7 @@
-"""Issue 18, item 2, end to end on each ledger engine: a pull request's tests step prints its
-token base64-encoded and its database key's password alone, where masking does not reach. When
+"""Issue 18, item 2, end to end on each ledger engine: a pull request's `e2e` job, which reads
+the keys as secrets, prints its token base64-encoded and hex-encoded and its database key's
+password alone. The runner masks the first (it knows base64 forms of a secret); hex and a part
+of a key that is no secret in that job it cannot mask. When
 the run completes, the served service scans the run's logs, finds both with job, step and line,
 retires the `pr` keys there and then (the pull request is still open), and deletes the logs
 (`RUNKEYS_DELETE_LEAKED_LOGS=true`). Every other e2e run's logs are scanned too, and found clean
@@ -34,7 +36,12 @@ def test_a_key_printed_where_masking_does_not_reach_is_found_retired_and_its_log
     database = next(key for key in issued.keys if key.provider == "postgres")
     assert database.password is not None
     encoded = base64.b64encode(token.value.encode()).decode()
-    pr.tests_print += ["pytest -q", f"debug: {encoded}", "connecting", f"pw={database.password}"]
+    pr.tests_print += [
+        "pytest -q",
+        f"debug: {encoded}",  # masked: not found
+        f"dump: {token.value.encode().hex()}",
+        f"pw={database.password}",
+    ]
     world.planted.add(pr.run.id)
     # The run's completion retires no `pr` key; the scan of its logs retires both.
     assert pr.complete() == {"outcome": "queued", "queued": 0}
@@ -42,9 +49,9 @@ def test_a_key_printed_where_masking_does_not_reach_is_found_retired_and_its_log
     leases = world.leases(pr.repo.full_name)
     for key in issued.keys:
         assert leases[key.lease_id]["retire_reason"].startswith("leaked_in_logs: "), key.name
-    where = f"in the logs of run {pr.run.id} attempt 1: job 'keys', step 'Run tests'"
+    where = f"in the logs of run {pr.run.id} attempt 1: job 'e2e', step 'Run tests'"
     assert leaked_in_logs(world, token.lease_id) == [
-        f"{token.name} (its value, base64) {where}, line 2"
+        f"{token.name} (its value, hex) {where}, line 3"
     ]
     assert leaked_in_logs(world, database.lease_id) == [
         f"{database.name} (its part PASSWORD, as is) {where}, line 4"

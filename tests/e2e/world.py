@@ -233,11 +233,14 @@ class World:
         repo: Repository,
         run_id: int,
         steps: list[tuple[str, Run]],
-        more: list[tuple[str, str]] | None = None,
+        tests: list[tuple[str, str]] | None = None,
     ) -> None:
-        """What the run's job printed, as the runner keeps it (masked), as the run's logs in
-        the stand-in: the service's log scan reads every e2e run's."""
-        jobs = {"keys": [(name, run.logged()) for name, run in steps] + list(more or [])}
+        """The run's logs in the stand-in, as GitHub keeps them: job `keys`, what its steps
+        printed (masked as the runner masks), and job `e2e`, what `tests` says its steps
+        printed (the caller masks). The service's log scan reads every e2e run's."""
+        jobs = {"keys": [(name, run.logged()) for name, run in steps]}
+        if tests:
+            jobs["e2e"] = list(tests)
         self.sandbox.set_run_logs(repo, run_id, jobs)
 
     def log_scans(self) -> list[dict[str, Any]]:

@@ -1,9 +1,9 @@
 """Issue 18, item 2: a completed run's logs are scanned for its keys. The action's entry point
 mints a `random` token and a `postgres` role through the real service; the run's logs, served by
 the stand-in as GitHub serves them, hold the token base64-encoded and the role's password alone
-(masking covers neither in that form). The worker finds both with job, step and line, retires
-the keys, and deletes the logs when configured; a clean run finds nothing; no value reaches the
-ledger or the service's log."""
+(as a log does where masking was not told of them: tests/e2e/test_log_scan.py has the masked
+case). The worker finds both with job, step and line, retires the keys, and deletes the logs
+when configured; a clean run finds nothing; no value reaches the ledger or the service's log."""
 
 from __future__ import annotations
 
