@@ -24,7 +24,7 @@ from runkeys.leases import (
     fingerprint,
     new_lease_id,
 )
-from runkeys.masking import encodings, secret_parts
+from runkeys.masking import PUBLIC_PARTS, encodings, secret_parts
 from runkeys.providers import MintRequest, Registry
 from runkeys.retire import RetireRequest, delete_secret, revoke
 from runkeys.scrub import described
