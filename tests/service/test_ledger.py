@@ -638,11 +638,25 @@ def test_a_version_5_ledger_gains_the_alerts_table_and_keeps_its_leases(empty_ur
     with ledger.begin() as conn:
         _migrated_to(conn, 5)
         conn.execute(tables.leases.insert().values(_row(identity(), old, 5, NOW)))
-    assert migrate(ledger.engine) == [6]
+    assert migrate(ledger.engine) == [6, 7]
     assert stored(ledger, old.id).state.value == "active"
     with ledger.begin() as conn:
         record_alert(conn, AlertCheck(1296269, "octo/app", 1, 5), reason="t", now=NOW)
         assert get_alert(conn, 1296269, 1) is not None
+    ledger.close()
+
+
+def test_a_version_6_ledger_gains_the_log_scan_tables_and_keeps_its_leases(empty_url: str) -> None:
+    ledger = Ledger.open(empty_url, migrate_schema=False)
+    old = lease(connection="ci_db")
+    with ledger.begin() as conn:
+        _migrated_to(conn, 6)
+        conn.execute(tables.leases.insert().values(_row(identity(), old, 5, NOW)))
+    assert migrate(ledger.engine) == [7]
+    assert stored(ledger, old.id).state.value == "active"
+    with ledger.begin() as conn:
+        assert list(conn.execute(select(tables.lease_parts))) == []
+        assert list(conn.execute(select(tables.log_scans))) == []
     ledger.close()
 
 
