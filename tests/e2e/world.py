@@ -275,7 +275,7 @@ class World:
             problems += scanner.text(f"{output.what} stdout", output.stdout, masks_allowed=action)
             problems += scanner.text(f"{output.what} stderr", output.stderr)
         for job in self.job_dirs:
-            for path in sorted(job.iterdir()):
+            for path in sorted(p for p in job.rglob("*") if p.is_file()):  # HOME too
                 if path.name in ("github_env", "github_output"):
                     problems += scanner.job_file(str(path), path.read_text())
                 else:
