@@ -21,6 +21,7 @@ from handler.worker import RevocationWorker
 from tests.action.conftest import RUN_ID, GitHub
 from tests.action.harness import CHECK, MASK, Run
 from tests.action.service import Service
+from tests.almost import last_char_changed
 from tests.service import kit
 
 ENVIRONMENT = "ci-integration"
@@ -206,7 +207,7 @@ def test_a_stale_value_from_an_older_run_fails_naming_that_run(
 
 def test_a_value_that_is_no_leases_is_stale(github: GitHub, service: Service) -> None:
     held = mint(github)
-    wrong = {**held, "API_TOKEN": held["API_TOKEN"][:-1] + "x"}
+    wrong = {**held, "API_TOKEN": last_char_changed(held["API_TOKEN"])}
     run = check(github, wrong)
     assert run.returncode == 1
     ((_, message),) = run.annotations("error")

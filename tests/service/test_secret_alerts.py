@@ -46,6 +46,7 @@ from runkeys.providers.base import MintRequest
 from runkeys.providers.random_value import RandomProvider
 from runkeys_sandbox.server import payloads, webhooks
 from runkeys_sandbox.server.state import Repository, SecretScanningAlert
+from tests.almost import last_char_changed
 from tests.e2e.leaks import Scanner, Secret
 from tests.service.conftest import GitHub
 from tests.service.kit import Clock, identity, lease, put, stored
@@ -470,7 +471,7 @@ def test_only_the_deliverys_repository_and_installation_match(ledger: Ledger) ->
             conn,
             repository_id=1296269,
             installation_id=5,
-            fingerprints=[fingerprint(value[:-1] + "0")],
+            fingerprints=[fingerprint(last_char_changed(value))],
         )
     assert sorted(found.live) == sorted(own + unknown)
     assert not set(found.live) & set(sibling + elsewhere)
