@@ -3,13 +3,15 @@
 A worker claims due leases by stamping a claim token and a deadline on them (`FOR UPDATE SKIP
 LOCKED` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite), taken round-robin across installations and
 across repositories within each, so that one installation's storm delays another's work by at
-most a batch. A live worker extends its claim as it works (`extend_claim`, its heartbeat); a dead
-worker's claim lapses at its deadline, and only the current claim's holder writes a result."""
+most a batch; an environment runkeys created is claimed with all its due leases, so that the
+worker can delete it once instead of each secret (issue 16). A live worker extends its claim
+as it works (`extend_claim`, its heartbeat); a dead worker's claim lapses at its deadline, and
+only the current claim's holder writes a result."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +26,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    tuple_,
     update,
 )
 
@@ -299,11 +302,19 @@ def _due(now: datetime) -> ColumnElement[bool]:
 CLAIMS_AT_ONCE = 4
 
 
-def _fair_pick(now: datetime, limit: int) -> Select[tuple[str]]:
-    """The ids of up to `limit` due leases in the order to work them: round k holds the k-th
-    oldest lease of each repository, interleaved within an installation; then the installations'
-    k-th turns interleaved, oldest first. Locked rows (another worker's claim in the making)
-    are skipped."""
+def _not_of(installations: Collection[int]) -> ColumnElement[bool]:
+    if not installations:
+        return true()
+    return or_(
+        leases.c.installation_id.is_(None), leases.c.installation_id.not_in(sorted(installations))
+    )
+
+
+def _fair_pick(now: datetime, limit: int, skip: Collection[int] = ()) -> Select[tuple[str]]:
+    """The ids of up to `limit` due leases in the order to work them, none of the installations
+    in `skip`: round k holds the k-th oldest lease of each repository, interleaved within an
+    installation; then the installations' k-th turns interleaved, oldest first. Locked rows
+    (another worker's claim in the making) are skipped."""
     by_repository = func.row_number().over(
         partition_by=(leases.c.installation_id, leases.c.repository_id),
         order_by=(leases.c.next_attempt_at, leases.c.id),
@@ -311,7 +322,7 @@ def _fair_pick(now: datetime, limit: int) -> Select[tuple[str]]:
     due = (
         select(leases.c.id, leases.c.installation_id, leases.c.next_attempt_at)
         .add_columns(by_repository.label("round"))
-        .where(_due(now))
+        .where(_due(now), _not_of(skip))
         .cte("due_now")
     )
     turn = func.row_number().over(
@@ -339,16 +350,84 @@ def _fair_pick(now: datetime, limit: int) -> Select[tuple[str]]:
     )
 
 
-def claim_due(conn: Connection, *, now: datetime, limit: int, hold: timedelta) -> Claim:
-    """Take up to `limit` due leases for `hold`, in the order to work them (`_fair_pick`); each
-    attempt is counted as it is claimed."""
+def _environment_key() -> ColumnElement[Any]:
+    # GitHub's environment names ignore case; `environments.name_key` is lower-cased.
+    return tuple_(leases.c.repository_id, func.lower(leases.c.secret_environment))
+
+
+def _with_environments(
+    conn: Connection, picked: Sequence[str], now: datetime, limit: int
+) -> list[str]:
+    """`picked`, each lease whose secret is in an environment runkeys created brought in with
+    every due lease of that environment (the worker deletes it once, its secrets with it, only
+    when one claim holds them all), in the picked order. Whole environments are taken until
+    the claim holds `limit` leases, past it for the last one; the rest of `picked` is left due."""
+    environments = tables.environments
+    created = (
+        select(leases.c.id, leases.c.repository_id, func.lower(leases.c.secret_environment))
+        .join(
+            environments,
+            and_(
+                environments.c.repository_id == leases.c.repository_id,
+                environments.c.name_key == func.lower(leases.c.secret_environment),
+            ),
+        )
+        .where(
+            leases.c.id.in_(list(picked)),
+            ~leases.c.provider_only,  # its secret is not the worker's to delete
+            environments.c.claimed,
+            environments.c.state == "present",
+        )
+    )
+    environment_of = {row[0]: (row[1], row[2]) for row in conn.execute(created)}
+    if not environment_of:
+        return list(picked)
+    members: dict[tuple[int, str], list[str]] = {}
+    siblings = (
+        select(leases.c.id, leases.c.repository_id, func.lower(leases.c.secret_environment))
+        .where(
+            _environment_key().in_(sorted(set(environment_of.values()))),
+            ~leases.c.provider_only,
+            _due(now),
+        )
+        .order_by(leases.c.id)
+        .with_for_update(skip_locked=True, of=leases)
+    )
+    for lease_id, repository_id, name in conn.execute(siblings):
+        members.setdefault((repository_id, name), []).append(lease_id)
+    chosen: list[str] = []
+    taken: set[tuple[int, str]] = set()
+    for lease_id in picked:
+        if len(chosen) >= limit:
+            break
+        environment = environment_of.get(lease_id)
+        if environment is None:
+            chosen.append(lease_id)
+        elif environment not in taken:
+            taken.add(environment)
+            chosen += members.get(environment, [lease_id])
+    return chosen
+
+
+def claim_due(
+    conn: Connection,
+    *,
+    now: datetime,
+    limit: int,
+    hold: timedelta,
+    skip_installations: Collection[int] = (),
+) -> Claim:
+    """Take about `limit` due leases for `hold`, in the order to work them (`_fair_pick`), an
+    environment runkeys created with all its due leases (`_with_environments`), none of the
+    installations in `skip_installations`; each attempt is counted as it is claimed."""
     token = uuid.uuid4().hex
-    picked = list(conn.scalars(_fair_pick(now, limit)))
+    picked = list(conn.scalars(_fair_pick(now, limit, skip_installations)))
     if not picked:
         return Claim(token=token, leases=[])
+    ids = _with_environments(conn, [str(i) for i in picked], now, limit)
     rows = conn.execute(
         update(leases)
-        .where(leases.c.id.in_(picked), _due(now))
+        .where(leases.c.id.in_(ids), _due(now))
         .values(
             claim_token=token,
             claimed_until=now + hold,
@@ -358,7 +437,7 @@ def claim_due(conn: Connection, *, now: datetime, limit: int, hold: timedelta) -
         .returning(*leases.c)
     ).mappings()
     claimed = {r["id"]: LeaseRecord.from_row(r) for r in rows}
-    return Claim(token=token, leases=[claimed[i] for i in picked if i in claimed])
+    return Claim(token=token, leases=[claimed[i] for i in ids if i in claimed])
 
 
 def extend_claim(

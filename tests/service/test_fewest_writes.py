@@ -6,8 +6,10 @@ only where its environment stays. Counted from the sandbox's request log, on bot
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from urllib.parse import quote
 
 import msgspec
@@ -18,11 +20,12 @@ from handler.config import ServiceConfig
 from handler.ledger import tables
 from handler.ledger.completions import apply_completions, record_completion
 from handler.ledger.history import history
-from handler.ledger.queue import RunLeases, claim_due
+from handler.ledger.queue import LeasesById, RunLeases, claim_due, queue
 from handler.service import Service
 from handler.worker import RevocationWorker
 from runkeys.leases import LeaseRequest, LeaseState
 from runkeys.oidc import RunIdentity
+from runkeys_sandbox.server.state import Repository
 from tests.service.conftest import GitHub
 from tests.service.kit import HTTP_PARAMS, Clock, TokenIssuer, identity, put, stored
 
@@ -530,3 +533,106 @@ def test_environments_whose_names_differ_but_in_upper_case_retire_each_with_its_
     for item, name in zip(items, names, strict=True):
         detail = f"revoked at the provider, secret deleted with environment {name}"
         assert last_detail(service, item.id) == ("revoked", detail)
+
+
+def environment_of(call: tuple[str, str]) -> str:
+    return call[1].split("/environments/")[1].split("/")[0]
+
+
+def test_environments_claimed_a_few_leases_at_a_time_still_go_each_in_one_delete(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    """Three pull requests of 10 keys closed at once, a worker claiming 4 at a time: each claim
+    takes whole environments, so each environment costs its 10 revokes, GitHub's two reads and
+    one DELETE, and no secret is deleted alone (a claim of 4 by id would split them)."""
+    tokens, _ = issuer
+    store = service.secrets_for(github.repo.full_name)
+    names = ["ci-pr-1", "ci-pr-2", "ci-pr-3"]
+    items: list[LeaseRequest] = []
+    for n, name in enumerate(names):
+        store.create_environment(name)
+        ours = keys(github, tokens, name, created=True, prefix=f"PR{n}")
+        written(service, github, ours, 120 + n)
+        items += ours
+    with service.ledger.begin() as conn:
+        ids = tuple(item.id for item in items)
+        queue(conn, LeasesById(ids), actor="test", reason="closed", now=service.clock())
+    github.sandbox.clear_requests()
+    worker = RevocationWorker(service)
+    worker.settings = replace(worker.settings, batch_size=4)
+    claimed = []
+    while done := worker.run_once():
+        claimed.append(done)
+    assert claimed == [KEYS, KEYS, KEYS]
+    assert tokens.revoke_calls == {item.reference: 1 for item in items}
+    made = calls(github)
+    assert len(made) == 3 * len(names)
+    for name in names:
+        assert [c for c in made if environment_of(c) == name] == environment_calls(github, name)
+    assert set(names).isdisjoint(github.sandbox.environment_names(github.repo))
+    for item in items:
+        assert item.secret is not None
+        detail = (
+            f"revoked at the provider, secret deleted with environment {item.secret.environment}"
+        )
+        assert last_detail(service, item.id) == ("revoked", detail)
+
+
+def sibling(github: GitHub) -> Repository:
+    """Another repository of the same owner, in the same installation's account."""
+    owner = github.repo.full_name.split("/")[0]
+    return github.sandbox.add_repository(f"{owner}/app2")
+
+
+def test_a_claim_takes_the_environment_s_leases_in_any_case_and_no_one_else_s(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    """A claim of one lease brings in every due lease of its environment, named in any case
+    (GitHub's names ignore it), and not the due leases of the same-named environment of a
+    sibling repository, of an environment whose name differs in its last character, of one
+    runkeys did not create, nor the environment's leases not yet due."""
+    tokens, _ = issuer
+    twin = sibling(github)
+
+    def lease_in(name: str, *, created: bool = True, repo: Repository | None = None) -> str:
+        where = repo or github.repo
+        item = github.lease(
+            key_name=f"K_{uuid.uuid4().hex[:8].upper()}",
+            provider="http",
+            connection="issuer",
+            params=HTTP_PARAMS,
+            reference=tokens.mint(1)[0],
+            environment=name,
+            environment_created=created,
+            repository=where.full_name,
+        )
+        who = replace(identity(where.full_name, where.id), run_id=130)
+        put(service.ledger, who, item, installation_id=github.installation.id, now=service.clock())
+        return item.id
+
+    first = lease_in("ci-pr-7")
+    group = {first, *(lease_in("ci-pr-7") for _ in range(3)), lease_in("CI-PR-7")}
+    others = [
+        lease_in("ci-pr-7", repo=twin),
+        lease_in("ci-pr-8"),
+        lease_in("ci-pr-"),
+        lease_in("by-hand", created=False),
+        lease_in("by-hand", created=False),
+    ]
+    later = lease_in("ci-pr-7")
+    now = service.clock()
+    with service.ledger.begin() as conn:
+        # the first is due a second before the rest: it is the one the claim of 1 picks
+        queue(conn, LeasesById((first,)), actor="t", reason="t", now=now - timedelta(seconds=1))
+        rest = (*(group - {first}), *others)
+        queue(conn, LeasesById(rest), actor="t", reason="t", now=now)
+        queue(conn, LeasesById((later,)), actor="t", reason="t", now=now + timedelta(hours=1))
+        claim = claim_due(conn, now=now, limit=1, hold=timedelta(seconds=30))
+        assert {lease.id for lease in claim.leases} == group
+        # The rest are claimed as the batch size says: one by one, alone.
+        alone = []
+        for _ in others:
+            (lease,) = claim_due(conn, now=now, limit=1, hold=timedelta(seconds=30)).leases
+            alone.append(lease.id)
+        assert sorted(alone) == sorted(others)
+        assert claim_due(conn, now=now, limit=1, hold=timedelta(seconds=30)).leases == []
