@@ -82,7 +82,9 @@ class RevocationWorker:
         self.alerts.resolve()
         return claimed
 
-    def _retire_due(self) -> int:
+    def _retire_due(self, *, skip: frozenset[int] = frozenset()) -> int:
+        """Claim one batch of due leases (none of the installations in `skip`) and retire
+        them; how many were claimed."""
         with self.service.ledger.begin() as conn:
             apply_completions(conn, limit=self.settings.batch_size)
             claim = claim_due(
@@ -90,6 +92,7 @@ class RevocationWorker:
                 now=self.service.clock(),
                 limit=self.settings.batch_size,
                 hold=self.settings.claim_timeout,
+                skip_installations=skip,
             )
         if not claim.leases:
             return 0
@@ -104,7 +107,7 @@ class RevocationWorker:
                     if self._revoke(lease, claim.token):
                         revoked.add(lease.id)
             # each result committed on its own, as soon as known
-            self.retire_all(held, claim.token, holds=beat.holds, revoked=revoked)
+            self.retire_all(held, claim.token, holds=beat.holds, revoked=revoked, paced=skip)
         return len(claim.leases)
 
     def drain(self, *, max_batches: int = 1000) -> int:
@@ -153,6 +156,7 @@ class RevocationWorker:
         *,
         holds: Callable[[str], bool] = lambda _lease_id: True,
         revoked: Collection[str] | None = None,
+        paced: frozenset[int] | None = None,
     ) -> None:
         """Retire a claimed batch. The leases of an environment runkeys created that no other
         live lease uses retire together: revoked at their providers, then the environment is
@@ -163,7 +167,11 @@ class RevocationWorker:
         is recorded; None: none revoked yet, each is revoked here).
 
         The installation whose budget allows a write soonest goes first, so that one
-        installation's pace does not keep the others' claimed leases waiting behind it."""
+        installation's pace does not keep the others' claimed leases waiting behind it. With
+        `paced` (the installations waiting on their budget further up, in a claim of the
+        worker's that holds this one), when every unit left must wait for its installation's
+        budget, the worker claims and works the other installations' due work meanwhile
+        instead of sleeping (`_retire_due`), and comes back when none is left."""
 
         def held(lease: LeaseRecord) -> bool:
             if holds(lease.id):
@@ -189,6 +197,11 @@ class RevocationWorker:
                 together[key].append(lease)
         while units:
             unit = min(units, key=lambda u: self._ready_in(u[0]))
+            if paced is not None and self._ready_in(unit[0]) > 0:
+                waiting = {u[0].installation_id for u in units if self._ready_in(u[0]) > 0}
+                skip = paced | {i for i in waiting if i is not None}
+                if self._retire_due(skip=skip):
+                    continue  # others' work done meanwhile: which is readiest now
             units.remove(unit)
             # A lease whose revoke failed stays in its group: its secret keeps the environment.
             group = [lease for lease in unit if not started(lease) or held(lease)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -292,5 +292,58 @@ def test_a_paced_installation_does_not_hold_back_another(
     assert delete_order(world.sandbox, world.repos) == [1] * 4 + [0] * 6
     assert len(world.tokens.revoked) == 10
     assert set(world.tokens.revoked.values()) == {1}  # revoked first, and not again with the rest
+    assert world.sandbox.rate_limit_refusals() == {}
+    assert set(states(service.ledger, ids).values()) == {LeaseState.REVOKED.value}
+
+
+class SteppingClock(Clock):
+    """Moves on by `step` at each reading, once the test sets one."""
+
+    step = timedelta(0)
+
+    def __call__(self) -> datetime:
+        now = self.now
+        self.now += self.step
+        return now
+
+
+def test_a_worker_works_other_installations_while_its_claim_waits_for_a_budget(
+    world: World, database_url: str
+) -> None:
+    """A claim holds only the busy installation's leases, and its minute is spent; the quiet
+    installation's leases come due after the claim was taken. The worker does not sleep on
+    the busy budget with them waiting: it claims and retires them meanwhile, then the busy ones
+    once their budget allows, each revoked once."""
+    clock = SteppingClock()
+    service = make_service(
+        world,
+        database_url,
+        clock,
+        RUNKEYS_GITHUB_WRITES_PER_MINUTE=str(WRITES_PER_MINUTE),
+        RUNKEYS_GITHUB_TIME_FACTOR=str(FACTOR),
+        RUNKEYS_WORKER_BATCH_SIZE="6",
+    )
+    busy, quiet = world.repos
+    taken = clock.now
+    ids = leases_in(service, world, busy, 6)
+    clock.now = taken + timedelta(seconds=1)
+    ids += leases_in(service, world, quiet, 4)  # due a second after the claim is taken
+    clock.now, clock.step = taken, timedelta(seconds=1)
+    pace = service.github.pace_for(busy.full_name)
+    assert pace is not None
+    for _ in range(WRITES_PER_MINUTE):  # the busy installation's other writes this minute
+        with pace.request(write=True):
+            pass
+    assert pace.ready_in(write=True) > 0.5 * 60 / FACTOR
+    world.sandbox.enforce_rate_limits(
+        SecondaryLimits(writes_per_minute=WRITES_PER_MINUTE), time_factor=FACTOR
+    )
+    world.sandbox.clear_requests()
+    assert RevocationWorker(service).run_once() == 6  # the busy claim, the quiet ones inside it
+    service.close()
+
+    assert delete_order(world.sandbox, world.repos) == [1] * 4 + [0] * 6
+    assert len(world.tokens.revoked) == 10
+    assert set(world.tokens.revoked.values()) == {1}
     assert world.sandbox.rate_limit_refusals() == {}
     assert set(states(service.ledger, ids).values()) == {LeaseState.REVOKED.value}
