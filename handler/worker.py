@@ -84,7 +84,7 @@ class RevocationWorker:
 
     def _retire_due(self, *, skip: frozenset[int] = frozenset()) -> int:
         """Claim one batch of due leases (none of the installations in `skip`) and retire
-        them; how many were claimed."""
+        them; how many were claimed, with those claimed meanwhile (`retire_all`)."""
         with self.service.ledger.begin() as conn:
             apply_completions(conn, limit=self.settings.batch_size)
             claim = claim_due(
@@ -107,8 +107,10 @@ class RevocationWorker:
                     if self._revoke(lease, claim.token):
                         revoked.add(lease.id)
             # each result committed on its own, as soon as known
-            self.retire_all(held, claim.token, holds=beat.holds, revoked=revoked, paced=skip)
-        return len(claim.leases)
+            meanwhile = self.retire_all(
+                held, claim.token, holds=beat.holds, revoked=revoked, paced=skip
+            )
+        return len(claim.leases) + meanwhile
 
     def drain(self, *, max_batches: int = 1000) -> int:
         """Work until nothing is due (tests, `runkeys worker --once`)."""
@@ -157,7 +159,7 @@ class RevocationWorker:
         holds: Callable[[str], bool] = lambda _lease_id: True,
         revoked: Collection[str] | None = None,
         paced: frozenset[int] | None = None,
-    ) -> None:
+    ) -> int:
         """Retire a claimed batch. The leases of an environment runkeys created that no other
         live lease uses retire together: revoked at their providers, then the environment is
         deleted once, its secrets with it, instead of each secret first (GitHub's write budget
@@ -171,7 +173,8 @@ class RevocationWorker:
         `paced` (the installations waiting on their budget further up, in a claim of the
         worker's that holds this one), when every unit left must wait for its installation's
         budget, the worker claims and works the other installations' due work meanwhile
-        instead of sleeping (`_retire_due`), and comes back when none is left."""
+        instead of sleeping (`_retire_due`), and comes back when none is left; how many leases
+        it claimed meanwhile."""
 
         def held(lease: LeaseRecord) -> bool:
             if holds(lease.id):
@@ -195,12 +198,15 @@ class RevocationWorker:
                     together[key] = []
                     units.append(together[key])
                 together[key].append(lease)
+        meanwhile = 0
         while units:
             unit = min(units, key=lambda u: self._ready_in(u[0]))
             if paced is not None and self._ready_in(unit[0]) > 0:
                 waiting = {u[0].installation_id for u in units if self._ready_in(u[0]) > 0}
                 skip = paced | {i for i in waiting if i is not None}
-                if self._retire_due(skip=skip):
+                done = self._retire_due(skip=skip)
+                if done:
+                    meanwhile += done
                     continue  # others' work done meanwhile: which is readiest now
             units.remove(unit)
             # A lease whose revoke failed stays in its group: its secret keeps the environment.
@@ -213,6 +219,7 @@ class RevocationWorker:
                     continue
             for lease in filter(started, group):
                 self.retire(lease, token, revoked=revoked is not None)
+        return meanwhile
 
     def _held(self, lease: LeaseRecord, holds: Callable[[str], bool]) -> bool:
         if holds(lease.id):
