@@ -310,11 +310,11 @@ def _not_of(installations: Collection[int]) -> ColumnElement[bool]:
     )
 
 
-def _fair_pick(now: datetime, limit: int, skip: Collection[int] = ()) -> Select[tuple[str]]:
-    """The ids of up to `limit` due leases in the order to work them, none of the installations
-    in `skip`: round k holds the k-th oldest lease of each repository, interleaved within an
-    installation; then the installations' k-th turns interleaved, oldest first. Locked rows
-    (another worker's claim in the making) are skipped."""
+def _fair_pick(now: datetime, limit: int, skip: Collection[int] = ()) -> Select[str, int | None]:
+    """The ids (and installations) of up to `limit` due leases in the order to work them, none
+    of the installations in `skip`: round k holds the k-th oldest lease of each repository,
+    interleaved within an installation; then the installations' k-th turns interleaved, oldest
+    first. Locked rows (another worker's claim in the making) are skipped."""
     by_repository = func.row_number().over(
         partition_by=(leases.c.installation_id, leases.c.repository_id),
         order_by=(leases.c.next_attempt_at, leases.c.id),
@@ -341,7 +341,7 @@ def _fair_pick(now: datetime, limit: int, skip: Collection[int] = ()) -> Select[
     # PostgreSQL refuses FOR UPDATE beside window functions: they rank in the CTEs, and only
     # the ledger's rows are locked here.
     return (
-        select(leases.c.id)
+        select(leases.c.id, leases.c.installation_id)
         .join(placed, placed.c.id == leases.c.id)
         .where(placed.c.turn <= reach, _due(now))
         .order_by(placed.c.turn, placed.c.next_attempt_at, placed.c.id)
@@ -356,12 +356,14 @@ def _environment_key() -> ColumnElement[Any]:
 
 
 def _with_environments(
-    conn: Connection, picked: Sequence[str], now: datetime, limit: int
+    conn: Connection, picked: Sequence[tuple[str, int | None]], now: datetime, limit: int
 ) -> list[str]:
     """`picked`, each lease whose secret is in an environment runkeys created brought in with
     every due lease of that environment (the worker deletes it once, its secrets with it, only
     when one claim holds them all), in the picked order. Whole environments are taken until
-    the claim holds `limit` leases, past it for the last one; the rest of `picked` is left due."""
+    the claim holds `limit` leases, past it for the last one, and past it for each
+    installation's first turn (so that an environment of a storm does not push a quiet
+    installation's run out of the claim); the rest of `picked` is left due."""
     environments = tables.environments
     created = (
         select(leases.c.id, leases.c.repository_id, func.lower(leases.c.secret_environment))
@@ -373,7 +375,7 @@ def _with_environments(
             ),
         )
         .where(
-            leases.c.id.in_(list(picked)),
+            leases.c.id.in_([lease_id for lease_id, _ in picked]),
             ~leases.c.provider_only,  # its secret is not the worker's to delete
             environments.c.claimed,
             environments.c.state == "present",
@@ -381,7 +383,7 @@ def _with_environments(
     )
     environment_of = {row[0]: (row[1], row[2]) for row in conn.execute(created)}
     if not environment_of:
-        return list(picked)
+        return [lease_id for lease_id, _ in picked]
     members: dict[tuple[int, str], list[str]] = {}
     siblings = (
         select(leases.c.id, leases.c.repository_id, func.lower(leases.c.secret_environment))
@@ -397,9 +399,12 @@ def _with_environments(
         members.setdefault((repository_id, name), []).append(lease_id)
     chosen: list[str] = []
     taken: set[tuple[int, str]] = set()
-    for lease_id in picked:
-        if len(chosen) >= limit:
-            break
+    turned: set[int | None] = set()  # installations whose first turn is in the claim
+    for lease_id, installation in picked:
+        first_turn = installation not in turned
+        turned.add(installation)
+        if len(chosen) >= limit and not first_turn:
+            continue
         environment = environment_of.get(lease_id)
         if environment is None:
             chosen.append(lease_id)
@@ -421,10 +426,10 @@ def claim_due(
     environment runkeys created with all its due leases (`_with_environments`), none of the
     installations in `skip_installations`; each attempt is counted as it is claimed."""
     token = uuid.uuid4().hex
-    picked = list(conn.scalars(_fair_pick(now, limit, skip_installations)))
+    picked = [(row[0], row[1]) for row in conn.execute(_fair_pick(now, limit, skip_installations))]
     if not picked:
         return Claim(token=token, leases=[])
-    ids = _with_environments(conn, [str(i) for i in picked], now, limit)
+    ids = _with_environments(conn, picked, now, limit)
     rows = conn.execute(
         update(leases)
         .where(leases.c.id.in_(ids), _due(now))

@@ -9,7 +9,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import quote
 
 import msgspec
@@ -30,6 +30,7 @@ from tests.service.conftest import GitHub
 from tests.service.kit import HTTP_PARAMS, Clock, TokenIssuer, identity, put, stored
 
 KEYS = 10
+HOLD = timedelta(seconds=30)
 
 
 @pytest.fixture
@@ -636,3 +637,41 @@ def test_a_claim_takes_the_environment_s_leases_in_any_case_and_no_one_else_s(
             alone.append(lease.id)
         assert sorted(alone) == sorted(others)
         assert claim_due(conn, now=now, limit=1, hold=timedelta(seconds=30)).leases == []
+
+
+def test_a_claim_holds_each_installation_s_first_turn_past_the_batch_size(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    """A storm of environments in one installation, a run's environment in another: a claim of
+    4 takes the storm's oldest environment whole and still the other installation's run, whole
+    (its first turn); the next claim, the storm's next environment alone."""
+    tokens, _ = issuer
+    now = service.clock()
+
+    def environment(name: str, *, repo: Repository, installation: int, at: datetime) -> set[str]:
+        items = [
+            github.lease(key_name=f"KEY_{i}", provider="http", connection="issuer",
+                         params=HTTP_PARAMS, reference=reference, environment=name,
+                         environment_created=True, repository=repo.full_name)
+            for i, reference in enumerate(tokens.mint(KEYS))
+        ]  # fmt: skip
+        who = replace(identity(repo.full_name, repo.id), run_id=140)
+        ids = put(service.ledger, who, *items, installation_id=installation, now=now)
+        with service.ledger.begin() as conn:
+            queue(conn, LeasesById(tuple(ids)), actor="t", reason="t", now=at)
+        return set(ids)
+
+    earlier = now - timedelta(seconds=1)
+    storm = [
+        environment(f"ci-pr-{n}", repo=github.repo, installation=github.installation.id, at=earlier)
+        for n in range(3)
+    ]
+    quiet = environment(
+        "ci-run-1", repo=github.other_repo, installation=github.other_installation.id, at=now
+    )
+    with service.ledger.begin() as conn:
+        first = {lease.id for lease in claim_due(conn, now=now, limit=4, hold=HOLD).leases}
+        second = {lease.id for lease in claim_due(conn, now=now, limit=4, hold=HOLD).leases}
+    assert quiet <= first
+    assert [len(first - quiet), len(second)] == [KEYS, KEYS]
+    assert sum(1 for env in storm if env in (first - quiet, second)) == 2
