@@ -31,13 +31,17 @@ AUDIENCE = "https://runkeys.example/service"
 
 
 class Clock:
-    """The service's clock for tests: real time until moved, then moved only by the test."""
+    """The service's clock for tests: real time until moved, then moved only by the test (or
+    by `step` at each reading, once the test sets one)."""
 
     def __init__(self, start: datetime | None = None) -> None:
         self.now = start or datetime.now(UTC)
+        self.step = timedelta(0)
 
     def __call__(self) -> datetime:
-        return self.now
+        now = self.now
+        self.now += self.step
+        return now
 
     def advance(self, **kwargs: float) -> datetime:
         self.now += timedelta(**kwargs)

@@ -675,3 +675,62 @@ def test_a_claim_holds_each_installation_s_first_turn_past_the_batch_size(
     assert quiet <= first
     assert [len(first - quiet), len(second)] == [KEYS, KEYS]
     assert sum(1 for env in storm if env in (first - quiet, second)) == 2
+
+
+def test_while_a_claim_waits_for_its_installation_s_budget_another_s_environment_goes(
+    environ: dict[str, str], github: GitHub, issuer: tuple[TokenIssuer, str], clock: Clock
+) -> None:
+    """The claim holds one installation's environment, whose minute of writes is spent; the
+    other installation's run comes due after the claim was taken. The worker claims and
+    retires the other's environment meanwhile, then its own once the budget allows: each in
+    one DELETE, the waiting one's last, and each key revoked once."""
+    tokens, url = issuer
+    paced = {
+        **environ,
+        "RUNKEYS_CONNECTION_ISSUER": url,
+        "RUNKEYS_GITHUB_WRITES_PER_MINUTE": "10",
+        "RUNKEYS_GITHUB_TIME_FACTOR": "60",  # a GitHub minute in a second
+        "RUNKEYS_WORKER_BATCH_SIZE": "4",
+    }
+    service = Service(ServiceConfig.from_env(paced), clock=clock)
+    busy = keys(github, tokens, "ci-pr-1", created=True)
+    service.secrets_for(github.repo.full_name).create_environment("ci-pr-1")
+    written(service, github, busy, 150)
+    other = github.other_repo
+    quiet = [
+        github.lease(key_name=f"Q_{i}", provider="http", connection="issuer",
+                     params=HTTP_PARAMS, reference=reference, environment="ci-run-2",
+                     environment_created=True, repository=other.full_name)
+        for i, reference in enumerate(tokens.mint(KEYS))
+    ]  # fmt: skip
+    store = service.secrets_for(other.full_name)
+    store.create_environment("ci-run-2")
+    who = replace(identity(other.full_name, other.id), run_id=151)
+    put(service.ledger, who, *quiet, installation_id=github.other_installation.id, now=clock())
+    for item in quiet:
+        assert item.secret is not None
+        store.put(item.secret, "value")
+    taken = clock()
+    with service.ledger.begin() as conn:
+        queue(conn, LeasesById(tuple(i.id for i in busy)), actor="t", reason="t", now=taken)
+        later = taken + timedelta(seconds=1)  # due after the claim is taken
+        queue(conn, LeasesById(tuple(i.id for i in quiet)), actor="t", reason="t", now=later)
+    clock.now, clock.step = taken, timedelta(seconds=1)
+    pace = service.pacing.of(github.installation.id)
+    for _ in range(10):  # the busy installation's other writes this minute
+        with pace.request(write=True):
+            pass
+    assert pace.ready_in(write=True) > 0.5
+    github.sandbox.clear_requests()
+    try:
+        assert RevocationWorker(service).run_once() == 2 * KEYS
+    finally:
+        service.close()
+    deleted = [path for method, path in calls(github) if method == "DELETE"]
+    assert deleted == [
+        f"/repos/{other.full_name}/environments/ci-run-2",
+        f"/repos/{github.repo.full_name}/environments/ci-pr-1",
+    ]
+    assert tokens.revoke_calls == {item.reference: 1 for item in busy + quiet}
+    for item in busy + quiet:
+        assert stored(service.ledger, item.id).state is LeaseState.REVOKED

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -296,17 +296,6 @@ def test_a_paced_installation_does_not_hold_back_another(
     assert set(states(service.ledger, ids).values()) == {LeaseState.REVOKED.value}
 
 
-class SteppingClock(Clock):
-    """Moves on by `step` at each reading, once the test sets one."""
-
-    step = timedelta(0)
-
-    def __call__(self) -> datetime:
-        now = self.now
-        self.now += self.step
-        return now
-
-
 def test_a_worker_works_other_installations_while_its_claim_waits_for_a_budget(
     world: World, database_url: str
 ) -> None:
@@ -314,7 +303,7 @@ def test_a_worker_works_other_installations_while_its_claim_waits_for_a_budget(
     installation's leases come due after the claim was taken. The worker does not sleep on
     the busy budget with them waiting: it claims and retires them meanwhile, then the busy ones
     once their budget allows, each revoked once."""
-    clock = SteppingClock()
+    clock = Clock()
     service = make_service(
         world,
         database_url,
