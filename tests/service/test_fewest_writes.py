@@ -51,9 +51,17 @@ def run_of(github: GitHub, run_id: int) -> RunIdentity:
 
 
 def keys(
-    github: GitHub, tokens: TokenIssuer, environment: str, *, created: bool, prefix: str = "KEY"
+    github: GitHub,
+    tokens: TokenIssuer,
+    environment: str,
+    *,
+    created: bool,
+    prefix: str = "KEY",
+    count: int = KEYS,
+    repo: Repository | None = None,
 ) -> list[LeaseRequest]:
-    """`KEYS` leases of the `http` provider whose secrets are in `environment`."""
+    """`count` leases of the `http` provider whose secrets are in `environment` (of this
+    test's repository unless `repo` says which)."""
     return [
         github.lease(
             key_name=f"{prefix}_{i}",
@@ -63,8 +71,9 @@ def keys(
             reference=reference,
             environment=environment,
             environment_created=created,
+            repository=(repo or github.repo).full_name,
         )
-        for i, reference in enumerate(tokens.mint(KEYS))
+        for i, reference in enumerate(tokens.mint(count))
     ]
 
 
@@ -349,16 +358,7 @@ def left_over_elsewhere(
     """`left_over` in the installation's second repository, under the same name."""
     other = github.other_repo
     service.secrets_for(other.full_name).create_environment(name)
-    item = github.lease(
-        key_name="ELSEWHERE_0",
-        provider="http",
-        connection="issuer",
-        params=HTTP_PARAMS,
-        reference=tokens.mint(1)[0],
-        environment=name,
-        environment_created=True,
-        repository=other.full_name,
-    )
+    (item,) = keys(github, tokens, name, created=True, prefix="ELSEWHERE", count=1, repo=other)
     who = replace(identity(other.full_name, other.id), run_id=run_id)
     put(
         service.ledger, who, item, installation_id=github.other_installation.id, now=service.clock()
@@ -597,16 +597,8 @@ def test_a_claim_takes_the_environment_s_leases_in_any_case_and_no_one_else_s(
 
     def lease_in(name: str, *, created: bool = True, repo: Repository | None = None) -> str:
         where = repo or github.repo
-        item = github.lease(
-            key_name=f"K_{uuid.uuid4().hex[:8].upper()}",
-            provider="http",
-            connection="issuer",
-            params=HTTP_PARAMS,
-            reference=tokens.mint(1)[0],
-            environment=name,
-            environment_created=created,
-            repository=where.full_name,
-        )
+        prefix = f"K{uuid.uuid4().hex[:8].upper()}"
+        (item,) = keys(github, tokens, name, created=created, prefix=prefix, count=1, repo=where)
         who = replace(identity(where.full_name, where.id), run_id=130)
         put(service.ledger, who, item, installation_id=github.installation.id, now=service.clock())
         return item.id
@@ -649,12 +641,7 @@ def test_a_claim_holds_each_installation_s_first_turn_past_the_batch_size(
     now = service.clock()
 
     def environment(name: str, *, repo: Repository, installation: int, at: datetime) -> set[str]:
-        items = [
-            github.lease(key_name=f"KEY_{i}", provider="http", connection="issuer",
-                         params=HTTP_PARAMS, reference=reference, environment=name,
-                         environment_created=True, repository=repo.full_name)
-            for i, reference in enumerate(tokens.mint(KEYS))
-        ]  # fmt: skip
+        items = keys(github, tokens, name, created=True, repo=repo)
         who = replace(identity(repo.full_name, repo.id), run_id=140)
         ids = put(service.ledger, who, *items, installation_id=installation, now=now)
         with service.ledger.begin() as conn:
@@ -697,12 +684,7 @@ def test_while_a_claim_waits_for_its_installation_s_budget_another_s_environment
     service.secrets_for(github.repo.full_name).create_environment("ci-pr-1")
     written(service, github, busy, 150)
     other = github.other_repo
-    quiet = [
-        github.lease(key_name=f"Q_{i}", provider="http", connection="issuer",
-                     params=HTTP_PARAMS, reference=reference, environment="ci-run-2",
-                     environment_created=True, repository=other.full_name)
-        for i, reference in enumerate(tokens.mint(KEYS))
-    ]  # fmt: skip
+    quiet = keys(github, tokens, "ci-run-2", created=True, prefix="Q", repo=other)
     store = service.secrets_for(other.full_name)
     store.create_environment("ci-run-2")
     who = replace(identity(other.full_name, other.id), run_id=151)

@@ -71,6 +71,18 @@ def make_service(world: World, database_url: str, clock: Clock, **settings: str)
     return Service(ServiceConfig.from_env(env), clock=clock)
 
 
+def paced_service(world: World, database_url: str, clock: Clock, **settings: str) -> Service:
+    """`make_service` paced to `WRITES_PER_MINUTE` a GitHub minute, `FACTOR` times faster."""
+    return make_service(
+        world,
+        database_url,
+        clock,
+        RUNKEYS_GITHUB_WRITES_PER_MINUTE=str(WRITES_PER_MINUTE),
+        RUNKEYS_GITHUB_TIME_FACTOR=str(FACTOR),
+        **settings,
+    )
+
+
 def leases_in(service: Service, world: World, repo: Repository, count: int) -> list[str]:
     """`count` http leases whose secrets are in `repo`, written there unpaced (before the
     stand-in enforces anything) and registered, queued."""
@@ -106,13 +118,7 @@ def refusals_drawn(sandbox: Sandbox) -> list[tuple[int, str, str]]:
 def test_two_hundred_secrets_across_two_installations_draw_no_secondary_limit(
     world: World, database_url: str, clock: Clock
 ) -> None:
-    service = make_service(
-        world,
-        database_url,
-        clock,
-        RUNKEYS_GITHUB_WRITES_PER_MINUTE=str(WRITES_PER_MINUTE),
-        RUNKEYS_GITHUB_TIME_FACTOR=str(FACTOR),
-    )
+    service = paced_service(world, database_url, clock)
     ids = [i for repo in world.repos for i in leases_in(service, world, repo, 100)]
     world.sandbox.enforce_rate_limits(
         SecondaryLimits(writes_per_minute=WRITES_PER_MINUTE), time_factor=FACTOR
@@ -261,23 +267,12 @@ def delete_order(sandbox: Sandbox, repos: list[Repository]) -> list[int]:
     ]
 
 
-def test_a_paced_installation_does_not_hold_back_another(
-    world: World, database_url: str, clock: Clock
-) -> None:
-    """One claim, two installations: the first's minute is spent, so its leases wait; the
-    other's, claimed in the same batch and ready, go first instead of waiting behind them."""
-    service = make_service(
-        world,
-        database_url,
-        clock,
-        RUNKEYS_GITHUB_WRITES_PER_MINUTE=str(WRITES_PER_MINUTE),
-        RUNKEYS_GITHUB_TIME_FACTOR=str(FACTOR),
-    )
-    busy, quiet = world.repos
-    ids = leases_in(service, world, busy, 6) + leases_in(service, world, quiet, 4)
+def minute_spent(service: Service, world: World, busy: Repository) -> None:
+    """The busy installation's minute of writes spent by other writes, the stand-in enforcing
+    the limits from now, its request log cleared."""
     pace = service.github.pace_for(busy.full_name)
     assert pace is not None
-    for _ in range(WRITES_PER_MINUTE):  # the busy installation's other writes this minute
+    for _ in range(WRITES_PER_MINUTE):
         with pace.request(write=True):
             pass
     assert pace.ready_in(write=True) > 0.5 * 60 / FACTOR
@@ -285,6 +280,17 @@ def test_a_paced_installation_does_not_hold_back_another(
         SecondaryLimits(writes_per_minute=WRITES_PER_MINUTE), time_factor=FACTOR
     )
     world.sandbox.clear_requests()
+
+
+def test_a_paced_installation_does_not_hold_back_another(
+    world: World, database_url: str, clock: Clock
+) -> None:
+    """One claim, two installations: the first's minute is spent, so its leases wait; the
+    other's, claimed in the same batch and ready, go first instead of waiting behind them."""
+    service = paced_service(world, database_url, clock)
+    busy, quiet = world.repos
+    ids = leases_in(service, world, busy, 6) + leases_in(service, world, quiet, 4)
+    minute_spent(service, world, busy)
     assert RevocationWorker(service).run_once() == 10  # one batch holds both
     service.close()
 
@@ -304,30 +310,14 @@ def test_a_worker_works_other_installations_while_its_claim_waits_for_a_budget(
     the busy budget with them waiting: it claims and retires them meanwhile, then the busy ones
     once their budget allows, each revoked once."""
     clock = Clock()
-    service = make_service(
-        world,
-        database_url,
-        clock,
-        RUNKEYS_GITHUB_WRITES_PER_MINUTE=str(WRITES_PER_MINUTE),
-        RUNKEYS_GITHUB_TIME_FACTOR=str(FACTOR),
-        RUNKEYS_WORKER_BATCH_SIZE="6",
-    )
+    service = paced_service(world, database_url, clock, RUNKEYS_WORKER_BATCH_SIZE="6")
     busy, quiet = world.repos
     taken = clock.now
     ids = leases_in(service, world, busy, 6)
     clock.now = taken + timedelta(seconds=1)
     ids += leases_in(service, world, quiet, 4)  # due a second after the claim is taken
     clock.now, clock.step = taken, timedelta(seconds=1)
-    pace = service.github.pace_for(busy.full_name)
-    assert pace is not None
-    for _ in range(WRITES_PER_MINUTE):  # the busy installation's other writes this minute
-        with pace.request(write=True):
-            pass
-    assert pace.ready_in(write=True) > 0.5 * 60 / FACTOR
-    world.sandbox.enforce_rate_limits(
-        SecondaryLimits(writes_per_minute=WRITES_PER_MINUTE), time_factor=FACTOR
-    )
-    world.sandbox.clear_requests()
+    minute_spent(service, world, busy)
     assert RevocationWorker(service).run_once() == 10  # the busy claim, the quiet one inside it
     service.close()
 

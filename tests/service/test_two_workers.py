@@ -58,6 +58,30 @@ def issuer() -> Iterator[tuple[MeetingIssuer, str]]:
     server.stop()
 
 
+def two_workers(
+    github: GitHub,
+    postgres_ledger: str,
+    issuer: tuple[MeetingIssuer, str],
+    tmp_path: Path,
+    *,
+    batch: int,
+) -> None:
+    """Two `runkeys worker --once` processes, claiming `batch` at a time, run to their end;
+    they met (both revoking at once)."""
+    tokens, url = issuer
+    env = {
+        **make_environ(github.sandbox, github.app, postgres_ledger),
+        "RUNKEYS_CONNECTION_ISSUER": url.replace("http://", "http://ci:issuer-secret@"),
+        "RUNKEYS_WORKER_BATCH_SIZE": str(batch),
+    }
+    workers = [
+        worker_process(env, tmp_path / f"worker-{n}.log", "--once", "--no-sweep") for n in (1, 2)
+    ]
+    for process in workers:
+        assert process.wait(120) == 0
+    assert not tokens.meeting.broken, "the two workers were never revoking at the same time"
+
+
 def test_two_workers_revoke_each_of_1000_leases_exactly_once(
     github: GitHub, postgres_ledger: str, issuer: tuple[MeetingIssuer, str], tmp_path: Path
 ) -> None:
@@ -78,17 +102,7 @@ def test_two_workers_revoke_each_of_1000_leases_exactly_once(
             who = identity(github.repo.full_name, github.repo.id, run_id=start + 1)
             register(conn, who, items[start : start + 100], installation_id=None, now=now)
         queue(conn, LeasesById(tuple(i.id for i in items)), actor="test", reason="test", now=now)
-    env = {
-        **make_environ(github.sandbox, github.app, postgres_ledger),
-        "RUNKEYS_CONNECTION_ISSUER": url.replace("http://", "http://ci:issuer-secret@"),
-        "RUNKEYS_WORKER_BATCH_SIZE": "10",
-    }
-    workers = [
-        worker_process(env, tmp_path / f"worker-{n}.log", "--once", "--no-sweep") for n in (1, 2)
-    ]
-    for process in workers:
-        assert process.wait(120) == 0
-    assert not tokens.meeting.broken, "the two workers were never revoking at the same time"
+    two_workers(github, postgres_ledger, issuer, tmp_path, batch=10)
     assert len(tokens.revoke_calls) == LEASES
     assert set(tokens.revoke_calls.values()) == {1}  # no lease was revoked twice
     assert tokens.live == set()
@@ -124,7 +138,6 @@ def test_two_workers_claiming_whole_environments_work_each_lease_once(
     empty(postgres_ledger)
     tokens, url = issuer
     ledger = Ledger.open(postgres_ledger)
-    service_env = make_environ(github.sandbox, github.app, postgres_ledger)
     config = GitHubConfig(
         api_url=github.sandbox.url,
         app=AppCredentials(str(github.app.id), github.app.private_key_pem),
@@ -152,17 +165,7 @@ def test_two_workers_claiming_whole_environments_work_each_lease_once(
         ids = tuple(i.id for i in items)
         queue(conn, LeasesById(ids), actor="test", reason="test", now=datetime.now(UTC))
     github.sandbox.clear_requests()
-    env = {
-        **service_env,
-        "RUNKEYS_CONNECTION_ISSUER": url.replace("http://", "http://ci:issuer-secret@"),
-        "RUNKEYS_WORKER_BATCH_SIZE": "4",
-    }
-    workers = [
-        worker_process(env, tmp_path / f"worker-{n}.log", "--once", "--no-sweep") for n in (1, 2)
-    ]
-    for process in workers:
-        assert process.wait(120) == 0
-    assert not tokens.meeting.broken, "the two workers were never revoking at the same time"
+    two_workers(github, postgres_ledger, issuer, tmp_path, batch=4)
     assert tokens.revoke_calls == {item.reference: 1 for item in items}
     deletes = Counter(r.path for r in github.sandbox.requests if r.method == "DELETE")
     assert set(deletes.values()) == {1}  # nothing deleted twice
