@@ -664,55 +664,66 @@ def test_a_claim_holds_each_installation_s_first_turn_past_the_batch_size(
     assert sum(1 for env in storm if env in (first - quiet, second)) == 2
 
 
-def test_while_a_claim_waits_for_its_installation_s_budget_another_s_environment_goes(
+def test_while_a_claim_waits_for_its_installation_s_budget_others_environments_go(
     environ: dict[str, str], github: GitHub, issuer: tuple[TokenIssuer, str], clock: Clock
 ) -> None:
-    """The claim holds one installation's environment, whose minute of writes is spent; the
-    other installation's run comes due after the claim was taken. The worker claims and
-    retires the other's environment meanwhile, then its own once the budget allows: each in
-    one DELETE, the waiting one's last, and each key revoked once."""
+    """The claim holds one environment of an installation whose minute of writes is spent
+    (its second environment is due too); the other installation's two runs come due after the
+    claim was taken. The worker claims and retires the other's environments meanwhile, one
+    claim each, not the waiting installation's second, then its own once the budget allows:
+    each in one DELETE, the waiting one's last, each key revoked once."""
     tokens, url = issuer
     paced = {
         **environ,
         "RUNKEYS_CONNECTION_ISSUER": url,
         "RUNKEYS_GITHUB_WRITES_PER_MINUTE": "10",
-        "RUNKEYS_GITHUB_TIME_FACTOR": "60",  # a GitHub minute in a second
+        "RUNKEYS_GITHUB_TIME_FACTOR": "15",  # a GitHub minute in 4 s
         "RUNKEYS_WORKER_BATCH_SIZE": "4",
     }
-    service = Service(ServiceConfig.from_env(paced), clock=clock)
-    busy = keys(github, tokens, "ci-pr-1", created=True)
-    service.secrets_for(github.repo.full_name).create_environment("ci-pr-1")
-    written(service, github, busy, 150)
-    other = github.other_repo
-    quiet = keys(github, tokens, "ci-run-2", created=True, prefix="Q", repo=other)
-    store = service.secrets_for(other.full_name)
-    store.create_environment("ci-run-2")
-    who = replace(identity(other.full_name, other.id), run_id=151)
-    put(service.ledger, who, *quiet, installation_id=github.other_installation.id, now=clock())
-    for item in quiet:
-        assert item.secret is not None
-        store.put(item.secret, "value")
+    # Staged unpaced (the paced service's budget is for the worker's calls only).
+    setup = Service(ServiceConfig.from_env({**environ, "RUNKEYS_CONNECTION_ISSUER": url}))
+    other, quiet_installation = github.other_repo, github.other_installation.id
+
+    def run(name: str, repo: Repository, installation: int, due: datetime) -> list[LeaseRequest]:
+        """A run's keys in its own environment, written and registered, due at `due`."""
+        items = keys(github, tokens, name, created=True, prefix="K" + name[-1], repo=repo)
+        store = setup.secrets_for(repo.full_name)
+        store.create_environment(name)
+        who = replace(identity(repo.full_name, repo.id), run_id=150)
+        put(setup.ledger, who, *items, installation_id=installation, now=due)
+        for item in items:
+            assert item.secret is not None
+            store.put(item.secret, "value")
+        with setup.ledger.begin() as conn:
+            queue(conn, LeasesById(tuple(i.id for i in items)), actor="t", reason="t", now=due)
+        return items
+
     taken = clock()
-    with service.ledger.begin() as conn:
-        queue(conn, LeasesById(tuple(i.id for i in busy)), actor="t", reason="t", now=taken)
-        later = taken + timedelta(seconds=1)  # due after the claim is taken
-        queue(conn, LeasesById(tuple(i.id for i in quiet)), actor="t", reason="t", now=later)
+    busy = run("ci-pr-1", github.repo, github.installation.id, taken - timedelta(seconds=1))
+    waiting = run("ci-pr-2", github.repo, github.installation.id, taken)
+    later = taken + timedelta(seconds=1)  # due after the claim is taken
+    quiet = [run(f"ci-run-{n}", other, quiet_installation, later) for n in (3, 4)]
+    setup.close()
+    service = Service(ServiceConfig.from_env(paced), clock=clock)
     clock.now, clock.step = taken, timedelta(seconds=1)
     pace = service.pacing.of(github.installation.id)
     for _ in range(10):  # the busy installation's other writes this minute
         with pace.request(write=True):
             pass
-    assert pace.ready_in(write=True) > 0.5
+    assert pace.ready_in(write=True) > 2
     github.sandbox.clear_requests()
     try:
-        assert RevocationWorker(service).run_once() == 2 * KEYS
+        assert RevocationWorker(service).run_once() == 3 * KEYS
     finally:
         service.close()
     deleted = [path for method, path in calls(github) if method == "DELETE"]
-    assert deleted == [
-        f"/repos/{other.full_name}/environments/ci-run-2",
-        f"/repos/{github.repo.full_name}/environments/ci-pr-1",
+    assert sorted(deleted[:2]) == [
+        f"/repos/{other.full_name}/environments/ci-run-{n}" for n in (3, 4)
     ]
-    assert tokens.revoke_calls == {item.reference: 1 for item in busy + quiet}
-    for item in busy + quiet:
+    assert deleted[2:] == [f"/repos/{github.repo.full_name}/environments/ci-pr-1"]
+    done = busy + quiet[0] + quiet[1]
+    assert tokens.revoke_calls == {item.reference: 1 for item in done}
+    for item in done:
         assert stored(service.ledger, item.id).state is LeaseState.REVOKED
+    for item in waiting:
+        assert stored(service.ledger, item.id).state is LeaseState.REVOKING
