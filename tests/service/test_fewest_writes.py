@@ -727,3 +727,50 @@ def test_while_a_claim_waits_for_its_installation_s_budget_others_environments_g
         assert stored(service.ledger, item.id).state is LeaseState.REVOKED
     for item in waiting:
         assert stored(service.ledger, item.id).state is LeaseState.REVOKING
+
+
+def test_a_claim_retired_without_its_revokes_made_first_revokes_each_itself(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    """`retire_all` told nothing of revokes made (its `revoked` left out) revokes each lease
+    itself: a run's environment goes in one DELETE after its 10 revokes; in another, one key
+    names a connection the worker lacks, so it fails and stays, and the nine others' secrets
+    are deleted one by one."""
+    tokens, _ = issuer
+    store = service.secrets_for(github.repo.full_name)
+    for name in ("ci-run-160", "ci-run-161"):
+        store.create_environment(name)
+    plain = keys(github, tokens, "ci-run-160", created=True, prefix="PLAIN")
+    items = keys(github, tokens, "ci-run-161", created=True)
+    stuck = msgspec.structs.replace(items[0], connection="absent")
+    written(service, github, [*plain, stuck, *items[1:]], 160)
+    now = service.clock()
+    with service.ledger.begin() as conn:
+        ids = tuple(i.id for i in plain + items)
+        queue(conn, LeasesById(ids), actor="t", reason="t", now=now)
+        claim = claim_due(conn, now=now, limit=2 * KEYS, hold=HOLD)
+    assert len(claim.leases) == 2 * KEYS
+    github.sandbox.clear_requests()
+    RevocationWorker(service).retire_all(claim.leases, claim.token)
+    assert tokens.revoke_calls == {item.reference: 1 for item in plain + items[1:]}
+    made = calls(github)
+    assert [c for c in made if environment_of(c) == "ci-run-160"] == environment_calls(
+        github, "ci-run-160"
+    )
+    assert [c for c in made if environment_of(c) == "ci-run-161"] == secret_calls(
+        github, "ci-run-161", items[1:]
+    )
+    assert "ci-run-160" not in github.sandbox.environment_names(github.repo)
+    assert github.sandbox.secret_names(github.repo, "ci-run-161") == [stuck.key_name]
+    for item in plain:
+        detail = "revoked at the provider, secret deleted with environment ci-run-160"
+        assert last_detail(service, item.id) == ("revoked", detail)
+    for item in items[1:]:
+        assert last_detail(service, item.id) == (
+            "revoked",
+            "revoked at the provider, secret deleted",
+        )
+    failed = stored(service.ledger, stuck.id)
+    assert failed.state is LeaseState.FAILED
+    assert failed.last_error is not None
+    assert "RUNKEYS_CONNECTION_ABSENT" in failed.last_error
