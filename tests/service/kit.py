@@ -31,17 +31,13 @@ AUDIENCE = "https://runkeys.example/service"
 
 
 class Clock:
-    """The service's clock for tests: real time until moved, then moved only by the test (or
-    by `step` at each reading, once the test sets one)."""
+    """The service's clock for tests: real time until moved, then moved only by the test."""
 
     def __init__(self, start: datetime | None = None) -> None:
         self.now = start or datetime.now(UTC)
-        self.step = timedelta(0)
 
     def __call__(self) -> datetime:
-        now = self.now
-        self.now += self.step
-        return now
+        return self.now
 
     def advance(self, **kwargs: float) -> datetime:
         self.now += timedelta(**kwargs)
@@ -237,6 +233,8 @@ class TokenIssuer:
     revoke_calls: dict[str, int] = field(default_factory=dict)
     revoked: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Called at the next revoke, once: what a test has happen while a worker is mid-claim.
+    on_revoke: Callable[[], None] | None = None
 
     def mint(self, count: int = 1) -> list[str]:
         with self.lock:
@@ -256,6 +254,10 @@ class TokenIssuer:
     def _revoke(self, token_id: str) -> Response:
         if self.fail_with is not None:
             return Response(f"failing; caller said {token_id}", status=self.fail_with)
+        with self.lock:
+            hook, self.on_revoke = self.on_revoke, None
+        if hook is not None:
+            hook()
         with self.lock:
             self.revoke_calls[token_id] = self.revoke_calls.get(token_id, 0) + 1
             was_live = token_id in self.live

@@ -705,7 +705,13 @@ def test_while_a_claim_waits_for_its_installation_s_budget_others_environments_g
     quiet = [run(f"ci-run-{n}", other, quiet_installation, later) for n in (3, 4)]
     setup.close()
     service = Service(ServiceConfig.from_env(paced), clock=clock)
-    clock.now, clock.step = taken, timedelta(seconds=1)
+    clock.now = taken
+
+    # The claim is taken before the first revoke; the quiet runs come due after it.
+    def come_due() -> None:
+        clock.advance(seconds=2)
+
+    tokens.on_revoke = come_due
     pace = service.pacing.of(github.installation.id)
     for _ in range(10):  # the busy installation's other writes this minute
         with pace.request(write=True):
