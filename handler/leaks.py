@@ -5,10 +5,11 @@ before it claims due leases, `check` takes the recorded alerts and for each one:
 
 1. fetches it with the App's installation token (the delivery carries no value; the alert
    does: https://docs.github.com/rest/secret-scanning/secret-scanning#get-a-secret-scanning-alert);
-2. fingerprints the value as a lease's is (`runkeys.leases.fingerprint`) and lets it go;
+2. fingerprints the value, and every candidate a log scan would cut from it (a password in a
+   connection string: `runkeys.leakscan.fingerprints_in`), and lets it go;
 3. queues the live leases of that repository (by the signed delivery's repository id, never
-   another's) with that fingerprint, reason `leaked` and the alert's address: the same cycle's
-   claim retires them.
+   another's) whose value or secret part (a database key's password) has one of those
+   fingerprints, reason `leaked` and the alert's address: the same cycle's claim retires them.
 
 After the cycle retired what it claimed, `resolve` resolves each alert whose leases are all
 revoked: `resolved`, resolution `revoked`, and a comment saying runkeys retired the key.
@@ -50,7 +51,7 @@ from handler.logs import event, logger
 from handler.service import Service
 from runkeys.errors import GitHubError
 from runkeys.github.errors import explain
-from runkeys.leases import fingerprint
+from runkeys.leakscan import fingerprints_in
 
 log = logger("leaks")
 Answer = TypeVar("Answer")
@@ -153,13 +154,13 @@ class AlertResponder:
             self.service.wake_worker()
 
     def _read(self, alert: AlertRecord) -> tuple[list[str], str]:
-        """The fingerprints to look for (the value's own, so far) and the alert's address;
-        the value goes with this frame."""
+        """The fingerprints to look for (the value's and its candidates') and the alert's
+        address; the value goes with this frame."""
         found = self._repository(alert).get_secret_scanning_alert(alert.number)
         value = found.secret
         if not isinstance(value, str) or not value:
             raise GitHubError("GitHub's alert has no secret to match (was it hidden?)")
-        return [fingerprint(value)], str(found.html_url)
+        return fingerprints_in(value), str(found.html_url)
 
     # -- resolve -----------------------------------------------------------------------------
 

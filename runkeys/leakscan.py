@@ -217,6 +217,15 @@ def scan_text(text: str, wanted: Collection[str]) -> Iterator[Found]:
         yield Found(line, hit)
 
 
+def fingerprints_in(text: str) -> list[str]:
+    """The fingerprints of `text` and of every candidate in it: what a value someone found (a
+    secret scanning alert's: a connection string, a password alone) may be of a key's value
+    or of a secret part, in whatever form it was found."""
+    found = {fingerprint(text)}
+    found.update(fingerprint(candidate) for _, candidate, _ in candidates(text))
+    return sorted(found)
+
+
 def scan_line(line: str, wanted: Collection[str]) -> list[Hit]:
     """The wanted fingerprints in one line, each once."""
     return [found.hit for found in scan_text(line, wanted)]

@@ -1,7 +1,7 @@
 """Secret scanning alerts in the ledger: recorded by the webhook, one row per alert of a
 repository (repository and installation from the signed delivery), then claimed and worked by
 the worker (`handler.leaks`): fetched from GitHub, matched to that repository's leases by
-fingerprint, the matches retired, the alert resolved.
+the fingerprint of their value or of a secret part, the matches retired, the alert resolved.
 
 No row holds the alert's secret: only the alert's number and address and the leases it
 matched. A redelivery, or the alert reopened, sets the row back to `pending`."""
@@ -23,6 +23,7 @@ from runkeys.leases import LeaseState
 
 alerts = tables.secret_alerts
 leases = tables.leases
+parts = tables.lease_parts
 
 
 class AlertState(StrEnum):
@@ -229,7 +230,7 @@ def get_alert(conn: Connection, repository_id: int, number: int) -> AlertRecord 
 
 @dataclass(frozen=True)
 class Matches:
-    """The leases of the alert's repository whose fingerprint is the alert's value."""
+    """The leases of the alert's repository whose value or a secret part of it is the alert's."""
 
     live: tuple[str, ...] = ()  # active: to retire now
     retiring: tuple[str, ...] = ()  # queued or failed already: being retired
@@ -244,10 +245,16 @@ def matching_leases(
     fingerprints: Sequence[str],
 ) -> Matches:
     """Leases of this repository only (by id, from the signed delivery), of the delivery's
-    installation or none recorded, whose fingerprint is one of `fingerprints`."""
+    installation or none recorded, whose value's fingerprint or a secret part's (`lease_parts`:
+    a database key's password) is one of `fingerprints`."""
     if not fingerprints:
         return Matches()
-    where = [leases.c.repository_id == repository_id, leases.c.fingerprint.in_(fingerprints)]
+    prints = list(fingerprints)
+    by_part = select(parts.c.lease_id).where(parts.c.fingerprint.in_(prints))
+    where = [
+        leases.c.repository_id == repository_id,
+        or_(leases.c.fingerprint.in_(prints), leases.c.id.in_(by_part)),
+    ]
     if installation_id is not None:
         where.append(
             or_(leases.c.installation_id == installation_id, leases.c.installation_id.is_(None))

@@ -8,13 +8,16 @@ delivery) changes no lease and leaves the alert open. No value reaches a log or 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import secrets
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 import requests
 from flask import Flask
@@ -40,7 +43,7 @@ from handler.logs import configure
 from handler.preflight import cause_of
 from handler.service import Service
 from handler.worker import RevocationWorker
-from runkeys.leases import fingerprint
+from runkeys.leases import PartFingerprint, fingerprint
 from runkeys.preflight import Cause
 from runkeys.providers.base import MintRequest
 from runkeys.providers.random_value import RandomProvider
@@ -84,10 +87,14 @@ def lease_with(
     repo: Repository | None = None,
     *,
     key_name: str = "API_TOKEN",
+    password: str | None = None,
 ) -> str:
-    """A live lease of `repo` (default: the test's) whose key is `value`, its secret written."""
+    """A live lease of `repo` (default: the test's) whose key is `value`, its secret written;
+    with `password`, a secret part PASSWORD (as a database key's is kept: its fingerprint)."""
     repo = repo or github.repo
     item = replace_fingerprint(github.lease(repository=repo.full_name, key_name=key_name), value)
+    if password is not None:
+        item = with_password(item, password)
     assert item.secret is not None
     service.secrets_for(repo.full_name).put(item.secret, value)
     installation = github.sandbox.world.installation_for(github.app, repo)
@@ -102,9 +109,18 @@ def lease_with(
 
 
 def replace_fingerprint(item: Any, value: str) -> Any:
-    import msgspec
-
     return msgspec.structs.replace(item, fingerprint=fingerprint(value))
+
+
+def with_password(item: Any, password: str) -> Any:
+    part = PartFingerprint("PASSWORD", hashlib.sha256(password.encode()).hexdigest())
+    return msgspec.structs.replace(item, parts=(part,))
+
+
+def database_key() -> tuple[str, str]:
+    """A database key as the `postgres` provider hands it out: its URL, and its password."""
+    password = secrets.token_urlsafe(24)
+    return f"postgresql://rk_ci_db_{secrets.token_hex(4)}:{password}@db.test:5432/app", password
 
 
 def raise_alert(github: GitHub, repo: Repository, value: str) -> tuple[SecretScanningAlert, Any]:
@@ -278,6 +294,60 @@ def test_an_alert_on_a_key_retired_already_leaves_it_and_the_alert_alone(
     row = alert_row(service, github.repo, alert.number)
     assert (row.state, row.outcome) == (AlertState.DONE, Outcome.RETIRED_ALREADY)
     assert_no_value(service, logs.getvalue(), value)
+
+
+@pytest.mark.parametrize(
+    "found",
+    [
+        pytest.param(lambda url, password: password, id="the password alone"),
+        # GitHub's patterns find connection strings of other shapes than the key's URL
+        pytest.param(
+            lambda url, password: f"Server=db.test;User Id=app;Password={password};",
+            id="in another connection string",
+        ),
+        pytest.param(lambda url, password: url, id="the key's URL"),
+    ],
+)
+def test_an_alert_on_a_database_keys_password_retires_it(
+    served: str, github: GitHub, service: Service, logs: io.StringIO, found: Any
+) -> None:
+    url, password = database_key()
+    leaked = lease_with(github, service, url, key_name="DATABASE_URL", password=password)
+    other_url, other_password = database_key()
+    other = lease_with(github, service, other_url, key_name="OTHER_URL", password=other_password)
+    alert, _ = raise_alert(github, github.repo, found(url, password))
+    RevocationWorker(service).run_once()
+    retired = stored(service.ledger, leaked)
+    assert retired.state.value == "revoked"
+    assert retired.retire_reason is not None
+    assert retired.retire_reason.startswith("leaked: secret scanning alert ")
+    assert stored(service.ledger, other).state.value == "active"
+    assert (alert.state, alert.resolution) == ("resolved", "revoked")
+    row = alert_row(service, github.repo, alert.number)
+    assert (row.outcome, row.lease_ids) == (Outcome.RETIRED, (leaked,))
+    assert_no_value(service, logs.getvalue(), url, password, other_url, other_password)
+
+
+def test_a_password_wrong_in_its_last_character_or_a_siblings_password_retires_nothing(
+    served: str, github: GitHub, service: Service, logs: io.StringIO
+) -> None:
+    """The part matches exactly, and only a lease of the alert's repository: a sibling of the
+    same owner under the same installation holding that very password keeps its key."""
+    sibling = github.sandbox.add_repository(f"{github.repo.owner}/app-sibling")
+    github.sandbox.update_installation(github.installation, repositories=[github.repo, sibling])
+    url, password = database_key()
+    ours = lease_with(github, service, url, key_name="DATABASE_URL", password=password)
+    their_url, their_password = database_key()
+    theirs = lease_with(github, service, their_url, sibling, password=their_password)
+    near, _ = raise_alert(github, github.repo, last_char_changed(password))
+    elsewhere, _ = raise_alert(github, github.repo, their_password)
+    RevocationWorker(service).drain()
+    assert stored(service.ledger, ours).state.value == "active"
+    assert stored(service.ledger, theirs).state.value == "active"
+    for alert in (near, elsewhere):
+        assert alert.state == "open"
+        assert alert_row(service, github.repo, alert.number).outcome is Outcome.NO_MATCH
+    assert_no_value(service, logs.getvalue(), url, password, their_url, their_password)
 
 
 def leased_and_found(github: GitHub, service: Service) -> tuple[str, SecretScanningAlert]:
@@ -480,6 +550,32 @@ def test_only_the_deliverys_repository_and_installation_match(ledger: Ledger) ->
 
 def with_value(value: str) -> Any:
     return replace_fingerprint(lease(), value)
+
+
+def test_a_secret_part_matches_in_the_deliverys_repository_and_installation_only(
+    ledger: Ledger,
+) -> None:
+    """A lease matched by its password's fingerprint, scoped as a value is: not a sibling
+    repository's lease with that password, nor one of another installation."""
+    url, password = database_key()
+    leased = with_password(with_value(url), password)
+    own = put(ledger, identity(), leased, installation_id=5)
+    sibling = put(ledger, identity("octo/other", 1296270), with_password(lease(), password))
+    elsewhere = put(ledger, identity(), with_password(lease(), password), installation_id=6)
+    with ledger.begin() as conn:
+
+        def match(*prints: str, repository_id: int = 1296269) -> Matches:
+            return matching_leases(
+                conn, repository_id=repository_id, installation_id=5, fingerprints=prints
+            )
+
+        by_part = match(fingerprint(password))
+        near = match(fingerprint(last_char_changed(password)))
+        theirs = match(fingerprint(password), repository_id=1296270)
+    assert by_part == Matches(live=tuple(own))
+    assert near == Matches()
+    assert theirs == Matches(live=tuple(sibling))
+    assert not set(by_part.live) & set(sibling + elsewhere)
 
 
 def test_a_new_delivery_sets_a_worked_alert_back_to_pending_and_drops_a_claim(

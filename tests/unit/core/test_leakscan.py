@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from runkeys.leakscan import Found, Hit, scan_line, scan_lines
+from runkeys.leakscan import Found, Hit, fingerprints_in, scan_line, scan_lines
 from runkeys.providers.base import DatabaseAccount, MintRequest
 from runkeys.providers.random_value import RandomProvider
+from tests.almost import last_char_changed
 
 STAMP = "2026-12-07T04:59:01.1234567Z "  # GitHub starts each log line with its time
 
@@ -132,3 +133,15 @@ def test_clean_log_lines_find_nothing() -> None:
 def test_bad_input_is_no_error() -> None:
     for line in ["\\u12", "%zz%", "\\", "postgresql://rk_a:b@[::1", "QUJD" * 2000, "\x00\xff"]:
         assert scan_line(line, {sha("x")}) == []
+
+
+def test_what_an_alert_found_is_fingerprinted_whole_and_cut() -> None:
+    """A secret scanning alert's value: its own fingerprint, and its candidates' (the password
+    of a connection string of any shape); not a password wrong in its last character."""
+    url, password = database_key()
+    for found in (url, password, f"Server=db;User Id=app;Password={password};"):
+        prints = fingerprints_in(found)
+        assert sha(found) in prints
+        assert sha(password) in prints
+    assert sha(password) not in fingerprints_in(last_char_changed(password))
+    assert sha(url) not in fingerprints_in(password)
