@@ -1,6 +1,7 @@
 """The sweeper: what no webhook will say. It queues leases past their TTL, asks GitHub about runs
 with live run or job leases (GitHub drops deliveries and never redelivers on its own:
-https://docs.github.com/webhooks/using-webhooks/handling-failed-webhook-deliveries), deletes
+https://docs.github.com/webhooks/using-webhooks/handling-failed-webhook-deliveries) and queues
+the log scan of each run it finds over, as the lost delivery would have (`handler.logscan`), deletes
 environments no live lease uses where GitHub agrees they are runkeys' (`handler.ownership`), and
 forgets ids that can no longer repeat. Every step is idempotent, so replicas may sweep together."""
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from github import GithubException, UnknownObjectException
 
 from handler.ledger.backlog import by_installation
+from handler.ledger.logscans import queue_scan
 from handler.ledger.queue import ExpiredLeases, RunLeases, queue
 from handler.ledger.runs import RunToCheck, mark_checked, runs_to_check
 from handler.ledger.seen import prune
@@ -93,11 +95,21 @@ class Sweeper:
             runs = runs_to_check(conn, now=now, interval=interval)
         for run in runs:
             report.runs_checked += 1
-            done_through = self._completed_attempts(run, report)
+            over = self._completed_attempts(run, report)
             with self.service.ledger.begin() as conn:
                 mark_checked(conn, run, now=now)
-                if done_through is None:
+                if over is None:
                     continue
+                done_through, logs_kept = over
+                if logs_kept:  # as the lost workflow_run delivery would have; a repeat adds none
+                    queue_scan(
+                        conn,
+                        repository_id=run.repository_id,
+                        run_id=run.run_id,
+                        run_attempt=done_through,
+                        installation_id=run.installation_id,
+                        now=now,
+                    )
                 report.reconciled += len(
                     queue(
                         conn,
@@ -109,13 +121,14 @@ class Sweeper:
                     )
                 )
 
-    def _completed_attempts(self, run: RunToCheck, report: SweepReport) -> int | None:
-        """The newest attempt of `run` that is over, or None if the leases' attempt is not."""
+    def _completed_attempts(self, run: RunToCheck, report: SweepReport) -> tuple[int, bool] | None:
+        """The newest attempt of `run` that is over and whether the run (and its logs) is
+        still there, or None if the leases' attempt is not over."""
         try:
             found = self.service.github.repository(run.repository).get_workflow_run(run.run_id)
             status, attempt = found.status, found.run_attempt
         except UnknownObjectException:
-            return run.run_attempt  # the run was deleted: nothing will use its keys
+            return run.run_attempt, False  # the run was deleted: nothing will use its keys
         except GithubException as exc:
             message = f"{run.repository} run {run.run_id}: {exc.status} {github_message(exc)}"
             report.errors.append(message)
@@ -125,7 +138,7 @@ class Sweeper:
             report.errors.append(f"{run.repository} run {run.run_id}: {type(exc).__name__}")
             return None
         if status == "completed":
-            return max(attempt, run.run_attempt)
+            return max(attempt, run.run_attempt), True
         if attempt > run.run_attempt:
-            return attempt - 1  # a newer attempt started, so the older ones are over
+            return attempt - 1, True  # a newer attempt started, so the older ones are over
         return None

@@ -3,18 +3,27 @@ environments, and forgetting old ids."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import secrets
 from datetime import timedelta
 
+import msgspec
 import pytest
 from flask import Flask
+from sqlalchemy import select
 
+from handler.ledger import tables
+from handler.ledger.history import history
 from handler.ledger.leases import get
 from handler.ledger.seen import first_delivery
 from handler.service import Service
 from handler.sweeper import Sweeper
+from handler.worker import RevocationWorker
 from runkeys.leases import Lifetime
+from runkeys_sandbox.server import webhooks
 from tests.service.conftest import GitHub
-from tests.service.kit import Clock, identity, put, states
+from tests.service.kit import Clock, identity, put, states, workflow_run_completed
 
 
 @pytest.fixture
@@ -135,3 +144,68 @@ def test_old_deliveries_are_forgotten(service: Service, clock: Clock) -> None:
     clock.advance(days=9)
     assert Sweeper(service).sweep(reconcile=False).deliveries_pruned == 1
     assert Sweeper(service).sweep(reconcile=False).deliveries_pruned == 0
+
+
+def scan_rows(service: Service) -> dict[tuple[int, int], tuple[str, int]]:
+    """(run, attempt) → (state, findings) of every log scan."""
+    with service.ledger.begin() as conn:
+        rows = conn.execute(select(tables.log_scans)).all()
+    return {(row.run_id, row.run_attempt): (row.state, row.findings) for row in rows}
+
+
+def test_a_run_the_sweeper_finds_over_is_log_scanned_once(
+    app: Flask, service: Service, github: GitHub, clock: Clock
+) -> None:
+    """The workflow_run delivery was lost: the sweeper retires the run's key and queues the
+    scan of its logs, which finds the key printed base64-encoded. A run still going, or one
+    deleted (its logs went with it), is not scanned; the delivery arriving late queues no
+    second scan of the same attempt."""
+    sandbox, repo = github.sandbox, github.repo
+    finished = sandbox.add_workflow_run(repo, status="in_progress")
+    running = sandbox.add_workflow_run(repo, status="in_progress")
+    rerun = sandbox.add_workflow_run(repo, status="in_progress")
+    value = secrets.token_urlsafe(32)
+    leased = msgspec.structs.replace(
+        github.lease(), fingerprint=hashlib.sha256(value.encode()).hexdigest()
+    )
+    ids = {}
+    for name, run_id, item in [
+        ("finished", finished.id, leased),
+        ("running", running.id, github.lease()),
+        ("rerun", rerun.id, github.lease()),
+        ("deleted", 987654321, github.lease()),
+    ]:
+        who = identity(repo.full_name, repo.id, run_id=run_id)
+        (ids[name],) = put(service.ledger, who, item, now=clock.now)
+    printed = base64.b64encode(f"token={value}".encode()).decode()
+    sandbox.set_run_logs(repo, finished.id, {"e2e": [("Run tests", f"ok\n{printed}\n")]})
+    sandbox.set_run_status(repo, finished.id, "completed", "success")
+    sandbox.set_run_status(repo, rerun.id, "in_progress", run_attempt=2)
+    clock.advance(minutes=2)
+    assert Sweeper(service).sweep().reconciled == 3
+    assert scan_rows(service) == {(finished.id, 1): ("queued", 0), (rerun.id, 1): ("queued", 0)}
+
+    RevocationWorker(service).drain()
+    assert scan_rows(service)[(finished.id, 1)] == ("done", 1)
+    with service.ledger.begin() as conn:
+        found = [e.detail for e in history(conn, ids["finished"]) if e.action == "leaked_in_logs"]
+    assert found == [
+        f"API_TOKEN (its value, base64) in the logs of run {finished.id} attempt 1: "
+        "job 'e2e', step 'Run tests', line 2"
+    ]
+    assert states(service.ledger, [ids["running"]]) == {ids["running"]: "active"}
+
+    payload = workflow_run_completed(
+        repo.id, repo.full_name, finished.id, 1, github.installation.id
+    )
+    data = webhooks.encode(payload)
+    headers = webhooks.delivery_headers(
+        "workflow_run",
+        data,
+        secret=github.app.webhook_secret,
+        delivery_id=webhooks.new_delivery_id(),
+    )
+    assert app.test_client().post("/webhook", data=data, headers=headers).status_code == 200
+    RevocationWorker(service).drain()
+    assert scan_rows(service)[(finished.id, 1)] == ("done", 1)
+    assert len(scan_rows(service)) == 2
