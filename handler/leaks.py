@@ -38,6 +38,7 @@ from handler.ledger.alerts import (
     TO_RESOLVE,
     AlertRecord,
     AlertState,
+    Matches,
     Outcome,
     all_revoked,
     claim_alerts,
@@ -136,6 +137,20 @@ class AlertResponder:
                 html_url=html_url,
                 now=now,
             )
+        self._told(alert, held, outcome, html_url=html_url, retiring=retiring, matches=matches)
+
+    def _told(
+        self,
+        alert: AlertRecord,
+        held: bool,
+        outcome: Outcome | None,
+        *,
+        html_url: str,
+        retiring: list[str],
+        matches: Matches,
+    ) -> None:
+        """Log, count and wake the worker for what `_check` found (`outcome` None: retiring
+        `leases`); the trust decisions are all `_check`'s."""
         if not held:
             event(log, "alert claim lost", level=logging.WARNING, **self._fields(alert))
             return
@@ -143,14 +158,14 @@ class AlertResponder:
             self.service.metrics.secret_alerts.labels(outcome=outcome.value).inc()
         event(
             log,
-            "secret scanning alert matched" if retiring else "secret scanning alert: no live key",
+            "secret scanning alert: no live key" if outcome else "secret scanning alert matched",
             level=logging.WARNING,
             **self._fields(alert),
             html_url=html_url,
             outcome=(outcome or "retiring"),
             leases=retiring or list(matches.retired),
         )
-        if retiring:
+        if outcome is None:
             self.service.wake_worker()
 
     def _read(self, alert: AlertRecord) -> tuple[list[str], str]:

@@ -30,6 +30,7 @@ from handler.ledger.alerts import (
     AlertState,
     Matches,
     Outcome,
+    all_revoked,
     claim_alerts,
     due_alerts,
     finish_alert,
@@ -43,7 +44,7 @@ from handler.logs import configure
 from handler.preflight import cause_of
 from handler.service import Service
 from handler.worker import RevocationWorker
-from runkeys.leases import PartFingerprint, fingerprint
+from runkeys.leases import LeaseState, PartFingerprint, fingerprint
 from runkeys.preflight import Cause
 from runkeys.providers.base import MintRequest
 from runkeys.providers.random_value import RandomProvider
@@ -350,6 +351,46 @@ def test_a_password_wrong_in_its_last_character_or_a_siblings_password_retires_n
     assert_no_value(service, logs.getvalue(), url, password, their_url, their_password)
 
 
+def test_a_lease_of_this_repository_under_another_installation_is_not_retired(
+    served: str, github: GitHub, service: Service, logs: io.StringIO
+) -> None:
+    """The delivery's installation scopes the match: the same repository's lease recorded
+    under another installation (one the App no longer has there) keeps its key."""
+    value = mint()
+    item = replace_fingerprint(github.lease(), value)
+    who = identity(github.repo.full_name, github.repo.id, owner_id=github.repo.account.id)
+    (other,) = put(service.ledger, who, item, installation_id=github.installation.id + 1)
+    alert, _ = raise_alert(github, github.repo, value)
+    RevocationWorker(service).run_once()
+    assert stored(service.ledger, other).state.value == "active"
+    assert alert.state == "open"
+    assert alert_row(service, github.repo, alert.number).outcome is Outcome.NO_MATCH
+    assert_no_value(service, logs.getvalue(), value)
+
+
+def test_an_alert_on_a_key_being_retired_notes_the_leak_and_resolves_once_it_is(
+    served: str, github: GitHub, service: Service, clock: Clock, logs: io.StringIO
+) -> None:
+    """The lease was queued for another reason (its run ended) when the alert came: that
+    reason stands, the leak is in its history, and the alert is resolved once it is revoked."""
+    value = mint()
+    lease_id = lease_with(github, service, value)
+    with service.ledger.begin() as conn:
+        queue(conn, LeasesById((lease_id,)), actor="test", reason="run over", now=clock())
+    alert, _ = raise_alert(github, github.repo, value)
+    RevocationWorker(service).drain()
+    after = stored(service.ledger, lease_id)
+    assert (after.state.value, after.retire_reason) == ("revoked", "run over")
+    html_url = f"{github.sandbox.url}/{github.repo.full_name}/security/secret-scanning/1"
+    assert ("secret-scanning", "leaked", f"leaked: secret scanning alert {html_url}") in events(
+        service, lease_id
+    )
+    assert (alert.state, alert.resolution) == ("resolved", "revoked")
+    row = alert_row(service, github.repo, alert.number)
+    assert (row.outcome, row.lease_ids) == (Outcome.RETIRED, (lease_id,))
+    assert_no_value(service, logs.getvalue(), value)
+
+
 def leased_and_found(github: GitHub, service: Service) -> tuple[str, SecretScanningAlert]:
     """A live lease and an alert raised on its value (nothing delivered yet)."""
     value = mint()
@@ -576,6 +617,56 @@ def test_a_secret_part_matches_in_the_deliverys_repository_and_installation_only
     assert near == Matches()
     assert theirs == Matches(live=tuple(sibling))
     assert not set(by_part.live) & set(sibling + elsewhere)
+
+
+def test_a_lease_being_retired_matches_as_retiring(ledger: Ledger) -> None:
+    value = mint()
+    (queued,) = put(ledger, identity(), with_value(value))
+    with ledger.begin() as conn:
+        queue(conn, LeasesById((queued,)), actor="test", reason="run over", now=NOW)
+        found = matching_leases(
+            conn, repository_id=1296269, installation_id=5, fingerprints=[fingerprint(value)]
+        )
+    assert found == Matches(retiring=(queued,))
+
+
+def test_all_revoked_counts_the_alerts_leases_only(ledger: Ledger) -> None:
+    """Resolving waits for every lease the alert matched, and for no other lease."""
+    revoked, active, bystander = (put(ledger, identity(), lease())[0] for _ in range(3))
+    with ledger.begin() as conn:
+        ledger_leases = tables.leases
+        conn.execute(
+            ledger_leases.update()
+            .where(ledger_leases.c.id == revoked)
+            .values(state=LeaseState.REVOKED.value)
+        )
+        assert all_revoked(conn, []) is True
+        assert all_revoked(conn, [revoked]) is True  # the bystander is still active
+        assert all_revoked(conn, [active]) is False
+        assert all_revoked(conn, [revoked, active]) is False
+    assert bystander
+
+
+def test_alerts_of_two_repositories_with_one_number_are_two_alerts(ledger: Ledger) -> None:
+    """GitHub numbers alerts per repository: finishing one touches neither the other
+    repository's alert of that number nor another alert of the same repository."""
+    hold = timedelta(seconds=30)
+    with ledger.begin() as conn:
+        for check in (
+            AlertCheck(1296269, "octo/app", 1, 5),
+            AlertCheck(1296270, "octo/other", 1, 5),
+            AlertCheck(1296269, "octo/app", 2, 5),
+        ):
+            record_alert(conn, check, reason="created", now=NOW)
+        token, claimed = claim_alerts(conn, now=NOW, limit=5, hold=hold)
+        (first,) = [a for a in claimed if (a.repository_id, a.number) == (1296269, 1)]
+        assert finish_alert(conn, first, token, state=AlertState.DONE, now=NOW) is True
+        states = {key: get_alert(conn, *key) for key in ((1296269, 1), (1296270, 1), (1296269, 2))}
+    assert {key: a.state if a else None for key, a in states.items()} == {
+        (1296269, 1): AlertState.DONE,
+        (1296270, 1): AlertState.PENDING,
+        (1296269, 2): AlertState.PENDING,
+    }
 
 
 def test_a_new_delivery_sets_a_worked_alert_back_to_pending_and_drops_a_claim(

@@ -46,6 +46,10 @@ TRUST_CRITICAL = {
     "handler/broker.py",  # broker mode: the request decided, minted, sealed, retired
     "handler/views/keys.py",
     "handler/ledger/broker.py",  # a request id mints once; the keys counted; the audit row
+    "handler/ledger/alerts.py",  # an alert matches its own repository's leases only (issue 18)
+    "handler/leaks.py",  # a leaked key retired, the alert resolved
+    "handler/preflight.py",  # the check sub-action: this run's leases only
+    "runkeys/leakscan.py",  # a found string's fingerprints
 }
 
 

@@ -145,3 +145,19 @@ def test_what_an_alert_found_is_fingerprinted_whole_and_cut() -> None:
         assert sha(password) in prints
     assert sha(password) not in fingerprints_in(last_char_changed(password))
     assert sha(url) not in fingerprints_in(password)
+
+
+def test_every_line_a_value_is_on_is_found_in_line_order() -> None:
+    """Each occurrence's line, the first at the very start of the text; findings in the order
+    of the lines whatever their fingerprints (the larger one printed first)."""
+    one, two = sorted((secrets.token_urlsafe(24), secrets.token_urlsafe(24)), key=sha)[::-1]
+    text = f"{one}\n{one} again\n{two}\nnothing\n{one}"
+    assert [
+        (f.line, f.hit.fingerprint) for f in scan_lines(text.split("\n"), {sha(one), sha(two)})
+    ] == [
+        (1, sha(one)),
+        (2, sha(one)),
+        (3, sha(two)),
+        (5, sha(one)),
+    ]
+    assert [f.line for f in scan_lines(["", "", one], {sha(one)})] == [3]
