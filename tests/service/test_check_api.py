@@ -314,6 +314,9 @@ def test_a_re_run_after_the_run_completed_hears_retired_with_the_completion(
         "run_id": 777020,
         "run_attempt": 1,
     }
+    clock.advance(hours=1)  # past its expiry too: still retired by the completion, not expired
+    later = answers(ask(client, github, rerun, {"API_TOKEN": minted.value}))["API_TOKEN"]
+    assert (later["status"], later["cause"]) == ("retired", "run_completed")
 
 
 def test_a_pull_requests_key_after_it_closed_is_retired_with_that_cause(
@@ -414,6 +417,24 @@ def test_an_older_live_value_replaced_by_a_newer_lease_is_stale(
     assert found["API_TOKEN"]["status"] == "stale"
     assert (found["API_TOKEN"]["run_id"], found["API_TOKEN"]["value_known"]) == (777050, True)
     assert "retired_at" not in found["API_TOKEN"]
+
+
+def test_a_job_of_another_run_in_the_environment_named_in_other_case_hears_stale(
+    client: FlaskClient, github: GitHub, clock: Clock
+) -> None:
+    """Run 777060 minted into the environment, then run 777061; a job of a third run, in the
+    environment as `CI-ENV` (GitHub ignores case), holding 777060's value: stale, since the
+    environment's newer lease is the one it should hold. Outside the environment, the same
+    value is that lease's, and live."""
+    old = mint(client, github, clock, run_id=777060)
+    clock.advance(minutes=1)
+    mint(client, github, clock, run_id=777061)
+    shouting = github.claims(777062, environment=ENVIRONMENT.upper())
+    found = answers(ask(client, github, shouting, {"API_TOKEN": old.value}))["API_TOKEN"]
+    assert (found["status"], found["run_id"], found["value_known"]) == ("stale", 777060, True)
+    elsewhere = github.claims(777062, environment="other-env")
+    found = answers(ask(client, github, elsewhere, {"API_TOKEN": old.value}))["API_TOKEN"]
+    assert (found["status"], found["run_id"]) == ("live", 777060)
 
 
 def test_a_reason_the_service_does_not_know_flows_through(

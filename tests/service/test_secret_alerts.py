@@ -227,6 +227,10 @@ def test_an_alert_on_a_live_token_retires_it_within_one_cycle_and_resolves_it(
     row = alert_row(service, github.repo, alert.number)
     assert (row.state, row.outcome, row.lease_ids) == (AlertState.DONE, Outcome.RETIRED, (leaked,))
     assert row.html_url == html_url
+    # The value is asked for once, to match it; the look before resolving asks without it.
+    path = f"/repos/{github.repo.full_name}/secret-scanning/alerts/{alert.number}"
+    reads = [r for r in github.sandbox.requests if r.method == "GET" and r.path == path]
+    assert [r.query.get("hide_secret") for r in reads] == [None, "true"]
     assert_no_value(service, logs.getvalue(), value, bystander)
 
 
@@ -389,6 +393,29 @@ def test_an_alert_on_a_key_being_retired_notes_the_leak_and_resolves_once_it_is(
     row = alert_row(service, github.repo, alert.number)
     assert (row.outcome, row.lease_ids) == (Outcome.RETIRED, (lease_id,))
     assert_no_value(service, logs.getvalue(), value)
+
+
+def test_the_alert_waits_for_its_key_to_be_revoked_before_it_is_resolved(
+    app: Flask, github: GitHub, service: Service, clock: Clock
+) -> None:
+    """GitHub refuses the secret's deletion: the key is not retired, so the alert stays open,
+    looked at again after the worker's backoff (no failed attempt counted), and is resolved
+    once the key is."""
+    lease_id, alert = leased_and_found(github, service)
+    github.sandbox.inject_fault("DELETE", r"/actions/secrets/", status=502, times=None)
+    assert _post(app, _delivery(github, alert), github.app.webhook_secret).status_code == 200
+    RevocationWorker(service).run_once()
+    assert stored(service.ledger, lease_id).state.value != "revoked"
+    assert alert.state == "open"
+    with service.ledger.begin() as conn:
+        (row,) = conn.execute(select(tables.secret_alerts)).all()
+    assert (row.state, row.attempts, row.claim_token) == ("matched", 0, None)
+    assert row.next_attempt_at == clock.now + service.config.worker.backoff_base
+    github.sandbox.clear_faults()
+    clock.advance(minutes=30)
+    RevocationWorker(service).drain()
+    assert stored(service.ledger, lease_id).state.value == "revoked"
+    assert (alert.state, alert.resolution) == ("resolved", "revoked")
 
 
 def leased_and_found(github: GitHub, service: Service) -> tuple[str, SecretScanningAlert]:
