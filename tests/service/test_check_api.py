@@ -435,6 +435,10 @@ def test_a_job_of_another_run_in_the_environment_named_in_other_case_hears_stale
     elsewhere = github.claims(777062, environment="other-env")
     found = answers(ask(client, github, elsewhere, {"API_TOKEN": old.value}))["API_TOKEN"]
     assert (found["status"], found["run_id"]) == ("live", 777060)
+    # A job of the newer run, outside the environment: its own run's lease is the one to hold.
+    own_run = github.claims(777061, environment="other-env")
+    found = answers(ask(client, github, own_run, {"API_TOKEN": old.value}))["API_TOKEN"]
+    assert (found["status"], found["run_id"]) == ("stale", 777060)
 
 
 def test_a_reason_the_service_does_not_know_flows_through(
