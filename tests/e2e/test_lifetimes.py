@@ -180,6 +180,7 @@ def test_the_sweeper_retires_what_a_lost_delivery_or_a_ttl_left(world: World) ->
     # One run completes and its delivery is lost; one run goes on, but its keys' TTL runs out;
     # one run simply goes on.
     world.sandbox.set_run_status(lost.repo, lost.run.id, "completed", "success")
+    lost.publish_logs()  # GitHub keeps the run's logs; only the delivery is lost
     wait_past_expiry(world, expiring.repo.full_name, [key.lease_id for key in short.keys])
     report = world.sweep()
     # GitHub was asked about the two runs with live keys; one of them is over.
