@@ -11,6 +11,7 @@ import logging
 import urllib.parse
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,12 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from nacl.public import PrivateKey
-from sqlalchemy import select
+from sqlalchemy import event, select
 from werkzeug.test import TestResponse
 
 from handler.app import create_app
 from handler.ledger import tables
-from handler.ledger.broker import claim_request
+from handler.ledger.broker import claim_request, grant_request
 from handler.logs import JsonFormatter
 from handler.worker import RevocationWorker
 from runkeys.broker import KeysGranted, Unsealed, new_key_pair, unseal
@@ -640,14 +641,15 @@ def test_a_secret_write_failing_rolls_back_every_key_and_the_environment(
     response = post(client, data, github.auth(claims))
     assert response.status_code == 502, js(response)
     assert js(response)["message"].startswith(f"{keys['cache']}: writing its secret failed")
+    assert js(response)["key"] == keys["cache"]  # the action's annotation names it
     assert minted_accounts(keys) == NOTHING
     assert github.sandbox.environment_names(github.repo) == []  # created, then deleted
     with broker.extensions["runkeys"].ledger.begin() as conn:
         leases = list(conn.execute(select(tables.leases)))
         assert list(conn.execute(select(tables.broker_requests))) == []
-    # Registered before the first write, then retired by the rollback itself.
-    assert sorted((r.key_name, r.state) for r in leases) == sorted(
-        (name, "revoked") for name in keys.values()
+    # Registered before the first write, then retired by the rollback itself, without error.
+    assert sorted((r.key_name, r.state, r.last_error) for r in leases) == sorted(
+        (name, "revoked", None) for name in keys.values()
     )
     # The request id is free again: the retry mints (GitHub answers now).
     github.sandbox.clear_faults()
@@ -859,3 +861,231 @@ def test_a_request_still_being_served_is_not_retired(
     response = retire(client, {"request_id": request_id, "scope": "all"}, github.auth(claims))
     assert response.status_code == 409, js(response)
     assert js(response)["error"] == "request_in_progress"
+
+
+def test_a_sibling_repositorys_request_ids_are_its_own(
+    client: FlaskClient, github: GitHub, broker: Flask, clock: Clock
+) -> None:
+    """`owner/app2`, in the same installation and the same run id, holds request ids that
+    `owner/app` then sends: each repository's rows are its own to claim, grant, count and
+    release. The expected rows are written here, not read from the code."""
+    service = broker.extensions["runkeys"]
+    sibling = github.sandbox.add_repository(f"{github.repo.account.login}/app2")
+    github.sandbox.update_installation(github.installation, repositories=[github.repo, sibling])
+    _, public = new_key_pair()
+    claims = github.claims()
+    theirs = identity(sibling.full_name, sibling.id, run_id=claims.run_id)
+    held, spent, later = uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex
+    theirs_leases = [f"lease-{i}" for i in range(4)]  # max_keys (4) for their run attempt
+    started = clock()
+    with service.ledger.begin() as conn:
+        assert claim_request(conn, theirs, held, now=started) is None  # theirs, mid-mint
+        assert claim_request(conn, theirs, spent, now=started) is None
+    granted_at = clock.advance(minutes=1)
+    with service.ledger.begin() as conn:
+        grant_request(conn, theirs, spent, theirs_leases, now=granted_at)
+
+    def one_key() -> str:
+        return f"TK{uuid.uuid4().hex[:8]}: {{provider: random, ttl: 5m}}\n"
+
+    # Their 4 keys do not count toward this repository's max_keys in the same run id.
+    mine = post(client, request_body(one_key(), public, request_id=held), github.auth(claims))
+    assert mine.status_code == 201, mine.json
+    mine_leases = [k["lease_id"] for k in js(mine)["keys"]]
+    again = post(client, request_body(one_key(), public, request_id=held), github.auth(claims))
+    assert again.status_code == 409, again.json
+    assert (js(again)["state"], js(again)["lease_ids"]) == ("granted", mine_leases)
+    next_one = post(client, request_body(one_key(), public, request_id=later), github.auth(claims))
+    assert next_one.status_code == 201, next_one.json
+    later_leases = [k["lease_id"] for k in js(next_one)["keys"]]
+    # Refused with their granted request's id: only this repository's attempt is released.
+    refused = post(
+        client,
+        request_body(
+            one_key(),
+            public,
+            request_id=spent,
+            destination={"kind": "environment", "environment": "prod"},
+        ),
+        github.auth(claims),
+    )
+    assert refused.status_code == 403, refused.json
+    with service.ledger.begin() as conn:
+        rows = {
+            (r.repository_id, r.request_id): (r.state, list(r.lease_ids), r.updated_at)
+            for r in conn.execute(select(tables.broker_requests))
+        }
+    assert rows == {
+        (sibling.id, held): ("minting", [], started),
+        (sibling.id, spent): ("granted", theirs_leases, granted_at),
+        (github.repo.id, held): ("granted", mine_leases, granted_at),
+        (github.repo.id, later): ("granted", later_leases, granted_at),
+    }
+    # The refused id is free again for this repository, and still taken for theirs.
+    retried = post(client, request_body(one_key(), public, request_id=spent), github.auth(claims))
+    assert retried.status_code == 201, retried.json
+    # Minted on the service's clock (a minute ahead of real time here) for the installation
+    # the token's repository is in; `job` keys are written nowhere on GitHub.
+    expires = {datetime.fromisoformat(k["expires_at"]) for k in js(retried)["keys"]}
+    assert expires
+    assert all(abs(e - (granted_at + timedelta(minutes=5))) < timedelta(seconds=1) for e in expires)
+    with service.ledger.begin() as conn:
+        installations = {r.installation_id for r in conn.execute(select(tables.leases))}
+    assert installations == {github.installation.id}
+    assert github.sandbox.secret_names(github.repo) == []
+    assert github.sandbox.environment_names(github.repo) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"{not json", "The body is not JSON"),
+        ("job-with-environment", "destination.environment"),
+        ("environment-without-one", "destination.environment"),
+        ("short-public-key", "public_key"),
+    ],
+)
+def test_a_malformed_body_is_a_400_naming_its_field(
+    client: FlaskClient, github: GitHub, body: Any, field: str
+) -> None:
+    _, public = new_key_pair()
+    keys = names()
+    data = request_body(spec(keys), public)
+    if body == "job-with-environment":
+        data["destination"] = {"kind": "job", "environment": "ci-run-1"}
+    elif body == "environment-without-one":
+        data["destination"] = {"kind": "environment"}
+    elif body == "short-public-key":  # 31 bytes: one short of an X25519 key
+        data["public_key"] = base64.b64encode(base64.b64decode(public)[:-1]).decode()
+    raw = body if isinstance(body, bytes) else json.dumps(data).encode()
+    response = client.post(
+        "/v1/keys",
+        data=raw,
+        headers=github.auth(github.claims()) | {"Content-Type": "application/json"},
+    )
+    assert_documented("POST", "/v1/keys", response.status_code, response.json)
+    assert (response.status_code, js(response)["error"]) == (400, "invalid_request")
+    assert field in js(response)["message"]
+    assert minted_accounts(keys) == NOTHING
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "field"),
+    [
+        # A connection the service does not have: `ci_db` wrong in its last character.
+        ("BAD: {provider: postgres, connection: ci_dc, ttl: 5m}\n", "BAD", "CI_DC"),
+        ("BAD: {provider: random, ttl: 5m, lifetime: pr}\n", "BAD", "pull request"),
+        ("BAD: {provider: random, ttl: 25h}\n", "BAD", "ttl"),  # the service's max_ttl: 24h
+        (
+            "BAD: {provider: random, ttl: 25h}\nWORSE: {provider: random, ttl: 25h}\n",
+            None,
+            "ttl",
+        ),
+    ],
+)
+def test_a_spec_outside_the_services_rules_is_a_422_naming_its_key(  # noqa: PLR0917
+    client: FlaskClient, github: GitHub, broker: Flask, extra: str, key: str | None, field: str
+) -> None:
+    _, public = new_key_pair()
+    response = post(client, request_body(extra, public), github.auth(github.claims()))
+    assert (response.status_code, js(response)["error"]) == (422, "invalid_spec"), response.json
+    assert js(response).get("key") == key
+    assert field in js(response)["message"]
+    with broker.extensions["runkeys"].ledger.begin() as conn:
+        assert list(conn.execute(select(tables.broker_requests))) == []
+
+
+def test_a_grant_its_repetition_and_its_retirement_are_each_one_log_line(
+    client: FlaskClient, github: GitHub, caplog: pytest.LogCaptureFixture, clock: Clock
+) -> None:
+    """What an operator follows a request by: its run attempt, request id and lease ids; the
+    policy's decision on the audit logger, at the service's time."""
+    caplog.set_level(logging.INFO, logger="runkeys.service.broker")
+    caplog.set_level(logging.INFO, logger="runkeys.service.audit")
+    decided_at = clock.advance(minutes=3)
+    _, public = new_key_pair()
+    claims = github.claims()
+    name = f"TK{uuid.uuid4().hex[:8]}"
+    data = request_body(
+        f"{name}: {{provider: random, ttl: 5m, lifetime: job}}\n",
+        public,
+        destination={"kind": "environment", "environment": "ci-run-{run_id}"},
+    )
+    granted = post(client, data, github.auth(claims))
+    assert granted.status_code == 201, granted.json
+    assert post(client, data, github.auth(claims)).status_code == 409
+    asked = {"request_id": data["request_id"], "scope": "job"}
+    assert retire(client, asked, github.auth(claims)).status_code == 200
+    [lease_id] = [k["lease_id"] for k in js(granted)["keys"]]
+    request = {
+        "repository": github.repo.full_name,
+        "run_id": claims.run_id,
+        "run_attempt": claims.run_attempt,
+        "request_id": data["request_id"],
+    }
+    lines = [
+        json.loads(JsonFormatter().format(r))
+        for r in caplog.records
+        if r.name == "runkeys.service.broker" and r.getMessage().startswith("keys ")
+    ]
+    wanted = [
+        ("keys granted", "info", {"leases": [lease_id]}),
+        ("keys request repeated", "warning", {"state": "granted", "leases": [lease_id]}),
+        ("keys retirement asked", "info", {"scope": "job", "queued": [lease_id]}),
+    ]
+    assert [(x["message"], x["level"]) for x in lines] == [(m, lv) for m, lv, _ in wanted]
+    for line, (_, _, fields) in zip(lines, wanted, strict=True):
+        assert {k: line.get(k) for k in [*request, *fields]} == request | fields
+    assert lines[0]["created_environment"] == f"ci-run-{claims.run_id}"
+    [audited] = [r for r in caplog.records if r.name == "runkeys.service.audit"]
+    assert json.loads(JsonFormatter().format(audited))["at"] == decided_at.isoformat()
+
+
+def test_every_denied_key_is_counted_in_the_refusal(client: FlaskClient, github: GitHub) -> None:
+    _, public = new_key_pair()
+    keys = names()
+    two = (
+        spec(keys)
+        .replace("ci_db, ttl: 30m", "ci_db, ttl: 2h")
+        .replace("random, ttl: 30m", "random, ttl: 2h")
+    )
+    response = post(client, request_body(two, public), github.auth(github.claims()))
+    assert response.status_code == 403, response.json
+    assert js(response)["message"].endswith("Nothing was minted (1 more key(s) denied too)")
+    assert [x.split(":")[0] for x in js(response)["denied"]] == [keys["pg"], keys["token"]]
+    assert minted_accounts(keys) == NOTHING
+
+
+def test_registration_and_retirement_commit_durably_on_sqlite(
+    client: FlaskClient, github: GitHub, broker: Flask
+) -> None:
+    """The leases' registration and the retirement's queueing commit with SQLite's
+    `synchronous=FULL` (2); the request's claim, which a lost commit only frees again, does
+    not. The level is read on the driver's connection as each statement runs."""
+    ledger = broker.extensions["runkeys"].ledger
+    if ledger.dialect != "sqlite":
+        pytest.skip("PostgreSQL commits durably anyway")
+    levels: list[tuple[str, int]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith(("INSERT", "UPDATE")):
+            level = conn.connection.driver_connection.execute("PRAGMA synchronous").fetchone()
+            levels.append((" ".join(statement.split()[:3]), level[0]))
+
+    event.listen(ledger.engine, "before_cursor_execute", seen)
+    try:
+        _, public = new_key_pair()
+        claims = github.claims()
+        name = f"TK{uuid.uuid4().hex[:8]}"
+        data = request_body(f"{name}: {{provider: random, ttl: 5m, lifetime: job}}\n", public)
+        assert post(client, data, github.auth(claims)).status_code == 201
+        granted = list(levels)
+        levels.clear()
+        asked = {"request_id": data["request_id"], "scope": "job"}
+        assert retire(client, asked, github.auth(claims)).status_code == 200
+    finally:
+        event.remove(ledger.engine, "before_cursor_execute", seen)
+    assert ("INSERT INTO broker_requests", 1) in granted
+    assert ("INSERT INTO leases", 2) in granted
+    assert ("UPDATE broker_requests SET", 2) in granted
+    assert ("UPDATE leases SET", 2) in levels, levels  # queued for the worker

@@ -4,11 +4,12 @@ names. Each oracle is written out here, with the almost-right input beside the r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from handler.broker import _denied, _key_of, claims_of, permissions_for
+from handler.broker import _denied, _key_of, claims_of, fill_environment, permissions_for
 from handler.errors import ApiError
 from handler.policy import Claims, Decision, KeyDecision
 from runkeys.issuance import SecretScope
@@ -139,3 +140,42 @@ def test_a_403_for_one_denied_key_counts_no_others() -> None:
     refusal = "B: denied by ci: ttl: 2h is over 1h; fix: ask for 1h at most"
     assert error.message == f"{refusal}. Nothing was minted"
     assert error.extra == {"key": "B", "denied": [refusal]}
+
+
+PUSH_RUN = RunIdentity(
+    repository="octo/app",
+    repository_id=1296269,
+    owner="octo",
+    owner_id=583231,
+    run_id=30433642,
+    run_attempt=1,
+    ref="refs/heads/main",
+    sha="e" * 40,
+    event_name="push",
+    environment=None,
+    subject="repo:octo/app:ref:refs/heads/main",
+    jti="jti-1",
+    expires_at=datetime(2026, 12, 7, tzinfo=UTC),
+    run_number=42,
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "run_number", "says"),
+    [
+        ("ci-{run_number}", 42, None),
+        ("ci-{run_number}", None, "{run_number} needs a token with a run_number claim"),
+        ("ci-{pr}", 42, "{pr} needs a pull request's run; this run's ref is refs/heads/main"),
+    ],
+)
+def test_a_placeholder_the_token_has_no_value_for_is_named(
+    template: str, run_number: int | None, says: str | None
+) -> None:
+    identity = replace(PUSH_RUN, run_number=run_number)
+    if says is None:
+        assert fill_environment(template, identity) == "ci-42"
+        return
+    with pytest.raises(ApiError) as raised:
+        fill_environment(template, identity)
+    assert (raised.value.status, raised.value.code) == (422, "invalid_destination")
+    assert raised.value.message == f"destination.environment: {says}"
