@@ -26,6 +26,8 @@ from sqlalchemy import event, select
 from werkzeug.test import TestResponse
 
 from handler.app import create_app
+from handler.broker import grant
+from handler.errors import ApiError
 from handler.ledger import tables
 from handler.ledger.broker import claim_request, grant_request
 from handler.logs import JsonFormatter
@@ -943,6 +945,7 @@ def test_a_sibling_repositorys_request_ids_are_its_own(
         ("job-with-environment", "destination.environment"),
         ("environment-without-one", "destination.environment"),
         ("short-public-key", "public_key"),
+        ("low-order-public-key", "public_key is not an X25519 public key"),
     ],
 )
 def test_a_malformed_body_is_a_400_naming_its_field(
@@ -957,6 +960,8 @@ def test_a_malformed_body_is_a_400_naming_its_field(
         data["destination"] = {"kind": "environment"}
     elif body == "short-public-key":  # 31 bytes: one short of an X25519 key
         data["public_key"] = base64.b64encode(base64.b64decode(public)[:-1]).decode()
+    elif body == "low-order-public-key":  # 32 bytes, the schema's shape, but no usable key
+        data["public_key"] = base64.b64encode(bytes(32)).decode()
     raw = body if isinstance(body, bytes) else json.dumps(data).encode()
     response = client.post(
         "/v1/keys",
@@ -1028,7 +1033,7 @@ def test_a_grant_its_repetition_and_its_retirement_are_each_one_log_line(
         for r in caplog.records
         if r.name == "runkeys.service.broker" and r.getMessage().startswith("keys ")
     ]
-    wanted = [
+    wanted: list[tuple[str, str, dict[str, Any]]] = [
         ("keys granted", "info", {"leases": [lease_id]}),
         ("keys request repeated", "warning", {"state": "granted", "leases": [lease_id]}),
         ("keys retirement asked", "info", {"scope": "job", "queued": [lease_id]}),
@@ -1089,3 +1094,24 @@ def test_registration_and_retirement_commit_durably_on_sqlite(
     assert ("INSERT INTO leases", 2) in granted
     assert ("UPDATE broker_requests SET", 2) in granted
     assert ("UPDATE leases SET", 2) in levels, levels  # queued for the worker
+
+
+def test_grant_itself_refuses_without_a_policy(
+    environ: dict[str, str], github: GitHub, clock: Clock
+) -> None:
+    """The view refuses first (before the body is read); `grant` refuses on its own too, for any
+    other caller: nothing is claimed or minted without a policy to check it against."""
+    made = create_app(environ | connections(), clock=clock)
+    service = made.extensions["runkeys"]
+    try:
+        _, public = new_key_pair()
+        data = request_body(f"TK{uuid.uuid4().hex[:8]}: {{provider: random, ttl: 5m}}\n", public)
+        mine = identity(github.repo.full_name, github.repo.id)
+        with pytest.raises(ApiError) as raised:
+            grant(service, mine, github.installation.id, json.dumps(data).encode())
+        with service.ledger.begin() as conn:
+            assert list(conn.execute(select(tables.broker_requests))) == []
+    finally:
+        service.close()
+    assert (raised.value.status, raised.value.code) == (404, "broker_off")
+    assert "RUNKEYS_POLICY_FILE" in raised.value.message
