@@ -49,29 +49,32 @@ def test_a_key_named_in_lower_case_owns_its_upper_cased_secrets() -> None:
     assert _key_of("db_password", specs) == "db"
 
 
+PR_RUN = RunIdentity(
+    repository="octo/app",
+    repository_id=1296269,
+    owner="octo",
+    owner_id=583231,
+    run_id=30433642,
+    run_attempt=3,
+    ref="refs/pull/7/merge",
+    sha="e" * 40,
+    event_name="pull_request",
+    environment="ci-pr-7",
+    subject="repo:octo/app:pull_request",
+    jti="jti-1",
+    expires_at=datetime(2026, 12, 7, tzinfo=UTC),
+    run_number=42,
+    ref_type="branch",
+    workflow_ref="octo/app/.github/workflows/ci.yml@refs/pull/7/merge",
+    job_workflow_ref="octo/shared/.github/workflows/job.yml@refs/heads/main",
+    runner_environment="github-hosted",
+    actor="mona",
+)
+
+
 def test_the_policy_sees_every_claim_of_the_token_in_its_own_field() -> None:
     """Every value distinct, so a claim read into another's field shows."""
-    identity = RunIdentity(
-        repository="octo/app",
-        repository_id=1296269,
-        owner="octo",
-        owner_id=583231,
-        run_id=30433642,
-        run_attempt=3,
-        ref="refs/pull/7/merge",
-        sha="e" * 40,
-        event_name="pull_request",
-        environment="ci-pr-7",
-        subject="repo:octo/app:pull_request",
-        jti="jti-1",
-        expires_at=datetime(2026, 12, 7, tzinfo=UTC),
-        run_number=42,
-        ref_type="branch",
-        workflow_ref="octo/app/.github/workflows/ci.yml@refs/pull/7/merge",
-        job_workflow_ref="octo/shared/.github/workflows/job.yml@refs/heads/main",
-        runner_environment="github-hosted",
-        actor="mona",
-    )
+    identity = PR_RUN
     assert claims_of(identity) == Claims(
         repository="octo/app",
         repository_id="1296269",
@@ -142,22 +145,8 @@ def test_a_403_for_one_denied_key_counts_no_others() -> None:
     assert error.extra == {"key": "B", "denied": [refusal]}
 
 
-PUSH_RUN = RunIdentity(
-    repository="octo/app",
-    repository_id=1296269,
-    owner="octo",
-    owner_id=583231,
-    run_id=30433642,
-    run_attempt=1,
-    ref="refs/heads/main",
-    sha="e" * 40,
-    event_name="push",
-    environment=None,
-    subject="repo:octo/app:ref:refs/heads/main",
-    jti="jti-1",
-    expires_at=datetime(2026, 12, 7, tzinfo=UTC),
-    run_number=42,
-)
+# The same token on a push run: no pull request; its run_number is 42.
+PUSH_RUN = replace(PR_RUN, ref="refs/heads/main", event_name="push", environment=None)
 
 
 @pytest.mark.parametrize(
