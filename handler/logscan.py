@@ -1,11 +1,12 @@
 """The scan of a completed run's logs for its keys (issue 18): masking hides only the forms it
 was told of, not a key's hex, nor a password printed in a job that reads only its URL. When a
 run with leases completes the webhook queues a scan of that attempt
-(`handler.ledger.logscans`); the worker downloads the
-run's log archive, looks in each step's log for the fingerprints of the run's keys and their
-secret parts (`runkeys.leakscan`), and for each one found records `leaked_in_logs` with the job,
-the step and the line, retires the key if it is still live, counts it, and, when configured,
-deletes the run's logs. The service holds fingerprints only: never a value.
+(`handler.ledger.logscans`); the worker downloads that attempt's own log archive (not the run's
+latest: a re-run may have started), looks in each step's log for the fingerprints of the run's
+keys and their secret parts (`runkeys.leakscan`), and for each one found records
+`leaked_in_logs` with the job, the step and the line, retires the key if it is still live,
+counts it, and, when configured, deletes the run's logs. The service holds fingerprints only:
+never a value.
 
 The archive, as GitHub makes it: a zip holding `<job>/<n>_<step>.txt` for each step and
 `<n>_<job>.txt` for each job, every line starting with its time
@@ -147,7 +148,7 @@ class LogScanner:
             return
         logs = RunLogs(self.service.github, repository)
         try:
-            url = logs.archive_url(scan.run_id)
+            url = logs.archive_url(scan.run_id, scan.run_attempt)
             if url is None:
                 self._again(scan, repository, "GitHub has no logs for the run (yet)", "no_logs")
                 return

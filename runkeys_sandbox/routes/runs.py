@@ -1,5 +1,6 @@
 """Workflow runs (https://docs.github.com/rest/actions/workflow-runs): get a run, get one attempt,
-list with GitHub's filters, download and delete its logs. Their state is what a test set
+list with GitHub's filters, download its logs (the latest attempt's, or one attempt's) and
+delete them (every attempt's). Their state is what a test set
 (`Sandbox.add_workflow_run`, `Sandbox.set_run_status`, `Sandbox.set_run_logs`)."""
 
 from __future__ import annotations
@@ -77,27 +78,47 @@ def list_runs(call: Call) -> Reply:
     return paginate(call, items, key="workflow_runs")
 
 
-def _logs(call: Call) -> WorkflowRun:
-    """The run, if it has logs: 404 when it never had any, 410 once they were deleted."""
+def _logs(call: Call, attempt: int | None) -> tuple[WorkflowRun, int]:
+    """The run and the attempt whose logs to serve (the latest when None): 404 when that
+    attempt never had logs, 410 once they were deleted."""
     run = _run(call)
-    if run.logs is None:
+    number = run.latest.number if attempt is None else attempt
+    logs = run.logs.get(number)
+    if logs is None:
         raise not_found()
-    if run.logs.deleted:
+    if logs.deleted:
         raise ApiError(410, "Gone")
-    return run
+    return run, number
 
 
-def download_logs(call: Call) -> Reply:
-    """302 to a short-lived URL of the archive, as GitHub answers."""
-    run = _logs(call)
-    token = download_token(call.world, call.repository.id, run.id)
+def _redirect(call: Call, attempt: int | None) -> Reply:
+    """302 to a short-lived URL of the attempt's archive, as GitHub answers."""
+    run, number = _logs(call, attempt)
+    token = download_token(call.world, call.repository.id, run.id, number)
     return Reply(302, None, {"Location": f"{call.base_url}{DOWNLOAD_PATH}{token}"})
 
 
+def download_logs(call: Call) -> Reply:
+    """The latest attempt's logs."""
+    return _redirect(call, None)
+
+
+def download_attempt_logs(call: Call) -> Reply:
+    run = _run(call)
+    return _redirect(call, call.numbered(run.attempts, "attempt_number").number)
+
+
 def delete_logs(call: Call) -> Reply:
-    run = _logs(call)
-    assert run.logs is not None
-    run.logs.deleted = True
+    """Every attempt's logs go: GitHub's DELETE is of the run's logs. 404 when it never had
+    any, 410 once they were all deleted."""
+    run = _run(call)
+    kept = [logs for logs in run.logs.values() if not logs.deleted]
+    if not run.logs:
+        raise not_found()
+    if not kept:
+        raise ApiError(410, "Gone")
+    for logs in kept:
+        logs.deleted = True
     return Reply(204)
 
 
@@ -119,6 +140,13 @@ ROUTES = (
         download_logs,
         REPO,
         f"{_DOCS}#download-workflow-run-logs",
+    ),
+    Route(
+        "GET",
+        f"{_RUNS}/{{run_id}}/attempts/{{attempt_number}}/logs",
+        download_attempt_logs,
+        REPO,
+        f"{_DOCS}#download-workflow-run-attempt-logs",
     ),
     Route(
         "DELETE", f"{_RUNS}/{{run_id}}/logs", delete_logs, REPO, f"{_DOCS}#delete-workflow-run-logs"

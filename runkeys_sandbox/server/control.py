@@ -5,7 +5,8 @@ the signed delivery GitHub would send (`Sandbox.webhook_url`). `runkeys sandbox 
 and `close-pr` call it; the stand-in listens on loopback only.
 
     POST /_sandbox/runs/{run_id}/complete  {"conclusion": "success"}
-    POST /_sandbox/runs/{run_id}/logs      {"jobs": {"ci": [{"step": "Test", "log": "…"}]}}
+    POST /_sandbox/runs/{run_id}/logs      {"jobs": {"ci": [{"step": "Test", "log": "…"}]},
+                                            "run_attempt": 2}  (optional: the latest attempt)
     GET  /_sandbox/run-logs/{token}        the archive GET …/runs/{run_id}/logs redirects to
     POST /_sandbox/pulls/{number}/close    {"merged": false, "repository": "octo/app"}
     POST /_sandbox/app-manifests           {"manifest": {...}, "owner": "octo"} → {"code": …}
@@ -59,6 +60,7 @@ class Stand(payloads.Stand, Protocol):
         repo: Repository | str,
         run_id: int,
         jobs: Mapping[str, Sequence[tuple[str, str]]],
+        run_attempt: int | None = None,
     ) -> None: ...
 
     def set_run_status(
@@ -178,10 +180,13 @@ class Control:
             ):
                 raise ControlError(400, f"job {job!r}: each step is {{'step': name, 'log': text}}")
             made[job] = [(s["step"], s["log"]) for s in steps]
+        attempt = body.get("run_attempt")
+        if attempt is not None and (type(attempt) is not int or attempt < 1):
+            raise ControlError(400, "run_attempt must be a positive integer")
         with self.sandbox.world.lock:
             repo, _ = self._run(run_id)
             try:
-                self.sandbox.set_run_logs(repo, run_id, made)
+                self.sandbox.set_run_logs(repo, run_id, made, attempt)
             except ValueError as exc:
                 raise ControlError(400, str(exc)) from None
         steps = sum(len(s) for s in made.values())

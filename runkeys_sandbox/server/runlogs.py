@@ -37,14 +37,15 @@ def archive(logs: RunLogs) -> bytes:
     return buffer.getvalue()
 
 
-def download_token(world: World, repository_id: int, run_id: int) -> str:
-    """A token for the download URL, good for a minute (callers hold the world lock)."""
+def download_token(world: World, repository_id: int, run_id: int, attempt: int) -> str:
+    """A token for the download URL of one attempt's logs, good for a minute (callers hold the
+    world lock)."""
     now = world.now()
-    for token, (_, _, expires) in list(world.log_downloads.items()):
+    for token, (*_, expires) in list(world.log_downloads.items()):
         if expires < now:
             del world.log_downloads[token]
     token = secrets.token_urlsafe(24)
-    world.log_downloads[token] = (repository_id, run_id, now + DOWNLOAD_SECONDS)
+    world.log_downloads[token] = (repository_id, run_id, attempt, now + DOWNLOAD_SECONDS)
     return token
 
 
@@ -52,11 +53,11 @@ def downloaded(world: World, token: str) -> bytes | None:
     """The archive a live token is for; None for an unknown or expired token, or logs gone."""
     with world.lock:
         found = world.log_downloads.get(token)
-        if found is None or found[2] < world.now():
+        if found is None or found[3] < world.now():
             return None
-        repository_id, run_id, _ = found
+        repository_id, run_id, attempt, _ = found
         for repo in world.repositories.values():
             if repo.id == repository_id and run_id in repo.runs:
-                logs = repo.runs[run_id].logs
+                logs = repo.runs[run_id].logs.get(attempt)
                 return None if logs is None or logs.deleted else archive(logs)
     return None

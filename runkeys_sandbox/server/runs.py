@@ -121,9 +121,11 @@ class RunBook:
         repo: Repository | str,
         run_id: int,
         jobs: Mapping[str, Sequence[tuple[str, str]]],
+        run_attempt: int | None = None,
     ) -> None:
-        """What the run's jobs printed, job → [(step name, text)], in order: the logs GitHub
-        serves for it from now on (replacing any, deleted or not)."""
+        """What the jobs of a run's attempt (the latest when None) printed, job → [(step name,
+        text)], in order: the logs GitHub serves for that attempt from now on (replacing any,
+        deleted or not)."""
         checked: dict[str, list[tuple[str, str]]] = {}
         for job, steps in jobs.items():
             if not job or not all(step and isinstance(text, str) for step, text in steps):
@@ -131,7 +133,10 @@ class RunBook:
             checked[job] = [(step, text) for step, text in steps]
         with self.world.lock:
             run = self._repo(repo).runs[run_id]
-            run.logs = RunLogs(checked, self.clock())
+            number = run.latest.number if run_attempt is None else run_attempt
+            if number not in run.attempts:
+                raise ValueError(f"run {run_id} has no attempt {number}")
+            run.logs[number] = RunLogs(checked, self.clock())
 
     def run_claims(
         self,

@@ -136,8 +136,9 @@ class WorkflowRun:
     name: str = "CI"
     path: str = ".github/workflows/ci.yml"
     actor: str = "octocat"
-    # What its jobs printed (`Sandbox.set_run_logs`): the archive GitHub serves, made on request.
-    logs: RunLogs | None = None
+    # What each attempt's jobs printed (`Sandbox.set_run_logs`), by attempt number: the archives
+    # GitHub serves, made on request.
+    logs: dict[int, RunLogs] = field(default_factory=dict)
 
     @property
     def latest(self) -> RunAttempt:
@@ -274,7 +275,7 @@ class World:
         # App-manifest code → (manifest, owner login, when made): what GitHub's redirect carries.
         self.manifest_codes: dict[str, tuple[dict[str, Any], str, float]] = {}
         # Log download token → (repository id, run id, expiry): GitHub's signed, short-lived URL.
-        self.log_downloads: dict[str, tuple[int, int, float]] = {}
+        self.log_downloads: dict[str, tuple[int, int, int, float]] = {}
         # Realistic magnitudes (run ids are large); sequential, so runs are reproducible.
         self._ids: dict[str, Iterator[int]] = {
             name: itertools.count(start, step)

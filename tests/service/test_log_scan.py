@@ -60,10 +60,12 @@ def deleting(github: GitHub, tmp_path: Path, clock: Clock) -> Iterator[Flask]:
     made.extensions["runkeys"].close()
 
 
-def mint(github: GitHub, service: Flask, tmp_path: Path) -> Minted:
-    claims = github.claims()
+def mint(github: GitHub, service: Flask, tmp_path: Path, run_id: int | None = None) -> Minted:
+    """The action's keys in a new run, or in the latest attempt of `run_id` (a re-run)."""
+    claims = github.claims(run_id)
     server = ThreadServer(service)
-    step = Step(tmp_path / "step", repository=github.repo.full_name, run_id=claims.run_id)
+    folder = tmp_path / f"step-{claims.run_id}-{claims.run_attempt}"
+    step = Step(folder, repository=github.repo.full_name, run_id=claims.run_id)
     step.base_env.update(github.sandbox.runner_oidc_env(claims))
     step.base_env["GITHUB_REPOSITORY_ID"] = str(github.repo.id)
     try:
@@ -80,9 +82,9 @@ def mint(github: GitHub, service: Flask, tmp_path: Path) -> Minted:
     return Minted(run, claims.run_id, values, leases)
 
 
-def complete(github: GitHub, service: Flask, minted: Minted) -> None:
+def complete(github: GitHub, service: Flask, minted: Minted, attempt: int = 1) -> None:
     payload = kit.workflow_run_completed(
-        github.repo.id, github.repo.full_name, minted.run_id, 1, github.installation.id
+        github.repo.id, github.repo.full_name, minted.run_id, attempt, github.installation.id
     )
     server = ThreadServer(service)
     try:
@@ -111,9 +113,11 @@ def leaked_forms(text: str | bytes, values: list[str]) -> list[str]:
     return sorted({f for v in values for f in encoded_forms(v) if f.encode() in data})
 
 
-def logs_status(github: GitHub, run_id: int) -> int:
+def logs_status(github: GitHub, run_id: int, attempt: int | None = None) -> int:
+    """GitHub's answer to a GET of the run's logs (the latest attempt's), or of one attempt's."""
     token = github.sandbox.add_token([github.repo], {"actions": "read"})
-    url = f"{github.sandbox.url}/repos/{github.repo.full_name}/actions/runs/{run_id}/logs"
+    run = f"{github.sandbox.url}/repos/{github.repo.full_name}/actions/runs/{run_id}"
+    url = f"{run}/logs" if attempt is None else f"{run}/attempts/{attempt}/logs"
     answer = requests.get(
         url, headers={"Authorization": f"token {token}"}, allow_redirects=False, timeout=10
     )
@@ -321,3 +325,87 @@ def test_a_failed_download_is_tried_again_and_its_signed_url_is_nowhere(
     RevocationWorker(deleting.extensions["runkeys"]).drain()
     ((state, findings, _),) = scans(deleting)
     assert (state, findings) == ("done", 1)
+
+
+def rerun(github: GitHub, run_id: int) -> None:
+    """Attempt 1 failed; a re-run (attempt 2) started."""
+    github.sandbox.set_run_status(github.repo, run_id, "completed", "failure")
+    github.sandbox.set_run_status(github.repo, run_id, "in_progress", run_attempt=2)
+
+
+def test_a_re_run_does_not_hide_what_the_first_attempt_printed(
+    github: GitHub, deleting: Flask, tmp_path: Path
+) -> None:
+    """GitHub's GET of a run's logs serves the latest attempt's: a scan of attempt 1 queued
+    while a clean re-run goes on asks for attempt 1's own archive, and finds the key there."""
+    github.sandbox.update_installation(
+        github.installation, permissions={**github.installation.permissions, "actions": "write"}
+    )
+    minted = mint(github, deleting, tmp_path)
+    token = minted.values["API_TOKEN"]
+    github.sandbox.set_run_logs(
+        github.repo, minted.run_id, {"e2e": [("Test", f"collecting\nusing {token}\n")]}
+    )
+    rerun(github, minted.run_id)
+    github.sandbox.set_run_logs(
+        github.repo, minted.run_id, {"e2e": [("Test", "collecting\nok\n")]}, run_attempt=2
+    )
+    github.sandbox.clear_requests()
+    complete(github, deleting, minted, attempt=1)
+
+    assert (
+        "log-scan",
+        "leaked_in_logs",
+        f"API_TOKEN (its value, as is) in the logs of run {minted.run_id} attempt 1: "
+        "job 'e2e', step 'Test', line 2",
+    ) in events(deleting, minted.leases["API_TOKEN"])
+    asked = [r.path for r in github.sandbox.requests if r.method == "GET" and "/logs" in r.path]
+    run = f"/repos/{github.repo.full_name}/actions/runs/{minted.run_id}"
+    assert asked == [f"{run}/attempts/1/logs"]
+    ((state, findings, note),) = scans(deleting)
+    assert (state, findings) == ("done", 1)
+    # GitHub deletes a run's logs, every attempt's: the re-run's clean ones go too.
+    assert note is not None
+    assert "the logs were deleted" in note
+    assert [logs_status(github, minted.run_id, n) for n in (1, 2, None)] == [410, 410, 410]
+
+
+def test_a_key_the_re_run_printed_is_its_own_finding_not_the_first_attempts(
+    github: GitHub, deleting: Flask, tmp_path: Path
+) -> None:
+    """A finding belongs to the attempt whose logs held it: attempt 1's scan reads attempt 1's
+    clean logs and finds nothing, though the re-run's (latest) logs print both attempts' keys
+    (the re-run's own, and attempt 1's read from a stale secret); attempt 2's scan finds both,
+    each recorded as in the logs of attempt 2."""
+    first = mint(github, deleting, tmp_path)
+    github.sandbox.set_run_logs(github.repo, first.run_id, {"e2e": [("Test", "ok\n")]})
+    rerun(github, first.run_id)
+    second = mint(github, deleting, tmp_path, run_id=first.run_id)
+    assert second.leases["API_TOKEN"] != first.leases["API_TOKEN"]
+    printed = f"{second.values['API_TOKEN']}\nstale: {first.values['API_TOKEN']}\n"
+    github.sandbox.set_run_logs(
+        github.repo, first.run_id, {"e2e": [("Test", printed)]}, run_attempt=2
+    )
+    complete(github, deleting, first, attempt=1)
+    ((state, findings, _),) = scans(deleting)
+    assert (state, findings) == ("done", 0)
+    for lease_id in [*first.leases.values(), *second.leases.values()]:
+        assert "leaked_in_logs" not in [action for _, action, _ in events(deleting, lease_id)]
+    with ledger(deleting).begin() as conn:
+        live = find(conn, LeaseFilter(states=(LeaseState.ACTIVE,), repository=str(github.repo.id)))
+    assert sorted(lease.id for lease in live) == sorted(second.leases.values())
+    assert logs_status(github, first.run_id) == 302  # kept: nothing was found in attempt 1
+
+    github.sandbox.set_run_status(github.repo, first.run_id, "completed", "success")
+    complete(github, deleting, first, attempt=2)
+    where = f"in the logs of run {first.run_id} attempt 2: job 'e2e', step 'Test'"
+    assert (
+        "log-scan",
+        "leaked_in_logs",
+        f"API_TOKEN (its value, as is) {where}, line 1",
+    ) in events(deleting, second.leases["API_TOKEN"])
+    assert (
+        "log-scan",
+        "leaked_in_logs",
+        f"API_TOKEN (its value, as is) {where}, line 2",
+    ) in events(deleting, first.leases["API_TOKEN"])

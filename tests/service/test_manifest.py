@@ -131,7 +131,7 @@ def _life_of_a_lease(
     sandbox.set_run_logs(repo, run.id, {"ci": [("Test", "ok")]})
     logs = RunLogs(service.github, repo.full_name)
     calls: dict[str, Callable[[], bool]] = {
-        "read logs": lambda: logs.archive_url(run.id) is not None,
+        "read logs": lambda: logs.archive_url(run.id, 1) is not None,
         "delete logs": lambda: logs.delete(run.id),
     }
     for step, call in calls.items():
