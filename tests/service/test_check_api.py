@@ -63,11 +63,16 @@ def mint(
     ttl: timedelta = timedelta(hours=1),
     lifetime: Lifetime = Lifetime.RUN,
     issued_ago: timedelta = timedelta(0),
+    environment: str | None = ENVIRONMENT,
+    secret: bool = True,
 ) -> Minted:
+    """`environment=None`: a repository secret; `secret=False`: no secret written (a key handed
+    to its job as an output only)."""
     value = f"rk_{secrets.token_urlsafe(32)}"
     item = github.lease(
         key_name=key_name,
-        environment=ENVIRONMENT,
+        environment=environment,
+        secret=secret,
         lifetime=lifetime,
         ttl=ttl,
         now=clock.now - issued_ago,
@@ -439,6 +444,37 @@ def test_a_job_of_another_run_in_the_environment_named_in_other_case_hears_stale
     own_run = github.claims(777061, environment="other-env")
     found = answers(ask(client, github, own_run, {"API_TOKEN": old.value}))["API_TOKEN"]
     assert (found["status"], found["run_id"]) == ("stale", 777060)
+
+
+def test_an_output_only_key_of_another_run_is_that_leases_and_live(
+    client: FlaskClient, github: GitHub, clock: Clock
+) -> None:
+    """Run 777070 handed API_TOKEN to its job as an output only (no secret written); a job of
+    run 777071 in the environment holds that value under the same name: it is run 777070's
+    lease, live, and no lease of the environment is the one to hold instead."""
+    output = mint(client, github, clock, run_id=777070, secret=False)
+    found = answers(ask(client, github, consumer(github, 777071), {"API_TOKEN": output.value}))
+    assert (found["API_TOKEN"]["status"], found["API_TOKEN"]["run_id"]) == ("live", 777070)
+
+
+@pytest.mark.parametrize(("written_to", "job_in"), [(None, "none"), (None, "None"), ("none", None)])
+def test_an_environment_named_none_is_not_a_repository_secrets_absent_environment(
+    client: FlaskClient,
+    github: GitHub,
+    clock: Clock,
+    written_to: str | None,
+    job_in: str | None,
+) -> None:
+    """Run 777080 wrote API_TOKEN to `written_to` (None: the repository's secrets); a job of
+    run 777081 in environment `job_in` holds some other API_TOKEN, and run 777080's value under
+    another name. An environment literally named `none` is not "no environment": that lease
+    is not the one the job should hold, and its API_TOKEN is no lease's."""
+    other = mint(client, github, clock, run_id=777080, environment=written_to)
+    job = github.claims(777081, environment=job_in)
+    held = {"API_TOKEN": f"rk_{secrets.token_urlsafe(32)}", "COPIED": other.value}
+    found = answers(ask(client, github, job, held))
+    assert found["API_TOKEN"]["status"] == "unknown"
+    assert found["COPIED"]["status"] == "unknown"
 
 
 def test_a_reason_the_service_does_not_know_flows_through(
