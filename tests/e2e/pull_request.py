@@ -201,21 +201,23 @@ class PullRequest:
         return self._deliver("workflow_run", payload)
 
     def publish_logs(self, attempt: int | None = None) -> None:
-        """The run's logs as GitHub keeps them (up to `attempt`): each attempt's steps, and
-        what the test had its tests step print."""
-        steps = [
-            (f"{name} (attempt {number})", run)
-            for number, printed in sorted(self.printed.items())
-            if attempt is None or number <= attempt
-            for name, run in printed
-        ]
+        """Each attempt's logs as GitHub keeps them (up to `attempt`): that attempt's own steps;
+        and what the test had its tests step print, in the attempt completing (the last)."""
+        numbers = sorted(n for n in self.printed if attempt is None or n <= attempt)
+        last = attempt if attempt is not None else (numbers[-1] if numbers else None)
         forms = sorted({f for v in self.secret_values for f in encoded_forms(v)}, key=len)[::-1]
         printed = "\n".join(self.tests_print)
         for form in forms:
             printed = printed.replace(form, "***")
         tests = [("Run tests", printed)] if self.tests_print else []
-        if steps or tests:
-            self.world.publish_logs(self.repo, self.run.id, steps, tests)
+        # No attempt printed anything and none is named: the tests' print, in the latest.
+        attempts: list[int | None] = [*sorted({*numbers, *([] if last is None else [last])})]
+        for number in attempts or [None]:
+            printed_by = self.printed.get(number, []) if number is not None else []
+            steps = [(f"{name} (attempt {number})", run) for name, run in printed_by]
+            here = tests if number == last else []
+            if steps or here:
+                self.world.publish_logs(self.repo, self.run.id, steps, here, run_attempt=number)
 
     def close(self) -> dict[str, Any]:
         payload = pull_request_closed(self.world.sandbox, self.repo, self.number, self.installation)

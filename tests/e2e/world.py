@@ -234,14 +234,16 @@ class World:
         run_id: int,
         steps: list[tuple[str, Run]],
         tests: list[tuple[str, str]] | None = None,
+        run_attempt: int | None = None,
     ) -> None:
-        """The run's logs in the stand-in, as GitHub keeps them: job `keys`, what its steps
+        """The logs of a run attempt (default: the latest) in the stand-in, as GitHub keeps
+        them: job `keys`, what its steps
         printed (masked as the runner masks), and job `e2e`, what `tests` says its steps
         printed (the caller masks). The service's log scan reads every e2e run's."""
         jobs = {"keys": [(name, run.logged()) for name, run in steps]}
         if tests:
             jobs["e2e"] = list(tests)
-        self.sandbox.set_run_logs(repo, run_id, jobs)
+        self.sandbox.set_run_logs(repo, run_id, jobs, run_attempt)
 
     def log_scans(self) -> list[dict[str, Any]]:
         """The ledger's log scans, one dict per run attempt."""
