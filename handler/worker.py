@@ -12,13 +12,21 @@ import uuid
 from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 
+from sqlalchemy import Connection
+
 from handler.heartbeat import Heartbeat
 from handler.leaks import AlertResponder
 from handler.ledger.alerts import due_alerts
 from handler.ledger.completions import apply_completions, pending
 from handler.ledger.environments import EnvironmentRecord, deletable, mark
-from handler.ledger.history import record
-from handler.ledger.queue import claim_due, finish_failed, finish_revoked
+from handler.ledger.history import record, revoked_ahead
+from handler.ledger.queue import (
+    Claim,
+    claim_due,
+    finish_failed,
+    finish_revoked,
+    release_revoked_ahead,
+)
 from handler.ledger.records import LeaseRecord
 from handler.ledger.secrets import newer_writer
 from handler.logs import event, logger
@@ -87,30 +95,74 @@ class RevocationWorker:
         them; how many were claimed, with those claimed meanwhile (`retire_all`)."""
         with self.service.ledger.begin() as conn:
             apply_completions(conn, limit=self.settings.batch_size)
-            claim = claim_due(
-                conn,
-                now=self.service.clock(),
-                limit=self.settings.batch_size,
-                hold=self.settings.claim_timeout,
-                skip_installations=skip,
-            )
+            claim, ahead = self._claim(conn, skip=skip)
         if not claim.leases:
             return 0
-        ids = [lease.id for lease in claim.leases]
-        with Heartbeat(self.service, claim.token, ids, hold=self.settings.claim_timeout) as beat:
+        with self._heartbeat(claim) as beat:
             # Every key dies at its provider first: GitHub's budget holds back only deletions.
             held: list[LeaseRecord] = []
             revoked: set[str] = set()
             for lease in claim.leases:  # asked one by one: a lease re-taken meanwhile is theirs
                 if self._held(lease, beat.holds):
                     held.append(lease)
-                    if self._revoke(lease, claim.token):
+                    if lease.id in ahead or self._revoke(lease, claim.token):
                         revoked.add(lease.id)
             # each result committed on its own, as soon as known
             meanwhile = self.retire_all(
                 held, claim.token, holds=beat.holds, revoked=revoked, paced=skip
             )
         return len(claim.leases) + meanwhile
+
+    def _claim(
+        self, conn: Connection, *, skip: Collection[int] = (), only: Collection[int] | None = None
+    ) -> tuple[Claim, set[str]]:
+        """One batch of due leases (`claim_due`: none of `skip`'s installations, only `only`'s),
+        and those among them revoked ahead already: dead at their providers, only their
+        deletions are left."""
+        claim = claim_due(
+            conn,
+            now=self.service.clock(),
+            limit=self.settings.batch_size,
+            hold=self.settings.claim_timeout,
+            skip_installations=skip,
+            only_installations=only,
+        )
+        return claim, revoked_ahead(conn, [lease.id for lease in claim.leases])
+
+    def _heartbeat(self, claim: Claim) -> Heartbeat:
+        ids = [lease.id for lease in claim.leases]
+        return Heartbeat(self.service, claim.token, ids, hold=self.settings.claim_timeout)
+
+    def _revoke_ahead(self, installations: frozenset[int]) -> int:
+        """While these installations wait for GitHub's budget: claim one batch of their further
+        due leases not revoked ahead yet and revoke each at its provider now, leaving its
+        secret's deletion (its environment's, once) due, for a claim that works it when the
+        budget allows; recorded, so that whichever worker claims it then, also after a crash,
+        only deletes. How many were claimed."""
+        if not installations:
+            return 0
+        with self.service.ledger.begin() as conn:
+            claim, ahead = self._claim(conn, only=installations)
+        if not claim.leases:
+            return 0
+        with self._heartbeat(claim) as beat:
+            pending: list[str] = []
+            for lease in claim.leases:
+                if not self._held(lease, beat.holds):
+                    continue
+                if lease.provider_only or lease.secret is None:  # no GitHub write to wait for
+                    self.retire(lease, claim.token, revoked=lease.id in ahead)
+                elif lease.id in ahead or self._revoke(lease, claim.token):
+                    pending.append(lease.id)
+            with self.service.ledger.begin() as conn:
+                release_revoked_ahead(
+                    conn,
+                    pending,
+                    claim.token,
+                    now=self.service.clock(),
+                    detail="revoked at the provider; its secret waits for GitHub's budget",
+                )
+        return len(claim.leases)
 
     def drain(self, *, max_batches: int = 1000) -> int:
         """Work until nothing is due (tests, `runkeys worker --once`)."""
@@ -173,8 +225,9 @@ class RevocationWorker:
         `paced` (the installations waiting on their budget further up, in a claim of the
         worker's that holds this one), when every unit left must wait for its installation's
         budget, the worker claims and works the other installations' due work meanwhile
-        instead of sleeping (`_retire_due`), and comes back when none is left; how many leases
-        it claimed meanwhile."""
+        instead of sleeping (`_retire_due`), then revokes the waiting installations' further
+        due keys at their providers (`_revoke_ahead`), and comes back when none is left; how
+        many leases it claimed meanwhile to retire."""
 
         def held(lease: LeaseRecord) -> bool:
             if holds(lease.id):
@@ -204,10 +257,12 @@ class RevocationWorker:
             if paced is not None and self._ready_in(unit[0]) > 0:
                 waiting = {u[0].installation_id for u in units if self._ready_in(u[0]) > 0}
                 skip = paced | {i for i in waiting if i is not None}
+                # The others' work first (fairness), then the waiting ones' further keys die
+                # (claimed again to be retired once the budget allows: not counted here).
                 done = self._retire_due(skip=skip)
-                if done:
-                    meanwhile += done
-                    continue  # others' work done meanwhile: which is readiest now
+                meanwhile += done
+                if done or self._revoke_ahead(skip):
+                    continue  # work done meanwhile: which is readiest now
             units.remove(unit)
             # A lease whose revoke failed stays in its group: its secret keeps the environment.
             group = [lease for lease in unit if not started(lease) or held(lease)]

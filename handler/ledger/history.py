@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 
 from sqlalchemy import Connection, select
@@ -39,3 +39,19 @@ def history(conn: Connection, lease_id: str) -> list[LeaseEvent]:
         .order_by(tables.lease_events.c.id)
     )
     return [LeaseEvent.from_row(row) for row in conn.execute(query).mappings()]
+
+
+# A key revoked at its provider ahead of its secret's deletion (the worker, while GitHub's budget
+# makes the deletion wait): a revoked key stays dead, so the event says so for good.
+REVOKED_AHEAD = "provider_revoked"
+
+
+def revoked_ahead(conn: Connection, lease_ids: Collection[str]) -> set[str]:
+    """The leases among `lease_ids` already revoked at their providers, their secrets pending."""
+    if not lease_ids:
+        return set()
+    events = tables.lease_events
+    query = select(events.c.lease_id).where(
+        events.c.lease_id.in_(sorted(lease_ids)), events.c.action == REVOKED_AHEAD
+    )
+    return set(conn.scalars(query))

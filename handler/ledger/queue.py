@@ -22,6 +22,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    exists,
     func,
     or_,
     select,
@@ -31,7 +32,7 @@ from sqlalchemy import (
 )
 
 from handler.ledger import tables
-from handler.ledger.history import record
+from handler.ledger.history import REVOKED_AHEAD, record
 from handler.ledger.records import WORK_STATES, LeaseRecord
 from runkeys.leases import LeaseState, Lifetime
 
@@ -310,11 +311,27 @@ def _not_of(installations: Collection[int]) -> ColumnElement[bool]:
     )
 
 
-def _fair_pick(now: datetime, limit: int, skip: Collection[int] = ()) -> Select[str, int | None]:
+def _of(installations: Collection[int] | None) -> ColumnElement[bool]:
+    """Only these installations' leases (when named), and none revoked ahead already: they are
+    asked for to be revoked ahead of their deletion (`RevocationWorker._revoke_ahead`)."""
+    if installations is None:
+        return true()
+    events = tables.lease_events
+    ahead = exists().where(events.c.lease_id == leases.c.id, events.c.action == REVOKED_AHEAD)
+    return and_(leases.c.installation_id.in_(sorted(installations)), ~ahead)
+
+
+def _fair_pick(
+    now: datetime,
+    limit: int,
+    skip: Collection[int] = (),
+    only: Collection[int] | None = None,
+) -> Select[str, int | None]:
     """The ids (and installations) of up to `limit` due leases in the order to work them, none
-    of the installations in `skip`: round k holds the k-th oldest lease of each repository,
-    interleaved within an installation; then the installations' k-th turns interleaved, oldest
-    first. Locked rows (another worker's claim in the making) are skipped."""
+    of the installations in `skip` (and only those in `only`, when given): round k holds the
+    k-th oldest lease of each repository, interleaved within an installation; then the
+    installations' k-th turns interleaved, oldest first. Locked rows (another worker's claim
+    in the making) are skipped."""
     by_repository = func.row_number().over(
         partition_by=(leases.c.installation_id, leases.c.repository_id),
         order_by=(leases.c.next_attempt_at, leases.c.id),
@@ -322,7 +339,7 @@ def _fair_pick(now: datetime, limit: int, skip: Collection[int] = ()) -> Select[
     due = (
         select(leases.c.id, leases.c.installation_id, leases.c.next_attempt_at)
         .add_columns(by_repository.label("round"))
-        .where(_due(now), _not_of(skip))
+        .where(_due(now), _not_of(skip), _of(only))
         .cte("due_now")
     )
     turn = func.row_number().over(
@@ -421,12 +438,15 @@ def claim_due(
     limit: int,
     hold: timedelta,
     skip_installations: Collection[int] = (),
+    only_installations: Collection[int] | None = None,
 ) -> Claim:
     """Take about `limit` due leases for `hold`, in the order to work them (`_fair_pick`), an
     environment runkeys created with all its due leases (`_with_environments`), none of the
-    installations in `skip_installations`; each attempt is counted as it is claimed."""
+    installations in `skip_installations` (only those in `only_installations`, when given,
+    and then none already revoked ahead); each attempt is counted as it is claimed."""
     token = uuid.uuid4().hex
-    picked = [(row[0], row[1]) for row in conn.execute(_fair_pick(now, limit, skip_installations))]
+    pick = _fair_pick(now, limit, skip_installations, only_installations)
+    picked = [(row[0], row[1]) for row in conn.execute(pick)]
     if not picked:
         return Claim(token=token, leases=[])
     ids = _with_environments(conn, picked, now, limit)
@@ -490,6 +510,37 @@ def finish_revoked(
     if done:
         record(conn, [lease_id], actor="worker", action="revoked", detail=detail, now=now)
     return bool(done)
+
+
+def release_revoked_ahead(
+    conn: Connection,
+    lease_ids: Sequence[str],
+    token: str,
+    *,
+    now: datetime,
+    detail: str,
+) -> list[str]:
+    """Record the claimed leases among `lease_ids` revoked at their providers while their
+    secrets' deletion waits for GitHub's budget: still `revoking` and due, their place in line
+    kept (the deletion is still to do, by whichever worker claims them next, also after a
+    crash), the claim let go, and not counted as an attempt (nothing was asked of GitHub)."""
+    if not lease_ids:
+        return []
+    released = list(
+        conn.scalars(
+            update(leases)
+            .where(leases.c.id.in_(list(lease_ids)), leases.c.claim_token == token)
+            .values(
+                claim_token=None,
+                claimed_until=None,
+                attempts=leases.c.attempts - 1,
+                updated_at=now,
+            )
+            .returning(leases.c.id)
+        )
+    )
+    record(conn, released, actor="worker", action=REVOKED_AHEAD, detail=detail, now=now)
+    return released
 
 
 def finish_failed(

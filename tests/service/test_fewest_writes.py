@@ -25,6 +25,7 @@ from handler.service import Service
 from handler.worker import RevocationWorker
 from runkeys.leases import LeaseRequest, LeaseState
 from runkeys.oidc import RunIdentity
+from runkeys_sandbox.server.recording import RecordedRequest, add_listener, remove_listener
 from runkeys_sandbox.server.state import Repository
 from tests.service.conftest import GitHub
 from tests.service.kit import HTTP_PARAMS, Clock, TokenIssuer, identity, put, stored
@@ -664,39 +665,58 @@ def test_a_claim_holds_each_installation_s_first_turn_past_the_batch_size(
     assert sum(1 for env in storm if env in (first - quiet, second)) == 2
 
 
+def paced_environ(environ: dict[str, str], url: str, *, batch_size: int) -> dict[str, str]:
+    return {
+        **environ,
+        "RUNKEYS_CONNECTION_ISSUER": url,
+        "RUNKEYS_GITHUB_WRITES_PER_MINUTE": "10",
+        "RUNKEYS_GITHUB_TIME_FACTOR": "15",  # a GitHub minute in 4 s
+        "RUNKEYS_WORKER_BATCH_SIZE": str(batch_size),
+    }
+
+
+def staged(
+    setup: Service,
+    github: GitHub,
+    tokens: TokenIssuer,
+    name: str,
+    *,
+    repo: Repository,
+    installation: int,
+    due: datetime,
+) -> list[LeaseRequest]:
+    """A run's keys in its own environment, written and registered by `setup` (unpaced: the
+    paced service's budget is for the worker's calls only), due at `due`."""
+    items = keys(github, tokens, name, created=True, prefix="K" + name[-1], repo=repo)
+    store = setup.secrets_for(repo.full_name)
+    store.create_environment(name)
+    who = replace(identity(repo.full_name, repo.id), run_id=150)
+    put(setup.ledger, who, *items, installation_id=installation, now=due)
+    for item in items:
+        assert item.secret is not None
+        store.put(item.secret, "value")
+    with setup.ledger.begin() as conn:
+        queue(conn, LeasesById(tuple(i.id for i in items)), actor="t", reason="t", now=due)
+    return items
+
+
 def test_while_a_claim_waits_for_its_installation_s_budget_others_environments_go(
     environ: dict[str, str], github: GitHub, issuer: tuple[TokenIssuer, str], clock: Clock
 ) -> None:
     """The claim holds one environment of an installation whose minute of writes is spent
     (its second environment is due too); the other installation's two runs come due after the
     claim was taken. The worker claims and retires the other's environments meanwhile, one
-    claim each, not the waiting installation's second, then its own once the budget allows:
-    each in one DELETE, the waiting one's last, each key revoked once."""
+    claim each, and revokes the waiting installation's second environment's keys ahead (its
+    DELETE left for when the budget allows), then deletes its own once the budget allows: each
+    in one DELETE, the waiting one's last, each key revoked once."""
     tokens, url = issuer
-    paced = {
-        **environ,
-        "RUNKEYS_CONNECTION_ISSUER": url,
-        "RUNKEYS_GITHUB_WRITES_PER_MINUTE": "10",
-        "RUNKEYS_GITHUB_TIME_FACTOR": "15",  # a GitHub minute in 4 s
-        "RUNKEYS_WORKER_BATCH_SIZE": "4",
-    }
+    paced = paced_environ(environ, url, batch_size=4)
     # Staged unpaced (the paced service's budget is for the worker's calls only).
     setup = Service(ServiceConfig.from_env({**environ, "RUNKEYS_CONNECTION_ISSUER": url}))
     other, quiet_installation = github.other_repo, github.other_installation.id
 
     def run(name: str, repo: Repository, installation: int, due: datetime) -> list[LeaseRequest]:
-        """A run's keys in its own environment, written and registered, due at `due`."""
-        items = keys(github, tokens, name, created=True, prefix="K" + name[-1], repo=repo)
-        store = setup.secrets_for(repo.full_name)
-        store.create_environment(name)
-        who = replace(identity(repo.full_name, repo.id), run_id=150)
-        put(setup.ledger, who, *items, installation_id=installation, now=due)
-        for item in items:
-            assert item.secret is not None
-            store.put(item.secret, "value")
-        with setup.ledger.begin() as conn:
-            queue(conn, LeasesById(tuple(i.id for i in items)), actor="t", reason="t", now=due)
-        return items
+        return staged(setup, github, tokens, name, repo=repo, installation=installation, due=due)
 
     taken = clock()
     busy = run("ci-pr-1", github.repo, github.installation.id, taken - timedelta(seconds=1))
@@ -728,11 +748,106 @@ def test_while_a_claim_waits_for_its_installation_s_budget_others_environments_g
     ]
     assert deleted[2:] == [f"/repos/{github.repo.full_name}/environments/ci-pr-1"]
     done = busy + quiet[0] + quiet[1]
-    assert tokens.revoke_calls == {item.reference: 1 for item in done}
+    assert tokens.revoke_calls == {item.reference: 1 for item in done + waiting}
     for item in done:
         assert stored(service.ledger, item.id).state is LeaseState.REVOKED
-    for item in waiting:
+    for item in waiting:  # dead at the provider, its secret's deletion still to do
         assert stored(service.ledger, item.id).state is LeaseState.REVOKING
+        assert last_detail(service, item.id) == (
+            "provider_revoked",
+            "revoked at the provider; its secret waits for GitHub's budget",
+        )
+    assert "ci-pr-2" in github.sandbox.environment_names(github.repo)
+
+
+ENVIRONMENTS = 4
+
+
+def test_a_paced_installation_s_keys_all_die_at_their_providers_before_its_second_delete(
+    environ: dict[str, str], github: GitHub, issuer: tuple[TokenIssuer, str], clock: Clock
+) -> None:
+    """Four environments of one installation due at once, claimed one at a time, GitHub's
+    minute nearly spent: the first environment goes at once; while the second's DELETE waits
+    for the budget, the worker claims the others and revokes their keys at the provider, so
+    all 40 keys are dead before the second DELETE; the others' DELETEs come once the budget
+    allows, one each, and no key is revoked twice."""
+    tokens, url = issuer
+    setup = Service(ServiceConfig.from_env({**environ, "RUNKEYS_CONNECTION_ISSUER": url}))
+    installation = github.installation.id
+    names = [f"ci-pr-{n}" for n in range(ENVIRONMENTS)]
+    items = [
+        staged(setup, github, tokens, n, repo=github.repo, installation=installation, due=clock())
+        for n in names
+    ]
+    setup.close()
+    service = Service(
+        ServiceConfig.from_env(paced_environ(environ, url, batch_size=KEYS)), clock=clock
+    )
+    pace = service.pacing.of(installation)
+    for _ in range(9):  # the installation's other writes this minute: one is left
+        with pace.request(write=True):
+            pass
+    github.sandbox.clear_requests()
+    revoked_by_delete: list[int] = []  # at each environment DELETE, how many keys were revoked
+
+    def on_request(entry: RecordedRequest) -> None:
+        if entry.method == "DELETE" and "/environments/" in entry.path:
+            revoked_by_delete.append(sum(tokens.revoke_calls.values()))
+
+    add_listener(on_request)
+    try:
+        RevocationWorker(service).drain()
+    finally:
+        remove_listener(on_request)
+        service.close()
+    every = [item for env in items for item in env]
+    assert revoked_by_delete == [KEYS] + [ENVIRONMENTS * KEYS] * (ENVIRONMENTS - 1)
+    assert tokens.revoke_calls == {item.reference: 1 for item in every}
+    assert set(names).isdisjoint(github.sandbox.environment_names(github.repo))
+    assert github.sandbox.rate_limit_refusals() == {}
+    for item in every:
+        assert item.secret is not None
+        detail = (
+            f"revoked at the provider, secret deleted with environment {item.secret.environment}"
+        )
+        assert last_detail(service, item.id) == ("revoked", detail)
+
+
+def test_a_worker_gone_after_its_revokes_ahead_leaves_only_the_deletion_to_the_next(
+    service: Service, github: GitHub, issuer: tuple[TokenIssuer, str]
+) -> None:
+    """A worker revokes an environment's keys ahead of its DELETE and is gone before the
+    DELETE: the ledger says the keys are dead and the deletion is still to do, so the next
+    worker deletes the environment once and revokes none again; a key of the same environment
+    not revoked ahead (queued later) is revoked by it, once."""
+    tokens, _ = issuer
+    installation = github.installation.id
+    name = "ci-pr-170"
+    service.secrets_for(github.repo.full_name).create_environment(name)
+    items = keys(github, tokens, name, created=True)
+    late = keys(github, tokens, name, created=True, prefix="LATE", count=1)
+    written(service, github, items + late, 170)
+    with service.ledger.begin() as conn:
+        ids = tuple(item.id for item in items)
+        queue(conn, LeasesById(ids), actor="t", reason="t", now=service.clock())
+    github.sandbox.clear_requests()
+    assert RevocationWorker(service)._revoke_ahead(frozenset({installation})) == KEYS
+    assert tokens.revoke_calls == {item.reference: 1 for item in items}
+    assert calls(github) == []  # nothing asked of GitHub yet
+    assert name in github.sandbox.environment_names(github.repo)
+    for item in items:
+        assert stored(service.ledger, item.id).state is LeaseState.REVOKING
+    # Each is revoked ahead once, and only for its own installation.
+    assert RevocationWorker(service)._revoke_ahead(frozenset({installation})) == 0
+    assert RevocationWorker(service)._revoke_ahead(frozenset({installation + 1})) == 0
+    with service.ledger.begin() as conn:
+        queue(conn, LeasesById((late[0].id,)), actor="t", reason="t", now=service.clock())
+    assert RevocationWorker(service).drain() == KEYS + 1
+    assert tokens.revoke_calls == {item.reference: 1 for item in items + late}
+    assert calls(github) == environment_calls(github, name)
+    for item in items + late:
+        detail = f"revoked at the provider, secret deleted with environment {name}"
+        assert last_detail(service, item.id) == ("revoked", detail)
 
 
 def test_a_claim_retired_without_its_revokes_made_first_revokes_each_itself(
