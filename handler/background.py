@@ -24,7 +24,7 @@ class WorkLoop:
         self.service = service
         self.worker = RevocationWorker(service)
         self.sweeper = Sweeper(service, self.worker) if sweep else None
-        self._wake = threading.Event()
+        self._wake = self.worker.wake  # a claim waiting for a budget wakes for new work too
         self._stop = threading.Event()
         self._next_sweep = 0.0
         service.wake_worker = self._wake.set

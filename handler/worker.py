@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
+import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
@@ -34,13 +36,17 @@ from handler.logscan import LogScanner
 from handler.ownership import environment_kept_because, secret_kept_because
 from handler.service import Service
 from runkeys.errors import ConfigError, GitHubError, ProviderError, RunkeysError
-from runkeys.github.pacing import PacingWait
+from runkeys.github.pacing import InstallationPace, PacingWait
 from runkeys.github.secrets import EnvironmentFacts
 from runkeys.retire import RetireRequest, delete_secret, retire, revoke
 from runkeys.scrub import described
 
 # Repeated on purpose: event() calls look alike, but each names its own fields to log.
 log = logger("worker")
+
+
+# The end of a wait for GitHub's budget that the worker leaves to the pace (which counts it).
+PACE_SLICE = 0.1
 
 
 def backoff(attempts: int, *, base: timedelta, cap: timedelta, rng: random.Random) -> timedelta:
@@ -65,6 +71,7 @@ class RevocationWorker:
         self.settings = service.config.worker
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
         self.name = f"worker-{uuid.uuid4().hex[:8]}"
+        self.wake = threading.Event()  # set when work is queued (`handler.background.WorkLoop`)
         self.log_scanner = LogScanner(service, delay=self._delay)
         self.alerts = AlertResponder(
             service,
@@ -263,6 +270,16 @@ class RevocationWorker:
                 meanwhile += done
                 if done or self._revoke_ahead(skip):
                     continue  # work done meanwhile: which is readiest now
+                ready = self._ready_in(unit[0])
+                if PACE_SLICE < ready <= self._max_wait(unit[0]):
+                    # Nothing else to do: wait for the budget here, woken by work queued
+                    # meanwhile (or looking again each poll), not asleep in the pace for all of
+                    # it; the pace waits out (and counts) the last slice.
+                    since = time.monotonic()
+                    self.wake.wait(min(ready - PACE_SLICE, self.settings.poll_interval))
+                    self.wake.clear()
+                    self._pace(unit[0]).waited_before(time.monotonic() - since)
+                    continue
             units.remove(unit)
             # A lease whose revoke failed stays in its group: its secret keeps the environment.
             group = [lease for lease in unit if not started(lease) or held(lease)]
@@ -302,6 +319,14 @@ class RevocationWorker:
         if lease.provider_only or lease.secret is None or lease.installation_id is None:
             return 0.0
         return self.service.pacing.of(lease.installation_id).ready_in(write=True)
+
+    def _pace(self, lease: LeaseRecord) -> InstallationPace:
+        assert lease.installation_id is not None  # only a lease whose write waits is asked
+        return self.service.pacing.of(lease.installation_id)
+
+    def _max_wait(self, lease: LeaseRecord) -> float:
+        """The longest wait for GitHub's budget the pace sits out (a longer one is put off)."""
+        return self._pace(lease).limits.max_wait
 
     def _deletable_after(
         self, repository_id: int, name: str, group: Sequence[LeaseRecord]

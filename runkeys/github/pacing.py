@@ -125,6 +125,7 @@ class InstallationPace:
         self._hold_until = 0.0
         self._waits = 0
         self._waited = 0.0
+        self._waited_before = 0.0  # by the caller, before its `request` (`waited_before`)
         self._refusals = 0
         self._last_refusal: str | None = None
 
@@ -156,22 +157,34 @@ class InstallationPace:
                 now = self._clock()
                 self._forget(now)
                 wait, why = self._wait(now, write)
+                before, self._waited_before = self._waited_before, 0.0
                 if wait <= 0:
                     entry = _Entry(INFLIGHT, write)
                     self._entries.append(entry)
                     if self._remaining is not None:
                         self._remaining -= 1  # until GitHub's answer says exactly
+                    if before > 0:  # the caller waited all of it: one wait all the same
+                        self._count_wait(before, "writes a minute" if write else "points a minute")
                     break
                 if wait > self.limits.max_wait:
                     raise PacingWait(self.installation, wait, why)
-                self._waits += 1
-                self._waited += wait
-            if self.events is not None:
-                self.events.waited(self.installation, wait, why)
+                self._count_wait(before + wait, why)
             self._sleep(wait)
         if self.events is not None:
             self.events.called(self.installation, write=write)
         return entry
+
+    def waited_before(self, seconds: float) -> None:
+        """Seconds the caller waited for this budget before its `request` (a worker that waits
+        where new work can wake it): counted with that request's wait, as one."""
+        with self._lock:
+            self._waited_before += seconds
+
+    def _count_wait(self, seconds: float, why: str) -> None:
+        self._waits += 1
+        self._waited += seconds
+        if self.events is not None:
+            self.events.waited(self.installation, seconds, why)
 
     def _forget(self, now: float) -> None:
         horizon = now - self.limits.hour
