@@ -374,7 +374,7 @@ def result(
             f"minimum {minimum}",
         ),
         (
-            "storm: wall time, queued → last environment deleted",
+            "storm: wall time, queued → last storm lease retired",
             f"{wall:.1f} s",
             f"bound {bound:.1f} s for the writes used; {bound_minimum:.1f} s for the minimum",
         ),
