@@ -1061,15 +1061,16 @@ def test_every_denied_key_is_counted_in_the_refusal(client: FlaskClient, github:
     assert minted_accounts(keys) == NOTHING
 
 
+# PostgreSQL commits durably anyway: the test is for SQLite's per-transaction level only.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_registration_and_retirement_commit_durably_on_sqlite(
-    client: FlaskClient, github: GitHub, broker: Flask
+    database_url: str, client: FlaskClient, github: GitHub, broker: Flask
 ) -> None:
     """The leases' registration and the retirement's queueing commit with SQLite's
     `synchronous=FULL` (2); the request's claim, which a lost commit only frees again, does
     not. The level is read on the driver's connection as each statement runs."""
     ledger = broker.extensions["runkeys"].ledger
-    if ledger.dialect != "sqlite":
-        pytest.skip("PostgreSQL commits durably anyway")
+    assert ledger.dialect == "sqlite"
     levels: list[tuple[str, int]] = []
 
     def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
