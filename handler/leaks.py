@@ -4,7 +4,9 @@ The webhook records each `secret_scanning_alert` (`handler.ledger.alerts`). Each
 before it claims due leases, `check` takes the recorded alerts and for each one:
 
 1. fetches it with the App's installation token (the delivery carries no value; the alert
-   does: https://docs.github.com/rest/secret-scanning/secret-scanning#get-a-secret-scanning-alert);
+   does: https://docs.github.com/rest/secret-scanning/secret-scanning#get-a-secret-scanning-alert),
+   paced by the installation as every GitHub call of the worker is
+   (`runkeys.github.alerts.SecretScanningAlerts`);
 2. fingerprints the value, and every candidate a log scan would cut from it (a password in a
    connection string: `runkeys.leakscan.fingerprints_in`), and lets it go;
 3. queues the live leases of that repository (by the signed delivery's repository id, never
@@ -13,6 +15,8 @@ before it claims due leases, `check` takes the recorded alerts and for each one:
 
 After the cycle retired what it claimed, `resolve` resolves each alert whose leases are all
 revoked: `resolved`, resolution `revoked`, and a comment saying runkeys retired the key.
+When the installation's GitHub budget is spent for longer than a call may wait (`PacingWait`),
+either step puts the alert off until the budget allows: no failed attempt, as for a lease.
 
 An alert on a value that is no lease of the repository (another repository's key, or nothing
 runkeys made), or only on leases retired already, changes no lease and leaves the alert open:
@@ -29,9 +33,6 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar
-
-from github import GithubException
-from github.Repository import Repository
 
 from handler.ledger.alerts import (
     TO_FETCH,
@@ -51,13 +52,13 @@ from handler.ledger.queue import LeasesById, queue
 from handler.logs import event, logger
 from handler.service import Service
 from runkeys.errors import GitHubError
-from runkeys.github.errors import explain
+from runkeys.github.alerts import SecretScanningAlerts
+from runkeys.github.pacing import PacingWait
 from runkeys.leakscan import fingerprints_in
 
 log = logger("leaks")
 Answer = TypeVar("Answer")
 ACTOR = "secret-scanning"
-ALERT_PATH = "/repos/{owner}/{repo}/secret-scanning/alerts/{alert_number}"
 # GitHub shows it on the resolved alert; lease ids say which keys, never a value.
 COMMENT = "runkeys retired this key as soon as the alert was raised (revoked; lease {leases})."
 COMMENT_LIMIT = 250
@@ -102,7 +103,7 @@ class AlertResponder:
         return len(claimed)
 
     def _check(self, alert: AlertRecord, token: str) -> None:
-        read = self._ask_github(alert, token, "reading", "GET", partial(self._read, alert))
+        read = self._ask_github(alert, token, partial(self._read, alert))
         if read is None:
             return
         prints, html_url = read
@@ -171,11 +172,11 @@ class AlertResponder:
     def _read(self, alert: AlertRecord) -> tuple[list[str], str]:
         """The fingerprints to look for (the value's and its candidates') and the alert's
         address; the value goes with this frame."""
-        found = self._repository(alert).get_secret_scanning_alert(alert.number)
+        found = self._alerts(alert).read(alert.number)
         value = found.secret
-        if not isinstance(value, str) or not value:
+        if not value:
             raise GitHubError("GitHub's alert has no secret to match (was it hidden?)")
-        return fingerprints_in(value), str(found.html_url)
+        return fingerprints_in(value), found.html_url
 
     # -- resolve -----------------------------------------------------------------------------
 
@@ -191,7 +192,7 @@ class AlertResponder:
                 retry_alert(conn, alert, token, now=now, retry_at=now + self.settings.backoff_base)
                 return
         resolve = partial(self._resolve_on_github, alert)
-        if not self._ask_github(alert, token, "resolving", "PATCH", resolve):
+        if not self._ask_github(alert, token, resolve):
             return
         with self.service.ledger.begin() as conn:
             held = finish_alert(
@@ -210,52 +211,46 @@ class AlertResponder:
     def _resolve_on_github(self, alert: AlertRecord) -> bool:
         """Resolve the alert as revoked, unless someone resolved it meanwhile (however they
         did: theirs stands). Asked for without its value."""
-        repo = self._repository(alert)
-        if repo.get_secret_scanning_alert(alert.number, hide_secret=True).state == "resolved":
+        alerts = self._alerts(alert)
+        if alerts.state(alert.number) == "resolved":
             return True
-        body = {
-            "state": "resolved",
-            "resolution": "revoked",
-            "resolution_comment": _comment(alert.lease_ids),
-        }
-        path = f"{repo.url}/secret-scanning/alerts/{alert.number}"
-        repo.requester.requestJsonAndCheck("PATCH", path, input=body)
+        alerts.resolve_revoked(alert.number, _comment(alert.lease_ids))
         return True
 
     # -- shared ------------------------------------------------------------------------------
 
     def _ask_github(
-        self,
-        alert: AlertRecord,
-        token: str,
-        doing: str,
-        method: str,
-        call: Callable[[], Answer],
+        self, alert: AlertRecord, token: str, call: Callable[[], Answer]
     ) -> Answer | None:
-        """What `call` answers, or None when it failed (recorded, to be tried again)."""
+        """What `call` answers, or None when it failed or its installation's budget is spent
+        (recorded, to be tried again)."""
         try:
             return call()
-        except GithubException as exc:
-            self._failed(alert, token, self._explain(exc, alert, doing, method))
+        except PacingWait as wait:
+            self._put_off(alert, token, wait)
         except Exception as exc:
             self._failed(alert, token, exc)
         return None
 
-    def _repository(self, alert: AlertRecord) -> Repository:
+    def _alerts(self, alert: AlertRecord) -> SecretScanningAlerts:
         github = self.service.github
         if alert.installation_id is not None:  # from the signed delivery: no need to ask
             github.remember_installation(alert.repository, alert.installation_id)
-        return github.repository(alert.repository)
+        return SecretScanningAlerts(github, alert.repository)
 
-    def _explain(
-        self, exc: GithubException, alert: AlertRecord, doing: str, method: str
-    ) -> GitHubError:
-        return explain(
-            exc,
-            doing=f"{doing} secret scanning alert {alert.number}",
-            method=method,
-            path=ALERT_PATH,
-            repository=alert.repository,
+    def _put_off(self, alert: AlertRecord, token: str, wait: PacingWait) -> None:
+        """GitHub's budget, not a failure (as for a lease): not counted, never given up on,
+        looked at again once the budget allows."""
+        now = self.service.clock()
+        retry_at = now + timedelta(seconds=wait.wait)
+        with self.service.ledger.begin() as conn:
+            retry_alert(conn, alert, token, now=now, retry_at=retry_at)
+        event(
+            log,
+            "secret scanning alert waits for GitHub's budget",
+            **self._fields(alert),
+            error=self.describe(wait),
+            retry_at=retry_at.isoformat(),
         )
 
     def _failed(self, alert: AlertRecord, token: str, exc: Exception) -> None:
