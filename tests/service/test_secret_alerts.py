@@ -234,6 +234,47 @@ def test_an_alert_on_a_live_token_retires_it_within_one_cycle_and_resolves_it(
     assert_no_value(service, logs.getvalue(), value, bystander)
 
 
+def paced_calls(service: Service, installation: int) -> dict[str, float]:
+    """The GitHub calls the installation's pace let through, by kind (its metric)."""
+    sample = "runkeys_github_requests_total"
+    return {
+        kind: service.metrics.registry.get_sample_value(
+            sample, {"installation": str(installation), "kind": kind}
+        )
+        or 0.0
+        for kind in ("read", "write")
+    }
+
+
+def test_every_call_of_the_alerts_cycle_waits_for_the_installations_pace(
+    served: str, github: GitHub, service: Service
+) -> None:
+    """Issue 16: each request the installation's token sends in the cycle (the alert's GET,
+    its look without the value and its PATCH among them) was counted by its pace, a PATCH as
+    a write: one sent around the pace would spend GitHub's budget unseen."""
+    value = mint()
+    leaked = lease_with(github, service, value)
+    alert, _ = raise_alert(github, github.repo, value)
+    before = paced_calls(service, github.installation.id)
+    github.sandbox.clear_requests()
+
+    RevocationWorker(service).run_once()
+
+    assert stored(service.ledger, leaked).state.value == "revoked"
+    assert (alert.state, alert.resolution) == ("resolved", "revoked")
+    sent = [r for r in github.sandbox.requests if r.caller == "installation"]
+    path = f"/repos/{github.repo.full_name}/secret-scanning/alerts/{alert.number}"
+    assert [(r.method, r.query.get("hide_secret")) for r in sent if r.path == path] == [
+        ("GET", None),
+        ("GET", "true"),
+        ("PATCH", None),
+    ]
+    after = paced_calls(service, github.installation.id)
+    reads = sum(1 for r in sent if r.method == "GET")
+    assert after["read"] - before["read"] == reads
+    assert after["write"] - before["write"] == len(sent) - reads
+
+
 def test_an_alert_on_a_value_no_lease_has_changes_nothing(
     served: str, github: GitHub, service: Service, logs: io.StringIO
 ) -> None:
