@@ -1,28 +1,42 @@
 """Pacing per installation against a stand-in that enforces GitHub's secondary limits with time
 compressed (a GitHub minute in a second): the worker retires hundreds of secrets
 across two installations without drawing one 403/429, honours a `Retry-After`, and revokes at
-the provider even when GitHub's budget makes the secret's deletion wait."""
+the provider even when GitHub's budget makes the secret's deletion wait. A secret scanning
+alert's resolve waits for a spent minute, and is put off while the hour's budget is spent."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+import msgspec
 import pytest
+from sqlalchemy import select
 
 from handler.config import ServiceConfig
+from handler.ledger import tables
+from handler.ledger.alerts import (
+    AlertCheck,
+    AlertRecord,
+    AlertState,
+    Outcome,
+    get_alert,
+    record_alert,
+)
 from handler.ledger.history import history
 from handler.ledger.queue import LeasesById, queue
 from handler.service import Service
 from handler.worker import RevocationWorker
+from runkeys.github.pacing import Pacing
 from runkeys.github.secrets import SecretStore, WriteBudget
 from runkeys.github.session import GitHubSession
-from runkeys.leases import LeaseRequest, LeaseState
+from runkeys.leases import LeaseRequest, LeaseState, SecretTarget, fingerprint
 from runkeys_sandbox.launch import ThreadServer
 from runkeys_sandbox.server.sandbox import Sandbox, SecondaryLimits
-from runkeys_sandbox.server.state import App, Repository
+from runkeys_sandbox.server.state import App, Repository, SecretScanningAlert
 from tests.service.conftest import make_environ
 from tests.service.kit import (
     HTTP_PARAMS,
@@ -332,3 +346,153 @@ def test_a_worker_works_other_installations_while_its_claim_waits_for_a_budget(
     assert set(world.tokens.revoked.values()) == {1}
     assert world.sandbox.rate_limit_refusals() == {}
     assert set(states(service.ledger, ids).values()) == {LeaseState.REVOKED.value}
+
+
+# --- secret scanning alerts (issue 18) ---------------------------------------------------------
+
+
+def leaked(service: Service, world: World, repo: Repository) -> tuple[str, SecretScanningAlert]:
+    """A live http lease of `repo` with no secret in GitHub (its retirement sends GitHub
+    nothing: only the alert's calls do), an alert raised on its value and recorded as the
+    webhook records one; the installation may read and resolve alerts."""
+    installation = world.sandbox.world.installation_for(world.app, repo)
+    assert installation is not None
+    permissions = {**installation.permissions, "secret_scanning_alerts": "write"}
+    world.sandbox.update_installation(installation, permissions=permissions)
+    value = secrets.token_urlsafe(32)
+    (reference,) = world.tokens.mint(1)
+    item = lease(
+        repository=repo.full_name,
+        provider="http",
+        connection="issuer",
+        params=HTTP_PARAMS,
+        reference=reference,
+        secret=False,
+    )
+    item = msgspec.structs.replace(item, fingerprint=fingerprint(value))
+    (lease_id,) = put(
+        service.ledger, identity(repo.full_name, repo.id), item, installation_id=installation.id
+    )
+    alert = world.sandbox.raise_secret_alert(repo, value)
+    check = AlertCheck(repo.id, repo.full_name, alert.number, installation.id)
+    with service.ledger.begin() as conn:
+        record_alert(conn, check, reason="created", now=service.clock())
+    return lease_id, alert
+
+
+def alert_calls(sandbox: Sandbox, repo: Repository, alert: SecretScanningAlert) -> list[str]:
+    path = f"/repos/{repo.full_name}/secret-scanning/alerts/{alert.number}"
+    return [f"{r.method} {r.status}" for r in sandbox.requests if r.path == path]
+
+
+def alert_row(service: Service, repo: Repository, number: int) -> tuple[AlertRecord, datetime]:
+    """The alert's ledger row, and when it is due next."""
+    with service.ledger.begin() as conn:
+        found = get_alert(conn, repo.id, number)
+        due = conn.scalar(
+            select(tables.secret_alerts.c.next_attempt_at).where(
+                tables.secret_alerts.c.repository_id == repo.id,
+                tables.secret_alerts.c.number == number,
+            )
+        )
+    assert found is not None
+    assert due is not None
+    return found, due
+
+
+SLOW = 10.0  # GitHub's minute in 6 s: the resolve comes well inside the minute it finds spent
+
+
+def test_an_alerts_resolve_waits_for_a_spent_minute_and_draws_no_refusal(
+    world: World, database_url: str, clock: Clock
+) -> None:
+    """The installation's minute of writes is spent (real writes the stand-in counted) when
+    the alert comes to be resolved: its PATCH waits for the minute instead of being refused
+    as the minute's eleventh write, and the alert is resolved in the same cycle."""
+    service = make_service(
+        world,
+        database_url,
+        clock,
+        RUNKEYS_GITHUB_WRITES_PER_MINUTE=str(WRITES_PER_MINUTE),
+        RUNKEYS_GITHUB_TIME_FACTOR=str(SLOW),
+    )
+    repo = world.repos[0]
+    lease_id, alert = leaked(service, world, repo)
+    world.sandbox.enforce_rate_limits(
+        SecondaryLimits(writes_per_minute=WRITES_PER_MINUTE), time_factor=SLOW
+    )
+    store = service.secrets_for(repo.full_name)
+    for i in range(WRITES_PER_MINUTE):
+        store.put(SecretTarget(repo.full_name, f"OTHER_{i}"), f"other-{i}")
+    world.sandbox.clear_requests()
+
+    assert RevocationWorker(service).run_once() == 1
+    service.close()
+
+    assert stored(service.ledger, lease_id).state.value == LeaseState.REVOKED.value
+    assert (alert.state, alert.resolution) == ("resolved", "revoked")
+    assert alert_calls(world.sandbox, repo, alert) == ["GET 200", "GET 200", "PATCH 200"]
+    assert refusals_drawn(world.sandbox) == []
+    assert world.sandbox.rate_limit_refusals() == {}
+    row, _ = alert_row(service, repo, alert.number)
+    assert (row.state, row.outcome, row.attempts) == (AlertState.DONE, Outcome.RETIRED, 0)
+
+
+class PaceClock:
+    """The paces' clock, moved by the test; a pace's sleep moves it at once."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_an_alert_is_put_off_while_the_hours_writes_are_spent_then_resolved(
+    world: World, database_url: str, clock: Clock
+) -> None:
+    """The installation's 500 writes of the hour are spent when the alert comes to be
+    resolved: longer than a call may wait, so the alert is put off until the hour's first
+    write ages out (no PATCH sent, no failed attempt counted), then resolved."""
+    service = make_service(world, database_url, clock)
+    pace_clock = PaceClock()
+    service.pacing = Pacing(
+        service.config.worker.github_limits(),
+        clock=pace_clock,
+        sleep=pace_clock.sleep,
+        events=service.metrics.pacing,
+    )
+    repo = world.repos[0]
+    lease_id, alert = leaked(service, world, repo)
+    worker = RevocationWorker(service)
+    assert worker.alerts.check() == 1  # matched, its lease queued
+    pace = service.github.pace_for(repo.full_name)
+    assert pace is not None
+    first = pace_clock.now
+    for _ in range(500):  # GitHub's writes an hour, by other calls of the installation
+        with pace.request(write=True):
+            pass
+    world.sandbox.clear_requests()
+
+    assert worker.run_once() == 1
+    assert stored(service.ledger, lease_id).state.value == LeaseState.REVOKED.value
+    assert alert.state == "open"
+    assert "PATCH" not in " ".join(alert_calls(world.sandbox, repo, alert))
+    row, due = alert_row(service, repo, alert.number)
+    assert (row.state, row.attempts, row.last_error) == (AlertState.MATCHED, 0, None)
+    hour_left = first + 3600 - pace_clock.now  # until the hour's first write ages out
+    assert due == clock.now + timedelta(seconds=hour_left)
+
+    pace_clock.now += hour_left
+    clock.now = due
+    worker.run_once()
+    service.close()
+
+    assert (alert.state, alert.resolution) == ("resolved", "revoked")
+    assert alert_calls(world.sandbox, repo, alert)[-1] == "PATCH 200"
+    assert refusals_drawn(world.sandbox) == []
+    row, _ = alert_row(service, repo, alert.number)
+    assert (row.state, row.outcome, row.attempts) == (AlertState.DONE, Outcome.RETIRED, 0)
