@@ -186,6 +186,7 @@ broker_requests = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+Index("ix_broker_requests_created", broker_requests.c.created_at)  # pruning (version 8)
 
 # Append-only: every policy decision of the broker, with who asked and which keys (names,
 # providers, connections, the deciding rule and reason), never a value (version 5).

@@ -59,9 +59,17 @@ def _columns(ledger: Ledger) -> dict[str, set[str]]:
         return {t: {c["name"] for c in found.get_columns(t)} for t in tables.metadata.tables}
 
 
+def _indexes(ledger: Ledger) -> dict[str, set[str]]:
+    with ledger.begin() as conn:
+        found = inspect(conn)
+        return {t: {str(i["name"]) for i in found.get_indexes(t)} for t in tables.metadata.tables}
+
+
 def test_migrations_build_the_schema_the_code_uses(ledger: Ledger) -> None:
     expected = {name: {c.name for c in t.columns} for name, t in tables.metadata.tables.items()}
     assert _columns(ledger) == expected
+    indexes = {name: {str(i.name) for i in t.indexes} for name, t in tables.metadata.tables.items()}
+    assert _indexes(ledger) == indexes
     with ledger.begin() as conn:
         assert current_version(conn) == HEAD
         rows = conn.execute(select(tables.schema_migrations)).mappings().all()
@@ -638,7 +646,7 @@ def test_a_version_5_ledger_gains_the_alerts_table_and_keeps_its_leases(empty_ur
     with ledger.begin() as conn:
         _migrated_to(conn, 5)
         conn.execute(tables.leases.insert().values(_row(identity(), old, 5, NOW)))
-    assert migrate(ledger.engine) == [6, 7]
+    assert migrate(ledger.engine) == [6, 7, 8]
     assert stored(ledger, old.id).state.value == "active"
     with ledger.begin() as conn:
         record_alert(conn, AlertCheck(1296269, "octo/app", 1, 5), reason="t", now=NOW)
@@ -652,11 +660,39 @@ def test_a_version_6_ledger_gains_the_log_scan_tables_and_keeps_its_leases(empty
     with ledger.begin() as conn:
         _migrated_to(conn, 6)
         conn.execute(tables.leases.insert().values(_row(identity(), old, 5, NOW)))
-    assert migrate(ledger.engine) == [7]
+    assert migrate(ledger.engine) == [7, 8]
     assert stored(ledger, old.id).state.value == "active"
     with ledger.begin() as conn:
         assert list(conn.execute(select(tables.lease_parts))) == []
         assert list(conn.execute(select(tables.log_scans))) == []
+    ledger.close()
+
+
+def test_a_version_7_ledger_gains_the_broker_requests_age_index_and_keeps_its_rows(
+    empty_url: str,
+) -> None:
+    ledger = Ledger.open(empty_url, migrate_schema=False)
+    row = {
+        "repository_id": 1,
+        "request_id": "r-1",
+        "repository": "octo/app",
+        "run_id": 2,
+        "run_attempt": 1,
+        "state": "granted",
+        "lease_ids": ["l-1"],
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+    with ledger.begin() as conn:
+        _migrated_to(conn, 7)
+        conn.execute(tables.broker_requests.insert().values(row))
+    assert migrate(ledger.engine) == [8]
+    with ledger.begin() as conn:
+        indexes = inspect(conn).get_indexes("broker_requests")
+        assert [(i["name"], i["column_names"]) for i in indexes] == [
+            ("ix_broker_requests_created", ["created_at"])
+        ]
+        assert [r._asdict() for r in conn.execute(select(tables.broker_requests))] == [row]
     ledger.close()
 
 
