@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -252,16 +253,28 @@ class LedgerRegistrar:
     identity: RunIdentity
     installation_id: int
     request_id: str
+    claimed_at: datetime  # the request's claim, by its time (`claim_request`)
     job: ServiceJob
 
     def register(self, leases: Sequence[LeaseRequest]) -> object:
         self.job.stage = "registering"
         now = self.service.clock()
+        lease_ids = [x.id for x in leases]
         with self.service.ledger.begin(durable=True) as conn:
             registered = register_leases(
                 conn, self.identity, leases, installation_id=self.installation_id, now=now
             )
-            grant_request(conn, self.identity, self.request_id, [x.id for x in leases], now=now)
+            granted = grant_request(
+                conn, self.identity, self.request_id, lease_ids, claimed_at=self.claimed_at, now=now
+            )
+            if not granted:
+                # Pruned while served (REQUEST_RETENTION): a retry may hold the id now, so
+                # this one registers nothing and is rolled back whole.
+                raise RunkeysError(
+                    f"request {self.request_id} was forgotten by the ledger while it was "
+                    "being served (older than its retention)",
+                    fix="send a new request id",
+                )
         self.service.metrics.leases_registered.inc(registered.created)
         return registered
 
@@ -294,19 +307,22 @@ def grant(
         assert body.destination.environment is not None
         environment = fill_environment(body.destination.environment, identity)
     destination = PolicyDestination(body.destination.kind, environment)
+    claimed_at = service.clock()
     with service.ledger.begin() as conn:
-        earlier = claim_request(conn, identity, body.request_id, now=service.clock())
+        earlier = claim_request(conn, identity, body.request_id, now=claimed_at)
     if earlier is not None:
         raise _repeated(identity, body.request_id, earlier.state, earlier.lease_ids)
     try:
         decision = _decide(service, identity, specs, destination, body.request_id)
         if not decision.allowed:
             raise _denied(decision)
-        issued, job = _issue(service, identity, installation_id, body, specs, environment)
+        issued, job = _issue(
+            service, identity, installation_id, body, specs, environment, claimed_at
+        )
     except BaseException:
         # Refused, or rolled back whole: nothing of this request is left, its id is free.
         with service.ledger.begin() as conn:
-            release_request(conn, identity, body.request_id)
+            release_request(conn, identity, body.request_id, claimed_at=claimed_at)
         raise
     # Granted and committed: from here the id stays taken, whatever happens to the answer.
     kind = body.destination.kind
@@ -428,6 +444,7 @@ def _issue(  # noqa: PLR0917 (one request's parts, each used once)
     body: KeysRequest,
     specs: Sequence[KeySpec],
     environment: str | None,
+    claimed_at: datetime,
 ) -> tuple[Issued, ServiceJob]:
     kind = body.destination.kind
     scope = None if kind == "job" else SecretScope(identity.repository, environment)
@@ -445,7 +462,9 @@ def _issue(  # noqa: PLR0917 (one request's parts, each used once)
         connections=service.config.connections,
         job=job,
         secrets=secrets,
-        leases=LedgerRegistrar(service, identity, installation_id, body.request_id, job),
+        leases=LedgerRegistrar(
+            service, identity, installation_id, body.request_id, claimed_at, job
+        ),
         now=service.clock,
         new_id=job.new_id,
         ours=lambda target: _written_by_runkeys(service, identity, target),

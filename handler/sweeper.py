@@ -3,7 +3,8 @@ with live run or job leases (GitHub drops deliveries and never redelivers on its
 https://docs.github.com/webhooks/using-webhooks/handling-failed-webhook-deliveries) and queues
 the log scan of each run it finds over, as the lost delivery would have (`handler.logscan`), deletes
 environments no live lease uses where GitHub agrees they are runkeys' (`handler.ownership`), and
-forgets ids that can no longer repeat. Every step is idempotent, so replicas may sweep together."""
+forgets ids that can no longer repeat (deliveries, token ids, broker requests). Every step is
+idempotent, so replicas may sweep together."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from github import GithubException, UnknownObjectException
 
 from handler.ledger.backlog import by_installation
+from handler.ledger.broker import prune_requests
 from handler.ledger.logscans import queue_scan
 from handler.ledger.queue import ExpiredLeases, RunLeases, queue
 from handler.ledger.runs import RunToCheck, mark_checked, runs_to_check
@@ -34,6 +36,7 @@ class SweepReport:
     environments_deleted: int = 0
     deliveries_pruned: int = 0
     token_ids_pruned: int = 0
+    broker_requests_pruned: int = 0
     installations_behind: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -51,6 +54,7 @@ class Sweeper:
                 conn, ExpiredLeases(now), actor="sweeper", reason="sweeper: ttl", now=now
             )
             report.deliveries_pruned, report.token_ids_pruned = prune(conn, now=now)
+            report.broker_requests_pruned = prune_requests(conn, now=now)
         report.expired = len(expired)
         if reconcile and self.service.config.github is not None:
             self._reconcile(report)
@@ -65,6 +69,9 @@ class Sweeper:
             runs_checked=report.runs_checked,
             reconciled=report.reconciled,
             environments_deleted=report.environments_deleted,
+            deliveries_pruned=report.deliveries_pruned,
+            token_ids_pruned=report.token_ids_pruned,
+            broker_requests_pruned=report.broker_requests_pruned,
             errors=len(report.errors),
         )
         return report

@@ -1,14 +1,15 @@
 """Broker mode's rows: each `POST /v1/keys` request by (repository, request id), so a retry never
-mints twice, and each policy decision (the audit). Neither holds a key's value."""
+mints twice, and each policy decision (the audit). Neither holds a key's value. Requests are
+pruned once no retry and no `max_keys` count can need them; decisions are kept."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import ColumnElement, Connection, and_, delete, func, select, update
 
 from handler.ledger import tables
 from handler.ledger.engine import insert_for
@@ -17,6 +18,11 @@ from runkeys.oidc import RunIdentity
 
 requests = tables.broker_requests
 decisions = tables.policy_decisions
+
+# A request id repeats only within its job (5 days at most, self-hosted), but `max_keys` counts
+# the run attempt's grants, and a run lasts 35 days at most (waits and approvals included), so
+# a row outlives its run attempt by a day: https://docs.github.com/actions/reference/limits
+REQUEST_RETENTION = timedelta(days=36)
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,8 @@ class EarlierRequest:
 def claim_request(
     conn: Connection, identity: RunIdentity, request_id: str, *, now: datetime
 ) -> EarlierRequest | None:
-    """Take `request_id` for this repository; None when taken now, else what it was."""
+    """Take `request_id` for this repository; None when taken now, else what it was. The claim
+    is known by its time, `now`: granting or releasing it later names it by that."""
     inserted = conn.execute(
         insert_for(conn, requests)
         .values(
@@ -72,23 +79,33 @@ def request_of(conn: Connection, repository_id: int, request_id: str) -> Earlier
     return EarlierRequest(row.state, row.run_id, row.run_attempt, tuple(row.lease_ids))
 
 
+def _claim(identity: RunIdentity, request_id: str, claimed_at: datetime) -> ColumnElement[bool]:
+    """This request's own claim: once a row is pruned, its id may be a retry's, claimed later."""
+    return and_(
+        requests.c.repository_id == identity.repository_id,
+        requests.c.request_id == request_id,
+        requests.c.created_at == claimed_at,
+    )
+
+
 def grant_request(
     conn: Connection,
     identity: RunIdentity,
     request_id: str,
     lease_ids: Sequence[str],
     *,
+    claimed_at: datetime,
     now: datetime,
-) -> None:
-    """The request's keys are minted and registered: a retry is told their lease ids."""
-    conn.execute(
+) -> bool:
+    """The request's keys are minted and registered: a retry is told their lease ids. False
+    when its claim is gone (pruned): the caller must then grant nothing."""
+    granted = conn.execute(
         update(requests)
-        .where(
-            requests.c.repository_id == identity.repository_id,
-            requests.c.request_id == request_id,
-        )
+        .where(_claim(identity, request_id, claimed_at))
         .values(state="granted", lease_ids=list(lease_ids), updated_at=now)
-    )
+        .returning(requests.c.request_id)
+    ).first()
+    return granted is not None
 
 
 def granted_keys(conn: Connection, identity: RunIdentity) -> int:
@@ -104,14 +121,19 @@ def granted_keys(conn: Connection, identity: RunIdentity) -> int:
     return sum(len(row.lease_ids) for row in rows)
 
 
-def release_request(conn: Connection, identity: RunIdentity, request_id: str) -> None:
+def release_request(
+    conn: Connection, identity: RunIdentity, request_id: str, *, claimed_at: datetime
+) -> None:
     """The request was refused or rolled back whole: the same id may be tried again."""
-    conn.execute(
-        delete(requests).where(
-            requests.c.repository_id == identity.repository_id,
-            requests.c.request_id == request_id,
-        )
-    )
+    conn.execute(delete(requests).where(_claim(identity, request_id, claimed_at)))
+
+
+def prune_requests(conn: Connection, *, now: datetime) -> int:
+    """Forget requests older than REQUEST_RETENTION, granted or not: no retry can come and
+    no `max_keys` count can need them. One still being served cannot be granted afterwards
+    (`grant_request`), so a retry finding its id free is the only one to mint."""
+    old = delete(requests).where(requests.c.created_at < now - REQUEST_RETENTION)
+    return int(conn.execute(old).rowcount)
 
 
 # Repeated on purpose: one column per DecisionRecord field; a row is declared, not generated.

@@ -885,7 +885,7 @@ def test_a_sibling_repositorys_request_ids_are_its_own(
         assert claim_request(conn, theirs, spent, now=started) is None
     granted_at = clock.advance(minutes=1)
     with service.ledger.begin() as conn:
-        grant_request(conn, theirs, spent, theirs_leases, now=granted_at)
+        assert grant_request(conn, theirs, spent, theirs_leases, claimed_at=started, now=granted_at)
 
     def one_key() -> str:
         return f"TK{uuid.uuid4().hex[:8]}: {{provider: random, ttl: 5m}}\n"

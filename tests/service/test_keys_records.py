@@ -1,11 +1,16 @@
 """What broker mode tells and records besides the keys: the 409 of a repeated request says what
 became of it, a rollback's failed revoke is left in the ledger for the worker (and wakes it), a
-post step's retirement is recorded as the broker's, and a failure before any key is named
-names none. Each checks the ledger's rows or the worker's wake-ups, not the log."""
+post step's retirement is recorded as the broker's, a failure before any key is named names
+none, and a request's row is forgotten once its run is over (a request outliving its row grants
+nothing). Each checks the ledger's rows or the worker's wake-ups; the sweep's count, its log."""
 
 from __future__ import annotations
 
+import json
+import logging
+import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +19,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Row, select
 
+from handler.broker import LedgerRegistrar, ServiceJob
 from handler.ledger import tables
-from handler.ledger.broker import claim_request
+from handler.ledger.broker import claim_request, release_request
+from handler.logs import JsonFormatter
+from handler.sweeper import Sweeper
 from handler.worker import RevocationWorker
 from runkeys.broker import new_key_pair
+from runkeys.errors import RunkeysError
 from tests.service.attack_kit import run_worker
 from tests.service.conftest import GitHub
 from tests.service.kit import Clock, identity, js
@@ -222,3 +231,109 @@ def test_the_audit_row_says_who_asked_for_what_and_why_it_was_decided(
         "field": None,
         "reason": "",
     }
+
+
+# --- forgetting requests ------------------------------------------------------------------
+
+
+def request_rows(broker: Flask) -> dict[str, tuple[str, list[str]]]:
+    """request id → (state, lease ids) of every broker request row."""
+    with broker.extensions["runkeys"].ledger.begin() as conn:
+        rows = conn.execute(select(tables.broker_requests))
+        return {r.request_id: (r.state, list(r.lease_ids)) for r in rows}
+
+
+def decisions_count(broker: Flask) -> int:
+    with broker.extensions["runkeys"].ledger.begin() as conn:
+        return len(list(conn.execute(select(tables.policy_decisions))))
+
+
+def random_keys(count: int) -> str:
+    tag = uuid.uuid4().hex[:8]
+    return "".join(f"TK{tag}{i}: {{provider: random, ttl: 30m}}\n" for i in range(count))
+
+
+def test_a_request_is_forgotten_36_days_after_its_claim_and_its_id_is_then_a_new_request(
+    client: FlaskClient,
+    github: GitHub,
+    broker: Flask,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Kept 36 days from its claim on the service's clock (a run lasts 35 days at most, waits
+    and approvals included, so its retries and its `max_keys` count are over), granted or
+    still minting (a replica died mid-mint); forgotten a moment later, the audit kept. The same
+    id is then a new request: decided and counted afresh, and minted."""
+    caplog.set_level(logging.INFO, logger="runkeys.service.sweeper")
+    service = broker.extensions["runkeys"]
+    _, public = new_key_pair()
+    claims = github.claims()
+    data = request_body(random_keys(3), public)
+    granted = post(client, data, github.auth(claims))
+    assert granted.status_code == 201, granted.json
+    first_leases = [k["lease_id"] for k in js(granted)["keys"]]
+    mine = identity(github.repo.full_name, github.repo.id, run_id=claims.run_id)
+    with service.ledger.begin() as conn:
+        assert claim_request(conn, mine, "stuck-mid-mint", now=clock()) is None
+    kept = {data["request_id"]: ("granted", first_leases), "stuck-mid-mint": ("minting", [])}
+
+    clock.advance(days=36)
+    assert Sweeper(service).sweep(reconcile=False).broker_requests_pruned == 0
+    assert request_rows(broker) == kept
+    assert RevocationWorker(service).drain() == 3  # the first keys, past their TTL
+    clock.advance(microseconds=1)
+    assert Sweeper(service).sweep(reconcile=False).broker_requests_pruned == 2
+    assert request_rows(broker) == {}
+    assert decisions_count(broker) == 1
+    lines = [
+        json.loads(JsonFormatter().format(r))
+        for r in caplog.records
+        if r.name == "runkeys.service.sweeper" and r.getMessage() == "sweep done"
+    ]
+    assert [x["broker_requests_pruned"] for x in lines] == [0, 2]
+
+    # 3 keys more in the same run attempt: within max_keys (4) only as the first 3 are gone.
+    again = post(client, data, github.auth(github.claims(claims.run_id)))
+    assert again.status_code == 201, again.json
+    again_leases = [k["lease_id"] for k in js(again)["keys"]]
+    assert set(again_leases).isdisjoint(first_leases)
+    assert request_rows(broker) == {data["request_id"]: ("granted", again_leases)}
+    assert decisions_count(broker) == 2
+
+
+def test_a_request_whose_row_was_forgotten_while_it_was_served_grants_nothing(
+    github: GitHub, broker: Flask, clock: Clock
+) -> None:
+    """A request outlives its row (pruned while it minted) and a retry claims the id again:
+    the first finds its own claim gone when it registers, so it registers nothing and fails
+    (issuance then rolls its keys back), and its release leaves the retry's claim alone."""
+    service = broker.extensions["runkeys"]
+    mine = identity(github.repo.full_name, github.repo.id, run_id=github.claims().run_id)
+    request_id = uuid.uuid4().hex
+    first_at = clock()
+    with service.ledger.begin() as conn:
+        assert claim_request(conn, mine, request_id, now=first_at) is None
+    clock.advance(days=37)
+    assert Sweeper(service).sweep(reconcile=False).broker_requests_pruned == 1
+    retry_at = clock()
+    with service.ledger.begin() as conn:
+        assert claim_request(conn, mine, request_id, now=retry_at) is None
+
+    def registrar(claimed_at: datetime) -> LedgerRegistrar:
+        installation = github.installation.id
+        return LedgerRegistrar(
+            service, mine, installation, request_id, claimed_at, ServiceJob(mine)
+        )
+
+    late = github.lease(key_name="LATE")
+    with pytest.raises(RunkeysError, match="forgotten by the ledger"):
+        registrar(first_at).register([late])
+    with service.ledger.begin() as conn:
+        assert list(conn.execute(select(tables.leases))) == []
+        release_request(conn, mine, request_id, claimed_at=first_at)
+    assert request_rows(broker) == {request_id: ("minting", [])}
+    # The retry's own claim grants.
+    retried = github.lease(key_name="RETRIED")
+    registrar(retry_at).register([retried])
+    assert request_rows(broker) == {request_id: ("granted", [retried.id])}
+    run_worker(broker, retried.id)
