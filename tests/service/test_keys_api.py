@@ -1000,6 +1000,38 @@ def test_a_spec_outside_the_services_rules_is_a_422_naming_its_key(  # noqa: PLR
         assert list(conn.execute(select(tables.broker_requests))) == []
 
 
+@pytest.fixture
+def one_hour_broker(
+    environ: dict[str, str], github: GitHub, tmp_path: Path, clock: Clock
+) -> Iterator[Flask]:
+    """The broker with RUNKEYS_MAX_TTL=1h, below the spec rules' own default (24h)."""
+    owner = github.repo.account.login
+    with_max = environ | {"RUNKEYS_MAX_TTL": "1h"}
+    yield from app_with_policy(policy(owner), with_max, tmp_path, clock)
+
+
+def test_the_services_max_ttl_bounds_the_spec_before_the_policy_is_asked(
+    one_hour_broker: Flask, github: GitHub
+) -> None:
+    """RUNKEYS_MAX_TTL=1h: a 2h key is the service's own 422 naming it, before any claim or
+    decision (the policy's 1h would have denied it with a 403); a 59-minute key is granted."""
+    client = one_hour_broker.test_client()
+    _, public = new_key_pair()
+    tag = uuid.uuid4().hex[:8]
+    long_key = f"LONG{tag}: {{provider: random, ttl: 2h}}\n"
+    response = post(client, request_body(long_key, public), github.auth(github.claims()))
+    assert (response.status_code, js(response)["error"]) == (422, "invalid_spec"), response.json
+    assert js(response)["key"] == f"LONG{tag}"
+    assert "longer than the limit of 1h" in js(response)["message"]
+    with one_hour_broker.extensions["runkeys"].ledger.begin() as conn:
+        assert list(conn.execute(select(tables.broker_requests))) == []
+        assert list(conn.execute(select(tables.policy_decisions))) == []
+    within = f"SHORT{tag}: {{provider: random, ttl: 59m}}\n"
+    granted = post(client, request_body(within, public), github.auth(github.claims()))
+    assert granted.status_code == 201, granted.json
+    assert [k["name"] for k in js(granted)["keys"]] == [f"SHORT{tag}"]
+
+
 def test_a_grant_its_repetition_and_its_retirement_are_each_one_log_line(
     client: FlaskClient, github: GitHub, caplog: pytest.LogCaptureFixture, clock: Clock
 ) -> None:
