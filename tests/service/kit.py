@@ -269,6 +269,25 @@ class TokenIssuer:
         return Response(status=204 if was_live else 404)
 
 
+@dataclass
+class HeldIssuer(TokenIssuer):
+    """Answers the first `answered` revocations, then holds each until `released`: a kill
+    then lands while a worker is mid-revocation, whatever the scheduler does. A held one goes
+    through once released, as a revocation whose caller died before the answer."""
+
+    answered: int = 10
+    released: threading.Event = field(default_factory=threading.Event)
+    calls: int = 0
+
+    def _revoke(self, token_id: str) -> Response:
+        with self.lock:
+            self.calls += 1
+            held = self.calls > self.answered
+        if held:
+            self.released.wait(60)
+        return super()._revoke(token_id)
+
+
 HTTP_PARAMS = {
     "auth": "bearer",
     "mint": {"path": "/tokens", "body": {"name": "{label}"}},

@@ -8,10 +8,9 @@ import json
 import operator
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,7 +18,6 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
-from werkzeug.wrappers import Response
 
 from handler.ledger import Ledger, tables
 from handler.ledger.history import history
@@ -35,7 +33,7 @@ from runkeys_sandbox.server.state import App
 from tests.github_data import DELIVERIES_SECRET, recorded_deliveries, recorded_delivery
 from tests.service import kit
 from tests.service.conftest import GitHub, make_environ
-from tests.service.kit import AUDIENCE, HTTP_PARAMS, TokenIssuer, body, states
+from tests.service.kit import AUDIENCE, HTTP_PARAMS, HeldIssuer, TokenIssuer, body, states
 from tests.service.served import Served, wait_for
 
 pytestmark = pytest.mark.slow
@@ -198,25 +196,6 @@ def test_the_life_of_a_lease_under_gunicorn(
             ("worker", "revoked"),
         ]
     ledger.close()
-
-
-@dataclass
-class HeldIssuer(TokenIssuer):
-    """Answers the first `answered` revocations, then holds each until `released`: a kill
-    then lands while a worker is mid-revocation, whatever the scheduler does. A held one goes
-    through once released, as a revocation whose caller died before the answer."""
-
-    answered: int = 10
-    released: threading.Event = field(default_factory=threading.Event)
-    calls: int = 0
-
-    def _revoke(self, token_id: str) -> Response:
-        with self.lock:
-            self.calls += 1
-            held = self.calls > self.answered
-        if held:
-            self.released.wait(60)
-        return super()._revoke(token_id)
 
 
 def test_killed_mid_revocation_every_lease_ends_revoked_once(
