@@ -1,7 +1,8 @@
 """Claims that cover the work, with real `runkeys worker` processes on one PostgreSQL ledger and
 GitHub slowed by the stand-in's fault injection: three workers whose batches outlast a short
-claim delete each secret once and lose no claim; a worker killed with SIGKILL mid-batch leaves
-its leases to another within the default 30 s, each finished once."""
+claim delete each secret once and lose no claim; a worker killed with SIGKILL mid-batch, or
+while it revokes keys ahead of their deletion, leaves its leases to another within the default
+30 s, each finished once."""
 
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ from werkzeug.wrappers import Response
 
 from handler.config import ServiceConfig, WorkerSettings
 from handler.ledger import tables
+from handler.ledger.history import history
 from handler.ledger.leases import register
 from handler.ledger.queue import LeasesById, queue
 from handler.service import Service
 from runkeys_sandbox.launch import ThreadServer
 from tests.service.conftest import GitHub, empty, make_environ
-from tests.service.kit import HTTP_PARAMS, TokenIssuer, identity
+from tests.service.kit import HTTP_PARAMS, HeldIssuer, TokenIssuer, identity, states
 from tests.service.served import wait_for, worker_process
 
 pytestmark = pytest.mark.slow
@@ -205,3 +207,150 @@ def test_a_worker_killed_mid_batch_leaves_its_leases_to_another_within_30_s(
         twice = [name for name, n in secret_deletes(github).items() if n > 1]
         assert len(twice) <= 1
         assert set(secret_deletes(github)) == {f"KEY_{i}" for i in range(10)}
+
+
+ENVIRONMENTS = ("ci-pr-1", "ci-pr-2", "ci-pr-3")  # due in this order, one claim each
+KEYS = 10
+AHEAD = 4  # the third environment's keys revoked ahead before the kill
+
+
+def test_a_worker_killed_while_revoking_ahead_leaves_its_leases_to_another_within_30_s(
+    github: GitHub, postgres_ledger: str, tmp_path: Path
+) -> None:
+    """Three runs of one installation, each with its own environment of 10 keys, and GitHub's
+    minute of writes one write long. The worker deletes the first environment; the second's
+    keys die at the issuer, and while its DELETE waits for the budget the worker claims the
+    third's to revoke them ahead (`_revoke_ahead`, nested in the second claim), and is killed
+    with SIGKILL after four of those, the fifth held at the issuer: two claims held, nothing
+    of them recorded. Another worker takes both over once they lapse (the default 30 s): it
+    revokes again what the dead one revoked unrecorded (the issuer answers 404: already
+    gone), deletes each environment once, and records each lease revoked once."""
+    hold = WorkerSettings().claim_timeout
+    assert hold <= timedelta(seconds=30)
+    empty(postgres_ledger)
+    answered = 2 * KEYS + AHEAD  # the first environment's, the second's, then the third's
+    tokens = HeldIssuer(answered=answered)
+    server = ThreadServer(tokens)
+    unpaced = {
+        **make_environ(github.sandbox, github.app, postgres_ledger),
+        "RUNKEYS_CONNECTION_ISSUER": server.url.replace("http://", "http://ci:issuer-secret@"),
+    }
+    env = {
+        **unpaced,
+        "RUNKEYS_GITHUB_WRITES_PER_MINUTE": "1",
+        # A GitHub minute in 15 s: the second claim's ten revokes take far less, so its DELETE
+        # still waits for the budget.
+        "RUNKEYS_GITHUB_TIME_FACTOR": "4",
+        "RUNKEYS_WORKER_BATCH_SIZE": str(KEYS),
+        "RUNKEYS_WORKER_POLL_INTERVAL": "0.2",
+    }
+    service = Service(ServiceConfig.from_env(unpaced))  # the test's own writes wait for nothing
+    params = {**HTTP_PARAMS, "timeout": MEET_WITHIN + 30}  # a revocation held until the kill
+    store = service.secrets_for(github.repo.full_name)
+    runs: dict[str, list[str]] = {}
+    references: dict[str, list[str]] = {}
+    for run_id, name in enumerate(ENVIRONMENTS, start=1):
+        store.create_environment(name)
+        references[name] = tokens.mint(KEYS)
+        items = [
+            github.lease(key_name=f"KEY_{i}", provider="http", connection="issuer",
+                         connection_url=server.url, params=params, reference=reference,
+                         environment=name, environment_created=True)
+            for i, reference in enumerate(references[name])
+        ]  # fmt: skip
+        for item in items:
+            assert item.secret is not None
+            store.put(item.secret, "value")
+        now = datetime.now(UTC)
+        who = identity(github.repo.full_name, github.repo.id, run_id)
+        runs[name] = [item.id for item in items]
+        with service.ledger.begin() as conn:
+            register(conn, who, items, installation_id=github.installation.id, now=now)
+            queue(conn, LeasesById(tuple(runs[name])), actor="test", reason="test", now=now)
+    first, second, third = (runs[name] for name in ENVIRONMENTS)
+    every = first + second + third
+    url = f"/repos/{github.repo.full_name}/environments"
+    github.sandbox.clear_requests()
+
+    def deletes() -> list[str]:
+        return sorted(r.path for r in github.sandbox.requests if r.method == "DELETE")
+
+    heir_log = tmp_path / "heir.log"
+    try:
+        doomed = worker_process(env, tmp_path / "doomed.log", "--no-sweep")
+        try:
+            wait_for(lambda: tokens.calls > answered, MEET_WITHIN, "a revocation ahead held")
+        finally:
+            os.killpg(doomed.pid, signal.SIGKILL)
+        killed_at = datetime.now(UTC)
+        doomed.wait(10)
+        leases, events = tables.leases, tables.lease_events
+        with service.ledger.begin() as conn:
+            held = dict(conn.execute(select(leases.c.id, leases.c.claim_token)).all())
+            recorded_ahead = conn.scalar(
+                select(func.count())
+                .select_from(events)
+                .where(events.c.action == "provider_revoked")
+            )
+        assert states(service.ledger, first) == dict.fromkeys(first, "revoked")
+        assert states(service.ledger, second + third) == dict.fromkeys(second + third, "revoking")
+        # Killed in `_revoke_ahead`: the second environment's claim and the third's held at once.
+        (second_claim,) = {held[i] for i in second}
+        (third_claim,) = {held[i] for i in third}
+        assert None not in (second_claim, third_claim)
+        assert second_claim != third_claim
+        assert recorded_ahead == 0
+        revoked_before = set(tokens.revoked)
+        assert revoked_before >= set(references["ci-pr-1"] + references["ci-pr-2"])
+        assert len(revoked_before & set(references["ci-pr-3"])) == AHEAD
+        assert deletes() == [f"{url}/ci-pr-1"]
+        tokens.released.set()  # the held revocation goes through, its caller dead
+
+        heir = worker_process(env, heir_log, "--no-sweep")
+        try:
+            # The lapse, then one GitHub minute before the heir's second DELETE, and slack.
+            wait_for(lambda: states(service.ledger, every) == dict.fromkeys(every, "revoked"),
+                     hold.total_seconds() + 15 + 30, "the heir to finish both claims")  # fmt: skip
+        finally:
+            os.killpg(heir.pid, signal.SIGINT)
+            try:
+                heir.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(heir.pid, signal.SIGKILL)
+        with service.ledger.begin() as conn:
+            retired = list(
+                conn.scalars(select(leases.c.retired_at).where(leases.c.id.in_(second + third)))
+            )
+            histories = {
+                i: [(e.actor, e.action, e.detail) for e in history(conn, i)] for i in every
+            }
+        # Taken over within the hold of the death: the first finished within it, plus one poll,
+        # ten revokes and an environment's three calls, and a second of slack.
+        assert min(retired) - killed_at <= hold + timedelta(seconds=2.5)
+        assert tokens.revoked == dict.fromkeys(tokens.revoked, 1)
+        assert set(tokens.revoked) == {r for refs in references.values() for r in refs}
+        assert tokens.live == set()
+        calls = tokens.revoke_calls
+        assert [calls[r] for r in references["ci-pr-1"]] == [1] * KEYS
+        # Revoked by the dead worker without a record: asked again, and answered "gone".
+        assert [calls[r] for r in references["ci-pr-2"]] == [2] * KEYS
+        ahead = sorted(calls[r] for r in references["ci-pr-3"])
+        assert ahead == [1] * (KEYS - AHEAD - 1) + [2] * (AHEAD + 1)
+        assert deletes() == [f"{url}/{name}" for name in ENVIRONMENTS]  # no secret alone
+        assert set(ENVIRONMENTS).isdisjoint(github.sandbox.environment_names(github.repo))
+        # Nothing of the dead worker's: no revoke ahead recorded, and each retired once.
+        for name, ids in runs.items():
+            for lease_id in ids:
+                assert [(actor, action) for actor, action, _ in histories[lease_id]] == [
+                    ("action", "registered"),
+                    ("test", "queued"),
+                    ("worker", "revoked"),
+                ]
+                assert histories[lease_id][-1][2] == (
+                    f"revoked at the provider, secret deleted with environment {name}"
+                )
+        assert "claim lost" not in heir_log.read_text()
+    finally:
+        tokens.released.set()
+        service.close()
+        server.stop()
