@@ -145,7 +145,9 @@ class RevocationWorker:
         due leases not revoked ahead yet and revoke each at its provider now, leaving its
         secret's deletion (its environment's, once) due, for a claim that works it when the
         budget allows; recorded, so that whichever worker claims it then, also after a crash,
-        only deletes. How many were claimed."""
+        only deletes. A crash before the record leaves the claim to lapse: the next worker
+        revokes those keys again, which every provider answers as gone (their conformance
+        tests). How many were claimed."""
         if not installations:
             return 0
         with self.service.ledger.begin() as conn:
