@@ -10,9 +10,9 @@ import pytest
 
 from runkeys.connections import Connection
 from runkeys.errors import ProviderError
-from runkeys.masking import encodings
+from runkeys.masking import encodings, named_encodings, secret_parts
 from runkeys.scrub import REDACTED, described, scrub, short
-from tests.encoded_forms import encoded_forms
+from tests.encoded_forms import encoded_forms, inside_a_longer_blob
 
 # A space, `+`, `/`, `%` and a newline: each is written differently by some encoding, and its
 # base64 has a `+` and a `/` that base64url writes as `-` and `_`.
@@ -43,6 +43,57 @@ def test_the_forms_of_a_value_with_a_space_plus_slash_percent_and_newline() -> N
     }
     assert expected <= encoded_forms(ODD)
     assert expected <= set(encodings(ODD))
+
+
+def test_each_form_is_named_by_the_encoding_that_makes_it() -> None:
+    """The names are what the scan's findings print (`the value of X (base64url)`); ODD's forms
+    all differ, so each is named by its own encoding."""
+    raw = ODD.encode()
+    padded = base64.b64encode(raw).decode()
+    url_padded = base64.urlsafe_b64encode(raw).decode()
+    assert padded.endswith("=")
+    assert url_padded != padded
+    expected = {
+        ODD: "raw",
+        "rk+Q/7 ~~~???50%": "a line of it",
+        "second line:9Xz": "a line of it",
+        padded: "base64",
+        padded.rstrip("="): "base64 without padding",
+        url_padded: "base64url",
+        url_padded.rstrip("="): "base64url without padding",
+        urllib.parse.quote(ODD, safe=""): "URL-encoded",
+        urllib.parse.quote_plus(ODD, safe=""): "URL-encoded (form)",
+        json.dumps(ODD)[1:-1]: "JSON-escaped",
+    }
+    inside = inside_a_longer_blob(raw, base64.b64encode)
+    # Pieces with no `+` or `/` read the same in base64url: named by base64, the first.
+    url_inside = inside_a_longer_blob(raw, base64.urlsafe_b64encode) - inside
+    assert url_inside
+    expected |= dict.fromkeys(inside, "base64 inside a longer blob")
+    expected |= dict.fromkeys(url_inside, "base64url inside a longer blob")
+    assert named_encodings(ODD) == expected
+
+
+def test_an_empty_form_is_never_a_mask() -> None:
+    # A blank line strips to "", which is in every text: masked or scanned for, it would
+    # match everywhere.
+    value = "first line\n\n   \nlast line"
+    assert "" not in named_encodings(value)
+    assert "" not in encodings(value)
+    assert encodings("") == []
+
+
+def test_secret_parts_are_all_but_where_a_key_logs_in_in_any_case() -> None:
+    parts = {
+        "USER": "rk_u",
+        "host": "db.internal",
+        "PASSWORD": "pw-123456789",
+        "Port": "5432",
+        "DATABASE": "app",
+        "sslkey": "key-material",
+        "HOST": "db2.internal",
+    }
+    assert secret_parts(parts) == ["rk_u", "pw-123456789", "key-material"]
 
 
 @pytest.mark.parametrize("value", VALUES)
