@@ -1,6 +1,7 @@
 """What a delivery leaves in the ledger and says back, to the field: how many leases it
-queued, which environments it marks out of reach and when, what it records of a delivery, and
-the exact refusal of a payload field out of the ledger's range."""
+queued, which environments it marks out of reach and when, what it records of a delivery, of a
+secret scanning alert and of a run's log scan, and the exact refusal of a payload field out of
+the ledger's range."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from handler.events import Decision, Outcome, Router
+from handler.events import Decision, Outcome, Retirement, Router
+from handler.intake import apply_delivery
 from handler.ledger import Ledger, tables
+from handler.ledger.queue import RunLeases
 from handler.webhooks import Delivery, sign
 from runkeys_sandbox.server import webhooks
 from tests.service import kit
@@ -110,6 +113,84 @@ def test_a_recorded_delivery_keeps_its_event_and_action(app: Flask, client: Flas
     with ledger_of(app).begin() as conn:
         recorded = conn.execute(select(tables.deliveries.c.event, tables.deliveries.c.action)).all()
     assert [tuple(r) for r in recorded] == [("pull_request", "closed")]
+
+
+def test_a_secret_scanning_alert_is_recorded_for_the_worker_due_at_once(
+    app: Flask, client: FlaskClient, clock: Clock
+) -> None:
+    """The alert's row, to the field, under the longest repository name a delivery may carry
+    (200 characters, the column's); the response counts it as the one thing queued."""
+    clock.now = MOMENT
+    longest = "o/" + "a" * 198
+    payload = kit.secret_scanning_alert(1296269, longest, 42, 5, action="publicly_leaked")
+    response = send(client, "secret_scanning_alert", payload, **{"X-GitHub-Delivery": "d-42"})
+    assert js(response) == {"outcome": "queued", "queued": 1}
+    alerts = tables.secret_alerts
+    with ledger_of(app).begin() as conn:
+        rows = conn.execute(select(alerts).order_by(alerts.c.number)).mappings().all()
+    assert [dict(row) for row in rows] == [
+        {
+            "repository_id": 1296269,
+            "number": 42,
+            "repository": longest,
+            "installation_id": 5,
+            "state": "pending",
+            "outcome": None,
+            "lease_ids": [],
+            "html_url": None,
+            "reason": "webhook secret_scanning_alert.publicly_leaked delivery d-42",
+            "attempts": 0,
+            "next_attempt_at": MOMENT,
+            "last_error": None,
+            "claim_token": None,
+            "claimed_until": None,
+            "received_at": MOMENT,
+            "updated_at": MOMENT,
+        }
+    ]
+
+
+def scan_rows(ledger: Ledger) -> list[tuple[int, int, int, int | None, str, datetime | None]]:
+    scans = tables.log_scans
+    with ledger.begin() as conn:
+        rows = conn.execute(
+            select(
+                scans.c.repository_id,
+                scans.c.run_id,
+                scans.c.run_attempt,
+                scans.c.installation_id,
+                scans.c.state,
+                scans.c.next_attempt_at,
+            ).order_by(scans.c.run_id)
+        ).all()
+    return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+
+def test_a_completed_runs_log_scan_is_queued_in_the_deliverys_installation(
+    app: Flask, client: FlaskClient, clock: Clock
+) -> None:
+    """The scan fetches the run's logs as the installation the signed delivery names."""
+    ledger = ledger_of(app)
+    clock.now = MOMENT
+    put(ledger, identity(run_id=30433642), kit.lease(), installation_id=87, now=MOMENT)
+    payload = kit.workflow_run_completed(1296269, "octo/app", 30433642, 1, 87)
+    assert js(send(client, "workflow_run", payload)) == {"outcome": "queued", "queued": 1}
+    assert scan_rows(ledger) == [(1296269, 30433642, 1, 87, "queued", MOMENT)]
+
+
+def test_a_decision_retiring_two_runs_counts_the_live_leases_of_both(app: Flask) -> None:
+    """No route makes such a decision today; `apply_delivery` takes any (its count sums)."""
+    ledger = ledger_of(app)
+    put(ledger, identity(run_id=11), kit.lease(key_name="FIRST"), installation_id=87)
+    put(ledger, identity(run_id=12), kit.lease(key_name="SECOND"), installation_id=87)
+    runs = tuple(Retirement(RunLeases(1296269, run, 1, installation_id=87)) for run in (11, 12))
+    delivery = Delivery(event="workflow_run", delivery_id="d-2", data={"action": "completed"})
+    applied = apply_delivery(ledger, delivery, Decision(Outcome.QUEUED, runs), now=MOMENT)
+    assert applied == (Outcome.QUEUED, 2)
+    assert scan_rows(ledger) == [
+        (1296269, 11, 1, 87, "queued", MOMENT),
+        (1296269, 12, 1, 87, "queued", MOMENT),
+    ]
 
 
 WHOLE = "a whole number from 1 to"

@@ -224,27 +224,38 @@ def test_other_secret_scanning_actions_are_ignored(action: str) -> None:
 @pytest.mark.parametrize(
     ("where", "value"),
     [
-        ("number", 0),
-        ("number", 2**31),
-        ("number", "3"),
-        ("number", None),
-        ("full_name", "octo"),
-        ("full_name", "octo/.."),
-        ("full_name", "octo/app/x"),
-        ("full_name", None),
-        ("full_name", "o/" + "a" * 199),
+        ("alert.number", 0),
+        ("alert.number", 2**31),
+        ("alert.number", "3"),
+        ("alert.number", None),
+        ("repository.id", 0),
+        ("repository.id", None),
+        ("repository.full_name", "octo"),
+        ("repository.full_name", "octo/.."),
+        ("repository.full_name", "octo/app/x"),
+        ("repository.full_name", None),
+        ("repository.full_name", "o/" + "a" * 199),
     ],
 )
 def test_an_alert_without_a_usable_number_or_repository_is_a_bad_delivery(
     where: str, value: Any
 ) -> None:
     """The number must be one GitHub could have made; the name one that makes a path to ask
-    GitHub at, nothing that climbs out of `/repos/{owner}/{repo}`."""
+    GitHub at, nothing that climbs out of `/repos/{owner}/{repo}`. The refusal names the field
+    (GitHub shows it in the delivery's log, where the App's owner looks)."""
     payload = kit.secret_scanning_alert(7, "octo/app", 3, 5)
-    target = payload["alert"] if where == "number" else payload["repository"]
-    target[where] = value
-    with pytest.raises(BadDeliveryError, match=rf"\.{where}"):
+    target, field = where.split(".")
+    payload[target][field] = value
+    with pytest.raises(BadDeliveryError, match=rf"^The payload's {where} is missing or not "):
         router.dispatch(_delivery("secret_scanning_alert", payload))
+
+
+def test_a_repository_name_as_long_as_the_ledgers_column_is_read() -> None:
+    """200 characters, the ledger's column: read (one more is refused, above)."""
+    longest = "o/" + "a" * 198
+    payload = kit.secret_scanning_alert(7, longest, 3, 5)
+    decision = router.dispatch(_delivery("secret_scanning_alert", payload))
+    assert decision.alerts == (AlertCheck(7, longest, 3, 5),)
 
 
 @pytest.mark.parametrize(
