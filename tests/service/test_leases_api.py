@@ -403,6 +403,23 @@ def test_params_of_up_to_16_kib_reach_the_providers_own_check(
     )
 
 
+def test_a_lease_naming_a_part_twice_is_refused_naming_its_place(
+    client: FlaskClient, github: GitHub, app: Flask
+) -> None:
+    """Each part once (docs/service-api.openapi.yaml, `parts`): a 400 `invalid_lease` naming
+    the lease's place, and neither lease of the request recorded."""
+    part = {"name": "PASSWORD", "fingerprint": "a" * 64}
+    first, twice = github.lease(), github.lease(key_name="DATABASE_URL")
+    data = body(first, twice)
+    data["leases"][1]["parts"] = [part, {**part, "fingerprint": "b" * 64}]
+    response = post(client, "/v1/leases", data, github.auth(github.claims()))
+    assert (response.status_code, js(response)) == (
+        400,
+        {"error": "invalid_lease", "message": "leases[1].parts names a part twice"},
+    )
+    assert [record(app, first.id), record(app, twice.id)] == [None, None]
+
+
 # --- the post step's report -----------------------------------------------------------------
 
 
