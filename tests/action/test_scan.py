@@ -220,12 +220,30 @@ def test_the_forms_that_differ_from_the_token_are_found_under_their_names(
 
 def test_a_value_one_character_off_is_not_a_finding(job: Job, tmp_path: Path) -> None:
     value = job.values["API_TOKEN"]
-    near = value[:-1] + ("A" if value[-1] != "A" else "B")
+    # Another high nibble: the form inside a longer blob drops the last base64 character, so a
+    # last character that differs only in its low bits is a finding (as the README says).
+    near = value[:-1] + ("0" if ord(value[-1]) >> 4 != ord("0") >> 4 else "x")
     (tmp_path / "near.log").write_text(f"{near}\n{base64.b64encode(near.encode()).decode()}\n")
     (tmp_path / "prefix.log").write_text(value[:-1] + "\n")
     run = job.scan(tmp_path / "near.log", tmp_path / "prefix.log")
     assert run.returncode == 0, run.lines
     assert errors(run) == []
+
+
+def test_inside_a_blob_a_value_off_in_the_low_bits_of_its_last_character_is_found(
+    job: Job, tmp_path: Path
+) -> None:
+    """The README's caveat: where the value ends inside a base64 group, that group's character is
+    shared with what follows the value in the blob, so it is not compared."""
+    value = job.values["API_TOKEN"]
+    near = value[:-1] + chr(ord(value[-1]) ^ 1)
+    prefix = b"u:" if (2 + len(value)) % 3 else b"us:"  # the value ends inside a group
+    blob = base64.b64encode(prefix + near.encode() + b"@example").decode()
+    (tmp_path / "auth.log").write_text(f"Authorization: Basic {blob}\n")
+    run = job.scan(tmp_path / "auth.log")
+    assert run.returncode == 1
+    assert len(errors(run)) == 1
+    assert "| line 1 | API_TOKEN | base64 inside a longer blob |" in run.summary
 
 
 def test_a_clean_folder_passes_and_says_how_much_it_scanned(job: Job, tmp_path: Path) -> None:
