@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from runkeys_sandbox.launch import runkeys_serve, wait_until
@@ -45,6 +47,20 @@ def worker_process(environ: Mapping[str, str], log: Path, *args: str) -> subproc
             stderr=sink,
             start_new_session=True,
         )
+
+
+@contextmanager
+def running_worker(environ: Mapping[str, str], log: Path, *args: str) -> Iterator[None]:
+    """`worker_process` while the block runs; then Ctrl-C, and SIGKILL if it lingers."""
+    process = worker_process(environ, log, *args)
+    try:
+        yield
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:

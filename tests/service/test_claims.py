@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from handler.service import Service
 from runkeys_sandbox.launch import ThreadServer
 from tests.service.conftest import GitHub, empty, make_environ
 from tests.service.kit import HTTP_PARAMS, HeldIssuer, TokenIssuer, identity, states
-from tests.service.served import wait_for, worker_process
+from tests.service.served import running_worker, wait_for, worker_process
 
 pytestmark = pytest.mark.slow
 MEET_WITHIN = 60  # seconds for every worker to start and claim: a deadline, not a measure
@@ -186,17 +185,10 @@ def test_a_worker_killed_mid_batch_leaves_its_leases_to_another_within_30_s(
             )
         assert 0 < len(left) < 10, "the worker was not killed mid-batch"
         heir_log = tmp_path / "heir.log"
-        heir = worker_process(env, heir_log, "--no-sweep")
-        try:
+        with running_worker(env, heir_log, "--no-sweep"):
             deadline = hold.total_seconds() + 30  # the lapse, then the leases' slowed DELETEs
             wait_for(lambda: heir_log.read_text().count("lease revoked") >= len(left), deadline,
                      "the heir to finish the killed worker's leases")  # fmt: skip
-        finally:
-            os.killpg(heir.pid, signal.SIGINT)
-            try:
-                heir.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(heir.pid, signal.SIGKILL)
         with setup.service.ledger.begin() as conn:
             taken_over = min(conn.scalars(select(leases.c.retired_at).where(leases.c.id.in_(left))))
         # Taken over within the hold of the death: the first finished within it, plus one poll and
@@ -306,17 +298,10 @@ def test_a_worker_killed_while_revoking_ahead_leaves_its_leases_to_another_withi
         assert deletes() == [f"{url}/ci-pr-1"]
         tokens.released.set()  # the held revocation goes through, its caller dead
 
-        heir = worker_process(env, heir_log, "--no-sweep")
-        try:
+        with running_worker(env, heir_log, "--no-sweep"):
             # The lapse, then one GitHub minute before the heir's second DELETE, and slack.
             wait_for(lambda: states(service.ledger, every) == dict.fromkeys(every, "revoked"),
                      hold.total_seconds() + 15 + 30, "the heir to finish both claims")  # fmt: skip
-        finally:
-            os.killpg(heir.pid, signal.SIGINT)
-            try:
-                heir.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(heir.pid, signal.SIGKILL)
         with service.ledger.begin() as conn:
             retired = list(
                 conn.scalars(select(leases.c.retired_at).where(leases.c.id.in_(second + third)))
